@@ -1,0 +1,69 @@
+//! Builds the EC2 client: the standard credential chain, an optional assumed role, an
+//! optional endpoint override, and retries with backoff on throttling.
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+
+use crate::error::AwsError;
+use crate::settings::AwsSettings;
+
+/// Attempts per EC2 call (the first one included). Throttling and transient errors are
+/// retried with exponential backoff and jitter; adaptive mode also slows the client down
+/// when EC2 throttles it, which matters when a large cluster is launched at once.
+pub const MAX_ATTEMPTS: u32 = 8;
+
+/// An EC2 client for `settings`. Credentials are resolved lazily, on the first call: a missing
+/// credential shows up as an error of that call.
+pub async fn client(settings: &AwsSettings) -> Result<aws_sdk_ec2::Client, AwsError> {
+    settings.validate()?;
+    let region = Region::new(settings.region.clone());
+    let retry = RetryConfig::adaptive()
+        .with_max_attempts(MAX_ATTEMPTS)
+        .with_initial_backoff(Duration::from_millis(500))
+        .with_max_backoff(Duration::from_secs(20));
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .operation_attempt_timeout(Duration::from_secs(60))
+        .build();
+
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(region.clone())
+        .retry_config(retry)
+        .timeout_config(timeouts);
+    if let Some(endpoint) = &settings.endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    let shared = loader.load().await;
+
+    let mut ec2 = aws_sdk_ec2::config::Builder::from(&shared);
+    if let Some(role) = &settings.assume_role {
+        let mut provider = aws_config::sts::AssumeRoleProvider::builder(role.role_arn.clone())
+            .session_name(
+                role.session_name
+                    .clone()
+                    .unwrap_or_else(|| "redisha".to_string()),
+            )
+            .region(region);
+        if let Some(external_id) = &role.external_id {
+            provider = provider.external_id(external_id.clone());
+        }
+        // The base chain's credentials sign the AssumeRole call; STS is always reached at
+        // its regional endpoint (the EC2 endpoint override does not apply to it).
+        let base = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new(settings.region.clone()))
+            .load()
+            .await;
+        let provider = provider.configure(&base).build().await;
+        ec2 = ec2.credentials_provider(provider);
+    }
+    tracing::debug!(
+        region = %settings.region,
+        endpoint = settings.endpoint.as_deref().unwrap_or("default"),
+        assume_role = settings.assume_role.is_some(),
+        "EC2 client ready"
+    );
+    Ok(aws_sdk_ec2::Client::from_conf(ec2.build()))
+}

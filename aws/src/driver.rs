@@ -1,0 +1,687 @@
+//! `AwsDriver`: the cluster crate's [`Driver`] on EC2. One instance per planned host, in a
+//! subnet of the host's zone; cloud-init starts the host's redis-server nodes, so starting a
+//! node means waiting until it answers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_ec2::types::InstanceStateName;
+use redisha_cluster::{
+    Driver, DriverError, HostHandle, HostPlan, NodeConfig, NodeHandle, NodePlan, ProcessState,
+};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Mutex;
+
+use crate::error::AwsError;
+use crate::instances::{self, ClusterInstance, LaunchSpec};
+use crate::security_group;
+use crate::settings::{AwsDriverConfig, AwsSettings};
+use crate::topology::{resolve_subnets, ResolvedSubnet};
+use crate::user_data::{self, node_port, UserDataInput, MAX_USER_DATA};
+
+/// `HostHandle::extra` keys.
+pub const EXTRA_GENERATION: &str = "generation";
+pub const EXTRA_SUBNET: &str = "subnet_id";
+pub const EXTRA_PRIVATE_IP: &str = "private_ip";
+pub const EXTRA_SECURITY_GROUP: &str = "security_group_id";
+
+/// Launch errors after which another subnet of the same zone may succeed.
+const TRY_NEXT_SUBNET: &[&str] = &[
+    "InsufficientInstanceCapacity",
+    "InsufficientFreeAddressesInSubnet",
+    "Unsupported",
+];
+
+/// What the driver learned once per process: the subnets and the security group.
+#[derive(Debug, Clone)]
+struct Prepared {
+    subnets: Vec<ResolvedSubnet>,
+    vpc_id: String,
+    group_id: Option<String>,
+    group_max_nodes: u16,
+}
+
+/// How a host found in state compares with EC2.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum HostStatus {
+    /// Its instance is pending or running.
+    Present { handle: HostHandle },
+    /// Its instance is stopped; the next apply starts it.
+    Stopped { handle: HostHandle },
+    /// Its instance is terminated or gone: drift, replaced by the next apply in `zone`.
+    Missing { name: String, zone: String },
+}
+
+/// The outcome of [`AwsDriver::ensure_hosts`]: what exists, and what failed and why.
+#[derive(Debug)]
+pub struct HostsReport {
+    pub ready: Vec<HostHandle>,
+    pub failed: Vec<(String, AwsError)>,
+}
+
+/// The outcome of [`AwsDriver::destroy`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DestroyReport {
+    pub terminated: Vec<String>,
+    pub security_group_deleted: bool,
+}
+
+pub struct AwsDriver {
+    client: aws_sdk_ec2::Client,
+    config: AwsDriverConfig,
+    prepared: Mutex<Option<Prepared>>,
+    /// The latest shared node settings seen (for SHUTDOWN's AUTH in `stop_node`).
+    node_config: Mutex<Option<NodeConfig>>,
+    /// Host name → the instance state names for it: when duplicates exist, this one (which
+    /// holds the node's data) is kept.
+    known: Mutex<BTreeMap<String, String>>,
+}
+
+impl AwsDriver {
+    /// A driver with a client built from `settings`.
+    pub async fn new(settings: &AwsSettings, config: AwsDriverConfig) -> Result<Self, AwsError> {
+        let client = crate::client::client(settings).await?;
+        Self::with_client(client, config)
+    }
+
+    pub fn with_client(
+        client: aws_sdk_ec2::Client,
+        config: AwsDriverConfig,
+    ) -> Result<Self, AwsError> {
+        config.validate()?;
+        Ok(AwsDriver {
+            client,
+            config,
+            prepared: Mutex::new(None),
+            node_config: Mutex::new(None),
+            known: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> &AwsDriverConfig {
+        &self.config
+    }
+
+    pub fn client(&self) -> &aws_sdk_ec2::Client {
+        &self.client
+    }
+
+    /// Tells the driver which instances state names (e.g. after loading Terraform state), so
+    /// that of duplicates for a host the one holding its data is kept.
+    pub async fn remember_hosts(&self, hosts: &[HostHandle]) {
+        let mut known = self.known.lock().await;
+        for host in hosts {
+            if let Some(id) = &host.instance_id {
+                known.insert(host.name.clone(), id.clone());
+            }
+        }
+    }
+
+    /// A host's memory in MiB (from DescribeInstanceTypes), for the planner's capacity.
+    pub async fn host_memory_mib(&self) -> Result<u64, AwsError> {
+        instances::instance_memory_mib(&self.client, &self.config.instance_type).await
+    }
+
+    /// The zones of the configured subnets, in the order first listed.
+    pub async fn zones(&self) -> Result<Vec<String>, AwsError> {
+        let prepared = self.prepare(&[], false).await?;
+        let mut zones: Vec<String> = Vec::new();
+        for s in prepared.subnets {
+            if !zones.contains(&s.zone) {
+                zones.push(s.zone);
+            }
+        }
+        Ok(zones)
+    }
+
+    /// Resolves the subnets (once), checks every host's zone has one, and with
+    /// `with_group` makes sure the security group exists with ports for `hosts`.
+    async fn prepare(&self, hosts: &[HostPlan], with_group: bool) -> Result<Prepared, AwsError> {
+        let mut guard = self.prepared.lock().await;
+        let mut prepared = match guard.take() {
+            Some(p) => p,
+            None => {
+                let subnets = resolve_subnets(&self.client, &self.config.subnet_ids).await?;
+                let vpc_id = subnets
+                    .first()
+                    .map(|s| s.vpc_id.clone())
+                    .ok_or_else(|| AwsError::config("aws.subnet_ids", "is empty"))?;
+                Prepared {
+                    subnets,
+                    vpc_id,
+                    group_id: None,
+                    group_max_nodes: 0,
+                }
+            }
+        };
+        let result = self.check_and_group(&mut prepared, hosts, with_group).await;
+        *guard = Some(prepared.clone());
+        result.map(|()| prepared)
+    }
+
+    async fn check_and_group(
+        &self,
+        prepared: &mut Prepared,
+        hosts: &[HostPlan],
+        with_group: bool,
+    ) -> Result<(), AwsError> {
+        for host in hosts {
+            if !prepared.subnets.iter().any(|s| s.zone == host.zone) {
+                return Err(AwsError::NoSubnetInZone {
+                    zone: host.zone.clone(),
+                    host: host.name.clone(),
+                });
+            }
+        }
+        let needed = hosts
+            .iter()
+            .flat_map(|h| h.nodes.iter().map(|n| n.index_on_host.saturating_add(1)))
+            .chain(std::iter::once(self.config.max_nodes_per_host))
+            .max()
+            .unwrap_or(1);
+        if with_group && (prepared.group_id.is_none() || needed > prepared.group_max_nodes) {
+            let max_nodes = needed.max(prepared.group_max_nodes);
+            let user_tags: Vec<(String, String)> = self
+                .config
+                .tags
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let group_id = security_group::ensure_group(
+                &self.client,
+                &self.config.cluster_name,
+                &prepared.vpc_id,
+                &self.config.allowed_cidrs,
+                max_nodes,
+                &user_tags,
+            )
+            .await?;
+            prepared.group_id = Some(group_id);
+            prepared.group_max_nodes = max_nodes;
+        }
+        Ok(())
+    }
+
+    /// Makes the host's instance exist and run: reuses a live one found by tag, starts a
+    /// stopped one, terminates duplicates, and launches a replacement (next generation) for a
+    /// terminated or missing one, in a subnet of the planned zone.
+    pub async fn ensure_host(
+        &self,
+        host: &HostPlan,
+        config: &NodeConfig,
+    ) -> Result<HostHandle, AwsError> {
+        let prepared = self.prepare(std::slice::from_ref(host), true).await?;
+        let group_id = prepared.group_id.clone().unwrap_or_default();
+        let cluster = self.config.cluster_name.as_str();
+        let timeouts = self.config.timeouts;
+        let poll = self.config.poll_interval;
+
+        let mut known = instances::find_instances(&self.client, cluster, Some(&host.name)).await?;
+        // The instance state names comes first, then the oldest generation and launch.
+        if let Some(id) = self.known.lock().await.get(&host.name) {
+            known.sort_by_key(|i| &i.instance_id != id);
+        }
+        let mut keep: Option<ClusterInstance> = None;
+        let mut extra_ids = Vec::new();
+        for instance in known.iter().filter(|i| i.is_live() || i.is_stopped()) {
+            if instance.zone != host.zone {
+                tracing::warn!(
+                    host = host.name,
+                    instance_id = instance.instance_id,
+                    zone = instance.zone,
+                    planned_zone = host.zone,
+                    "instance is in another zone than planned; replacing it"
+                );
+                extra_ids.push(instance.instance_id.clone());
+            } else if keep.is_none() {
+                keep = Some(instance.clone());
+            } else {
+                tracing::warn!(
+                    host = host.name,
+                    instance_id = instance.instance_id,
+                    "duplicate instance for host; terminating it"
+                );
+                extra_ids.push(instance.instance_id.clone());
+            }
+        }
+        instances::terminate(&self.client, &extra_ids).await?;
+
+        let instance = match keep {
+            Some(instance) => {
+                if instance.is_stopped() {
+                    // A stopping instance cannot be started yet.
+                    instances::wait_for_state(
+                        &self.client,
+                        std::slice::from_ref(&instance.instance_id),
+                        InstanceStateName::Stopped,
+                        "create",
+                        timeouts.create,
+                        poll,
+                    )
+                    .await?;
+                    instances::start(&self.client, std::slice::from_ref(&instance.instance_id))
+                        .await?;
+                }
+                tracing::debug!(
+                    host = host.name,
+                    instance_id = instance.instance_id,
+                    "instance exists"
+                );
+                instance
+            }
+            None => {
+                let generation = known.iter().map(|i| i.generation + 1).max().unwrap_or(0);
+                self.launch_host(host, config, &prepared, &group_id, generation)
+                    .await?
+            }
+        };
+        let running = instances::wait_for_state(
+            &self.client,
+            std::slice::from_ref(&instance.instance_id),
+            InstanceStateName::Running,
+            "create",
+            timeouts.create,
+            poll,
+        )
+        .await?;
+        let instance = running
+            .into_iter()
+            .find(|i| i.instance_id == instance.instance_id)
+            .unwrap_or(instance);
+        let handle = self.handle_of(&instance, &group_id);
+        self.remember_hosts(std::slice::from_ref(&handle)).await;
+        Ok(handle)
+    }
+
+    async fn launch_host(
+        &self,
+        host: &HostPlan,
+        config: &NodeConfig,
+        prepared: &Prepared,
+        group_id: &str,
+        first_generation: u32,
+    ) -> Result<ClusterInstance, AwsError> {
+        let document = user_data::render(&UserDataInput {
+            cluster: &self.config.cluster_name,
+            host,
+            config,
+            data_volume: self.config.data_volume.is_some(),
+            redis_package: &self.config.redis_package,
+        });
+        if document.len() > MAX_USER_DATA {
+            return Err(AwsError::config(
+                "redis_config",
+                format!(
+                    "the instance's user data would be {} bytes, over EC2's {MAX_USER_DATA}; shorten redis_config",
+                    document.len()
+                ),
+            ));
+        }
+        let encoded = user_data::encode(&document);
+        let zone_subnets: Vec<&ResolvedSubnet> = prepared
+            .subnets
+            .iter()
+            .filter(|s| s.zone == host.zone)
+            .collect();
+        // Spread a zone's hosts over its subnets; on a capacity error try the next one.
+        let start = host.host_index as usize % zone_subnets.len().max(1);
+        let mut generation = first_generation;
+        let mut last_error = None;
+        for offset in 0..zone_subnets.len() {
+            let subnet = zone_subnets[(start + offset) % zone_subnets.len()];
+            // A token of a terminated instance still answers with that instance (EC2 keeps
+            // tokens longer than it shows terminated instances): move on to the next generation.
+            for _ in 0..3 {
+                let spec = LaunchSpec {
+                    config: &self.config,
+                    host: &host.name,
+                    zone: &host.zone,
+                    subnet_id: &subnet.id,
+                    security_group_id: group_id,
+                    generation,
+                    user_data: &encoded,
+                };
+                match instances::launch(&self.client, &spec).await {
+                    Ok(instance) if instance.is_gone() => generation += 1,
+                    Ok(instance) => return Ok(instance),
+                    Err(e) if e.code().is_some_and(|c| TRY_NEXT_SUBNET.contains(&c)) => {
+                        tracing::warn!(host = host.name, subnet_id = subnet.id, error = %e, "launch failed; trying another subnet of the zone");
+                        last_error = Some(e);
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Err(last_error.unwrap_or(AwsError::InstanceFailed {
+            host: host.name.clone(),
+            instance_id: "(none)".into(),
+            state: "terminated".into(),
+            hint: "every launch returned a terminated instance; retry the apply".into(),
+        }))
+    }
+
+    fn handle_of(&self, instance: &ClusterInstance, group_id: &str) -> HostHandle {
+        let private_ip = instance.private_ip.clone().unwrap_or_default();
+        let address = match self.config.address_override.get(&instance.host) {
+            Some(over) => over.ip.to_string(),
+            None => private_ip.clone(),
+        };
+        let mut extra = BTreeMap::new();
+        extra.insert(EXTRA_GENERATION.into(), instance.generation.to_string());
+        if let Some(subnet) = &instance.subnet_id {
+            extra.insert(EXTRA_SUBNET.into(), subnet.clone());
+        }
+        extra.insert(EXTRA_PRIVATE_IP.into(), private_ip);
+        if !group_id.is_empty() {
+            extra.insert(EXTRA_SECURITY_GROUP.into(), group_id.to_string());
+        }
+        HostHandle {
+            name: instance.host.clone(),
+            zone: instance.zone.clone(),
+            address,
+            instance_id: Some(instance.instance_id.clone()),
+            extra,
+        }
+    }
+
+    /// Ensures every host, continuing past failures so that the report names all that
+    /// exists; the next call picks up from there (found by tag, no duplicates).
+    pub async fn ensure_hosts(&self, hosts: &[HostPlan], config: &NodeConfig) -> HostsReport {
+        let mut report = HostsReport {
+            ready: Vec::new(),
+            failed: Vec::new(),
+        };
+        if let Err(e) = self.prepare(&[], true).await {
+            report.failed = hosts
+                .iter()
+                .map(|h| (h.name.clone(), clone_err(&e)))
+                .collect();
+            return report;
+        }
+        for host in hosts {
+            match self.ensure_host(host, config).await {
+                Ok(handle) => report.ready.push(handle),
+                Err(e) => {
+                    tracing::error!(host = host.name, error = %e, "host not ready");
+                    report.failed.push((host.name.clone(), e));
+                }
+            }
+        }
+        report
+    }
+
+    /// Compares hosts from state with EC2 (by tag): a terminated or missing instance is drift.
+    /// Hosts in EC2 that state does not name are listed by [`AwsDriver::unknown_hosts`].
+    pub async fn read_hosts(&self, hosts: &[HostHandle]) -> Result<Vec<HostStatus>, AwsError> {
+        self.remember_hosts(hosts).await;
+        let found =
+            instances::find_instances(&self.client, &self.config.cluster_name, None).await?;
+        let mut out = Vec::with_capacity(hosts.len());
+        for host in hosts {
+            let mine: Vec<&ClusterInstance> =
+                found.iter().filter(|i| i.host == host.name).collect();
+            let group = host
+                .extra
+                .get(EXTRA_SECURITY_GROUP)
+                .cloned()
+                .unwrap_or_default();
+            let in_state =
+                |i: &&&ClusterInstance| Some(&i.instance_id) == host.instance_id.as_ref();
+            let live = mine
+                .iter()
+                .filter(|i| i.is_live() && i.zone == host.zone)
+                .find(in_state)
+                .or_else(|| mine.iter().find(|i| i.is_live() && i.zone == host.zone));
+            if let Some(live) = live {
+                out.push(HostStatus::Present {
+                    handle: self.handle_of(live, &group),
+                });
+            } else if let Some(stopped) = mine.iter().find(|i| i.is_stopped()) {
+                out.push(HostStatus::Stopped {
+                    handle: self.handle_of(stopped, &group),
+                });
+            } else {
+                tracing::info!(
+                    host = host.name,
+                    zone = host.zone,
+                    "host's instance is terminated or missing (drift)"
+                );
+                out.push(HostStatus::Missing {
+                    name: host.name.clone(),
+                    zone: host.zone.clone(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Live instances of the cluster whose host is not in `known`: left by an apply that
+    /// failed before state was written. Pass them to [`AwsDriver::remove_host_by_name`] or
+    /// adopt them by planning their host names.
+    pub async fn unknown_hosts(&self, known: &[String]) -> Result<Vec<ClusterInstance>, AwsError> {
+        let found =
+            instances::find_instances(&self.client, &self.config.cluster_name, None).await?;
+        Ok(found
+            .into_iter()
+            .filter(|i| !i.is_gone() && !known.contains(&i.host))
+            .collect())
+    }
+
+    /// Terminates every instance of the host (found by tag) and waits until they are gone.
+    pub async fn remove_host_by_name(&self, host: &str) -> Result<Vec<String>, AwsError> {
+        let found =
+            instances::find_instances(&self.client, &self.config.cluster_name, Some(host)).await?;
+        let ids: Vec<String> = found
+            .iter()
+            .filter(|i| !matches!(i.state, InstanceStateName::Terminated))
+            .map(|i| i.instance_id.clone())
+            .collect();
+        instances::terminate(&self.client, &ids).await?;
+        instances::wait_for_state(
+            &self.client,
+            &ids,
+            InstanceStateName::Terminated,
+            "delete",
+            self.config.timeouts.delete,
+            self.config.poll_interval,
+        )
+        .await?;
+        Ok(ids)
+    }
+
+    /// Terminates all the cluster's instances, waits for them, and deletes its security
+    /// group: nothing tagged with the cluster is left running.
+    pub async fn destroy(&self) -> Result<DestroyReport, AwsError> {
+        let cluster = self.config.cluster_name.as_str();
+        let found = instances::find_instances(&self.client, cluster, None).await?;
+        let ids: Vec<String> = found
+            .iter()
+            .filter(|i| !matches!(i.state, InstanceStateName::Terminated))
+            .map(|i| i.instance_id.clone())
+            .collect();
+        instances::terminate(&self.client, &ids).await?;
+        instances::wait_for_state(
+            &self.client,
+            &ids,
+            InstanceStateName::Terminated,
+            "delete",
+            self.config.timeouts.delete,
+            self.config.poll_interval,
+        )
+        .await?;
+        let deleted = security_group::delete_group(
+            &self.client,
+            cluster,
+            self.config.timeouts.delete,
+            self.config.poll_interval,
+        )
+        .await?;
+        *self.prepared.lock().await = None;
+        tracing::info!(
+            cluster,
+            instances = ids.len(),
+            security_group_deleted = deleted,
+            "destroyed"
+        );
+        Ok(DestroyReport {
+            terminated: ids,
+            security_group_deleted: deleted,
+        })
+    }
+
+    /// Where the cluster code reaches node `index_on_host` of `host`.
+    pub fn node_address(&self, host: &HostHandle, index_on_host: u16) -> (String, u16) {
+        match self.config.address_override.get(&host.name) {
+            Some(over) => (
+                over.ip.to_string(),
+                over.base_port.saturating_add(index_on_host),
+            ),
+            None => (host.address.clone(), node_port(index_on_host)),
+        }
+    }
+
+    async fn remember(&self, config: &NodeConfig) {
+        *self.node_config.lock().await = Some(config.clone());
+    }
+}
+
+fn clone_err(e: &AwsError) -> AwsError {
+    AwsError::Shared(e.to_string())
+}
+
+#[async_trait]
+impl Driver for AwsDriver {
+    fn kind(&self) -> &'static str {
+        "aws"
+    }
+
+    async fn preflight(
+        &self,
+        hosts: &[HostPlan],
+        _existing: &[NodeHandle],
+        config: &NodeConfig,
+    ) -> Result<(), DriverError> {
+        config.validate()?;
+        self.remember(config).await;
+        // Checks only: subnets exist, in one VPC, cover every planned zone; the instance type
+        // exists. The security group is made on the first provision.
+        self.prepare(hosts, false).await?;
+        self.host_memory_mib().await?;
+        Ok(())
+    }
+
+    async fn provision_host(
+        &self,
+        host: &HostPlan,
+        config: &NodeConfig,
+    ) -> Result<HostHandle, DriverError> {
+        self.remember(config).await;
+        Ok(self.ensure_host(host, config).await?)
+    }
+
+    async fn start_node(
+        &self,
+        host: &HostHandle,
+        node: &NodePlan,
+        config: &NodeConfig,
+    ) -> Result<NodeHandle, DriverError> {
+        self.remember(config).await;
+        if !self.config.address_override.is_empty()
+            && !self.config.address_override.contains_key(&host.name)
+        {
+            // With stand-ins configured, never fall back to an instance's private address.
+            return Err(DriverError::Other(format!(
+                "address_override ({}): no entry for host {}; add one or unset the map",
+                crate::settings::ADDRESS_MAP_ENV,
+                host.name
+            )));
+        }
+        let (ip, port) = self.node_address(host, node.index_on_host);
+        let address = format_address(&ip, port);
+        let timeout: Duration = self.config.timeouts.create;
+        let deadline = tokio::time::Instant::now() + timeout;
+        // cloud-init installs and starts redis-server after boot; wait for it to answer.
+        while !crate::probe::answers(&address).await {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(DriverError::StartFailed {
+                    node: node.name.clone(),
+                    reason: format!(
+                        "redis on {address} (host {}) did not answer within {timeout:?} (timeouts.create); check the instance's cloud-init log (/var/log/cloud-init-output.log) and that the security group admits the provider",
+                        host.name
+                    ),
+                });
+            }
+            tokio::time::sleep(self.config.poll_interval.min(Duration::from_secs(2))).await;
+        }
+        tracing::info!(node = node.name, host = host.name, address, "node answers");
+        Ok(NodeHandle {
+            name: node.name.clone(),
+            host: host.name.clone(),
+            ip,
+            port,
+            index_on_host: node.index_on_host,
+            pid: None,
+            data_dir: None,
+            config_file: None,
+        })
+    }
+
+    async fn stop_node(&self, node: &NodeHandle) -> Result<(), DriverError> {
+        let password = self
+            .node_config
+            .lock()
+            .await
+            .as_ref()
+            .and_then(|c| c.password.as_ref().map(|p| p.expose().to_string()));
+        let address = format_address(&node.ip, node.port);
+        match crate::probe::shutdown(&address, password.as_deref()).await {
+            Ok(answered) => {
+                tracing::info!(node = node.name, address, answered, "node stopped");
+                Ok(())
+            }
+            Err(e) => Err(DriverError::Other(format!(
+                "node {}: could not stop redis on {address}: {e}",
+                node.name
+            ))),
+        }
+    }
+
+    async fn inspect_node(&self, _node: &NodeHandle) -> Result<ProcessState, DriverError> {
+        // Processes on an instance are not visible from here; the cluster code asks redis.
+        Ok(ProcessState::Unknown)
+    }
+
+    async fn write_node_config(
+        &self,
+        _node: &NodeHandle,
+        config: &NodeConfig,
+    ) -> Result<(), DriverError> {
+        // The instance's config files were written at first boot; the cluster code applies
+        // new settings to the running node (CONFIG SET + CONFIG REWRITE persists them there),
+        // and replacement instances get them in their user data.
+        self.remember(config).await;
+        Ok(())
+    }
+
+    async fn wipe_node(&self, node: &NodeHandle) -> Result<(), DriverError> {
+        // The node's data is on its instance's volume, which goes when the host is removed.
+        tracing::debug!(node = node.name, "wipe_node: data goes with the instance");
+        Ok(())
+    }
+
+    async fn remove_host(&self, host: &HostHandle) -> Result<(), DriverError> {
+        self.remove_host_by_name(&host.name).await?;
+        Ok(())
+    }
+}
+
+fn format_address(ip: &str, port: u16) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}

@@ -1,0 +1,430 @@
+//! EC2 instances of a cluster: launching one per host (idempotently), finding them by tag,
+//! waiting for states, terminating them, and the memory of an instance type.
+
+use std::time::Duration;
+
+use aws_sdk_ec2::types::{
+    BlockDeviceMapping, EbsBlockDevice, Filter, InstanceStateName, InstanceType, ResourceType,
+    TagSpecification, VolumeType,
+};
+use sha2::{Digest, Sha256};
+
+use crate::error::{api, AwsError};
+use crate::security_group::tag;
+use crate::settings::AwsDriverConfig;
+use crate::user_data::DATA_DEVICE;
+
+pub const CLUSTER_TAG: &str = "redisha:cluster";
+pub const HOST_TAG: &str = "redisha:host";
+pub const ZONE_TAG: &str = "redisha:zone";
+pub const GENERATION_TAG: &str = "redisha:generation";
+pub const MANAGED_BY_TAG: &str = "redisha:managed-by";
+
+/// The client token of a host's instance. Retrying RunInstances with it returns the instance
+/// the first call created instead of launching a second one; the generation changes when the
+/// host is replaced (its previous instance terminated), so the replacement gets a new token.
+pub fn client_token(cluster: &str, host: &str, generation: u32) -> String {
+    let mut hash = Sha256::new();
+    hash.update(cluster.as_bytes());
+    hash.update([0]);
+    hash.update(host.as_bytes());
+    hash.update([0]);
+    hash.update(generation.to_be_bytes());
+    let hex: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    // EC2 accepts at most 64 ASCII characters.
+    format!("redisha-{}", &hex[..56])
+}
+
+/// What the driver knows about one of its instances.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterInstance {
+    pub instance_id: String,
+    /// The `redisha:host` tag.
+    pub host: String,
+    /// The zone the instance runs in.
+    pub zone: String,
+    pub subnet_id: Option<String>,
+    pub state: InstanceStateName,
+    pub private_ip: Option<String>,
+    /// The `redisha:generation` tag.
+    pub generation: u32,
+    pub launch_time_secs: i64,
+    pub security_groups: Vec<String>,
+}
+
+impl ClusterInstance {
+    /// Pending or running: the host exists.
+    pub fn is_live(&self) -> bool {
+        matches!(
+            self.state,
+            InstanceStateName::Pending | InstanceStateName::Running
+        )
+    }
+
+    /// Stopping or stopped: the host exists but must be started.
+    pub fn is_stopped(&self) -> bool {
+        matches!(
+            self.state,
+            InstanceStateName::Stopping | InstanceStateName::Stopped
+        )
+    }
+
+    /// Shutting down or terminated: gone.
+    pub fn is_gone(&self) -> bool {
+        matches!(
+            self.state,
+            InstanceStateName::ShuttingDown | InstanceStateName::Terminated
+        )
+    }
+}
+
+/// The cluster's instances in any state (terminated ones stay visible for about an hour),
+/// optionally only those of one host.
+pub async fn find_instances(
+    client: &aws_sdk_ec2::Client,
+    cluster: &str,
+    host: Option<&str>,
+) -> Result<Vec<ClusterInstance>, AwsError> {
+    let mut request = client.describe_instances().filters(
+        Filter::builder()
+            .name(format!("tag:{CLUSTER_TAG}"))
+            .values(cluster)
+            .build(),
+    );
+    if let Some(host) = host {
+        request = request.filters(
+            Filter::builder()
+                .name(format!("tag:{HOST_TAG}"))
+                .values(host)
+                .build(),
+        );
+    }
+    let reservations: Vec<aws_sdk_ec2::types::Reservation> = request
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<_, _>>()
+        .await
+        .map_err(api("DescribeInstances"))?;
+    let mut found = Vec::new();
+    for reservation in reservations {
+        for instance in reservation.instances() {
+            if let Some(i) = to_cluster_instance(instance) {
+                found.push(i);
+            }
+        }
+    }
+    found.sort_by(|a, b| {
+        (
+            a.host.as_str(),
+            a.generation,
+            a.launch_time_secs,
+            a.instance_id.as_str(),
+        )
+            .cmp(&(
+                b.host.as_str(),
+                b.generation,
+                b.launch_time_secs,
+                b.instance_id.as_str(),
+            ))
+    });
+    Ok(found)
+}
+
+fn to_cluster_instance(instance: &aws_sdk_ec2::types::Instance) -> Option<ClusterInstance> {
+    let tag_value = |key: &str| {
+        instance
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(key))
+            .and_then(|t| t.value())
+            .map(str::to_string)
+    };
+    let instance_id = instance.instance_id()?.to_string();
+    let Some(host) = tag_value(HOST_TAG) else {
+        tracing::warn!(
+            instance_id,
+            "instance has the cluster tag but no {HOST_TAG} tag; ignoring it"
+        );
+        return None;
+    };
+    Some(ClusterInstance {
+        instance_id,
+        host,
+        zone: instance
+            .placement()
+            .and_then(|p| p.availability_zone())
+            .map(str::to_string)
+            .or_else(|| tag_value(ZONE_TAG))
+            .unwrap_or_default(),
+        subnet_id: instance.subnet_id().map(str::to_string),
+        state: instance
+            .state()
+            .and_then(|s| s.name())
+            .cloned()
+            .unwrap_or(InstanceStateName::Pending),
+        private_ip: instance.private_ip_address().map(str::to_string),
+        generation: tag_value(GENERATION_TAG)
+            .and_then(|g| g.parse().ok())
+            .unwrap_or(0),
+        launch_time_secs: instance.launch_time().map(|t| t.secs()).unwrap_or(0),
+        security_groups: instance
+            .security_groups()
+            .iter()
+            .filter_map(|g| g.group_id().map(str::to_string))
+            .collect(),
+    })
+}
+
+/// What one RunInstances call needs.
+pub struct LaunchSpec<'a> {
+    pub config: &'a AwsDriverConfig,
+    pub host: &'a str,
+    pub zone: &'a str,
+    pub subnet_id: &'a str,
+    pub security_group_id: &'a str,
+    pub generation: u32,
+    /// Base64 cloud-init document.
+    pub user_data: &'a str,
+}
+
+/// Launches the host's instance (or, on a retry with the same token, returns it).
+pub async fn launch(
+    client: &aws_sdk_ec2::Client,
+    spec: &LaunchSpec<'_>,
+) -> Result<ClusterInstance, AwsError> {
+    let config = spec.config;
+    let cluster = config.cluster_name.as_str();
+    let token = client_token(cluster, spec.host, spec.generation);
+    let generation = spec.generation.to_string();
+    let name = format!("redisha-{cluster}-{}", spec.host);
+    let tags_for = |resource: ResourceType| {
+        let mut t = TagSpecification::builder()
+            .resource_type(resource)
+            .tags(tag(CLUSTER_TAG, cluster))
+            .tags(tag(HOST_TAG, spec.host))
+            .tags(tag(ZONE_TAG, spec.zone))
+            .tags(tag(GENERATION_TAG, &generation))
+            .tags(tag(MANAGED_BY_TAG, "redisha"))
+            .tags(tag("Name", &name));
+        for (k, v) in &config.tags {
+            t = t.tags(tag(k, v));
+        }
+        t.build()
+    };
+    let mut request = client
+        .run_instances()
+        .image_id(&config.ami)
+        .instance_type(InstanceType::from(config.instance_type.as_str()))
+        .min_count(1)
+        .max_count(1)
+        .subnet_id(spec.subnet_id)
+        .security_group_ids(spec.security_group_id)
+        .client_token(&token)
+        .user_data(spec.user_data)
+        .tag_specifications(tags_for(ResourceType::Instance))
+        .tag_specifications(tags_for(ResourceType::Volume))
+        // IMDSv2 only: the user data script uses tokens, and v1 is a credential-theft path.
+        .metadata_options(
+            aws_sdk_ec2::types::InstanceMetadataOptionsRequest::builder()
+                .http_tokens(aws_sdk_ec2::types::HttpTokensState::Required)
+                .build(),
+        );
+    if let Some(key) = &config.key_name {
+        request = request.key_name(key);
+    }
+    if let Some(group) = &config.placement_group {
+        request = request.placement(
+            aws_sdk_ec2::types::Placement::builder()
+                .group_name(group)
+                .build(),
+        );
+    }
+    if let Some(volume) = &config.data_volume {
+        let mut ebs = EbsBlockDevice::builder()
+            .volume_size(volume.size_gib)
+            .volume_type(VolumeType::Gp3)
+            .encrypted(volume.encrypted)
+            .delete_on_termination(true);
+        if let Some(key) = &volume.kms_key_id {
+            ebs = ebs.kms_key_id(key);
+        }
+        request = request.block_device_mappings(
+            BlockDeviceMapping::builder()
+                .device_name(DATA_DEVICE)
+                .ebs(ebs.build())
+                .build(),
+        );
+    }
+    let answer = request.send().await.map_err(api("RunInstances"))?;
+    let instance = answer.instances().first().ok_or(AwsError::MissingField {
+        operation: "RunInstances",
+        field: "Instances",
+    })?;
+    let launched = to_cluster_instance(instance).ok_or(AwsError::MissingField {
+        operation: "RunInstances",
+        field: "InstanceId or tags",
+    })?;
+    tracing::info!(
+        cluster,
+        host = spec.host,
+        zone = spec.zone,
+        subnet_id = spec.subnet_id,
+        instance_id = launched.instance_id,
+        generation = spec.generation,
+        "launched instance"
+    );
+    Ok(launched)
+}
+
+/// Waits until every instance in `ids` has reached `target` (running or terminated).
+/// A running wait fails early when an instance is terminated instead.
+pub async fn wait_for_state(
+    client: &aws_sdk_ec2::Client,
+    ids: &[String],
+    target: InstanceStateName,
+    phase: &'static str,
+    timeout: Duration,
+    poll: Duration,
+) -> Result<Vec<ClusterInstance>, AwsError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let answer: Vec<aws_sdk_ec2::types::Reservation> = client
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name("instance-id")
+                    .set_values(Some(ids.to_vec()))
+                    .build(),
+            )
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<_, _>>()
+            .await
+            .map_err(api("DescribeInstances"))?;
+        let seen: Vec<ClusterInstance> = answer
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter_map(to_cluster_instance)
+            .collect();
+        if target == InstanceStateName::Running {
+            if let Some(gone) = seen.iter().find(|i| i.is_gone()) {
+                return Err(AwsError::InstanceFailed {
+                    host: gone.host.clone(),
+                    instance_id: gone.instance_id.clone(),
+                    state: gone.state.as_str().to_string(),
+                    hint: "it stopped existing while starting (capacity, a bad AMI or a volume/KMS problem); the next apply launches a replacement".into(),
+                });
+            }
+        }
+        // An instance that no longer shows up has been terminated long ago.
+        let done = ids
+            .iter()
+            .all(|id| match seen.iter().find(|i| &i.instance_id == id) {
+                Some(i) => i.state == target,
+                None => target == InstanceStateName::Terminated,
+            });
+        if done {
+            return Ok(seen);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(AwsError::Timeout {
+                phase,
+                what: format!("instances {} to be {}", ids.join(", "), target.as_str()),
+                after: timeout,
+            });
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// Asks EC2 to terminate instances (their data volumes go with them).
+pub async fn terminate(client: &aws_sdk_ec2::Client, ids: &[String]) -> Result<(), AwsError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    match client
+        .terminate_instances()
+        .set_instance_ids(Some(ids.to_vec()))
+        .send()
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(instance_ids = ?ids, "terminating instances");
+            Ok(())
+        }
+        Err(e) => {
+            let err = api("TerminateInstances")(e);
+            if err.code() == Some("InvalidInstanceID.NotFound") {
+                Ok(())
+            } else {
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Starts stopped instances.
+pub async fn start(client: &aws_sdk_ec2::Client, ids: &[String]) -> Result<(), AwsError> {
+    client
+        .start_instances()
+        .set_instance_ids(Some(ids.to_vec()))
+        .send()
+        .await
+        .map_err(api("StartInstances"))?;
+    tracing::info!(instance_ids = ?ids, "starting stopped instances");
+    Ok(())
+}
+
+/// The memory of an instance type in MiB: a host's capacity for the planner.
+pub async fn instance_memory_mib(
+    client: &aws_sdk_ec2::Client,
+    instance_type: &str,
+) -> Result<u64, AwsError> {
+    let answer = client
+        .describe_instance_types()
+        .instance_types(InstanceType::from(instance_type))
+        .send()
+        .await;
+    let unknown = || AwsError::UnknownInstanceType {
+        instance_type: instance_type.to_string(),
+        region: crate::topology::region_of(client),
+    };
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(e) => {
+            let err = api("DescribeInstanceTypes")(e);
+            return match err.code() {
+                Some(code) if code.starts_with("InvalidInstanceType") => Err(unknown()),
+                _ => Err(err),
+            };
+        }
+    };
+    answer
+        .instance_types()
+        .iter()
+        .find(|t| t.instance_type().map(|t| t.as_str()) == Some(instance_type))
+        .and_then(|t| t.memory_info())
+        .and_then(|m| m.size_in_mib())
+        .and_then(|m| u64::try_from(m).ok())
+        .ok_or_else(unknown)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_tokens_are_stable_short_and_change_with_generation() {
+        let a = client_token("shop", "h-a-0", 0);
+        assert_eq!(a, client_token("shop", "h-a-0", 0));
+        assert!(a.len() <= 64 && a.is_ascii());
+        assert_ne!(a, client_token("shop", "h-a-0", 1));
+        assert_ne!(a, client_token("shop", "h-a-1", 0));
+        assert_ne!(a, client_token("sho", "ph-a-0", 0));
+    }
+}

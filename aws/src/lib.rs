@@ -1,0 +1,27 @@
+//! redisha-aws: the `aws` driver (EC2 instances across availability zones, with
+//! aws-sdk-ec2) and the `redisha_aws_topology` lookup.
+//!
+//! - [`AwsSettings`] and [`client()`]: the provider's connection to EC2.
+//! - [`AwsDriverConfig`]: the `aws { }` block of `redisha_cluster`.
+//! - [`AwsDriver`]: implements [`redisha_cluster::Driver`], plus `ensure_hosts`,
+//!   `read_hosts` (drift), `destroy` and `host_memory_mib`.
+//! - [`topology()`]: zones and subnets of a VPC.
+
+pub mod client;
+pub mod driver;
+pub mod error;
+pub mod instances;
+mod probe;
+pub mod security_group;
+pub mod settings;
+pub mod topology;
+pub mod user_data;
+
+pub use client::client;
+pub use driver::{AwsDriver, DestroyReport, HostStatus, HostsReport};
+pub use error::AwsError;
+pub use settings::{
+    AddressOverride, AssumeRole, AwsDriverConfig, AwsSettings, DataVolume, Timeouts,
+    ADDRESS_MAP_ENV,
+};
+pub use topology::{topology, Subnet, Topology, Zone};

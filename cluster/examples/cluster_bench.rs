@@ -1,0 +1,243 @@
+//! Benchmark: redisha's cluster forming and slot migration against redis-cli on the same
+//! started nodes. Run through bench/cluster-bench.sh. Loopback only (127.31.x.x).
+//!
+//! 1. form: 6 nodes (3 shards x 1 replica) from "processes up" to healthy (cluster_state:ok
+//!    everywhere, replicas linked): `redis-cli --cluster create --cluster-replicas 1` vs
+//!    `Operator::form`.
+//! 2. scale: 3 masters holding BENCH_KEYS keys plus 2 empty masters; time until the slots are
+//!    spread over 5: `redis-cli --cluster rebalance --cluster-use-empty-masters` vs
+//!    redisha's MigrateSlots steps. Reports keys moved per second.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures::stream::{self, StreamExt};
+use redis::AsyncCommands;
+use redisha_cluster::{ClusterState, LocalConfig, LocalDriver, NodeConfig, Operator, Options};
+use redisha_planner::{
+    ClusterSpec, HostSpec, Node, Placement, Request, Role, SlotRange, Spread, Step, ZoneSpec, SLOT_COUNT,
+};
+
+fn request() -> Request {
+    Request {
+        cluster: ClusterSpec { shards: 3, replicas: 1, node_memory_mb: 64, spread: Spread::Zone },
+        zones: (1..=3)
+            .map(|z| ZoneSpec {
+                name: format!("zone-{z}"),
+                hosts: (1..=2)
+                    .map(|h| HostSpec { name: format!("host-{z}-{h}"), memory_mb: 4096, max_nodes: 4, rack: None })
+                    .collect(),
+            })
+            .collect(),
+        partitions: Vec::new(),
+    }
+}
+
+fn slots(i: u32, n: u32) -> SlotRange {
+    SlotRange { start: (i * SLOT_COUNT / n) as u16, end: ((i + 1) * SLOT_COUNT / n - 1) as u16 }
+}
+
+/// `masters` masters of which the first `with_slots` share all slots; `replicas` per shard.
+fn placement(masters: u32, with_slots: u32, replicas: u32) -> Placement {
+    let mut nodes = Vec::new();
+    for s in 0..masters {
+        let host_i = s / 3 + 1;
+        let at = |z: u32| (format!("zone-{}", z + 1), format!("host-{}-{host_i}", z + 1));
+        let (zone, host) = at(s % 3);
+        let slot_list = if s < with_slots { vec![slots(s, with_slots)] } else { Vec::new() };
+        nodes.push(Node { name: format!("s{s}-m"), shard: s, role: Role::Master, host, zone, slots: slot_list });
+        for k in 0..replicas {
+            let (zone, host) = at((s + k + 1) % 3);
+            nodes.push(Node { name: format!("s{s}-r{k}"), shard: s, role: Role::Replica, host, zone, slots: Vec::new() });
+        }
+    }
+    Placement { nodes }
+}
+
+fn slot_moves(current: &Placement, target: &Placement) -> Vec<Step> {
+    let owner = |p: &Placement| {
+        let mut by_slot = vec![String::new(); SLOT_COUNT as usize];
+        for m in p.masters() {
+            for r in &m.slots {
+                for s in r.start..=r.end {
+                    by_slot[s as usize] = m.name.clone();
+                }
+            }
+        }
+        by_slot
+    };
+    let (a, b) = (owner(current), owner(target));
+    let mut steps: Vec<Step> = Vec::new();
+    for s in 0..SLOT_COUNT as usize {
+        if a[s] == b[s] {
+            continue;
+        }
+        match steps.last_mut() {
+            Some(Step::MigrateSlots { from, to, slots }) if *from == a[s] && *to == b[s] && slots.end as usize + 1 == s => {
+                slots.end = s as u16
+            }
+            _ => steps.push(Step::MigrateSlots {
+                from: a[s].clone(),
+                to: b[s].clone(),
+                slots: SlotRange { start: s as u16, end: s as u16 },
+            }),
+        }
+    }
+    steps
+}
+
+struct Env {
+    driver: LocalDriver,
+    _dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new(octet: u8) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut cfg = LocalConfig::new(dir.path().join("nodes"));
+        cfg.loopback_octet = octet;
+        cfg.base_port = 7400;
+        Ok(Env { driver: LocalDriver::new(cfg), _dir: dir })
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.driver.kill_all_blocking();
+    }
+}
+
+fn options() -> Options {
+    Options { timeout: Duration::from_secs(120), ..Options::default() }
+}
+
+fn redis_cli(args: &[String]) -> anyhow::Result<()> {
+    let out = std::process::Command::new("redis-cli").args(args).output().context("run redis-cli")?;
+    if !out.status.success() {
+        bail!("redis-cli {:?} failed: {}", args, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+async fn bench_form(run: u8) -> anyhow::Result<(Duration, Duration)> {
+    let req = request();
+    let plan = placement(3, 3, 1);
+    // redis-cli --cluster create
+    let env = Env::new(31 + 2 * run)?;
+    let op = Operator::with_options(&env.driver, NodeConfig::default(), options());
+    let mut state = ClusterState::default();
+    op.start(&req, &plan, &mut state).await?;
+    settle().await;
+    // redis-cli takes masters first, then pairs replicas: list masters first.
+    let mut addrs: Vec<String> = plan.masters().filter_map(|m| state.node(&m.name)).map(|n| n.address()).collect();
+    addrs.extend(plan.nodes.iter().filter(|n| n.role == Role::Replica).filter_map(|n| state.node(&n.name)).map(|n| n.address()));
+    let started = Instant::now();
+    let mut args = vec!["--cluster".to_string(), "create".to_string()];
+    args.extend(addrs);
+    args.extend(["--cluster-replicas", "1", "--cluster-yes"].map(String::from));
+    redis_cli(&args)?;
+    op.wait_converged(&state).await?;
+    let cli = started.elapsed();
+    op.destroy(&mut state).await?;
+
+    let env = Env::new(32 + 2 * run)?;
+    let op = Operator::with_options(&env.driver, NodeConfig::default(), options());
+    let mut state = ClusterState::default();
+    op.start(&req, &plan, &mut state).await?;
+    settle().await;
+    let started = Instant::now();
+    op.form(&mut state).await?;
+    let ours = started.elapsed();
+    op.destroy(&mut state).await?;
+    Ok((cli, ours))
+}
+
+/// A restarted master refuses cluster_state:ok for 2 s after its start (redis'
+/// CLUSTER_WRITABLE_DELAY) whoever forms the cluster; wait that out so the timing compares
+/// the forming itself.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+}
+
+async fn write_keys(state: &ClusterState, n: usize) -> anyhow::Result<()> {
+    let seeds: Vec<String> = state.endpoints().into_iter().map(|a| format!("redis://{a}")).collect();
+    let client = redis::cluster::ClusterClient::new(seeds)?;
+    let con = client.get_async_connection().await?;
+    let results: Vec<redis::RedisResult<()>> = stream::iter(0..n)
+        .map(|i| {
+            let mut con = con.clone();
+            async move { con.set(format!("key:{i}"), "x".repeat(64)).await }
+        })
+        .buffer_unordered(256)
+        .collect()
+        .await;
+    for r in results {
+        r?;
+    }
+    Ok(())
+}
+
+async fn dbsize(addr: &str) -> anyhow::Result<u64> {
+    let client = redis::Client::open(format!("redis://{addr}"))?;
+    let mut con = client.get_multiplexed_async_connection().await?;
+    Ok(redis::cmd("DBSIZE").query_async(&mut con).await?)
+}
+
+/// Returns (elapsed, keys moved) for redis-cli and for redisha.
+async fn bench_scale(keys: usize, run: u8) -> anyhow::Result<[(Duration, u64); 2]> {
+    let req = request();
+    let before = placement(5, 3, 0);
+    let after = placement(5, 5, 0);
+    let mut out = [(Duration::ZERO, 0); 2];
+    for (i, octet) in [(0usize, 41 + 2 * run), (1, 42 + 2 * run)] {
+        let env = Env::new(octet)?;
+        let op = Operator::with_options(&env.driver, NodeConfig::default(), options());
+        let mut state = ClusterState::default();
+        op.create(&req, &before, &mut state).await?;
+        write_keys(&state, keys).await?;
+        let started = Instant::now();
+        if i == 0 {
+            let seed = state.node("s0-m").context("s0-m")?.address();
+            redis_cli(&["--cluster".into(), "rebalance".into(), seed, "--cluster-use-empty-masters".into()])?;
+        } else {
+            op.update(&req, &after, &slot_moves(&before, &after), &mut state).await?;
+        }
+        op.wait_converged(&state).await?;
+        let elapsed = started.elapsed();
+        let mut moved = 0;
+        for name in ["s3-m", "s4-m"] {
+            moved += dbsize(&state.node(name).context("new master")?.address()).await?;
+        }
+        out[i] = (elapsed, moved);
+        op.destroy(&mut state).await?;
+    }
+    Ok(out)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    }
+    let keys: usize = std::env::var("BENCH_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000);
+    let runs: u8 = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).clamp(1, 4);
+    println!("form 3 shards x 1 replica (6 nodes), processes up -> healthy");
+    for run in 0..runs {
+        let (cli, ours) = bench_form(run).await?;
+        println!("  run {run}: redis-cli --cluster create {:>8.3} s   redisha form {:>8.3} s", cli.as_secs_f64(), ours.as_secs_f64());
+    }
+    println!("scale 3 -> 5 masters with {keys} keys");
+    for run in 0..runs {
+        let [(cli_t, cli_k), (our_t, our_k)] = bench_scale(keys, run).await?;
+        println!(
+            "  run {run}: redis-cli --cluster rebalance {cli_k} keys in {:.3} s = {:.0} keys/s   redisha {our_k} keys in {:.3} s = {:.0} keys/s",
+            cli_t.as_secs_f64(),
+            cli_k as f64 / cli_t.as_secs_f64(),
+            our_t.as_secs_f64(),
+            our_k as f64 / our_t.as_secs_f64()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,300 @@
+//! Connections to single nodes (not cluster-routed: operations address one node each) and
+//! parsers for the replies the cluster code reads.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, RedisConnectionInfo};
+use redisha_planner::SlotRange;
+use tokio::sync::Mutex;
+
+use crate::error::{ClusterError, Result};
+use crate::secret::Password;
+
+/// A node to talk to: a display name (planner name or node id) and its address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub name: String,
+    pub ip: String,
+    pub port: u16,
+}
+
+impl Target {
+    pub fn new(name: impl Into<String>, ip: impl Into<String>, port: u16) -> Self {
+        Target {
+            name: name.into(),
+            ip: ip.into(),
+            port,
+        }
+    }
+
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.ip, self.port)
+    }
+
+    pub(crate) fn err(&self, action: impl Into<String>, source: redis::RedisError) -> ClusterError {
+        ClusterError::Redis {
+            node: self.name.clone(),
+            address: self.address(),
+            action: action.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn protocol(&self, action: impl Into<String>, detail: impl Into<String>) -> ClusterError {
+        ClusterError::Protocol {
+            node: self.name.clone(),
+            address: self.address(),
+            action: action.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Splits "host:port" (the last colon separates the port).
+pub fn split_address(address: &str) -> Option<(String, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    Some((host.trim_matches(['[', ']']).to_string(), port))
+}
+
+/// A cache of multiplexed connections by address, shared by concurrent tasks.
+#[derive(Clone)]
+pub struct Conns {
+    password: Option<Password>,
+    connect_timeout: Duration,
+    response_timeout: Duration,
+    cache: Arc<Mutex<HashMap<String, MultiplexedConnection>>>,
+}
+
+impl Conns {
+    pub fn new(password: Option<Password>, connect_timeout: Duration, response_timeout: Duration) -> Self {
+        Conns {
+            password,
+            connect_timeout,
+            response_timeout,
+            cache: Default::default(),
+        }
+    }
+
+    pub fn password(&self) -> Option<&Password> {
+        self.password.as_ref()
+    }
+
+    pub fn set_password(&mut self, password: Option<Password>) {
+        self.password = password;
+        self.cache = Default::default();
+    }
+
+    /// Forgets a cached connection (after an error, or when a node restarted).
+    pub async fn drop_conn(&self, target: &Target) {
+        self.cache.lock().await.remove(&target.address());
+    }
+
+    pub async fn get(&self, target: &Target) -> Result<MultiplexedConnection> {
+        let key = target.address();
+        if let Some(c) = self.cache.lock().await.get(&key) {
+            return Ok(c.clone());
+        }
+        let info = ConnectionInfo {
+            addr: ConnectionAddr::Tcp(target.ip.clone(), target.port),
+            redis: RedisConnectionInfo {
+                db: 0,
+                username: None,
+                password: self.password.as_ref().map(|p| p.expose().to_string()),
+                ..Default::default()
+            },
+        };
+        let client = Client::open(info).map_err(|e| target.err("connect", e))?;
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(self.connect_timeout)
+            .set_response_timeout(self.response_timeout);
+        let con = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| target.err("connect", e))?;
+        self.cache.lock().await.insert(key, con.clone());
+        Ok(con)
+    }
+
+    /// Runs one command on a node; a failed connection is dropped from the cache.
+    pub async fn query<T: redis::FromRedisValue>(
+        &self,
+        target: &Target,
+        cmd: &redis::Cmd,
+        action: &str,
+    ) -> Result<T> {
+        let mut con = self.get(target).await?;
+        match cmd.query_async(&mut con).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                    self.drop_conn(target).await;
+                }
+                Err(target.err(action, e))
+            }
+        }
+    }
+
+    /// Runs a pipeline on a node (one round trip).
+    pub async fn pipe<T: redis::FromRedisValue>(
+        &self,
+        target: &Target,
+        pipe: &redis::Pipeline,
+        action: &str,
+    ) -> Result<T> {
+        let mut con = self.get(target).await?;
+        match pipe.query_async(&mut con).await {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+                    self.drop_conn(target).await;
+                }
+                Err(target.err(action, e))
+            }
+        }
+    }
+
+    pub async fn info(&self, target: &Target, section: &str) -> Result<HashMap<String, String>> {
+        let text: String = self
+            .query(target, redis::cmd("INFO").arg(section), "INFO")
+            .await?;
+        Ok(parse_info(&text))
+    }
+
+    pub async fn cluster_info(&self, target: &Target) -> Result<HashMap<String, String>> {
+        let text: String = self
+            .query(target, redis::cmd("CLUSTER").arg("INFO"), "CLUSTER INFO")
+            .await?;
+        Ok(parse_info(&text))
+    }
+
+    pub async fn cluster_nodes(&self, target: &Target) -> Result<Vec<NodeLine>> {
+        let text: String = self
+            .query(target, redis::cmd("CLUSTER").arg("NODES"), "CLUSTER NODES")
+            .await?;
+        parse_cluster_nodes(&text).map_err(|d| target.protocol("CLUSTER NODES", d))
+    }
+}
+
+/// `key:value` lines of INFO / CLUSTER INFO.
+pub fn parse_info(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.trim().split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// One line of CLUSTER NODES.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeLine {
+    pub id: String,
+    /// `ip:port` (without the bus port).
+    pub address: String,
+    pub flags: Vec<String>,
+    /// The master's id, for replicas.
+    pub master_id: Option<String>,
+    pub config_epoch: u64,
+    pub link_connected: bool,
+    pub slots: Vec<SlotRange>,
+}
+
+impl NodeLine {
+    pub fn has_flag(&self, flag: &str) -> bool {
+        self.flags.iter().any(|f| f == flag)
+    }
+    pub fn is_myself(&self) -> bool {
+        self.has_flag("myself")
+    }
+    pub fn is_master(&self) -> bool {
+        self.has_flag("master")
+    }
+    pub fn is_failed(&self) -> bool {
+        self.has_flag("fail") || self.has_flag("fail?")
+    }
+    pub fn in_handshake(&self) -> bool {
+        self.has_flag("handshake") || self.has_flag("noaddr")
+    }
+    pub fn slot_count(&self) -> u32 {
+        self.slots.iter().map(|r| r.len()).sum()
+    }
+}
+
+pub fn parse_cluster_nodes(text: &str) -> std::result::Result<Vec<NodeLine>, String> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 8 {
+            return Err(format!("short line {line:?}"));
+        }
+        let address = fields[1]
+            .split(['@', ','])
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let mut slots = Vec::new();
+        for s in &fields[8..] {
+            if s.starts_with('[') {
+                continue; // importing/migrating marker
+            }
+            let (a, b) = s.split_once('-').unwrap_or((s, s));
+            match (a.parse::<u16>(), b.parse::<u16>()) {
+                (Ok(start), Ok(end)) if start <= end => slots.push(SlotRange { start, end }),
+                _ => return Err(format!("bad slot range {s:?}")),
+            }
+        }
+        out.push(NodeLine {
+            id: fields[0].to_string(),
+            address,
+            flags: fields[2].split(',').map(str::to_string).collect(),
+            master_id: (fields[3] != "-").then(|| fields[3].to_string()),
+            config_epoch: fields[6].parse().unwrap_or(0),
+            link_connected: fields[7] == "connected",
+            slots,
+        });
+    }
+    Ok(out)
+}
+
+/// Merges sorted single slots into ranges.
+pub fn slots_to_ranges(mut slots: Vec<u16>) -> Vec<SlotRange> {
+    slots.sort_unstable();
+    slots.dedup();
+    let mut out: Vec<SlotRange> = Vec::new();
+    for s in slots {
+        match out.last_mut() {
+            Some(r) if u32::from(r.end) + 1 == u32::from(s) => r.end = s,
+            _ => out.push(SlotRange { start: s, end: s }),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_cluster_nodes_lines() {
+        let text = "07c37dfeb235213a872192d90877d0cd55635b91 127.0.0.1:30004@31004,hostname4 slave e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 0 1426238317239 4 connected\n\
+e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-5460 5462 [5461->-abc]\n";
+        let nodes = parse_cluster_nodes(text).unwrap();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(nodes[0].address, "127.0.0.1:30004");
+        assert_eq!(nodes[0].master_id.as_deref(), Some("e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca"));
+        assert!(nodes[1].is_myself() && nodes[1].is_master());
+        assert_eq!(nodes[1].slot_count(), 5462);
+        assert!(parse_cluster_nodes("garbage").is_err());
+    }
+
+    #[test]
+    fn merges_slots() {
+        assert_eq!(
+            slots_to_ranges(vec![3, 1, 2, 7]),
+            vec![SlotRange { start: 1, end: 3 }, SlotRange { start: 7, end: 7 }]
+        );
+    }
+}

@@ -1,0 +1,320 @@
+//! The driver boundary: what the cluster logic needs from a place that runs redis-server
+//! nodes. The `local` driver (this crate) runs processes on loopback addresses; the `aws`
+//! driver runs EC2 instances. Handles are serde-serialisable: the provider stores them in
+//! Terraform state so that a later provider process finds what exists.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Password;
+
+/// A host to provision, with the nodes it will run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostPlan {
+    /// The planner's host name (unique in the request).
+    pub name: String,
+    pub zone: String,
+    /// 0-based index of the zone in the request.
+    pub zone_index: u32,
+    /// 0-based index of the host within its zone in the request.
+    pub host_index: u32,
+    /// The nodes this host runs (at provisioning time).
+    pub nodes: Vec<NodePlan>,
+}
+
+/// A node to start on a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodePlan {
+    /// The planner's stable node name.
+    pub name: String,
+    /// 0-based index of the node on its host; a driver derives the port from it.
+    pub index_on_host: u16,
+}
+
+/// What exists for a host. Fields a driver does not use stay empty.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostHandle {
+    pub name: String,
+    pub zone: String,
+    /// The address nodes on this host bind to and announce (an IP or DNS name).
+    pub address: String,
+    /// The cloud instance id, for drivers with instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    /// Anything else the driver needs to find the host again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, String>,
+}
+
+/// What exists for a node: enough for the cluster code to connect to it and for the driver
+/// to stop it again from a new process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeHandle {
+    pub name: String,
+    /// The host's planner name.
+    pub host: String,
+    /// The address the cluster code connects to and the node announces.
+    pub ip: String,
+    pub port: u16,
+    pub index_on_host: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_file: Option<PathBuf>,
+}
+
+impl NodeHandle {
+    /// `host:port`, as redis cluster announces it.
+    pub fn address(&self) -> String {
+        format!("{}:{}", self.ip, self.port)
+    }
+}
+
+/// Whether a node's process is there, as far as the driver can tell without talking redis.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ProcessState {
+    Running {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pid: Option<u32>,
+    },
+    Stopped,
+    /// The driver cannot see processes (e.g. a remote host); ask redis.
+    Unknown,
+}
+
+/// Settings every node gets: the password and extra redis.conf settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub password: Option<Password>,
+    /// Extra redis.conf settings (`redis_config` in Terraform).
+    pub redis_config: BTreeMap<String, String>,
+}
+
+/// redis.conf settings the cluster code and drivers own; `redis_config` may not set them.
+pub const RESERVED_SETTINGS: &[&str] = &[
+    "port",
+    "bind",
+    "dir",
+    "daemonize",
+    "pidfile",
+    "logfile",
+    "cluster-enabled",
+    "cluster-config-file",
+    "cluster-announce-ip",
+    "cluster-port",
+    "requirepass",
+    "masterauth",
+    "masteruser",
+    "include",
+    "proc-title-template",
+];
+
+impl NodeConfig {
+    /// Rejects settings that would break the cluster or smuggle lines into redis.conf.
+    pub fn validate(&self) -> Result<(), DriverError> {
+        for (key, value) in &self.redis_config {
+            let lower = key.to_ascii_lowercase();
+            if key.is_empty()
+                || !key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(DriverError::InvalidSetting {
+                    key: key.clone(),
+                    reason: "a setting name has only letters, digits, '-' and '_'".into(),
+                });
+            }
+            if RESERVED_SETTINGS.contains(&lower.as_str()) {
+                return Err(DriverError::InvalidSetting {
+                    key: key.clone(),
+                    reason: "redisha sets this itself; remove it from redis_config (use the password argument for requirepass/masterauth)".into(),
+                });
+            }
+            if value.contains(['\n', '\r', '\0']) {
+                return Err(DriverError::InvalidSetting {
+                    key: key.clone(),
+                    reason: "the value may not contain a line break".into(),
+                });
+            }
+        }
+        if let Some(p) = &self.password {
+            if p.expose().is_empty() || p.expose().contains(['\n', '\r', '\0', '"', '\\']) {
+                return Err(DriverError::InvalidPassword);
+            }
+        }
+        Ok(())
+    }
+
+    /// The cluster-node-timeout the nodes run with (redisha's default is 5000 ms).
+    pub fn node_timeout_ms(&self) -> String {
+        self.redis_config
+            .get("cluster-node-timeout")
+            .cloned()
+            .unwrap_or_else(|| "5000".into())
+    }
+
+    /// The redis.conf lines of the shared settings (password and `redis_config`), for drivers
+    /// that write config files. Contains the password in clear: write it mode 0600.
+    pub fn render_shared_lines(&self) -> String {
+        let mut out = String::new();
+        // Defaults a user may override through redis_config.
+        if !self.redis_config.contains_key("cluster-node-timeout") {
+            out.push_str("cluster-node-timeout 5000\n");
+        }
+        // Redis waits 5 s for more replicas before a diskless full sync; redisha attaches
+        // replicas one by one, so that wait would only delay every sync.
+        if !self.redis_config.contains_key("repl-diskless-sync-delay") {
+            out.push_str("repl-diskless-sync-delay 0\n");
+        }
+        for (key, value) in &self.redis_config {
+            out.push_str(&format!("{key} {}\n", quote_conf(value)));
+        }
+        if let Some(p) = &self.password {
+            out.push_str(&format!("requirepass {}\n", quote_conf(p.expose())));
+            out.push_str(&format!("masterauth {}\n", quote_conf(p.expose())));
+        }
+        out
+    }
+}
+
+/// Quotes a redis.conf value when it needs it (spaces or quotes); values with a space-separated
+/// list meaning (e.g. `save "900 1"`) are passed verbatim when they are already quoted.
+pub(crate) fn quote_conf(value: &str) -> String {
+    if value.is_empty() {
+        return "\"\"".into();
+    }
+    if value.starts_with('"') && value.ends_with('"') && value.len() >= 2 {
+        return value.to_string();
+    }
+    if value.contains([' ', '\t', '"', '\'', '\\']) {
+        let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+        format!("\"{escaped}\"")
+    } else {
+        value.to_string()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error("redis_server: {path:?} was not found or is not executable; install Debian's redis-server (apt-get install redis-server) or set redis_server to its full path")]
+    RedisServerNotFound { path: String },
+    #[error("base_port: {address} is already in use; choose another base_port or loopback_octet, or stop what listens there")]
+    PortInUse { address: String },
+    #[error("data_dir: cannot write {path:?} ({reason}); choose a writable data_dir")]
+    DataDirUnwritable { path: PathBuf, reason: String },
+    #[error("redis_config.{key}: {reason}")]
+    InvalidSetting { key: String, reason: String },
+    #[error("password: must be non-empty and may not contain line breaks, quotes or backslashes")]
+    InvalidPassword,
+    #[error("topology: {0}")]
+    Topology(String),
+    #[error("node {node}: redis-server did not start: {reason}")]
+    StartFailed { node: String, reason: String },
+    #[error("node {node}: {context}: {source}")]
+    Io {
+        node: String,
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Provisions hosts and runs redis-server nodes on them. The cluster logic (forming,
+/// observing, repairing, migrating) sits on top and talks to nodes through `NodeHandle::ip`
+/// and `port` only.
+///
+/// A driver whose hosts start their own redis (e.g. cloud-init on EC2) implements
+/// `start_node` as "wait until the node answers" and returns its handle.
+#[async_trait]
+pub trait Driver: Send + Sync {
+    /// A short name stored in state (`local`, `aws`).
+    fn kind(&self) -> &'static str;
+
+    /// Checks up front what `provision_host`/`start_node` need (binaries, ports, directories),
+    /// for every node in `hosts` that is not among `existing` (nodes that already run).
+    async fn preflight(
+        &self,
+        hosts: &[HostPlan],
+        existing: &[NodeHandle],
+        config: &NodeConfig,
+    ) -> Result<(), DriverError>;
+
+    /// Makes a host exist. Idempotent: provisioning an existing host returns its handle.
+    async fn provision_host(
+        &self,
+        host: &HostPlan,
+        config: &NodeConfig,
+    ) -> Result<HostHandle, DriverError>;
+
+    /// Starts (or restarts) a node and returns once it accepts connections. Idempotent: a
+    /// running node is left running. A node whose data survived keeps its cluster identity.
+    async fn start_node(
+        &self,
+        host: &HostHandle,
+        node: &NodePlan,
+        config: &NodeConfig,
+    ) -> Result<NodeHandle, DriverError>;
+
+    /// Stops a node's process (only ours; never by name). Stopping a stopped node is fine.
+    async fn stop_node(&self, node: &NodeHandle) -> Result<(), DriverError>;
+
+    /// Whether the node's process exists.
+    async fn inspect_node(&self, node: &NodeHandle) -> Result<ProcessState, DriverError>;
+
+    /// Persists new shared settings (password, `redis_config`) for the node's next start; the
+    /// cluster code applies them to the running node itself.
+    async fn write_node_config(
+        &self,
+        node: &NodeHandle,
+        config: &NodeConfig,
+    ) -> Result<(), DriverError>;
+
+    /// Removes a stopped node's data (its directory, nodes.conf, dumps).
+    async fn wipe_node(&self, node: &NodeHandle) -> Result<(), DriverError>;
+
+    /// Removes a host once it runs no node.
+    async fn remove_host(&self, host: &HostHandle) -> Result<(), DriverError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_and_multiline_settings_are_rejected() {
+        let mut c = NodeConfig::default();
+        c.redis_config.insert("port".into(), "1".into());
+        assert!(matches!(c.validate(), Err(DriverError::InvalidSetting { .. })));
+        let mut c = NodeConfig::default();
+        c.redis_config
+            .insert("maxmemory".into(), "1mb\nrequirepass x".into());
+        assert!(c.validate().is_err());
+        let mut c = NodeConfig::default();
+        c.redis_config.insert("maxmemory".into(), "100mb".into());
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn handles_round_trip_through_json() {
+        let h = NodeHandle {
+            name: "n1".into(),
+            host: "h1".into(),
+            ip: "127.0.1.1".into(),
+            port: 7000,
+            index_on_host: 0,
+            pid: Some(42),
+            data_dir: Some("/tmp/x".into()),
+            config_file: None,
+        };
+        let text = serde_json::to_string(&h).unwrap();
+        assert_eq!(serde_json::from_str::<NodeHandle>(&text).unwrap(), h);
+    }
+}

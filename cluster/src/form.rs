@@ -1,0 +1,333 @@
+//! Creating a cluster: provision hosts, start nodes, then form the cluster directly with
+//! CLUSTER commands, all nodes at once (no fixed sleeps: every wait polls).
+
+use futures::future::join_all;
+use redisha_planner::{Placement, Request, Role};
+use tracing::info;
+
+use crate::conn::Target;
+use crate::driver::{HostPlan, NodeHandle, NodePlan};
+use crate::error::{ClusterError, Result};
+use crate::ops::Operator;
+use crate::state::{host_plans, ClusterNode, ClusterState};
+
+/// cluster-node-timeout while a cluster forms (see `form`).
+const FORMING_NODE_TIMEOUT_MS: u64 = 500;
+
+impl Operator<'_> {
+    /// Checks what apply will need (binary, ports, data dir, settings) without changing
+    /// anything. `state` is the current state (empty for a new cluster).
+    pub async fn preflight(
+        &self,
+        request: &Request,
+        placement: &Placement,
+        state: &ClusterState,
+    ) -> Result<()> {
+        self.config.validate()?;
+        let hosts = host_plans(request, placement, state)?;
+        let existing: Vec<NodeHandle> = state.nodes.iter().map(|n| n.handle.clone()).collect();
+        self.driver.preflight(&hosts, &existing, &self.config).await?;
+        Ok(())
+    }
+
+    /// Creates the cluster of `placement`, filling `state` as hosts and nodes come up.
+    /// Returns once every node reports `cluster_state:ok` and every replica is linked.
+    pub async fn create(
+        &self,
+        request: &Request,
+        placement: &Placement,
+        state: &mut ClusterState,
+    ) -> Result<()> {
+        if placement.nodes.is_empty() {
+            return Err(ClusterError::Plan("the placement has no node".into()));
+        }
+        self.start(request, placement, state).await?;
+        self.form(state).await
+    }
+
+    /// The first half of `create`: provisions hosts and starts every node, without joining
+    /// them (benchmarks compare forming methods on the same started nodes).
+    pub async fn start(
+        &self,
+        request: &Request,
+        placement: &Placement,
+        state: &mut ClusterState,
+    ) -> Result<()> {
+        self.preflight(request, placement, state).await?;
+        state.driver = self.driver.kind().to_string();
+        let hosts = host_plans(request, placement, state)?;
+        self.provision_hosts(&hosts, state).await?;
+        let wanted: Vec<(HostPlan, NodePlan)> = hosts
+            .iter()
+            .flat_map(|h| h.nodes.iter().map(move |n| (h.clone(), n.clone())))
+            .collect();
+        self.start_nodes(placement, &wanted, state).await?;
+        self.fetch_node_ids(state).await
+    }
+
+    pub(crate) async fn provision_hosts(&self, hosts: &[HostPlan], state: &mut ClusterState) -> Result<()> {
+        let missing: Vec<&HostPlan> = hosts.iter().filter(|h| state.host(&h.name).is_none()).collect();
+        let results = join_all(missing.iter().map(|h| async move {
+            info!(host = %h.name, zone = %h.zone, "provisioning host");
+            self.driver.provision_host(h, &self.config).await
+        }))
+        .await;
+        let mut first_error = None;
+        for r in results {
+            match r {
+                Ok(handle) => state.hosts.push(handle),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), |e| Err(e.into()))
+    }
+
+    /// Starts the given nodes concurrently (their hosts must be provisioned) and records them.
+    pub(crate) async fn start_nodes(
+        &self,
+        placement: &Placement,
+        nodes: &[(HostPlan, NodePlan)],
+        state: &mut ClusterState,
+    ) -> Result<()> {
+        let mut jobs = Vec::new();
+        for (host, node) in nodes {
+            let handle = state
+                .host(&host.name)
+                .cloned()
+                .ok_or_else(|| ClusterError::Plan(format!("host {:?} was not provisioned", host.name)))?;
+            let planned = placement
+                .node(&node.name)
+                .cloned()
+                .ok_or_else(|| ClusterError::Plan(format!("node {:?} is not in the placement", node.name)))?;
+            jobs.push(async move {
+                info!(node = %node.name, host = %host.name, "starting node");
+                let started = self.driver.start_node(&handle, node, &self.config).await?;
+                Ok::<_, ClusterError>(ClusterNode {
+                    name: planned.name.clone(),
+                    shard: planned.shard,
+                    role: planned.role,
+                    zone: planned.zone.clone(),
+                    host: planned.host.clone(),
+                    slots: planned.slots.clone(),
+                    node_id: String::new(),
+                    handle: started,
+                })
+            });
+        }
+        let mut first_error = None;
+        for r in join_all(jobs).await {
+            match r {
+                Ok(node) => match state.node_mut(&node.name) {
+                    Some(existing) => {
+                        existing.handle = node.handle;
+                    }
+                    None => state.nodes.push(node),
+                },
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Fills in every node's redis node id.
+    pub(crate) async fn fetch_node_ids(&self, state: &mut ClusterState) -> Result<()> {
+        let targets = state.targets();
+        let ids = join_all(targets.iter().map(|t| self.my_id(t))).await;
+        for (node, id) in state.nodes.iter_mut().zip(ids) {
+            node.node_id = id?;
+        }
+        Ok(())
+    }
+
+    /// Joins the started nodes of `state` into one cluster as planned.
+    pub async fn form(&self, state: &mut ClusterState) -> Result<()> {
+        self.fetch_node_ids(state).await?;
+        let all: Vec<Target> = state.targets();
+        let total = all.len();
+
+        // Distinct config epochs before the nodes meet spare the collision resolution;
+        // masters own their slots before they meet, so gossip spreads the final map at once.
+        info!(nodes = total, "assigning epochs and slots, meeting nodes");
+        let setup = state.nodes.iter().enumerate().map(|(i, node)| {
+            let all = &all;
+            async move {
+                let t = node.target();
+                // A master turns cluster_state:ok only once it has been out of the minority
+                // for cluster-node-timeout (at most 5 s): a fresh node always starts in the
+                // minority. A short timeout while forming cuts that wait; the configured one
+                // is restored as soon as the cluster converged.
+                let _: redis::Value = self
+                    .conns
+                    .query(
+                        &t,
+                        redis::cmd("CONFIG").arg("SET").arg("cluster-node-timeout").arg(FORMING_NODE_TIMEOUT_MS),
+                        "CONFIG SET cluster-node-timeout",
+                    )
+                    .await?;
+                let cinfo = self.conns.cluster_info(&t).await?;
+                let known: usize = cinfo
+                    .get("cluster_known_nodes")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                if known <= 1 {
+                    let _: redis::Value = self
+                        .conns
+                        .query(
+                            &t,
+                            redis::cmd("CLUSTER").arg("SET-CONFIG-EPOCH").arg(i + 1),
+                            "CLUSTER SET-CONFIG-EPOCH",
+                        )
+                        .await?;
+                }
+                if node.role == Role::Master && !node.slots.is_empty() {
+                    let lines = self.conns.cluster_nodes(&t).await?;
+                    let owned = lines.iter().find(|l| l.is_myself()).map_or(0, |l| l.slot_count());
+                    if owned == 0 {
+                        let mut cmd = redis::cmd("CLUSTER");
+                        cmd.arg("ADDSLOTSRANGE");
+                        for r in &node.slots {
+                            cmd.arg(r.start).arg(r.end);
+                        }
+                        let _: redis::Value =
+                            self.conns.query(&t, &cmd, "CLUSTER ADDSLOTSRANGE").await?;
+                    }
+                }
+                if known < total {
+                    let mut pipe = redis::pipe();
+                    for other in all.iter().filter(|o| o.address() != t.address()) {
+                        pipe.cmd("CLUSTER")
+                            .arg("MEET")
+                            .arg(&other.ip)
+                            .arg(other.port)
+                            .ignore();
+                    }
+                    let _: () = self.conns.pipe(&t, &pipe, "CLUSTER MEET").await?;
+                }
+                Ok::<_, ClusterError>(())
+            }
+        });
+        join_all(setup).await.into_iter().collect::<Result<Vec<_>>>()?;
+
+        self.wait_all_known(state).await?;
+        self.attach_planned_replicas(state).await?;
+        let converged = self.wait_converged(state).await;
+        let timeout = self.config.node_timeout_ms();
+        let restore = state.nodes.iter().map(|n| {
+            let timeout = timeout.clone();
+            async move {
+                self.conns
+                    .query::<redis::Value>(
+                        &n.target(),
+                        redis::cmd("CONFIG").arg("SET").arg("cluster-node-timeout").arg(timeout),
+                        "CONFIG SET cluster-node-timeout",
+                    )
+                    .await
+            }
+        });
+        join_all(restore).await.into_iter().collect::<Result<Vec<_>>>()?;
+        converged?;
+        info!(nodes = total, "cluster formed");
+        Ok(())
+    }
+
+    /// Waits until every node knows every node id of the state (handshakes done).
+    pub(crate) async fn wait_all_known(&self, state: &ClusterState) -> Result<()> {
+        let ids: Vec<&str> = state.nodes.iter().map(|n| n.node_id.as_str()).collect();
+        let targets = state.targets();
+        self.poll("every node to know every other node", || async {
+            let views = join_all(targets.iter().map(|t| self.conns.cluster_nodes(t))).await;
+            for (t, view) in targets.iter().zip(views) {
+                let view = view.map_err(|e| e.to_string())?;
+                for id in &ids {
+                    if !view.iter().any(|l| l.id == *id && !l.in_handshake()) {
+                        return Err(format!("{} does not know {id} yet", t.name));
+                    }
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// CLUSTER REPLICATE for every planned replica that does not replicate its shard's
+    /// current master (the planned master, or whichever node of the shard serves slots).
+    pub(crate) async fn attach_planned_replicas(&self, state: &ClusterState) -> Result<()> {
+        let jobs = state
+            .nodes
+            .iter()
+            .filter(|n| n.role == Role::Replica)
+            .map(|n| async move {
+                let master = self.current_master(state, n.shard).await?;
+                if master.name == n.name {
+                    return Ok(());
+                }
+                self.replicate(n, master).await
+            });
+        join_all(jobs).await.into_iter().collect::<Result<Vec<_>>>()?;
+        Ok(())
+    }
+
+    /// Makes `node` a replica of `master` unless it already is one.
+    pub(crate) async fn replicate(&self, node: &ClusterNode, master: &ClusterNode) -> Result<()> {
+        let t = node.target();
+        let (role, current) = self.role_of(&t).await?;
+        if role == Role::Replica && current.as_deref() == Some(master.node_id.as_str()) {
+            return Ok(());
+        }
+        info!(node = %node.name, master = %master.name, "attaching replica");
+        let what = format!("{} to replicate {}", node.name, master.name);
+        self.poll(&what, || async {
+            // Fails with "Unknown node" until the handshake reached this node.
+            self.conns
+                .query::<redis::Value>(
+                    &t,
+                    redis::cmd("CLUSTER").arg("REPLICATE").arg(&master.node_id),
+                    "CLUSTER REPLICATE",
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .await
+    }
+
+    /// The node of `shard` that currently serves its slots: the node every other node of the
+    /// shard should replicate. Falls back to the planned master.
+    pub(crate) async fn current_master<'s>(
+        &self,
+        state: &'s ClusterState,
+        shard: u32,
+    ) -> Result<&'s ClusterNode> {
+        let members: Vec<&ClusterNode> = state.nodes.iter().filter(|n| n.shard == shard).collect();
+        let planned = members
+            .iter()
+            .find(|n| n.role == Role::Master)
+            .copied()
+            .or_else(|| members.first().copied())
+            .ok_or_else(|| ClusterError::Plan(format!("shard {shard} has no node")))?;
+        // Ask the shard's nodes who is master with slots (a replica may have been promoted).
+        for m in &members {
+            let Ok(view) = self.conns.cluster_nodes(&m.target()).await else {
+                continue;
+            };
+            let ids: Vec<&str> = members.iter().map(|x| x.node_id.as_str()).collect();
+            let serving = view.iter().find(|l| {
+                ids.contains(&l.id.as_str()) && l.is_master() && !l.is_failed() && l.slot_count() > 0
+            });
+            if let Some(line) = serving {
+                if let Some(node) = state.by_id(&line.id) {
+                    return Ok(node);
+                }
+            }
+            // A shard without slots (being added or drained): the planned master serves.
+            if !view.iter().any(|l| ids.contains(&l.id.as_str()) && l.slot_count() > 0) {
+                return Ok(planned);
+            }
+        }
+        Ok(planned)
+    }
+}

@@ -1,0 +1,177 @@
+//! Live health of any cluster from one or more addresses (the `redisha_cluster_health` data
+//! source), and adopting a running cluster into a state (`terraform import`).
+
+use std::collections::BTreeMap;
+
+use futures::future::join_all;
+use redisha_planner::{Role, SLOT_COUNT};
+use serde::{Deserialize, Serialize};
+
+use crate::conn::{split_address, Conns, NodeLine, Target};
+use crate::driver::{HostHandle, NodeHandle};
+use crate::error::{ClusterError, Result};
+use crate::observe::{view_node, NodeView};
+use crate::ops::Options;
+use crate::secret::Password;
+use crate::state::{ClusterNode, ClusterState};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeHealth {
+    pub id: String,
+    pub address: String,
+    pub alive: bool,
+    pub role: Option<Role>,
+    pub master_id: Option<String>,
+    pub link_status: Option<String>,
+    /// Bytes of replication stream the replica is behind its master.
+    pub lag_bytes: Option<u64>,
+    pub slots: u32,
+    pub cluster_state: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthReport {
+    /// `ok` when every reachable node says ok and every node answers, else `fail`.
+    pub cluster_state: String,
+    /// Slots served by a live master, as seen by the first node that answered.
+    pub slots_covered: u32,
+    pub nodes: Vec<NodeHealth>,
+}
+
+impl HealthReport {
+    pub fn healthy(&self) -> bool {
+        self.cluster_state == "ok" && self.slots_covered == SLOT_COUNT
+    }
+}
+
+/// Reads CLUSTER NODES from the first seed that answers.
+async fn discover(conns: &Conns, seeds: &[String]) -> Result<Vec<NodeLine>> {
+    let mut last = None;
+    for seed in seeds {
+        let Some((ip, port)) = split_address(seed) else {
+            return Err(ClusterError::Plan(format!(
+                "address {seed:?} is not host:port"
+            )));
+        };
+        match conns.cluster_nodes(&Target::new(seed, ip, port)).await {
+            Ok(lines) => return Ok(lines),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| ClusterError::Unreachable("(no address given)".into())))
+}
+
+/// Health of the cluster that `seeds` (host:port) belong to.
+pub async fn health(seeds: &[String], password: Option<&Password>, options: &Options) -> Result<HealthReport> {
+    let conns = Conns::new(password.cloned(), options.connect_timeout, options.command_timeout);
+    let lines = discover(&conns, seeds).await?;
+    let targets: Vec<Target> = lines
+        .iter()
+        .filter_map(|l| split_address(&l.address).map(|(ip, port)| Target::new(&l.id, ip, port)))
+        .collect();
+    let views: Vec<NodeView> = join_all(targets.iter().map(|t| view_node(&conns, t))).await;
+    let offsets: BTreeMap<String, u64> = lines
+        .iter()
+        .zip(&views)
+        .filter(|(_, v)| v.role == Some(Role::Master))
+        .filter_map(|(l, v)| v.repl_offset.map(|o| (l.id.clone(), o)))
+        .collect();
+    let nodes: Vec<NodeHealth> = lines
+        .iter()
+        .zip(views)
+        .map(|(l, v)| {
+            let lag_bytes = match (&v.master_id, v.repl_offset) {
+                (Some(m), Some(mine)) => offsets.get(m).map(|theirs| theirs.saturating_sub(mine)),
+                _ => None,
+            };
+            NodeHealth {
+                id: l.id.clone(),
+                address: l.address.clone(),
+                alive: v.alive,
+                role: v.role,
+                master_id: v.master_id,
+                link_status: v.link_status,
+                lag_bytes,
+                slots: v.slots.iter().map(|r| r.len()).sum(),
+                cluster_state: v.cluster_state,
+                error: v.error,
+            }
+        })
+        .collect();
+    let slots_covered = lines
+        .iter()
+        .filter(|l| l.is_master() && !l.is_failed())
+        .map(NodeLine::slot_count)
+        .sum();
+    let all_ok = nodes
+        .iter()
+        .all(|n| n.alive && n.cluster_state.as_deref() == Some("ok"));
+    Ok(HealthReport {
+        cluster_state: if all_ok { "ok" } else { "fail" }.into(),
+        slots_covered,
+        nodes,
+    })
+}
+
+/// Adopts a running cluster: discovers every node from `address` and returns a state with
+/// planner-style names (`shard-S-K`, K = 0 for the master), shards ordered by first slot,
+/// one host per IP. Handles carry no pid: the processes belong to whoever started them.
+pub async fn import(address: &str, password: Option<&Password>, options: &Options) -> Result<ClusterState> {
+    let conns = Conns::new(password.cloned(), options.connect_timeout, options.command_timeout);
+    let lines = discover(&conns, &[address.to_string()]).await?;
+    let mut masters: Vec<&NodeLine> = lines.iter().filter(|l| l.is_master() && !l.is_failed()).collect();
+    masters.sort_by_key(|l| (l.slots.first().map_or(u32::MAX, |r| u32::from(r.start)), l.id.clone()));
+    let mut state = ClusterState::new("imported");
+    let mut per_ip: BTreeMap<String, u16> = BTreeMap::new();
+    let mut add = |state: &mut ClusterState, line: &NodeLine, shard: u32, k: usize, role: Role| -> Result<()> {
+        let (ip, port) = split_address(&line.address)
+            .ok_or_else(|| ClusterError::Plan(format!("node {} has no usable address {:?}", line.id, line.address)))?;
+        let index = per_ip.entry(ip.clone()).or_insert(0);
+        let name = format!("shard-{shard}-{k}");
+        if state.host(&ip).is_none() {
+            state.hosts.push(HostHandle {
+                name: ip.clone(),
+                zone: String::new(),
+                address: ip.clone(),
+                instance_id: None,
+                extra: Default::default(),
+            });
+        }
+        state.nodes.push(ClusterNode {
+            name: name.clone(),
+            shard,
+            role,
+            zone: String::new(),
+            host: ip.clone(),
+            slots: if role == Role::Master { line.slots.clone() } else { Vec::new() },
+            node_id: line.id.clone(),
+            handle: NodeHandle {
+                name,
+                host: ip,
+                ip: String::new(),
+                port,
+                index_on_host: *index,
+                pid: None,
+                data_dir: None,
+                config_file: None,
+            },
+        });
+        if let Some(n) = state.nodes.last_mut() {
+            n.handle.ip = n.host.clone();
+        }
+        *index += 1;
+        Ok(())
+    };
+    for (shard, m) in masters.iter().enumerate() {
+        let shard = u32::try_from(shard).unwrap_or(u32::MAX);
+        add(&mut state, m, shard, 0, Role::Master)?;
+        let replicas = lines
+            .iter()
+            .filter(|l| !l.is_master() && l.master_id.as_deref() == Some(m.id.as_str()));
+        for (k, r) in replicas.enumerate() {
+            add(&mut state, r, shard, k + 1, Role::Replica)?;
+        }
+    }
+    Ok(state)
+}

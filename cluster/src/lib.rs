@@ -1,0 +1,37 @@
+//! redisha-cluster: the driver boundary (hosts and redis-server nodes), the `local` driver,
+//! and the code that forms, observes, repairs, migrates and reconfigures a Redis Cluster
+//! with the `redis` crate.
+//!
+//! API used by the provider:
+//! - [`Driver`] (trait), [`HostHandle`], [`NodeHandle`], [`NodeConfig`], [`Password`]
+//! - [`LocalDriver`] / [`LocalConfig`]
+//! - [`Operator`]: `preflight`, `create`, `observe`, `repair`, `update`, `reconfigure`,
+//!   `destroy`, all working on a serde-serialisable [`ClusterState`]
+//! - [`import`] and [`health`] (no driver needed)
+
+pub mod conn;
+pub mod driver;
+pub mod error;
+pub mod form;
+pub mod local;
+pub mod ops;
+pub mod secret;
+pub mod state;
+
+pub use driver::{
+    Driver, DriverError, HostHandle, HostPlan, NodeConfig, NodeHandle, NodePlan, ProcessState,
+};
+pub use error::ClusterError;
+pub use local::{LocalConfig, LocalDriver};
+pub use ops::{Operator, Options};
+pub use secret::Password;
+pub use state::{ClusterNode, ClusterState};
+pub mod health;
+pub mod migrate_exec;
+pub mod observe;
+pub mod repair;
+pub mod rolling;
+
+pub use health::{health, import, HealthReport, NodeHealth};
+pub use observe::{NodeObservation, NodeView, Observation};
+pub use repair::RepairReport;

@@ -1,0 +1,490 @@
+//! The `local` driver: every host is a loopback address 127.O.Z.H and every node a daemonized
+//! redis-server process with its own directory and mode-0600 config file. Processes outlive
+//! the provider process; they are found again through the pid in the handle and ended by pid
+//! only after checking that the pid still is our redis-server.
+
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::driver::{
+    quote_conf, Driver, DriverError, HostHandle, HostPlan, NodeConfig, NodeHandle, NodePlan,
+    ProcessState,
+};
+
+/// The `local { }` block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalConfig {
+    /// Root directory of every node's directory.
+    pub data_dir: PathBuf,
+    /// Port of the first node on a host; the n-th node gets `base_port + n`.
+    #[serde(default = "default_base_port")]
+    pub base_port: u16,
+    /// The second octet of host addresses 127.O.Z.H.
+    #[serde(default)]
+    pub loopback_octet: u8,
+    /// The redis-server binary: a path, or a name looked up on PATH.
+    #[serde(default = "default_redis_server")]
+    pub redis_server: String,
+}
+
+fn default_base_port() -> u16 {
+    7000
+}
+
+fn default_redis_server() -> String {
+    "redis-server".into()
+}
+
+impl LocalConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        LocalConfig {
+            data_dir: data_dir.into(),
+            base_port: default_base_port(),
+            loopback_octet: 0,
+            redis_server: default_redis_server(),
+        }
+    }
+}
+
+/// Runs nodes as local redis-server processes.
+#[derive(Debug, Clone)]
+pub struct LocalDriver {
+    config: LocalConfig,
+}
+
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl LocalDriver {
+    pub fn new(config: LocalConfig) -> Self {
+        LocalDriver { config }
+    }
+
+    pub fn config(&self) -> &LocalConfig {
+        &self.config
+    }
+
+    /// 127.O.Z.H for the host's zone and host indexes (both 1-based in the address).
+    pub fn host_address(&self, host: &HostPlan) -> Result<String, DriverError> {
+        let z = host.zone_index + 1;
+        let h = host.host_index + 1;
+        if z > 255 || h > 254 {
+            return Err(DriverError::Topology(format!(
+                "host {:?}: the local driver addresses at most 255 zones of 254 hosts (zone {z}, host {h})",
+                host.name
+            )));
+        }
+        Ok(format!("127.{}.{z}.{h}", self.config.loopback_octet))
+    }
+
+    /// Client port of the node at `index` on its host; the bus port is 10000 above it.
+    pub fn node_port(&self, index: u16) -> Result<u16, DriverError> {
+        match self.config.base_port.checked_add(index) {
+            Some(p) if p >= 1024 && u32::from(p) + 10000 <= 65535 => Ok(p),
+            _ => Err(DriverError::Topology(format!(
+                "base_port: {} + node index {index} leaves no room for the cluster bus port (+10000 must stay <= 65535); choose a base_port between 1024 and {}",
+                self.config.base_port,
+                55535u32.saturating_sub(u32::from(index))
+            ))),
+        }
+    }
+
+    fn node_dir(&self, name: &str) -> Result<PathBuf, DriverError> {
+        if name.is_empty()
+            || name.starts_with('.')
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(DriverError::Topology(format!(
+                "node name {name:?} cannot be a directory name; use letters, digits, '-', '_' and '.'"
+            )));
+        }
+        Ok(self.config.data_dir.join(name))
+    }
+
+    /// The redis-server binary, resolved on PATH.
+    pub fn resolve_redis_server(&self) -> Result<PathBuf, DriverError> {
+        let wanted = &self.config.redis_server;
+        let not_found = || DriverError::RedisServerNotFound {
+            path: wanted.clone(),
+        };
+        let candidates: Vec<PathBuf> = if wanted.contains('/') {
+            vec![PathBuf::from(wanted)]
+        } else {
+            std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).map(|d| d.join(wanted)).collect())
+                .unwrap_or_default()
+        };
+        candidates
+            .into_iter()
+            .find(|p| {
+                std::fs::metadata(p)
+                    .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                    .unwrap_or(false)
+            })
+            .ok_or_else(not_found)
+    }
+
+    fn check_data_dir(&self) -> Result<(), DriverError> {
+        let root = &self.config.data_dir;
+        let unwritable = |e: std::io::Error| DriverError::DataDirUnwritable {
+            path: root.clone(),
+            reason: e.to_string(),
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+            .map_err(unwritable)?;
+        let probe = root.join(".redisha-write-check");
+        std::fs::write(&probe, b"ok").map_err(unwritable)?;
+        let _ = std::fs::remove_file(&probe);
+        Ok(())
+    }
+
+    fn render_config(&self, handle: &NodeHandle, dir: &Path, shared: &NodeConfig) -> String {
+        let dir_s = quote_conf(&dir.to_string_lossy());
+        format!(
+            "# Written by redisha. Holds the cluster password: keep it mode 0600.\n\
+             port {port}\n\
+             bind {ip}\n\
+             daemonize yes\n\
+             pidfile {pid}\n\
+             logfile {log}\n\
+             dir {dir_s}\n\
+             cluster-enabled yes\n\
+             cluster-config-file nodes.conf\n\
+             cluster-announce-ip {ip}\n\
+             proc-title-template \"{{title}} {{listen-addr}} {{server-mode}} {{config-file}}\"\n\
+             {shared}",
+            port = handle.port,
+            ip = handle.ip,
+            pid = quote_conf(&dir.join("redis.pid").to_string_lossy()),
+            log = quote_conf(&dir.join("redis.log").to_string_lossy()),
+            shared = shared.render_shared_lines(),
+        )
+    }
+
+    fn write_config_file(&self, path: &Path, text: &str, node: &str) -> Result<(), DriverError> {
+        let io = |context: &str| {
+            let context = context.to_string();
+            move |source| DriverError::Io {
+                node: node.to_string(),
+                context: format!("{context} {}", path.display()),
+                source,
+            }
+        };
+        // Write a new file with mode 0600 from the start and rename it over the old one, so
+        // the password is never readable by others, not even briefly.
+        let tmp = path.with_extension("conf.tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io("cannot write"))?;
+        file.write_all(text.as_bytes()).map_err(io("cannot write"))?;
+        file.sync_all().map_err(io("cannot write"))?;
+        std::fs::rename(&tmp, path).map_err(io("cannot replace"))?;
+        Ok(())
+    }
+
+    fn handle_for(&self, host: &HostHandle, node: &NodePlan) -> Result<NodeHandle, DriverError> {
+        let dir = self.node_dir(&node.name)?;
+        Ok(NodeHandle {
+            name: node.name.clone(),
+            host: host.name.clone(),
+            ip: host.address.clone(),
+            port: self.node_port(node.index_on_host)?,
+            index_on_host: node.index_on_host,
+            pid: None,
+            config_file: Some(dir.join("redis.conf")),
+            data_dir: Some(dir),
+        })
+    }
+
+    /// The pid of the node's redis-server if it runs: from the handle or the pidfile, and only
+    /// if /proc says that pid runs with our config file.
+    fn running_pid(&self, handle: &NodeHandle) -> Option<u32> {
+        let config = handle.config_file.as_ref()?;
+        let from_file = handle
+            .data_dir
+            .as_ref()
+            .and_then(|d| std::fs::read_to_string(d.join("redis.pid")).ok())
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        [handle.pid, from_file]
+            .into_iter()
+            .flatten()
+            .find(|pid| is_our_redis(*pid, config))
+    }
+
+    fn port_free(ip: &str, port: u16) -> Result<(), DriverError> {
+        for p in [u32::from(port), u32::from(port) + 10000] {
+            let addr = format!("{ip}:{p}");
+            if std::net::TcpListener::bind(&addr).is_err() {
+                return Err(DriverError::PortInUse { address: addr });
+            }
+        }
+        Ok(())
+    }
+
+    fn log_tail(dir: &Path) -> String {
+        let text = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().rev().take(3).collect();
+        lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    }
+}
+
+impl LocalDriver {
+    /// Emergency cleanup (test guards, a provider that lost its state): SIGKILLs every
+    /// redis-server whose pidfile lies in a node directory under `data_dir`, after checking
+    /// that the pid runs that directory's config file. Never kills by name.
+    pub fn kill_all_blocking(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.config.data_dir) else {
+            return 0;
+        };
+        let mut killed = 0;
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            let pid = std::fs::read_to_string(dir.join("redis.pid"))
+                .ok()
+                .and_then(|s| s.trim().parse::<u32>().ok());
+            if let Some(pid) = pid {
+                if is_our_redis(pid, &dir.join("redis.conf")) && signal(pid, libc::SIGKILL) {
+                    killed += 1;
+                }
+            }
+        }
+        killed
+    }
+}
+
+/// Whether `pid` is a redis-server started with `config` (its process title carries the
+/// config path: we set proc-title-template to include it).
+pub fn is_our_redis(pid: u32, config: &Path) -> bool {
+    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
+    cmdline.contains("redis-server") && cmdline.contains(&*config.to_string_lossy())
+}
+
+fn signal(pid: u32, sig: i32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill(2) has no memory effects; the pid was checked to be our redis-server.
+    unsafe { libc::kill(pid, sig) == 0 }
+}
+
+#[async_trait]
+impl Driver for LocalDriver {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    async fn preflight(
+        &self,
+        hosts: &[HostPlan],
+        existing: &[NodeHandle],
+        config: &NodeConfig,
+    ) -> Result<(), DriverError> {
+        config.validate()?;
+        self.resolve_redis_server()?;
+        self.check_data_dir()?;
+        for host in hosts {
+            let ip = self.host_address(host)?;
+            for node in &host.nodes {
+                self.node_dir(&node.name)?;
+                let port = self.node_port(node.index_on_host)?;
+                if existing.iter().any(|e| e.name == node.name) {
+                    continue;
+                }
+                Self::port_free(&ip, port)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn provision_host(
+        &self,
+        host: &HostPlan,
+        config: &NodeConfig,
+    ) -> Result<HostHandle, DriverError> {
+        config.validate()?;
+        self.check_data_dir()?;
+        Ok(HostHandle {
+            name: host.name.clone(),
+            zone: host.zone.clone(),
+            address: self.host_address(host)?,
+            instance_id: None,
+            extra: Default::default(),
+        })
+    }
+
+    async fn start_node(
+        &self,
+        host: &HostHandle,
+        node: &NodePlan,
+        config: &NodeConfig,
+    ) -> Result<NodeHandle, DriverError> {
+        config.validate()?;
+        let mut handle = self.handle_for(host, node)?;
+        let dir = handle.data_dir.clone().unwrap_or_default();
+        let conf_path = handle.config_file.clone().unwrap_or_default();
+        if let Some(pid) = self.running_pid(&handle) {
+            handle.pid = Some(pid);
+            return Ok(handle);
+        }
+        let binary = self.resolve_redis_server()?;
+        self.check_data_dir()?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| DriverError::DataDirUnwritable {
+                path: dir.clone(),
+                reason: e.to_string(),
+            })?;
+        // A node killed a moment ago may still be releasing its ports.
+        let port_deadline = Instant::now() + Duration::from_secs(5);
+        while let Err(e) = Self::port_free(&handle.ip, handle.port) {
+            if Instant::now() > port_deadline {
+                return Err(e);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.write_config_file(&conf_path, &self.render_config(&handle, &dir, config), &node.name)?;
+        let _ = std::fs::remove_file(dir.join("redis.pid"));
+        info!(node = %node.name, address = %handle.address(), "starting redis-server");
+        // The config path is the only argument: the password lives in the 0600 file.
+        let status = tokio::process::Command::new(&binary)
+            .arg(&conf_path)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await
+            .map_err(|e| DriverError::StartFailed {
+                node: node.name.clone(),
+                reason: format!("cannot run {}: {e}", binary.display()),
+            })?;
+        if !status.success() {
+            return Err(DriverError::StartFailed {
+                node: node.name.clone(),
+                reason: format!("redis-server exited with {status}; log: {}", Self::log_tail(&dir)),
+            });
+        }
+        // daemonize: the parent exits at once; the pidfile appears once the child listens.
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(pid) = self.running_pid(&handle) {
+                let addr = handle.address();
+                if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+                    handle.pid = Some(pid);
+                    return Ok(handle);
+                }
+            }
+            if Instant::now() > deadline {
+                let tail = Self::log_tail(&dir);
+                if tail.contains("Address already in use") {
+                    return Err(DriverError::PortInUse {
+                        address: handle.address(),
+                    });
+                }
+                return Err(DriverError::StartFailed {
+                    node: node.name.clone(),
+                    reason: format!("not listening after {START_TIMEOUT:?}; log: {tail}"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn stop_node(&self, node: &NodeHandle) -> Result<(), DriverError> {
+        let Some(pid) = self.running_pid(node) else {
+            return Ok(());
+        };
+        let config = node.config_file.clone().unwrap_or_default();
+        info!(node = %node.name, pid, "stopping redis-server");
+        signal(pid, libc::SIGTERM);
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while is_our_redis(pid, &config) {
+            if Instant::now() > deadline {
+                signal(pid, libc::SIGKILL);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if is_our_redis(pid, &config) {
+                    return Err(DriverError::Other(format!(
+                        "node {}: pid {pid} did not exit after SIGTERM and SIGKILL",
+                        node.name
+                    )));
+                }
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    async fn inspect_node(&self, node: &NodeHandle) -> Result<ProcessState, DriverError> {
+        Ok(match self.running_pid(node) {
+            Some(pid) => ProcessState::Running { pid: Some(pid) },
+            None => ProcessState::Stopped,
+        })
+    }
+
+    async fn write_node_config(
+        &self,
+        node: &NodeHandle,
+        config: &NodeConfig,
+    ) -> Result<(), DriverError> {
+        config.validate()?;
+        let (Some(dir), Some(conf)) = (&node.data_dir, &node.config_file) else {
+            return Err(DriverError::Other(format!(
+                "node {}: the handle has no data_dir/config_file; it was not started by the local driver",
+                node.name
+            )));
+        };
+        self.write_config_file(conf, &self.render_config(node, dir, config), &node.name)
+    }
+
+    async fn wipe_node(&self, node: &NodeHandle) -> Result<(), DriverError> {
+        if self.running_pid(node).is_some() {
+            self.stop_node(node).await?;
+        }
+        let Some(dir) = &node.data_dir else {
+            return Ok(());
+        };
+        // Only ever delete a directory under our data_dir.
+        if !dir.starts_with(&self.config.data_dir) || dir == &self.config.data_dir {
+            return Err(DriverError::Other(format!(
+                "node {}: refusing to remove {} (not under data_dir)",
+                node.name,
+                dir.display()
+            )));
+        }
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(DriverError::Io {
+                node: node.name.clone(),
+                context: format!("cannot remove {}", dir.display()),
+                source,
+            }),
+        }
+    }
+
+    async fn remove_host(&self, _host: &HostHandle) -> Result<(), DriverError> {
+        // Loopback hosts need no teardown; drop the data root once it is empty.
+        let _ = std::fs::remove_dir(&self.config.data_dir);
+        Ok(())
+    }
+}

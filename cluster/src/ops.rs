@@ -1,0 +1,220 @@
+//! The operator: one driver, the shared node settings and connection cache, plus the
+//! waiting helpers every operation uses (poll tightly, bounded by `Options::timeout`).
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use redisha_planner::Role;
+
+use crate::conn::{Conns, Target};
+use crate::driver::{Driver, NodeConfig};
+use crate::error::{ClusterError, Result};
+use crate::state::ClusterState;
+
+/// Timeouts and batch sizes.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Bound of every wait (cluster convergence, sync, failover).
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+    /// Pause between two polls of a condition.
+    pub poll_interval: Duration,
+    /// Keys moved per MIGRATE.
+    pub migrate_batch: usize,
+    /// Slots migrated at the same time between one pair of masters.
+    pub migrate_parallel_slots: usize,
+    /// MIGRATE's own timeout.
+    pub migrate_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            timeout: Duration::from_secs(120),
+            connect_timeout: Duration::from_secs(2),
+            command_timeout: Duration::from_secs(15),
+            poll_interval: Duration::from_millis(20),
+            migrate_batch: 1000,
+            migrate_parallel_slots: 4,
+            migrate_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Runs cluster operations through a driver. Operations that change the cluster take the
+/// state `&mut` and keep it true as they go: on an error, the state still names everything
+/// that exists, so the provider can save it and a later run (or destroy) continues.
+pub struct Operator<'a> {
+    pub(crate) driver: &'a dyn Driver,
+    pub(crate) config: NodeConfig,
+    pub(crate) options: Options,
+    pub(crate) conns: Conns,
+}
+
+impl<'a> Operator<'a> {
+    pub fn new(driver: &'a dyn Driver, config: NodeConfig) -> Self {
+        Self::with_options(driver, config, Options::default())
+    }
+
+    pub fn with_options(driver: &'a dyn Driver, config: NodeConfig, options: Options) -> Self {
+        let conns = Conns::new(
+            config.password.clone(),
+            options.connect_timeout,
+            options.command_timeout,
+        );
+        Operator {
+            driver,
+            config,
+            options,
+            conns,
+        }
+    }
+
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Polls `check` until it returns Ok, or fails with its last complaint at the timeout.
+    pub(crate) async fn poll<T, F, Fut>(&self, what: &str, mut check: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::result::Result<T, String>>,
+    {
+        let deadline = Instant::now() + self.options.timeout;
+        loop {
+            match check().await {
+                Ok(v) => return Ok(v),
+                Err(why) if Instant::now() >= deadline => {
+                    return Err(ClusterError::NotConverged {
+                        timeout: self.options.timeout,
+                        waiting_for: vec![format!("{what}: {why}")],
+                    })
+                }
+                Err(_) => tokio::time::sleep(self.options.poll_interval).await,
+            }
+        }
+    }
+
+    /// Waits until every node of the state says `cluster_state:ok`, knows every other node,
+    /// and every replica's link to its master is up.
+    pub async fn wait_converged(&self, state: &ClusterState) -> Result<()> {
+        let targets = state.targets();
+        let expected = targets.len();
+        let deadline = Instant::now() + self.options.timeout;
+        let mut last_report = Instant::now();
+        loop {
+            let problems: Vec<String> = join_all(
+                targets
+                    .iter()
+                    .map(|t| self.convergence_problem(t, expected)),
+            )
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+            if problems.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(ClusterError::NotConverged {
+                    timeout: self.options.timeout,
+                    waiting_for: problems,
+                });
+            }
+            if last_report.elapsed() > Duration::from_secs(1) {
+                tracing::debug!(?problems, "waiting for the cluster to converge");
+                last_report = Instant::now();
+            }
+            tokio::time::sleep(self.options.poll_interval).await;
+        }
+    }
+
+    async fn convergence_problem(&self, t: &Target, expected: usize) -> Option<String> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("CLUSTER").arg("INFO").cmd("INFO").arg("replication");
+        let (cinfo, rinfo): (String, String) =
+            match self.conns.pipe(t, &pipe, "CLUSTER INFO").await {
+                Ok(v) => v,
+                Err(e) => return Some(e.to_string()),
+            };
+        let cinfo = crate::conn::parse_info(&cinfo);
+        let rinfo = crate::conn::parse_info(&rinfo);
+        let name = &t.name;
+        if cinfo.get("cluster_state").map(String::as_str) != Some("ok") {
+            return Some(format!("{name}: cluster_state is not ok"));
+        }
+        let known: usize = cinfo
+            .get("cluster_known_nodes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if known != expected {
+            return Some(format!("{name}: knows {known} nodes, expected {expected}"));
+        }
+        if rinfo.get("role").map(String::as_str) == Some("slave")
+            && rinfo.get("master_link_status").map(String::as_str) != Some("up")
+        {
+            return Some(format!("{name}: replication link to its master is not up"));
+        }
+        None
+    }
+
+    /// The node's current role as it reports it.
+    pub(crate) async fn role_of(&self, t: &Target) -> Result<(Role, Option<String>)> {
+        let nodes = self.conns.cluster_nodes(t).await?;
+        let me = nodes
+            .iter()
+            .find(|n| n.is_myself())
+            .ok_or_else(|| t.protocol("CLUSTER NODES", "no myself line"))?;
+        Ok(if me.is_master() {
+            (Role::Master, None)
+        } else {
+            (Role::Replica, me.master_id.clone())
+        })
+    }
+
+    pub(crate) async fn my_id(&self, t: &Target) -> Result<String> {
+        self.conns
+            .query(t, redis::cmd("CLUSTER").arg("MYID"), "CLUSTER MYID")
+            .await
+    }
+
+    /// Waits until `replica` replicates `master_id` with its link up and its offset caught up
+    /// with the master's offset as read at the start.
+    pub(crate) async fn wait_synced(&self, replica: &Target, master: &Target) -> Result<()> {
+        let what = format!("{} in sync with {}", replica.name, master.name);
+        let master_offset = self
+            .poll(&what, || async {
+                let info = self.conns.info(master, "replication").await.map_err(|e| e.to_string())?;
+                info.get("master_repl_offset")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or_else(|| "master offset unknown".to_string())
+            })
+            .await?;
+        self.poll(&what, || async {
+            let info = self.conns.info(replica, "replication").await.map_err(|e| e.to_string())?;
+            let port = master.port.to_string();
+            if info.get("master_host") != Some(&master.ip) || info.get("master_port") != Some(&port)
+            {
+                return Err("not yet replicating that master".to_string());
+            }
+            if info.get("master_link_status").map(String::as_str) != Some("up") {
+                return Err("link not up".to_string());
+            }
+            let offset: u64 = info
+                .get("slave_repl_offset")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if offset < master_offset {
+                return Err(format!("offset {offset} behind {master_offset}"));
+            }
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,280 @@
+//! Converging a drifted cluster back to its plan: restart dead nodes (a node that lost its
+//! data rejoins as a replica of its shard's current master), re-attach replicas, and give
+//! every shard back its planned master (CLUSTER FAILOVER once synced), so masters stay spread
+//! across zones as planned.
+
+use futures::future::join_all;
+use redisha_planner::{Request, Role};
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::driver::{NodePlan, ProcessState};
+use crate::error::{ClusterError, Result};
+use crate::ops::Operator;
+use crate::state::{host_plans, ClusterNode, ClusterState};
+
+/// What `repair` did, one line per action.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairReport {
+    pub actions: Vec<String>,
+}
+
+impl Operator<'_> {
+    /// Brings the cluster back to the plan recorded in `state`.
+    pub async fn repair(&self, request: &Request, state: &mut ClusterState) -> Result<RepairReport> {
+        let mut report = RepairReport::default();
+        let observation = self.observe(state).await;
+        let dead: Vec<String> = observation
+            .nodes
+            .iter()
+            .filter(|n| !n.view.alive)
+            .map(|n| n.name.clone())
+            .collect();
+
+        // Hosts that vanished (a terminated instance) are provisioned again.
+        let placement = state.placement();
+        let plans = host_plans(request, &placement, state)?;
+        let missing: Vec<_> = plans
+            .iter()
+            .filter(|h| state.host(&h.name).is_none())
+            .cloned()
+            .collect();
+        self.provision_hosts(&missing, state).await?;
+
+        for name in &dead {
+            let node = state.require(name)?.clone();
+            if self.driver.inspect_node(&node.handle).await? != ProcessState::Stopped {
+                // Running but not answering: end it so it restarts clean.
+                warn!(node = %name, "node runs but does not answer; restarting it");
+                self.driver.stop_node(&node.handle).await?;
+            }
+        }
+        let restarts = dead.iter().map(|name| {
+            let state = &*state;
+            async move {
+                let node = state.require(name)?;
+                let host = state.host(&node.host).ok_or_else(|| {
+                    ClusterError::Plan(format!("host {:?} of node {name} is missing", node.host))
+                })?;
+                let plan = NodePlan {
+                    name: node.name.clone(),
+                    index_on_host: node.handle.index_on_host,
+                };
+                info!(node = %name, "restarting dead node");
+                let handle = self.driver.start_node(host, &plan, &self.config).await?;
+                self.conns.drop_conn(&node.target()).await;
+                Ok::<_, ClusterError>((name.clone(), handle))
+            }
+        });
+        let restarted = join_all(restarts).await;
+        for r in restarted {
+            let (name, handle) = r?;
+            if let Some(n) = state.node_mut(&name) {
+                n.handle = handle;
+            }
+            report.actions.push(format!("restarted node {name}"));
+        }
+
+        // A restarted node with a new id lost its data: replace the old identity.
+        for name in &dead {
+            let node = state.require(name)?.clone();
+            let id = self.my_id(&node.target()).await?;
+            if id != node.node_id {
+                self.replace_identity(state, &node, &id).await?;
+                report
+                    .actions
+                    .push(format!("node {name} lost its data and rejoined with a new id"));
+            }
+        }
+
+        self.wait_all_known(state).await?;
+        self.reattach_shards(state, &mut report).await?;
+        self.restore_planned_masters(state, &mut report).await?;
+        self.wait_converged(state).await?;
+        Ok(report)
+    }
+
+    /// `node` came back empty with `new_id`: fail its shard over if the old identity still
+    /// serves slots, make every node forget the old id, and meet the new one.
+    async fn replace_identity(
+        &self,
+        state: &mut ClusterState,
+        node: &ClusterNode,
+        new_id: &str,
+    ) -> Result<()> {
+        let old_id = node.node_id.clone();
+        let others: Vec<ClusterNode> = state
+            .nodes
+            .iter()
+            .filter(|n| n.name != node.name)
+            .cloned()
+            .collect();
+        let old_slots = self.slots_of_id(&others, &old_id).await;
+        if !old_slots.is_empty() {
+            // Its shard's slots still point at the lost identity: promote a live replica.
+            let replica = others.iter().find(|n| n.shard == node.shard);
+            match replica {
+                Some(r) => {
+                    info!(node = %r.name, "promoting replica of a master that lost its data");
+                    let t = r.target();
+                    let _: redis::Value = self
+                        .conns
+                        .query(
+                            &t,
+                            redis::cmd("CLUSTER").arg("FAILOVER").arg("TAKEOVER"),
+                            "CLUSTER FAILOVER TAKEOVER",
+                        )
+                        .await?;
+                    self.poll(&format!("{} to become master", r.name), || async {
+                        match self.role_of(&t).await {
+                            Ok((Role::Master, _)) => Ok(()),
+                            Ok(_) => Err("still a replica".into()),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    })
+                    .await?;
+                }
+                None => warn!(node = %node.name, "a master without replica lost its data; its slots come back empty"),
+            }
+        }
+        info!(node = %node.name, "forgetting the lost node id");
+        let forget = others.iter().map(|o| {
+            let old_id = old_id.clone();
+            async move {
+                let r: Result<redis::Value> = self
+                    .conns
+                    .query(&o.target(), redis::cmd("CLUSTER").arg("FORGET").arg(&old_id), "CLUSTER FORGET")
+                    .await;
+                // "Unknown node" means already forgotten; anything else is tolerated here
+                // because convergence is checked at the end.
+                if let Err(e) = r {
+                    warn!(node = %o.name, error = %e, "CLUSTER FORGET");
+                }
+            }
+        });
+        join_all(forget).await;
+        if let Some(n) = state.node_mut(&node.name) {
+            n.node_id = new_id.to_string();
+        }
+        let t = node.target();
+        let mut pipe = redis::pipe();
+        for o in &others {
+            pipe.cmd("CLUSTER").arg("MEET").arg(&o.handle.ip).arg(o.handle.port).ignore();
+        }
+        let _: () = self.conns.pipe(&t, &pipe, "CLUSTER MEET").await?;
+        if !old_slots.is_empty() && !others.iter().any(|n| n.shard == node.shard) {
+            // No copy survived: the node takes its slots back, empty.
+            let mut cmd = redis::cmd("CLUSTER");
+            cmd.arg("ADDSLOTSRANGE");
+            for r in &old_slots {
+                cmd.arg(r.start).arg(r.end);
+            }
+            let _: redis::Value = self.conns.query(&t, &cmd, "CLUSTER ADDSLOTSRANGE").await?;
+            let _: redis::Value = self
+                .conns
+                .query(&t, redis::cmd("CLUSTER").arg("BUMPEPOCH"), "CLUSTER BUMPEPOCH")
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn slots_of_id(&self, nodes: &[ClusterNode], id: &str) -> Vec<redisha_planner::SlotRange> {
+        for n in nodes {
+            if let Ok(view) = self.conns.cluster_nodes(&n.target()).await {
+                if let Some(line) = view.iter().find(|l| l.id == id) {
+                    return line.slots.clone();
+                }
+            }
+        }
+        Vec::new()
+    }
+
+    /// Every node of a shard other than its current master replicates that master.
+    async fn reattach_shards(&self, state: &ClusterState, report: &mut RepairReport) -> Result<()> {
+        let shards: Vec<u32> = {
+            let mut s: Vec<u32> = state.nodes.iter().map(|n| n.shard).collect();
+            s.dedup();
+            s
+        };
+        for shard in shards {
+            let master = self.current_master(state, shard).await?;
+            for n in state.nodes.iter().filter(|n| n.shard == shard && n.name != master.name) {
+                let (role, current) = self.role_of(&n.target()).await?;
+                if role == Role::Replica && current.as_deref() == Some(master.node_id.as_str()) {
+                    continue;
+                }
+                self.replicate(n, master).await?;
+                report
+                    .actions
+                    .push(format!("attached {} as replica of {}", n.name, master.name));
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails every shard over to its planned master where a replica serves instead.
+    pub(crate) async fn restore_planned_masters(
+        &self,
+        state: &ClusterState,
+        report: &mut RepairReport,
+    ) -> Result<()> {
+        let jobs = state.nodes.iter().filter(|n| n.role == Role::Master).map(|planned| async move {
+            let current = self.current_master(state, planned.shard).await?;
+            if current.name == planned.name {
+                return Ok(None);
+            }
+            self.failover_to(planned, current).await?;
+            Ok::<_, ClusterError>(Some(format!(
+                "failed shard {} over from {} back to its planned master {}",
+                planned.shard, current.name, planned.name
+            )))
+        });
+        for r in join_all(jobs).await {
+            if let Some(action) = r? {
+                report.actions.push(action);
+            }
+        }
+        Ok(())
+    }
+
+    /// Promotes replica `node` (of `master`) with a coordinated CLUSTER FAILOVER once synced.
+    pub(crate) async fn failover_to(&self, node: &ClusterNode, master: &ClusterNode) -> Result<()> {
+        let t = node.target();
+        let mt = master.target();
+        self.wait_synced(&t, &mt).await?;
+        // The master ignores the failover request of a node it does not yet see as its
+        // replica (gossip lags a restart), so wait for its view first.
+        self.poll(&format!("{} to see {} as its replica", master.name, node.name), || async {
+            let view = self.conns.cluster_nodes(&mt).await.map_err(|e| e.to_string())?;
+            match view.iter().find(|l| l.id == node.node_id) {
+                Some(l) if l.master_id.as_deref() == Some(master.node_id.as_str()) && !l.is_failed() => Ok(()),
+                _ => Err("not yet".into()),
+            }
+        })
+        .await?;
+        let deadline = tokio::time::Instant::now() + self.options.timeout;
+        loop {
+            info!(node = %node.name, from = %master.name, "failing over");
+            let _: redis::Value = self
+                .conns
+                .query(&t, redis::cmd("CLUSTER").arg("FAILOVER"), "CLUSTER FAILOVER")
+                .await?;
+            // Redis gives a manual failover 5 s; ask again if it timed out.
+            let attempt_end = tokio::time::Instant::now() + std::time::Duration::from_secs(6);
+            while tokio::time::Instant::now() < attempt_end {
+                let mine = self.role_of(&t).await.map(|r| r.0);
+                let theirs = self.role_of(&mt).await.map(|r| r.0);
+                if matches!((mine, theirs), (Ok(Role::Master), Ok(Role::Replica))) {
+                    return Ok(());
+                }
+                tokio::time::sleep(self.options.poll_interval).await;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClusterError::NotConverged {
+                    timeout: self.options.timeout,
+                    waiting_for: vec![format!("{} to take over from {}", node.name, master.name)],
+                });
+            }
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! Changing the password or `redis_config` of a running cluster without taking a shard down:
+//! live CONFIG SET where redis allows it, otherwise a rolling restart (replicas first, then a
+//! failover, then the old master, then a failover back to the planned master).
+
+use futures::future::join_all;
+use tracing::{info, warn};
+
+use crate::driver::{NodeConfig, NodePlan};
+use crate::error::{ClusterError, Result};
+use crate::ops::Operator;
+use crate::repair::RepairReport;
+use crate::state::{ClusterNode, ClusterState};
+
+impl Operator<'_> {
+    /// Applies `new` (password and/or redis_config) to every node and to the config files,
+    /// then uses it for later operations.
+    pub async fn reconfigure(&mut self, state: &ClusterState, new: NodeConfig) -> Result<()> {
+        new.validate()?;
+        if new.password != self.config.password {
+            self.change_password(state, &new).await?;
+        }
+        if new.redis_config != self.config.redis_config {
+            self.change_settings(state, &new).await?;
+        }
+        self.config = new;
+        Ok(())
+    }
+
+    async fn config_set_all(&self, state: &ClusterState, pairs: &[(String, String)], what: &str) -> Result<()> {
+        let jobs = state.nodes.iter().map(|n| async move {
+            let mut cmd = redis::cmd("CONFIG");
+            cmd.arg("SET");
+            for (k, v) in pairs {
+                cmd.arg(k).arg(v);
+            }
+            self.conns.query::<redis::Value>(&n.target(), &cmd, what).await
+        });
+        join_all(jobs).await.into_iter().collect::<Result<Vec<_>>>()?;
+        Ok(())
+    }
+
+    /// masterauth first everywhere (so replication keeps authenticating whichever password a
+    /// master has), then requirepass, then the config files.
+    async fn change_password(&mut self, state: &ClusterState, new: &NodeConfig) -> Result<()> {
+        let pw = new.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
+        info!("changing the cluster password: masterauth");
+        self.config_set_all(state, &[("masterauth".into(), pw.clone())], "CONFIG SET masterauth")
+            .await?;
+        info!("changing the cluster password: requirepass");
+        self.config_set_all(state, &[("requirepass".into(), pw)], "CONFIG SET requirepass")
+            .await?;
+        self.conns.set_password(new.password.clone());
+        self.write_configs(state, new).await?;
+        info!("cluster password changed");
+        Ok(())
+    }
+
+    async fn write_configs(&self, state: &ClusterState, config: &NodeConfig) -> Result<()> {
+        let jobs = state
+            .nodes
+            .iter()
+            .map(|n| self.driver.write_node_config(&n.handle, config));
+        for r in join_all(jobs).await {
+            r?;
+        }
+        Ok(())
+    }
+
+    async fn change_settings(&self, state: &ClusterState, new: &NodeConfig) -> Result<()> {
+        let removed = self
+            .config
+            .redis_config
+            .keys()
+            .any(|k| !new.redis_config.contains_key(k));
+        let changed: Vec<(String, String)> = new
+            .redis_config
+            .iter()
+            .filter(|(k, v)| self.config.redis_config.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        self.write_configs(state, new).await?;
+        if !removed {
+            let live = self.config_set_all(state, &changed, "CONFIG SET").await;
+            match live {
+                Ok(()) => {
+                    info!(settings = changed.len(), "redis_config applied live");
+                    return Ok(());
+                }
+                Err(e) => warn!(error = %e, "redis_config cannot be applied live; restarting nodes one by one"),
+            }
+        }
+        self.rolling_restart(state).await
+    }
+
+    /// Restarts every node with its (new) config file, one shard copy at a time.
+    pub async fn rolling_restart(&self, state: &ClusterState) -> Result<()> {
+        let mut shards: Vec<u32> = state.nodes.iter().map(|n| n.shard).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        for shard in shards {
+            let master = self.current_master(state, shard).await?.clone();
+            let others: Vec<ClusterNode> = state
+                .nodes
+                .iter()
+                .filter(|n| n.shard == shard && n.name != master.name)
+                .cloned()
+                .collect();
+            for replica in &others {
+                self.restart_node(state, replica).await?;
+                self.wait_synced(&replica.target(), &master.target()).await?;
+            }
+            match others.first() {
+                Some(stand_in) => {
+                    self.failover_to(stand_in, &master).await?;
+                    self.restart_node(state, &master).await?;
+                    self.wait_synced(&master.target(), &stand_in.target()).await?;
+                }
+                None => {
+                    warn!(shard, "shard has no replica: restarting its master takes it down briefly");
+                    self.restart_node(state, &master).await?;
+                }
+            }
+        }
+        self.wait_converged(state).await?;
+        self.restore_planned_masters(state, &mut RepairReport::default()).await?;
+        self.wait_converged(state).await
+    }
+
+    async fn restart_node(&self, state: &ClusterState, node: &ClusterNode) -> Result<()> {
+        info!(node = %node.name, "restarting node");
+        let host = state
+            .host(&node.host)
+            .ok_or_else(|| ClusterError::Plan(format!("host {:?} is missing", node.host)))?;
+        self.driver.stop_node(&node.handle).await?;
+        self.conns.drop_conn(&node.target()).await;
+        let plan = NodePlan {
+            name: node.name.clone(),
+            index_on_host: node.handle.index_on_host,
+        };
+        self.driver.start_node(host, &plan, &self.config).await?;
+        let t = node.target();
+        self.poll(&format!("{} to rejoin", node.name), || async {
+            let info = self.conns.cluster_info(&t).await.map_err(|e| e.to_string())?;
+            if info.get("cluster_state").map(String::as_str) == Some("ok") {
+                Ok(())
+            } else {
+                Err("cluster_state not ok".into())
+            }
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Stops every node (by pid), removes its data, then its hosts. The state empties as
+    /// things go away.
+    pub async fn destroy(&self, state: &mut ClusterState) -> Result<()> {
+        let jobs = state.nodes.iter().map(|n| async move {
+            self.driver.stop_node(&n.handle).await?;
+            self.driver.wipe_node(&n.handle).await?;
+            Ok::<_, ClusterError>(n.name.clone())
+        });
+        let results = join_all(jobs).await;
+        let mut first_error = None;
+        for r in results {
+            match r {
+                Ok(name) => state.nodes.retain(|n| n.name != name),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        for host in std::mem::take(&mut state.hosts) {
+            if let Err(e) = self.driver.remove_host(&host).await {
+                state.hosts.push(host);
+                first_error.get_or_insert(e.into());
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}

@@ -1,0 +1,109 @@
+//! Kill a master (by pid): observe shows it, repair brings back the planned master; a node
+//! that lost its data rejoins as a replica and gets its shard back; the password changes
+//! rolling; the password never reaches process arguments and the config file is 0600.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use common::*;
+use redisha_cluster::{health, ClusterState, NodeConfig, Operator, Password, ProcessState};
+use redisha_planner::Role;
+
+const KEYS: usize = 2_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repair_restores_planned_masters_and_password_changes_rolling() {
+    let fx = Fixture::new(22, 7200);
+    tokio::time::timeout(Duration::from_secs(300), run(&fx))
+        .await
+        .expect("test timed out");
+}
+
+fn config(password: &str) -> NodeConfig {
+    let mut c = NodeConfig {
+        password: Some(Password::new(password)),
+        ..NodeConfig::default()
+    };
+    // Fail over fast so the test sees a promoted replica quickly.
+    c.redis_config.insert("cluster-node-timeout".into(), "1000".into());
+    c
+}
+
+async fn run(fx: &Fixture) {
+    let mut op = Operator::with_options(&fx.driver, config("first-secret"), options());
+    let plan = placement(3, 1);
+    let mut state = ClusterState::default();
+    op.create(&fx.request, &plan, &mut state).await.expect("create");
+
+    // The password is only in the 0600 config file, never in a process's arguments.
+    for n in &state.nodes {
+        let conf = n.handle.config_file.as_ref().expect("config file");
+        let mode = std::fs::metadata(conf).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", conf.display());
+        let pid = n.handle.pid.expect("pid");
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("cmdline");
+        assert!(!String::from_utf8_lossy(&cmdline).contains("first-secret"));
+    }
+    let pw = Password::new("first-secret");
+    let con = cluster_client(&state, Some(&pw)).await;
+    write_keys(&con, KEYS).await;
+
+    // Kill shard 0's master: observe reports it, its replica takes over.
+    let victim = state.node(&master_name(0)).expect("s0-m").clone();
+    kill9(victim.handle.pid.expect("pid"));
+    let seen = op.observe(&state).await;
+    let obs = seen.node(&victim.name).expect("observed");
+    assert!(!obs.view.alive);
+    assert_eq!(obs.process, ProcessState::Stopped);
+    assert!(seen.drift().iter().any(|d| d.contains("s0-m is down")));
+    let replica = replica_name(0, 0);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let seen = op.observe(&state).await;
+        if seen.node(&replica).and_then(|n| n.view.role) == Some(Role::Master) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "replica never promoted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let report = op.repair(&fx.request, &mut state).await.expect("repair");
+    assert!(!report.actions.is_empty());
+    let seen = op.observe(&state).await;
+    assert!(seen.drift().is_empty(), "{:?}", seen.drift());
+    assert_eq!(seen.node(&victim.name).and_then(|n| n.view.role), Some(Role::Master));
+
+    // Shard 1's master loses its data: it comes back empty, its replica keeps the keys, and
+    // once synced the planned master serves again.
+    let lost = state.node(&master_name(1)).expect("s1-m").clone();
+    kill9(lost.handle.pid.expect("pid"));
+    std::fs::remove_dir_all(lost.handle.data_dir.as_ref().expect("dir")).expect("wipe");
+    op.repair(&fx.request, &mut state).await.expect("repair after data loss");
+    let seen = op.observe(&state).await;
+    assert!(seen.drift().is_empty(), "{:?}", seen.drift());
+    assert_ne!(state.node(&lost.name).expect("s1-m").node_id, lost.node_id);
+    let con = cluster_client(&state, Some(&pw)).await;
+    let missing = missing_keys(&con, KEYS).await;
+    assert!(missing.is_empty(), "{} keys lost", missing.len());
+
+    // Rolling password change.
+    op.reconfigure(&state, config("second-secret")).await.expect("password change");
+    let addresses = state.endpoints();
+    let new_pw = Password::new("second-secret");
+    let h = health(&addresses, Some(&new_pw), &options()).await.expect("health");
+    assert!(h.healthy(), "{h:?}");
+    assert!(h.nodes.iter().all(|n| n.alive && n.cluster_state.as_deref() == Some("ok")));
+    assert!(health(&addresses, Some(&pw), &options()).await.is_err(), "old password still works");
+    for n in &state.nodes {
+        let text = std::fs::read_to_string(n.handle.config_file.as_ref().expect("conf")).expect("read");
+        assert!(text.contains("second-secret") && !text.contains("first-secret"));
+    }
+    let con = cluster_client(&state, Some(&new_pw)).await;
+    let missing = missing_keys(&con, KEYS).await;
+    assert!(missing.is_empty(), "{} keys lost", missing.len());
+
+    op.destroy(&mut state).await.expect("destroy");
+    assert!(!fx.data_dir().exists());
+}

@@ -1,0 +1,33 @@
+//! redisha-planner: places Redis Cluster shards over zones, racks and hosts so that no shard
+//! and its replicas share a failure domain, assigns hash slots, reports what every failure
+//! would do and turns a change of placement into safe migration steps. Pure: no I/O.
+//!
+//! API CONTRACT (other crates build against these names; keep them):
+//! - `parse_request(text, InputFormat) -> Result<Request, PlanError>`
+//! - `validate(&Request) -> Result<(), ValidationErrors>` (every problem at once, with paths)
+//! - `plan(&Request, previous: Option<&Placement>) -> Result<Plan, PlanError>`
+//! - `analyse(&Request, &Placement) -> Report`
+//! - `migrate::steps(current: &Placement, target: &Placement) -> Result<Vec<Step>, MigrateError>`
+//! - `Report::{summary, failures, survives_any_host, survives_any_zone}`, `report::render_markdown`, `report::render_text`
+
+pub mod error;
+mod fasthash;
+pub mod migrate;
+pub mod model;
+pub mod parse;
+pub mod placement;
+pub mod plan;
+pub mod report;
+pub mod request;
+pub mod slots;
+mod solver;
+pub mod validate;
+
+pub use error::{FieldError, PathStep, PlanError, ValidationErrors};
+pub use migrate::{check_invariant, MigrateError, Step};
+pub use parse::{parse_request, InputFormat};
+pub use placement::{Node, Placement, Role, SlotRange, SLOT_COUNT};
+pub use plan::{plan, Plan};
+pub use report::{analyse, FailureKind, FailureOutcome, PartitionVerdict, Report};
+pub use request::{ClusterSpec, HostSpec, PartitionSpec, Request, Spread, ZoneSpec};
+pub use validate::{validate, validate_placement};

@@ -1,0 +1,3 @@
+//! Resources: each one a module implementing `framework::Resource`.
+
+pub mod cluster;

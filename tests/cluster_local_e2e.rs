@@ -1,0 +1,261 @@
+//! `redisha_cluster` with the local driver, end to end: the real Terraform CLI, the built
+//! provider and real redis-server processes on loopback addresses. One scenario, in order,
+//! as an SRE would live it: create, fill with keys, scale out and back, add replicas, lose a
+//! master, change the password, destroy.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::TfDir;
+use redis::AsyncCommands;
+use serde_json::Value as Json;
+
+const OCTET: u8 = 90;
+const BASE_PORT: u16 = 7600;
+const KEYS: usize = 10_000;
+
+/// Ends every redis-server this test's data dir holds (by its pidfile's pid, after checking the
+/// process is ours) even when the test fails halfway; terraform destroy is tried first.
+struct Cleanup<'a> {
+    tf: &'a TfDir,
+    data_dir: PathBuf,
+    destroy_args: Vec<String>,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if !self.data_dir.exists() {
+            return;
+        }
+        let args: Vec<&str> = self.destroy_args.iter().map(String::as_str).collect();
+        let _ = self.tf.run(&args);
+        for pid in our_pids(&self.data_dir) {
+            let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+/// Pids of running redis-servers whose pidfile is in a node directory under `data_dir`.
+fn our_pids(data_dir: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir(data_dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = std::fs::read_to_string(e.path().join("redis.pid")).ok()?.trim().parse().ok()?;
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            String::from_utf8_lossy(&cmdline).contains("redis-server").then_some(pid)
+        })
+        .collect()
+}
+
+fn tf_vars(password: &str, shards: u32, replicas: u32) -> Vec<String> {
+    vec![
+        format!("-var=password={password}"),
+        format!("-var=shards={shards}"),
+        format!("-var=replicas={replicas}"),
+        format!("-var=base_port={BASE_PORT}"),
+        format!("-var=loopback_octet={OCTET}"),
+    ]
+}
+
+fn apply(tf: &TfDir, password: &str, shards: u32, replicas: u32) {
+    let mut args = vec!["apply".to_string(), "-auto-approve".into(), "-no-color".into()];
+    args.extend(tf_vars(password, shards, replicas));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = tf.run(&args);
+    out.assert_success("terraform apply");
+    assert!(
+        !out.all().contains(password),
+        "the password appeared in terraform's output"
+    );
+}
+
+fn nodes(tf: &TfDir) -> Vec<Json> {
+    tf.output_json()["nodes"].as_array().cloned().unwrap_or_default()
+}
+
+fn endpoints(tf: &TfDir) -> Vec<String> {
+    tf.output_json()["endpoints"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+async fn client(endpoints: &[String], password: &str) -> redis::cluster_async::ClusterConnection {
+    let urls: Vec<String> = endpoints.iter().map(|e| format!("redis://{e}")).collect();
+    let client = redis::cluster::ClusterClientBuilder::new(urls)
+        .password(password.to_string())
+        .connection_timeout(Duration::from_secs(5))
+        .response_timeout(Duration::from_secs(5))
+        .build()
+        .expect("cluster client");
+    client.get_async_connection().await.expect("connect to the cluster")
+}
+
+async fn write_keys(endpoints: &[String], password: &str) {
+    let mut conn = client(endpoints, password).await;
+    for chunk in (0..KEYS).collect::<Vec<_>>().chunks(500) {
+        let writes = chunk.iter().map(|i| {
+            let mut c = conn.clone();
+            async move { c.set::<_, _, ()>(format!("key:{i}"), format!("value-{i}")).await }
+        });
+        for r in futures::future::join_all(writes).await {
+            r.expect("SET");
+        }
+    }
+    let _: () = conn.set("probe", "x").await.expect("SET");
+}
+
+async fn assert_keys(endpoints: &[String], password: &str, when: &str) {
+    let mut conn = client(endpoints, password).await;
+    let mut missing = 0;
+    for chunk in (0..KEYS).collect::<Vec<_>>().chunks(500) {
+        let reads = chunk.iter().map(|i| {
+            let mut c = conn.clone();
+            async move { (*i, c.get::<_, Option<String>>(format!("key:{i}")).await) }
+        });
+        for (i, r) in futures::future::join_all(reads).await {
+            match r {
+                Ok(Some(v)) if v == format!("value-{i}") => {}
+                _ => missing += 1,
+            }
+        }
+    }
+    let _: Option<String> = conn.get("probe").await.expect("GET");
+    assert_eq!(missing, 0, "{missing} of {KEYS} keys unreadable {when}");
+}
+
+fn masters_by_zone(nodes: &[Json]) -> Vec<String> {
+    let mut zones: Vec<String> = nodes
+        .iter()
+        .filter(|n| n["role"] == "master")
+        .map(|n| n["zone"].as_str().unwrap_or_default().to_string())
+        .collect();
+    zones.sort();
+    zones
+}
+
+#[test]
+fn local_cluster_lifecycle() {
+    let main_tf = std::fs::read_to_string(common::workspace_root().join("examples/local/main.tf"))
+        .expect("examples/local/main.tf");
+    let tf = TfDir::dev(&main_tf);
+    let data_dir = tf.path().join(".redisha/demo");
+    let password = "e2e-Secret-4711";
+    let mut destroy = vec!["destroy".to_string(), "-auto-approve".into(), "-no-color".into()];
+    destroy.extend(tf_vars(password, 3, 1));
+    let _cleanup = Cleanup {
+        tf: &tf,
+        data_dir: data_dir.clone(),
+        destroy_args: destroy.clone(),
+    };
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+
+    // Plan shows where every node will run before anything starts.
+    let mut plan = vec!["plan".to_string(), "-no-color".into()];
+    plan.extend(tf_vars(password, 3, 1));
+    let plan_args: Vec<&str> = plan.iter().map(String::as_str).collect();
+    let out = tf.run(&plan_args);
+    out.assert_success("terraform plan");
+    assert!(out.stdout.contains(&format!("127.{OCTET}.1.1:{BASE_PORT}")), "plan names node addresses:\n{}", out.stdout);
+    assert!(our_pids(&data_dir).is_empty(), "plan started processes");
+
+    // Create: 3 shards x 1 replica over 3 zones.
+    apply(&tf, password, 3, 1);
+    let ns = nodes(&tf);
+    assert_eq!(ns.len(), 6);
+    assert!(ns.iter().all(|n| n["status"] == "up"));
+    for shard in 0..3 {
+        let zones: BTreeSet<&str> = ns
+            .iter()
+            .filter(|n| n["shard"] == shard)
+            .filter_map(|n| n["zone"].as_str())
+            .collect();
+        assert_eq!(zones.len(), 2, "shard {shard} has both copies in one zone");
+    }
+    assert_eq!(masters_by_zone(&ns), vec!["zone-a", "zone-b", "zone-c"]);
+    assert_eq!(tf.output_json()["healthy"], Json::Bool(true));
+    let eps = endpoints(&tf);
+    rt.block_on(write_keys(&eps, password));
+
+    // A second plan with nothing changed is empty.
+    let mut detailed = plan.clone();
+    detailed.push("-detailed-exitcode".into());
+    let detailed_args: Vec<&str> = detailed.iter().map(String::as_str).collect();
+    assert_eq!(tf.run(&detailed_args).code, Some(0), "a converged cluster plans no change");
+
+    // Scale out to 5 shards and back to 3: no key lost.
+    apply(&tf, password, 5, 1);
+    assert_eq!(nodes(&tf).iter().filter(|n| n["role"] == "master").count(), 5);
+    rt.block_on(assert_keys(&endpoints(&tf), password, "after scaling to 5 shards"));
+    apply(&tf, password, 3, 1);
+    assert_eq!(nodes(&tf).len(), 6);
+    rt.block_on(assert_keys(&endpoints(&tf), password, "after scaling back to 3 shards"));
+
+    // One more replica per shard.
+    apply(&tf, password, 3, 2);
+    let ns = nodes(&tf);
+    assert_eq!(ns.len(), 9);
+    assert_eq!(ns.iter().filter(|n| n["role"] == "replica").count(), 6);
+
+    // Kill a master's process: plan reports it, apply repairs it and restores the master.
+    let victim = ns.iter().find(|n| n["role"] == "master").expect("a master").clone();
+    let name = victim["name"].as_str().expect("name");
+    let pid: u32 = std::fs::read_to_string(data_dir.join(name).join("redis.pid"))
+        .expect("pidfile")
+        .trim()
+        .parse()
+        .expect("pid");
+    assert!(std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill").success());
+    let mut plan3 = vec!["plan".to_string(), "-no-color".into(), "-detailed-exitcode".into()];
+    plan3.extend(tf_vars(password, 3, 2));
+    let plan3_args: Vec<&str> = plan3.iter().map(String::as_str).collect();
+    let out = tf.run(&plan3_args);
+    assert_eq!(out.code, Some(2), "plan must show the dead master as a change:\n{}", out.all());
+    assert!(out.stdout.contains("\"down\""), "plan names the node down:\n{}", out.stdout);
+    apply(&tf, password, 3, 2);
+    let ns = nodes(&tf);
+    assert!(ns.iter().all(|n| n["status"] == "up"), "all nodes up after repair: {ns:?}");
+    let again = ns.iter().find(|n| n["name"] == victim["name"]).expect("victim still planned");
+    assert_eq!(again["role"], "master", "the planned master is master again");
+    assert_eq!(masters_by_zone(&ns), vec!["zone-a", "zone-b", "zone-c"]);
+    rt.block_on(assert_keys(&endpoints(&tf), password, "after repairing a dead master"));
+
+    // Change the password: rolling, every key still there, the old password refused.
+    let new_password = "e2e-Rotated-0815";
+    apply(&tf, new_password, 3, 2);
+    rt.block_on(assert_keys(&endpoints(&tf), new_password, "after the password change"));
+    let eps = endpoints(&tf);
+    let refused = rt.block_on(async {
+        let url = format!("redis://:{password}@{}", eps[0]);
+        match redis::Client::open(url) {
+            Ok(c) => match c.get_multiplexed_async_connection().await {
+                Ok(mut conn) => redis::cmd("PING").query_async::<String>(&mut conn).await.is_err(),
+                Err(_) => true,
+            },
+            Err(_) => true,
+        }
+    });
+    assert!(refused, "the old password still works");
+    for entry in std::fs::read_dir(&data_dir).expect("data dir").flatten() {
+        let conf = entry.path().join("redis.conf");
+        if let Ok(meta) = std::fs::metadata(&conf) {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{} is not 0600", conf.display());
+        }
+    }
+
+    // Destroy: no process, no data dir left.
+    let mut destroy_now = vec!["destroy".to_string(), "-auto-approve".into(), "-no-color".into()];
+    destroy_now.extend(tf_vars(new_password, 3, 2));
+    let args: Vec<&str> = destroy_now.iter().map(String::as_str).collect();
+    tf.run(&args).assert_success("terraform destroy");
+    assert!(our_pids(&data_dir).is_empty(), "redis-server processes left after destroy");
+    let left: Vec<_> = std::fs::read_dir(&data_dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "data left after destroy: {left:?}");
+}

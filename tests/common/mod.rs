@@ -1,0 +1,247 @@
+//! End-to-end harness: the real Terraform CLI (`scripts/terraform`) against the provider binary
+//! built in the same (dev) profile as the tests. Reused by the cluster resource's tests.
+//!
+//! - `provider_binary()` builds `terraform-provider-redisha` once per test process (cargo is a
+//!   no-op when it is up to date) and returns `target/<profile>/terraform-provider-redisha`,
+//!   next to the test executable. `REDISHA_SKIP_PROVIDER_BUILD=1` skips the build.
+//! - `TfDir::dev(main_tf)` is a temp working dir with the config and a dev_overrides CLI config;
+//!   `TfDir::mirror(main_tf)` uses a filesystem_mirror instead, so `terraform init` runs offline.
+//! - `run(args)` runs scripts/terraform there with a timeout; `output_json()` parses
+//!   `terraform output -json` into `name -> value`.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// One Terraform command may take this long before the test fails (and the process is killed).
+pub const TF_TIMEOUT: Duration = Duration::from_secs(180);
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `target/<profile>`: the directory above `deps/` that holds this test executable.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let deps = exe.parent().expect("deps dir");
+    deps.parent().expect("profile dir").to_path_buf()
+}
+
+pub fn provider_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let bin = profile_dir().join("terraform-provider-redisha");
+            if std::env::var_os("REDISHA_SKIP_PROVIDER_BUILD").is_none() {
+                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+                let profile = profile_dir()
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .map(str::to_string)
+                    .unwrap_or_else(|| "debug".into());
+                let mut cmd = Command::new(cargo);
+                cmd.current_dir(workspace_root()).args([
+                    "build",
+                    "-p",
+                    "terraform-provider-redisha",
+                ]);
+                if profile != "debug" {
+                    cmd.args(["--profile", &profile]);
+                }
+                let status = cmd.status().expect("run cargo build");
+                assert!(
+                    status.success(),
+                    "cargo build -p terraform-provider-redisha failed"
+                );
+            }
+            assert!(
+                bin.is_file(),
+                "provider binary missing at {}",
+                bin.display()
+            );
+            bin
+        })
+        .clone()
+}
+
+#[derive(Debug)]
+pub struct TfOutput {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl TfOutput {
+    pub fn success(&self) -> bool {
+        self.code == Some(0)
+    }
+    /// stdout and stderr together, for asserting on messages wherever Terraform put them.
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+    #[track_caller]
+    pub fn assert_success(&self, what: &str) {
+        assert!(
+            self.success(),
+            "{what} failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
+            self.code,
+            self.stdout,
+            self.stderr
+        );
+    }
+}
+
+/// Runs `cmd` to completion or kills it (by its pid) after `timeout`.
+pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> TfOutput {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn command");
+    // Drain both pipes in threads so a chatty command cannot block on a full pipe.
+    let mut out = child.stdout.take().expect("stdout pipe");
+    let mut err = child.stderr.take().expect("stderr pipe");
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for command") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stdout = t_out.join().unwrap_or_default();
+    let stderr = t_err.join().unwrap_or_default();
+    assert!(
+        status.is_some(),
+        "command timed out after {timeout:?}: {cmd:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    TfOutput {
+        code: status.and_then(|s| s.code()),
+        stdout,
+        stderr,
+    }
+}
+
+/// A Terraform working directory for one test, removed when dropped.
+pub struct TfDir {
+    pub dir: tempfile::TempDir,
+    pub cli_config: PathBuf,
+    /// Extra environment for every command (e.g. PATH without terraform).
+    pub env: Vec<(String, String)>,
+}
+
+impl TfDir {
+    fn with_config(main_tf: &str) -> tempfile::TempDir {
+        let dir = tempfile::Builder::new()
+            .prefix("redisha-e2e")
+            .tempdir()
+            .expect("temp dir");
+        std::fs::write(dir.path().join("main.tf"), main_tf).expect("write main.tf");
+        dir
+    }
+
+    fn cli_config(args: &[&str]) {
+        let mut cmd = Command::new(workspace_root().join("scripts/tf-cli-config"));
+        cmd.args(args);
+        let out = run_with_timeout(cmd, Duration::from_secs(30));
+        out.assert_success("scripts/tf-cli-config");
+    }
+
+    /// dev_overrides: no `terraform init` needed.
+    pub fn dev(main_tf: &str) -> TfDir {
+        let bin = provider_binary();
+        let dir = Self::with_config(main_tf);
+        let cli_config = dir.path().join("dev.tfrc");
+        Self::cli_config(&[
+            "dev",
+            cli_config.to_str().expect("utf-8 path"),
+            bin.to_str().expect("utf-8 path"),
+        ]);
+        TfDir {
+            dir,
+            cli_config,
+            env: Vec::new(),
+        }
+    }
+
+    /// filesystem_mirror: `terraform init` installs the provider from a local mirror, offline.
+    pub fn mirror(main_tf: &str) -> TfDir {
+        let bin = provider_binary();
+        let dir = Self::with_config(main_tf);
+        let cli_config = dir.path().join("mirror.tfrc");
+        let mirror = dir.path().join("mirror");
+        Self::cli_config(&[
+            "mirror",
+            cli_config.to_str().expect("utf-8 path"),
+            mirror.to_str().expect("utf-8 path"),
+            bin.to_str().expect("utf-8 path"),
+        ]);
+        TfDir {
+            dir,
+            cli_config,
+            env: Vec::new(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(workspace_root().join("scripts/terraform"));
+        cmd.args(args)
+            .current_dir(self.path())
+            .env("TF_CLI_CONFIG_FILE", &self.cli_config)
+            .env("TF_IN_AUTOMATION", "1")
+            .env("TF_INPUT", "0")
+            .env("CHECKPOINT_DISABLE", "1")
+            .env_remove("TF_LOG")
+            .env_remove("TF_REATTACH_PROVIDERS");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs `terraform ARGS` (add `-no-color` yourself where output is matched).
+    pub fn run(&self, args: &[&str]) -> TfOutput {
+        run_with_timeout(self.command(args), TF_TIMEOUT)
+    }
+
+    /// `terraform output -json` as `name -> value`.
+    pub fn output_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        let out = self.run(&["output", "-json"]);
+        out.assert_success("terraform output -json");
+        let parsed: serde_json::Value =
+            serde_json::from_str(&out.stdout).expect("output -json is JSON");
+        parsed
+            .as_object()
+            .expect("output -json is an object")
+            .iter()
+            .map(|(k, v)| (k.clone(), v["value"].clone()))
+            .collect()
+    }
+}
+
+/// The report example's main.tf.
+pub fn report_example() -> String {
+    std::fs::read_to_string(workspace_root().join("examples/report/main.tf"))
+        .expect("examples/report/main.tf")
+}

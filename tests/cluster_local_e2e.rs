@@ -6,9 +6,9 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::local_cluster::{our_pids, Cleanup};
 use common::TfDir;
 use redis::AsyncCommands;
 use serde_json::Value as Json;
@@ -16,42 +16,6 @@ use serde_json::Value as Json;
 const OCTET: u8 = 90;
 const BASE_PORT: u16 = 7600;
 const KEYS: usize = 10_000;
-
-/// Ends every redis-server this test's data dir holds (by its pidfile's pid, after checking the
-/// process is ours) even when the test fails halfway; terraform destroy is tried first.
-struct Cleanup<'a> {
-    tf: &'a TfDir,
-    data_dir: PathBuf,
-    destroy_args: Vec<String>,
-}
-
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        if !self.data_dir.exists() {
-            return;
-        }
-        let args: Vec<&str> = self.destroy_args.iter().map(String::as_str).collect();
-        let _ = self.tf.run(&args);
-        for pid in our_pids(&self.data_dir) {
-            let _ = std::process::Command::new("kill").args(["-9", &pid.to_string()]).status();
-        }
-    }
-}
-
-/// Pids of running redis-servers whose pidfile is in a node directory under `data_dir`.
-fn our_pids(data_dir: &Path) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir(data_dir) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| {
-            let pid: u32 = std::fs::read_to_string(e.path().join("redis.pid")).ok()?.trim().parse().ok()?;
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            String::from_utf8_lossy(&cmdline).contains("redis-server").then_some(pid)
-        })
-        .collect()
-}
 
 fn tf_vars(password: &str, shards: u32, replicas: u32) -> Vec<String> {
     vec![
@@ -64,7 +28,11 @@ fn tf_vars(password: &str, shards: u32, replicas: u32) -> Vec<String> {
 }
 
 fn apply(tf: &TfDir, password: &str, shards: u32, replicas: u32) {
-    let mut args = vec!["apply".to_string(), "-auto-approve".into(), "-no-color".into()];
+    let mut args = vec![
+        "apply".to_string(),
+        "-auto-approve".into(),
+        "-no-color".into(),
+    ];
     args.extend(tf_vars(password, shards, replicas));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = tf.run(&args);
@@ -76,13 +44,20 @@ fn apply(tf: &TfDir, password: &str, shards: u32, replicas: u32) {
 }
 
 fn nodes(tf: &TfDir) -> Vec<Json> {
-    tf.output_json()["nodes"].as_array().cloned().unwrap_or_default()
+    tf.output_json()["nodes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn endpoints(tf: &TfDir) -> Vec<String> {
     tf.output_json()["endpoints"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -94,7 +69,10 @@ async fn client(endpoints: &[String], password: &str) -> redis::cluster_async::C
         .response_timeout(Duration::from_secs(5))
         .build()
         .expect("cluster client");
-    client.get_async_connection().await.expect("connect to the cluster")
+    client
+        .get_async_connection()
+        .await
+        .expect("connect to the cluster")
 }
 
 async fn write_keys(endpoints: &[String], password: &str) {
@@ -102,7 +80,10 @@ async fn write_keys(endpoints: &[String], password: &str) {
     for chunk in (0..KEYS).collect::<Vec<_>>().chunks(500) {
         let writes = chunk.iter().map(|i| {
             let mut c = conn.clone();
-            async move { c.set::<_, _, ()>(format!("key:{i}"), format!("value-{i}")).await }
+            async move {
+                c.set::<_, _, ()>(format!("key:{i}"), format!("value-{i}"))
+                    .await
+            }
         });
         for r in futures::future::join_all(writes).await {
             r.expect("SET");
@@ -147,7 +128,11 @@ fn local_cluster_lifecycle() {
     let tf = TfDir::dev(&main_tf);
     let data_dir = tf.path().join(".redisha/demo");
     let password = "e2e-Secret-4711";
-    let mut destroy = vec!["destroy".to_string(), "-auto-approve".into(), "-no-color".into()];
+    let mut destroy = vec![
+        "destroy".to_string(),
+        "-auto-approve".into(),
+        "-no-color".into(),
+    ];
     destroy.extend(tf_vars(password, 3, 1));
     let _cleanup = Cleanup {
         tf: &tf,
@@ -162,7 +147,11 @@ fn local_cluster_lifecycle() {
     let plan_args: Vec<&str> = plan.iter().map(String::as_str).collect();
     let out = tf.run(&plan_args);
     out.assert_success("terraform plan");
-    assert!(out.stdout.contains(&format!("127.{OCTET}.1.1:{BASE_PORT}")), "plan names node addresses:\n{}", out.stdout);
+    assert!(
+        out.stdout.contains(&format!("127.{OCTET}.1.1:{BASE_PORT}")),
+        "plan names node addresses:\n{}",
+        out.stdout
+    );
     assert!(our_pids(&data_dir).is_empty(), "plan started processes");
 
     // Create: 3 shards x 1 replica over 3 zones.
@@ -187,15 +176,30 @@ fn local_cluster_lifecycle() {
     let mut detailed = plan.clone();
     detailed.push("-detailed-exitcode".into());
     let detailed_args: Vec<&str> = detailed.iter().map(String::as_str).collect();
-    assert_eq!(tf.run(&detailed_args).code, Some(0), "a converged cluster plans no change");
+    assert_eq!(
+        tf.run(&detailed_args).code,
+        Some(0),
+        "a converged cluster plans no change"
+    );
 
     // Scale out to 5 shards and back to 3: no key lost.
     apply(&tf, password, 5, 1);
-    assert_eq!(nodes(&tf).iter().filter(|n| n["role"] == "master").count(), 5);
-    rt.block_on(assert_keys(&endpoints(&tf), password, "after scaling to 5 shards"));
+    assert_eq!(
+        nodes(&tf).iter().filter(|n| n["role"] == "master").count(),
+        5
+    );
+    rt.block_on(assert_keys(
+        &endpoints(&tf),
+        password,
+        "after scaling to 5 shards",
+    ));
     apply(&tf, password, 3, 1);
     assert_eq!(nodes(&tf).len(), 6);
-    rt.block_on(assert_keys(&endpoints(&tf), password, "after scaling back to 3 shards"));
+    rt.block_on(assert_keys(
+        &endpoints(&tf),
+        password,
+        "after scaling back to 3 shards",
+    ));
 
     // One more replica per shard.
     apply(&tf, password, 3, 2);
@@ -204,38 +208,79 @@ fn local_cluster_lifecycle() {
     assert_eq!(ns.iter().filter(|n| n["role"] == "replica").count(), 6);
 
     // Kill a master's process: plan reports it, apply repairs it and restores the master.
-    let victim = ns.iter().find(|n| n["role"] == "master").expect("a master").clone();
+    let victim = ns
+        .iter()
+        .find(|n| n["role"] == "master")
+        .expect("a master")
+        .clone();
     let name = victim["name"].as_str().expect("name");
     let pid: u32 = std::fs::read_to_string(data_dir.join(name).join("redis.pid"))
         .expect("pidfile")
         .trim()
         .parse()
         .expect("pid");
-    assert!(std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().expect("kill").success());
-    let mut plan3 = vec!["plan".to_string(), "-no-color".into(), "-detailed-exitcode".into()];
+    assert!(std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill")
+        .success());
+    let mut plan3 = vec![
+        "plan".to_string(),
+        "-no-color".into(),
+        "-detailed-exitcode".into(),
+    ];
     plan3.extend(tf_vars(password, 3, 2));
     let plan3_args: Vec<&str> = plan3.iter().map(String::as_str).collect();
     let out = tf.run(&plan3_args);
-    assert_eq!(out.code, Some(2), "plan must show the dead master as a change:\n{}", out.all());
-    assert!(out.stdout.contains("\"down\""), "plan names the node down:\n{}", out.stdout);
+    assert_eq!(
+        out.code,
+        Some(2),
+        "plan must show the dead master as a change:\n{}",
+        out.all()
+    );
+    assert!(
+        out.stdout.contains("\"down\""),
+        "plan names the node down:\n{}",
+        out.stdout
+    );
     apply(&tf, password, 3, 2);
     let ns = nodes(&tf);
-    assert!(ns.iter().all(|n| n["status"] == "up"), "all nodes up after repair: {ns:?}");
-    let again = ns.iter().find(|n| n["name"] == victim["name"]).expect("victim still planned");
-    assert_eq!(again["role"], "master", "the planned master is master again");
+    assert!(
+        ns.iter().all(|n| n["status"] == "up"),
+        "all nodes up after repair: {ns:?}"
+    );
+    let again = ns
+        .iter()
+        .find(|n| n["name"] == victim["name"])
+        .expect("victim still planned");
+    assert_eq!(
+        again["role"], "master",
+        "the planned master is master again"
+    );
     assert_eq!(masters_by_zone(&ns), vec!["zone-a", "zone-b", "zone-c"]);
-    rt.block_on(assert_keys(&endpoints(&tf), password, "after repairing a dead master"));
+    rt.block_on(assert_keys(
+        &endpoints(&tf),
+        password,
+        "after repairing a dead master",
+    ));
 
     // Change the password: rolling, every key still there, the old password refused.
     let new_password = "e2e-Rotated-0815";
     apply(&tf, new_password, 3, 2);
-    rt.block_on(assert_keys(&endpoints(&tf), new_password, "after the password change"));
+    rt.block_on(assert_keys(
+        &endpoints(&tf),
+        new_password,
+        "after the password change",
+    ));
     let eps = endpoints(&tf);
     let refused = rt.block_on(async {
         let url = format!("redis://:{password}@{}", eps[0]);
         match redis::Client::open(url) {
             Ok(c) => match c.get_multiplexed_async_connection().await {
-                Ok(mut conn) => redis::cmd("PING").query_async::<String>(&mut conn).await.is_err(),
+                Ok(mut conn) => redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_err(),
                 Err(_) => true,
             },
             Err(_) => true,
@@ -246,16 +291,30 @@ fn local_cluster_lifecycle() {
         let conf = entry.path().join("redis.conf");
         if let Ok(meta) = std::fs::metadata(&conf) {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{} is not 0600", conf.display());
+            assert_eq!(
+                meta.permissions().mode() & 0o777,
+                0o600,
+                "{} is not 0600",
+                conf.display()
+            );
         }
     }
 
     // Destroy: no process, no data dir left.
-    let mut destroy_now = vec!["destroy".to_string(), "-auto-approve".into(), "-no-color".into()];
+    let mut destroy_now = vec![
+        "destroy".to_string(),
+        "-auto-approve".into(),
+        "-no-color".into(),
+    ];
     destroy_now.extend(tf_vars(new_password, 3, 2));
     let args: Vec<&str> = destroy_now.iter().map(String::as_str).collect();
     tf.run(&args).assert_success("terraform destroy");
-    assert!(our_pids(&data_dir).is_empty(), "redis-server processes left after destroy");
-    let left: Vec<_> = std::fs::read_dir(&data_dir).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+    assert!(
+        our_pids(&data_dir).is_empty(),
+        "redis-server processes left after destroy"
+    );
+    let left: Vec<_> = std::fs::read_dir(&data_dir)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
     assert!(left.is_empty(), "data left after destroy: {left:?}");
 }

@@ -15,17 +15,28 @@ use futures::stream::{self, StreamExt};
 use redis::AsyncCommands;
 use redisha_cluster::{ClusterState, LocalConfig, LocalDriver, NodeConfig, Operator, Options};
 use redisha_planner::{
-    ClusterSpec, HostSpec, Node, Placement, Request, Role, SlotRange, Spread, Step, ZoneSpec, SLOT_COUNT,
+    ClusterSpec, HostSpec, Node, Placement, Request, Role, SlotRange, Spread, Step, ZoneSpec,
+    SLOT_COUNT,
 };
 
 fn request() -> Request {
     Request {
-        cluster: ClusterSpec { shards: 3, replicas: 1, node_memory_mb: 64, spread: Spread::Zone },
+        cluster: ClusterSpec {
+            shards: 3,
+            replicas: 1,
+            node_memory_mb: 64,
+            spread: Spread::Zone,
+        },
         zones: (1..=3)
             .map(|z| ZoneSpec {
                 name: format!("zone-{z}"),
                 hosts: (1..=2)
-                    .map(|h| HostSpec { name: format!("host-{z}-{h}"), memory_mb: 4096, max_nodes: 4, rack: None })
+                    .map(|h| HostSpec {
+                        name: format!("host-{z}-{h}"),
+                        memory_mb: 4096,
+                        max_nodes: 4,
+                        rack: None,
+                    })
                     .collect(),
             })
             .collect(),
@@ -34,7 +45,10 @@ fn request() -> Request {
 }
 
 fn slots(i: u32, n: u32) -> SlotRange {
-    SlotRange { start: (i * SLOT_COUNT / n) as u16, end: ((i + 1) * SLOT_COUNT / n - 1) as u16 }
+    SlotRange {
+        start: (i * SLOT_COUNT / n) as u16,
+        end: ((i + 1) * SLOT_COUNT / n - 1) as u16,
+    }
 }
 
 /// `masters` masters of which the first `with_slots` share all slots; `replicas` per shard.
@@ -42,13 +56,36 @@ fn placement(masters: u32, with_slots: u32, replicas: u32) -> Placement {
     let mut nodes = Vec::new();
     for s in 0..masters {
         let host_i = s / 3 + 1;
-        let at = |z: u32| (format!("zone-{}", z + 1), format!("host-{}-{host_i}", z + 1));
+        let at = |z: u32| {
+            (
+                format!("zone-{}", z + 1),
+                format!("host-{}-{host_i}", z + 1),
+            )
+        };
         let (zone, host) = at(s % 3);
-        let slot_list = if s < with_slots { vec![slots(s, with_slots)] } else { Vec::new() };
-        nodes.push(Node { name: format!("s{s}-m"), shard: s, role: Role::Master, host, zone, slots: slot_list });
+        let slot_list = if s < with_slots {
+            vec![slots(s, with_slots)]
+        } else {
+            Vec::new()
+        };
+        nodes.push(Node {
+            name: format!("s{s}-m"),
+            shard: s,
+            role: Role::Master,
+            host,
+            zone,
+            slots: slot_list,
+        });
         for k in 0..replicas {
             let (zone, host) = at((s + k + 1) % 3);
-            nodes.push(Node { name: format!("s{s}-r{k}"), shard: s, role: Role::Replica, host, zone, slots: Vec::new() });
+            nodes.push(Node {
+                name: format!("s{s}-r{k}"),
+                shard: s,
+                role: Role::Replica,
+                host,
+                zone,
+                slots: Vec::new(),
+            });
         }
     }
     Placement { nodes }
@@ -73,13 +110,18 @@ fn slot_moves(current: &Placement, target: &Placement) -> Vec<Step> {
             continue;
         }
         match steps.last_mut() {
-            Some(Step::MigrateSlots { from, to, slots }) if *from == a[s] && *to == b[s] && slots.end as usize + 1 == s => {
+            Some(Step::MigrateSlots { from, to, slots })
+                if *from == a[s] && *to == b[s] && slots.end as usize + 1 == s =>
+            {
                 slots.end = s as u16
             }
             _ => steps.push(Step::MigrateSlots {
                 from: a[s].clone(),
                 to: b[s].clone(),
-                slots: SlotRange { start: s as u16, end: s as u16 },
+                slots: SlotRange {
+                    start: s as u16,
+                    end: s as u16,
+                },
             }),
         }
     }
@@ -97,7 +139,10 @@ impl Env {
         let mut cfg = LocalConfig::new(dir.path().join("nodes"));
         cfg.loopback_octet = octet;
         cfg.base_port = 7400;
-        Ok(Env { driver: LocalDriver::new(cfg), _dir: dir })
+        Ok(Env {
+            driver: LocalDriver::new(cfg),
+            _dir: dir,
+        })
     }
 }
 
@@ -108,13 +153,23 @@ impl Drop for Env {
 }
 
 fn options() -> Options {
-    Options { timeout: Duration::from_secs(120), ..Options::default() }
+    Options {
+        timeout: Duration::from_secs(120),
+        ..Options::default()
+    }
 }
 
 fn redis_cli(args: &[String]) -> anyhow::Result<()> {
-    let out = std::process::Command::new("redis-cli").args(args).output().context("run redis-cli")?;
+    let out = std::process::Command::new("redis-cli")
+        .args(args)
+        .output()
+        .context("run redis-cli")?;
     if !out.status.success() {
-        bail!("redis-cli {:?} failed: {}", args, String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "redis-cli {:?} failed: {}",
+            args,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }
@@ -129,8 +184,18 @@ async fn bench_form(run: u8) -> anyhow::Result<(Duration, Duration)> {
     op.start(&req, &plan, &mut state).await?;
     settle().await;
     // redis-cli takes masters first, then pairs replicas: list masters first.
-    let mut addrs: Vec<String> = plan.masters().filter_map(|m| state.node(&m.name)).map(|n| n.address()).collect();
-    addrs.extend(plan.nodes.iter().filter(|n| n.role == Role::Replica).filter_map(|n| state.node(&n.name)).map(|n| n.address()));
+    let mut addrs: Vec<String> = plan
+        .masters()
+        .filter_map(|m| state.node(&m.name))
+        .map(|n| n.address())
+        .collect();
+    addrs.extend(
+        plan.nodes
+            .iter()
+            .filter(|n| n.role == Role::Replica)
+            .filter_map(|n| state.node(&n.name))
+            .map(|n| n.address()),
+    );
     let started = Instant::now();
     let mut args = vec!["--cluster".to_string(), "create".to_string()];
     args.extend(addrs);
@@ -160,7 +225,11 @@ async fn settle() {
 }
 
 async fn write_keys(state: &ClusterState, n: usize) -> anyhow::Result<()> {
-    let seeds: Vec<String> = state.endpoints().into_iter().map(|a| format!("redis://{a}")).collect();
+    let seeds: Vec<String> = state
+        .endpoints()
+        .into_iter()
+        .map(|a| format!("redis://{a}"))
+        .collect();
     let client = redis::cluster::ClusterClient::new(seeds)?;
     let con = client.get_async_connection().await?;
     let results: Vec<redis::RedisResult<()>> = stream::iter(0..n)
@@ -187,7 +256,22 @@ async fn dbsize(addr: &str) -> anyhow::Result<u64> {
 async fn bench_scale(keys: usize, run: u8) -> anyhow::Result<[(Duration, u64); 2]> {
     let req = request();
     let before = placement(5, 3, 0);
-    let after = placement(5, 5, 0);
+    // Each old master hands 2184 slots to the new ones and keeps the rest, the same amount
+    // redis-cli's rebalance moves (it only fills the empty masters).
+    let mut after = before.clone();
+    let r = |start: u16, end: u16| SlotRange { start, end };
+    let spread = [
+        ("s0-m", vec![r(0, 3276)]),
+        ("s1-m", vec![r(5461, 8737)]),
+        ("s2-m", vec![r(10923, 14199)]),
+        ("s3-m", vec![r(3277, 5460), r(8738, 9829)]),
+        ("s4-m", vec![r(9830, 10922), r(14200, 16383)]),
+    ];
+    for n in &mut after.nodes {
+        if let Some((_, s)) = spread.iter().find(|(name, _)| *name == n.name) {
+            n.slots = s.clone();
+        }
+    }
     let mut out = [(Duration::ZERO, 0); 2];
     for (i, octet) in [(0usize, 41 + 2 * run), (1, 42 + 2 * run)] {
         let env = Env::new(octet)?;
@@ -198,9 +282,15 @@ async fn bench_scale(keys: usize, run: u8) -> anyhow::Result<[(Duration, u64); 2
         let started = Instant::now();
         if i == 0 {
             let seed = state.node("s0-m").context("s0-m")?.address();
-            redis_cli(&["--cluster".into(), "rebalance".into(), seed, "--cluster-use-empty-masters".into()])?;
+            redis_cli(&[
+                "--cluster".into(),
+                "rebalance".into(),
+                seed,
+                "--cluster-use-empty-masters".into(),
+            ])?;
         } else {
-            op.update(&req, &after, &slot_moves(&before, &after), &mut state).await?;
+            op.update(&req, &after, &slot_moves(&before, &after), &mut state)
+                .await?;
         }
         op.wait_converged(&state).await?;
         let elapsed = started.elapsed();
@@ -221,12 +311,23 @@ async fn main() -> anyhow::Result<()> {
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .init();
     }
-    let keys: usize = std::env::var("BENCH_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000);
-    let runs: u8 = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3).clamp(1, 4);
+    let keys: usize = std::env::var("BENCH_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    let runs: u8 = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .clamp(1, 4);
     println!("form 3 shards x 1 replica (6 nodes), processes up -> healthy");
     for run in 0..runs {
         let (cli, ours) = bench_form(run).await?;
-        println!("  run {run}: redis-cli --cluster create {:>8.3} s   redisha form {:>8.3} s", cli.as_secs_f64(), ours.as_secs_f64());
+        println!(
+            "  run {run}: redis-cli --cluster create {:>8.3} s   redisha form {:>8.3} s",
+            cli.as_secs_f64(),
+            ours.as_secs_f64()
+        );
     }
     println!("scale 3 -> 5 masters with {keys} keys");
     for run in 0..runs {

@@ -39,11 +39,15 @@ impl Target {
             node: self.name.clone(),
             address: self.address(),
             action: action.into(),
-            source,
+            source: Box::new(source),
         }
     }
 
-    pub(crate) fn protocol(&self, action: impl Into<String>, detail: impl Into<String>) -> ClusterError {
+    pub(crate) fn protocol(
+        &self,
+        action: impl Into<String>,
+        detail: impl Into<String>,
+    ) -> ClusterError {
         ClusterError::Protocol {
             node: self.name.clone(),
             address: self.address(),
@@ -70,7 +74,11 @@ pub struct Conns {
 }
 
 impl Conns {
-    pub fn new(password: Option<Password>, connect_timeout: Duration, response_timeout: Duration) -> Self {
+    pub fn new(
+        password: Option<Password>,
+        connect_timeout: Duration,
+        response_timeout: Duration,
+    ) -> Self {
         Conns {
             password,
             connect_timeout,
@@ -284,7 +292,10 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0
         let nodes = parse_cluster_nodes(text).unwrap();
         assert_eq!(nodes.len(), 2);
         assert_eq!(nodes[0].address, "127.0.0.1:30004");
-        assert_eq!(nodes[0].master_id.as_deref(), Some("e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca"));
+        assert_eq!(
+            nodes[0].master_id.as_deref(),
+            Some("e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca")
+        );
         assert!(nodes[1].is_myself() && nodes[1].is_master());
         assert_eq!(nodes[1].slot_count(), 5462);
         assert!(parse_cluster_nodes("garbage").is_err());
@@ -294,7 +305,10 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0
     fn merges_slots() {
         assert_eq!(
             slots_to_ranges(vec![3, 1, 2, 7]),
-            vec![SlotRange { start: 1, end: 3 }, SlotRange { start: 7, end: 7 }]
+            vec![
+                SlotRange { start: 1, end: 3 },
+                SlotRange { start: 7, end: 7 }
+            ]
         );
     }
 }

@@ -292,7 +292,10 @@ mod tests {
     fn reserved_and_multiline_settings_are_rejected() {
         let mut c = NodeConfig::default();
         c.redis_config.insert("port".into(), "1".into());
-        assert!(matches!(c.validate(), Err(DriverError::InvalidSetting { .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(DriverError::InvalidSetting { .. })
+        ));
         let mut c = NodeConfig::default();
         c.redis_config
             .insert("maxmemory".into(), "1mb\nrequirepass x".into());

@@ -15,7 +15,7 @@ pub enum ClusterError {
         address: String,
         action: String,
         #[source]
-        source: redis::RedisError,
+        source: Box<redis::RedisError>,
     },
     #[error("node {node} ({address}): unexpected reply to {action}: {detail}")]
     Protocol {

@@ -26,7 +26,9 @@ impl Operator<'_> {
         self.config.validate()?;
         let hosts = host_plans(request, placement, state)?;
         let existing: Vec<NodeHandle> = state.nodes.iter().map(|n| n.handle.clone()).collect();
-        self.driver.preflight(&hosts, &existing, &self.config).await?;
+        self.driver
+            .preflight(&hosts, &existing, &self.config)
+            .await?;
         Ok(())
     }
 
@@ -65,8 +67,15 @@ impl Operator<'_> {
         self.fetch_node_ids(state).await
     }
 
-    pub(crate) async fn provision_hosts(&self, hosts: &[HostPlan], state: &mut ClusterState) -> Result<()> {
-        let missing: Vec<&HostPlan> = hosts.iter().filter(|h| state.host(&h.name).is_none()).collect();
+    pub(crate) async fn provision_hosts(
+        &self,
+        hosts: &[HostPlan],
+        state: &mut ClusterState,
+    ) -> Result<()> {
+        let missing: Vec<&HostPlan> = hosts
+            .iter()
+            .filter(|h| state.host(&h.name).is_none())
+            .collect();
         let results = join_all(missing.iter().map(|h| async move {
             info!(host = %h.name, zone = %h.zone, "provisioning host");
             self.driver.provision_host(h, &self.config).await
@@ -93,14 +102,12 @@ impl Operator<'_> {
     ) -> Result<()> {
         let mut jobs = Vec::new();
         for (host, node) in nodes {
-            let handle = state
-                .host(&host.name)
-                .cloned()
-                .ok_or_else(|| ClusterError::Plan(format!("host {:?} was not provisioned", host.name)))?;
-            let planned = placement
-                .node(&node.name)
-                .cloned()
-                .ok_or_else(|| ClusterError::Plan(format!("node {:?} is not in the placement", node.name)))?;
+            let handle = state.host(&host.name).cloned().ok_or_else(|| {
+                ClusterError::Plan(format!("host {:?} was not provisioned", host.name))
+            })?;
+            let planned = placement.node(&node.name).cloned().ok_or_else(|| {
+                ClusterError::Plan(format!("node {:?} is not in the placement", node.name))
+            })?;
             jobs.push(async move {
                 info!(node = %node.name, host = %host.name, "starting node");
                 let started = self.driver.start_node(&handle, node, &self.config).await?;
@@ -153,7 +160,6 @@ impl Operator<'_> {
         // masters own their slots before they meet, so gossip spreads the final map at once.
         info!(nodes = total, "assigning epochs and slots, meeting nodes");
         let setup = state.nodes.iter().enumerate().map(|(i, node)| {
-            let all = &all;
             async move {
                 let t = node.target();
                 // A master turns cluster_state:ok only once it has been out of the minority
@@ -164,7 +170,10 @@ impl Operator<'_> {
                     .conns
                     .query(
                         &t,
-                        redis::cmd("CONFIG").arg("SET").arg("cluster-node-timeout").arg(FORMING_NODE_TIMEOUT_MS),
+                        redis::cmd("CONFIG")
+                            .arg("SET")
+                            .arg("cluster-node-timeout")
+                            .arg(FORMING_NODE_TIMEOUT_MS),
                         "CONFIG SET cluster-node-timeout",
                     )
                     .await?;
@@ -185,7 +194,10 @@ impl Operator<'_> {
                 }
                 if node.role == Role::Master && !node.slots.is_empty() {
                     let lines = self.conns.cluster_nodes(&t).await?;
-                    let owned = lines.iter().find(|l| l.is_myself()).map_or(0, |l| l.slot_count());
+                    let owned = lines
+                        .iter()
+                        .find(|l| l.is_myself())
+                        .map_or(0, |l| l.slot_count());
                     if owned == 0 {
                         let mut cmd = redis::cmd("CLUSTER");
                         cmd.arg("ADDSLOTSRANGE");
@@ -196,21 +208,13 @@ impl Operator<'_> {
                             self.conns.query(&t, &cmd, "CLUSTER ADDSLOTSRANGE").await?;
                     }
                 }
-                if known < total {
-                    let mut pipe = redis::pipe();
-                    for other in all.iter().filter(|o| o.address() != t.address()) {
-                        pipe.cmd("CLUSTER")
-                            .arg("MEET")
-                            .arg(&other.ip)
-                            .arg(other.port)
-                            .ignore();
-                    }
-                    let _: () = self.conns.pipe(&t, &pipe, "CLUSTER MEET").await?;
-                }
                 Ok::<_, ClusterError>(())
             }
         });
-        join_all(setup).await.into_iter().collect::<Result<Vec<_>>>()?;
+        join_all(setup)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
 
         self.wait_all_known(state).await?;
         self.attach_planned_replicas(state).await?;
@@ -222,13 +226,19 @@ impl Operator<'_> {
                 self.conns
                     .query::<redis::Value>(
                         &n.target(),
-                        redis::cmd("CONFIG").arg("SET").arg("cluster-node-timeout").arg(timeout),
+                        redis::cmd("CONFIG")
+                            .arg("SET")
+                            .arg("cluster-node-timeout")
+                            .arg(timeout),
                         "CONFIG SET cluster-node-timeout",
                     )
                     .await
             }
         });
-        join_all(restore).await.into_iter().collect::<Result<Vec<_>>>()?;
+        join_all(restore)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
         converged?;
         info!(nodes = total, "cluster formed");
         Ok(())
@@ -240,15 +250,34 @@ impl Operator<'_> {
         let targets = state.targets();
         self.poll("every node to know every other node", || async {
             let views = join_all(targets.iter().map(|t| self.conns.cluster_nodes(t))).await;
+            let mut missing = Vec::new();
             for (t, view) in targets.iter().zip(views) {
                 let view = view.map_err(|e| e.to_string())?;
-                for id in &ids {
-                    if !view.iter().any(|l| l.id == *id && !l.in_handshake()) {
-                        return Err(format!("{} does not know {id} yet", t.name));
+                for (id, other) in ids.iter().zip(&targets) {
+                    if view.iter().any(|l| l.id == *id && !l.in_handshake()) {
+                        continue;
                     }
+                    missing.push(format!("{} does not know {} yet", t.name, other.name));
+                    // A handshake that timed out is dropped and never retried by redis: meet
+                    // again (redis ignores a MEET while a handshake with that address runs).
+                    let _ = self
+                        .conns
+                        .query::<redis::Value>(
+                            t,
+                            redis::cmd("CLUSTER")
+                                .arg("MEET")
+                                .arg(&other.ip)
+                                .arg(other.port),
+                            "CLUSTER MEET",
+                        )
+                        .await;
                 }
             }
-            Ok(())
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(missing.join(", "))
+            }
         })
         .await
     }
@@ -267,7 +296,10 @@ impl Operator<'_> {
                 }
                 self.replicate(n, master).await
             });
-        join_all(jobs).await.into_iter().collect::<Result<Vec<_>>>()?;
+        join_all(jobs)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
         Ok(())
     }
 
@@ -309,25 +341,19 @@ impl Operator<'_> {
             .copied()
             .or_else(|| members.first().copied())
             .ok_or_else(|| ClusterError::Plan(format!("shard {shard} has no node")))?;
-        // Ask the shard's nodes who is master with slots (a replica may have been promoted).
+        // A node's word about itself is current; another node's view may lag gossip.
         for m in &members {
             let Ok(view) = self.conns.cluster_nodes(&m.target()).await else {
                 continue;
             };
-            let ids: Vec<&str> = members.iter().map(|x| x.node_id.as_str()).collect();
-            let serving = view.iter().find(|l| {
-                ids.contains(&l.id.as_str()) && l.is_master() && !l.is_failed() && l.slot_count() > 0
-            });
-            if let Some(line) = serving {
-                if let Some(node) = state.by_id(&line.id) {
-                    return Ok(node);
-                }
-            }
-            // A shard without slots (being added or drained): the planned master serves.
-            if !view.iter().any(|l| ids.contains(&l.id.as_str()) && l.slot_count() > 0) {
-                return Ok(planned);
+            if view
+                .iter()
+                .any(|l| l.is_myself() && l.is_master() && l.slot_count() > 0)
+            {
+                return Ok(m);
             }
         }
+        // No member says it serves (a shard being added or drained): the planned master.
         Ok(planned)
     }
 }

@@ -63,8 +63,16 @@ async fn discover(conns: &Conns, seeds: &[String]) -> Result<Vec<NodeLine>> {
 }
 
 /// Health of the cluster that `seeds` (host:port) belong to.
-pub async fn health(seeds: &[String], password: Option<&Password>, options: &Options) -> Result<HealthReport> {
-    let conns = Conns::new(password.cloned(), options.connect_timeout, options.command_timeout);
+pub async fn health(
+    seeds: &[String],
+    password: Option<&Password>,
+    options: &Options,
+) -> Result<HealthReport> {
+    let conns = Conns::new(
+        password.cloned(),
+        options.connect_timeout,
+        options.command_timeout,
+    );
     let lines = discover(&conns, seeds).await?;
     let targets: Vec<Target> = lines
         .iter()
@@ -117,16 +125,41 @@ pub async fn health(seeds: &[String], password: Option<&Password>, options: &Opt
 /// Adopts a running cluster: discovers every node from `address` and returns a state with
 /// planner-style names (`shard-S-K`, K = 0 for the master), shards ordered by first slot,
 /// one host per IP. Handles carry no pid: the processes belong to whoever started them.
-pub async fn import(address: &str, password: Option<&Password>, options: &Options) -> Result<ClusterState> {
-    let conns = Conns::new(password.cloned(), options.connect_timeout, options.command_timeout);
+pub async fn import(
+    address: &str,
+    password: Option<&Password>,
+    options: &Options,
+) -> Result<ClusterState> {
+    let conns = Conns::new(
+        password.cloned(),
+        options.connect_timeout,
+        options.command_timeout,
+    );
     let lines = discover(&conns, &[address.to_string()]).await?;
-    let mut masters: Vec<&NodeLine> = lines.iter().filter(|l| l.is_master() && !l.is_failed()).collect();
-    masters.sort_by_key(|l| (l.slots.first().map_or(u32::MAX, |r| u32::from(r.start)), l.id.clone()));
+    let mut masters: Vec<&NodeLine> = lines
+        .iter()
+        .filter(|l| l.is_master() && !l.is_failed())
+        .collect();
+    masters.sort_by_key(|l| {
+        (
+            l.slots.first().map_or(u32::MAX, |r| u32::from(r.start)),
+            l.id.clone(),
+        )
+    });
     let mut state = ClusterState::new("imported");
     let mut per_ip: BTreeMap<String, u16> = BTreeMap::new();
-    let mut add = |state: &mut ClusterState, line: &NodeLine, shard: u32, k: usize, role: Role| -> Result<()> {
-        let (ip, port) = split_address(&line.address)
-            .ok_or_else(|| ClusterError::Plan(format!("node {} has no usable address {:?}", line.id, line.address)))?;
+    let mut add = |state: &mut ClusterState,
+                   line: &NodeLine,
+                   shard: u32,
+                   k: usize,
+                   role: Role|
+     -> Result<()> {
+        let (ip, port) = split_address(&line.address).ok_or_else(|| {
+            ClusterError::Plan(format!(
+                "node {} has no usable address {:?}",
+                line.id, line.address
+            ))
+        })?;
         let index = per_ip.entry(ip.clone()).or_insert(0);
         let name = format!("shard-{shard}-{k}");
         if state.host(&ip).is_none() {
@@ -144,7 +177,11 @@ pub async fn import(address: &str, password: Option<&Password>, options: &Option
             role,
             zone: String::new(),
             host: ip.clone(),
-            slots: if role == Role::Master { line.slots.clone() } else { Vec::new() },
+            slots: if role == Role::Master {
+                line.slots.clone()
+            } else {
+                Vec::new()
+            },
             node_id: line.id.clone(),
             handle: NodeHandle {
                 name,

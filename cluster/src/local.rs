@@ -191,7 +191,8 @@ impl LocalDriver {
             .mode(0o600)
             .open(&tmp)
             .map_err(io("cannot write"))?;
-        file.write_all(text.as_bytes()).map_err(io("cannot write"))?;
+        file.write_all(text.as_bytes())
+            .map_err(io("cannot write"))?;
         file.sync_all().map_err(io("cannot write"))?;
         std::fs::rename(&tmp, path).map_err(io("cannot replace"))?;
         Ok(())
@@ -362,7 +363,11 @@ impl Driver for LocalDriver {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        self.write_config_file(&conf_path, &self.render_config(&handle, &dir, config), &node.name)?;
+        self.write_config_file(
+            &conf_path,
+            &self.render_config(&handle, &dir, config),
+            &node.name,
+        )?;
         let _ = std::fs::remove_file(dir.join("redis.pid"));
         info!(node = %node.name, address = %handle.address(), "starting redis-server");
         // The config path is the only argument: the password lives in the 0600 file.
@@ -380,7 +385,10 @@ impl Driver for LocalDriver {
         if !status.success() {
             return Err(DriverError::StartFailed {
                 node: node.name.clone(),
-                reason: format!("redis-server exited with {status}; log: {}", Self::log_tail(&dir)),
+                reason: format!(
+                    "redis-server exited with {status}; log: {}",
+                    Self::log_tail(&dir)
+                ),
             });
         }
         // daemonize: the parent exits at once; the pidfile appears once the child listens.

@@ -31,7 +31,8 @@ impl Operator<'_> {
             self.run_step(request, target, step, state).await?;
         }
         if migrates {
-            self.set_replica_migration(state, self.replica_migration_setting()).await?;
+            self.set_replica_migration(state, self.replica_migration_setting())
+                .await?;
         }
         state.adopt_plan(target);
         self.wait_converged(state).await
@@ -50,12 +51,18 @@ impl Operator<'_> {
             self.conns
                 .query::<redis::Value>(
                     &n.target(),
-                    redis::cmd("CONFIG").arg("SET").arg("cluster-allow-replica-migration").arg(value),
+                    redis::cmd("CONFIG")
+                        .arg("SET")
+                        .arg("cluster-allow-replica-migration")
+                        .arg(value),
                     "CONFIG SET cluster-allow-replica-migration",
                 )
                 .await
         });
-        join_all(jobs).await.into_iter().collect::<Result<Vec<_>>>()?;
+        join_all(jobs)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
         Ok(())
     }
 
@@ -67,7 +74,9 @@ impl Operator<'_> {
         state: &mut ClusterState,
     ) -> Result<()> {
         match step {
-            Step::AddNode { node, host, .. } => self.add_node(request, target, node, host, state).await,
+            Step::AddNode { node, host, .. } => {
+                self.add_node(request, target, node, host, state).await
+            }
             Step::AttachReplica { node, master } => {
                 let n = state.require(node)?;
                 let m = state.require(master)?;
@@ -79,7 +88,9 @@ impl Operator<'_> {
                 let master = master_id
                     .as_deref()
                     .and_then(|id| state.by_id(id))
-                    .ok_or_else(|| ClusterError::Plan(format!("node {node} replicates no known master")))?;
+                    .ok_or_else(|| {
+                        ClusterError::Plan(format!("node {node} replicates no known master"))
+                    })?;
                 self.wait_synced(&n.target(), &master.target()).await
             }
             Step::Failover { node } => {
@@ -91,10 +102,14 @@ impl Operator<'_> {
                 let master = master_id
                     .as_deref()
                     .and_then(|id| state.by_id(id))
-                    .ok_or_else(|| ClusterError::Plan(format!("node {node} replicates no known master")))?;
+                    .ok_or_else(|| {
+                        ClusterError::Plan(format!("node {node} replicates no known master"))
+                    })?;
                 self.failover_to(n, master).await
             }
-            Step::MigrateSlots { from, to, slots } => self.migrate_slots(state, from, to, *slots).await,
+            Step::MigrateSlots { from, to, slots } => {
+                self.migrate_slots(state, from, to, *slots).await
+            }
             Step::RemoveNode { node } => self.remove_node(state, node).await,
         }
     }
@@ -125,9 +140,11 @@ impl Operator<'_> {
         self.driver
             .preflight(std::slice::from_ref(&plan), &existing, &self.config)
             .await?;
-        self.provision_hosts(std::slice::from_ref(&plan), state).await?;
+        self.provision_hosts(std::slice::from_ref(&plan), state)
+            .await?;
         let node_plan = plan.nodes[0].clone();
-        self.start_nodes(target, &[(plan, node_plan)], state).await?;
+        self.start_nodes(target, &[(plan, node_plan)], state)
+            .await?;
         let new = state.require(name)?.clone();
         let id = self.my_id(&new.target()).await?;
         if let Some(n) = state.node_mut(name) {
@@ -137,9 +154,16 @@ impl Operator<'_> {
         }
         let mut pipe = redis::pipe();
         for other in state.nodes.iter().filter(|o| o.name != name) {
-            pipe.cmd("CLUSTER").arg("MEET").arg(&other.handle.ip).arg(other.handle.port).ignore();
+            pipe.cmd("CLUSTER")
+                .arg("MEET")
+                .arg(&other.handle.ip)
+                .arg(other.handle.port)
+                .ignore();
         }
-        let _: () = self.conns.pipe(&new.target(), &pipe, "CLUSTER MEET").await?;
+        let _: () = self
+            .conns
+            .pipe(&new.target(), &pipe, "CLUSTER MEET")
+            .await?;
         self.wait_all_known(state).await
     }
 
@@ -163,7 +187,9 @@ impl Operator<'_> {
         let view = self.conns.cluster_nodes(&st).await?;
         let masters: Vec<Target> = view
             .iter()
-            .filter(|l| l.is_master() && !l.is_failed() && l.id != src.node_id && l.id != dst.node_id)
+            .filter(|l| {
+                l.is_master() && !l.is_failed() && l.id != src.node_id && l.id != dst.node_id
+            })
             .filter_map(|l| state.by_id(&l.id))
             .map(|n| n.target())
             .collect();
@@ -172,18 +198,39 @@ impl Operator<'_> {
             let mut importing = redis::pipe();
             let mut migrating = redis::pipe();
             for s in chunk {
-                importing.cmd("CLUSTER").arg("SETSLOT").arg(*s).arg("IMPORTING").arg(&src.node_id).ignore();
-                migrating.cmd("CLUSTER").arg("SETSLOT").arg(*s).arg("MIGRATING").arg(&dst.node_id).ignore();
+                importing
+                    .cmd("CLUSTER")
+                    .arg("SETSLOT")
+                    .arg(*s)
+                    .arg("IMPORTING")
+                    .arg(&src.node_id)
+                    .ignore();
+                migrating
+                    .cmd("CLUSTER")
+                    .arg("SETSLOT")
+                    .arg(*s)
+                    .arg("MIGRATING")
+                    .arg(&dst.node_id)
+                    .ignore();
             }
-            let _: () = self.conns.pipe(&dt, &importing, "CLUSTER SETSLOT IMPORTING").await?;
-            let _: () = self.conns.pipe(&st, &migrating, "CLUSTER SETSLOT MIGRATING").await?;
+            let _: () = self
+                .conns
+                .pipe(&dt, &importing, "CLUSTER SETSLOT IMPORTING")
+                .await?;
+            let _: () = self
+                .conns
+                .pipe(&st, &migrating, "CLUSTER SETSLOT MIGRATING")
+                .await?;
 
             // One round trip finds the slots that hold keys.
             let mut probe = redis::pipe();
             for s in chunk {
                 probe.cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(*s);
             }
-            let counts: Vec<u64> = self.conns.pipe(&st, &probe, "CLUSTER COUNTKEYSINSLOT").await?;
+            let counts: Vec<u64> = self
+                .conns
+                .pipe(&st, &probe, "CLUSTER COUNTKEYSINSLOT")
+                .await?;
             let busy: Vec<u16> = chunk
                 .iter()
                 .zip(counts)
@@ -195,15 +242,31 @@ impl Operator<'_> {
             // The owner change goes to the destination first, then the source, then the rest.
             let mut assign = redis::pipe();
             for s in chunk {
-                assign.cmd("CLUSTER").arg("SETSLOT").arg(*s).arg("NODE").arg(&dst.node_id).ignore();
+                assign
+                    .cmd("CLUSTER")
+                    .arg("SETSLOT")
+                    .arg(*s)
+                    .arg("NODE")
+                    .arg(&dst.node_id)
+                    .ignore();
             }
-            let _: () = self.conns.pipe(&dt, &assign, "CLUSTER SETSLOT NODE").await?;
-            let _: () = self.conns.pipe(&st, &assign, "CLUSTER SETSLOT NODE").await?;
+            let _: () = self
+                .conns
+                .pipe(&dt, &assign, "CLUSTER SETSLOT NODE")
+                .await?;
+            let _: () = self
+                .conns
+                .pipe(&st, &assign, "CLUSTER SETSLOT NODE")
+                .await?;
             let others = masters.iter().map(|m| {
                 let assign = &assign;
                 async move {
                     // A master that misses this learns the owner from gossip.
-                    if let Err(e) = self.conns.pipe::<()>(m, assign, "CLUSTER SETSLOT NODE").await {
+                    if let Err(e) = self
+                        .conns
+                        .pipe::<()>(m, assign, "CLUSTER SETSLOT NODE")
+                        .await
+                    {
                         tracing::warn!(node = %m.name, error = %e, "SETSLOT NODE");
                     }
                 }
@@ -218,13 +281,15 @@ impl Operator<'_> {
     /// whatever the number of slots.
     async fn move_keys(&self, src: &Target, dst: &Target, mut slots: Vec<u16>) -> Result<()> {
         let batch = self.options.migrate_batch.max(1);
-        let timeout_ms = u64::try_from(self.options.migrate_timeout.as_millis()).unwrap_or(u64::MAX);
+        let timeout_ms =
+            u64::try_from(self.options.migrate_timeout.as_millis()).unwrap_or(u64::MAX);
         while !slots.is_empty() {
             let mut list = redis::pipe();
             for s in &slots {
                 list.cmd("CLUSTER").arg("GETKEYSINSLOT").arg(*s).arg(batch);
             }
-            let keys: Vec<Vec<Vec<u8>>> = self.conns.pipe(src, &list, "CLUSTER GETKEYSINSLOT").await?;
+            let keys: Vec<Vec<Vec<u8>>> =
+                self.conns.pipe(src, &list, "CLUSTER GETKEYSINSLOT").await?;
             let mut migrate = redis::pipe();
             let mut again = Vec::new();
             for (slot, keys) in slots.iter().zip(&keys) {
@@ -238,7 +303,12 @@ impl Operator<'_> {
                     again.push(*slot);
                 }
                 let cmd = migrate.cmd("MIGRATE");
-                cmd.arg(&dst.ip).arg(dst.port).arg("").arg(0).arg(timeout_ms).arg("REPLACE");
+                cmd.arg(&dst.ip)
+                    .arg(dst.port)
+                    .arg("")
+                    .arg(0)
+                    .arg(timeout_ms)
+                    .arg("REPLACE");
                 if let Some(p) = self.conns.password() {
                     cmd.arg("AUTH2").arg("default").arg(p.expose());
                 }
@@ -270,11 +340,20 @@ impl Operator<'_> {
             }
         }
         info!(node = %name, "removing node");
-        let others: Vec<Target> = state.nodes.iter().filter(|n| n.name != name).map(|n| n.target()).collect();
+        let others: Vec<Target> = state
+            .nodes
+            .iter()
+            .filter(|n| n.name != name)
+            .map(|n| n.target())
+            .collect();
         let old_id = &node.node_id;
         let forget = others.iter().map(|o| async move {
             self.conns
-                .query::<redis::Value>(o, redis::cmd("CLUSTER").arg("FORGET").arg(old_id), "CLUSTER FORGET")
+                .query::<redis::Value>(
+                    o,
+                    redis::cmd("CLUSTER").arg("FORGET").arg(old_id),
+                    "CLUSTER FORGET",
+                )
                 .await
         });
         for r in join_all(forget).await {

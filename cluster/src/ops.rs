@@ -137,12 +137,15 @@ impl<'a> Operator<'a> {
 
     async fn convergence_problem(&self, t: &Target, expected: usize) -> Option<String> {
         let mut pipe = redis::pipe();
-        pipe.cmd("CLUSTER").arg("INFO").cmd("INFO").arg("replication");
-        let (cinfo, rinfo): (String, String) =
-            match self.conns.pipe(t, &pipe, "CLUSTER INFO").await {
-                Ok(v) => v,
-                Err(e) => return Some(e.to_string()),
-            };
+        pipe.cmd("CLUSTER")
+            .arg("INFO")
+            .cmd("INFO")
+            .arg("replication");
+        let (cinfo, rinfo): (String, String) = match self.conns.pipe(t, &pipe, "CLUSTER INFO").await
+        {
+            Ok(v) => v,
+            Err(e) => return Some(e.to_string()),
+        };
         let cinfo = crate::conn::parse_info(&cinfo);
         let rinfo = crate::conn::parse_info(&rinfo);
         let name = &t.name;
@@ -190,14 +193,22 @@ impl<'a> Operator<'a> {
         let what = format!("{} in sync with {}", replica.name, master.name);
         let master_offset = self
             .poll(&what, || async {
-                let info = self.conns.info(master, "replication").await.map_err(|e| e.to_string())?;
+                let info = self
+                    .conns
+                    .info(master, "replication")
+                    .await
+                    .map_err(|e| e.to_string())?;
                 info.get("master_repl_offset")
                     .and_then(|v| v.parse::<u64>().ok())
                     .ok_or_else(|| "master offset unknown".to_string())
             })
             .await?;
         self.poll(&what, || async {
-            let info = self.conns.info(replica, "replication").await.map_err(|e| e.to_string())?;
+            let info = self
+                .conns
+                .info(replica, "replication")
+                .await
+                .map_err(|e| e.to_string())?;
             let port = master.port.to_string();
             if info.get("master_host") != Some(&master.ip) || info.get("master_port") != Some(&port)
             {

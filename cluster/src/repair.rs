@@ -21,7 +21,11 @@ pub struct RepairReport {
 
 impl Operator<'_> {
     /// Brings the cluster back to the plan recorded in `state`.
-    pub async fn repair(&self, request: &Request, state: &mut ClusterState) -> Result<RepairReport> {
+    pub async fn repair(
+        &self,
+        request: &Request,
+        state: &mut ClusterState,
+    ) -> Result<RepairReport> {
         let mut report = RepairReport::default();
         let observation = self.observe(state).await;
         let dead: Vec<String> = observation
@@ -81,9 +85,9 @@ impl Operator<'_> {
             let id = self.my_id(&node.target()).await?;
             if id != node.node_id {
                 self.replace_identity(state, &node, &id).await?;
-                report
-                    .actions
-                    .push(format!("node {name} lost its data and rejoined with a new id"));
+                report.actions.push(format!(
+                    "node {name} lost its data and rejoined with a new id"
+                ));
             }
         }
 
@@ -134,7 +138,9 @@ impl Operator<'_> {
                     })
                     .await?;
                 }
-                None => warn!(node = %node.name, "a master without replica lost its data; its slots come back empty"),
+                None => {
+                    warn!(node = %node.name, "a master without replica lost its data; its slots come back empty")
+                }
             }
         }
         info!(node = %node.name, "forgetting the lost node id");
@@ -143,7 +149,11 @@ impl Operator<'_> {
             async move {
                 let r: Result<redis::Value> = self
                     .conns
-                    .query(&o.target(), redis::cmd("CLUSTER").arg("FORGET").arg(&old_id), "CLUSTER FORGET")
+                    .query(
+                        &o.target(),
+                        redis::cmd("CLUSTER").arg("FORGET").arg(&old_id),
+                        "CLUSTER FORGET",
+                    )
                     .await;
                 // "Unknown node" means already forgotten; anything else is tolerated here
                 // because convergence is checked at the end.
@@ -159,7 +169,11 @@ impl Operator<'_> {
         let t = node.target();
         let mut pipe = redis::pipe();
         for o in &others {
-            pipe.cmd("CLUSTER").arg("MEET").arg(&o.handle.ip).arg(o.handle.port).ignore();
+            pipe.cmd("CLUSTER")
+                .arg("MEET")
+                .arg(&o.handle.ip)
+                .arg(o.handle.port)
+                .ignore();
         }
         let _: () = self.conns.pipe(&t, &pipe, "CLUSTER MEET").await?;
         if !old_slots.is_empty() && !others.iter().any(|n| n.shard == node.shard) {
@@ -172,13 +186,21 @@ impl Operator<'_> {
             let _: redis::Value = self.conns.query(&t, &cmd, "CLUSTER ADDSLOTSRANGE").await?;
             let _: redis::Value = self
                 .conns
-                .query(&t, redis::cmd("CLUSTER").arg("BUMPEPOCH"), "CLUSTER BUMPEPOCH")
+                .query(
+                    &t,
+                    redis::cmd("CLUSTER").arg("BUMPEPOCH"),
+                    "CLUSTER BUMPEPOCH",
+                )
                 .await?;
         }
         Ok(())
     }
 
-    async fn slots_of_id(&self, nodes: &[ClusterNode], id: &str) -> Vec<redisha_planner::SlotRange> {
+    async fn slots_of_id(
+        &self,
+        nodes: &[ClusterNode],
+        id: &str,
+    ) -> Vec<redisha_planner::SlotRange> {
         for n in nodes {
             if let Ok(view) = self.conns.cluster_nodes(&n.target()).await {
                 if let Some(line) = view.iter().find(|l| l.id == id) {
@@ -198,7 +220,11 @@ impl Operator<'_> {
         };
         for shard in shards {
             let master = self.current_master(state, shard).await?;
-            for n in state.nodes.iter().filter(|n| n.shard == shard && n.name != master.name) {
+            for n in state
+                .nodes
+                .iter()
+                .filter(|n| n.shard == shard && n.name != master.name)
+            {
                 let (role, current) = self.role_of(&n.target()).await?;
                 if role == Role::Replica && current.as_deref() == Some(master.node_id.as_str()) {
                     continue;
@@ -218,17 +244,22 @@ impl Operator<'_> {
         state: &ClusterState,
         report: &mut RepairReport,
     ) -> Result<()> {
-        let jobs = state.nodes.iter().filter(|n| n.role == Role::Master).map(|planned| async move {
-            let current = self.current_master(state, planned.shard).await?;
-            if current.name == planned.name {
-                return Ok(None);
-            }
-            self.failover_to(planned, current).await?;
-            Ok::<_, ClusterError>(Some(format!(
-                "failed shard {} over from {} back to its planned master {}",
-                planned.shard, current.name, planned.name
-            )))
-        });
+        let jobs =
+            state
+                .nodes
+                .iter()
+                .filter(|n| n.role == Role::Master)
+                .map(|planned| async move {
+                    let current = self.current_master(state, planned.shard).await?;
+                    if current.name == planned.name {
+                        return Ok(None);
+                    }
+                    self.failover_to(planned, current).await?;
+                    Ok::<_, ClusterError>(Some(format!(
+                        "failed shard {} over from {} back to its planned master {}",
+                        planned.shard, current.name, planned.name
+                    )))
+                });
         for r in join_all(jobs).await {
             if let Some(action) = r? {
                 report.actions.push(action);
@@ -244,20 +275,36 @@ impl Operator<'_> {
         self.wait_synced(&t, &mt).await?;
         // The master ignores the failover request of a node it does not yet see as its
         // replica (gossip lags a restart), so wait for its view first.
-        self.poll(&format!("{} to see {} as its replica", master.name, node.name), || async {
-            let view = self.conns.cluster_nodes(&mt).await.map_err(|e| e.to_string())?;
-            match view.iter().find(|l| l.id == node.node_id) {
-                Some(l) if l.master_id.as_deref() == Some(master.node_id.as_str()) && !l.is_failed() => Ok(()),
-                _ => Err("not yet".into()),
-            }
-        })
+        self.poll(
+            &format!("{} to see {} as its replica", master.name, node.name),
+            || async {
+                let view = self
+                    .conns
+                    .cluster_nodes(&mt)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match view.iter().find(|l| l.id == node.node_id) {
+                    Some(l)
+                        if l.master_id.as_deref() == Some(master.node_id.as_str())
+                            && !l.is_failed() =>
+                    {
+                        Ok(())
+                    }
+                    _ => Err("not yet".into()),
+                }
+            },
+        )
         .await?;
         let deadline = tokio::time::Instant::now() + self.options.timeout;
         loop {
             info!(node = %node.name, from = %master.name, "failing over");
             let _: redis::Value = self
                 .conns
-                .query(&t, redis::cmd("CLUSTER").arg("FAILOVER"), "CLUSTER FAILOVER")
+                .query(
+                    &t,
+                    redis::cmd("CLUSTER").arg("FAILOVER"),
+                    "CLUSTER FAILOVER",
+                )
                 .await?;
             // Redis gives a manual failover 5 s; ask again if it timed out.
             let attempt_end = tokio::time::Instant::now() + std::time::Duration::from_secs(6);

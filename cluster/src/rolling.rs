@@ -16,39 +16,62 @@ impl Operator<'_> {
     /// then uses it for later operations.
     pub async fn reconfigure(&mut self, state: &ClusterState, new: NodeConfig) -> Result<()> {
         new.validate()?;
-        if new.password != self.config.password {
+        // Nodes restarted from here on must get the new settings.
+        let old = std::mem::replace(&mut self.config, new.clone());
+        if new.password != old.password {
             self.change_password(state, &new).await?;
         }
-        if new.redis_config != self.config.redis_config {
-            self.change_settings(state, &new).await?;
+        if new.redis_config != old.redis_config {
+            self.change_settings(state, &old, &new).await?;
         }
-        self.config = new;
         Ok(())
     }
 
-    async fn config_set_all(&self, state: &ClusterState, pairs: &[(String, String)], what: &str) -> Result<()> {
+    async fn config_set_all(
+        &self,
+        state: &ClusterState,
+        pairs: &[(String, String)],
+        what: &str,
+    ) -> Result<()> {
         let jobs = state.nodes.iter().map(|n| async move {
             let mut cmd = redis::cmd("CONFIG");
             cmd.arg("SET");
             for (k, v) in pairs {
                 cmd.arg(k).arg(v);
             }
-            self.conns.query::<redis::Value>(&n.target(), &cmd, what).await
+            self.conns
+                .query::<redis::Value>(&n.target(), &cmd, what)
+                .await
         });
-        join_all(jobs).await.into_iter().collect::<Result<Vec<_>>>()?;
+        join_all(jobs)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
         Ok(())
     }
 
     /// masterauth first everywhere (so replication keeps authenticating whichever password a
     /// master has), then requirepass, then the config files.
     async fn change_password(&mut self, state: &ClusterState, new: &NodeConfig) -> Result<()> {
-        let pw = new.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
+        let pw = new
+            .password
+            .as_ref()
+            .map(|p| p.expose().to_string())
+            .unwrap_or_default();
         info!("changing the cluster password: masterauth");
-        self.config_set_all(state, &[("masterauth".into(), pw.clone())], "CONFIG SET masterauth")
-            .await?;
+        self.config_set_all(
+            state,
+            &[("masterauth".into(), pw.clone())],
+            "CONFIG SET masterauth",
+        )
+        .await?;
         info!("changing the cluster password: requirepass");
-        self.config_set_all(state, &[("requirepass".into(), pw)], "CONFIG SET requirepass")
-            .await?;
+        self.config_set_all(
+            state,
+            &[("requirepass".into(), pw)],
+            "CONFIG SET requirepass",
+        )
+        .await?;
         self.conns.set_password(new.password.clone());
         self.write_configs(state, new).await?;
         info!("cluster password changed");
@@ -66,16 +89,20 @@ impl Operator<'_> {
         Ok(())
     }
 
-    async fn change_settings(&self, state: &ClusterState, new: &NodeConfig) -> Result<()> {
-        let removed = self
-            .config
+    async fn change_settings(
+        &self,
+        state: &ClusterState,
+        old: &NodeConfig,
+        new: &NodeConfig,
+    ) -> Result<()> {
+        let removed = old
             .redis_config
             .keys()
             .any(|k| !new.redis_config.contains_key(k));
         let changed: Vec<(String, String)> = new
             .redis_config
             .iter()
-            .filter(|(k, v)| self.config.redis_config.get(*k) != Some(*v))
+            .filter(|(k, v)| old.redis_config.get(*k) != Some(*v))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         self.write_configs(state, new).await?;
@@ -86,7 +113,9 @@ impl Operator<'_> {
                     info!(settings = changed.len(), "redis_config applied live");
                     return Ok(());
                 }
-                Err(e) => warn!(error = %e, "redis_config cannot be applied live; restarting nodes one by one"),
+                Err(e) => {
+                    warn!(error = %e, "redis_config cannot be applied live; restarting nodes one by one")
+                }
             }
         }
         self.rolling_restart(state).await
@@ -107,22 +136,28 @@ impl Operator<'_> {
                 .collect();
             for replica in &others {
                 self.restart_node(state, replica).await?;
-                self.wait_synced(&replica.target(), &master.target()).await?;
+                self.wait_synced(&replica.target(), &master.target())
+                    .await?;
             }
             match others.first() {
                 Some(stand_in) => {
                     self.failover_to(stand_in, &master).await?;
                     self.restart_node(state, &master).await?;
-                    self.wait_synced(&master.target(), &stand_in.target()).await?;
+                    self.wait_synced(&master.target(), &stand_in.target())
+                        .await?;
                 }
                 None => {
-                    warn!(shard, "shard has no replica: restarting its master takes it down briefly");
+                    warn!(
+                        shard,
+                        "shard has no replica: restarting its master takes it down briefly"
+                    );
                     self.restart_node(state, &master).await?;
                 }
             }
         }
         self.wait_converged(state).await?;
-        self.restore_planned_masters(state, &mut RepairReport::default()).await?;
+        self.restore_planned_masters(state, &mut RepairReport::default())
+            .await?;
         self.wait_converged(state).await
     }
 
@@ -140,7 +175,11 @@ impl Operator<'_> {
         self.driver.start_node(host, &plan, &self.config).await?;
         let t = node.target();
         self.poll(&format!("{} to rejoin", node.name), || async {
-            let info = self.conns.cluster_info(&t).await.map_err(|e| e.to_string())?;
+            let info = self
+                .conns
+                .cluster_info(&t)
+                .await
+                .map_err(|e| e.to_string())?;
             if info.get("cluster_state").map(String::as_str) == Some("ok") {
                 Ok(())
             } else {

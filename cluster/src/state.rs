@@ -87,7 +87,9 @@ impl ClusterState {
     }
 
     pub fn by_id(&self, id: &str) -> Option<&ClusterNode> {
-        self.nodes.iter().find(|n| !id.is_empty() && n.node_id == id)
+        self.nodes
+            .iter()
+            .find(|n| !id.is_empty() && n.node_id == id)
     }
 
     /// `host:port` of every node.
@@ -138,7 +140,11 @@ pub fn locate_host(request: &Request, host: &str) -> Result<(u32, u32, String)> 
 
 /// The hosts a placement uses, with their nodes and node indexes. Nodes already in `state`
 /// keep their index; new ones take the lowest free index on their host.
-pub fn host_plans(request: &Request, placement: &Placement, state: &ClusterState) -> Result<Vec<HostPlan>> {
+pub fn host_plans(
+    request: &Request,
+    placement: &Placement,
+    state: &ClusterState,
+) -> Result<Vec<HostPlan>> {
     let mut plans: Vec<HostPlan> = Vec::new();
     let mut scratch = state.clone();
     for node in &placement.nodes {

@@ -4,7 +4,9 @@
 mod common;
 
 use common::*;
-use redisha_cluster::{ClusterError, ClusterState, DriverError, LocalConfig, LocalDriver, NodeConfig, Operator};
+use redisha_cluster::{
+    ClusterError, ClusterState, DriverError, LocalConfig, LocalDriver, NodeConfig, Operator,
+};
 
 #[tokio::test]
 async fn preflight_reports_binary_port_and_data_dir_problems() {
@@ -19,7 +21,10 @@ async fn preflight_reports_binary_port_and_data_dir_problems() {
         .preflight(&fx.request, &plan, &empty)
         .await
         .expect_err("missing binary");
-    assert!(matches!(err, ClusterError::Driver(DriverError::RedisServerNotFound { .. })));
+    assert!(matches!(
+        err,
+        ClusterError::Driver(DriverError::RedisServerNotFound { .. })
+    ));
     assert!(err.to_string().starts_with("redis_server:"), "{err}");
 
     let blocker = std::net::TcpListener::bind("127.23.1.1:7300").expect("bind blocker");
@@ -27,12 +32,18 @@ async fn preflight_reports_binary_port_and_data_dir_problems() {
         .preflight(&fx.request, &plan, &empty)
         .await
         .expect_err("port taken");
-    assert!(err.to_string().contains("base_port") && err.to_string().contains("127.23.1.1:7300"), "{err}");
+    assert!(
+        err.to_string().contains("base_port") && err.to_string().contains("127.23.1.1:7300"),
+        "{err}"
+    );
     drop(blocker);
 
     let file = fx.dir.path().join("a-file");
     std::fs::write(&file, b"x").expect("write");
-    let driver = LocalDriver::new(LocalConfig { data_dir: file.join("sub"), ..fx.driver.config().clone() });
+    let driver = LocalDriver::new(LocalConfig {
+        data_dir: file.join("sub"),
+        ..fx.driver.config().clone()
+    });
     let err = Operator::new(&driver, NodeConfig::default())
         .preflight(&fx.request, &plan, &empty)
         .await
@@ -45,7 +56,10 @@ async fn preflight_reports_binary_port_and_data_dir_problems() {
         .preflight(&fx.request, &plan, &empty)
         .await
         .expect_err("reserved setting");
-    assert!(err.to_string().starts_with("redis_config.requirepass"), "{err}");
+    assert!(
+        err.to_string().starts_with("redis_config.requirepass"),
+        "{err}"
+    );
 
     Operator::new(&fx.driver, NodeConfig::default())
         .preflight(&fx.request, &plan, &empty)

@@ -8,7 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use common::*;
-use redisha_cluster::{health, ClusterState, NodeConfig, Operator, Password, ProcessState};
+use redisha_cluster::{health, import, ClusterState, NodeConfig, Operator, Password, ProcessState};
 use redisha_planner::Role;
 
 const KEYS: usize = 2_000;
@@ -27,7 +27,8 @@ fn config(password: &str) -> NodeConfig {
         ..NodeConfig::default()
     };
     // Fail over fast so the test sees a promoted replica quickly.
-    c.redis_config.insert("cluster-node-timeout".into(), "1000".into());
+    c.redis_config
+        .insert("cluster-node-timeout".into(), "1000".into());
     c
 }
 
@@ -35,7 +36,9 @@ async fn run(fx: &Fixture) {
     let mut op = Operator::with_options(&fx.driver, config("first-secret"), options());
     let plan = placement(3, 1);
     let mut state = ClusterState::default();
-    op.create(&fx.request, &plan, &mut state).await.expect("create");
+    op.create(&fx.request, &plan, &mut state)
+        .await
+        .expect("create");
 
     // The password is only in the 0600 config file, never in a process's arguments.
     for n in &state.nodes {
@@ -65,7 +68,10 @@ async fn run(fx: &Fixture) {
         if seen.node(&replica).and_then(|n| n.view.role) == Some(Role::Master) {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "replica never promoted");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replica never promoted"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -73,14 +79,19 @@ async fn run(fx: &Fixture) {
     assert!(!report.actions.is_empty());
     let seen = op.observe(&state).await;
     assert!(seen.drift().is_empty(), "{:?}", seen.drift());
-    assert_eq!(seen.node(&victim.name).and_then(|n| n.view.role), Some(Role::Master));
+    assert_eq!(
+        seen.node(&victim.name).and_then(|n| n.view.role),
+        Some(Role::Master)
+    );
 
     // Shard 1's master loses its data: it comes back empty, its replica keeps the keys, and
     // once synced the planned master serves again.
     let lost = state.node(&master_name(1)).expect("s1-m").clone();
     kill9(lost.handle.pid.expect("pid"));
     std::fs::remove_dir_all(lost.handle.data_dir.as_ref().expect("dir")).expect("wipe");
-    op.repair(&fx.request, &mut state).await.expect("repair after data loss");
+    op.repair(&fx.request, &mut state)
+        .await
+        .expect("repair after data loss");
     let seen = op.observe(&state).await;
     assert!(seen.drift().is_empty(), "{:?}", seen.drift());
     assert_ne!(state.node(&lost.name).expect("s1-m").node_id, lost.node_id);
@@ -89,20 +100,69 @@ async fn run(fx: &Fixture) {
     assert!(missing.is_empty(), "{} keys lost", missing.len());
 
     // Rolling password change.
-    op.reconfigure(&state, config("second-secret")).await.expect("password change");
+    op.reconfigure(&state, config("second-secret"))
+        .await
+        .expect("password change");
     let addresses = state.endpoints();
     let new_pw = Password::new("second-secret");
-    let h = health(&addresses, Some(&new_pw), &options()).await.expect("health");
+    let h = health(&addresses, Some(&new_pw), &options())
+        .await
+        .expect("health");
     assert!(h.healthy(), "{h:?}");
-    assert!(h.nodes.iter().all(|n| n.alive && n.cluster_state.as_deref() == Some("ok")));
-    assert!(health(&addresses, Some(&pw), &options()).await.is_err(), "old password still works");
+    assert!(h
+        .nodes
+        .iter()
+        .all(|n| n.alive && n.cluster_state.as_deref() == Some("ok")));
+    assert!(
+        health(&addresses, Some(&pw), &options()).await.is_err(),
+        "old password still works"
+    );
     for n in &state.nodes {
-        let text = std::fs::read_to_string(n.handle.config_file.as_ref().expect("conf")).expect("read");
+        let text =
+            std::fs::read_to_string(n.handle.config_file.as_ref().expect("conf")).expect("read");
         assert!(text.contains("second-secret") && !text.contains("first-secret"));
     }
     let con = cluster_client(&state, Some(&new_pw)).await;
     let missing = missing_keys(&con, KEYS).await;
     assert!(missing.is_empty(), "{} keys lost", missing.len());
+
+    // redis_config: a setting redis takes live, then one that needs a rolling restart.
+    let mut live = config("second-secret");
+    live.redis_config
+        .insert("maxmemory-policy".into(), "allkeys-lru".into());
+    op.reconfigure(&state, live.clone())
+        .await
+        .expect("live setting");
+    let mut restart = live.clone();
+    restart.redis_config.insert("io-threads".into(), "2".into());
+    op.reconfigure(&state, restart)
+        .await
+        .expect("rolling restart");
+    let seen = op.observe(&state).await;
+    assert!(seen.drift().is_empty(), "{:?}", seen.drift());
+    for n in &state.nodes {
+        let text =
+            std::fs::read_to_string(n.handle.config_file.as_ref().expect("conf")).expect("read");
+        assert!(text.contains("maxmemory-policy allkeys-lru") && text.contains("io-threads 2"));
+    }
+    let con = cluster_client(&state, Some(&new_pw)).await;
+    let missing = missing_keys(&con, KEYS).await;
+    assert!(
+        missing.is_empty(),
+        "{} keys lost in the rolling restart",
+        missing.len()
+    );
+
+    // Import adopts the same cluster from one address.
+    let imported = import(&addresses[0], Some(&new_pw), &options())
+        .await
+        .expect("import");
+    assert_eq!(imported.nodes.len(), state.nodes.len());
+    for n in &imported.nodes {
+        let ours = state.by_id(&n.node_id).expect("imported node is ours");
+        assert_eq!(ours.address(), n.address());
+        assert_eq!(ours.role, n.role);
+    }
 
     op.destroy(&mut state).await.expect("destroy");
     assert!(!fx.data_dir().exists());

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use redisha_cluster::{ClusterState, NodeConfig, Operator, ProcessState};
+use redisha_cluster::{ClusterState, NodeConfig, Operator, Password, ProcessState};
 use redisha_planner::{Role, Step};
 
 const KEYS: usize = 10_000;
@@ -20,10 +20,18 @@ async fn scale_out_and_in_keeps_every_key_then_destroy_leaves_nothing() {
 }
 
 async fn run(fx: &Fixture) {
-    let op = Operator::with_options(&fx.driver, NodeConfig::default(), options());
+    // With a password, so slot migration must authenticate its MIGRATE calls (AUTH2).
+    let pw = Password::new("scale-secret");
+    let config = NodeConfig {
+        password: Some(pw.clone()),
+        ..NodeConfig::default()
+    };
+    let op = Operator::with_options(&fx.driver, config, options());
     let three = placement(3, 1);
     let mut state = ClusterState::default();
-    op.create(&fx.request, &three, &mut state).await.expect("create");
+    op.create(&fx.request, &three, &mut state)
+        .await
+        .expect("create");
 
     // Masters spread over the three zones, every node on its own loopback host address.
     let observed = op.observe(&state).await;
@@ -31,11 +39,18 @@ async fn run(fx: &Fixture) {
     for n in &state.nodes {
         let planned = three.node(&n.name).expect("planned node");
         let zone_octet = planned.zone.trim_start_matches("zone-");
-        assert!(n.handle.ip.starts_with(&format!("127.21.{zone_octet}.")), "{}", n.handle.ip);
-        assert_eq!(observed.node(&n.name).and_then(|o| o.view.role), Some(n.role));
+        assert!(
+            n.handle.ip.starts_with(&format!("127.21.{zone_octet}.")),
+            "{}",
+            n.handle.ip
+        );
+        assert_eq!(
+            observed.node(&n.name).and_then(|o| o.view.role),
+            Some(n.role)
+        );
     }
 
-    let con = cluster_client(&state, None).await;
+    let con = cluster_client(&state, Some(&pw)).await;
     write_keys(&con, KEYS).await;
 
     // 3 -> 5 shards.
@@ -43,7 +58,9 @@ async fn run(fx: &Fixture) {
     let mut steps = add_shard_steps(&five, 3);
     steps.extend(add_shard_steps(&five, 4));
     steps.extend(slot_moves(&three, &five));
-    op.update(&fx.request, &five, &steps, &mut state).await.expect("scale out");
+    op.update(&fx.request, &five, &steps, &mut state)
+        .await
+        .expect("scale out");
     assert_eq!(state.nodes.len(), 10);
     let observed = op.observe(&state).await;
     assert!(observed.drift().is_empty(), "{:?}", observed.drift());
@@ -51,15 +68,23 @@ async fn run(fx: &Fixture) {
         let view = &observed.node(&m.name).expect("observed").view;
         assert_eq!(view.slots, m.slots, "slots of {}", m.name);
     }
-    let con = cluster_client(&state, None).await;
+    let con = cluster_client(&state, Some(&pw)).await;
     let missing = missing_keys(&con, KEYS).await;
-    assert!(missing.is_empty(), "{} keys lost scaling out", missing.len());
+    assert!(
+        missing.is_empty(),
+        "{} keys lost scaling out",
+        missing.len()
+    );
 
     // 5 -> 3 shards.
     let mut steps = slot_moves(&five, &three);
     for s in [3, 4] {
-        steps.push(Step::RemoveNode { node: replica_name(s, 0) });
-        steps.push(Step::RemoveNode { node: master_name(s) });
+        steps.push(Step::RemoveNode {
+            node: replica_name(s, 0),
+        });
+        steps.push(Step::RemoveNode {
+            node: master_name(s),
+        });
     }
     let removed: Vec<_> = state
         .nodes
@@ -67,13 +92,19 @@ async fn run(fx: &Fixture) {
         .filter(|n| n.shard >= 3)
         .map(|n| n.handle.clone())
         .collect();
-    op.update(&fx.request, &three, &steps, &mut state).await.expect("scale in");
+    op.update(&fx.request, &three, &steps, &mut state)
+        .await
+        .expect("scale in");
     assert_eq!(state.nodes.len(), 6);
     for h in &removed {
-        assert!(h.pid.map_or(true, |p| !pid_alive(p)), "{} still runs", h.name);
-        assert!(!h.data_dir.as_ref().expect("dir").exists(), "{} data left", h.name);
+        assert!(h.pid.is_none_or(|p| !pid_alive(p)), "{} still runs", h.name);
+        assert!(
+            !h.data_dir.as_ref().expect("dir").exists(),
+            "{} data left",
+            h.name
+        );
     }
-    let con = cluster_client(&state, None).await;
+    let con = cluster_client(&state, Some(&pw)).await;
     let missing = missing_keys(&con, KEYS).await;
     assert!(missing.is_empty(), "{} keys lost scaling in", missing.len());
 
@@ -81,15 +112,28 @@ async fn run(fx: &Fixture) {
     let two_replicas = placement(3, 2);
     let steps: Vec<Step> = (0..3)
         .flat_map(|s| {
-            let n = two_replicas.node(&replica_name(s, 1)).expect("new replica").clone();
+            let n = two_replicas
+                .node(&replica_name(s, 1))
+                .expect("new replica")
+                .clone();
             [
-                Step::AddNode { node: n.name.clone(), shard: s, host: n.host, zone: n.zone },
-                Step::AttachReplica { node: n.name.clone(), master: master_name(s) },
+                Step::AddNode {
+                    node: n.name.clone(),
+                    shard: s,
+                    host: n.host,
+                    zone: n.zone,
+                },
+                Step::AttachReplica {
+                    node: n.name.clone(),
+                    master: master_name(s),
+                },
                 Step::WaitSync { node: n.name },
             ]
         })
         .collect();
-    op.update(&fx.request, &two_replicas, &steps, &mut state).await.expect("add replicas");
+    op.update(&fx.request, &two_replicas, &steps, &mut state)
+        .await
+        .expect("add replicas");
     let observed = op.observe(&state).await;
     assert!(observed.drift().is_empty(), "{:?}", observed.drift());
     for s in 0..3 {
@@ -106,10 +150,7 @@ async fn run(fx: &Fixture) {
     for h in &handles {
         let pid = h.pid.expect("pid recorded");
         assert!(!pid_alive(pid), "{} (pid {pid}) still runs", h.name);
-        assert_eq!(
-            fx.driver_inspect(h).await,
-            ProcessState::Stopped
-        );
+        assert_eq!(fx.driver_inspect(h).await, ProcessState::Stopped);
     }
     assert!(!fx.data_dir().exists(), "data dir left behind");
 }

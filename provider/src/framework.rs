@@ -6,7 +6,7 @@
 //! `registry::registry()`:
 //!
 //! ```ignore
-//! Registry::new(EmptyProviderConfig)
+//! Registry::new(RedishaProviderConfig)
 //!     .data_source(PlacementDataSource)
 //!     .resource(ClusterResource) // fn type_name() -> "redisha_cluster"
 //! ```
@@ -36,6 +36,10 @@ pub struct ProviderState {
     pub terraform_version: String,
     /// The `provider "redisha" {}` block, decoded with the provider schema.
     pub config: Value,
+    /// The EC2 connection (`region`, `endpoint`, `assume_role`); `None` when no region is
+    /// set anywhere (provider block, AWS_REGION, AWS_DEFAULT_REGION). Only the aws driver and
+    /// the aws topology data source need it: see `provider_config::aws_settings`.
+    pub aws: Option<redisha_aws::AwsSettings>,
 }
 
 /// Passed to every resource/data source call.
@@ -193,6 +197,7 @@ pub trait ProviderConfig: Send + Sync + 'static {
         Ok(ProviderState {
             terraform_version: terraform_version.to_string(),
             config,
+            aws: None,
         })
     }
 }

@@ -16,6 +16,7 @@ pub mod framework;
 pub mod logging;
 pub mod plugin;
 pub mod proto;
+pub mod provider_config;
 pub mod registry;
 pub mod resources;
 pub mod schema;

@@ -11,6 +11,8 @@
 
 #![allow(dead_code)]
 
+pub mod local_cluster;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

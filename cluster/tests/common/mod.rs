@@ -55,7 +55,8 @@ impl Drop for Fixture {
             // Show what the nodes logged: the test's error alone rarely says why.
             if let Ok(entries) = std::fs::read_dir(self.data_dir()) {
                 for e in entries.flatten() {
-                    let log = std::fs::read_to_string(e.path().join("redis.log")).unwrap_or_default();
+                    let log =
+                        std::fs::read_to_string(e.path().join("redis.log")).unwrap_or_default();
                     let tail: Vec<&str> = log.lines().rev().take(15).collect();
                     eprintln!("--- {} ---", e.path().display());
                     for l in tail.into_iter().rev() {
@@ -122,7 +123,12 @@ pub fn placement(shards: u32, replicas: u32) -> Placement {
     let mut nodes = Vec::new();
     for s in 0..shards {
         let host_i = (s / ZONES) % HOSTS_PER_ZONE + 1;
-        let place = |zone: u32| (format!("zone-{}", zone + 1), format!("host-{}-{host_i}", zone + 1));
+        let place = |zone: u32| {
+            (
+                format!("zone-{}", zone + 1),
+                format!("host-{}-{host_i}", zone + 1),
+            )
+        };
         let (zone, host) = place(s % ZONES);
         nodes.push(Node {
             name: master_name(s),
@@ -176,7 +182,10 @@ pub fn slot_moves(current: &Placement, target: &Placement) -> Vec<Step> {
             _ => steps.push(Step::MigrateSlots {
                 from: a[s].clone(),
                 to: b[s].clone(),
-                slots: SlotRange { start: slot, end: slot },
+                slots: SlotRange {
+                    start: slot,
+                    end: slot,
+                },
             }),
         }
     }
@@ -193,18 +202,27 @@ pub fn add_shard_steps(target: &Placement, shard: u32) -> Vec<Step> {
             zone: n.zone.clone(),
         });
     }
-    for n in target.shard_nodes(shard).filter(|n| n.role == Role::Replica) {
+    for n in target
+        .shard_nodes(shard)
+        .filter(|n| n.role == Role::Replica)
+    {
         steps.push(Step::AttachReplica {
             node: n.name.clone(),
             master: master_name(shard),
         });
-        steps.push(Step::WaitSync { node: n.name.clone() });
+        steps.push(Step::WaitSync {
+            node: n.name.clone(),
+        });
     }
     steps
 }
 
 pub fn seeds(state: &ClusterState) -> Vec<String> {
-    state.endpoints().into_iter().map(|a| format!("redis://{a}")).collect()
+    state
+        .endpoints()
+        .into_iter()
+        .map(|a| format!("redis://{a}"))
+        .collect()
 }
 
 pub async fn cluster_client(
@@ -218,7 +236,10 @@ pub async fn cluster_client(
         builder = builder.password(p.expose().to_string());
     }
     let client = builder.build().expect("cluster client");
-    client.get_async_connection().await.expect("cluster connection")
+    client
+        .get_async_connection()
+        .await
+        .expect("cluster connection")
 }
 
 pub fn key(i: usize) -> String {
@@ -230,9 +251,17 @@ pub async fn write_keys(con: &redis::cluster_async::ClusterConnection, n: usize)
         .map(|i| {
             let mut con = con.clone();
             async move {
-                match tokio::time::timeout(Duration::from_secs(10), con.set(key(i), format!("value-{i}"))).await {
+                match tokio::time::timeout(
+                    Duration::from_secs(10),
+                    con.set(key(i), format!("value-{i}")),
+                )
+                .await
+                {
                     Ok(r) => r,
-                    Err(_) => Err(redis::RedisError::from((redis::ErrorKind::IoError, "SET timed out"))),
+                    Err(_) => Err(redis::RedisError::from((
+                        redis::ErrorKind::IoError,
+                        "SET timed out",
+                    ))),
                 }
             }
         })
@@ -252,7 +281,10 @@ pub async fn missing_keys(con: &redis::cluster_async::ClusterConnection, n: usiz
             async move {
                 // The cluster client follows MOVED/ASK; bound each read and retry so a
                 // client stuck refreshing its slot map shows up as a missing key, not a hang.
-                let mut last = Err(redis::RedisError::from((redis::ErrorKind::IoError, "timeout")));
+                let mut last = Err(redis::RedisError::from((
+                    redis::ErrorKind::IoError,
+                    "timeout",
+                )));
                 for _ in 0..3 {
                     match tokio::time::timeout(Duration::from_secs(5), con.get(key(i))).await {
                         Ok(Ok(v)) => return (i, Ok(v)),
@@ -268,7 +300,9 @@ pub async fn missing_keys(con: &redis::cluster_async::ClusterConnection, n: usiz
         .await;
     values
         .into_iter()
-        .filter(|(i, v)| v.as_ref().ok().and_then(|v| v.as_deref()) != Some(format!("value-{i}").as_str()))
+        .filter(|(i, v)| {
+            v.as_ref().ok().and_then(|v| v.as_deref()) != Some(format!("value-{i}").as_str())
+        })
         .map(|(i, _)| key(i))
         .collect()
 }
@@ -283,7 +317,7 @@ pub fn slot_owners(state: &ClusterState) -> BTreeMap<String, u32> {
 
 pub fn pid_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
-        && std::fs::read(format!("/proc/{pid}/cmdline")).map_or(false, |c| !c.is_empty())
+        && std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
 }
 
 pub fn kill9(pid: u32) {
@@ -292,4 +326,12 @@ pub fn kill9(pid: u32) {
         .status()
         .expect("kill");
     assert!(status.success());
+    // SIGKILL is asynchronous: wait until the process is really gone.
+    for _ in 0..500 {
+        if !pid_alive(pid) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("pid {pid} survived SIGKILL");
 }

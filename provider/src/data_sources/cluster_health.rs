@@ -58,14 +58,20 @@ fn endpoints(config: &Value) -> Result<Vec<String>, Diagnostic> {
             _ => {
                 return Err(Diagnostic::error(
                     "Invalid endpoint",
-                    format!("endpoints[{i}]: write each endpoint as host:port, e.g. 127.0.1.1:7000"),
+                    format!(
+                        "endpoints[{i}]: write each endpoint as host:port, e.g. 127.0.1.1:7000"
+                    ),
                 )
                 .at(at.index(i)))
             }
         }
     }
     if out.is_empty() {
-        return Err(Diagnostic::error("No endpoint", "endpoints: give at least one host:port of the cluster").at(at));
+        return Err(Diagnostic::error(
+            "No endpoint",
+            "endpoints: give at least one host:port of the cluster",
+        )
+        .at(at));
     }
     Ok(out)
 }
@@ -85,7 +91,10 @@ impl DataSource for ClusterHealthDataSource {
     }
 
     async fn validate(&self, _ctx: &Context, config: &Value) -> Diagnostics {
-        let known = config.get("endpoints").as_list().is_some_and(|l| l.iter().all(|v| !v.is_unknown()));
+        let known = config
+            .get("endpoints")
+            .as_list()
+            .is_some_and(|l| l.iter().all(|v| !v.is_unknown()));
         match endpoints(config) {
             Err(d) if known => d.into(),
             _ => Diagnostics::new(),
@@ -95,13 +104,15 @@ impl DataSource for ClusterHealthDataSource {
     async fn read(&self, _ctx: &Context, config: &Value) -> Result<Value, Diagnostics> {
         let seeds = endpoints(config)?;
         let password = config.get("password").as_str().map(Password::new);
-        let report = redisha_cluster::health::health(&seeds, password.as_ref(), &Options::default())
-            .await
-            .map_err(|e| {
-                Diagnostics::from(
-                    Diagnostic::error("Cannot read the cluster's health", e.to_string()).at(AttrPath::attr("endpoints")),
-                )
-            })?;
+        let report =
+            redisha_cluster::health::health(&seeds, password.as_ref(), &Options::default())
+                .await
+                .map_err(|e| {
+                    Diagnostics::from(
+                        Diagnostic::error("Cannot read the cluster's health", e.to_string())
+                            .at(AttrPath::attr("endpoints")),
+                    )
+                })?;
         let nodes = report.nodes.iter().map(|n| {
             Value::object([
                 ("id", Value::from(n.id.as_str())),
@@ -110,16 +121,25 @@ impl DataSource for ClusterHealthDataSource {
                 ("role", opt_str(n.role.map(|r| r.as_str().to_string()))),
                 ("master_id", opt_str(n.master_id.clone())),
                 ("link_status", opt_str(n.link_status.clone())),
-                ("lag_bytes", n.lag_bytes.map(Value::from).unwrap_or(Value::Null)),
+                (
+                    "lag_bytes",
+                    n.lag_bytes.map(Value::from).unwrap_or(Value::Null),
+                ),
                 ("slots", Value::from(n.slots)),
                 ("cluster_state", opt_str(n.cluster_state.clone())),
                 ("error", opt_str(n.error.clone())),
             ])
         });
         let computed = BTreeMap::from([
-            ("cluster_state".to_string(), Value::from(report.cluster_state.as_str())),
+            (
+                "cluster_state".to_string(),
+                Value::from(report.cluster_state.as_str()),
+            ),
             ("healthy".to_string(), Value::from(report.healthy())),
-            ("slots_covered".to_string(), Value::from(report.slots_covered)),
+            (
+                "slots_covered".to_string(),
+                Value::from(report.slots_covered),
+            ),
             ("nodes".to_string(), Value::list(nodes.collect::<Vec<_>>())),
         ]);
         Ok(schema().block.fill(config, computed))

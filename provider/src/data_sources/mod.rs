@@ -1,2 +1,3 @@
-pub mod placement;
+pub mod aws_topology;
 pub mod cluster_health;
+pub mod placement;

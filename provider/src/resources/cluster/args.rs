@@ -84,7 +84,9 @@ pub fn decode(config: &Value) -> Result<Option<ClusterArgs>, Diagnostics> {
     if let Some(n) = &name {
         if n.is_empty()
             || n.len() > 63
-            || !n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
             diags.push(
                 Diagnostic::error(
@@ -125,8 +127,14 @@ pub fn decode(config: &Value) -> Result<Option<ClusterArgs>, Diagnostics> {
             );
             None
         }
-        (Value::Map(_), _) => decode_local(local, name.as_deref(), &root.then("local"), &mut diags, &mut known)
-            .map(DriverArgs::Local),
+        (Value::Map(_), _) => decode_local(
+            local,
+            name.as_deref(),
+            &root.then("local"),
+            &mut diags,
+            &mut known,
+        )
+        .map(DriverArgs::Local),
         (_, _) => decode_aws(aws, &root.then("aws"), &mut diags, &mut known).map(DriverArgs::Aws),
     };
 
@@ -161,7 +169,12 @@ pub fn decode(config: &Value) -> Result<Option<ClusterArgs>, Diagnostics> {
         }
     }
 
-    let timeouts = decode_timeouts(config.get("timeouts"), &root.then("timeouts"), &mut diags, &mut known);
+    let timeouts = decode_timeouts(
+        config.get("timeouts"),
+        &root.then("timeouts"),
+        &mut diags,
+        &mut known,
+    );
 
     let node_config = NodeConfig {
         password: password.clone().flatten().map(Password::new),
@@ -210,14 +223,20 @@ fn string_map(v: &Value, at: &AttrPath) -> Result<Option<BTreeMap<String, String
                     }
                     Value::Unknown => return Ok(None),
                     _ => {
-                        return Err(Diagnostic::error("Invalid value", format!("{at}.{k}: must be a string"))
-                            .at(at.key(k)))
+                        return Err(Diagnostic::error(
+                            "Invalid value",
+                            format!("{at}.{k}: must be a string"),
+                        )
+                        .at(at.key(k)))
                     }
                 }
             }
             Ok(Some(out))
         }
-        _ => Err(Diagnostic::error("Invalid value", format!("{at}: must be a map of strings")).at(at.clone())),
+        _ => Err(
+            Diagnostic::error("Invalid value", format!("{at}: must be a map of strings"))
+                .at(at.clone()),
+        ),
     }
 }
 
@@ -238,19 +257,29 @@ fn string_list(v: &Value, at: &AttrPath, diags: &mut Diagnostics, known: &mut bo
                     None
                 }
                 _ => {
-                    diags.push(Diagnostic::error("Invalid value", format!("{at}[{i}]: must be a string")).at(at.index(i)));
+                    diags.push(
+                        Diagnostic::error("Invalid value", format!("{at}[{i}]: must be a string"))
+                            .at(at.index(i)),
+                    );
                     None
                 }
             })
             .collect(),
         _ => {
-            diags.push(Diagnostic::error("Invalid value", format!("{at}: must be a list of strings")).at(at.clone()));
+            diags.push(
+                Diagnostic::error("Invalid value", format!("{at}: must be a list of strings"))
+                    .at(at.clone()),
+            );
             Vec::new()
         }
     }
 }
 
-fn field<T>(r: Result<Field<T>, Diagnostic>, diags: &mut Diagnostics, known: &mut bool) -> Option<T> {
+fn field<T>(
+    r: Result<Field<T>, Diagnostic>,
+    diags: &mut Diagnostics,
+    known: &mut bool,
+) -> Option<T> {
     match r {
         Ok(Field::Known(v)) => Some(v),
         Ok(Field::Null) => None,
@@ -293,8 +322,11 @@ fn decode_local(
         match u8::try_from(o) {
             Ok(o) => config.loopback_octet = o,
             Err(_) => diags.push(
-                Diagnostic::error("Invalid loopback_octet", format!("local.loopback_octet: {o} is not 0 to 255"))
-                    .at(at.then("loopback_octet")),
+                Diagnostic::error(
+                    "Invalid loopback_octet",
+                    format!("local.loopback_octet: {o} is not 0 to 255"),
+                )
+                .at(at.then("loopback_octet")),
             ),
         }
     }
@@ -310,25 +342,49 @@ fn decode_local(
     config.data_dir = if dir.is_absolute() {
         dir
     } else {
-        std::env::current_dir().map(|cwd| cwd.join(&dir)).unwrap_or(dir)
+        std::env::current_dir()
+            .map(|cwd| cwd.join(&dir))
+            .unwrap_or(dir)
     };
     Some(config)
 }
 
-fn decode_aws(block: &Value, at: &AttrPath, diags: &mut Diagnostics, known: &mut bool) -> Option<AwsArgs> {
-    let subnet_ids = string_list(block.get("subnet_ids"), &at.then("subnet_ids"), diags, known);
+fn decode_aws(
+    block: &Value,
+    at: &AttrPath,
+    diags: &mut Diagnostics,
+    known: &mut bool,
+) -> Option<AwsArgs> {
+    let subnet_ids = string_list(
+        block.get("subnet_ids"),
+        &at.then("subnet_ids"),
+        diags,
+        known,
+    );
     if subnet_ids.is_empty() && *known && !block.get("subnet_ids").is_unknown() {
         diags.push(
-            Diagnostic::error("No subnet", "aws.subnet_ids: list at least one subnet; their zones are the cluster's zones")
-                .at(at.then("subnet_ids")),
+            Diagnostic::error(
+                "No subnet",
+                "aws.subnet_ids: list at least one subnet; their zones are the cluster's zones",
+            )
+            .at(at.then("subnet_ids")),
         );
     }
     let instance_type = field(attrs::string(block, "instance_type", at), diags, known);
     let ami = field(attrs::string(block, "ami", at), diags, known);
     let key_name = field(attrs::string(block, "key_name", at), diags, known);
-    let allowed_cidrs = string_list(block.get("allowed_cidrs"), &at.then("allowed_cidrs"), diags, known);
+    let allowed_cidrs = string_list(
+        block.get("allowed_cidrs"),
+        &at.then("allowed_cidrs"),
+        diags,
+        known,
+    );
     let placement_group = field(attrs::string(block, "placement_group", at), diags, known);
-    let max_nodes_per_instance = field(attrs::u32(block, "max_nodes_per_instance", at), diags, known);
+    let max_nodes_per_instance = field(
+        attrs::u32(block, "max_nodes_per_instance", at),
+        diags,
+        known,
+    );
     let tags = match string_map(block.get("tags"), &at.then("tags")) {
         Ok(Some(m)) => m,
         Ok(None) => {
@@ -354,8 +410,11 @@ fn decode_aws(block: &Value, at: &AttrPath, diags: &mut Diagnostics, known: &mut
             Some(s) if s >= 1 => Some((s, encrypted)),
             Some(_) => {
                 diags.push(
-                    Diagnostic::error("Invalid size_gb", "aws.data_volume.size_gb: must be at least 1")
-                        .at(vat.then("size_gb")),
+                    Diagnostic::error(
+                        "Invalid size_gb",
+                        "aws.data_volume.size_gb: must be at least 1",
+                    )
+                    .at(vat.then("size_gb")),
                 );
                 None
             }
@@ -393,7 +452,12 @@ fn looks_like_cidr(s: &str) -> bool {
     ip.parse::<std::net::Ipv4Addr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 32)
 }
 
-fn decode_timeouts(block: &Value, at: &AttrPath, diags: &mut Diagnostics, known: &mut bool) -> Option<Timeouts> {
+fn decode_timeouts(
+    block: &Value,
+    at: &AttrPath,
+    diags: &mut Diagnostics,
+    known: &mut bool,
+) -> Option<Timeouts> {
     let mut t = Timeouts::default();
     if block.is_unknown() {
         *known = false;
@@ -402,7 +466,11 @@ fn decode_timeouts(block: &Value, at: &AttrPath, diags: &mut Diagnostics, known:
     if block.is_null() {
         return Some(t);
     }
-    for (name, slot) in [("create", &mut t.create), ("update", &mut t.update), ("delete", &mut t.delete)] {
+    for (name, slot) in [
+        ("create", &mut t.create),
+        ("update", &mut t.update),
+        ("delete", &mut t.delete),
+    ] {
         if let Some(text) = field(attrs::string(block, name, at), diags, known) {
             match parse_duration(&text) {
                 Some(d) => *slot = d,

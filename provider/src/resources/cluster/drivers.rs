@@ -1,22 +1,36 @@
 //! Building the driver a `redisha_cluster` names, and the request it plans on. The cluster
 //! logic on top is the same for every driver.
+//!
+//! Local: the zones and hosts are written in the config. AWS: the zones are the zones of
+//! `aws.subnet_ids`, and each zone gets candidate instances `<zone>-1`, `<zone>-2`, ... with
+//! the instance type's memory; the planner decides which candidates get nodes, and only those
+//! become instances.
 
-use redisha_cluster::{Driver, HostPlan, LocalDriver, NodePlan};
-use redisha_planner::Request;
+use redisha_aws::{AwsDriver, AwsDriverConfig, AwsError, DataVolume, HostStatus};
+use redisha_cluster::{ClusterState, Driver, HostPlan, LocalDriver, NodePlan};
+use redisha_planner::{HostSpec, PlanError, Request, ZoneSpec};
+use tracing::info;
 
-use crate::diagnostics::{Diagnostic, Diagnostics};
+use crate::diagnostics::{AttrPath, Diagnostic, Diagnostics, PathStep};
 use crate::framework::Context;
+use crate::provider_config::aws_settings;
 
-use super::args::{ClusterArgs, DriverArgs};
+use super::args::{AwsArgs, ClusterArgs, DriverArgs, Timeouts};
+
+/// `Driver::kind` of the local driver, as stored in `ClusterState::driver`.
+pub const LOCAL: &str = "local";
 
 pub enum BuiltDriver {
     Local(LocalDriver),
+    // Boxed: the EC2 client and config are much larger than the local driver.
+    Aws(Box<AwsDriver>),
 }
 
 impl BuiltDriver {
     pub fn driver(&self) -> &dyn Driver {
         match self {
             BuiltDriver::Local(d) => d,
+            BuiltDriver::Aws(d) => d.as_ref(),
         }
     }
 
@@ -28,18 +42,342 @@ impl BuiltDriver {
                 let port = d.node_port(node.index_on_host).ok()?;
                 Some(format!("{ip}:{port}"))
             }
+            // An instance's private address is only known once it runs.
+            BuiltDriver::Aws(_) => None,
+        }
+    }
+
+    /// Compares the hosts in `state` with what exists, and takes out of `state` the hosts whose
+    /// machine is gone (a terminated instance) or stopped, so that `Operator::repair` provisions
+    /// them again: a replacement instance in the same zone, or the stopped one started.
+    /// Returns the names taken out. The local driver's hosts are addresses: nothing to do.
+    pub async fn sync_hosts(&self, state: &mut ClusterState) -> Result<Vec<String>, Diagnostics> {
+        let BuiltDriver::Aws(d) = self else {
+            return Ok(Vec::new());
+        };
+        if state.hosts.is_empty() {
+            return Ok(Vec::new());
+        }
+        // read_hosts also remembers the instance ids in state, so that of duplicates for a
+        // host the one holding its data is kept.
+        let statuses = d.read_hosts(&state.hosts).await.map_err(aws_diags)?;
+        let mut gone = Vec::new();
+        for status in statuses {
+            match status {
+                HostStatus::Present { .. } => {}
+                HostStatus::Missing { name, zone } => {
+                    info!(host = %name, zone = %zone, "instance terminated or missing; it will be replaced");
+                    gone.push(name);
+                }
+                HostStatus::Stopped { handle } => {
+                    info!(host = %handle.name, "instance stopped; it will be started");
+                    gone.push(handle.name);
+                }
+            }
+        }
+        state.hosts.retain(|h| !gone.contains(&h.name));
+        Ok(gone)
+    }
+
+    /// Deletes everything the driver made for the cluster, when the driver has its own way to
+    /// do it (`None`: use the generic node-by-node destroy). AWS terminates every instance
+    /// tagged with the cluster (terminating stops its nodes), waits, and deletes the security
+    /// group; the nodes are not shut down one by one first (their data goes with the volumes).
+    pub async fn destroy_all(&self, state: &mut ClusterState) -> Option<Result<(), Diagnostics>> {
+        let BuiltDriver::Aws(d) = self else {
+            return None;
+        };
+        d.remember_hosts(&state.hosts).await;
+        Some(match d.destroy().await {
+            Ok(report) => {
+                info!(
+                    instances = report.terminated.len(),
+                    security_group_deleted = report.security_group_deleted,
+                    "aws cluster destroyed"
+                );
+                state.nodes.clear();
+                state.hosts.clear();
+                Ok(())
+            }
+            Err(e) => Err(aws_diags(e)),
+        })
+    }
+}
+
+/// The driver and the planner request for `args`. `state` is what the driver made so far (for
+/// AWS: the hosts in it stay candidates, and the driver learns their instance ids).
+pub async fn build(
+    ctx: &Context,
+    args: &ClusterArgs,
+    state: Option<&ClusterState>,
+) -> Result<(BuiltDriver, Request), Diagnostics> {
+    match &args.driver {
+        DriverArgs::Local(config) => Ok((
+            BuiltDriver::Local(LocalDriver::new(config.clone())),
+            args.request.clone(),
+        )),
+        DriverArgs::Aws(aws) => {
+            let settings = aws_settings(ctx, "redisha_cluster's aws driver")?;
+            let config = aws_config(&args.name, aws, &args.timeouts)?;
+            let driver = AwsDriver::new(&settings, config).await.map_err(aws_diags)?;
+            if let Some(state) = state {
+                driver.remember_hosts(&state.hosts).await;
+            }
+            let request = aws_request(&driver, args, aws, state).await?;
+            Ok((BuiltDriver::Aws(Box::new(driver)), request))
         }
     }
 }
 
-/// The driver and the planner request for `args`.
-pub async fn build(_ctx: &Context, args: &ClusterArgs) -> Result<(BuiltDriver, Request), Diagnostics> {
-    match &args.driver {
-        DriverArgs::Local(config) => Ok((BuiltDriver::Local(LocalDriver::new(config.clone())), args.request.clone())),
-        DriverArgs::Aws(_) => Err(Diagnostic::error(
-            "The aws driver is not available in this build",
-            "Use the local driver.",
-        )
-        .into()),
+/// `AwsDriverConfig` from the `aws { }` block (plus the test-only address map, see docs).
+fn aws_config(
+    name: &str,
+    aws: &AwsArgs,
+    timeouts: &Timeouts,
+) -> Result<AwsDriverConfig, Diagnostics> {
+    let mut config = AwsDriverConfig::new(
+        name,
+        aws.subnet_ids.clone(),
+        aws.instance_type.clone(),
+        aws.ami.clone(),
+    );
+    config.key_name = aws.key_name.clone();
+    config.allowed_cidrs = aws.allowed_cidrs.clone();
+    config.placement_group = aws.placement_group.clone();
+    config.tags = aws.tags.clone();
+    if let Some((size_gb, encrypted)) = aws.data_volume {
+        let size_gib = i32::try_from(size_gb).map_err(|_| {
+            Diagnostic::error(
+                "Invalid size_gb",
+                format!("aws.data_volume.size_gb: {size_gb} GiB is over gp3's 16384"),
+            )
+            .at(AttrPath::attr("aws").then("data_volume").then("size_gb"))
+        })?;
+        config.data_volume = Some(DataVolume {
+            size_gib,
+            encrypted,
+            kms_key_id: None,
+        });
+    }
+    if let Some(max) = aws.max_nodes_per_instance {
+        config.max_nodes_per_host = u16::try_from(max).unwrap_or(u16::MAX);
+    }
+    config.timeouts = redisha_aws::Timeouts {
+        create: timeouts.create,
+        update: timeouts.update,
+        delete: timeouts.delete,
+    };
+    // Test setting: REDISHA_AWS_TEST_ADDRESS_MAP points hosts at loopback stand-ins.
+    let config = config.with_address_map_from_env().map_err(aws_diags)?;
+    config.validate().map_err(aws_diags)?;
+    Ok(config)
+}
+
+/// How many nodes one instance may run: `max_nodes_per_instance`, else as many as its memory
+/// holds (at least one).
+fn nodes_per_instance(aws: &AwsArgs, memory_mib: u64, node_memory_mb: u64) -> u32 {
+    match aws.max_nodes_per_instance {
+        Some(max) => max.max(1),
+        None => {
+            let fit = memory_mib / node_memory_mb.max(1);
+            u32::try_from(fit).unwrap_or(u32::MAX).clamp(1, 1000)
+        }
+    }
+}
+
+fn div_ceil(a: u64, b: u64) -> u64 {
+    a.div_ceil(b.max(1))
+}
+
+/// The candidate index of a host named `<zone>-<n>`.
+fn candidate_index(zone: &str, host: &str) -> Option<u64> {
+    host.strip_prefix(zone)?.strip_prefix('-')?.parse().ok()
+}
+
+fn with_candidates(
+    base: &Request,
+    zones: &[String],
+    per_zone: &[u64],
+    memory_mb: u64,
+    max_nodes: u32,
+) -> Request {
+    let mut request = base.clone();
+    request.zones = zones
+        .iter()
+        .zip(per_zone)
+        .map(|(zone, count)| ZoneSpec {
+            name: zone.clone(),
+            hosts: (1..=*count)
+                .map(|n| HostSpec {
+                    name: format!("{zone}-{n}"),
+                    memory_mb,
+                    max_nodes,
+                    rack: None,
+                })
+                .collect(),
+        })
+        .collect();
+    request
+}
+
+/// The planner request for the aws driver: the config's shape, the subnets' zones, and enough
+/// candidate instances per zone for the planner to place every node.
+async fn aws_request(
+    driver: &AwsDriver,
+    args: &ClusterArgs,
+    aws: &AwsArgs,
+    state: Option<&ClusterState>,
+) -> Result<Request, Diagnostics> {
+    let zones = driver.zones().await.map_err(aws_diags)?;
+    let memory = driver.host_memory_mib().await.map_err(aws_diags)?;
+    let cluster = &args.request.cluster;
+    let max_nodes = nodes_per_instance(aws, memory, cluster.node_memory_mb);
+    let total = u64::from(cluster.shards) * (1 + u64::from(cluster.replicas));
+    let zone_count = u64::try_from(zones.len()).unwrap_or(1).max(1);
+    let first_guess = div_ceil(div_ceil(total, zone_count), u64::from(max_nodes)).max(1);
+
+    // Hosts already in state stay candidates, whatever the count, so the planner re-plans
+    // from the placement in state and the cluster code finds their zone.
+    let floor: Vec<u64> = zones
+        .iter()
+        .map(|zone| {
+            state
+                .into_iter()
+                .flat_map(|s| {
+                    s.nodes
+                        .iter()
+                        .map(|n| n.host.as_str())
+                        .chain(s.hosts.iter().map(|h| h.name.as_str()))
+                })
+                .filter_map(|h| candidate_index(zone, h))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+
+    // If the planner finds the first guess too tight (spread or partition constraints can need
+    // more hosts than memory alone), double it, up to one instance per node.
+    let mut per_host_zone = first_guess;
+    loop {
+        let counts: Vec<u64> = floor.iter().map(|f| per_host_zone.max(*f)).collect();
+        let request = with_candidates(&args.request, &zones, &counts, memory, max_nodes);
+        match redisha_planner::plan(&request, None) {
+            Err(PlanError::Infeasible { .. }) if per_host_zone < total.max(1) => {
+                per_host_zone = (per_host_zone * 2).min(total.max(1));
+            }
+            // Feasible, or an error the planner reports the same way on the final request.
+            _ => return Ok(request),
+        }
+    }
+}
+
+/// An aws error as a diagnostic on the attribute it names.
+pub fn aws_diags(e: AwsError) -> Diagnostics {
+    let at = match &e {
+        AwsError::Config { field, .. } => config_path(field),
+        AwsError::SubnetNotFound { index, .. } => {
+            AttrPath::attr("aws").then("subnet_ids").index(*index)
+        }
+        AwsError::MixedVpcs { .. } | AwsError::NoSubnetInZone { .. } => {
+            AttrPath::attr("aws").then("subnet_ids")
+        }
+        AwsError::UnknownInstanceType { .. } => AttrPath::attr("aws").then("instance_type"),
+        AwsError::Timeout { phase, .. } => AttrPath::attr("timeouts").then(phase),
+        _ => AttrPath::root(),
+    };
+    let summary = match &e {
+        AwsError::Api { .. } => "EC2 call failed",
+        AwsError::Timeout { .. } => "Timed out waiting for EC2",
+        _ => "Invalid aws driver setting",
+    };
+    Diagnostic::error(summary, e.to_string()).at(at).into()
+}
+
+/// `aws.subnet_ids[2]`, `aws.max_nodes_per_host`, `timeouts.create` as paths of this resource's
+/// schema. Fields outside it (the provider's `region`, the test address map) point nowhere.
+fn config_path(field: &str) -> AttrPath {
+    let field = match field {
+        "aws.max_nodes_per_host" => "aws.max_nodes_per_instance",
+        "aws.data_volume.size" => "aws.data_volume.size_gb",
+        other => other,
+    };
+    let first = field.split(['.', '[']).next().unwrap_or_default();
+    if !["aws", "name", "timeouts", "redis_config"].contains(&first) {
+        return AttrPath::root();
+    }
+    let mut path = AttrPath::root();
+    for segment in field.split('.') {
+        let (name, index) = match segment.split_once('[') {
+            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<i64>().ok()),
+            None => (segment, None),
+        };
+        path.0.push(PathStep::Attribute(name.to_string()));
+        if let Some(i) = index {
+            path.0.push(PathStep::Index(i));
+        }
+    }
+    path
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_fields_become_attribute_paths() {
+        assert_eq!(
+            config_path("aws.subnet_ids[2]"),
+            AttrPath::attr("aws").then("subnet_ids").index(2)
+        );
+        assert_eq!(
+            config_path("aws.max_nodes_per_host"),
+            AttrPath::attr("aws").then("max_nodes_per_instance")
+        );
+        assert_eq!(
+            config_path("REDISHA_AWS_TEST_ADDRESS_MAP"),
+            AttrPath::root()
+        );
+    }
+
+    #[test]
+    fn candidates_are_numbered_per_zone() {
+        assert_eq!(candidate_index("us-east-1a", "us-east-1a-3"), Some(3));
+        assert_eq!(candidate_index("us-east-1a", "us-east-1ab-3"), None);
+        let base = Request {
+            cluster: redisha_planner::ClusterSpec {
+                shards: 3,
+                replicas: 1,
+                node_memory_mb: 256,
+                spread: Default::default(),
+            },
+            zones: Vec::new(),
+            partitions: Vec::new(),
+        };
+        let r = with_candidates(&base, &["a".into(), "b".into()], &[2, 1], 2048, 8);
+        let names: Vec<_> = r
+            .zones
+            .iter()
+            .flat_map(|z| z.hosts.iter().map(|h| h.name.clone()))
+            .collect();
+        assert_eq!(names, ["a-1", "a-2", "b-1"]);
+    }
+
+    #[test]
+    fn memory_decides_nodes_per_instance_unless_capped() {
+        let mut aws = AwsArgs {
+            subnet_ids: vec!["subnet-1".into()],
+            instance_type: "t3.small".into(),
+            ami: "ami-1".into(),
+            key_name: None,
+            allowed_cidrs: Vec::new(),
+            placement_group: None,
+            max_nodes_per_instance: None,
+            tags: Default::default(),
+            data_volume: None,
+        };
+        assert_eq!(nodes_per_instance(&aws, 2048, 256), 8);
+        assert_eq!(nodes_per_instance(&aws, 1024, 4096), 1);
+        aws.max_nodes_per_instance = Some(2);
+        assert_eq!(nodes_per_instance(&aws, 2048, 256), 2);
     }
 }

@@ -6,6 +6,7 @@
 //! The driver's handles (pids, data dirs, instance ids) travel in the resource's private
 //! state, never in attributes.
 
+pub mod adopt;
 pub mod args;
 pub mod drivers;
 pub mod nodes;
@@ -21,7 +22,8 @@ use tracing::{info, warn};
 
 use crate::diagnostics::{AttrPath, Diagnostic, Diagnostics};
 use crate::framework::{
-    ApplyRequest, ApplyResponse, Context, Imported, PlanRequest, PlanResponse, ReadResponse, Resource,
+    ApplyRequest, ApplyResponse, Context, Imported, PlanRequest, PlanResponse, ReadResponse,
+    Resource,
 };
 use crate::schema::Schema;
 use crate::value::Value;
@@ -77,17 +79,20 @@ fn node_config_of(state: &Value) -> NodeConfig {
 fn planner_diags(e: planner::error::PlanError) -> Diagnostics {
     use planner::error::PlanError as E;
     match e {
-        E::Invalid(v) => v
-            .0
-            .iter()
-            .map(|fe| {
-                let path = crate::data_sources::placement::hcl_path(&fe.path);
-                Diagnostic::error(format!("Invalid {path}"), format!("{path}: {}", fe.message)).at(path)
-            })
-            .collect(),
-        E::Infeasible { constraint, fix } => {
-            Diagnostic::error("No placement meets the constraints", format!("{constraint}\nFix: {fix}")).into()
+        E::Invalid(v) => {
+            v.0.iter()
+                .map(|fe| {
+                    let path = crate::data_sources::placement::hcl_path(&fe.path);
+                    Diagnostic::error(format!("Invalid {path}"), format!("{path}: {}", fe.message))
+                        .at(path)
+                })
+                .collect()
         }
+        E::Infeasible { constraint, fix } => Diagnostic::error(
+            "No placement meets the constraints",
+            format!("{constraint}\nFix: {fix}"),
+        )
+        .into(),
         E::Parse(msg) => Diagnostic::error("Invalid placement request", msg).into(),
     }
 }
@@ -98,7 +103,9 @@ fn cluster_error(summary: &str, e: impl std::fmt::Display) -> Diagnostic {
 
 /// Plans the placement for `request`, re-planning from `prior` so that few nodes move.
 fn place(request: &Request, prior: Option<&ClusterState>) -> Result<planner::Plan, Diagnostics> {
-    let previous: Option<Placement> = prior.map(ClusterState::placement).filter(|p| !p.nodes.is_empty());
+    let previous: Option<Placement> = prior
+        .map(ClusterState::placement)
+        .filter(|p| !p.nodes.is_empty());
     planner::plan(request, previous.as_ref()).map_err(planner_diags)
 }
 
@@ -107,7 +114,12 @@ fn state_value(config: &Value, computed: BTreeMap<String, Value>) -> Value {
     schema::schema().block.fill(config, computed)
 }
 
-fn computed_attrs(name: &str, nodes: Value, endpoints: Value, report: Value) -> BTreeMap<String, Value> {
+fn computed_attrs(
+    name: &str,
+    nodes: Value,
+    endpoints: Value,
+    report: Value,
+) -> BTreeMap<String, Value> {
     BTreeMap::from([
         ("id".to_string(), Value::from(name)),
         ("nodes".to_string(), nodes),
@@ -131,8 +143,9 @@ impl ClusterResource {
             });
         }
         let prior = decode_private(&req.prior_private)?;
+        let imported = prior.as_ref().is_some_and(|p| p.driver == adopt::IMPORTED);
         let mut requires_replace = Vec::new();
-        if !req.prior_state.is_null() {
+        if !req.prior_state.is_null() && !imported {
             for attr in ["name", "local", "aws"] {
                 if req.prior_state.get(attr) != req.config.get(attr) {
                     requires_replace.push(AttrPath::attr(attr));
@@ -157,7 +170,14 @@ impl ClusterResource {
                 diagnostics: Diagnostics::new(),
             });
         };
-        let (driver, request) = drivers::build(ctx, &args).await?;
+        let (driver, request) = drivers::build(ctx, &args, prior.as_ref()).await?;
+        let prior = match prior {
+            Some(p) if imported => {
+                let fresh = place(&request, None)?;
+                Some(adopt::adopt(&p, &request, &fresh.placement, &driver)?)
+            }
+            other => other,
+        };
         let planned = place(&request, prior.as_ref())?;
         let mut diagnostics = Diagnostics::new();
         for w in &planned.warnings {
@@ -167,19 +187,37 @@ impl ClusterResource {
         // What apply needs (binary, free ports, writable data dir), checked before anything starts.
         let empty = ClusterState::new(driver.driver().kind());
         let current = prior.as_ref().unwrap_or(&empty);
-        let op = Operator::with_options(driver.driver(), args.node_config.clone(), op_options(args.timeouts.create));
+        let op = Operator::with_options(
+            driver.driver(),
+            args.node_config.clone(),
+            op_options(args.timeouts.create),
+        );
         if let Err(e) = op.preflight(&request, &planned.placement, current).await {
-            return Err(cluster_error("The cluster cannot be started here", e).at(preflight_path(&args)).into());
+            return Err(cluster_error("The cluster cannot be started here", e)
+                .at(preflight_path(&args))
+                .into());
         }
 
-        let prior_nodes = if replacing { &Value::Null } else { req.prior_state.get("nodes") };
-        let (nodes, endpoints) = nodes::planned(&request, &planned.placement, current, prior_nodes, &driver);
+        let prior_nodes = if replacing {
+            &Value::Null
+        } else {
+            req.prior_state.get("nodes")
+        };
+        let (nodes, endpoints) =
+            nodes::planned(&request, &planned.placement, current, prior_nodes, &driver);
         let report = Value::from(planner::report::render_markdown(&planned.report));
-        let planned_state = state_value(&req.config, computed_attrs(&args.name, nodes, endpoints, report));
+        let planned_state = state_value(
+            &req.config,
+            computed_attrs(&args.name, nodes, endpoints, report),
+        );
         Ok(PlanResponse {
             planned_state,
             requires_replace,
-            planned_private: if replacing { Vec::new() } else { req.prior_private },
+            planned_private: if replacing {
+                Vec::new()
+            } else {
+                req.prior_private
+            },
             diagnostics,
         })
     }
@@ -196,7 +234,9 @@ impl ClusterResource {
             }
         };
         if req.planned_state.is_null() {
-            return self.delete(ctx, &req.prior_state, prior, req.planned_private).await;
+            return self
+                .delete(ctx, &req.prior_state, prior, req.planned_private)
+                .await;
         }
         let args = match Self::args(&req.config).await {
             Ok(Some(a)) => a,
@@ -219,7 +259,7 @@ impl ClusterResource {
                 }
             }
         };
-        let (driver, request) = match drivers::build(ctx, &args).await {
+        let (driver, request) = match drivers::build(ctx, &args, prior.as_ref()).await {
             Ok(b) => b,
             Err(d) => {
                 return ApplyResponse {
@@ -229,17 +269,40 @@ impl ClusterResource {
                 }
             }
         };
+        let prior = match prior {
+            Some(p) if p.driver == adopt::IMPORTED => {
+                let adopted = place(&request, None).and_then(|fresh| {
+                    adopt::adopt(&p, &request, &fresh.placement, &driver).map_err(Diagnostics::from)
+                });
+                match adopted {
+                    Ok(a) => Some(a),
+                    Err(diagnostics) => {
+                        return ApplyResponse {
+                            new_state: req.prior_state,
+                            private: req.planned_private,
+                            diagnostics,
+                        }
+                    }
+                }
+            }
+            other => other,
+        };
         let creating = prior.is_none() || req.prior_state.is_null();
         let mut state = prior.unwrap_or_else(|| ClusterState::new(driver.driver().kind()));
         let result = if creating {
             self.create(&args, &driver, &request, &mut state).await
         } else {
-            self.update(&args, &driver, &request, &req.prior_state, &mut state).await
+            self.update(&args, &driver, &request, &req.prior_state, &mut state)
+                .await
         };
         let private = encode_private(&state);
         match result {
             Ok(report) => {
-                let op = Operator::with_options(driver.driver(), args.node_config.clone(), op_options(args.timeouts.update));
+                let op = Operator::with_options(
+                    driver.driver(),
+                    args.node_config.clone(),
+                    op_options(args.timeouts.update),
+                );
                 let observation = op.observe(&state).await;
                 let (nodes, endpoints) = nodes::observed(&state, &observation);
                 ApplyResponse {
@@ -289,7 +352,11 @@ impl ClusterResource {
         state: &mut ClusterState,
     ) -> Result<String, Diagnostics> {
         let planned = place(request, None)?;
-        let op = Operator::with_options(driver.driver(), args.node_config.clone(), op_options(args.timeouts.create));
+        let op = Operator::with_options(
+            driver.driver(),
+            args.node_config.clone(),
+            op_options(args.timeouts.create),
+        );
         info!(cluster = %args.name, nodes = planned.placement.nodes.len(), "creating cluster");
         op.create(request, &planned.placement, state)
             .await
@@ -309,6 +376,9 @@ impl ClusterResource {
         let timeout = args.timeouts.update;
         let mut op = Operator::with_options(driver.driver(), old_config, op_options(timeout));
 
+        // Hosts whose machine is gone (a terminated instance) leave the state here too, not
+        // only at read, so `apply -refresh=false` also replaces them (see `do_read`).
+        driver.sync_hosts(state).await?;
         // Drift first: every node up, replicas attached, planned masters back in place, so the
         // migration starts from the plan in state.
         let repaired = op
@@ -321,11 +391,15 @@ impl ClusterResource {
         if op.config() != &args.node_config {
             op.reconfigure(state, args.node_config.clone())
                 .await
-                .map_err(|e| Diagnostics::from(cluster_error("Changing the node settings failed", e)))?;
+                .map_err(|e| {
+                    Diagnostics::from(cluster_error("Changing the node settings failed", e))
+                })?;
         }
         let planned = place(request, Some(state))?;
-        let steps = planner::migrate::steps(&state.placement(), &planned.placement)
-            .map_err(|e| Diagnostics::from(cluster_error("No safe migration to the new placement", e)))?;
+        let steps =
+            planner::migrate::steps(&state.placement(), &planned.placement).map_err(|e| {
+                Diagnostics::from(cluster_error("No safe migration to the new placement", e))
+            })?;
         if !steps.is_empty() {
             info!(cluster = %args.name, steps = steps.len(), "migrating");
         }
@@ -335,7 +409,13 @@ impl ClusterResource {
         Ok(planner::report::render_markdown(&planned.report))
     }
 
-    async fn delete(&self, ctx: &Context, prior_state: &Value, prior: Option<ClusterState>, private: Vec<u8>) -> ApplyResponse {
+    async fn delete(
+        &self,
+        ctx: &Context,
+        prior_state: &Value,
+        prior: Option<ClusterState>,
+        private: Vec<u8>,
+    ) -> ApplyResponse {
         let Some(mut state) = prior else {
             return ApplyResponse {
                 new_state: Value::Null,
@@ -343,6 +423,17 @@ impl ClusterResource {
                 diagnostics: Diagnostics::new(),
             };
         };
+        if state.driver == adopt::IMPORTED {
+            return ApplyResponse {
+                new_state: prior_state.clone(),
+                private,
+                diagnostics: Diagnostic::error(
+                    "The imported cluster was never adopted",
+                    "redisha has not taken over these processes yet. Run terraform apply with a configuration that describes the cluster to adopt it (then destroy works), or terraform state rm to forget it and leave it running.",
+                )
+                .into(),
+            };
+        }
         let args = match args::decode(prior_state) {
             Ok(Some(a)) => a,
             _ => {
@@ -357,7 +448,7 @@ impl ClusterResource {
                 }
             }
         };
-        let driver = match drivers::build(ctx, &args).await {
+        let driver = match drivers::build(ctx, &args, Some(&state)).await {
             Ok((d, _)) => d,
             Err(diagnostics) => {
                 return ApplyResponse {
@@ -367,7 +458,25 @@ impl ClusterResource {
                 }
             }
         };
-        let op = Operator::with_options(driver.driver(), args.node_config.clone(), op_options(args.timeouts.delete));
+        if let Some(result) = driver.destroy_all(&mut state).await {
+            return match result {
+                Ok(()) => ApplyResponse {
+                    new_state: Value::Null,
+                    private: Vec::new(),
+                    diagnostics: Diagnostics::new(),
+                },
+                Err(diagnostics) => ApplyResponse {
+                    new_state: prior_state.clone(),
+                    private: encode_private(&state),
+                    diagnostics,
+                },
+            };
+        }
+        let op = Operator::with_options(
+            driver.driver(),
+            args.node_config.clone(),
+            op_options(args.timeouts.delete),
+        );
         let mut diagnostics = Diagnostics::new();
         if let Err(e) = op.destroy(&mut state).await {
             diagnostics.push(cluster_error("Destroying the cluster failed", e));
@@ -396,7 +505,7 @@ impl ClusterResource {
     }
 
     async fn do_read(&self, ctx: &Context, state_value: Value, private: Vec<u8>) -> ReadResponse {
-        let state = match decode_private(&private) {
+        let mut state = match decode_private(&private) {
             Ok(Some(s)) => s,
             Ok(None) => {
                 return ReadResponse {
@@ -423,7 +532,7 @@ impl ClusterResource {
                 }
             }
         };
-        let driver = match drivers::build(ctx, &args).await {
+        let driver = match drivers::build(ctx, &args, Some(&state)).await {
             Ok((d, _)) => d,
             Err(diagnostics) => {
                 return ReadResponse {
@@ -433,7 +542,31 @@ impl ClusterResource {
                 }
             }
         };
-        let op = Operator::with_options(driver.driver(), node_config_of(&state_value), op_options(args.timeouts.update));
+        // A host whose machine vanished (terminated instance) leaves the private state, so
+        // the next apply's `Operator::repair` provisions it again in the same zone (it
+        // re-provisions every planned host missing from state) and restarts its nodes. Its
+        // nodes stay in state and read as `down`: the drift the next plan shows.
+        let private = match driver.sync_hosts(&mut state).await {
+            Ok(gone) if !gone.is_empty() => {
+                for host in &gone {
+                    info!(cluster = %args.name, host = %host, "drift: the host's machine is gone");
+                }
+                encode_private(&state)
+            }
+            Ok(_) => private,
+            Err(diagnostics) => {
+                return ReadResponse {
+                    new_state: state_value,
+                    private,
+                    diagnostics,
+                }
+            }
+        };
+        let op = Operator::with_options(
+            driver.driver(),
+            node_config_of(&state_value),
+            op_options(args.timeouts.update),
+        );
         let observation = op.observe(&state).await;
         for d in observation.drift() {
             info!(cluster = %args.name, drift = %d, "drift");
@@ -507,10 +640,40 @@ impl Resource for ClusterResource {
     }
 
     async fn import(&self, _ctx: &Context, id: &str) -> Result<Vec<Imported>, Diagnostics> {
-        Err(Diagnostic::error(
-            "Import is not supported yet",
-            format!("redisha_cluster cannot adopt {id:?} yet; create the cluster with terraform apply."),
-        )
-        .into())
+        // The id is one node's address; the password, if any, comes from the environment so
+        // that it never appears on a command line.
+        let password = std::env::var("REDISHA_PASSWORD")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .map(Password::new);
+        if redisha_cluster::conn::split_address(id).is_none() {
+            return Err(Diagnostic::error(
+                "Invalid import id",
+                format!("{id:?}: import a cluster by one node's address, host:port (e.g. 127.0.1.1:7000); set REDISHA_PASSWORD if it has a password"),
+            )
+            .into());
+        }
+        let state = redisha_cluster::health::import(id, password.as_ref(), &Options::default())
+            .await
+            .map_err(|e| Diagnostics::from(cluster_error("Cannot import the cluster", e)))?;
+        let (nodes, endpoints) = nodes::recorded(&state);
+        let mut computed = computed_attrs(id, nodes, endpoints, Value::from(""));
+        computed.insert(
+            "password".to_string(),
+            password
+                .as_ref()
+                .map(|p| Value::from(p.expose()))
+                .unwrap_or(Value::Null),
+        );
+        let shards = state
+            .nodes
+            .iter()
+            .filter(|n| n.role == redisha_planner::Role::Master)
+            .count();
+        computed.insert("shards".to_string(), Value::from(shards as u64));
+        Ok(vec![Imported {
+            state: state_value(&Value::Null, computed),
+            private: encode_private(&state),
+        }])
     }
 }

@@ -12,7 +12,14 @@ fn slots_value(slots: &[SlotRange]) -> Value {
     Value::strings(slots.iter().map(|r| format!("{}-{}", r.start, r.end)))
 }
 
-fn node_object(id: Value, n: &Node, address: Value, role: Role, status: &str, slots: &[SlotRange]) -> Value {
+fn node_object(
+    id: Value,
+    n: &Node,
+    address: Value,
+    role: Role,
+    status: &str,
+    slots: &[SlotRange],
+) -> Value {
     Value::object([
         ("id", id),
         ("name", Value::from(n.name.as_str())),
@@ -43,14 +50,21 @@ pub fn planned(
         let existing = prior.node(&n.name);
         let was_up = prior_nodes
             .as_list()
-            .and_then(|l| l.iter().find(|v| v.get("name").as_str() == Some(n.name.as_str())))
+            .and_then(|l| {
+                l.iter()
+                    .find(|v| v.get("name").as_str() == Some(n.name.as_str()))
+            })
             .is_some_and(|v| v.get("status").as_str() == Some("up"));
         let id = match existing {
             Some(e) if was_up && !e.node_id.is_empty() => Value::from(e.node_id.as_str()),
             _ => Value::Unknown,
         };
+        // A node keeps its address while its host is in state; a host taken out of state
+        // (its instance is gone) gets a new machine, whose address is known after apply.
         let address = match existing {
-            Some(e) if !e.handle.ip.is_empty() => Some(e.address()),
+            Some(e) if !e.handle.ip.is_empty() && prior.host(&e.host).is_some() => {
+                Some(e.address())
+            }
             _ => plans.iter().find(|h| h.name == n.host).and_then(|h| {
                 let np = h.nodes.iter().find(|p| p.name == n.name)?;
                 driver.planned_address(h, np)
@@ -69,7 +83,11 @@ pub fn planned(
         node_object(id, n, address, n.role, "up", &n.slots)
     });
     let nodes = Value::list(nodes.collect::<Vec<_>>());
-    let endpoints = if all_known { Value::List(endpoints) } else { Value::Unknown };
+    let endpoints = if all_known {
+        Value::List(endpoints)
+    } else {
+        Value::Unknown
+    };
     (nodes, endpoints)
 }
 
@@ -85,7 +103,10 @@ pub fn observed(state: &ClusterState, observation: &Observation) -> (Value, Valu
         let id = view
             .and_then(|v| v.node_id.clone())
             .unwrap_or_else(|| s.node_id.clone());
-        let role = view.and_then(|v| v.role).filter(|_| alive).unwrap_or(n.role);
+        let role = view
+            .and_then(|v| v.role)
+            .filter(|_| alive)
+            .unwrap_or(n.role);
         let slots: Vec<SlotRange> = match view {
             Some(v) if alive => v.slots.clone(),
             _ => n.slots.clone(),
@@ -100,6 +121,31 @@ pub fn observed(state: &ClusterState, observation: &Observation) -> (Value, Valu
         ))
     });
     let nodes = Value::list(nodes.collect::<Vec<_>>());
-    let endpoints = Value::strings(placement.nodes.iter().filter_map(|n| state.node(&n.name)).map(|s| s.address()));
+    let endpoints = Value::strings(
+        placement
+            .nodes
+            .iter()
+            .filter_map(|n| state.node(&n.name))
+            .map(|s| s.address()),
+    );
+    (nodes, endpoints)
+}
+
+/// The nodes of a state as recorded (an imported cluster, before any read).
+pub fn recorded(state: &ClusterState) -> (Value, Value) {
+    let placement = state.placement();
+    let nodes = placement.nodes.iter().filter_map(|n| {
+        let s = state.node(&n.name)?;
+        Some(node_object(
+            Value::from(s.node_id.as_str()),
+            n,
+            Value::from(s.address()),
+            n.role,
+            "up",
+            &n.slots,
+        ))
+    });
+    let nodes = Value::list(nodes.collect::<Vec<_>>());
+    let endpoints = Value::strings(state.nodes.iter().map(|s| s.address()));
     (nodes, endpoints)
 }

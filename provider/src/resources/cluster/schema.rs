@@ -39,9 +39,10 @@ fn local_block() -> Block {
 }
 
 fn aws_block() -> Block {
-    let volume = Block::new("An encrypted gp3 data volume per instance, mounted as Redis's data directory.")
-        .attribute(Attribute::required("size_gb", Type::Number).describe("Size in GiB."))
-        .attribute(Attribute::optional("encrypted", Type::Bool).describe("Default true."));
+    let volume =
+        Block::new("An encrypted gp3 data volume per instance, mounted as Redis's data directory.")
+            .attribute(Attribute::required("size_gb", Type::Number).describe("Size in GiB."))
+            .attribute(Attribute::optional("encrypted", Type::Bool).describe("Default true."));
     Block::new("Runs every host as an EC2 instance in a subnet of its zone.")
         .attribute(Attribute::required("subnet_ids", Type::list(Type::String)).describe(
             "Subnets to launch into; their availability zones are the cluster's zones (several subnets may share a zone).",

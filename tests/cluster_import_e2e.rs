@@ -89,7 +89,11 @@ fn import_adopts_a_running_cluster() {
         .assert_success("terraform import again");
     // Destroy before adoption would stop processes redisha has not taken over: refused.
     let out = run(&tf, &["destroy", "-auto-approve"]);
-    assert!(!out.success() && out.all().contains("never adopted"), "{}", out.all());
+    assert!(
+        !out.success() && out.all().contains("never adopted"),
+        "{}",
+        out.all()
+    );
     assert_eq!(our_pids(&data_dir).len(), 6);
     run(&tf, &["apply", "-auto-approve"]).assert_success("terraform apply (adopt again)");
 

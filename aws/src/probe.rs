@@ -51,10 +51,13 @@ pub async fn answers(address: &str) -> bool {
 /// Asks the node to shut down (saving if it persists). Returns false if nothing answered.
 pub async fn shutdown(address: &str, password: Option<&str>) -> std::io::Result<bool> {
     let attempt = async {
-        let mut stream = match TcpStream::connect(address).await {
-            Ok(s) => s,
-            Err(_) => return Ok(false),
-        };
+        // An address with no instance behind it (a terminated host) usually drops packets
+        // rather than refusing: give up on the connect quickly and report "nothing answered".
+        let mut stream =
+            match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(address)).await {
+                Ok(Ok(s)) => s,
+                _ => return Ok(false),
+            };
         if let Some(password) = password {
             stream.write_all(&command(&["AUTH", password])).await?;
             let line = first_reply_line(&mut stream).await?;

@@ -179,6 +179,16 @@ impl Operator<'_> {
         let dst = state.require(to)?;
         let (st, dt) = (src.target(), dst.target());
         info!(from, to, %slots, "migrating slots");
+        // A freshly added master says the cluster is down until its rejoin delay has passed,
+        // and until then answers the keys MIGRATE sends it with CLUSTERDOWN.
+        self.poll("the receiving node to report cluster_state:ok", || async {
+            match self.conns.cluster_info(&dt).await {
+                Ok(info) if info.get("cluster_state").map(String::as_str) == Some("ok") => Ok(()),
+                Ok(_) => Err(format!("{to} still reports the cluster down")),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await?;
         // A master that hands over its last slot would turn itself into a replica of the
         // receiver (and its replicas would follow): while a migration may empty a master
         // that later receives slots again, that must not happen. `update` restores it.

@@ -45,6 +45,15 @@ impl Operator<'_> {
             .collect();
         self.provision_hosts(&missing, state).await?;
 
+        // A dead master must not come back as master: without persistence (or with a stale
+        // snapshot) it would restart empty and its replicas would resync from it, losing the
+        // shard's data. Promote the most up-to-date live replica first; the old master then
+        // rejoins as its replica.
+        for name in &dead {
+            self.take_over_from_dead(state, &observation, name, &mut report)
+                .await?;
+        }
+
         for name in &dead {
             let node = state.require(name)?.clone();
             if self.driver.inspect_node(&node.handle).await? != ProcessState::Stopped {
@@ -193,6 +202,79 @@ impl Operator<'_> {
                 )
                 .await?;
         }
+        Ok(())
+    }
+
+    /// If dead node `name` still owns slots in the live nodes' view, promotes the live replica
+    /// of its shard with the highest replication offset (CLUSTER FAILOVER TAKEOVER) and waits
+    /// until the cluster sees it as the slots' owner.
+    async fn take_over_from_dead(
+        &self,
+        state: &ClusterState,
+        observation: &crate::observe::Observation,
+        name: &str,
+        report: &mut RepairReport,
+    ) -> Result<()> {
+        let node = state.require(name)?.clone();
+        if node.node_id.is_empty() {
+            return Ok(());
+        }
+        let live: Vec<ClusterNode> = state
+            .nodes
+            .iter()
+            .filter(|n| n.name != name && observation.node(&n.name).is_some_and(|o| o.view.alive))
+            .cloned()
+            .collect();
+        if self.slots_of_id(&live, &node.node_id).await.is_empty() {
+            return Ok(()); // a replica, or its replica was promoted already
+        }
+        let candidate = live
+            .iter()
+            .filter(|n| n.shard == node.shard)
+            .filter_map(|n| {
+                let o = observation.node(&n.name)?;
+                (o.view.role == Some(Role::Replica)).then_some((o.view.repl_offset.unwrap_or(0), n))
+            })
+            .max_by_key(|(offset, n)| (*offset, std::cmp::Reverse(n.name.clone())))
+            .map(|(_, n)| n.clone());
+        let Some(replica) = candidate else {
+            warn!(node = %name, "a dead master has no live replica; it restarts with what its data dir holds");
+            return Ok(());
+        };
+        info!(node = %replica.name, dead = %name, "promoting the replica of a dead master");
+        let t = replica.target();
+        let _: redis::Value = self
+            .conns
+            .query(
+                &t,
+                redis::cmd("CLUSTER").arg("FAILOVER").arg("TAKEOVER"),
+                "CLUSTER FAILOVER TAKEOVER",
+            )
+            .await?;
+        let dead_id = node.node_id.clone();
+        self.poll(
+            &format!("{} to take over from {name}", replica.name),
+            || {
+                let live = &live;
+                let dead_id = &dead_id;
+                let t = &t;
+                async move {
+                    if !self.slots_of_id(live, dead_id).await.is_empty() {
+                        return Err("the dead master still owns slots".to_string());
+                    }
+                    match self.role_of(t).await {
+                        Ok((Role::Master, _)) => Ok(()),
+                        Ok(_) => Err("still a replica".into()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            },
+        )
+        .await?;
+        report.actions.push(format!(
+            "promoted {} in place of dead master {name}",
+            replica.name
+        ));
         Ok(())
     }
 

@@ -135,7 +135,40 @@ pub async fn import(
         options.connect_timeout,
         options.command_timeout,
     );
-    let lines = discover(&conns, &[address.to_string()]).await?;
+    let mut lines = discover(&conns, &[address.to_string()]).await?;
+    // One node's view of the others' roles can lag gossip (right after a failover): every node
+    // that answers says for itself what it is, whom it replicates and which slots it serves.
+    let views: Vec<Option<NodeView>> = join_all(lines.iter().map(|l| {
+        let conns = &conns;
+        async move {
+            let (ip, port) = split_address(&l.address)?;
+            let v = view_node(conns, &Target::new(&l.id, ip, port)).await;
+            v.alive.then_some(v)
+        }
+    }))
+    .await;
+    for (line, view) in lines.iter_mut().zip(views) {
+        let Some(v) = view else { continue };
+        match v.role {
+            Some(Role::Master) => {
+                line.flags.retain(|f| f != "slave" && f != "replica");
+                if !line.has_flag("master") {
+                    line.flags.push("master".into());
+                }
+                line.master_id = None;
+                line.slots = v.slots;
+            }
+            Some(Role::Replica) => {
+                line.flags.retain(|f| f != "master");
+                if !line.has_flag("slave") {
+                    line.flags.push("slave".into());
+                }
+                line.master_id = v.master_id;
+                line.slots.clear();
+            }
+            None => {}
+        }
+    }
     let mut masters: Vec<&NodeLine> = lines
         .iter()
         .filter(|l| l.is_master() && !l.is_failed())

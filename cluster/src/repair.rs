@@ -377,6 +377,23 @@ impl Operator<'_> {
             },
         )
         .await?;
+        // And the replica refuses while it still flags its master as failing (a node that just
+        // rejoined learns the master's state by gossip).
+        self.poll(
+            &format!("{} to see {} up", node.name, master.name),
+            || async {
+                let view = self
+                    .conns
+                    .cluster_nodes(&t)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match view.iter().find(|l| l.id == master.node_id) {
+                    Some(l) if !l.is_failed() && !l.has_flag("fail?") && l.link_connected => Ok(()),
+                    _ => Err("not yet".into()),
+                }
+            },
+        )
+        .await?;
         let deadline = tokio::time::Instant::now() + self.options.timeout;
         loop {
             info!(node = %node.name, from = %master.name, "failing over");

@@ -299,7 +299,7 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
         .build()
         .expect("runtime");
     let client = rt.block_on(moto.client());
-    let fx = rt.block_on(Fixture::create(&client));
+    let fx = rt.block_on(Fixture::create(&client, &ZONES));
 
     let hosts = hosts();
     let port = free_port(&hosts);

@@ -6,6 +6,8 @@
 //! - [`AwsDriver`]: implements [`redisha_cluster::Driver`], plus `ensure_hosts`,
 //!   `read_hosts` (drift), `destroy` and `host_memory_mib`.
 //! - [`topology()`]: zones and subnets of a VPC.
+//! - `testing` (feature `testing`, for tests only): moto_server, an EC2 client for it and a
+//!   VPC fixture.
 
 pub mod client;
 pub mod driver;
@@ -14,6 +16,8 @@ pub mod instances;
 mod probe;
 pub mod security_group;
 pub mod settings;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod topology;
 pub mod user_data;
 

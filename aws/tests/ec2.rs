@@ -4,7 +4,7 @@
 mod common;
 
 use base64::Engine as _;
-use common::{host, live_instances, Fixture, Moto};
+use common::{host, live_instances, Fixture, FixtureConfig, Moto, SUBNET_ZONES};
 use redisha_aws::{AwsDriver, AwsError, HostStatus};
 use redisha_cluster::{NodeConfig, Password};
 
@@ -28,7 +28,7 @@ fn password_config() -> NodeConfig {
 async fn topology_lists_the_zones_and_subnets_of_a_vpc() {
     let moto = moto_or_skip!();
     let client = moto.client().await;
-    let fx = Fixture::create(&client).await;
+    let fx = Fixture::create(&client, &SUBNET_ZONES).await;
 
     let topo = redisha_aws::topology(&client, &fx.vpc_id).await.unwrap();
     let names: Vec<&str> = topo.zones.iter().map(|z| z.name.as_str()).collect();
@@ -54,7 +54,7 @@ async fn topology_lists_the_zones_and_subnets_of_a_vpc() {
 async fn apply_creates_planned_instances_with_tags_rules_user_data_and_volumes() {
     let moto = moto_or_skip!();
     let client = moto.client().await;
-    let fx = Fixture::create(&client).await;
+    let fx = Fixture::create(&client, &SUBNET_ZONES).await;
     let mut config = fx.config("shop");
     config.allowed_cidrs = vec!["10.9.0.0/16".into()];
     config.tags.insert("team".into(), "payments".into());
@@ -221,7 +221,7 @@ async fn apply_creates_planned_instances_with_tags_rules_user_data_and_volumes()
 async fn a_terminated_instance_is_drift_and_is_replaced_in_its_zone() {
     let moto = moto_or_skip!();
     let client = moto.client().await;
-    let fx = Fixture::create(&client).await;
+    let fx = Fixture::create(&client, &SUBNET_ZONES).await;
     let driver = AwsDriver::with_client(client.clone(), fx.config("drift")).unwrap();
     let plans = vec![
         host("drift-a-0", "us-east-1a", 0, 0, 1),
@@ -272,7 +272,7 @@ async fn a_terminated_instance_is_drift_and_is_replaced_in_its_zone() {
 async fn a_failed_apply_converges_on_the_next_one_without_duplicates() {
     let moto = moto_or_skip!();
     let client = moto.client().await;
-    let fx = Fixture::create(&client).await;
+    let fx = Fixture::create(&client, &SUBNET_ZONES).await;
     let plans = vec![
         host("conv-a-0", "us-east-1a", 0, 0, 1),
         host("conv-b-0", "us-east-1b", 1, 0, 1),
@@ -347,7 +347,7 @@ async fn a_failed_apply_converges_on_the_next_one_without_duplicates() {
 async fn destroy_leaves_no_instance_and_no_group() {
     let moto = moto_or_skip!();
     let client = moto.client().await;
-    let fx = Fixture::create(&client).await;
+    let fx = Fixture::create(&client, &SUBNET_ZONES).await;
     let driver = AwsDriver::with_client(client.clone(), fx.config("gone")).unwrap();
     let plans = vec![
         host("gone-a-0", "us-east-1a", 0, 0, 1),

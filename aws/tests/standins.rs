@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{host, Fixture, Moto};
+use common::{host, Fixture, FixtureConfig, Moto, SUBNET_ZONES};
 use redisha_aws::{AddressOverride, AwsDriver};
 use redisha_cluster::{Driver, NodeConfig, Password};
 
@@ -81,7 +81,7 @@ async fn nodes_of_instances_are_reached_through_their_loopback_stand_ins() {
         return;
     };
     let client = moto.client().await;
-    let fx = Fixture::create(&client).await;
+    let fx = Fixture::create(&client, &SUBNET_ZONES).await;
     let mut config = fx.config("standin");
     config.address_override.insert(
         "standin-a-0".into(),

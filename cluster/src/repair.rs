@@ -129,23 +129,7 @@ impl Operator<'_> {
             match replica {
                 Some(r) => {
                     info!(node = %r.name, "promoting replica of a master that lost its data");
-                    let t = r.target();
-                    let _: redis::Value = self
-                        .conns
-                        .query(
-                            &t,
-                            redis::cmd("CLUSTER").arg("FAILOVER").arg("TAKEOVER"),
-                            "CLUSTER FAILOVER TAKEOVER",
-                        )
-                        .await?;
-                    self.poll(&format!("{} to become master", r.name), || async {
-                        match self.role_of(&t).await {
-                            Ok((Role::Master, _)) => Ok(()),
-                            Ok(_) => Err("still a replica".into()),
-                            Err(e) => Err(e.to_string()),
-                        }
-                    })
-                    .await?;
+                    self.take_over(r, &old_id, &others).await?;
                 }
                 None => {
                     warn!(node = %node.name, "a master without replica lost its data; its slots come back empty")
@@ -242,6 +226,22 @@ impl Operator<'_> {
             return Ok(());
         };
         info!(node = %replica.name, dead = %name, "promoting the replica of a dead master");
+        self.take_over(&replica, &node.node_id, &live).await?;
+        report.actions.push(format!(
+            "promoted {} in place of dead master {name}",
+            replica.name
+        ));
+        Ok(())
+    }
+
+    /// Promotes `replica` without its master's consent (CLUSTER FAILOVER TAKEOVER: the master is
+    /// dead or lost its data) and waits until it is master and no peer sees `old_id` owning slots.
+    async fn take_over(
+        &self,
+        replica: &ClusterNode,
+        old_id: &str,
+        peers: &[ClusterNode],
+    ) -> Result<()> {
         let t = replica.target();
         let _: redis::Value = self
             .conns
@@ -251,31 +251,20 @@ impl Operator<'_> {
                 "CLUSTER FAILOVER TAKEOVER",
             )
             .await?;
-        let dead_id = node.node_id.clone();
-        self.poll(
-            &format!("{} to take over from {name}", replica.name),
-            || {
-                let live = &live;
-                let dead_id = &dead_id;
-                let t = &t;
-                async move {
-                    if !self.slots_of_id(live, dead_id).await.is_empty() {
-                        return Err("the dead master still owns slots".to_string());
-                    }
-                    match self.role_of(t).await {
-                        Ok((Role::Master, _)) => Ok(()),
-                        Ok(_) => Err("still a replica".into()),
-                        Err(e) => Err(e.to_string()),
-                    }
+        self.poll(&format!("{} to take over", replica.name), || {
+            let t = &t;
+            async move {
+                if !self.slots_of_id(peers, old_id).await.is_empty() {
+                    return Err("the old master still owns slots".to_string());
                 }
-            },
-        )
-        .await?;
-        report.actions.push(format!(
-            "promoted {} in place of dead master {name}",
-            replica.name
-        ));
-        Ok(())
+                match self.role_of(t).await {
+                    Ok((Role::Master, _)) => Ok(()),
+                    Ok(_) => Err("still a replica".into()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        })
+        .await
     }
 
     async fn slots_of_id(

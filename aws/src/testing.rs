@@ -1,0 +1,173 @@
+//! Test support shared by this crate's tests and the workspace's end-to-end tests (compiled only
+//! with the `testing` feature, which only dev-dependencies enable): moto_server on a loopback
+//! port (ended by its pid when the guard drops, also when a test fails), an EC2 client against
+//! it, and a VPC with subnets in the zones a test asks for.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::config::Credentials;
+
+use crate::AwsSettings;
+
+pub const REGION: &str = "us-east-1";
+
+/// moto_server, ended by its pid on drop.
+pub struct Moto {
+    child: Child,
+    pub port: u16,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        // Child::kill signals this child's pid only (scripts/moto execs moto_server).
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Moto {
+    /// Starts moto_server via scripts/moto, or returns None (with a message) when .venv has no
+    /// moto, so that a machine without it skips instead of failing. CI installs it.
+    pub fn start() -> Option<Moto> {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/moto");
+        let mut child = Command::new(&script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("scripts/moto runs");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let port: u16 = match line.trim().parse() {
+            Ok(port) => port,
+            Err(_) => {
+                let status = child.wait().expect("scripts/moto exits");
+                if status.code() == Some(3) {
+                    eprintln!("SKIPPED: moto_server is not installed in .venv; run scripts/setup (or .venv/bin/pip install 'moto[server]')");
+                    return None;
+                }
+                panic!("scripts/moto printed no port (exit {status})");
+            }
+        };
+        let moto = Moto { child, port };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "moto_server did not listen on {port} within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(moto)
+    }
+
+    pub fn endpoint(&self) -> String {
+        endpoint_at(self.port)
+    }
+
+    pub fn settings(&self) -> AwsSettings {
+        settings_at(self.port)
+    }
+
+    /// The crate's own client (region, endpoint, retries) with moto's test credentials.
+    pub async fn client(&self) -> aws_sdk_ec2::Client {
+        client_at(self.port).await
+    }
+}
+
+fn endpoint_at(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+fn settings_at(port: u16) -> AwsSettings {
+    AwsSettings {
+        region: REGION.into(),
+        endpoint: Some(endpoint_at(port)),
+        assume_role: None,
+    }
+}
+
+/// An EC2 client for the moto_server on `port` (usable from another thread than the guard's):
+/// the crate's own client with moto's fixed test credentials instead of the machine's
+/// credential chain.
+pub async fn client_at(port: u16) -> aws_sdk_ec2::Client {
+    let client = crate::client(&settings_at(port))
+        .await
+        .expect("client builds");
+    let config = client
+        .config()
+        .to_builder()
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
+        .build();
+    aws_sdk_ec2::Client::from_conf(config)
+}
+
+/// A VPC with one subnet per requested zone, and an AMI moto knows.
+pub struct Fixture {
+    pub vpc_id: String,
+    /// (subnet id, zone), in the order of the zones given to [`Fixture::create`].
+    pub subnets: Vec<(String, String)>,
+    pub ami: String,
+}
+
+impl Fixture {
+    /// Creates the VPC 10.0.0.0/16 and, for the i-th of `zones`, the subnet 10.0.(i+1).0/24 in
+    /// that zone (a zone may repeat).
+    pub async fn create(client: &aws_sdk_ec2::Client, zones: &[&str]) -> Fixture {
+        let vpc = client
+            .create_vpc()
+            .cidr_block("10.0.0.0/16")
+            .send()
+            .await
+            .expect("CreateVpc");
+        let vpc_id = vpc
+            .vpc()
+            .and_then(|v| v.vpc_id())
+            .expect("vpc id")
+            .to_string();
+        let mut subnets = Vec::new();
+        for (i, zone) in zones.iter().enumerate() {
+            let subnet = client
+                .create_subnet()
+                .vpc_id(&vpc_id)
+                .cidr_block(format!("10.0.{}.0/24", i + 1))
+                .availability_zone(*zone)
+                .send()
+                .await
+                .expect("CreateSubnet");
+            let id = subnet
+                .subnet()
+                .and_then(|s| s.subnet_id())
+                .expect("subnet id")
+                .to_string();
+            subnets.push((id, zone.to_string()));
+        }
+        let images = client
+            .describe_images()
+            .owners("amazon")
+            .send()
+            .await
+            .expect("DescribeImages");
+        let ami = images
+            .images()
+            .iter()
+            .filter_map(|i| i.image_id())
+            .next()
+            .expect("moto ships AMIs")
+            .to_string();
+        Fixture {
+            vpc_id,
+            subnets,
+            ami,
+        }
+    }
+
+    pub fn subnet_ids(&self) -> Vec<String> {
+        self.subnets.iter().map(|(id, _)| id.clone()).collect()
+    }
+}

@@ -129,10 +129,6 @@ fn computed_attrs(
 }
 
 impl ClusterResource {
-    async fn args(config: &Value) -> Result<Option<ClusterArgs>, Diagnostics> {
-        args::decode(config)
-    }
-
     async fn do_plan(&self, ctx: &Context, req: PlanRequest) -> Result<PlanResponse, Diagnostics> {
         if req.proposed_new_state.is_null() {
             return Ok(PlanResponse {
@@ -155,7 +151,7 @@ impl ClusterResource {
         let replacing = !requires_replace.is_empty();
         let prior = if replacing { None } else { prior };
 
-        let Some(args) = Self::args(&req.config).await? else {
+        let Some(args) = args::decode(&req.config)? else {
             // Something in the config is only known at apply: so is everything computed.
             let mut computed = BTreeMap::new();
             for a in ["nodes", "endpoints", "placement_report"] {
@@ -238,7 +234,7 @@ impl ClusterResource {
                 .delete(ctx, &req.prior_state, prior, req.planned_private)
                 .await;
         }
-        let args = match Self::args(&req.config).await {
+        let args = match args::decode(&req.config) {
             Ok(Some(a)) => a,
             Ok(None) => {
                 return ApplyResponse {
@@ -317,8 +313,12 @@ impl ClusterResource {
             Err(diags) => {
                 // Keep what exists in state (handles in private), so the next apply continues
                 // and destroy finds every process; attributes stay as they were.
-                let new_state = if req.prior_state.is_null() {
-                    let unknown_free = state_value(
+                // A create that failed part way still records what it started (Terraform
+                // taints it; the replacement's destroy stops those processes first).
+                let nothing_exists = state.nodes.is_empty() && state.hosts.is_empty();
+                let new_state = match (req.prior_state.is_null(), nothing_exists) {
+                    (true, true) => Value::Null,
+                    (true, false) => state_value(
                         &req.config,
                         computed_attrs(
                             &args.name,
@@ -326,14 +326,8 @@ impl ClusterResource {
                             Value::List(Vec::new()),
                             Value::from(""),
                         ),
-                    );
-                    if state.nodes.is_empty() && state.hosts.is_empty() {
-                        Value::Null
-                    } else {
-                        unknown_free
-                    }
-                } else {
-                    req.prior_state
+                    ),
+                    (false, _) => req.prior_state,
                 };
                 ApplyResponse {
                     new_state,
@@ -602,19 +596,15 @@ impl Resource for ClusterResource {
     }
 
     async fn validate(&self, _ctx: &Context, config: &Value) -> Diagnostics {
-        let mut diags = match args::decode(config) {
+        match args::decode(config) {
+            // The planner's own checks on what is known (the placement data source does the same).
+            Ok(Some(a)) if !a.request.zones.is_empty() => match planner::validate(&a.request) {
+                Err(e) => planner_diags(planner::error::PlanError::Invalid(e)),
+                Ok(()) => Diagnostics::new(),
+            },
             Ok(_) => Diagnostics::new(),
-            Err(d) => return d,
-        };
-        // The planner's own checks on what is known (the placement data source does the same).
-        if let Ok(Some(a)) = args::decode(config) {
-            if !a.request.zones.is_empty() {
-                if let Err(e) = planner::validate(&a.request) {
-                    diags.extend(planner_diags(planner::error::PlanError::Invalid(e)));
-                }
-            }
+            Err(d) => d,
         }
-        diags
     }
 
     async fn plan(&self, ctx: &Context, req: PlanRequest) -> PlanResponse {

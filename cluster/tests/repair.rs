@@ -33,6 +33,8 @@ fn config(password: &str) -> NodeConfig {
 }
 
 async fn run(fx: &Fixture) {
+    // Stage marks with times: shown when the test fails, to tell where it got stuck.
+    let t0 = std::time::Instant::now();
     let mut op = Operator::with_options(&fx.driver, config("first-secret"), options());
     let plan = placement(3, 1);
     let mut state = ClusterState::default();
@@ -50,6 +52,7 @@ async fn run(fx: &Fixture) {
         assert!(!String::from_utf8_lossy(&cmdline).contains("first-secret"));
     }
     let pw = Password::new("first-secret");
+    eprintln!("stage: write keys at {:?}", t0.elapsed());
     let con = cluster_client(&state, Some(&pw)).await;
     write_keys(&con, KEYS).await;
 
@@ -75,6 +78,7 @@ async fn run(fx: &Fixture) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    eprintln!("stage: repair after kill at {:?}", t0.elapsed());
     let report = op.repair(&fx.request, &mut state).await.expect("repair");
     assert!(!report.actions.is_empty());
     let seen = op.observe(&state).await;
@@ -89,16 +93,18 @@ async fn run(fx: &Fixture) {
     let lost = state.node(&master_name(1)).expect("s1-m").clone();
     kill9(lost.handle.pid.expect("pid"));
     std::fs::remove_dir_all(lost.handle.data_dir.as_ref().expect("dir")).expect("wipe");
+    eprintln!("stage: repair after data loss at {:?}", t0.elapsed());
     op.repair(&fx.request, &mut state)
         .await
         .expect("repair after data loss");
     let seen = op.observe(&state).await;
     assert!(seen.drift().is_empty(), "{:?}", seen.drift());
     assert_ne!(state.node(&lost.name).expect("s1-m").node_id, lost.node_id);
-    let con = cluster_client(&state, Some(&pw)).await;
-    let missing = missing_keys(&con, KEYS).await;
+    eprintln!("stage: read keys after data loss at {:?}", t0.elapsed());
+    let missing = missing_keys(&state, Some(&pw), KEYS).await;
     assert!(missing.is_empty(), "{} keys lost", missing.len());
 
+    eprintln!("stage: password change at {:?}", t0.elapsed());
     // Rolling password change.
     op.reconfigure(&state, config("second-secret"))
         .await
@@ -122,10 +128,10 @@ async fn run(fx: &Fixture) {
             std::fs::read_to_string(n.handle.config_file.as_ref().expect("conf")).expect("read");
         assert!(text.contains("second-secret") && !text.contains("first-secret"));
     }
-    let con = cluster_client(&state, Some(&new_pw)).await;
-    let missing = missing_keys(&con, KEYS).await;
+    let missing = missing_keys(&state, Some(&new_pw), KEYS).await;
     assert!(missing.is_empty(), "{} keys lost", missing.len());
 
+    eprintln!("stage: redis_config at {:?}", t0.elapsed());
     // redis_config: a setting redis takes live, then one that needs a rolling restart.
     let mut live = config("second-secret");
     live.redis_config
@@ -145,14 +151,14 @@ async fn run(fx: &Fixture) {
             std::fs::read_to_string(n.handle.config_file.as_ref().expect("conf")).expect("read");
         assert!(text.contains("maxmemory-policy allkeys-lru") && text.contains("io-threads 2"));
     }
-    let con = cluster_client(&state, Some(&new_pw)).await;
-    let missing = missing_keys(&con, KEYS).await;
+    let missing = missing_keys(&state, Some(&new_pw), KEYS).await;
     assert!(
         missing.is_empty(),
         "{} keys lost in the rolling restart",
         missing.len()
     );
 
+    eprintln!("stage: import at {:?}", t0.elapsed());
     // Import adopts the same cluster from one address.
     let imported = import(&addresses[0], Some(&new_pw), &options())
         .await

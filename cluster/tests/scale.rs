@@ -68,8 +68,7 @@ async fn run(fx: &Fixture) {
         let view = &observed.node(&m.name).expect("observed").view;
         assert_eq!(view.slots, m.slots, "slots of {}", m.name);
     }
-    let con = cluster_client(&state, Some(&pw)).await;
-    let missing = missing_keys(&con, KEYS).await;
+    let missing = missing_keys(&state, Some(&pw), KEYS).await;
     assert!(
         missing.is_empty(),
         "{} keys lost scaling out",
@@ -104,8 +103,7 @@ async fn run(fx: &Fixture) {
             h.name
         );
     }
-    let con = cluster_client(&state, Some(&pw)).await;
-    let missing = missing_keys(&con, KEYS).await;
+    let missing = missing_keys(&state, Some(&pw), KEYS).await;
     assert!(missing.is_empty(), "{} keys lost scaling in", missing.len());
 
     // One more replica per shard.

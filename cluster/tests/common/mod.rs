@@ -274,25 +274,38 @@ pub async fn write_keys(con: &redis::cluster_async::ClusterConnection, n: usize)
 }
 
 /// Every key that was written, read back through the cluster client; returns the missing.
-pub async fn missing_keys(con: &redis::cluster_async::ClusterConnection, n: usize) -> Vec<String> {
-    let values: Vec<(usize, redis::RedisResult<Option<String>>)> = stream::iter(0..n)
+/// The keys among `key(0..n)` that cannot be read back with their value. A cluster client that
+/// got stuck refreshing its slot map after a topology change (seen with the redis crate's
+/// cluster client right after a failover) would report every key missing though the cluster
+/// serves them all; like an application would, retry the missing ones on a fresh client.
+pub async fn missing_keys(
+    state: &ClusterState,
+    password: Option<&Password>,
+    n: usize,
+) -> Vec<String> {
+    let mut missing: Vec<usize> = (0..n).collect();
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        match tokio::time::timeout(Duration::from_secs(10), cluster_client(state, password)).await {
+            Ok(con) => missing = unreadable(&con, &missing).await,
+            Err(_) => eprintln!("cluster client did not connect in 10 s; trying a fresh one"),
+        }
+        if missing.is_empty() {
+            break;
+        }
+    }
+    missing.into_iter().map(key).collect()
+}
+
+async fn unreadable(con: &redis::cluster_async::ClusterConnection, which: &[usize]) -> Vec<usize> {
+    let values: Vec<(usize, Option<String>)> = stream::iter(which.iter().copied())
         .map(|i| {
             let mut con = con.clone();
             async move {
-                // The cluster client follows MOVED/ASK; bound each read and retry so a
-                // client stuck refreshing its slot map shows up as a missing key, not a hang.
-                let mut last = Err(redis::RedisError::from((
-                    redis::ErrorKind::IoError,
-                    "timeout",
-                )));
-                for _ in 0..3 {
-                    match tokio::time::timeout(Duration::from_secs(5), con.get(key(i))).await {
-                        Ok(Ok(v)) => return (i, Ok(v)),
-                        Ok(Err(e)) => last = Err(e),
-                        Err(_) => {}
-                    }
-                }
-                (i, last)
+                let v = tokio::time::timeout(Duration::from_secs(2), con.get(key(i))).await;
+                (i, v.ok().and_then(|r| r.ok()).flatten())
             }
         })
         .buffer_unordered(64)
@@ -300,10 +313,8 @@ pub async fn missing_keys(con: &redis::cluster_async::ClusterConnection, n: usiz
         .await;
     values
         .into_iter()
-        .filter(|(i, v)| {
-            v.as_ref().ok().and_then(|v| v.as_deref()) != Some(format!("value-{i}").as_str())
-        })
-        .map(|(i, _)| key(i))
+        .filter(|(i, v)| v.as_deref() != Some(format!("value-{i}").as_str()))
+        .map(|(i, _)| i)
         .collect()
 }
 

@@ -345,19 +345,7 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
         "one instance per planned host: {seen:?}"
     );
     assert_eq!(live.len(), 6, "{seen:?}");
-    let groups = rt
-        .block_on(
-            client
-                .describe_security_groups()
-                .filters(
-                    aws_sdk_ec2::types::Filter::builder()
-                        .name("group-name")
-                        .values(format!("redisha-{CLUSTER}"))
-                        .build(),
-                )
-                .send(),
-        )
-        .expect("DescribeSecurityGroups");
+    let groups = rt.block_on(cluster_groups(&client));
     let group = groups
         .security_groups()
         .first()
@@ -586,21 +574,26 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
         seen.iter().all(|i| !i.is_live()),
         "live instances after destroy: {seen:?}"
     );
-    let groups = rt
-        .block_on(
-            client
-                .describe_security_groups()
-                .filters(
-                    aws_sdk_ec2::types::Filter::builder()
-                        .name("group-name")
-                        .values(format!("redisha-{CLUSTER}"))
-                        .build(),
-                )
-                .send(),
-        )
-        .expect("DescribeSecurityGroups");
+    let groups = rt.block_on(cluster_groups(&client));
     assert!(
         groups.security_groups().is_empty(),
         "the security group is deleted: {groups:?}"
     );
+}
+
+/// The cluster's security groups, as EC2 (moto) lists them.
+async fn cluster_groups(
+    client: &aws_sdk_ec2::Client,
+) -> aws_sdk_ec2::operation::describe_security_groups::DescribeSecurityGroupsOutput {
+    client
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("group-name")
+                .values(format!("redisha-{CLUSTER}"))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("DescribeSecurityGroups")
 }

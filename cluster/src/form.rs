@@ -111,16 +111,7 @@ impl Operator<'_> {
             jobs.push(async move {
                 info!(node = %node.name, host = %host.name, "starting node");
                 let started = self.driver.start_node(&handle, node, &self.config).await?;
-                Ok::<_, ClusterError>(ClusterNode {
-                    name: planned.name.clone(),
-                    shard: planned.shard,
-                    role: planned.role,
-                    zone: planned.zone.clone(),
-                    host: planned.host.clone(),
-                    slots: planned.slots.clone(),
-                    node_id: String::new(),
-                    handle: started,
-                })
+                Ok::<_, ClusterError>(ClusterNode::planned(&planned, String::new(), started))
             });
         }
         let mut first_error = None;

@@ -212,6 +212,18 @@ impl LocalDriver {
         })
     }
 
+    /// The handle of a node this driver's layout says runs on `host` (an adopted cluster),
+    /// with its pid if its redis-server runs with our config file.
+    pub fn existing_handle(
+        &self,
+        host: &HostHandle,
+        node: &NodePlan,
+    ) -> Result<NodeHandle, DriverError> {
+        let mut handle = self.handle_for(host, node)?;
+        handle.pid = self.running_pid(&handle);
+        Ok(handle)
+    }
+
     /// The pid of the node's redis-server if it runs: from the handle or the pidfile, and only
     /// if /proc says that pid runs with our config file.
     fn running_pid(&self, handle: &NodeHandle) -> Option<u32> {

@@ -35,6 +35,20 @@ pub struct ClusterNode {
 }
 
 impl ClusterNode {
+    /// A node where the plan puts it, with what exists for it.
+    pub fn planned(node: &Node, node_id: String, handle: NodeHandle) -> Self {
+        ClusterNode {
+            name: node.name.clone(),
+            shard: node.shard,
+            role: node.role,
+            zone: node.zone.clone(),
+            host: node.host.clone(),
+            slots: node.slots.clone(),
+            node_id,
+            handle,
+        }
+    }
+
     pub fn target(&self) -> Target {
         Target::new(&self.name, &self.handle.ip, self.handle.port)
     }

@@ -5,7 +5,7 @@
 //! that names the node and what differs, because guessing here could cost data.
 
 use redisha_cluster::state::host_plans;
-use redisha_cluster::{ClusterNode, ClusterState, HostHandle, NodeHandle};
+use redisha_cluster::{ClusterNode, ClusterState, HostHandle};
 use redisha_planner::{Placement, Request, Role};
 
 use crate::diagnostics::Diagnostic;
@@ -88,29 +88,18 @@ pub fn adopt(
                 )));
             }
             matched.push(address.clone());
-            let dir = local.config().data_dir.join(&planned.name);
-            let pid = std::fs::read_to_string(dir.join("redis.pid"))
-                .ok()
-                .and_then(|s| s.trim().parse().ok());
-            state.nodes.push(ClusterNode {
-                name: planned.name.clone(),
-                shard: planned.shard,
-                role: planned.role,
-                zone: planned.zone.clone(),
-                host: planned.host.clone(),
-                slots: planned.slots.clone(),
-                node_id: running.node_id.clone(),
-                handle: NodeHandle {
-                    name: planned.name.clone(),
-                    host: planned.host.clone(),
-                    ip: ip.clone(),
-                    port,
-                    index_on_host: np.index_on_host,
-                    pid,
-                    config_file: Some(dir.join("redis.conf")),
-                    data_dir: Some(dir),
-                },
-            });
+            let host = state
+                .hosts
+                .last()
+                .ok_or_else(|| mismatch(format!("host {} was not recorded", h.name)))?;
+            let handle = local
+                .existing_handle(host, np)
+                .map_err(|e| mismatch(e.to_string()))?;
+            state.nodes.push(ClusterNode::planned(
+                planned,
+                running.node_id.clone(),
+                handle,
+            ));
         }
     }
     if let Some(extra) = imported

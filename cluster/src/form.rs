@@ -59,12 +59,14 @@ impl Operator<'_> {
         state.driver = self.driver.kind().to_string();
         let hosts = host_plans(request, placement, state)?;
         self.provision_hosts(&hosts, state).await?;
+        self.checkpoint("create.hosts_provisioned")?;
         let wanted: Vec<(HostPlan, NodePlan)> = hosts
             .iter()
             .flat_map(|h| h.nodes.iter().map(move |n| (h.clone(), n.clone())))
             .collect();
         self.start_nodes(placement, &wanted, state).await?;
-        self.fetch_node_ids(state).await
+        self.fetch_node_ids(state).await?;
+        self.checkpoint("create.nodes_started")
     }
 
     pub(crate) async fn provision_hosts(
@@ -206,9 +208,12 @@ impl Operator<'_> {
             .await
             .into_iter()
             .collect::<Result<Vec<_>>>()?;
+        self.checkpoint("form.slots_assigned")?;
 
         self.wait_all_known(state).await?;
+        self.checkpoint("form.nodes_met")?;
         self.attach_planned_replicas(state).await?;
+        self.checkpoint("form.replicas_attached")?;
         let converged = self.wait_converged(state).await;
         let timeout = self.config.node_timeout_ms();
         let restore = state.nodes.iter().map(|n| {

@@ -23,7 +23,7 @@ pub use driver::{
 };
 pub use error::ClusterError;
 pub use local::{LocalConfig, LocalDriver};
-pub use ops::{Operator, Options};
+pub use ops::{Cancel, Operator, Options};
 pub use secret::Password;
 pub use state::{ClusterNode, ClusterState};
 pub mod health;

@@ -29,6 +29,7 @@ impl Operator<'_> {
         for (i, step) in steps.iter().enumerate() {
             info!(step = i + 1, of = steps.len(), ?step, "migration step");
             self.run_step(request, target, step, state).await?;
+            self.checkpoint("migrate.step")?;
         }
         if migrates {
             self.set_replica_migration(state, self.replica_migration_setting())

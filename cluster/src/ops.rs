@@ -2,6 +2,8 @@
 //! waiting helpers every operation uses (poll tightly, bounded by `Options::timeout`).
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -27,6 +29,23 @@ pub struct Options {
     pub migrate_parallel_slots: usize,
     /// MIGRATE's own timeout.
     pub migrate_timeout: Duration,
+    /// Set when the user asked to stop (Terraform's StopProvider, Ctrl-C): operations return
+    /// `ClusterError::Cancelled` at their next checkpoint, a point where the cluster is
+    /// consistent and the next apply resumes.
+    pub cancel: Cancel,
+}
+
+/// A shared stop flag. Cloning shares it.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 impl Default for Options {
@@ -39,6 +58,7 @@ impl Default for Options {
             migrate_batch: 1000,
             migrate_parallel_slots: 4,
             migrate_timeout: Duration::from_secs(10),
+            cancel: Cancel::default(),
         }
     }
 }
@@ -78,6 +98,18 @@ impl<'a> Operator<'a> {
 
     pub fn options(&self) -> &Options {
         &self.options
+    }
+
+    /// A safe point of a long operation: everything before it is complete and recorded in
+    /// the cluster, so stopping here leaves nothing half done. Logs `checkpoint = name` (the
+    /// crash-injection tests kill the provider on these lines) and returns
+    /// `ClusterError::Cancelled` when the user asked to stop.
+    pub fn checkpoint(&self, name: &'static str) -> Result<()> {
+        tracing::debug!(checkpoint = name, "checkpoint");
+        if self.options.cancel.is_cancelled() {
+            return Err(ClusterError::Cancelled { at: name });
+        }
+        Ok(())
     }
 
     /// Polls `check` until it returns Ok, or fails with its last complaint at the timeout.

@@ -138,6 +138,7 @@ impl Operator<'_> {
                 self.restart_node(state, replica).await?;
                 self.wait_synced(&replica.target(), &master.target())
                     .await?;
+                self.checkpoint("rolling.node_restarted")?;
             }
             match others.first() {
                 Some(stand_in) => {
@@ -145,6 +146,7 @@ impl Operator<'_> {
                     self.restart_node(state, &master).await?;
                     self.wait_synced(&master.target(), &stand_in.target())
                         .await?;
+                    self.checkpoint("rolling.node_restarted")?;
                 }
                 None => {
                     warn!(

@@ -476,10 +476,27 @@ impl Cluster {
             .collect()
     }
 
+    /// Whether terraform.tfstate holds private state for the cluster resource. Terraform
+    /// itself drops it when the provider dies during ApplyResourceChange: it keeps the prior
+    /// attributes but takes the (absent) response's private state.
+    pub fn has_private_state(&self) -> bool {
+        let path = self.tf.path().join("terraform.tfstate");
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let state: Json = serde_json::from_str(&text).unwrap_or(Json::Null);
+        state["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| r["type"] == "redisha_cluster")
+            .flat_map(|r| r["instances"].as_array().into_iter().flatten())
+            .any(|i| i.get("private").is_some())
+    }
+
     /// Removes the cluster resource's private state (the driver's handles) from
     /// terraform.tfstate, as a hand-edited or restored state file would be, and bumps `serial`.
+    /// Returns whether there was any.
     #[track_caller]
-    pub fn drop_private_state(&self) {
+    pub fn drop_private_state(&self) -> bool {
         let path = self.tf.path().join("terraform.tfstate");
         let text = std::fs::read_to_string(&path).expect("terraform.tfstate");
         let mut state: Json = serde_json::from_str(&text).expect("terraform.tfstate is JSON");
@@ -494,10 +511,10 @@ impl Cluster {
                 }
             }
         }
-        assert!(
-            dropped > 0,
-            "terraform.tfstate holds no private state to drop:\n{text}"
-        );
+        if dropped == 0 {
+            self.stage("no private state in terraform.tfstate to drop");
+            return false;
+        }
         let serial = state["serial"].as_u64().expect("serial");
         state["serial"] = Json::from(serial + 1);
         std::fs::write(
@@ -506,6 +523,7 @@ impl Cluster {
         )
         .expect("write terraform.tfstate");
         self.stage("private state dropped from terraform.tfstate");
+        true
     }
 
     fn outputs(&self) -> serde_json::Map<String, Json> {

@@ -65,12 +65,18 @@ pub fn split_address(address: &str) -> Option<(String, u16)> {
 }
 
 /// A cache of multiplexed connections by address, shared by concurrent tasks.
+///
+/// It knows every password the nodes may accept, the configured one first: while a password
+/// rotation is under way (or was cut short by a killed provider) some nodes accept only the
+/// old one. A connection authenticates with the first that works and remembers it per node.
 #[derive(Clone)]
 pub struct Conns {
-    password: Option<Password>,
+    passwords: Vec<Option<Password>>,
     connect_timeout: Duration,
     response_timeout: Duration,
     cache: Arc<Mutex<HashMap<String, MultiplexedConnection>>>,
+    /// The index into `passwords` each node (by address) accepted last.
+    accepted: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl Conns {
@@ -80,20 +86,50 @@ impl Conns {
         response_timeout: Duration,
     ) -> Self {
         Conns {
-            password,
+            passwords: vec![password],
             connect_timeout,
             response_timeout,
             cache: Default::default(),
+            accepted: Default::default(),
         }
     }
 
+    /// The configured password (the one new nodes and config files get).
     pub fn password(&self) -> Option<&Password> {
-        self.password.as_ref()
+        self.passwords.first().and_then(Option::as_ref)
+    }
+
+    /// The password `target` accepted when last connected (the configured one if unknown):
+    /// what MIGRATE must send to it.
+    pub async fn password_for(&self, target: &Target) -> Option<Password> {
+        let i = self
+            .accepted
+            .lock()
+            .await
+            .get(&target.address())
+            .copied()
+            .unwrap_or(0);
+        self.passwords.get(i).cloned().flatten()
     }
 
     pub fn set_password(&mut self, password: Option<Password>) {
-        self.password = password;
+        self.set_passwords(vec![password]);
+    }
+
+    /// Every password nodes may accept, the configured one first; duplicates are dropped.
+    pub fn set_passwords(&mut self, candidates: Vec<Option<Password>>) {
+        let mut passwords: Vec<Option<Password>> = Vec::new();
+        for c in candidates {
+            if !passwords.contains(&c) {
+                passwords.push(c);
+            }
+        }
+        if passwords.is_empty() {
+            passwords.push(None);
+        }
+        self.passwords = passwords;
         self.cache = Default::default();
+        self.accepted = Default::default();
     }
 
     /// Forgets a cached connection (after an error, or when a node restarted).
@@ -106,24 +142,55 @@ impl Conns {
         if let Some(c) = self.cache.lock().await.get(&key) {
             return Ok(c.clone());
         }
+        let first = self.accepted.lock().await.get(&key).copied().unwrap_or(0);
+        let order = std::iter::once(first).chain((0..self.passwords.len()).filter(|i| *i != first));
+        let mut last_error = None;
+        for i in order {
+            match self.connect(target, self.passwords[i].as_ref()).await {
+                Ok(con) => {
+                    self.accepted.lock().await.insert(key.clone(), i);
+                    self.cache.lock().await.insert(key, con.clone());
+                    return Ok(con);
+                }
+                // Another known password may be the one this node accepts.
+                Err(e) if is_auth_error(&e) => last_error = Some(e),
+                Err(e) => return Err(target.err("connect", e)),
+            }
+        }
+        Err(target.err(
+            "connect",
+            last_error.unwrap_or_else(|| {
+                redis::RedisError::from((redis::ErrorKind::AuthenticationFailed, "no password to try"))
+            }),
+        ))
+    }
+
+    /// One authenticated connection; a PING proves the password (a node that requires one
+    /// answers NOAUTH to a connection made without).
+    async fn connect(
+        &self,
+        target: &Target,
+        password: Option<&Password>,
+    ) -> redis::RedisResult<MultiplexedConnection> {
         let info = ConnectionInfo {
             addr: ConnectionAddr::Tcp(target.ip.clone(), target.port),
             redis: RedisConnectionInfo {
                 db: 0,
                 username: None,
-                password: self.password.as_ref().map(|p| p.expose().to_string()),
+                password: password.map(|p| p.expose().to_string()),
                 ..Default::default()
             },
         };
-        let client = Client::open(info).map_err(|e| target.err("connect", e))?;
+        let client = Client::open(info)?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(self.connect_timeout)
             .set_response_timeout(self.response_timeout);
-        let con = client
+        let mut con = client
             .get_multiplexed_async_connection_with_config(&config)
-            .await
-            .map_err(|e| target.err("connect", e))?;
-        self.cache.lock().await.insert(key, con.clone());
+            .await?;
+        if password.is_none() {
+            redis::cmd("PING").query_async::<()>(&mut con).await?;
+        }
         Ok(con)
     }
 
@@ -185,6 +252,14 @@ impl Conns {
             .await?;
         parse_cluster_nodes(&text).map_err(|d| target.protocol("CLUSTER NODES", d))
     }
+}
+
+/// Whether redis refused the credentials (as opposed to being unreachable or busy).
+pub fn is_auth_error(e: &redis::RedisError) -> bool {
+    if e.kind() == redis::ErrorKind::AuthenticationFailed {
+        return true;
+    }
+    matches!(e.code(), Some("WRONGPASS" | "NOAUTH"))
 }
 
 /// `key:value` lines of INFO / CLUSTER INFO.

@@ -29,6 +29,10 @@ impl Operator<'_> {
         for (i, step) in steps.iter().enumerate() {
             info!(step = i + 1, of = steps.len(), ?step, "migration step");
             self.run_step(request, target, step, state).await?;
+            state.apply_step(step);
+            if matches!(step, Step::Failover { .. }) {
+                self.record_nodes(state).await?;
+            }
             self.checkpoint("migrate.step")?;
         }
         if migrates {
@@ -36,6 +40,7 @@ impl Operator<'_> {
                 .await?;
         }
         state.adopt_plan(target);
+        self.record_nodes(state).await?;
         self.wait_converged(state).await
     }
 
@@ -126,6 +131,9 @@ impl Operator<'_> {
         if state.node(name).is_some() {
             return Ok(());
         }
+        let planned = target
+            .node(name)
+            .ok_or_else(|| ClusterError::Plan(format!("node {name:?} is not in the placement")))?;
         let (zone_index, host_index, zone) = locate_host(request, host)?;
         let plan = HostPlan {
             name: host.to_string(),
@@ -135,6 +143,8 @@ impl Operator<'_> {
             nodes: vec![NodePlan {
                 name: name.to_string(),
                 index_on_host: state.free_index_on(host),
+                shard: planned.shard,
+                role: planned.role,
             }],
         };
         let existing: Vec<_> = state.nodes.iter().map(|n| n.handle.clone()).collect();
@@ -294,6 +304,8 @@ impl Operator<'_> {
         let batch = self.options.migrate_batch.max(1);
         let timeout_ms =
             u64::try_from(self.options.migrate_timeout.as_millis()).unwrap_or(u64::MAX);
+        // The destination's password, which during a rotation may still be the old one.
+        let dst_password = self.conns.password_for(dst).await;
         while !slots.is_empty() {
             let mut list = redis::pipe();
             for s in &slots {
@@ -320,7 +332,7 @@ impl Operator<'_> {
                     .arg(0)
                     .arg(timeout_ms)
                     .arg("REPLACE");
-                if let Some(p) = self.conns.password() {
+                if let Some(p) = &dst_password {
                     cmd.arg("AUTH2").arg("default").arg(p.expose());
                 }
                 cmd.arg("KEYS");

@@ -12,7 +12,11 @@ use redisha_planner::Role;
 use crate::conn::{Conns, Target};
 use crate::driver::{Driver, NodeConfig};
 use crate::error::{ClusterError, Result};
+use crate::secret::Password;
 use crate::state::ClusterState;
+
+/// The longest pause between two polls of a condition.
+const MAX_POLL_PAUSE: Duration = Duration::from_millis(200);
 
 /// Timeouts and batch sizes.
 #[derive(Debug, Clone)]
@@ -33,6 +37,9 @@ pub struct Options {
     /// `ClusterError::Cancelled` at their next checkpoint, a point where the cluster is
     /// consistent and the next apply resumes.
     pub cancel: Cancel,
+    /// Lets repair restart a failed master that has no live replica and no append-only file
+    /// (it comes back with its last snapshot at best). Off: such a repair is refused.
+    pub allow_data_loss: bool,
 }
 
 /// A shared stop flag. Cloning shares it.
@@ -59,6 +66,7 @@ impl Default for Options {
             migrate_parallel_slots: 4,
             migrate_timeout: Duration::from_secs(10),
             cancel: Cancel::default(),
+            allow_data_loss: false,
         }
     }
 }
@@ -92,6 +100,14 @@ impl<'a> Operator<'a> {
         }
     }
 
+    /// Other passwords nodes may accept besides the configured one (the one the state was
+    /// applied with, while a rotation is unfinished): connections try each in turn.
+    pub fn also_accept(&mut self, passwords: impl IntoIterator<Item = Option<Password>>) {
+        let mut all = vec![self.config.password.clone()];
+        all.extend(passwords);
+        self.conns.set_passwords(all);
+    }
+
     pub fn config(&self) -> &NodeConfig {
         &self.config
     }
@@ -119,6 +135,7 @@ impl<'a> Operator<'a> {
         Fut: Future<Output = std::result::Result<T, String>>,
     {
         let deadline = Instant::now() + self.options.timeout;
+        let mut pause = self.options.poll_interval;
         loop {
             match check().await {
                 Ok(v) => return Ok(v),
@@ -128,7 +145,10 @@ impl<'a> Operator<'a> {
                         waiting_for: vec![format!("{what}: {why}")],
                     })
                 }
-                Err(_) => tokio::time::sleep(self.options.poll_interval).await,
+                Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause = self.backoff(pause);
+                }
             }
         }
     }
@@ -140,6 +160,7 @@ impl<'a> Operator<'a> {
         let expected = targets.len();
         let deadline = Instant::now() + self.options.timeout;
         let mut last_report = Instant::now();
+        let mut pause = self.options.poll_interval;
         loop {
             let problems: Vec<String> = join_all(
                 targets
@@ -163,8 +184,15 @@ impl<'a> Operator<'a> {
                 tracing::debug!(?problems, "waiting for the cluster to converge");
                 last_report = Instant::now();
             }
-            tokio::time::sleep(self.options.poll_interval).await;
+            tokio::time::sleep(pause).await;
+            pause = self.backoff(pause);
         }
+    }
+
+    /// The next pause of a wait: doubling from `poll_interval` up to `MAX_POLL_PAUSE`, so a
+    /// short wait stays quick and a long one does not hammer the nodes.
+    pub(crate) fn backoff(&self, pause: Duration) -> Duration {
+        (pause * 2).min(MAX_POLL_PAUSE.max(self.options.poll_interval))
     }
 
     async fn convergence_problem(&self, t: &Target, expected: usize) -> Option<String> {

@@ -29,6 +29,7 @@ pub use state::{ClusterNode, ClusterState};
 pub mod health;
 pub mod migrate_exec;
 pub mod observe;
+pub mod open_slots;
 pub mod repair;
 pub mod rolling;
 

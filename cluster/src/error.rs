@@ -31,11 +31,15 @@ pub enum ClusterError {
     },
     #[error("plan: {0}")]
     Plan(String),
-    #[error("stopped on request at {at}; the cluster is consistent there and the next apply resumes")]
+    #[error(
+        "stopped on request at {at}; the cluster is consistent there and the next apply resumes"
+    )]
     Cancelled { at: &'static str },
     #[error("{}", unverified_message(.0))]
     Unverified(Vec<Unverified>),
-    #[error("{what} would lose data: {why}. redisha refuses; set allow_data_loss = true to accept it")]
+    #[error(
+        "{what} would lose data: {why}. redisha refuses; set allow_data_loss = true to accept it"
+    )]
     WouldLoseData { what: String, why: String },
     #[error("no node answered at {0}")]
     Unreachable(String),

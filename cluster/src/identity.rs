@@ -85,7 +85,10 @@ pub fn new_cluster_id() -> std::io::Result<String> {
 
 /// Whether `id` has the form `new_cluster_id` makes (it names directories and tags).
 pub fn is_cluster_id(id: &str) -> bool {
-    id.len() == 16 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    id.len() == 16
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Whether `pid` is still a running provider process (a reused pid running something else

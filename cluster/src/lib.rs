@@ -31,6 +31,7 @@ pub use state::{ClusterNode, ClusterState};
 pub mod health;
 pub mod migrate_exec;
 pub mod observe;
+pub mod open_slots;
 pub mod recover;
 pub mod repair;
 pub mod rolling;

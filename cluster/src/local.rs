@@ -132,8 +132,9 @@ impl LocalDriver {
         let legacy = self.config.data_dir.join(name);
         match &self.cluster {
             // A node of an older state keeps its directory once claimed (its record names us).
-            Some((id, _)) if read_json::<NodeRecord>(&legacy.join(NODE_RECORD_FILE))
-                .is_some_and(|r| &r.cluster_id == id) =>
+            Some((id, _))
+                if read_json::<NodeRecord>(&legacy.join(NODE_RECORD_FILE))
+                    .is_some_and(|r| &r.cluster_id == id) =>
             {
                 Ok(legacy)
             }

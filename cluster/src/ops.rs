@@ -29,10 +29,22 @@ pub struct Options {
     pub poll_interval: Duration,
     /// Keys moved per MIGRATE.
     pub migrate_batch: usize,
+    /// Bytes (as MEMORY USAGE counts them) moved per MIGRATE: bounds how long one MIGRATE
+    /// blocks the two nodes, whatever the key sizes.
+    pub migrate_batch_bytes: u64,
+    /// Keys bigger than this are copied piece by piece instead of with one MIGRATE, which
+    /// would block both nodes for the whole key (about 2.4 s for a 144 MB hash here, more
+    /// on a busy machine: past `cluster-node-timeout` that means a failover).
+    pub migrate_big_key_bytes: u64,
+    /// Attempts of a migration round that failed with a transient error (IOERR, timeout,
+    /// TRYAGAIN, a dropped connection), with doubling pauses between them.
+    pub migrate_attempts: u32,
     /// Slots migrated at the same time between one pair of masters.
     pub migrate_parallel_slots: usize,
     /// MIGRATE's own timeout.
     pub migrate_timeout: Duration,
+    /// How often a running migration logs its progress.
+    pub progress_interval: Duration,
     /// Set when the user asked to stop (Terraform's StopProvider, Ctrl-C): operations return
     /// `ClusterError::Cancelled` at their next checkpoint, a point where the cluster is
     /// consistent and the next apply resumes.
@@ -63,8 +75,12 @@ impl Default for Options {
             command_timeout: Duration::from_secs(15),
             poll_interval: Duration::from_millis(20),
             migrate_batch: 1000,
+            migrate_batch_bytes: 8 << 20,
+            migrate_big_key_bytes: 16 << 20,
+            migrate_attempts: 5,
             migrate_parallel_slots: 4,
             migrate_timeout: Duration::from_secs(10),
+            progress_interval: Duration::from_secs(5),
             cancel: Cancel::default(),
             allow_data_loss: false,
         }

@@ -30,7 +30,11 @@ impl Operator<'_> {
                 // known to be gone too: only then is it proven not to exist.
                 let names: BTreeSet<&str> = found.iter().map(|(h, _)| h.name.as_str()).collect();
                 let mut gone = BTreeSet::new();
-                for n in state.nodes.iter().filter(|n| !names.contains(n.name.as_str())) {
+                for n in state
+                    .nodes
+                    .iter()
+                    .filter(|n| !names.contains(n.name.as_str()))
+                {
                     if self.driver.inspect_node(&n.handle).await? == ProcessState::Stopped {
                         gone.insert(n.name.clone());
                     }
@@ -141,7 +145,11 @@ fn merge_discovered(
 
 /// Node ids from each node's own line; a node that answers with another id than the state's
 /// lost its data (repair replaces the old identity), so a known id is kept.
-fn fill_node_ids(state: &mut ClusterState, views: &[(String, Vec<NodeLine>)], notes: &mut Vec<String>) {
+fn fill_node_ids(
+    state: &mut ClusterState,
+    views: &[(String, Vec<NodeLine>)],
+    notes: &mut Vec<String>,
+) {
     for (name, view) in views {
         let Some(me) = view.iter().find(|l| l.is_myself()) else {
             continue;

@@ -62,9 +62,15 @@ fn proven_failed(state: &ClusterState, observation: &Observation) -> Result<Vec<
 /// A reader's words for why a node did not answer (the raw error follows).
 pub fn describe_cause(error: &str) -> String {
     let lower = error.to_ascii_lowercase();
-    let what = if ["wrongpass", "noauth", "authentication", "invalid password", "username-password"]
-        .iter()
-        .any(|k| lower.contains(k))
+    let what = if [
+        "wrongpass",
+        "noauth",
+        "authentication",
+        "invalid password",
+        "username-password",
+    ]
+    .iter()
+    .any(|k| lower.contains(k))
     {
         "authentication failed with every password redisha knows (the configured one and the one in state)"
     } else if lower.contains("busy") {
@@ -184,7 +190,12 @@ impl Operator<'_> {
         dead: &[String],
     ) -> Result<()> {
         if self.options.allow_data_loss
-            || self.config.redis_config.get("appendonly").map(String::as_str) == Some("yes")
+            || self
+                .config
+                .redis_config
+                .get("appendonly")
+                .map(String::as_str)
+                == Some("yes")
         {
             return Ok(());
         }

@@ -65,7 +65,10 @@ impl Operator<'_> {
             info!("removing the cluster password");
             self.config_set_all(
                 state,
-                &[("masterauth".into(), String::new()), ("requirepass".into(), String::new())],
+                &[
+                    ("masterauth".into(), String::new()),
+                    ("requirepass".into(), String::new()),
+                ],
                 "CONFIG SET requirepass",
             )
             .await?;
@@ -77,8 +80,12 @@ impl Operator<'_> {
         self.conns
             .set_passwords(vec![Some(new_pw.clone()), old.clone()]);
         info!("changing the cluster password: every node accepts the new one as well");
-        self.acl_all(state, &format!(">{}", new_pw.expose()), "ACL SETUSER default >new")
-            .await?;
+        self.acl_all(
+            state,
+            &format!(">{}", new_pw.expose()),
+            "ACL SETUSER default >new",
+        )
+        .await?;
         self.checkpoint("password.new_accepted")?;
         info!("changing the cluster password: replication and config files use the new one");
         self.config_set_all(
@@ -91,8 +98,12 @@ impl Operator<'_> {
         self.checkpoint("password.masterauth_set")?;
         if let Some(old) = old.filter(|o| o != &new_pw) {
             info!("changing the cluster password: the old one is removed");
-            self.acl_all(state, &format!("<{}", old.expose()), "ACL SETUSER default <old")
-                .await?;
+            self.acl_all(
+                state,
+                &format!("<{}", old.expose()),
+                "ACL SETUSER default <old",
+            )
+            .await?;
         }
         self.conns.set_password(Some(new_pw));
         self.checkpoint("password.old_removed")?;
@@ -120,15 +131,15 @@ impl Operator<'_> {
                 // Redis quotes the rule, password included, in its error: never pass it on.
                 Err(ClusterError::Redis { source, .. }) => Err(n.target().protocol(
                     what,
-                    format!(
-                        "refused ({})",
-                        source.code().unwrap_or("connection error")
-                    ),
+                    format!("refused ({})", source.code().unwrap_or("connection error")),
                 )),
                 Err(e) => Err(e),
             }
         });
-        join_all(jobs).await.into_iter().collect::<Result<Vec<_>>>()?;
+        join_all(jobs)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
         Ok(())
     }
 

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::conn::Target;
 use crate::driver::{HostHandle, HostPlan, NodeHandle, NodePlan};
-use crate::identity::NodeRecord;
 use crate::error::{ClusterError, Result};
+use crate::identity::NodeRecord;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ClusterState {
@@ -177,7 +177,11 @@ impl ClusterState {
                     .collect();
                 for n in self.nodes.iter_mut().filter(|n| n.shard == shard) {
                     let promoted = &n.name == node;
-                    n.role = if promoted { Role::Master } else { Role::Replica };
+                    n.role = if promoted {
+                        Role::Master
+                    } else {
+                        Role::Replica
+                    };
                     n.slots = if promoted { slots.clone() } else { Vec::new() };
                 }
             }

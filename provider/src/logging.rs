@@ -107,11 +107,16 @@ pub fn init() {
     // Our own crates' events (the operator's progress and data-loss warnings live in
     // redisha_cluster and redisha_aws); h2/hyper/aws-sdk internals are noise at debug level.
     let level = level.parse::<Level>().unwrap_or(Level::INFO);
-    let filter = ["terraform_provider_redisha", "redisha_cluster", "redisha_aws", "redisha_planner"]
-        .into_iter()
-        .fold(tracing_subscriber::filter::Targets::new(), |f, target| {
-            f.with_target(target, level)
-        });
+    let filter = [
+        "terraform_provider_redisha",
+        "redisha_cluster",
+        "redisha_aws",
+        "redisha_planner",
+    ]
+    .into_iter()
+    .fold(tracing_subscriber::filter::Targets::new(), |f, target| {
+        f.with_target(target, level)
+    });
     let _ = tracing_subscriber::registry()
         .with(HclogLayer.with_filter(filter))
         .try_init();

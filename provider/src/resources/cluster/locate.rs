@@ -79,11 +79,12 @@ pub async fn resumable_create(
     driver: &BuiltDriver,
     args: &ClusterArgs,
 ) -> Result<Option<ClusterRecord>, Diagnostics> {
-    let found = driver
-        .driver()
-        .find_clusters()
-        .await
-        .map_err(|e| Diagnostics::from(Diagnostic::error("Cannot look for existing clusters", e.to_string())))?;
+    let found = driver.driver().find_clusters().await.map_err(|e| {
+        Diagnostics::from(Diagnostic::error(
+            "Cannot look for existing clusters",
+            e.to_string(),
+        ))
+    })?;
     let mut resumable = None;
     for record in found.into_iter().filter(|r| r.name == args.name) {
         if record.status == ClusterStatus::Ready {
@@ -150,11 +151,12 @@ pub async fn for_create(
     let driver = driver.for_cluster(&id, &args.name)?;
     if write {
         let record = ClusterRecord::new(&id, &args.name, ClusterStatus::Creating);
-        driver
-            .driver()
-            .record_cluster(&record)
-            .await
-            .map_err(|e| Diagnostics::from(Diagnostic::error("Cannot record the cluster", e.to_string()).at(data_dir_path(args))))?;
+        driver.driver().record_cluster(&record).await.map_err(|e| {
+            Diagnostics::from(
+                Diagnostic::error("Cannot record the cluster", e.to_string())
+                    .at(data_dir_path(args)),
+            )
+        })?;
     }
     let mut state = ClusterState::new(driver.driver().kind());
     state.cluster_id = id;
@@ -168,10 +170,12 @@ pub async fn for_create(
             None,
             options(ctx, args.timeouts.create, args.allow_data_loss),
         );
-        notes = op
-            .recover(&mut state)
-            .await
-            .map_err(|e| Diagnostics::from(Diagnostic::error("Cannot read the interrupted create", e.to_string())))?;
+        notes = op.recover(&mut state).await.map_err(|e| {
+            Diagnostics::from(Diagnostic::error(
+                "Cannot read the interrupted create",
+                e.to_string(),
+            ))
+        })?;
         notes.insert(
             0,
             format!(
@@ -265,9 +269,9 @@ pub async fn existing(
     let notes = if state.cluster_id.is_empty() {
         Vec::new()
     } else {
-        op.recover(&mut state)
-            .await
-            .map_err(|e| Diagnostics::from(Diagnostic::error("Cannot read the cluster", e.to_string())))?
+        op.recover(&mut state).await.map_err(|e| {
+            Diagnostics::from(Diagnostic::error("Cannot read the cluster", e.to_string()))
+        })?
     };
     drop(op);
     Ok(Located {
@@ -281,13 +285,18 @@ pub async fn existing(
 /// Records a fresh id on the cluster and on every node of an older state.
 async fn claim(driver: &BuiltDriver, state: &ClusterState) -> Result<(), Diagnostics> {
     let record = ClusterRecord::new(&state.cluster_id, &state.name, ClusterStatus::Ready);
-    driver
-        .driver()
-        .record_cluster(&record)
-        .await
-        .map_err(|e| Diagnostics::from(Diagnostic::error("Cannot record the cluster", e.to_string())))?;
+    driver.driver().record_cluster(&record).await.map_err(|e| {
+        Diagnostics::from(Diagnostic::error(
+            "Cannot record the cluster",
+            e.to_string(),
+        ))
+    })?;
     for n in &state.nodes {
-        if let Err(e) = driver.driver().record_node(&n.handle, &state.record_of(n)).await {
+        if let Err(e) = driver
+            .driver()
+            .record_node(&n.handle, &state.record_of(n))
+            .await
+        {
             warn!(node = %n.name, error = %e, "cannot record the cluster id on the node");
         }
     }

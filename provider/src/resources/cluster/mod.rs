@@ -173,7 +173,10 @@ impl ClusterResource {
         let mut diagnostics = Diagnostics::new();
         let located = if creating {
             let (located, _) = locate::for_create(ctx, &args, false).await?;
-            diagnostics.extend(note_warnings("Resuming an interrupted create", &located.notes));
+            diagnostics.extend(note_warnings(
+                "Resuming an interrupted create",
+                &located.notes,
+            ));
             located
         } else {
             let prior_config = node_config_of(&req.prior_state);
@@ -293,7 +296,8 @@ impl ClusterResource {
         let result = if creating {
             self.create(ctx, &args, &mut located).await
         } else {
-            self.update(ctx, &args, &req.prior_state, &mut located).await
+            self.update(ctx, &args, &req.prior_state, &mut located)
+                .await
         };
         let Located { driver, state, .. } = located;
         let private = private::encode(&state);
@@ -371,11 +375,8 @@ impl ClusterResource {
         op.create(&located.request, &planned.placement, &mut located.state)
             .await
             .map_err(|e| Diagnostics::from(cluster_error("Creating the cluster failed", e)))?;
-        let record = ClusterRecord::new(
-            &located.state.cluster_id,
-            &args.name,
-            ClusterStatus::Ready,
-        );
+        let record =
+            ClusterRecord::new(&located.state.cluster_id, &args.name, ClusterStatus::Ready);
         located
             .driver
             .driver()
@@ -412,10 +413,12 @@ impl ClusterResource {
         // only at read, so `apply -refresh=false` also replaces them (see `do_read`).
         driver.sync_hosts(state).await?;
         // Half-moved slots first: nothing may fail over while a slot is open.
-        let finished = op
-            .finish_open_slots(state)
-            .await
-            .map_err(|e| Diagnostics::from(cluster_error("Finishing an interrupted migration failed", e)))?;
+        let finished = op.finish_open_slots(state).await.map_err(|e| {
+            Diagnostics::from(cluster_error(
+                "Finishing an interrupted migration failed",
+                e,
+            ))
+        })?;
         for action in &finished {
             info!(cluster = %args.name, %action, "open slots");
         }
@@ -551,13 +554,12 @@ impl ClusterResource {
     }
 
     async fn do_read(&self, ctx: &Context, state_value: Value, private: Vec<u8>) -> ReadResponse {
-        let unchanged = |state_value: Value, private: Vec<u8>, diagnostics: Diagnostics| {
-            ReadResponse {
+        let unchanged =
+            |state_value: Value, private: Vec<u8>, diagnostics: Diagnostics| ReadResponse {
                 new_state: state_value,
                 private,
                 diagnostics,
-            }
-        };
+            };
         let cached = private::decode(&private);
         if cached.is_none() && state_value.get("cluster_id").as_str().is_none() {
             return unchanged(state_value, private, Diagnostics::new());
@@ -692,13 +694,7 @@ impl Resource for ClusterResource {
             .await
             .map_err(|e| Diagnostics::from(cluster_error("Cannot import the cluster", e)))?;
         let (nodes, endpoints) = nodes::recorded(&state);
-        let mut computed = computed_attrs(
-            id,
-            id_value(&state),
-            nodes,
-            endpoints,
-            Value::from(""),
-        );
+        let mut computed = computed_attrs(id, id_value(&state), nodes, endpoints, Value::from(""));
         computed.insert(
             "password".to_string(),
             password

@@ -166,9 +166,9 @@ fn fill_node_ids(
     }
 }
 
-/// Each shard's planned master takes the slots the shard serves now. Nodes' own lines are
-/// authoritative; a shard none of whose nodes answers keeps what another node's view says it
-/// serves, or else what the state said.
+/// Each shard's planned master takes the slots the shard serves now. A master's own line is
+/// authoritative; for a shard with no answering master (it failed, and no replica took over
+/// yet) the freshest view of the others says what its master serves.
 fn take_live_slots(
     state: &mut ClusterState,
     views: &[(String, Vec<NodeLine>)],
@@ -180,15 +180,15 @@ fn take_live_slots(
         let (Some(me), Some(node)) = (view.iter().find(|l| l.is_myself()), state.node(name)) else {
             continue;
         };
-        answered.insert(node.shard);
         if me.is_master() {
+            answered.insert(node.shard);
             served
                 .entry(node.shard)
                 .or_default()
                 .extend(me.slots.iter().flat_map(|r| r.start..=r.end));
         }
     }
-    // Shards with no answering node: what the freshest other view says their ids serve.
+    // Shards with no answering master: what the freshest other view says their ids serve.
     let freshest = views
         .iter()
         .max_by_key(|(_, v)| v.iter().map(|l| l.config_epoch).max().unwrap_or(0));

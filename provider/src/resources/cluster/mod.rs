@@ -112,9 +112,10 @@ fn computed_attrs(
     ])
 }
 
+/// The `cluster_id` attribute: null for a cluster that has none yet (an import not adopted).
 fn id_value(state: &ClusterState) -> Value {
     if state.cluster_id.is_empty() {
-        Value::Unknown
+        Value::Null
     } else {
         Value::from(state.cluster_id.as_str())
     }
@@ -212,9 +213,23 @@ impl ClusterResource {
             &driver,
             &args,
             args.node_config.password.clone(),
-            None,
+            node_config_of(&req.prior_state).password,
             locate::options(ctx, args.timeouts.create, args.allow_data_loss),
         );
+        if !creating {
+            // Slots a killed apply left half-moved: apply finishes them before anything else.
+            let open: Vec<String> = op
+                .open_slots(&current)
+                .await
+                .map_err(|e| Diagnostics::from(cluster_error("Cannot read the open slots", e)))?
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            diagnostics.extend(note_warnings(
+                "Apply resumes an interrupted migration",
+                &open,
+            ));
+        }
         if let Err(e) = op.preflight(&request, &planned.placement, &current).await {
             return Err(cluster_error("The cluster cannot be started here", e)
                 .at(preflight_path(&args))
@@ -229,9 +244,14 @@ impl ClusterResource {
         let (nodes, endpoints) =
             nodes::planned(&request, &planned.placement, &current, prior_nodes, &driver);
         let report = Value::from(planner::report::render_markdown(&planned.report));
+        // A new cluster (or one of an older state) gets its id at apply.
+        let planned_id = match id_value(&current) {
+            Value::Null => Value::Unknown,
+            known => known,
+        };
         let planned_state = state_value(
             &req.config,
-            computed_attrs(&args.name, id_value(&current), nodes, endpoints, report),
+            computed_attrs(&args.name, planned_id, nodes, endpoints, report),
         );
         Ok(PlanResponse {
             planned_state,

@@ -17,6 +17,16 @@ const OCTET: u8 = 90;
 const BASE_PORT: u16 = 7600;
 const KEYS: usize = 10_000;
 
+/// A node's directory: `<data_dir>/<cluster id>/<node>/`.
+fn node_dir(data_dir: &std::path::Path, node: &str) -> std::path::PathBuf {
+    std::fs::read_dir(data_dir)
+        .expect("data dir")
+        .flatten()
+        .map(|e| e.path().join(node))
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| panic!("no directory for node {node} under {}", data_dir.display()))
+}
+
 fn tf_vars(password: &str, shards: u32, replicas: u32) -> Vec<String> {
     vec![
         format!("-var=password={password}"),
@@ -242,7 +252,7 @@ fn local_cluster_lifecycle() {
         .expect("a master")
         .clone();
     let name = victim["name"].as_str().expect("name");
-    let pid: u32 = std::fs::read_to_string(data_dir.join(name).join("redis.pid"))
+    let pid: u32 = std::fs::read_to_string(node_dir(&data_dir, name).join("redis.pid"))
         .expect("pidfile")
         .trim()
         .parse()
@@ -315,18 +325,27 @@ fn local_cluster_lifecycle() {
         }
     });
     assert!(refused, "the old password still works");
-    for entry in std::fs::read_dir(&data_dir).expect("data dir").flatten() {
-        let conf = entry.path().join("redis.conf");
-        if let Ok(meta) = std::fs::metadata(&conf) {
-            use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                meta.permissions().mode() & 0o777,
-                0o600,
-                "{} is not 0600",
-                conf.display()
-            );
+    let mut configs = 0;
+    for cluster in std::fs::read_dir(&data_dir).expect("data dir").flatten() {
+        for entry in std::fs::read_dir(cluster.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let conf = entry.path().join("redis.conf");
+            if let Ok(meta) = std::fs::metadata(&conf) {
+                use std::os::unix::fs::PermissionsExt;
+                assert_eq!(
+                    meta.permissions().mode() & 0o777,
+                    0o600,
+                    "{} is not 0600",
+                    conf.display()
+                );
+                configs += 1;
+            }
         }
     }
+    assert_eq!(configs, 9, "every node's config file was checked");
 
     // Destroy: no process, no data dir left.
     let mut destroy_now = vec![

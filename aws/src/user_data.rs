@@ -185,10 +185,14 @@ mod tests {
                 NodePlan {
                     name: "n0".into(),
                     index_on_host: 0,
+                    shard: 0,
+                    role: redisha_planner::Role::Master,
                 },
                 NodePlan {
                     name: "n1".into(),
                     index_on_host: 1,
+                    shard: 0,
+                    role: redisha_planner::Role::Master,
                 },
             ],
         }

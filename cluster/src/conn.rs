@@ -65,12 +65,23 @@ pub fn split_address(address: &str) -> Option<(String, u16)> {
 }
 
 /// A cache of multiplexed connections by address, shared by concurrent tasks.
+///
+/// It knows every password the nodes may accept, the configured one first: while a password
+/// rotation is under way (or was cut short by a killed provider) some nodes accept only the
+/// old one. A connection authenticates with the first that works and remembers it per node.
+///
+/// Connections carry no response timeout of their own: every call applies its own bound
+/// (`query`/`pipe` the default command timeout, `query_within`/`pipe_within` a longer one for
+/// commands such as MIGRATE whose reply legitimately takes longer), so one connection serves
+/// both kinds.
 #[derive(Clone)]
 pub struct Conns {
-    password: Option<Password>,
+    passwords: Vec<Option<Password>>,
     connect_timeout: Duration,
     response_timeout: Duration,
     cache: Arc<Mutex<HashMap<String, MultiplexedConnection>>>,
+    /// The index into `passwords` each node (by address) accepted last.
+    accepted: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl Conns {
@@ -80,20 +91,50 @@ impl Conns {
         response_timeout: Duration,
     ) -> Self {
         Conns {
-            password,
+            passwords: vec![password],
             connect_timeout,
             response_timeout,
             cache: Default::default(),
+            accepted: Default::default(),
         }
     }
 
+    /// The configured password (the one new nodes and config files get).
     pub fn password(&self) -> Option<&Password> {
-        self.password.as_ref()
+        self.passwords.first().and_then(Option::as_ref)
+    }
+
+    /// The password `target` accepted when last connected (the configured one if unknown):
+    /// what MIGRATE must send to it.
+    pub async fn password_for(&self, target: &Target) -> Option<Password> {
+        let i = self
+            .accepted
+            .lock()
+            .await
+            .get(&target.address())
+            .copied()
+            .unwrap_or(0);
+        self.passwords.get(i).cloned().flatten()
     }
 
     pub fn set_password(&mut self, password: Option<Password>) {
-        self.password = password;
+        self.set_passwords(vec![password]);
+    }
+
+    /// Every password nodes may accept, the configured one first; duplicates are dropped.
+    pub fn set_passwords(&mut self, candidates: Vec<Option<Password>>) {
+        let mut passwords: Vec<Option<Password>> = Vec::new();
+        for c in candidates {
+            if !passwords.contains(&c) {
+                passwords.push(c);
+            }
+        }
+        if passwords.is_empty() {
+            passwords.push(None);
+        }
+        self.passwords = passwords;
         self.cache = Default::default();
+        self.accepted = Default::default();
     }
 
     /// Forgets a cached connection (after an error, or when a node restarted).
@@ -101,68 +142,155 @@ impl Conns {
         self.cache.lock().await.remove(&target.address());
     }
 
+    /// The default bound of one command's (or pipeline's) reply.
+    pub fn response_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+
     pub async fn get(&self, target: &Target) -> Result<MultiplexedConnection> {
         let key = target.address();
         if let Some(c) = self.cache.lock().await.get(&key) {
             return Ok(c.clone());
         }
+        let con = self.open(target).await?;
+        self.cache.lock().await.insert(key, con.clone());
+        Ok(con)
+    }
+
+    /// A new connection that nobody else uses: for per-connection state such as WATCH.
+    pub async fn dedicated(&self, target: &Target) -> Result<MultiplexedConnection> {
+        self.open(target).await
+    }
+
+    /// A connection authenticated with the first known password the node accepts.
+    async fn open(&self, target: &Target) -> Result<MultiplexedConnection> {
+        let key = target.address();
+        let first = self.accepted.lock().await.get(&key).copied().unwrap_or(0);
+        let order = std::iter::once(first).chain((0..self.passwords.len()).filter(|i| *i != first));
+        let mut last_error = None;
+        for i in order {
+            match self.connect(target, self.passwords[i].as_ref()).await {
+                Ok(con) => {
+                    self.accepted.lock().await.insert(key, i);
+                    return Ok(con);
+                }
+                // Another known password may be the one this node accepts.
+                Err(e) if is_auth_error(&e) => last_error = Some(e),
+                Err(e) => return Err(target.err("connect", e)),
+            }
+        }
+        Err(target.err(
+            "connect",
+            last_error.unwrap_or_else(|| {
+                redis::RedisError::from((
+                    redis::ErrorKind::AuthenticationFailed,
+                    "no password to try",
+                ))
+            }),
+        ))
+    }
+
+    /// One connection with `password`; a PING proves it when there is none (a node that
+    /// requires one answers NOAUTH to a connection made without).
+    async fn connect(
+        &self,
+        target: &Target,
+        password: Option<&Password>,
+    ) -> redis::RedisResult<MultiplexedConnection> {
         let info = ConnectionInfo {
             addr: ConnectionAddr::Tcp(target.ip.clone(), target.port),
             redis: RedisConnectionInfo {
                 db: 0,
                 username: None,
-                password: self.password.as_ref().map(|p| p.expose().to_string()),
+                password: password.map(|p| p.expose().to_string()),
                 ..Default::default()
             },
         };
-        let client = Client::open(info).map_err(|e| target.err("connect", e))?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(self.connect_timeout)
-            .set_response_timeout(self.response_timeout);
-        let con = client
-            .get_multiplexed_async_connection_with_config(&config)
+        let client = Client::open(info)?;
+        let config = AsyncConnectionConfig::new().set_connection_timeout(self.connect_timeout);
+        let mut con = tokio::time::timeout(
+            self.connect_timeout,
+            client.get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+        .map_err(|_| timed_out(self.connect_timeout))??;
+        if password.is_none() {
+            tokio::time::timeout(
+                self.response_timeout,
+                redis::cmd("PING").query_async::<()>(&mut con),
+            )
             .await
-            .map_err(|e| target.err("connect", e))?;
-        self.cache.lock().await.insert(key, con.clone());
+            .map_err(|_| timed_out(self.response_timeout))??;
+        }
         Ok(con)
     }
 
-    /// Runs one command on a node; a failed connection is dropped from the cache.
+    /// Runs one command on a node within the default response timeout; a failed connection
+    /// is dropped from the cache.
     pub async fn query<T: redis::FromRedisValue>(
         &self,
         target: &Target,
         cmd: &redis::Cmd,
         action: &str,
     ) -> Result<T> {
-        let mut con = self.get(target).await?;
-        match cmd.query_async(&mut con).await {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-                    self.drop_conn(target).await;
-                }
-                Err(target.err(action, e))
-            }
-        }
+        self.query_within(target, cmd, action, self.response_timeout)
+            .await
     }
 
-    /// Runs a pipeline on a node (one round trip).
+    /// Runs one command whose reply may take up to `timeout`.
+    pub async fn query_within<T: redis::FromRedisValue>(
+        &self,
+        target: &Target,
+        cmd: &redis::Cmd,
+        action: &str,
+        timeout: Duration,
+    ) -> Result<T> {
+        let mut con = self.get(target).await?;
+        let reply = tokio::time::timeout(timeout, cmd.query_async(&mut con)).await;
+        self.settle(target, action, timeout, reply).await
+    }
+
+    /// Runs a pipeline on a node (one round trip) within the default response timeout.
     pub async fn pipe<T: redis::FromRedisValue>(
         &self,
         target: &Target,
         pipe: &redis::Pipeline,
         action: &str,
     ) -> Result<T> {
+        self.pipe_within(target, pipe, action, self.response_timeout)
+            .await
+    }
+
+    /// Runs a pipeline whose last reply may take up to `timeout`.
+    pub async fn pipe_within<T: redis::FromRedisValue>(
+        &self,
+        target: &Target,
+        pipe: &redis::Pipeline,
+        action: &str,
+        timeout: Duration,
+    ) -> Result<T> {
         let mut con = self.get(target).await?;
-        match pipe.query_async(&mut con).await {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
-                    self.drop_conn(target).await;
-                }
-                Err(target.err(action, e))
-            }
+        let reply = tokio::time::timeout(timeout, pipe.query_async(&mut con)).await;
+        self.settle(target, action, timeout, reply).await
+    }
+
+    async fn settle<T>(
+        &self,
+        target: &Target,
+        action: &str,
+        timeout: Duration,
+        reply: std::result::Result<redis::RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T> {
+        let e = match reply {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => e,
+            Err(_) => timed_out(timeout),
+        };
+        // The connection may still owe a reply or be broken: never reuse it.
+        if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+            self.drop_conn(target).await;
         }
+        Err(target.err(action, e))
     }
 
     pub async fn info(&self, target: &Target, section: &str) -> Result<HashMap<String, String>> {
@@ -187,6 +315,21 @@ impl Conns {
     }
 }
 
+/// Whether redis refused the credentials (as opposed to being unreachable or busy).
+pub fn is_auth_error(e: &redis::RedisError) -> bool {
+    if e.kind() == redis::ErrorKind::AuthenticationFailed {
+        return true;
+    }
+    matches!(e.code(), Some("WRONGPASS" | "NOAUTH"))
+}
+
+fn timed_out(after: Duration) -> redis::RedisError {
+    redis::RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("no reply within {after:?}"),
+    ))
+}
+
 /// `key:value` lines of INFO / CLUSTER INFO.
 pub fn parse_info(text: &str) -> HashMap<String, String> {
     text.lines()
@@ -208,6 +351,18 @@ pub struct NodeLine {
     pub config_epoch: u64,
     pub link_connected: bool,
     pub slots: Vec<SlotRange>,
+    /// `[slot->-id]`: slots this node hands to node `id` (only on the myself line).
+    pub migrating: Vec<SlotMark>,
+    /// `[slot-<-id]`: slots this node takes from node `id` (only on the myself line).
+    pub importing: Vec<SlotMark>,
+}
+
+/// A half-moved slot as one side of the move records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotMark {
+    pub slot: u16,
+    /// The other side: the destination of a migrating slot, the source of an importing one.
+    pub node_id: String,
 }
 
 impl NodeLine {
@@ -244,9 +399,33 @@ pub fn parse_cluster_nodes(text: &str) -> std::result::Result<Vec<NodeLine>, Str
             .unwrap_or_default()
             .to_string();
         let mut slots = Vec::new();
+        let mut migrating = Vec::new();
+        let mut importing = Vec::new();
         for s in &fields[8..] {
-            if s.starts_with('[') {
-                continue; // importing/migrating marker
+            if let Some(mark) = s.strip_prefix('[') {
+                let mark = mark
+                    .strip_suffix(']')
+                    .ok_or_else(|| format!("bad slot marker {s:?}"))?;
+                let (slot, list, id) = if let Some((slot, id)) = mark.split_once("->-") {
+                    (slot, &mut migrating, id)
+                } else if let Some((slot, id)) = mark.split_once("-<-") {
+                    (slot, &mut importing, id)
+                } else {
+                    return Err(format!("bad slot marker {s:?}"));
+                };
+                let slot = slot
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|s| u32::from(*s) < redisha_planner::SLOT_COUNT)
+                    .ok_or_else(|| format!("bad slot marker {s:?}"))?;
+                if id.is_empty() {
+                    return Err(format!("bad slot marker {s:?}"));
+                }
+                list.push(SlotMark {
+                    slot,
+                    node_id: id.to_string(),
+                });
+                continue;
             }
             let (a, b) = s.split_once('-').unwrap_or((s, s));
             match (a.parse::<u16>(), b.parse::<u16>()) {
@@ -262,6 +441,8 @@ pub fn parse_cluster_nodes(text: &str) -> std::result::Result<Vec<NodeLine>, Str
             config_epoch: fields[6].parse().unwrap_or(0),
             link_connected: fields[7] == "connected",
             slots,
+            migrating,
+            importing,
         });
     }
     Ok(out)
@@ -298,7 +479,32 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0
         );
         assert!(nodes[1].is_myself() && nodes[1].is_master());
         assert_eq!(nodes[1].slot_count(), 5462);
+        assert_eq!(
+            nodes[1].migrating,
+            vec![SlotMark {
+                slot: 5461,
+                node_id: "abc".into()
+            }]
+        );
+        assert!(nodes[1].importing.is_empty() && nodes[0].migrating.is_empty());
         assert!(parse_cluster_nodes("garbage").is_err());
+    }
+
+    #[test]
+    fn parses_importing_and_migrating_markers() {
+        let line = "e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected 0-10 [11-<-src1] [16383->-dst2] [12-<-src1]\n";
+        let me = &parse_cluster_nodes(line).unwrap()[0];
+        assert_eq!(me.slots, vec![SlotRange { start: 0, end: 10 }]);
+        let mark = |slot, id: &str| SlotMark {
+            slot,
+            node_id: id.into(),
+        };
+        assert_eq!(me.importing, vec![mark(11, "src1"), mark(12, "src1")]);
+        assert_eq!(me.migrating, vec![mark(16383, "dst2")]);
+        for bad in ["[16384-<-a]", "[5->-]", "[5=>-a]", "[x->-a]", "[5->-a"] {
+            let line = format!("e7d1 127.0.0.1:30001@31001 myself,master - 0 0 1 connected {bad}");
+            assert!(parse_cluster_nodes(&line).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::identity::{ClusterRecord, NodeRecord};
 use crate::secret::Password;
+use redisha_planner::Role;
 
 /// A host to provision, with the nodes it will run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,6 +34,16 @@ pub struct NodePlan {
     pub name: String,
     /// 0-based index of the node on its host; a driver derives the port from it.
     pub index_on_host: u16,
+    /// The node's shard and planned role, recorded on the node (see `NodeRecord`) before its
+    /// process starts, so that a provider killed right after the start still finds it.
+    #[serde(default)]
+    pub shard: u32,
+    #[serde(default = "default_role")]
+    pub role: Role,
+}
+
+fn default_role() -> Role {
+    Role::Replica
 }
 
 /// What exists for a host. Fields a driver does not use stay empty.
@@ -223,6 +235,8 @@ pub enum DriverError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{what} belongs to another cluster (id {owner}); redisha never touches it")]
+    NotOurs { what: String, owner: String },
     #[error("{0}")]
     Other(String),
 }
@@ -282,6 +296,42 @@ pub trait Driver: Send + Sync {
 
     /// Removes a host once it runs no node.
     async fn remove_host(&self, host: &HostHandle) -> Result<(), DriverError>;
+
+    /// Every node carrying `cluster_id` that this driver can find without Terraform's state,
+    /// with what its record says. `None`: this driver cannot rediscover nodes (the provider then
+    /// needs the private state).
+    async fn discover(
+        &self,
+        _cluster_id: &str,
+    ) -> Result<Option<Vec<(NodeHandle, NodeRecord)>>, DriverError> {
+        Ok(None)
+    }
+
+    /// Rewrites a node's record (after its planned role changed, or to claim a node of an
+    /// older state that had no cluster id). Only ever called for nodes of this cluster.
+    async fn record_node(
+        &self,
+        _node: &NodeHandle,
+        _record: &NodeRecord,
+    ) -> Result<(), DriverError> {
+        Ok(())
+    }
+
+    /// Records the cluster itself (its id, name, and whether its create finished), before any
+    /// of its nodes start.
+    async fn record_cluster(&self, _record: &ClusterRecord) -> Result<(), DriverError> {
+        Ok(())
+    }
+
+    /// The clusters this driver's place (local: `data_dir`) already holds.
+    async fn find_clusters(&self) -> Result<Vec<ClusterRecord>, DriverError> {
+        Ok(Vec::new())
+    }
+
+    /// Removes the cluster's record once every node is gone (destroy).
+    async fn forget_cluster(&self, _cluster_id: &str) -> Result<(), DriverError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

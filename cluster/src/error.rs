@@ -35,8 +35,34 @@ pub enum ClusterError {
         "stopped on request at {at}; the cluster is consistent there and the next apply resumes"
     )]
     Cancelled { at: &'static str },
+    #[error("{}", unverified_message(.0))]
+    Unverified(Vec<Unverified>),
+    #[error(
+        "{what} would lose data: {why}. redisha refuses; set allow_data_loss = true to accept it"
+    )]
+    WouldLoseData { what: String, why: String },
     #[error("no node answered at {0}")]
     Unreachable(String),
 }
 
 pub type Result<T, E = ClusterError> = std::result::Result<T, E>;
+
+/// A node that does not answer redisha while nothing proves it failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unverified {
+    pub node: String,
+    pub address: String,
+    pub cause: String,
+}
+
+fn unverified_message(nodes: &[Unverified]) -> String {
+    let list: Vec<String> = nodes
+        .iter()
+        .map(|u| format!("node {} ({}): {}", u.node, u.address, u.cause))
+        .collect();
+    format!(
+        "{}. redisha acts only on nodes it can verify: the cluster does not flag {} failed and its process is not known to be gone, so nothing was failed over, stopped or restarted. Fix the cause (a password that differs from the configured one, a busy script, a node still loading its data, the network between this machine and the node) and apply again",
+        list.join("; "),
+        if nodes.len() == 1 { "it" } else { "them" }
+    )
+}

@@ -11,6 +11,9 @@ use crate::error::{ClusterError, Result};
 use crate::ops::Operator;
 use crate::state::{host_plans, ClusterNode, ClusterState};
 
+/// How long a MEET gets to complete its handshake before it is sent again.
+const MEET_AGAIN_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// cluster-node-timeout while a cluster forms (see `form`).
 const FORMING_NODE_TIMEOUT_MS: u64 = 500;
 
@@ -244,16 +247,35 @@ impl Operator<'_> {
     pub(crate) async fn wait_all_known(&self, state: &ClusterState) -> Result<()> {
         let ids: Vec<&str> = state.nodes.iter().map(|n| n.node_id.as_str()).collect();
         let targets = state.targets();
+        // When each (node, peer) pair was last sent a MEET: a handshake takes a moment, and
+        // meeting again before it could finish only adds traffic.
+        let met: std::sync::Mutex<std::collections::HashMap<(usize, usize), std::time::Instant>> =
+            Default::default();
+        let met = &met;
         self.poll("every node to know every other node", || async {
             let views = join_all(targets.iter().map(|t| self.conns.cluster_nodes(t))).await;
             let mut missing = Vec::new();
-            for (t, view) in targets.iter().zip(views) {
+            for (ti, (t, view)) in targets.iter().zip(views).enumerate() {
                 let view = view.map_err(|e| e.to_string())?;
-                for (id, other) in ids.iter().zip(&targets) {
+                for (oi, (id, other)) in ids.iter().zip(&targets).enumerate() {
                     if view.iter().any(|l| l.id == *id && !l.in_handshake()) {
                         continue;
                     }
                     missing.push(format!("{} does not know {} yet", t.name, other.name));
+                    let recently = {
+                        let mut met = met.lock().unwrap_or_else(|p| p.into_inner());
+                        let now = std::time::Instant::now();
+                        match met.get(&(ti, oi)) {
+                            Some(at) if now.duration_since(*at) < MEET_AGAIN_AFTER => true,
+                            _ => {
+                                met.insert((ti, oi), now);
+                                false
+                            }
+                        }
+                    };
+                    if recently {
+                        continue;
+                    }
                     // A handshake that timed out is dropped and never retried by redis: meet
                     // again (redis ignores a MEET while a handshake with that address runs).
                     let _ = self

@@ -13,6 +13,7 @@ pub mod conn;
 pub mod driver;
 pub mod error;
 pub mod form;
+pub mod identity;
 pub mod local;
 pub mod ops;
 pub mod secret;
@@ -21,7 +22,8 @@ pub mod state;
 pub use driver::{
     Driver, DriverError, HostHandle, HostPlan, NodeConfig, NodeHandle, NodePlan, ProcessState,
 };
-pub use error::ClusterError;
+pub use error::{ClusterError, Unverified};
+pub use identity::{ClusterRecord, ClusterStatus, NodeRecord};
 pub use local::{LocalConfig, LocalDriver};
 pub use ops::{Cancel, Operator, Options};
 pub use secret::Password;
@@ -29,6 +31,8 @@ pub use state::{ClusterNode, ClusterState};
 pub mod health;
 pub mod migrate_exec;
 pub mod observe;
+pub mod open_slots;
+pub mod recover;
 pub mod repair;
 pub mod rolling;
 

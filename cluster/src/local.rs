@@ -16,6 +16,12 @@ use crate::driver::{
     quote_conf, Driver, DriverError, HostHandle, HostPlan, NodeConfig, NodeHandle, NodePlan,
     ProcessState,
 };
+use crate::identity::{is_cluster_id, ClusterRecord, NodeRecord};
+
+/// The node record in every node directory (see `identity`).
+pub const NODE_RECORD_FILE: &str = "redisha-node.json";
+/// The cluster record in `<data_dir>/<cluster id>/`.
+pub const CLUSTER_RECORD_FILE: &str = "redisha-cluster.json";
 
 /// The `local { }` block.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,9 +59,17 @@ impl LocalConfig {
 }
 
 /// Runs nodes as local redis-server processes.
+///
+/// Layout: `<data_dir>/<cluster id>/<node name>/` holds a node's config, data, log, pidfile
+/// and its `NodeRecord`, so two clusters sharing a `data_dir` (even with the same node names)
+/// never share a directory or a process. Nodes of a cluster made before cluster ids existed
+/// live in `<data_dir>/<node name>/`; they are claimed by writing the record there.
 #[derive(Debug, Clone)]
 pub struct LocalDriver {
     config: LocalConfig,
+    /// The cluster this driver acts for: (id, name). `None` only for checks that start
+    /// nothing (plan before an id exists) and for clusters of older states.
+    cluster: Option<(String, String)>,
 }
 
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -63,7 +77,25 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl LocalDriver {
     pub fn new(config: LocalConfig) -> Self {
-        LocalDriver { config }
+        LocalDriver {
+            config,
+            cluster: None,
+        }
+    }
+
+    /// The driver of cluster `id` (named `name`): its nodes live under `<data_dir>/<id>/`.
+    pub fn with_cluster(mut self, id: &str, name: &str) -> Result<Self, DriverError> {
+        if !is_cluster_id(id) {
+            return Err(DriverError::Other(format!(
+                "cluster id {id:?} is not 16 hex digits; it names a directory"
+            )));
+        }
+        self.cluster = Some((id.to_string(), name.to_string()));
+        Ok(self)
+    }
+
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|(id, _)| id.as_str())
     }
 
     pub fn config(&self) -> &LocalConfig {
@@ -96,19 +128,88 @@ impl LocalDriver {
     }
 
     fn node_dir(&self, name: &str) -> Result<PathBuf, DriverError> {
-        if name.is_empty()
-            || name.starts_with('.')
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            return Err(DriverError::Topology(format!(
-                "node name {name:?} cannot be a directory name; use letters, digits, '-', '_' and '.'"
-            )));
+        check_dir_name(name)?;
+        let legacy = self.config.data_dir.join(name);
+        match &self.cluster {
+            // A node of an older state keeps its directory once claimed (its record names us).
+            Some((id, _))
+                if read_json::<NodeRecord>(&legacy.join(NODE_RECORD_FILE))
+                    .is_some_and(|r| &r.cluster_id == id) =>
+            {
+                Ok(legacy)
+            }
+            Some((id, _)) => Ok(self.config.data_dir.join(id).join(name)),
+            None => Ok(legacy),
         }
-        Ok(self.config.data_dir.join(name))
     }
 
+    /// Refuses to act on a node directory whose record names another cluster.
+    fn check_owner(&self, node: &NodeHandle) -> Result<(), DriverError> {
+        let (Some((id, _)), Some(dir)) = (&self.cluster, &node.data_dir) else {
+            return Ok(());
+        };
+        match read_json::<NodeRecord>(&dir.join(NODE_RECORD_FILE)) {
+            Some(r) if &r.cluster_id != id => Err(DriverError::NotOurs {
+                what: format!("node {} ({})", node.name, dir.display()),
+                owner: r.cluster_id,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every directory that may be a node directory: `<data_dir>/*/` and `<data_dir>/*/*/`.
+    fn candidate_node_dirs(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for top in subdirs(&self.config.data_dir) {
+            out.extend(subdirs(&top));
+            out.push(top);
+        }
+        out
+    }
+}
+
+fn check_dir_name(name: &str) -> Result<(), DriverError> {
+    if name.is_empty()
+        || name.starts_with('.')
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(DriverError::Topology(format!(
+            "node name {name:?} cannot be a directory name; use letters, digits, '-', '_' and '.'"
+        )));
+    }
+    Ok(())
+}
+
+/// A recorded host address, accepted only as a loopback address (all the local driver uses).
+fn loopback(address: &str) -> Result<String, DriverError> {
+    match address.parse::<std::net::Ipv4Addr>() {
+        Ok(ip) if ip.is_loopback() => Ok(address.to_string()),
+        _ => Err(DriverError::Other(format!(
+            "a node record names host address {address:?}, not a loopback address"
+        ))),
+    }
+}
+
+fn subdirs(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+impl LocalDriver {
     /// The redis-server binary, resolved on PATH.
     pub fn resolve_redis_server(&self) -> Result<PathBuf, DriverError> {
         let wanted = &self.config.redis_server;
@@ -198,6 +299,17 @@ impl LocalDriver {
         Ok(())
     }
 
+    fn write_record<T: Serialize>(
+        &self,
+        path: &Path,
+        record: &T,
+        node: &str,
+    ) -> Result<(), DriverError> {
+        let text = serde_json::to_string_pretty(record)
+            .map_err(|e| DriverError::Other(format!("cannot encode a record: {e}")))?;
+        self.write_config_file(path, &text, node)
+    }
+
     fn handle_for(&self, host: &HostHandle, node: &NodePlan) -> Result<NodeHandle, DriverError> {
         let dir = self.node_dir(&node.name)?;
         Ok(NodeHandle {
@@ -212,16 +324,42 @@ impl LocalDriver {
         })
     }
 
-    /// The handle of a node this driver's layout says runs on `host` (an adopted cluster),
-    /// with its pid if its redis-server runs with our config file.
+    /// The handle of the node that runs at `host`'s address with `node`'s port (an adopted
+    /// cluster), with its pid if its redis-server runs with that directory's config file, and
+    /// the cluster id its record carries. A node made by redisha is found by its record
+    /// (whatever cluster id it carries: adoption keeps it); otherwise the layout of clusters
+    /// without ids is assumed.
     pub fn existing_handle(
         &self,
         host: &HostHandle,
         node: &NodePlan,
-    ) -> Result<NodeHandle, DriverError> {
+    ) -> Result<(NodeHandle, Option<String>), DriverError> {
+        let port = self.node_port(node.index_on_host)?;
+        for dir in self.candidate_node_dirs() {
+            let Some(record) = read_json::<NodeRecord>(&dir.join(NODE_RECORD_FILE)) else {
+                continue;
+            };
+            if record.address != host.address || record.index_on_host != node.index_on_host {
+                continue;
+            }
+            let mut handle = NodeHandle {
+                name: node.name.clone(),
+                host: host.name.clone(),
+                ip: host.address.clone(),
+                port,
+                index_on_host: node.index_on_host,
+                pid: None,
+                config_file: Some(dir.join("redis.conf")),
+                data_dir: Some(dir),
+            };
+            handle.pid = self.running_pid(&handle);
+            if handle.pid.is_some() {
+                return Ok((handle, Some(record.cluster_id)));
+            }
+        }
         let mut handle = self.handle_for(host, node)?;
         handle.pid = self.running_pid(&handle);
-        Ok(handle)
+        Ok((handle, None))
     }
 
     /// The pid of the node's redis-server if it runs: from the handle or the pidfile, and only
@@ -261,12 +399,8 @@ impl LocalDriver {
     /// redis-server whose pidfile lies in a node directory under `data_dir`, after checking
     /// that the pid runs that directory's config file. Never kills by name.
     pub fn kill_all_blocking(&self) -> usize {
-        let Ok(entries) = std::fs::read_dir(&self.config.data_dir) else {
-            return 0;
-        };
         let mut killed = 0;
-        for entry in entries.flatten() {
-            let dir = entry.path();
+        for dir in self.candidate_node_dirs() {
             let pid = std::fs::read_to_string(dir.join("redis.pid"))
                 .ok()
                 .and_then(|s| s.trim().parse::<u32>().ok());
@@ -375,6 +509,23 @@ impl Driver for LocalDriver {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // The record goes first: a provider killed right after the process started still
+        // finds the node (and only its own cluster's driver ever touches it).
+        if let Some((id, name)) = &self.cluster {
+            let record = NodeRecord {
+                format: crate::identity::RECORD_FORMAT,
+                cluster_id: id.clone(),
+                cluster_name: name.clone(),
+                name: node.name.clone(),
+                shard: node.shard,
+                role: node.role,
+                zone: host.zone.clone(),
+                host: host.name.clone(),
+                address: host.address.clone(),
+                index_on_host: node.index_on_host,
+            };
+            self.write_record(&dir.join(NODE_RECORD_FILE), &record, &node.name)?;
+        }
         self.write_config_file(
             &conf_path,
             &self.render_config(&handle, &dir, config),
@@ -430,6 +581,7 @@ impl Driver for LocalDriver {
     }
 
     async fn stop_node(&self, node: &NodeHandle) -> Result<(), DriverError> {
+        self.check_owner(node)?;
         let Some(pid) = self.running_pid(node) else {
             return Ok(());
         };
@@ -477,6 +629,7 @@ impl Driver for LocalDriver {
     }
 
     async fn wipe_node(&self, node: &NodeHandle) -> Result<(), DriverError> {
+        self.check_owner(node)?;
         if self.running_pid(node).is_some() {
             self.stop_node(node).await?;
         }
@@ -504,6 +657,104 @@ impl Driver for LocalDriver {
 
     async fn remove_host(&self, _host: &HostHandle) -> Result<(), DriverError> {
         // Loopback hosts need no teardown; drop the data root once it is empty.
+        let _ = std::fs::remove_dir(&self.config.data_dir);
+        Ok(())
+    }
+
+    async fn discover(
+        &self,
+        cluster_id: &str,
+    ) -> Result<Option<Vec<(NodeHandle, NodeRecord)>>, DriverError> {
+        let mut found = Vec::new();
+        for dir in self.candidate_node_dirs() {
+            let Some(record) = read_json::<NodeRecord>(&dir.join(NODE_RECORD_FILE)) else {
+                continue;
+            };
+            if record.cluster_id != cluster_id || check_dir_name(&record.name).is_err() {
+                continue;
+            }
+            let address = match loopback(&record.address) {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "skipping a node record");
+                    continue;
+                }
+            };
+            let host = HostHandle {
+                name: record.host.clone(),
+                zone: record.zone.clone(),
+                address,
+                instance_id: None,
+                extra: Default::default(),
+            };
+            let mut handle = NodeHandle {
+                name: record.name.clone(),
+                host: record.host.clone(),
+                ip: host.address.clone(),
+                port: self.node_port(record.index_on_host)?,
+                index_on_host: record.index_on_host,
+                pid: None,
+                config_file: Some(dir.join("redis.conf")),
+                data_dir: Some(dir),
+            };
+            handle.pid = self.running_pid(&handle);
+            found.push((handle, record));
+        }
+        Ok(Some(found))
+    }
+
+    async fn record_node(&self, node: &NodeHandle, record: &NodeRecord) -> Result<(), DriverError> {
+        let Some(dir) = &node.data_dir else {
+            return Ok(());
+        };
+        if !dir.starts_with(&self.config.data_dir) {
+            return Err(DriverError::Other(format!(
+                "node {}: refusing to write outside data_dir ({})",
+                node.name,
+                dir.display()
+            )));
+        }
+        self.write_record(&dir.join(NODE_RECORD_FILE), record, &node.name)
+    }
+
+    async fn record_cluster(&self, record: &ClusterRecord) -> Result<(), DriverError> {
+        if !is_cluster_id(&record.cluster_id) {
+            return Err(DriverError::Other(format!(
+                "cluster id {:?} is not 16 hex digits",
+                record.cluster_id
+            )));
+        }
+        self.check_data_dir()?;
+        let dir = self.config.data_dir.join(&record.cluster_id);
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| DriverError::DataDirUnwritable {
+                path: dir.clone(),
+                reason: e.to_string(),
+            })?;
+        self.write_record(&dir.join(CLUSTER_RECORD_FILE), record, &record.name)
+    }
+
+    async fn find_clusters(&self) -> Result<Vec<ClusterRecord>, DriverError> {
+        Ok(subdirs(&self.config.data_dir)
+            .iter()
+            .filter_map(|d| read_json::<ClusterRecord>(&d.join(CLUSTER_RECORD_FILE)))
+            .filter(|r| is_cluster_id(&r.cluster_id))
+            .collect())
+    }
+
+    async fn forget_cluster(&self, cluster_id: &str) -> Result<(), DriverError> {
+        if !is_cluster_id(cluster_id) {
+            return Ok(());
+        }
+        let dir = self.config.data_dir.join(cluster_id);
+        // Only once no node directory is left in it: the record is what finds them.
+        if subdirs(&dir).is_empty() {
+            let _ = std::fs::remove_file(dir.join(CLUSTER_RECORD_FILE));
+            let _ = std::fs::remove_dir(&dir);
+        }
         let _ = std::fs::remove_dir(&self.config.data_dir);
         Ok(())
     }

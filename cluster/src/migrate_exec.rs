@@ -2,15 +2,19 @@
 //! keys in large MIGRATE batches, several slots at a time, and pipelines the SETSLOT calls;
 //! clients keep working throughout through ASK redirects.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
 use futures::future::join_all;
 use redisha_planner::{Placement, Request, Role, SlotRange, Step};
 use tracing::info;
 
-use crate::conn::Target;
+use crate::conn::{NodeLine, Target};
 use crate::driver::{HostPlan, NodePlan};
 use crate::error::{ClusterError, Result};
 use crate::ops::Operator;
-use crate::state::{locate_host, ClusterState};
+use crate::secret::Password;
+use crate::state::{locate_host, ClusterNode, ClusterState};
 
 /// Slots whose SETSLOT calls go in one pipeline.
 const SLOT_CHUNK: usize = 1024;
@@ -26,17 +30,98 @@ impl Operator<'_> {
         state: &mut ClusterState,
     ) -> Result<()> {
         let migrates = steps.iter().any(|s| matches!(s, Step::MigrateSlots { .. }));
-        for (i, step) in steps.iter().enumerate() {
+        let mut i = 0;
+        while i < steps.len() {
+            let run = steps[i..]
+                .iter()
+                .take_while(|s| matches!(s, Step::MigrateSlots { .. }))
+                .count();
+            if run > 0 {
+                self.run_migrations(&steps[i..i + run], i, steps.len(), state)
+                    .await?;
+                for step in &steps[i..i + run] {
+                    state.apply_step(step);
+                }
+                i += run;
+                continue;
+            }
+            let step = &steps[i];
             info!(step = i + 1, of = steps.len(), ?step, "migration step");
             self.run_step(request, target, step, state).await?;
+            state.apply_step(step);
+            if matches!(step, Step::Failover { .. }) {
+                self.record_nodes(state).await?;
+            }
             self.checkpoint("migrate.step")?;
+            i += 1;
         }
         if migrates {
             self.set_replica_migration(state, self.replica_migration_setting())
                 .await?;
         }
         state.adopt_plan(target);
+        self.record_nodes(state).await?;
         self.wait_converged(state).await
+    }
+
+    /// Runs consecutive MigrateSlots steps. Steps with different sources run at the same
+    /// time (a source serves one MIGRATE at a time anyway, so more than one step per source
+    /// would only queue); each source's steps run in plan order. Every task stops at its
+    /// next chunk boundary when one fails or the user cancels, so nothing is left mid-chunk.
+    async fn run_migrations(
+        &self,
+        group: &[Step],
+        first: usize,
+        of: usize,
+        state: &ClusterState,
+    ) -> Result<()> {
+        let total: u64 = group
+            .iter()
+            .map(|s| match s {
+                Step::MigrateSlots { slots, .. } => u64::from(slots.len()),
+                _ => 0,
+            })
+            .sum();
+        let progress = Progress::new(total);
+        self.set_replica_migration(state, "no").await?;
+        let mut lanes: Vec<(&str, Vec<(usize, &Step)>)> = Vec::new();
+        for (k, step) in group.iter().enumerate() {
+            if let Step::MigrateSlots { from, .. } = step {
+                match lanes.iter_mut().find(|(f, _)| *f == from.as_str()) {
+                    Some((_, steps)) => steps.push((first + k, step)),
+                    None => lanes.push((from.as_str(), vec![(first + k, step)])),
+                }
+            }
+        }
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let lanes = lanes.iter().map(|(_, steps)| {
+            let (progress, failed) = (&progress, &failed);
+            async move {
+                for (n, step) in steps {
+                    if failed.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Step::MigrateSlots { from, to, slots } = step else {
+                        continue;
+                    };
+                    info!(step = n + 1, of, ?step, "migration step");
+                    let done = self
+                        .migrate_pair(state, from, to, *slots, progress)
+                        .await
+                        .and_then(|()| self.checkpoint("migrate.step"));
+                    if let Err(e) = done {
+                        failed.store(true, Ordering::SeqCst);
+                        return Err(e);
+                    }
+                }
+                Ok(())
+            }
+        });
+        let results = progress
+            .while_running(self.options.progress_interval, join_all(lanes))
+            .await;
+        results.into_iter().collect::<Result<Vec<()>>>()?;
+        Ok(())
     }
 
     /// The user's cluster-allow-replica-migration (redis' default is yes).
@@ -47,7 +132,11 @@ impl Operator<'_> {
             .map_or("yes", String::as_str)
     }
 
-    async fn set_replica_migration(&self, state: &ClusterState, value: &str) -> Result<()> {
+    pub(crate) async fn set_replica_migration(
+        &self,
+        state: &ClusterState,
+        value: &str,
+    ) -> Result<()> {
         let jobs = state.nodes.iter().map(|n| async move {
             self.conns
                 .query::<redis::Value>(
@@ -126,6 +215,9 @@ impl Operator<'_> {
         if state.node(name).is_some() {
             return Ok(());
         }
+        let planned = target
+            .node(name)
+            .ok_or_else(|| ClusterError::Plan(format!("node {name:?} is not in the placement")))?;
         let (zone_index, host_index, zone) = locate_host(request, host)?;
         let plan = HostPlan {
             name: host.to_string(),
@@ -135,6 +227,8 @@ impl Operator<'_> {
             nodes: vec![NodePlan {
                 name: name.to_string(),
                 index_on_host: state.free_index_on(host),
+                shard: planned.shard,
+                role: planned.role,
             }],
         };
         let existing: Vec<_> = state.nodes.iter().map(|n| n.handle.clone()).collect();
@@ -168,13 +262,37 @@ impl Operator<'_> {
         self.wait_all_known(state).await
     }
 
-    /// Moves `slots` with their keys from master `from` to master `to`.
+    /// Moves `slots` with their keys from master `from` to master `to`. Resumable: slots the
+    /// destination already owns are skipped (only a mark left behind is cleared), slots
+    /// half-moved by an interrupted run are finished, so re-running after a kill continues.
     pub async fn migrate_slots(
         &self,
         state: &ClusterState,
         from: &str,
         to: &str,
         slots: SlotRange,
+    ) -> Result<()> {
+        let progress = Progress::new(u64::from(slots.len()));
+        // A master that hands over its last slot would turn itself into a replica of the
+        // receiver (and its replicas would follow): while a migration may empty a master
+        // that later receives slots again, that must not happen. `update` restores it.
+        self.set_replica_migration(state, "no").await?;
+        progress
+            .while_running(
+                self.options.progress_interval,
+                self.migrate_pair(state, from, to, slots, &progress),
+            )
+            .await
+    }
+
+    /// `migrate_slots` without the replica-migration setting (the caller set it).
+    pub(crate) async fn migrate_pair(
+        &self,
+        state: &ClusterState,
+        from: &str,
+        to: &str,
+        slots: SlotRange,
+        progress: &Progress,
     ) -> Result<()> {
         let src = state.require(from)?;
         let dst = state.require(to)?;
@@ -190,12 +308,88 @@ impl Operator<'_> {
             }
         })
         .await?;
-        // A master that hands over its last slot would turn itself into a replica of the
-        // receiver (and its replicas would follow): while a migration may empty a master
-        // that later receives slots again, that must not happen. `update` restores it.
-        self.set_replica_migration(state, "no").await?;
+        let src_view = self
+            .retry("CLUSTER NODES", || self.conns.cluster_nodes(&st))
+            .await?;
+        let dst_view = self
+            .retry("CLUSTER NODES", || self.conns.cluster_nodes(&dt))
+            .await?;
+        let src_me = myself(&src_view, &st)?;
+        let dst_me = myself(&dst_view, &dt)?;
+        // Who holds each slot now: the source, the destination (done by an earlier run), or,
+        // when the cluster changed since the plan, a third master the keys must come from.
+        let mut by_source: Vec<(String, Vec<SlotMove>)> = Vec::new();
+        let mut skipped = 0u64;
+        for slot in slots.start..=slots.end {
+            let src_owns = owns(src_me, slot);
+            let dst_owns = owns(dst_me, slot);
+            let marked = src_me.migrating.iter().any(|m| m.slot == slot)
+                || dst_me.importing.iter().any(|m| m.slot == slot);
+            let source = if dst_owns {
+                if !marked {
+                    skipped += 1;
+                    continue;
+                }
+                src.name.clone()
+            } else if src_owns {
+                src.name.clone()
+            } else {
+                let owner = src_view
+                    .iter()
+                    .chain(dst_view.iter())
+                    .filter(|l| l.is_master() && owns(l, slot))
+                    .max_by_key(|l| l.config_epoch)
+                    .and_then(|l| state.by_id(&l.id))
+                    .ok_or_else(|| {
+                        ClusterError::Plan(format!(
+                            "slot {slot} is served by no node of the cluster state; nothing to migrate it from"
+                        ))
+                    })?;
+                owner.name.clone()
+            };
+            let src_owns = source != src.name || src_owns;
+            let entry = match by_source.iter_mut().position(|(n, _)| *n == source) {
+                Some(i) => &mut by_source[i].1,
+                None => {
+                    by_source.push((source, Vec::new()));
+                    &mut by_source.last_mut().expect("just pushed").1
+                }
+            };
+            entry.push(SlotMove {
+                slot,
+                src_owns,
+                dst_owns,
+            });
+        }
+        progress.slots_done(skipped);
+        if skipped > 0 {
+            info!(from, to, skipped, "slots already moved by an earlier run");
+        }
+        for (source, moves) in by_source {
+            let s = state.require(&source)?;
+            self.move_slots(state, s, dst, &moves, progress).await?;
+        }
+        Ok(())
+    }
+
+    /// Moves each slot of `moves` from `src` to `dst`, chunk by chunk: IMPORTING on the
+    /// destination where it does not own the slot yet, MIGRATING on the source where it still
+    /// owns it, the keys, then SETSLOT NODE on the destination, the source and every other
+    /// master. Every step is idempotent, so a chunk interrupted anywhere is finished by
+    /// running it again.
+    pub(crate) async fn move_slots(
+        &self,
+        state: &ClusterState,
+        src: &ClusterNode,
+        dst: &ClusterNode,
+        moves: &[SlotMove],
+        progress: &Progress,
+    ) -> Result<()> {
+        let (st, dt) = (src.target(), dst.target());
+        let view = self
+            .retry("CLUSTER NODES", || self.conns.cluster_nodes(&st))
+            .await?;
         // Every master learns the new owner; gossip would do it too, but slower.
-        let view = self.conns.cluster_nodes(&st).await?;
         let masters: Vec<Target> = view
             .iter()
             .filter(|l| {
@@ -204,71 +398,87 @@ impl Operator<'_> {
             .filter_map(|l| state.by_id(&l.id))
             .map(|n| n.target())
             .collect();
-        let all: Vec<u16> = (slots.start..=slots.end).collect();
-        for chunk in all.chunks(SLOT_CHUNK) {
-            let mut importing = redis::pipe();
-            let mut migrating = redis::pipe();
-            for s in chunk {
-                importing
-                    .cmd("CLUSTER")
-                    .arg("SETSLOT")
-                    .arg(*s)
-                    .arg("IMPORTING")
-                    .arg(&src.node_id)
-                    .ignore();
-                migrating
-                    .cmd("CLUSTER")
-                    .arg("SETSLOT")
-                    .arg(*s)
-                    .arg("MIGRATING")
-                    .arg(&dst.node_id)
-                    .ignore();
-            }
-            let _: () = self
-                .conns
-                .pipe(&dt, &importing, "CLUSTER SETSLOT IMPORTING")
-                .await?;
-            let _: () = self
-                .conns
-                .pipe(&st, &migrating, "CLUSTER SETSLOT MIGRATING")
-                .await?;
-
-            // One round trip finds the slots that hold keys.
-            let mut probe = redis::pipe();
-            for s in chunk {
-                probe.cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(*s);
-            }
-            let counts: Vec<u64> = self
-                .conns
-                .pipe(&st, &probe, "CLUSTER COUNTKEYSINSLOT")
-                .await?;
-            let busy: Vec<u16> = chunk
+        for chunk in moves.chunks(SLOT_CHUNK) {
+            let importing: Vec<u16> = chunk
                 .iter()
-                .zip(counts)
-                .filter(|(_, c)| *c > 0)
-                .map(|(s, _)| *s)
+                .filter(|m| !m.dst_owns)
+                .map(|m| m.slot)
                 .collect();
-            self.move_keys(&st, &dt, busy).await?;
+            let migrating: Vec<u16> = chunk
+                .iter()
+                .filter(|m| m.src_owns && !m.dst_owns)
+                .map(|m| m.slot)
+                .collect();
+            // IMPORTING first: from the moment the source says MIGRATING, clients are sent to
+            // the destination (ASK) for new keys, and it must accept them.
+            if !importing.is_empty() {
+                let mut pipe = redis::pipe();
+                for s in &importing {
+                    pipe.cmd("CLUSTER")
+                        .arg("SETSLOT")
+                        .arg(*s)
+                        .arg("IMPORTING")
+                        .arg(&src.node_id)
+                        .ignore();
+                }
+                self.retry("CLUSTER SETSLOT IMPORTING", || {
+                    self.conns
+                        .pipe::<()>(&dt, &pipe, "CLUSTER SETSLOT IMPORTING")
+                })
+                .await?;
+            }
+            // MIGRATING and the first listing of keys share one round trip.
+            let first: Vec<Vec<Vec<u8>>> = if migrating.is_empty() {
+                Vec::new()
+            } else {
+                let mut pipe = redis::pipe();
+                for s in &migrating {
+                    pipe.cmd("CLUSTER")
+                        .arg("SETSLOT")
+                        .arg(*s)
+                        .arg("MIGRATING")
+                        .arg(&dst.node_id)
+                        .ignore();
+                }
+                for s in &migrating {
+                    pipe.cmd("CLUSTER")
+                        .arg("GETKEYSINSLOT")
+                        .arg(*s)
+                        .arg(self.options.migrate_batch.max(1));
+                }
+                self.retry("CLUSTER SETSLOT MIGRATING", || {
+                    self.conns.pipe(&st, &pipe, "CLUSTER SETSLOT MIGRATING")
+                })
+                .await?
+            };
+            let listed: Vec<(u16, Vec<Vec<u8>>)> = migrating
+                .iter()
+                .copied()
+                .zip(first)
+                .filter(|(_, keys)| !keys.is_empty())
+                .collect();
+            self.move_keys(&st, &dt, listed, progress).await?;
 
-            // The owner change goes to the destination first, then the source, then the rest.
+            // The owner change goes to the destination first (it bumps its config epoch, so
+            // its claim wins), then the source, then the rest.
             let mut assign = redis::pipe();
-            for s in chunk {
+            for m in chunk {
                 assign
                     .cmd("CLUSTER")
                     .arg("SETSLOT")
-                    .arg(*s)
+                    .arg(m.slot)
                     .arg("NODE")
                     .arg(&dst.node_id)
                     .ignore();
             }
-            let _: () = self
-                .conns
-                .pipe(&dt, &assign, "CLUSTER SETSLOT NODE")
-                .await?;
-            let _: () = self
-                .conns
-                .pipe(&st, &assign, "CLUSTER SETSLOT NODE")
-                .await?;
+            self.retry("CLUSTER SETSLOT NODE", || {
+                self.conns.pipe::<()>(&dt, &assign, "CLUSTER SETSLOT NODE")
+            })
+            .await?;
+            self.retry("CLUSTER SETSLOT NODE", || {
+                self.conns.pipe::<()>(&st, &assign, "CLUSTER SETSLOT NODE")
+            })
+            .await?;
             let others = masters.iter().map(|m| {
                 let assign = &assign;
                 async move {
@@ -283,56 +493,546 @@ impl Operator<'_> {
                 }
             });
             join_all(others).await;
+            progress.slots_done(chunk.len() as u64);
+            progress.maybe_log(self.options.progress_interval);
+            self.checkpoint("migrate.slot_chunk")?;
         }
         Ok(())
     }
 
-    /// Moves every key of `slots` from `src` to `dst`: one pipeline of GETKEYSINSLOT and one
-    /// of MIGRATE (a batch of keys per slot) per round, so a round costs two round trips
-    /// whatever the number of slots.
-    async fn move_keys(&self, src: &Target, dst: &Target, mut slots: Vec<u16>) -> Result<()> {
+    /// Moves every key of the listed slots from `src` to `dst`. A round lists up to
+    /// `migrate_batch` keys per slot (the first round's lists come with the caller's MIGRATING
+    /// pipeline), asks their sizes (MEMORY USAGE), and sends MIGRATE batches bounded by keys
+    /// and bytes in pipelines; keys above `migrate_big_key_bytes` are copied piece by piece.
+    /// A round that fails with a transient error is run again (listing again), a bounded
+    /// number of times.
+    async fn move_keys(
+        &self,
+        src: &Target,
+        dst: &Target,
+        mut listed: Vec<(u16, Vec<Vec<u8>>)>,
+        progress: &Progress,
+    ) -> Result<()> {
         let batch = self.options.migrate_batch.max(1);
-        let timeout_ms =
-            u64::try_from(self.options.migrate_timeout.as_millis()).unwrap_or(u64::MAX);
-        while !slots.is_empty() {
-            let mut list = redis::pipe();
-            for s in &slots {
-                list.cmd("CLUSTER").arg("GETKEYSINSLOT").arg(*s).arg(batch);
+        let mut failures = 0u32;
+        loop {
+            if listed.is_empty() {
+                return Ok(());
             }
-            let keys: Vec<Vec<Vec<u8>>> =
-                self.conns.pipe(src, &list, "CLUSTER GETKEYSINSLOT").await?;
-            let mut migrate = redis::pipe();
-            let mut again = Vec::new();
-            for (slot, keys) in slots.iter().zip(&keys) {
-                if keys.is_empty() {
+            let slots: Vec<u16> = listed.iter().map(|(s, _)| *s).collect();
+            match self.move_round(src, dst, &listed, progress).await {
+                Ok(()) => failures = 0,
+                Err(e) if is_transient(&e) && failures + 1 < self.options.migrate_attempts => {
+                    failures += 1;
+                    let pause = backoff(failures);
+                    tracing::warn!(error = %e, attempt = failures, ?pause, "migration round failed; retrying");
+                    tokio::time::sleep(pause).await;
+                }
+                Err(e) => return Err(e),
+            }
+            // A full listing may have left keys behind; a short one emptied the slot, since
+            // keys of a migrating slot only leave the source (new keys go to the destination
+            // through ASK). After a failed round, list every slot of it again.
+            let again: Vec<u16> = if failures > 0 {
+                slots
+            } else {
+                listed
+                    .iter()
+                    .filter(|(_, keys)| keys.len() >= batch)
+                    .map(|(s, _)| *s)
+                    .collect()
+            };
+            listed = self.list_keys(src, &again).await?;
+        }
+    }
+
+    async fn list_keys(&self, src: &Target, slots: &[u16]) -> Result<Vec<(u16, Vec<Vec<u8>>)>> {
+        if slots.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for s in slots {
+            pipe.cmd("CLUSTER")
+                .arg("GETKEYSINSLOT")
+                .arg(*s)
+                .arg(self.options.migrate_batch.max(1));
+        }
+        let keys: Vec<Vec<Vec<u8>>> = self
+            .retry("CLUSTER GETKEYSINSLOT", || {
+                self.conns.pipe(src, &pipe, "CLUSTER GETKEYSINSLOT")
+            })
+            .await?;
+        Ok(slots
+            .iter()
+            .copied()
+            .zip(keys)
+            .filter(|(_, k)| !k.is_empty())
+            .collect())
+    }
+
+    /// One round: sizes, then MIGRATE batches, then the big keys one by one.
+    async fn move_round(
+        &self,
+        src: &Target,
+        dst: &Target,
+        listed: &[(u16, Vec<Vec<u8>>)],
+        progress: &Progress,
+    ) -> Result<()> {
+        let dst_password = self.conns.password_for(dst).await;
+        // MEMORY USAGE is O(1) for strings and samples 5 elements of an aggregate: cheap
+        // enough to ask for every key (see docs/performance.md), and it is what bounds both
+        // the bytes of a batch and the choice of piecewise copy.
+        let mut pipe = redis::pipe();
+        for (_, keys) in listed {
+            for k in keys {
+                pipe.cmd("MEMORY").arg("USAGE").arg(k.as_slice());
+            }
+        }
+        let sizes: Vec<Option<u64>> = self.conns.pipe(src, &pipe, "MEMORY USAGE").await?;
+        let mut sizes = sizes.into_iter();
+        let mut batches: Vec<Batch> = Vec::new();
+        let mut big: Vec<(u16, Vec<u8>, u64)> = Vec::new();
+        let max_keys = self.options.migrate_batch.max(1);
+        let max_bytes = self.options.migrate_batch_bytes.max(1);
+        for (slot, keys) in listed {
+            let mut current = Batch::default();
+            for k in keys {
+                // A key gone since the listing (expired, deleted) has no size: skip it.
+                let Some(size) = sizes.next().flatten() else {
+                    continue;
+                };
+                if size > self.options.migrate_big_key_bytes {
+                    big.push((*slot, k.clone(), size));
                     continue;
                 }
-                // A full batch may leave keys behind; a short one emptied the slot, since keys
-                // of a migrating slot only leave the source (new keys go to the destination
-                // through ASK).
-                if keys.len() >= batch {
-                    again.push(*slot);
+                if !current.keys.is_empty()
+                    && (current.keys.len() >= max_keys || current.bytes + size > max_bytes)
+                {
+                    batches.push(std::mem::take(&mut current));
                 }
-                let cmd = migrate.cmd("MIGRATE");
-                cmd.arg(&dst.ip)
-                    .arg(dst.port)
-                    .arg("")
-                    .arg(0)
-                    .arg(timeout_ms)
-                    .arg("REPLACE");
-                if let Some(p) = self.conns.password() {
-                    cmd.arg("AUTH2").arg("default").arg(p.expose());
-                }
-                cmd.arg("KEYS");
-                for k in keys {
-                    cmd.arg(k.as_slice());
-                }
-                cmd.ignore();
+                current.keys.push(k.clone());
+                current.bytes += size;
             }
-            let _: () = self.conns.pipe(src, &migrate, "MIGRATE").await?;
-            slots = again;
+            if !current.keys.is_empty() {
+                batches.push(current);
+            }
+        }
+        // Pipelines of MIGRATE bounded by bytes too, so each one's reply deadline means
+        // something.
+        let mut start = 0;
+        while start < batches.len() {
+            let mut end = start;
+            let mut bytes = 0u64;
+            while end < batches.len()
+                && (end == start || bytes + batches[end].bytes <= 4 * max_bytes)
+            {
+                bytes += batches[end].bytes;
+                end += 1;
+            }
+            let group = &batches[start..end];
+            let mut pipe = redis::pipe();
+            for b in group {
+                self.push_migrate(&mut pipe, dst, dst_password.as_ref(), &b.keys);
+            }
+            let keys: u64 = group.iter().map(|b| b.keys.len() as u64).sum();
+            let timeout = self.migrate_reply_timeout(group.len(), bytes);
+            self.conns
+                .pipe_within::<()>(src, &pipe, "MIGRATE", timeout)
+                .await?;
+            progress.moved(keys, bytes);
+            progress.maybe_log(self.options.progress_interval);
+            start = end;
+        }
+        for (slot, key, size) in big {
+            self.move_big_key(src, dst, slot, &key, size).await?;
+            progress.moved(1, size);
+            progress.maybe_log(self.options.progress_interval);
         }
         Ok(())
+    }
+
+    /// Appends `MIGRATE ... KEYS keys` (reply ignored) to `pipe`.
+    fn push_migrate(
+        &self,
+        pipe: &mut redis::Pipeline,
+        dst: &Target,
+        dst_password: Option<&Password>,
+        keys: &[Vec<u8>],
+    ) {
+        let timeout_ms =
+            u64::try_from(self.options.migrate_timeout.as_millis()).unwrap_or(u64::MAX);
+        let cmd = pipe.cmd("MIGRATE");
+        cmd.arg(&dst.ip)
+            .arg(dst.port)
+            .arg("")
+            .arg(0)
+            .arg(timeout_ms)
+            .arg("REPLACE");
+        // The password the destination accepts: during a rotation it may still be the old one.
+        if let Some(p) = dst_password {
+            cmd.arg("AUTH2").arg("default").arg(p.expose());
+        }
+        cmd.arg("KEYS");
+        for k in keys {
+            cmd.arg(k.as_slice());
+        }
+        cmd.ignore();
+    }
+
+    /// How long to wait for the replies of `commands` MIGRATE calls carrying `bytes`: MIGRATE's
+    /// own timeout bounds each wait on the destination, not a whole call, so the deadline is
+    /// that timeout plus the usual command timeout plus the transfer at a rate far below what
+    /// loopback or a LAN does (4 MB/s), plus 5 ms per call. Always longer than MIGRATE's
+    /// timeout, so a slow MIGRATE reports its own IOERR rather than being cut off.
+    fn migrate_reply_timeout(&self, commands: usize, bytes: u64) -> Duration {
+        const SLOW_RATE: f64 = 4.0 * 1024.0 * 1024.0;
+        self.options.migrate_timeout
+            + self.conns.response_timeout()
+            + Duration::from_secs_f64(bytes as f64 / SLOW_RATE)
+            + Duration::from_millis(5) * u32::try_from(commands).unwrap_or(u32::MAX)
+    }
+
+    /// Runs `op` again after a transient error, with doubling pauses, at most
+    /// `migrate_attempts` times in all.
+    pub(crate) async fn retry<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let mut attempt = 1;
+        loop {
+            match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) if is_transient(&e) && attempt < self.options.migrate_attempts => {
+                    let pause = backoff(attempt);
+                    tracing::warn!(error = %e, what, attempt, ?pause, "transient error; retrying");
+                    tokio::time::sleep(pause).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Moves one key too big for a single MIGRATE. MIGRATE serializes the whole value on the
+    /// source and rebuilds it on the destination while both wait (2.4 s for a 144 MB hash
+    /// here; past `cluster-node-timeout` the cluster would fail the node over). Instead:
+    ///
+    /// 1. WATCH the key on the source, then copy it piece by piece (HSCAN/SSCAN/ZRANGE/LRANGE/
+    ///    GETRANGE) into a scratch key of the same slot on the destination (ASKING). Neither
+    ///    node is blocked longer than one piece; clients keep reading and writing the key on
+    ///    the source.
+    /// 2. Pause client writes on the source (CLIENT PAUSE WRITE, which expires on its own if
+    ///    redisha dies) and check the WATCH (EXEC of a PING): if any client changed the key
+    ///    during the copy, drop the copy and start over (bounded by `migrate_attempts`).
+    /// 3. On the destination, give the copy the key's expiry and RENAME it to the key; it stays
+    ///    invisible while the source still has the key.
+    /// 4. Send `CLIENT UNPAUSE` and `UNLINK key` to the source in one write: redis runs both
+    ///    before any write the pause held back, so from then on clients are sent to the
+    ///    destination (ASK) and find the key there. UNLINK frees the value in the background.
+    ///
+    /// Types without a piecewise copy (streams, module types) go with one MIGRATE, logged.
+    async fn move_big_key(
+        &self,
+        src: &Target,
+        dst: &Target,
+        slot: u16,
+        key: &[u8],
+        size: u64,
+    ) -> Result<()> {
+        let dst_password = self.conns.password_for(dst).await;
+        let scratch = partial_key(slot);
+        let name = String::from_utf8_lossy(key).into_owned();
+        let mut attempt = 1;
+        loop {
+            let outcome = {
+                // One swap at a time: the unpause of one would end another's pause.
+                let _swap = BIG_KEY_SWAP.lock().await;
+                self.copy_big_key(src, dst, key, size, &scratch).await
+            };
+            match outcome {
+                Ok(Copied::Done) => {
+                    info!(key = %name, slot, bytes = size, from = %src.name, to = %dst.name, "big key copied piecewise");
+                    return Ok(());
+                }
+                Ok(Copied::Gone) => return Ok(()),
+                Ok(Copied::Unsupported(kind)) => {
+                    tracing::warn!(key = %name, kind = %kind, bytes = size, from = %src.name, to = %dst.name,
+                        "no piecewise copy for this type: moving it with one MIGRATE, which blocks both nodes while it runs");
+                    let mut pipe = redis::pipe();
+                    self.push_migrate(&mut pipe, dst, dst_password.as_ref(), &[key.to_vec()]);
+                    let timeout = self.migrate_reply_timeout(1, size);
+                    return self
+                        .conns
+                        .pipe_within::<()>(src, &pipe, "MIGRATE", timeout)
+                        .await;
+                }
+                Ok(Copied::Changed) if attempt < self.options.migrate_attempts => {}
+                Ok(Copied::Changed) => {
+                    return Err(ClusterError::Plan(format!(
+                        "key {name:?} (slot {slot}, {size} bytes) changed during each of {attempt} piecewise copies from {} to {}; the slot stays half-moved (clients are served) and the next apply tries again, or raise migrate_big_key_bytes to move it with one blocking MIGRATE",
+                        src.name, dst.name
+                    )))
+                }
+                Err(e) if is_transient(&e) && attempt < self.options.migrate_attempts => {
+                    tracing::warn!(key = %name, error = %e, attempt, "piecewise copy failed; retrying");
+                }
+                Err(e) => return Err(e),
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    async fn copy_big_key(
+        &self,
+        src: &Target,
+        dst: &Target,
+        key: &[u8],
+        size: u64,
+        scratch: &str,
+    ) -> Result<Copied> {
+        let timeout = self.conns.response_timeout();
+        // WATCH is per connection: this one is ours alone.
+        let watch = self.conns.dedicated(src).await?;
+        let on_watch = |cmd: redis::Pipeline, action: &'static str| {
+            let mut con = watch.clone();
+            async move {
+                match tokio::time::timeout(timeout, cmd.query_async::<redis::Value>(&mut con)).await
+                {
+                    Ok(Ok(v)) => Ok(v),
+                    Ok(Err(e)) => Err(src.err(action, e)),
+                    Err(_) => Err(src.err(
+                        action,
+                        redis::RedisError::from(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("no reply within {timeout:?}"),
+                        )),
+                    )),
+                }
+            }
+        };
+        let mut pipe = redis::pipe();
+        pipe.cmd("WATCH")
+            .arg(key)
+            .ignore()
+            .cmd("TYPE")
+            .arg(key)
+            .cmd("PEXPIRETIME")
+            .arg(key);
+        let reply = on_watch(pipe, "WATCH").await?;
+        let (kind, expire_at): (String, i64) = redis::from_redis_value(&reply)
+            .map_err(|e| src.protocol("TYPE/PEXPIRETIME", e.to_string()))?;
+        let len_cmd = match kind.as_str() {
+            "none" => return Ok(Copied::Gone),
+            "hash" => "HLEN",
+            "set" => "SCARD",
+            "zset" => "ZCARD",
+            "list" => "LLEN",
+            "string" => "STRLEN",
+            _ => return Ok(Copied::Unsupported(kind)),
+        };
+        let len: u64 = self
+            .conns
+            .query(src, redis::cmd(len_cmd).arg(key), len_cmd)
+            .await?;
+        // Pieces of about migrate_batch_bytes, at most migrate_batch elements.
+        let per_element = (size / len.max(1)).max(1);
+        let per_piece = (self.options.migrate_batch_bytes / per_element)
+            .clamp(1, self.options.migrate_batch.max(1) as u64);
+        let string_piece = self.options.migrate_batch_bytes.clamp(4096, 4 << 20);
+        let mut clear = redis::pipe();
+        clear
+            .cmd("ASKING")
+            .ignore()
+            .cmd("UNLINK")
+            .arg(scratch)
+            .ignore();
+        self.conns
+            .pipe::<()>(dst, &clear, "UNLINK scratch key")
+            .await?;
+
+        let mut cursor = Cursor::Start;
+        let mut pending: Option<redis::Pipeline> = None;
+        loop {
+            // Read the next piece while the previous one is written.
+            let write = async {
+                match pending.take() {
+                    Some(p) => self.conns.pipe::<()>(dst, &p, "copy piece").await,
+                    None => Ok(()),
+                }
+            };
+            let read = self.read_piece(src, key, &kind, len, per_piece, string_piece, &mut cursor);
+            let (written, piece) = futures::join!(write, read);
+            written?;
+            match piece? {
+                Some(p) => pending = p.into_write(&kind, scratch),
+                None => break,
+            }
+        }
+
+        // The swap, with client writes on the source paused (see above).
+        let mut pause = redis::pipe();
+        pause
+            .cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(2000)
+            .arg("WRITE")
+            .ignore();
+        pause.cmd("MULTI").ignore().cmd("PING").ignore().cmd("EXEC");
+        let checked = on_watch(pause, "CLIENT PAUSE").await;
+        let unpause = || async {
+            let mut p = redis::pipe();
+            p.cmd("CLIENT").arg("UNPAUSE").ignore();
+            if let Err(e) = on_watch(p, "CLIENT UNPAUSE").await {
+                tracing::warn!(node = %src.name, error = %e, "CLIENT UNPAUSE failed; the pause ends by itself within 2 s");
+            }
+        };
+        let unchanged = match checked {
+            Ok(v) => {
+                !matches!(v, redis::Value::Nil)
+                    && !matches!(&v, redis::Value::Array(a) if a.len() == 1 && a[0] == redis::Value::Nil)
+            }
+            Err(e) => {
+                unpause().await;
+                return Err(e);
+            }
+        };
+        if !unchanged {
+            unpause().await;
+            self.conns
+                .pipe::<()>(dst, &clear, "UNLINK scratch key")
+                .await?;
+            return Ok(Copied::Changed);
+        }
+        let mut place = redis::pipe();
+        // A copy left by an interrupted earlier swap: invisible while the source has the key.
+        place.cmd("ASKING").ignore().cmd("UNLINK").arg(key).ignore();
+        if expire_at >= 0 {
+            place
+                .cmd("ASKING")
+                .ignore()
+                .cmd("PEXPIREAT")
+                .arg(scratch)
+                .arg(expire_at)
+                .ignore();
+        }
+        place
+            .cmd("ASKING")
+            .ignore()
+            .cmd("RENAME")
+            .arg(scratch)
+            .arg(key)
+            .ignore();
+        if let Err(e) = self.conns.pipe::<()>(dst, &place, "RENAME copy").await {
+            unpause().await;
+            return Err(e);
+        }
+        let mut swap = redis::pipe();
+        swap.cmd("CLIENT")
+            .arg("UNPAUSE")
+            .ignore()
+            .cmd("UNLINK")
+            .arg(key)
+            .ignore();
+        on_watch(swap, "UNLINK").await?;
+        Ok(Copied::Done)
+    }
+
+    /// The next piece of `key`, or None when the copy is complete.
+    #[allow(clippy::too_many_arguments)]
+    async fn read_piece(
+        &self,
+        src: &Target,
+        key: &[u8],
+        kind: &str,
+        len: u64,
+        per_piece: u64,
+        string_piece: u64,
+        cursor: &mut Cursor,
+    ) -> Result<Option<Piece>> {
+        match (kind, &*cursor) {
+            (_, Cursor::Done) => Ok(None),
+            ("hash" | "set", c) => {
+                let from = match c {
+                    Cursor::Scan(s) => s.clone(),
+                    _ => "0".to_string(),
+                };
+                let cmd_name = if kind == "hash" { "HSCAN" } else { "SSCAN" };
+                let (next, items): (String, Vec<Vec<u8>>) = self
+                    .conns
+                    .query(
+                        src,
+                        redis::cmd(cmd_name)
+                            .arg(key)
+                            .arg(&from)
+                            .arg("COUNT")
+                            .arg(per_piece),
+                        cmd_name,
+                    )
+                    .await?;
+                *cursor = if next == "0" {
+                    Cursor::Done
+                } else {
+                    Cursor::Scan(next)
+                };
+                Ok(Some(Piece(items)))
+            }
+            ("zset" | "list" | "string", c) => {
+                let start = match c {
+                    Cursor::Index(i) => *i,
+                    _ => 0,
+                };
+                if start >= len {
+                    *cursor = Cursor::Done;
+                    return Ok(None);
+                }
+                let step = if kind == "string" {
+                    string_piece
+                } else {
+                    per_piece
+                };
+                let end = start + step - 1;
+                let items: Vec<Vec<u8>> = match kind {
+                    "zset" => {
+                        self.conns
+                            .query(
+                                src,
+                                redis::cmd("ZRANGE")
+                                    .arg(key)
+                                    .arg(start)
+                                    .arg(end)
+                                    .arg("WITHSCORES"),
+                                "ZRANGE",
+                            )
+                            .await?
+                    }
+                    "list" => {
+                        self.conns
+                            .query(
+                                src,
+                                redis::cmd("LRANGE").arg(key).arg(start).arg(end),
+                                "LRANGE",
+                            )
+                            .await?
+                    }
+                    _ => {
+                        let bytes: Vec<u8> = self
+                            .conns
+                            .query(
+                                src,
+                                redis::cmd("GETRANGE").arg(key).arg(start).arg(end),
+                                "GETRANGE",
+                            )
+                            .await?;
+                        vec![bytes]
+                    }
+                };
+                *cursor = Cursor::Index(end + 1);
+                Ok(Some(Piece(items)))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// Forgets and stops `name`, which must serve no slot, and removes its data (and its host
@@ -385,5 +1085,287 @@ impl Operator<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// One slot of a move, as the two sides stand.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SlotMove {
+    pub slot: u16,
+    /// The source still owns the slot (so it gets MIGRATING and its keys move).
+    pub src_owns: bool,
+    /// The destination owns it already (an earlier run got that far).
+    pub dst_owns: bool,
+}
+
+#[derive(Default)]
+struct Batch {
+    keys: Vec<Vec<u8>>,
+    bytes: u64,
+}
+
+enum Copied {
+    Done,
+    /// The key disappeared (expired or deleted) before the copy: nothing to move.
+    Gone,
+    /// A client changed the key during the copy; the copy was dropped.
+    Changed,
+    Unsupported(String),
+}
+
+enum Cursor {
+    Start,
+    Scan(String),
+    Index(u64),
+    Done,
+}
+
+/// Elements read from the source: fields and values, members, (member, score) pairs, or one
+/// string range.
+struct Piece(Vec<Vec<u8>>);
+
+impl Piece {
+    fn into_write(self, kind: &str, scratch: &str) -> Option<redis::Pipeline> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let mut pipe = redis::pipe();
+        pipe.cmd("ASKING").ignore();
+        let cmd = match kind {
+            "hash" => pipe.cmd("HSET"),
+            "set" => pipe.cmd("SADD"),
+            "zset" => pipe.cmd("ZADD"),
+            "list" => pipe.cmd("RPUSH"),
+            _ => pipe.cmd("APPEND"),
+        };
+        cmd.arg(scratch);
+        if kind == "zset" {
+            // ZRANGE WITHSCORES gives member, score; ZADD wants score, member. Scores are
+            // passed as redis printed them (17 significant digits), so they round-trip.
+            for pair in self.0.chunks(2) {
+                if let [member, score] = pair {
+                    cmd.arg(score.as_slice()).arg(member.as_slice());
+                }
+            }
+        } else {
+            for item in &self.0 {
+                cmd.arg(item.as_slice());
+            }
+        }
+        cmd.ignore();
+        Some(pipe)
+    }
+}
+
+/// Serializes the pause-and-swap of big keys within this process.
+static BIG_KEY_SWAP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The myself line of a CLUSTER NODES reply.
+pub(crate) fn myself<'v>(view: &'v [NodeLine], t: &Target) -> Result<&'v NodeLine> {
+    view.iter()
+        .find(|l| l.is_myself())
+        .ok_or_else(|| t.protocol("CLUSTER NODES", "no myself line"))
+}
+
+pub(crate) fn owns(line: &NodeLine, slot: u16) -> bool {
+    line.slots.iter().any(|r| r.start <= slot && slot <= r.end)
+}
+
+/// Errors worth another attempt: the network, a node busy loading, MIGRATE's IOERR, a
+/// TRYAGAIN during resharding, a cluster briefly down.
+pub(crate) fn is_transient(e: &ClusterError) -> bool {
+    let ClusterError::Redis { source, .. } = e else {
+        return false;
+    };
+    source.is_timeout()
+        || source.is_io_error()
+        || source.is_connection_dropped()
+        || source.is_connection_refusal()
+        || matches!(
+            source.kind(),
+            redis::ErrorKind::TryAgain
+                | redis::ErrorKind::ClusterDown
+                | redis::ErrorKind::BusyLoadingError
+        )
+        || source.code() == Some("IOERR")
+}
+
+/// 100 ms, 200 ms, 400 ms, ... at most 3 s.
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100u64 << attempt.saturating_sub(1).min(5)).min(Duration::from_secs(3))
+}
+
+/// CRC16/XMODEM, the hash of redis cluster key slots.
+pub fn crc16(data: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &b in data {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
+/// The slot of a key (honouring a `{hash tag}`).
+pub fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        let close = rest.iter().position(|&b| b == b'}')?;
+        (close > 0).then(|| &rest[..close])
+    });
+    crc16(tagged.unwrap_or(key)) % 16384
+}
+
+/// For every slot, a short tag whose slot it is (the smallest decimal number that hashes
+/// there), so redisha can name a key of any slot.
+fn slot_tags() -> &'static [String] {
+    static TAGS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    TAGS.get_or_init(|| {
+        let mut tags: Vec<Option<String>> = vec![None; 16384];
+        let mut missing = tags.len();
+        let mut n: u64 = 0;
+        while missing > 0 {
+            let t = n.to_string();
+            let slot = usize::from(key_slot(t.as_bytes()));
+            if tags[slot].is_none() {
+                tags[slot] = Some(t);
+                missing -= 1;
+            }
+            n += 1;
+        }
+        tags.into_iter().map(Option::unwrap_or_default).collect()
+    })
+}
+
+/// The scratch key a piecewise copy builds on the destination, in `slot`. At most one per
+/// slot exists (copies of a slot run one at a time) and any leftover of an interrupted copy
+/// is deleted before the next copy or when the slot is finished.
+pub fn partial_key(slot: u16) -> String {
+    let tag = slot_tags()
+        .get(usize::from(slot))
+        .cloned()
+        .unwrap_or_default();
+    format!("redisha:partial-copy:{{{tag}}}")
+}
+
+/// Slots done, keys and bytes moved, logged every `progress_interval` (5 s by default) with an
+/// estimate of the time left.
+pub(crate) struct Progress {
+    started: Instant,
+    total: AtomicU64,
+    done: AtomicU64,
+    keys: AtomicU64,
+    bytes: AtomicU64,
+    last_log: std::sync::Mutex<Instant>,
+}
+
+impl Progress {
+    pub(crate) fn new(total_slots: u64) -> Self {
+        Progress {
+            started: Instant::now(),
+            total: AtomicU64::new(total_slots),
+            done: AtomicU64::new(0),
+            keys: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            last_log: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    fn slots_done(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn moved(&self, keys: u64, bytes: u64) {
+        self.keys.fetch_add(keys, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Logs when the last line is older than `every`.
+    fn maybe_log(&self, every: Duration) {
+        let due = match self.last_log.lock() {
+            Ok(mut last) if last.elapsed() >= every => {
+                *last = Instant::now();
+                true
+            }
+            _ => false,
+        };
+        if due {
+            self.log();
+        }
+    }
+
+    fn log(&self) {
+        let total = self.total.load(Ordering::Relaxed);
+        let done = self.done.load(Ordering::Relaxed).min(total);
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let eta_s = if done > 0 {
+            format!("{:.0}", elapsed * (total - done) as f64 / done as f64)
+        } else {
+            "unknown".to_string()
+        };
+        info!(
+            slots_done = done,
+            slots_total = total,
+            keys = self.keys.load(Ordering::Relaxed),
+            bytes = self.bytes.load(Ordering::Relaxed),
+            elapsed_s = format!("{elapsed:.0}"),
+            eta_s,
+            "migration progress"
+        );
+    }
+
+    /// Runs `work`, logging progress every `every` even while one long call (a big key)
+    /// keeps the work itself from reporting.
+    pub(crate) async fn while_running<T>(
+        &self,
+        every: Duration,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        futures::pin_mut!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => {
+                    self.log();
+                    return out;
+                }
+                _ = tokio::time::sleep(every) => self.maybe_log(every),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_slots_match_redis() {
+        // Values from the redis cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"bighash"), 15077);
+        assert_eq!(key_slot(b"bigzset"), 6977);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        // An empty tag does not count: the whole key is hashed.
+        assert_eq!(key_slot(b"foo{}{bar}"), crc16(b"foo{}{bar}") % 16384);
+    }
+
+    #[test]
+    fn every_slot_has_a_scratch_key_in_it() {
+        for slot in 0..16384u16 {
+            assert_eq!(key_slot(partial_key(slot).as_bytes()), slot);
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_bounded() {
+        assert_eq!(backoff(1), Duration::from_millis(100));
+        assert_eq!(backoff(2), Duration::from_millis(200));
+        assert_eq!(backoff(30), Duration::from_secs(3));
     }
 }

@@ -28,6 +28,10 @@ pub struct NodeView {
     pub cluster_state: Option<String>,
     /// Why the node could not be read.
     pub error: Option<String>,
+    /// Ids of the nodes this node flags `fail`: a failure the majority of masters agreed on
+    /// (`fail?` is one node's suspicion and is not listed).
+    #[serde(default)]
+    pub failed_peers: Vec<String>,
 }
 
 /// A node of the state and what it looks like now.
@@ -114,6 +118,11 @@ pub async fn view_node(conns: &Conns, t: &Target) -> NodeView {
     };
     let rinfo = parse_info(&rinfo);
     view.cluster_state = parse_info(&cinfo).get("cluster_state").cloned();
+    view.failed_peers = lines
+        .iter()
+        .filter(|l| l.has_flag("fail"))
+        .map(|l| l.id.clone())
+        .collect();
     if let Some(me) = lines.iter().find(|l| l.is_myself()) {
         view.node_id = Some(me.id.clone());
         view.slots = me.slots.clone();

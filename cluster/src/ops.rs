@@ -12,7 +12,11 @@ use redisha_planner::Role;
 use crate::conn::{Conns, Target};
 use crate::driver::{Driver, NodeConfig};
 use crate::error::{ClusterError, Result};
+use crate::secret::Password;
 use crate::state::ClusterState;
+
+/// The longest pause between two polls of a condition.
+const MAX_POLL_PAUSE: Duration = Duration::from_millis(200);
 
 /// Timeouts and batch sizes.
 #[derive(Debug, Clone)]
@@ -25,14 +29,29 @@ pub struct Options {
     pub poll_interval: Duration,
     /// Keys moved per MIGRATE.
     pub migrate_batch: usize,
+    /// Bytes (as MEMORY USAGE counts them) moved per MIGRATE: bounds how long one MIGRATE
+    /// blocks the two nodes, whatever the key sizes.
+    pub migrate_batch_bytes: u64,
+    /// Keys bigger than this are copied piece by piece instead of with one MIGRATE, which
+    /// would block both nodes for the whole key (about 2.4 s for a 144 MB hash here, more
+    /// on a busy machine: past `cluster-node-timeout` that means a failover).
+    pub migrate_big_key_bytes: u64,
+    /// Attempts of a migration round that failed with a transient error (IOERR, timeout,
+    /// TRYAGAIN, a dropped connection), with doubling pauses between them.
+    pub migrate_attempts: u32,
     /// Slots migrated at the same time between one pair of masters.
     pub migrate_parallel_slots: usize,
     /// MIGRATE's own timeout.
     pub migrate_timeout: Duration,
+    /// How often a running migration logs its progress.
+    pub progress_interval: Duration,
     /// Set when the user asked to stop (Terraform's StopProvider, Ctrl-C): operations return
     /// `ClusterError::Cancelled` at their next checkpoint, a point where the cluster is
     /// consistent and the next apply resumes.
     pub cancel: Cancel,
+    /// Lets repair restart a failed master that has no live replica and no append-only file
+    /// (it comes back with its last snapshot at best). Off: such a repair is refused.
+    pub allow_data_loss: bool,
 }
 
 /// A shared stop flag. Cloning shares it.
@@ -56,9 +75,14 @@ impl Default for Options {
             command_timeout: Duration::from_secs(15),
             poll_interval: Duration::from_millis(20),
             migrate_batch: 1000,
+            migrate_batch_bytes: 8 << 20,
+            migrate_big_key_bytes: 16 << 20,
+            migrate_attempts: 5,
             migrate_parallel_slots: 4,
             migrate_timeout: Duration::from_secs(10),
+            progress_interval: Duration::from_secs(5),
             cancel: Cancel::default(),
+            allow_data_loss: false,
         }
     }
 }
@@ -92,6 +116,14 @@ impl<'a> Operator<'a> {
         }
     }
 
+    /// Other passwords nodes may accept besides the configured one (the one the state was
+    /// applied with, while a rotation is unfinished): connections try each in turn.
+    pub fn also_accept(&mut self, passwords: impl IntoIterator<Item = Option<Password>>) {
+        let mut all = vec![self.config.password.clone()];
+        all.extend(passwords);
+        self.conns.set_passwords(all);
+    }
+
     pub fn config(&self) -> &NodeConfig {
         &self.config
     }
@@ -119,6 +151,7 @@ impl<'a> Operator<'a> {
         Fut: Future<Output = std::result::Result<T, String>>,
     {
         let deadline = Instant::now() + self.options.timeout;
+        let mut pause = self.options.poll_interval;
         loop {
             match check().await {
                 Ok(v) => return Ok(v),
@@ -128,7 +161,10 @@ impl<'a> Operator<'a> {
                         waiting_for: vec![format!("{what}: {why}")],
                     })
                 }
-                Err(_) => tokio::time::sleep(self.options.poll_interval).await,
+                Err(_) => {
+                    tokio::time::sleep(pause).await;
+                    pause = self.backoff(pause);
+                }
             }
         }
     }
@@ -140,6 +176,7 @@ impl<'a> Operator<'a> {
         let expected = targets.len();
         let deadline = Instant::now() + self.options.timeout;
         let mut last_report = Instant::now();
+        let mut pause = self.options.poll_interval;
         loop {
             let problems: Vec<String> = join_all(
                 targets
@@ -163,8 +200,15 @@ impl<'a> Operator<'a> {
                 tracing::debug!(?problems, "waiting for the cluster to converge");
                 last_report = Instant::now();
             }
-            tokio::time::sleep(self.options.poll_interval).await;
+            tokio::time::sleep(pause).await;
+            pause = self.backoff(pause);
         }
+    }
+
+    /// The next pause of a wait: doubling from `poll_interval` up to `MAX_POLL_PAUSE`, so a
+    /// short wait stays quick and a long one does not hammer the nodes.
+    pub(crate) fn backoff(&self, pause: Duration) -> Duration {
+        (pause * 2).min(MAX_POLL_PAUSE.max(self.options.poll_interval))
     }
 
     async fn convergence_problem(&self, t: &Target, expected: usize) -> Option<String> {

@@ -8,10 +8,84 @@ use redisha_planner::{Request, Role};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::driver::{NodePlan, ProcessState};
-use crate::error::{ClusterError, Result};
+use crate::driver::ProcessState;
+use std::collections::BTreeSet;
+
+use crate::error::{ClusterError, Result, Unverified};
+use crate::observe::Observation;
 use crate::ops::Operator;
 use crate::state::{host_plans, ClusterNode, ClusterState};
+
+/// The nodes that do not answer and are proven failed: the driver saw the process or the
+/// machine gone, or the cluster itself flags them `fail` (a majority of masters agreed).
+/// A node that does not answer without such proof (wrong password, BUSY, LOADING, a network
+/// problem between this machine and the node) is an error naming the node and the cause:
+/// failing it over or restarting it could hurt a healthy shard.
+fn proven_failed(state: &ClusterState, observation: &Observation) -> Result<Vec<String>> {
+    let flagged: BTreeSet<&str> = observation
+        .nodes
+        .iter()
+        .filter(|n| n.view.alive)
+        .flat_map(|n| n.view.failed_peers.iter().map(String::as_str))
+        .collect();
+    let mut dead = Vec::new();
+    let mut unverified = Vec::new();
+    for n in observation.nodes.iter().filter(|n| !n.view.alive) {
+        let node = state.require(&n.name)?;
+        let machine_gone = state.host(&node.host).is_none();
+        let flagged_fail = !node.node_id.is_empty() && flagged.contains(node.node_id.as_str());
+        if n.process == ProcessState::Stopped || machine_gone || flagged_fail {
+            let why = if n.process == ProcessState::Stopped {
+                "its process is gone"
+            } else if machine_gone {
+                "its machine is gone"
+            } else {
+                "the cluster flags it failed"
+            };
+            info!(node = %n.name, why, "node failed");
+            dead.push(n.name.clone());
+        } else {
+            unverified.push(Unverified {
+                node: n.name.clone(),
+                address: node.address(),
+                cause: describe_cause(n.view.error.as_deref().unwrap_or("no answer")),
+            });
+        }
+    }
+    if unverified.is_empty() {
+        Ok(dead)
+    } else {
+        Err(ClusterError::Unverified(unverified))
+    }
+}
+
+/// A reader's words for why a node did not answer (the raw error follows).
+pub fn describe_cause(error: &str) -> String {
+    let lower = error.to_ascii_lowercase();
+    let what = if [
+        "wrongpass",
+        "noauth",
+        "authentication",
+        "invalid password",
+        "username-password",
+    ]
+    .iter()
+    .any(|k| lower.contains(k))
+    {
+        "authentication failed with every password redisha knows (the configured one and the one in state)"
+    } else if lower.contains("busy") {
+        "the node is busy (a long-running script or function)"
+    } else if lower.contains("loading") {
+        "the node is still loading its data"
+    } else if lower.contains("timed out") || lower.contains("timeout") {
+        "the node did not answer in time"
+    } else if lower.contains("refused") {
+        "the connection was refused"
+    } else {
+        "the node does not answer"
+    };
+    format!("{what} ({error})")
+}
 
 /// What `repair` did, one line per action.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,12 +102,8 @@ impl Operator<'_> {
     ) -> Result<RepairReport> {
         let mut report = RepairReport::default();
         let observation = self.observe(state).await;
-        let dead: Vec<String> = observation
-            .nodes
-            .iter()
-            .filter(|n| !n.view.alive)
-            .map(|n| n.name.clone())
-            .collect();
+        let dead = proven_failed(state, &observation)?;
+        self.refuse_data_loss(state, &observation, &dead).await?;
 
         // Hosts that vanished (a terminated instance) are provisioned again.
         let placement = state.placement();
@@ -69,10 +139,7 @@ impl Operator<'_> {
                 let host = state.host(&node.host).ok_or_else(|| {
                     ClusterError::Plan(format!("host {:?} of node {name} is missing", node.host))
                 })?;
-                let plan = NodePlan {
-                    name: node.name.clone(),
-                    index_on_host: node.handle.index_on_host,
-                };
+                let plan = node.node_plan();
                 info!(node = %name, "restarting dead node");
                 let handle = self.driver.start_node(host, &plan, &self.config).await?;
                 self.conns.drop_conn(&node.target()).await;
@@ -92,7 +159,12 @@ impl Operator<'_> {
         for name in &dead {
             let node = state.require(name)?.clone();
             let id = self.my_id(&node.target()).await?;
-            if id != node.node_id {
+            if node.node_id.is_empty() {
+                // Started before it ever answered (a create cut short): nothing to replace.
+                if let Some(n) = state.node_mut(name) {
+                    n.node_id = id;
+                }
+            } else if id != node.node_id {
                 self.replace_identity(state, &node, &id).await?;
                 report.actions.push(format!(
                     "node {name} lost its data and rejoined with a new id"
@@ -105,6 +177,49 @@ impl Operator<'_> {
         self.restore_planned_masters(state, &mut report).await?;
         self.wait_converged(state).await?;
         Ok(report)
+    }
+
+    /// A failed master that serves slots and has no live replica can only come back with
+    /// what its data directory holds: its last snapshot at best, nothing if it lost the
+    /// directory. Without an append-only file that loses acknowledged writes, so it needs the
+    /// user's explicit `allow_data_loss`.
+    async fn refuse_data_loss(
+        &self,
+        state: &ClusterState,
+        observation: &Observation,
+        dead: &[String],
+    ) -> Result<()> {
+        if self.options.allow_data_loss
+            || self
+                .config
+                .redis_config
+                .get("appendonly")
+                .map(String::as_str)
+                == Some("yes")
+        {
+            return Ok(());
+        }
+        let live: Vec<ClusterNode> = state
+            .nodes
+            .iter()
+            .filter(|n| observation.node(&n.name).is_some_and(|o| o.view.alive))
+            .cloned()
+            .collect();
+        for name in dead {
+            let node = state.require(name)?;
+            if node.node_id.is_empty() || live.is_empty() {
+                continue;
+            }
+            let serves = !self.slots_of_id(&live, &node.node_id).await.is_empty();
+            let copy_alive = live.iter().any(|n| n.shard == node.shard);
+            if serves && !copy_alive {
+                return Err(ClusterError::WouldLoseData {
+                    what: format!("restarting master {name} (shard {})", node.shard),
+                    why: "no replica of its shard is alive and append-only persistence is off, so it comes back with its last snapshot at best".into(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// `node` came back empty with `new_id`: fail its shard over if the old identity still

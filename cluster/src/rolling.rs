@@ -5,7 +5,7 @@
 use futures::future::join_all;
 use tracing::{info, warn};
 
-use crate::driver::{NodeConfig, NodePlan};
+use crate::driver::NodeConfig;
 use crate::error::{ClusterError, Result};
 use crate::ops::Operator;
 use crate::repair::RepairReport;
@@ -50,31 +50,96 @@ impl Operator<'_> {
         Ok(())
     }
 
-    /// masterauth first everywhere (so replication keeps authenticating whichever password a
-    /// master has), then requirepass, then the config files.
+    /// Rotates the password in phases that each leave every node reachable, so a rotation cut
+    /// short anywhere is finished by the next apply (which connects with either password):
+    /// 1. every node accepts the new password besides the old one (`ACL SETUSER default >new`);
+    /// 2. replication authenticates with the new one (`masterauth`), and the config files
+    ///    carry it for the next start;
+    /// 3. the old password is removed (`ACL SETUSER default <old`).
+    ///
+    /// Clients and MIGRATE can move to the new password from phase 1 on.
     async fn change_password(&mut self, state: &ClusterState, new: &NodeConfig) -> Result<()> {
-        let pw = new
-            .password
-            .as_ref()
-            .map(|p| p.expose().to_string())
-            .unwrap_or_default();
-        info!("changing the cluster password: masterauth");
+        let old = self.conns.password().cloned();
+        let Some(new_pw) = new.password.clone() else {
+            // Dropping the password: nothing can lock anyone out.
+            info!("removing the cluster password");
+            self.config_set_all(
+                state,
+                &[
+                    ("masterauth".into(), String::new()),
+                    ("requirepass".into(), String::new()),
+                ],
+                "CONFIG SET requirepass",
+            )
+            .await?;
+            self.conns.set_password(None);
+            self.write_configs(state, new).await?;
+            return Ok(());
+        };
+        // Either password may be the one a node accepts until the rotation is done.
+        self.conns
+            .set_passwords(vec![Some(new_pw.clone()), old.clone()]);
+        info!("changing the cluster password: every node accepts the new one as well");
+        self.acl_all(
+            state,
+            &format!(">{}", new_pw.expose()),
+            "ACL SETUSER default >new",
+        )
+        .await?;
+        self.checkpoint("password.new_accepted")?;
+        info!("changing the cluster password: replication and config files use the new one");
         self.config_set_all(
             state,
-            &[("masterauth".into(), pw.clone())],
+            &[("masterauth".into(), new_pw.expose().to_string())],
             "CONFIG SET masterauth",
         )
         .await?;
-        info!("changing the cluster password: requirepass");
-        self.config_set_all(
-            state,
-            &[("requirepass".into(), pw)],
-            "CONFIG SET requirepass",
-        )
-        .await?;
-        self.conns.set_password(new.password.clone());
         self.write_configs(state, new).await?;
+        self.checkpoint("password.masterauth_set")?;
+        if let Some(old) = old.filter(|o| o != &new_pw) {
+            info!("changing the cluster password: the old one is removed");
+            self.acl_all(
+                state,
+                &format!("<{}", old.expose()),
+                "ACL SETUSER default <old",
+            )
+            .await?;
+        }
+        self.conns.set_password(Some(new_pw));
+        self.checkpoint("password.old_removed")?;
         info!("cluster password changed");
+        Ok(())
+    }
+
+    /// `ACL SETUSER default <rule>` on every node. Removing a password a node no longer has
+    /// (a rotation resumed after this phase) is not an error.
+    async fn acl_all(&self, state: &ClusterState, rule: &str, what: &str) -> Result<()> {
+        let jobs = state.nodes.iter().map(|n| async move {
+            let r: Result<redis::Value> = self
+                .conns
+                .query(
+                    &n.target(),
+                    redis::cmd("ACL").arg("SETUSER").arg("default").arg(rule),
+                    what,
+                )
+                .await;
+            match r {
+                Ok(_) => Ok(()),
+                Err(e) if rule.starts_with('<') && e.to_string().contains("does not exist") => {
+                    Ok(())
+                }
+                // Redis quotes the rule, password included, in its error: never pass it on.
+                Err(ClusterError::Redis { source, .. }) => Err(n.target().protocol(
+                    what,
+                    format!("refused ({})", source.code().unwrap_or("connection error")),
+                )),
+                Err(e) => Err(e),
+            }
+        });
+        join_all(jobs)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
         Ok(())
     }
 
@@ -170,11 +235,9 @@ impl Operator<'_> {
             .ok_or_else(|| ClusterError::Plan(format!("host {:?} is missing", node.host)))?;
         self.driver.stop_node(&node.handle).await?;
         self.conns.drop_conn(&node.target()).await;
-        let plan = NodePlan {
-            name: node.name.clone(),
-            index_on_host: node.handle.index_on_host,
-        };
-        self.driver.start_node(host, &plan, &self.config).await?;
+        self.driver
+            .start_node(host, &node.node_plan(), &self.config)
+            .await?;
         let t = node.target();
         self.poll(&format!("{} to rejoin", node.name), || async {
             let info = self
@@ -218,6 +281,9 @@ impl Operator<'_> {
                 state.hosts.push(host);
                 first_error.get_or_insert(e.into());
             }
+        }
+        if first_error.is_none() && !state.cluster_id.is_empty() {
+            self.driver.forget_cluster(&state.cluster_id).await?;
         }
         first_error.map_or(Ok(()), Err)
     }

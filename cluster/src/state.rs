@@ -7,9 +7,17 @@ use serde::{Deserialize, Serialize};
 use crate::conn::Target;
 use crate::driver::{HostHandle, HostPlan, NodeHandle, NodePlan};
 use crate::error::{ClusterError, Result};
+use crate::identity::NodeRecord;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ClusterState {
+    /// The cluster's unique id (`identity::new_cluster_id`), recorded on every node; empty in
+    /// states written before ids existed (the next apply gives them one).
+    #[serde(default)]
+    pub cluster_id: String,
+    /// The cluster's name (`name` in Terraform).
+    #[serde(default)]
+    pub name: String,
     /// `Driver::kind` of the driver that made the hosts (`imported` for adopted clusters).
     pub driver: String,
     pub hosts: Vec<HostHandle>,
@@ -52,6 +60,16 @@ impl ClusterNode {
     pub fn target(&self) -> Target {
         Target::new(&self.name, &self.handle.ip, self.handle.port)
     }
+
+    /// What the driver starts for this node.
+    pub fn node_plan(&self) -> NodePlan {
+        NodePlan {
+            name: self.name.clone(),
+            index_on_host: self.handle.index_on_host,
+            shard: self.shard,
+            role: self.role,
+        }
+    }
     pub fn address(&self) -> String {
         self.handle.address()
     }
@@ -81,6 +99,22 @@ impl ClusterState {
             .collect();
         nodes.sort_by(|a, b| (a.shard, a.role, &a.name).cmp(&(b.shard, b.role, &b.name)));
         Placement { nodes }
+    }
+
+    /// The record the driver keeps on `node` (see `identity`).
+    pub fn record_of(&self, node: &ClusterNode) -> NodeRecord {
+        NodeRecord {
+            format: crate::identity::RECORD_FORMAT,
+            cluster_id: self.cluster_id.clone(),
+            cluster_name: self.name.clone(),
+            name: node.name.clone(),
+            shard: node.shard,
+            role: node.role,
+            zone: node.zone.clone(),
+            host: node.host.clone(),
+            address: node.handle.ip.clone(),
+            index_on_host: node.handle.index_on_host,
+        }
     }
 
     pub fn node(&self, name: &str) -> Option<&ClusterNode> {
@@ -123,6 +157,52 @@ impl ClusterState {
                 n.shard = p.shard;
                 n.slots = p.slots.clone();
             }
+        }
+    }
+
+    /// Follows a finished migration step, so that a state saved after a later failure names
+    /// the planned roles and slots as they now are (the next plan starts from there).
+    pub fn apply_step(&mut self, step: &redisha_planner::Step) {
+        use redisha_planner::Step;
+        match step {
+            Step::Failover { node } => {
+                let Some(shard) = self.node(node).map(|n| n.shard) else {
+                    return;
+                };
+                let slots: Vec<SlotRange> = self
+                    .nodes
+                    .iter()
+                    .filter(|n| n.shard == shard)
+                    .flat_map(|n| n.slots.clone())
+                    .collect();
+                for n in self.nodes.iter_mut().filter(|n| n.shard == shard) {
+                    let promoted = &n.name == node;
+                    n.role = if promoted {
+                        Role::Master
+                    } else {
+                        Role::Replica
+                    };
+                    n.slots = if promoted { slots.clone() } else { Vec::new() };
+                }
+            }
+            Step::MigrateSlots { from, to, slots } => {
+                let moved: Vec<u16> = (slots.start..=slots.end).collect();
+                if let Some(f) = self.node_mut(from) {
+                    let kept: Vec<u16> = f
+                        .slots
+                        .iter()
+                        .flat_map(|r| r.start..=r.end)
+                        .filter(|s| !moved.contains(s))
+                        .collect();
+                    f.slots = crate::conn::slots_to_ranges(kept);
+                }
+                if let Some(t) = self.node_mut(to) {
+                    let mut all: Vec<u16> = t.slots.iter().flat_map(|r| r.start..=r.end).collect();
+                    all.extend(&moved);
+                    t.slots = crate::conn::slots_to_ranges(all);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -188,6 +268,8 @@ pub fn host_plans(
         plan.nodes.push(NodePlan {
             name: node.name.clone(),
             index_on_host: index,
+            shard: node.shard,
+            role: node.role,
         });
     }
     Ok(plans)

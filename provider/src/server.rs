@@ -420,9 +420,13 @@ impl Provider for ProviderService {
     ) -> RpcResult<pb::apply_resource_change::Response> {
         const RPC: &str = "ApplyResourceChange";
         let req = req.into_inner();
-        // On failure return the prior state: Terraform must never lose track of an object.
+        // On failure return the prior state with the planned private state: Terraform must
+        // never lose track of an object, nor the handles that find what it is made of (a
+        // panic keeps them too; the resource rebuilds anything newer from its nodes).
         let prior = req.prior_state.clone();
-        let ((state, private), diags) = guarded(RPC, || (prior.clone(), Vec::new()), async {
+        let planned_private = req.planned_private.clone();
+        let fallback = || (prior.clone(), planned_private.clone());
+        let ((state, private), diags) = guarded(RPC, fallback, async {
             let keep = (req.prior_state.clone(), req.planned_private.clone());
             let ty = match self.resource_type(&req.type_name) {
                 Ok(t) => t,

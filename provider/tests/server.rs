@@ -3,11 +3,16 @@
 
 use async_trait::async_trait;
 use terraform_provider_redisha::codec::encode_msgpack;
+use terraform_provider_redisha::framework::{
+    ApplyRequest, ApplyResponse, PlanRequest, PlanResponse, ReadResponse,
+};
 use terraform_provider_redisha::framework::{EmptyProviderConfig, Registry};
 use terraform_provider_redisha::proto::tfplugin6 as pb;
 use terraform_provider_redisha::proto::tfplugin6::provider_server::Provider;
 use terraform_provider_redisha::server::ProviderService;
-use terraform_provider_redisha::{registry, Context, DataSource, Diagnostics, Schema, Type, Value};
+use terraform_provider_redisha::{
+    registry, Context, DataSource, Diagnostics, Resource, Schema, Type, Value,
+};
 use tonic::Request;
 
 fn host(name: &str, memory: i64) -> Value {
@@ -280,6 +285,59 @@ async fn a_panic_becomes_an_error_diagnostic_naming_the_rpc() {
         .summary
         .contains("ValidateDataResourceConfig"));
     assert!(resp.diagnostics[0].detail.contains("validate exploded"));
+}
+
+struct PanicsInApply;
+
+#[async_trait]
+impl Resource for PanicsInApply {
+    fn type_name(&self) -> &'static str {
+        "redisha_apply_panics"
+    }
+    fn schema(&self) -> Schema {
+        Schema::default()
+    }
+    async fn plan(&self, _ctx: &Context, _req: PlanRequest) -> PlanResponse {
+        unreachable!("not called")
+    }
+    async fn apply(&self, _ctx: &Context, _req: ApplyRequest) -> ApplyResponse {
+        panic!("apply exploded")
+    }
+    async fn read(&self, _ctx: &Context, _state: Value, _private: Vec<u8>) -> ReadResponse {
+        unreachable!("not called")
+    }
+}
+
+#[tokio::test]
+async fn a_panic_in_apply_keeps_the_prior_state_and_the_private_state() {
+    let svc = ProviderService::new(Registry::new(EmptyProviderConfig).resource(PanicsInApply));
+    let prior = pb::DynamicValue {
+        msgpack: encode_msgpack(
+            &Value::Map(Default::default()),
+            &Type::object(Vec::<(&str, Type)>::new()),
+        )
+        .unwrap(),
+        json: Vec::new(),
+    };
+    let resp = svc
+        .apply_resource_change(Request::new(pb::apply_resource_change::Request {
+            type_name: "redisha_apply_panics".into(),
+            prior_state: Some(prior.clone()),
+            planned_state: Some(prior.clone()),
+            config: Some(prior.clone()),
+            planned_private: b"the handles of every node".to_vec(),
+            provider_meta: None,
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(resp.diagnostics[0].detail.contains("apply exploded"));
+    assert_eq!(resp.new_state, Some(prior), "the prior state is kept");
+    assert_eq!(
+        resp.private,
+        b"the handles of every node".to_vec(),
+        "the private state is kept: it finds the nodes"
+    );
 }
 
 #[tokio::test]

@@ -27,15 +27,28 @@ impl Drop for Cleanup<'_> {
     }
 }
 
-/// Pids of running redis-servers whose pidfile is in a node directory under `data_dir`.
+/// Pids of running redis-servers whose pidfile is in a node directory under `data_dir`:
+/// `<data_dir>/<cluster id>/<node>/` (and `<data_dir>/<node>/`, the layout before cluster ids).
 pub fn our_pids(data_dir: &Path) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir(data_dir) else {
-        return Vec::new();
+    let subdirs = |dir: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.is_dir())
+                    .collect()
+            })
+            .unwrap_or_default()
     };
-    entries
-        .flatten()
-        .filter_map(|e| {
-            let pid: u32 = std::fs::read_to_string(e.path().join("redis.pid"))
+    let mut dirs = Vec::new();
+    for top in subdirs(data_dir) {
+        dirs.extend(subdirs(&top));
+        dirs.push(top);
+    }
+    dirs.iter()
+        .filter_map(|dir| {
+            let pid: u32 = std::fs::read_to_string(dir.join("redis.pid"))
                 .ok()?
                 .trim()
                 .parse()

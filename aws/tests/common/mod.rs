@@ -41,6 +41,8 @@ pub fn host(name: &str, zone: &str, zone_index: u32, host_index: u32, nodes: u16
             .map(|i| NodePlan {
                 name: format!("{name}-n{i}"),
                 index_on_host: i,
+                shard: 0,
+                role: redisha_planner::Role::Master,
             })
             .collect(),
     }

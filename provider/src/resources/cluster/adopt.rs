@@ -92,9 +92,20 @@ pub fn adopt(
                 .hosts
                 .last()
                 .ok_or_else(|| mismatch(format!("host {} was not recorded", h.name)))?;
-            let handle = local
+            let (handle, cluster_id) = local
                 .existing_handle(host, np)
                 .map_err(|e| mismatch(e.to_string()))?;
+            // A cluster made by redisha keeps its id: its nodes carry it.
+            if let Some(id) = cluster_id {
+                if state.cluster_id.is_empty() {
+                    state.cluster_id = id;
+                } else if state.cluster_id != id {
+                    return Err(mismatch(format!(
+                        "node at {address} belongs to cluster {id}, other nodes to {}",
+                        state.cluster_id
+                    )));
+                }
+            }
             state.nodes.push(ClusterNode::planned(
                 planned,
                 running.node_id.clone(),

@@ -60,6 +60,8 @@ pub struct ClusterArgs {
     pub node_config: NodeConfig,
     pub driver: DriverArgs,
     pub timeouts: Timeouts,
+    /// `allow_data_loss`: lets repair restart a master with no live copy of its data.
+    pub allow_data_loss: bool,
 }
 
 /// Decodes the config. `Ok(None)` when some value is unknown; `Err` with every problem found.
@@ -98,6 +100,18 @@ pub fn decode(config: &Value) -> Result<Option<ClusterArgs>, Diagnostics> {
         }
     }
     let password = take(attrs::string(config, "password", &root), &mut diags);
+    let allow_data_loss = match attrs::bool(config, "allow_data_loss", &root) {
+        Ok(Field::Known(v)) => Some(v),
+        Ok(Field::Null) => Some(false),
+        Ok(Field::Unknown) => {
+            known = false;
+            None
+        }
+        Err(d) => {
+            diags.push(d);
+            None
+        }
+    };
     let redis_config = match string_map(config.get("redis_config"), &root.then("redis_config")) {
         Ok(Some(m)) => Some(m),
         Ok(None) => {
@@ -197,14 +211,17 @@ pub fn decode(config: &Value) -> Result<Option<ClusterArgs>, Diagnostics> {
     if !known {
         return Ok(None);
     }
-    match (name, request, driver, timeouts) {
-        (Some(name), Some(request), Some(driver), Some(timeouts)) => Ok(Some(ClusterArgs {
-            name,
-            request,
-            node_config,
-            driver,
-            timeouts,
-        })),
+    match (name, request, driver, timeouts, allow_data_loss) {
+        (Some(name), Some(request), Some(driver), Some(timeouts), Some(allow_data_loss)) => {
+            Ok(Some(ClusterArgs {
+                name,
+                request,
+                node_config,
+                driver,
+                timeouts,
+                allow_data_loss,
+            }))
+        }
         _ => Ok(None),
     }
 }

@@ -34,6 +34,18 @@ impl BuiltDriver {
         }
     }
 
+    /// The driver acting for cluster `id`: the local driver puts its nodes under
+    /// `<data_dir>/<id>/` and touches nothing that carries another id.
+    pub fn for_cluster(self, id: &str, name: &str) -> Result<Self, Diagnostics> {
+        match self {
+            BuiltDriver::Local(d) => d
+                .with_cluster(id, name)
+                .map(BuiltDriver::Local)
+                .map_err(|e| Diagnostic::error("Invalid cluster id", e.to_string()).into()),
+            other => Ok(other),
+        }
+    }
+
     /// The address a node will have, when the driver knows it before anything exists.
     pub fn planned_address(&self, host: &HostPlan, node: &NodePlan) -> Option<String> {
         match self {

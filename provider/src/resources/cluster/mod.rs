@@ -1,21 +1,25 @@
 //! `resource "redisha_cluster"`: a Redis Cluster placed by the planner and run by a driver.
 //!
-//! Plan runs the planner (re-planning from the placement in state, so few nodes move) and shows
-//! where every node will run. Apply creates, repairs drift, reconfigures (rolling) and
-//! executes the planner's migration steps. Read reports the live cluster so drift shows up.
-//! The driver's handles (pids, data dirs, instance ids) travel in the resource's private
-//! state, never in attributes.
+//! Plan runs the planner (re-planning from the cluster as it is, so few nodes move) and shows
+//! where every node will run. Apply creates (or resumes an interrupted create), finishes
+//! half-moved slots, repairs proven failures, reconfigures (rolling) and executes the
+//! planner's migration steps. Read reports the live cluster so drift shows up. The driver's
+//! handles travel in the resource's private state, a cache only: every call first makes it
+//! true from the driver and the live cluster (`locate`), so a killed provider loses nothing.
 
 pub mod adopt;
 pub mod args;
 pub mod drivers;
+pub mod locate;
 pub mod nodes;
+pub mod private;
 pub mod schema;
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use redisha_cluster::{ClusterState, NodeConfig, Operator, Options, Password};
+use redisha_cluster::identity::{ClusterRecord, ClusterStatus};
+use redisha_cluster::{ClusterState, NodeConfig, Options, Password};
 use redisha_planner as planner;
 use redisha_planner::{Placement, Request};
 use tracing::{info, warn};
@@ -29,36 +33,11 @@ use crate::schema::Schema;
 use crate::value::Value;
 
 use args::ClusterArgs;
-use drivers::BuiltDriver;
+use locate::Located;
 
 pub const TYPE_NAME: &str = "redisha_cluster";
 
 pub struct ClusterResource;
-
-/// The private state: everything the driver made, so a later provider process finds it.
-fn decode_private(bytes: &[u8]) -> Result<Option<ClusterState>, Diagnostic> {
-    if bytes.is_empty() {
-        return Ok(None);
-    }
-    serde_json::from_slice(bytes).map(Some).map_err(|e| {
-        Diagnostic::error(
-            "Cannot read the cluster's private state",
-            format!("The state saved by a previous apply does not decode ({e}). If the cluster still runs, adopt it with terraform import."),
-        )
-    })
-}
-
-fn encode_private(state: &ClusterState) -> Vec<u8> {
-    // A ClusterState is plain data: encoding cannot fail; an empty vec would only lose handles.
-    serde_json::to_vec(state).unwrap_or_default()
-}
-
-fn op_options(timeout: std::time::Duration) -> Options {
-    Options {
-        timeout,
-        ..Options::default()
-    }
-}
 
 /// The node settings a state was applied with: its password and redis_config attributes.
 fn node_config_of(state: &Value) -> NodeConfig {
@@ -102,7 +81,10 @@ fn cluster_error(summary: &str, e: impl std::fmt::Display) -> Diagnostic {
 }
 
 /// Plans the placement for `request`, re-planning from `prior` so that few nodes move.
-fn place(request: &Request, prior: Option<&ClusterState>) -> Result<planner::Plan, Diagnostics> {
+pub(crate) fn place(
+    request: &Request,
+    prior: Option<&ClusterState>,
+) -> Result<planner::Plan, Diagnostics> {
     let previous: Option<Placement> = prior
         .map(ClusterState::placement)
         .filter(|p| !p.nodes.is_empty());
@@ -116,16 +98,35 @@ fn state_value(config: &Value, computed: BTreeMap<String, Value>) -> Value {
 
 fn computed_attrs(
     name: &str,
+    cluster_id: Value,
     nodes: Value,
     endpoints: Value,
     report: Value,
 ) -> BTreeMap<String, Value> {
     BTreeMap::from([
         ("id".to_string(), Value::from(name)),
+        ("cluster_id".to_string(), cluster_id),
         ("nodes".to_string(), nodes),
         ("endpoints".to_string(), endpoints),
         ("placement_report".to_string(), report),
     ])
+}
+
+/// The `cluster_id` attribute: null for a cluster that has none yet (an import not adopted).
+fn id_value(state: &ClusterState) -> Value {
+    if state.cluster_id.is_empty() {
+        Value::Null
+    } else {
+        Value::from(state.cluster_id.as_str())
+    }
+}
+
+/// What recovery and open slots tell the reviewer of a plan.
+fn note_warnings(summary: &str, notes: &[String]) -> Diagnostics {
+    if notes.is_empty() {
+        return Diagnostics::new();
+    }
+    Diagnostic::warning(summary, notes.join("\n")).into()
 }
 
 impl ClusterResource {
@@ -138,8 +139,8 @@ impl ClusterResource {
                 diagnostics: Diagnostics::new(),
             });
         }
-        let prior = decode_private(&req.prior_private)?;
-        let imported = prior.as_ref().is_some_and(|p| p.driver == adopt::IMPORTED);
+        let cached = private::decode(&req.prior_private);
+        let imported = cached.as_ref().is_some_and(|p| p.driver == adopt::IMPORTED);
         let mut requires_replace = Vec::new();
         if !req.prior_state.is_null() && !imported {
             for attr in ["name", "local", "aws"] {
@@ -149,7 +150,7 @@ impl ClusterResource {
             }
         }
         let replacing = !requires_replace.is_empty();
-        let prior = if replacing { None } else { prior };
+        let creating = req.prior_state.is_null() || replacing;
 
         let Some(args) = args::decode(&req.config)? else {
             // Something in the config is only known at apply: so is everything computed.
@@ -157,8 +158,12 @@ impl ClusterResource {
             for a in ["nodes", "endpoints", "placement_report"] {
                 computed.insert(a.to_string(), Value::Unknown);
             }
-            let id = req.config.get("name").clone();
-            computed.insert("id".to_string(), id);
+            let cluster_id = match req.prior_state.get("cluster_id") {
+                Value::String(s) if !creating => Value::from(s.as_str()),
+                _ => Value::Unknown,
+            };
+            computed.insert("cluster_id".to_string(), cluster_id);
+            computed.insert("id".to_string(), req.config.get("name").clone());
             return Ok(PlanResponse {
                 planned_state: state_value(&req.config, computed),
                 requires_replace,
@@ -166,29 +171,66 @@ impl ClusterResource {
                 diagnostics: Diagnostics::new(),
             });
         };
-        let (driver, request) = drivers::build(ctx, &args, prior.as_ref()).await?;
-        let prior = match prior {
-            Some(p) if imported => {
-                let fresh = place(&request, None)?;
-                Some(adopt::adopt(&p, &request, &fresh.placement, &driver)?)
-            }
-            other => other,
-        };
-        let planned = place(&request, prior.as_ref())?;
         let mut diagnostics = Diagnostics::new();
+        let located = if creating {
+            let (located, _) = locate::for_create(ctx, &args, false).await?;
+            diagnostics.extend(note_warnings(
+                "Resuming an interrupted create",
+                &located.notes,
+            ));
+            located
+        } else {
+            let prior_config = node_config_of(&req.prior_state);
+            let located = locate::existing(
+                ctx,
+                &args,
+                cached,
+                &req.prior_state,
+                prior_config.password,
+                args.node_config.password.clone(),
+                false,
+            )
+            .await?;
+            diagnostics.extend(note_warnings(
+                "The state was rebuilt from the running cluster",
+                &located.notes,
+            ));
+            located
+        };
+        let Located {
+            driver,
+            request,
+            state: current,
+            ..
+        } = located;
+        let planned = place(&request, (!creating).then_some(&current))?;
         for w in &planned.warnings {
             diagnostics.push(Diagnostic::warning("Placement warning", w.clone()));
         }
 
         // What apply needs (binary, free ports, writable data dir), checked before anything starts.
-        let empty = ClusterState::new(driver.driver().kind());
-        let current = prior.as_ref().unwrap_or(&empty);
-        let op = Operator::with_options(
-            driver.driver(),
-            args.node_config.clone(),
-            op_options(args.timeouts.create),
+        let op = locate::operator(
+            &driver,
+            &args,
+            args.node_config.password.clone(),
+            node_config_of(&req.prior_state).password,
+            locate::options(ctx, args.timeouts.create, args.allow_data_loss),
         );
-        if let Err(e) = op.preflight(&request, &planned.placement, current).await {
+        if !creating {
+            // Slots a killed apply left half-moved: apply finishes them before anything else.
+            let open: Vec<String> = op
+                .open_slots(&current)
+                .await
+                .map_err(|e| Diagnostics::from(cluster_error("Cannot read the open slots", e)))?
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            diagnostics.extend(note_warnings(
+                "Apply resumes an interrupted migration",
+                &open,
+            ));
+        }
+        if let Err(e) = op.preflight(&request, &planned.placement, &current).await {
             return Err(cluster_error("The cluster cannot be started here", e)
                 .at(preflight_path(&args))
                 .into());
@@ -200,11 +242,16 @@ impl ClusterResource {
             req.prior_state.get("nodes")
         };
         let (nodes, endpoints) =
-            nodes::planned(&request, &planned.placement, current, prior_nodes, &driver);
+            nodes::planned(&request, &planned.placement, &current, prior_nodes, &driver);
         let report = Value::from(planner::report::render_markdown(&planned.report));
+        // A new cluster (or one of an older state) gets its id at apply.
+        let planned_id = match id_value(&current) {
+            Value::Null => Value::Unknown,
+            known => known,
+        };
         let planned_state = state_value(
             &req.config,
-            computed_attrs(&args.name, nodes, endpoints, report),
+            computed_attrs(&args.name, planned_id, nodes, endpoints, report),
         );
         Ok(PlanResponse {
             planned_state,
@@ -219,92 +266,82 @@ impl ClusterResource {
     }
 
     async fn do_apply(&self, ctx: &Context, req: ApplyRequest) -> ApplyResponse {
-        let prior = match decode_private(&req.planned_private) {
-            Ok(p) => p,
-            Err(d) => {
-                return ApplyResponse {
-                    new_state: req.prior_state,
-                    private: req.planned_private,
-                    diagnostics: d.into(),
-                }
-            }
-        };
+        let cached = private::decode(&req.planned_private);
         if req.planned_state.is_null() {
             return self
-                .delete(ctx, &req.prior_state, prior, req.planned_private)
+                .delete(ctx, &req.prior_state, cached, req.planned_private)
                 .await;
         }
+        let failed = |diagnostics: Diagnostics| ApplyResponse {
+            new_state: req.prior_state.clone(),
+            private: req.planned_private.clone(),
+            diagnostics,
+        };
         let args = match args::decode(&req.config) {
             Ok(Some(a)) => a,
             Ok(None) => {
-                return ApplyResponse {
-                    new_state: req.prior_state,
-                    private: req.planned_private,
-                    diagnostics: Diagnostic::error(
+                return failed(
+                    Diagnostic::error(
                         "Configuration not fully known at apply",
                         "Terraform sends known configuration to apply; this is a bug.",
                     )
                     .into(),
-                }
+                )
             }
-            Err(d) => {
-                return ApplyResponse {
-                    new_state: req.prior_state,
-                    private: req.planned_private,
-                    diagnostics: d,
-                }
-            }
+            Err(d) => return failed(d),
         };
-        let (driver, request) = match drivers::build(ctx, &args, prior.as_ref()).await {
-            Ok(b) => b,
-            Err(d) => {
-                return ApplyResponse {
-                    new_state: req.prior_state,
-                    private: req.planned_private,
-                    diagnostics: d,
-                }
-            }
-        };
-        let prior = match prior {
-            Some(p) if p.driver == adopt::IMPORTED => {
-                let adopted = place(&request, None).and_then(|fresh| {
-                    adopt::adopt(&p, &request, &fresh.placement, &driver).map_err(Diagnostics::from)
-                });
-                match adopted {
-                    Ok(a) => Some(a),
-                    Err(diagnostics) => {
-                        return ApplyResponse {
-                            new_state: req.prior_state,
-                            private: req.planned_private,
-                            diagnostics,
-                        }
-                    }
-                }
-            }
-            other => other,
-        };
-        let creating = prior.is_none() || req.prior_state.is_null();
-        let mut state = prior.unwrap_or_else(|| ClusterState::new(driver.driver().kind()));
-        let result = if creating {
-            self.create(&args, &driver, &request, &mut state).await
+        let creating = req.prior_state.is_null();
+        let located = if creating {
+            locate::for_create(ctx, &args, true).await.map(|(l, _)| l)
         } else {
-            self.update(&args, &driver, &request, &req.prior_state, &mut state)
+            let prior_config = node_config_of(&req.prior_state);
+            locate::existing(
+                ctx,
+                &args,
+                cached,
+                &req.prior_state,
+                prior_config.password,
+                args.node_config.password.clone(),
+                true,
+            )
+            .await
+        };
+        let mut located = match located {
+            Ok(l) => l,
+            Err(d) => return failed(d),
+        };
+        for note in &located.notes {
+            info!(cluster = %args.name, %note, "recovered");
+        }
+        let result = if creating {
+            self.create(ctx, &args, &mut located).await
+        } else {
+            self.update(ctx, &args, &req.prior_state, &mut located)
                 .await
         };
-        let private = encode_private(&state);
+        let Located { driver, state, .. } = located;
+        let private = private::encode(&state);
         match result {
             Ok(report) => {
-                let op = Operator::with_options(
-                    driver.driver(),
-                    args.node_config.clone(),
-                    op_options(args.timeouts.update),
+                let op = locate::operator(
+                    &driver,
+                    &args,
+                    args.node_config.password.clone(),
+                    None,
+                    locate::options(ctx, args.timeouts.update, args.allow_data_loss),
                 );
                 let observation = op.observe(&state).await;
                 let (nodes, endpoints) = nodes::observed(&state, &observation);
                 ApplyResponse {
                     new_state: state_value(
                         &req.config,
-                        computed_attrs(&args.name, nodes, endpoints, Value::from(report)),
+                        computed_attrs(
+                            &args.name,
+                            id_value(&state),
+                            nodes,
+                            endpoints,
+                            Value::from(report),
+                        ),
                     ),
                     private,
                     diagnostics: Diagnostics::new(),
@@ -322,6 +359,7 @@ impl ClusterResource {
                         &req.config,
                         computed_attrs(
                             &args.name,
+                            id_value(&state),
                             Value::List(Vec::new()),
                             Value::List(Vec::new()),
                             Value::from(""),
@@ -340,40 +378,71 @@ impl ClusterResource {
 
     async fn create(
         &self,
+        ctx: &Context,
         args: &ClusterArgs,
-        driver: &BuiltDriver,
-        request: &Request,
-        state: &mut ClusterState,
+        located: &mut Located,
     ) -> Result<String, Diagnostics> {
-        let planned = place(request, None)?;
-        let op = Operator::with_options(
-            driver.driver(),
-            args.node_config.clone(),
-            op_options(args.timeouts.create),
+        // The same placement as the plan (and as a create this one resumes): a fresh plan.
+        let planned = place(&located.request, None)?;
+        let op = locate::operator(
+            &located.driver,
+            args,
+            args.node_config.password.clone(),
+            None,
+            locate::options(ctx, args.timeouts.create, args.allow_data_loss),
         );
-        info!(cluster = %args.name, nodes = planned.placement.nodes.len(), "creating cluster");
-        op.create(request, &planned.placement, state)
+        info!(cluster = %args.name, cluster_id = %located.state.cluster_id, nodes = planned.placement.nodes.len(), "creating cluster");
+        op.create(&located.request, &planned.placement, &mut located.state)
             .await
             .map_err(|e| Diagnostics::from(cluster_error("Creating the cluster failed", e)))?;
+        let record =
+            ClusterRecord::new(&located.state.cluster_id, &args.name, ClusterStatus::Ready);
+        located
+            .driver
+            .driver()
+            .record_cluster(&record)
+            .await
+            .map_err(|e| Diagnostics::from(cluster_error("Recording the cluster failed", e)))?;
         Ok(planner::report::render_markdown(&planned.report))
     }
 
     async fn update(
         &self,
+        ctx: &Context,
         args: &ClusterArgs,
-        driver: &BuiltDriver,
-        request: &Request,
         prior_state: &Value,
-        state: &mut ClusterState,
+        located: &mut Located,
     ) -> Result<String, Diagnostics> {
         let old_config = node_config_of(prior_state);
-        let timeout = args.timeouts.update;
-        let mut op = Operator::with_options(driver.driver(), old_config, op_options(timeout));
+        let Located {
+            driver,
+            request,
+            state,
+            ..
+        } = located;
+        // The operator starts from the settings the cluster runs with; reconfigure rolls the
+        // new ones out. Both passwords are tried: a rotation may have been cut short.
+        let mut op = redisha_cluster::Operator::with_options(
+            driver.driver(),
+            old_config,
+            locate::options(ctx, args.timeouts.update, args.allow_data_loss),
+        );
+        op.also_accept([args.node_config.password.clone()]);
 
         // Hosts whose machine is gone (a terminated instance) leave the state here too, not
         // only at read, so `apply -refresh=false` also replaces them (see `do_read`).
         driver.sync_hosts(state).await?;
-        // Drift first: every node up, replicas attached, planned masters back in place, so the
+        // Half-moved slots first: nothing may fail over while a slot is open.
+        let finished = op.finish_open_slots(state).await.map_err(|e| {
+            Diagnostics::from(cluster_error(
+                "Finishing an interrupted migration failed",
+                e,
+            ))
+        })?;
+        for action in &finished {
+            info!(cluster = %args.name, %action, "open slots");
+        }
+        // Drift next: every node up, replicas attached, planned masters back in place, so the
         // migration starts from the plan in state.
         let repaired = op
             .repair(request, state)
@@ -407,51 +476,63 @@ impl ClusterResource {
         &self,
         ctx: &Context,
         prior_state: &Value,
-        prior: Option<ClusterState>,
+        cached: Option<ClusterState>,
         private: Vec<u8>,
     ) -> ApplyResponse {
-        let Some(mut state) = prior else {
+        let keep = |diagnostics: Diagnostics, private: Vec<u8>| ApplyResponse {
+            new_state: prior_state.clone(),
+            private,
+            diagnostics,
+        };
+        if cached.as_ref().is_some_and(|s| s.driver == adopt::IMPORTED) {
+            return keep(
+                Diagnostic::error(
+                    "The imported cluster was never adopted",
+                    "redisha has not taken over these processes yet. Run terraform apply with a configuration that describes the cluster to adopt it (then destroy works), or terraform state rm to forget it and leave it running.",
+                )
+                .into(),
+                private,
+            );
+        }
+        if cached.is_none() && prior_state.get("cluster_id").as_str().is_none() {
+            // Nothing was ever recorded (a create that made nothing): nothing to remove.
             return ApplyResponse {
                 new_state: Value::Null,
                 private: Vec::new(),
                 diagnostics: Diagnostics::new(),
             };
-        };
-        if state.driver == adopt::IMPORTED {
-            return ApplyResponse {
-                new_state: prior_state.clone(),
-                private,
-                diagnostics: Diagnostic::error(
-                    "The imported cluster was never adopted",
-                    "redisha has not taken over these processes yet. Run terraform apply with a configuration that describes the cluster to adopt it (then destroy works), or terraform state rm to forget it and leave it running.",
-                )
-                .into(),
-            };
         }
         let args = match args::decode(prior_state) {
             Ok(Some(a)) => a,
             _ => {
-                return ApplyResponse {
-                    new_state: prior_state.clone(),
-                    private,
-                    diagnostics: Diagnostic::error(
+                return keep(
+                    Diagnostic::error(
                         "Cannot read the cluster's settings from state",
                         "The saved attributes do not decode; remove the processes by hand and `terraform state rm` the resource.",
                     )
                     .into(),
-                }
-            }
-        };
-        let driver = match drivers::build(ctx, &args, Some(&state)).await {
-            Ok((d, _)) => d,
-            Err(diagnostics) => {
-                return ApplyResponse {
-                    new_state: prior_state.clone(),
                     private,
-                    diagnostics,
-                }
+                )
             }
         };
+        let prior_config = node_config_of(prior_state);
+        let located = match locate::existing(
+            ctx,
+            &args,
+            cached,
+            prior_state,
+            prior_config.password,
+            None,
+            true,
+        )
+        .await
+        {
+            Ok(l) => l,
+            Err(diagnostics) => return keep(diagnostics, private),
+        };
+        let Located {
+            driver, mut state, ..
+        } = located;
         if let Some(result) = driver.destroy_all(&mut state).await {
             return match result {
                 Ok(()) => ApplyResponse {
@@ -459,17 +540,15 @@ impl ClusterResource {
                     private: Vec::new(),
                     diagnostics: Diagnostics::new(),
                 },
-                Err(diagnostics) => ApplyResponse {
-                    new_state: prior_state.clone(),
-                    private: encode_private(&state),
-                    diagnostics,
-                },
+                Err(diagnostics) => keep(diagnostics, private::encode(&state)),
             };
         }
-        let op = Operator::with_options(
-            driver.driver(),
-            args.node_config.clone(),
-            op_options(args.timeouts.delete),
+        let op = locate::operator(
+            &driver,
+            &args,
+            args.node_config.password.clone(),
+            None,
+            locate::options(ctx, args.timeouts.delete, args.allow_data_loss),
         );
         let mut diagnostics = Diagnostics::new();
         if let Err(e) = op.destroy(&mut state).await {
@@ -485,11 +564,7 @@ impl ClusterResource {
             }
         }
         if diagnostics.has_errors() {
-            return ApplyResponse {
-                new_state: prior_state.clone(),
-                private: encode_private(&state),
-                diagnostics,
-            };
+            return keep(diagnostics, private::encode(&state));
         }
         ApplyResponse {
             new_state: Value::Null,
@@ -499,67 +574,56 @@ impl ClusterResource {
     }
 
     async fn do_read(&self, ctx: &Context, state_value: Value, private: Vec<u8>) -> ReadResponse {
-        let mut state = match decode_private(&private) {
-            Ok(Some(s)) => s,
-            Ok(None) => {
-                return ReadResponse {
-                    new_state: state_value,
-                    private,
-                    diagnostics: Diagnostics::new(),
-                }
-            }
-            Err(d) => {
-                return ReadResponse {
-                    new_state: state_value,
-                    private,
-                    diagnostics: d.into(),
-                }
-            }
-        };
+        let unchanged =
+            |state_value: Value, private: Vec<u8>, diagnostics: Diagnostics| ReadResponse {
+                new_state: state_value,
+                private,
+                diagnostics,
+            };
+        let cached = private::decode(&private);
+        if cached.is_none() && state_value.get("cluster_id").as_str().is_none() {
+            return unchanged(state_value, private, Diagnostics::new());
+        }
         let args = match args::decode(&state_value) {
             Ok(Some(a)) => a,
-            Ok(None) | Err(_) => {
-                return ReadResponse {
-                    new_state: state_value,
-                    private,
-                    diagnostics: Diagnostics::new(),
-                }
-            }
+            Ok(None) | Err(_) => return unchanged(state_value, private, Diagnostics::new()),
         };
-        let driver = match drivers::build(ctx, &args, Some(&state)).await {
-            Ok((d, _)) => d,
-            Err(diagnostics) => {
-                return ReadResponse {
-                    new_state: state_value,
-                    private,
-                    diagnostics,
-                }
-            }
+        let config = node_config_of(&state_value);
+        let located = match locate::existing(
+            ctx,
+            &args,
+            cached,
+            &state_value,
+            config.password.clone(),
+            None,
+            false,
+        )
+        .await
+        {
+            Ok(l) => l,
+            Err(d) => return unchanged(state_value, private, d),
         };
+        let Located {
+            driver, mut state, ..
+        } = located;
         // A host whose machine vanished (terminated instance) leaves the private state, so
         // the next apply's `Operator::repair` provisions it again in the same zone (it
         // re-provisions every planned host missing from state) and restarts its nodes. Its
         // nodes stay in state and read as `down`: the drift the next plan shows.
-        let private = match driver.sync_hosts(&mut state).await {
-            Ok(gone) if !gone.is_empty() => {
+        match driver.sync_hosts(&mut state).await {
+            Ok(gone) => {
                 for host in &gone {
                     info!(cluster = %args.name, host = %host, "drift: the host's machine is gone");
                 }
-                encode_private(&state)
             }
-            Ok(_) => private,
-            Err(diagnostics) => {
-                return ReadResponse {
-                    new_state: state_value,
-                    private,
-                    diagnostics,
-                }
-            }
-        };
-        let op = Operator::with_options(
-            driver.driver(),
-            node_config_of(&state_value),
-            op_options(args.timeouts.update),
+            Err(diagnostics) => return unchanged(state_value, private, diagnostics),
+        }
+        let op = locate::operator(
+            &driver,
+            &args,
+            config.password,
+            None,
+            locate::options(ctx, args.timeouts.update, args.allow_data_loss),
         );
         let observation = op.observe(&state).await;
         for d in observation.drift() {
@@ -569,9 +633,12 @@ impl ClusterResource {
         let mut new_state = state_value;
         new_state.set("nodes", nodes);
         new_state.set("endpoints", endpoints);
+        if !state.cluster_id.is_empty() {
+            new_state.set("cluster_id", Value::from(state.cluster_id.as_str()));
+        }
         ReadResponse {
             new_state,
-            private,
+            private: private::encode(&state),
             diagnostics: Diagnostics::new(),
         }
     }
@@ -647,7 +714,7 @@ impl Resource for ClusterResource {
             .await
             .map_err(|e| Diagnostics::from(cluster_error("Cannot import the cluster", e)))?;
         let (nodes, endpoints) = nodes::recorded(&state);
-        let mut computed = computed_attrs(id, nodes, endpoints, Value::from(""));
+        let mut computed = computed_attrs(id, id_value(&state), nodes, endpoints, Value::from(""));
         computed.insert(
             "password".to_string(),
             password
@@ -663,7 +730,7 @@ impl Resource for ClusterResource {
         computed.insert("shards".to_string(), Value::from(shards as u64));
         Ok(vec![Imported {
             state: state_value(&Value::Null, computed),
-            private: encode_private(&state),
+            private: private::encode(&state),
         }])
     }
 }

@@ -82,7 +82,10 @@ pub fn schema() -> Schema {
     .attribute(Attribute::required("name", Type::String).describe(
         "Cluster name: names the data directory (local) or tags the instances (aws). Changing it replaces the cluster.",
     ))
-    .attribute(Attribute::computed("id", Type::String).describe("The cluster name."));
+    .attribute(Attribute::computed("id", Type::String).describe("The cluster name."))
+    .attribute(Attribute::computed("cluster_id", Type::String).describe(
+        "The cluster's unique id, made at create and recorded on every node (local: in the node's          directory, `<data_dir>/<cluster_id>/<node>/`). redisha only ever stops, wipes or          adopts what carries it, and finds the nodes again by it when an apply was interrupted.",
+    ));
     for a in topology.attributes.into_iter().filter(|a| !a.computed) {
         block = block.attribute(a);
     }
@@ -97,6 +100,9 @@ pub fn schema() -> Schema {
                 .sensitive()
                 .describe("Password of the default user (requirepass and masterauth). Changing it rolls over every node."),
         )
+        .attribute(Attribute::optional("allow_data_loss", Type::Bool).describe(
+            "Default false: apply refuses any action that would lose acknowledged writes, such as              restarting a failed master that has no live replica while append-only persistence is              off (it comes back with its last snapshot at best). Set true to accept that loss.",
+        ))
         .attribute(Attribute::optional("redis_config", Type::map(Type::String)).describe(
             "Extra redis.conf settings, e.g. `{ maxmemory-policy = \"allkeys-lru\" }`. Changes roll over replicas first.",
         ))

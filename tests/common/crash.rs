@@ -348,7 +348,51 @@ impl Cluster {
         self.settings = s.clone();
         let args = self.args(verb, flags, s);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.tf.run(&args)
+        let mut cmd = self.tf.command(&args);
+        self.log_provider(&mut cmd);
+        super::run_with_timeout(cmd, TF_TIMEOUT)
+    }
+
+    /// Sends the provider's debug log of `cmd` to a new file in the working dir: the kill
+    /// watches it, and a failed test prints its end (see Drop).
+    fn log_provider(&self, cmd: &mut std::process::Command) -> PathBuf {
+        let n = self.runs.get() + 1;
+        self.runs.set(n);
+        let log = self.tf.path().join(format!("provider-{n}.log"));
+        cmd.env("TF_LOG_PROVIDER", "debug").env("TF_LOG_PATH", &log);
+        log
+    }
+
+    /// The provider's last log lines of the latest Terraform command, a run of lines with the
+    /// same message (a wait's progress) shown once with its count.
+    fn last_log_lines(&self, count: usize) -> Vec<String> {
+        let log = self
+            .tf
+            .path()
+            .join(format!("provider-{}.log", self.runs.get()));
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let marker = "provider.terraform-provider-redisha: ";
+        let mut lines: Vec<(String, String, usize)> = Vec::new();
+        for line in text.lines() {
+            let Some((_, rest)) = line.split_once(marker) else {
+                continue;
+            };
+            let message = rest.split_once(": ").map_or(rest, |(m, _)| m).to_string();
+            match lines.last_mut() {
+                Some((m, last, n)) if *m == message => {
+                    *last = line.to_string();
+                    *n += 1;
+                }
+                _ => lines.push((message, line.to_string(), 1)),
+            }
+        }
+        lines[lines.len().saturating_sub(count)..]
+            .iter()
+            .map(|(_, line, n)| match n {
+                1 => line.clone(),
+                n => format!("{line}   (x{n})"),
+            })
+            .collect()
     }
 
     #[track_caller]
@@ -380,15 +424,11 @@ impl Cluster {
     #[track_caller]
     pub fn apply_killed_at(&mut self, s: &Settings, kill: Kill) -> Killed {
         self.settings = s.clone();
-        let n = self.runs.get() + 1;
-        self.runs.set(n);
-        let log = self.tf.path().join(format!("provider-{n}.log"));
         let args = self.args("apply", &["-auto-approve"], s);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut cmd = self.tf.command(&args);
-        cmd.env("TF_LOG_PROVIDER", "debug")
-            .env("TF_LOG_PATH", &log)
-            .stdin(Stdio::null())
+        let log = self.log_provider(&mut cmd);
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn terraform");
@@ -645,6 +685,15 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "[{} 127.{}] the provider's last log lines:",
+                self.name, self.octet
+            );
+            for line in self.last_log_lines(40) {
+                eprintln!("    {line}");
+            }
+        }
         let tfstate = self.tf.path().join("terraform.tfstate");
         let recorded = std::fs::read_to_string(&tfstate)
             .map(|t| t.contains("redisha_cluster"))

@@ -540,6 +540,11 @@ fn master_with_another_password_is_left_serving() {
     // Every violation is collected, so one run shows all that went wrong.
     let mut wrong: Vec<String> = Vec::new();
     let text = out.all();
+    cluster.stage(&format!(
+        "apply exited {:?}: {}",
+        out.code,
+        out.stderr.split_whitespace().collect::<Vec<_>>().join(" ")
+    ));
     if out.success() {
         wrong.push(format!(
             "apply succeeded although {} refuses the cluster password",

@@ -377,7 +377,13 @@ impl Cluster {
             let Some((_, rest)) = line.split_once(marker) else {
                 continue;
             };
-            let message = rest.split_once(": ").map_or(rest, |(m, _)| m).to_string();
+            // The same line but for its timestamps (hclog writes the fields in any order).
+            let mut words: Vec<&str> = rest
+                .split_whitespace()
+                .filter(|w| !w.starts_with("timestamp="))
+                .collect();
+            words.sort_unstable();
+            let message = words.join(" ");
             match lines.last_mut() {
                 Some((m, last, n)) if *m == message => {
                     *last = line.to_string();
@@ -439,12 +445,27 @@ impl Cluster {
         let mut tail = LogTail::new(log.clone());
         let mut seen = 0usize;
         let mut provider_pids = Vec::new();
+        // One attempt only: a provider Terraform starts later is not the one at the checkpoint.
+        let mut attempted = false;
         let deadline = Instant::now() + TF_TIMEOUT;
         let status = loop {
-            if provider_pids.is_empty() {
+            if !attempted {
                 seen += tail.count_new(kill.checkpoint);
                 if seen >= kill.nth {
-                    provider_pids = provider_pids_under(terraform);
+                    attempted = true;
+                    // The pid Terraform logged when it started the provider saves walking all
+                    // of /proc while the provider runs on; the walk is the fallback.
+                    provider_pids = tail
+                        .started_pids
+                        .iter()
+                        .rev()
+                        .copied()
+                        .filter(|&pid| is_provider(pid) && is_descendant(pid, terraform))
+                        .take(1)
+                        .collect();
+                    if provider_pids.is_empty() {
+                        provider_pids = provider_pids_under(terraform);
+                    }
                     for pid in &provider_pids {
                         sigkill(*pid);
                     }
@@ -474,8 +495,16 @@ impl Cluster {
         let lines = std::fs::read_to_string(&log).unwrap_or_default();
         let all_checkpoints = checkpoints_in(&lines);
         assert!(
-            !provider_pids.is_empty(),
+            attempted,
             "the provider was never killed: checkpoint {} #{} did not appear (seen {seen} times) before terraform exited with {:?}; checkpoints logged: {all_checkpoints:?}\n{}",
+            kill.checkpoint,
+            kill.nth,
+            output.code,
+            output.all()
+        );
+        assert!(
+            !provider_pids.is_empty(),
+            "checkpoint {} #{} appeared but no provider process was left to kill (the apply ended first?); terraform exited with {:?}\n{}",
             kill.checkpoint,
             kill.nth,
             output.code,
@@ -765,6 +794,8 @@ struct LogTail {
     path: PathBuf,
     offset: u64,
     partial: String,
+    /// Pids from Terraform's `plugin started: path=... pid=N` lines, in order.
+    started_pids: Vec<u32>,
 }
 
 impl LogTail {
@@ -773,6 +804,7 @@ impl LogTail {
             path,
             offset: 0,
             partial: String::new(),
+            started_pids: Vec::new(),
         }
     }
 
@@ -801,6 +833,16 @@ impl LogTail {
             return 0;
         };
         let complete: String = self.partial.drain(..=end).collect();
+        self.started_pids.extend(
+            complete
+                .lines()
+                .filter(|l| l.contains("plugin started:"))
+                .filter_map(|l| {
+                    l.split_whitespace()
+                        .find_map(|w| w.strip_prefix("pid="))
+                        .and_then(|p| p.parse::<u32>().ok())
+                }),
+        );
         checkpoints_in(&complete)
             .iter()
             .filter(|c| c.as_str() == checkpoint)
@@ -829,6 +871,42 @@ fn after_nth(all: &[String], kill: Kill) -> Vec<String> {
     at.map(|i| all[i + 1..].to_vec()).unwrap_or_default()
 }
 
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Whether `root` is an ancestor of `pid`.
+fn is_descendant(pid: u32, root: u32) -> bool {
+    let mut p = pid;
+    for _ in 0..64 {
+        match parent_of(p) {
+            Some(parent) if parent == root => return true,
+            Some(parent) if parent > 1 => p = parent,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// Whether `pid` runs the provider binary (` (deleted)` when cargo replaced the file meanwhile).
+fn is_provider(pid: u32) -> bool {
+    let binary_name = super::provider_binary()
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .and_then(|exe| exe.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .is_some_and(|name| name.starts_with(&binary_name))
+}
+
 /// `(pid, parent pid)` of every process.
 fn process_parents() -> Vec<(u32, u32)> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
@@ -838,11 +916,7 @@ fn process_parents() -> Vec<(u32, u32)> {
         .flatten()
         .filter_map(|e| {
             let pid: u32 = e.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-            let mut rest = stat.rsplit_once(')')?.1.split_whitespace();
-            let ppid: u32 = rest.nth(1)?.parse().ok()?;
-            Some((pid, ppid))
+            Some((pid, parent_of(pid)?))
         })
         .collect()
 }
@@ -866,20 +940,11 @@ pub fn descendants(root: u32) -> Vec<u32> {
 }
 
 /// The provider processes Terraform (`root`) runs: descendants whose executable is the
-/// provider binary (` (deleted)` when cargo replaced the file meanwhile).
+/// provider binary.
 pub fn provider_pids_under(root: u32) -> Vec<u32> {
-    let binary_name = super::provider_binary()
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     descendants(root)
         .into_iter()
-        .filter(|pid| {
-            std::fs::read_link(format!("/proc/{pid}/exe"))
-                .ok()
-                .and_then(|exe| exe.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .is_some_and(|name| name.starts_with(&binary_name))
-        })
+        .filter(|&pid| is_provider(pid))
         .collect()
 }
 

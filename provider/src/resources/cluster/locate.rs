@@ -232,6 +232,13 @@ pub async fn existing(
             c.name = args.name.clone();
             (driver.for_cluster(&id, &args.name)?, c)
         }
+        (None, Some(_)) if !matches!(driver, BuiltDriver::Local(_)) => {
+            return Err(Diagnostic::error(
+                "The cluster's private state is missing",
+                "Terraform lost the private state of this resource (a provider killed mid-apply). The aws driver cannot yet find the cluster's nodes without it. Fix: `terraform state rm` the resource and `terraform import` the cluster by one node's address.",
+            )
+            .into())
+        }
         (None, Some(id)) => {
             info!(cluster = %args.name, cluster_id = %id, "no private state: finding the nodes by the cluster id");
             let mut c = ClusterState::new(driver.driver().kind());

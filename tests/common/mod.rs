@@ -11,6 +11,7 @@
 
 #![allow(dead_code)]
 
+pub mod crash;
 pub mod local_cluster;
 
 use std::io::Read;

@@ -123,7 +123,7 @@ pub async fn for_create(
     ctx: &Context,
     args: &ClusterArgs,
     write: bool,
-) -> Result<(Located, bool), Diagnostics> {
+) -> Result<Located, Diagnostics> {
     let (driver, request) = drivers::build(ctx, args, None).await?;
     let resume = resumable_create(&driver, args).await?;
     let resuming = resume.is_some();
@@ -137,15 +137,12 @@ pub async fn for_create(
         })?,
         (None, false) => {
             let state = ClusterState::new(driver.driver().kind());
-            return Ok((
-                Located {
-                    driver,
-                    request,
-                    state,
-                    notes: Vec::new(),
-                },
-                false,
-            ));
+            return Ok(Located {
+                driver,
+                request,
+                state,
+                notes: Vec::new(),
+            });
         }
     };
     let driver = driver.for_cluster(&id, &args.name)?;
@@ -186,15 +183,12 @@ pub async fn for_create(
             ),
         );
     }
-    Ok((
-        Located {
-            driver,
-            request,
-            state,
-            notes,
-        },
-        resuming,
-    ))
+    Ok(Located {
+        driver,
+        request,
+        state,
+        notes,
+    })
 }
 
 /// For an existing resource: the cached state made true from the driver and the cluster.

@@ -748,6 +748,10 @@ impl Driver for LocalDriver {
             return Ok(());
         }
         let dir = self.config.data_dir.join(cluster_id);
+        // A node directory made by a provider killed before it wrote anything is empty.
+        for sub in subdirs(&dir) {
+            let _ = std::fs::remove_dir(sub);
+        }
         // Only once no node directory is left in it: the record is what finds them.
         if subdirs(&dir).is_empty() {
             let _ = std::fs::remove_file(dir.join(CLUSTER_RECORD_FILE));

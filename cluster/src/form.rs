@@ -123,8 +123,11 @@ impl Operator<'_> {
         for r in join_all(jobs).await {
             match r {
                 Ok(node) => match state.node_mut(&node.name) {
+                    // A node found running (a create resumed after a kill): it takes its
+                    // planned place; its id stays.
                     Some(existing) => {
-                        existing.handle = node.handle;
+                        let node_id = std::mem::take(&mut existing.node_id);
+                        *existing = ClusterNode { node_id, ..node };
                     }
                     None => state.nodes.push(node),
                 },
@@ -178,7 +181,15 @@ impl Operator<'_> {
                     .get("cluster_known_nodes")
                     .and_then(|v| v.parse().ok())
                     .unwrap_or(0);
-                if known <= 1 {
+                let my_epoch = self
+                    .conns
+                    .cluster_nodes(&t)
+                    .await?
+                    .iter()
+                    .find(|l| l.is_myself())
+                    .map_or(0, |l| l.config_epoch);
+                // Only a node that has none yet (a create resumed after a kill may find it set).
+                if known <= 1 && my_epoch == 0 {
                     let _: redis::Value = self
                         .conns
                         .query(

@@ -168,6 +168,18 @@ impl LocalDriver {
     }
 }
 
+/// Creates `dir` (and its parents) readable by us only: node directories hold the password.
+fn private_dir(dir: &Path) -> Result<(), DriverError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| DriverError::DataDirUnwritable {
+            path: dir.to_path_buf(),
+            reason: e.to_string(),
+        })
+}
+
 fn check_dir_name(name: &str) -> Result<(), DriverError> {
     if name.is_empty()
         || name.starts_with('.')
@@ -493,14 +505,7 @@ impl Driver for LocalDriver {
         }
         let binary = self.resolve_redis_server()?;
         self.check_data_dir()?;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| DriverError::DataDirUnwritable {
-                path: dir.clone(),
-                reason: e.to_string(),
-            })?;
+        private_dir(&dir)?;
         // A node killed a moment ago may still be releasing its ports.
         let port_deadline = Instant::now() + Duration::from_secs(5);
         while let Err(e) = Self::port_free(&handle.ip, handle.port) {
@@ -726,14 +731,7 @@ impl Driver for LocalDriver {
         }
         self.check_data_dir()?;
         let dir = self.config.data_dir.join(&record.cluster_id);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(|e| DriverError::DataDirUnwritable {
-                path: dir.clone(),
-                reason: e.to_string(),
-            })?;
+        private_dir(&dir)?;
         self.write_record(&dir.join(CLUSTER_RECORD_FILE), record, &record.name)
     }
 
@@ -750,6 +748,10 @@ impl Driver for LocalDriver {
             return Ok(());
         }
         let dir = self.config.data_dir.join(cluster_id);
+        // A node directory made by a provider killed before it wrote anything is empty.
+        for sub in subdirs(&dir) {
+            let _ = std::fs::remove_dir(sub);
+        }
         // Only once no node directory is left in it: the record is what finds them.
         if subdirs(&dir).is_empty() {
             let _ = std::fs::remove_file(dir.join(CLUSTER_RECORD_FILE));

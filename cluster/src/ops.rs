@@ -305,3 +305,21 @@ impl<'a> Operator<'a> {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::local::{LocalConfig, LocalDriver};
+
+    #[test]
+    fn a_checkpoint_after_cancel_stops_the_operation() {
+        let driver = LocalDriver::new(LocalConfig::new("/nonexistent"));
+        let op = Operator::new(&driver, NodeConfig::default());
+        assert!(op.checkpoint("test.before").is_ok());
+        op.options().cancel.cancel();
+        match op.checkpoint("test.after") {
+            Err(ClusterError::Cancelled { at }) => assert_eq!(at, "test.after"),
+            other => panic!("expected Cancelled, got {other:?}"),
+        }
+    }
+}

@@ -335,12 +335,17 @@ impl Operator<'_> {
                 (o.view.role == Some(Role::Replica)).then_some((o.view.repl_offset.unwrap_or(0), n))
             })
             .max_by_key(|(offset, n)| (*offset, std::cmp::Reverse(n.name.clone())))
-            .map(|(_, n)| n.clone());
-        let Some(replica) = candidate else {
+            .map(|(offset, n)| (offset, n.clone()));
+        let Some((offset, replica)) = candidate else {
             warn!(node = %name, "a dead master has no live replica; it restarts with what its data dir holds");
             return Ok(());
         };
-        info!(node = %replica.name, dead = %name, "promoting the replica of a dead master");
+        info!(
+            node = %replica.name,
+            dead = %name,
+            replication_offset = offset,
+            "forced takeover: promoting the live replica with the highest replication offset in place of a failed master"
+        );
         self.take_over(&replica, &node.node_id, &live).await?;
         report.actions.push(format!(
             "promoted {} in place of dead master {name}",

@@ -2,6 +2,8 @@
 //! live CONFIG SET where redis allows it, otherwise a rolling restart (replicas first, then a
 //! failover, then the old master, then a failover back to the planned master).
 
+use std::collections::BTreeSet;
+
 use futures::future::join_all;
 use tracing::{info, warn};
 
@@ -183,11 +185,55 @@ impl Operator<'_> {
                 }
             }
         }
-        self.rolling_restart(state).await
+        // Nodes already running the new settings (restarted by an apply that was cut short)
+        // are not restarted again.
+        let pending = if removed {
+            state.nodes.iter().map(|n| n.name.clone()).collect()
+        } else {
+            self.nodes_differing(state, &changed).await?
+        };
+        self.restart_nodes(state, &pending).await
+    }
+
+    /// The nodes whose running value of any of `wanted` differs from it (CONFIG GET).
+    async fn nodes_differing(
+        &self,
+        state: &ClusterState,
+        wanted: &[(String, String)],
+    ) -> Result<BTreeSet<String>> {
+        let jobs = state.nodes.iter().map(|n| async move {
+            let mut pipe = redis::pipe();
+            for (k, _) in wanted {
+                pipe.cmd("CONFIG").arg("GET").arg(k);
+            }
+            let replies: Vec<Vec<String>> =
+                self.conns.pipe(&n.target(), &pipe, "CONFIG GET").await?;
+            let same = wanted.iter().zip(&replies).all(|((_, v), reply)| {
+                reply
+                    .get(1)
+                    .is_some_and(|running| running.trim().eq_ignore_ascii_case(v.trim()))
+            });
+            Ok::<_, ClusterError>((!same).then(|| n.name.clone()))
+        });
+        let mut out = BTreeSet::new();
+        for r in join_all(jobs).await {
+            out.extend(r?);
+        }
+        Ok(out)
     }
 
     /// Restarts every node with its (new) config file, one shard copy at a time.
     pub async fn rolling_restart(&self, state: &ClusterState) -> Result<()> {
+        let all = state.nodes.iter().map(|n| n.name.clone()).collect();
+        self.restart_nodes(state, &all).await
+    }
+
+    /// Restarts the `pending` nodes with their config files, one shard copy at a time: a
+    /// shard's replicas first, then its master after a coordinated failover to a replica.
+    async fn restart_nodes(&self, state: &ClusterState, pending: &BTreeSet<String>) -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
         let mut shards: Vec<u32> = state.nodes.iter().map(|n| n.shard).collect();
         shards.sort_unstable();
         shards.dedup();
@@ -199,11 +245,14 @@ impl Operator<'_> {
                 .filter(|n| n.shard == shard && n.name != master.name)
                 .cloned()
                 .collect();
-            for replica in &others {
+            for replica in others.iter().filter(|n| pending.contains(&n.name)) {
                 self.restart_node(state, replica).await?;
                 self.wait_synced(&replica.target(), &master.target())
                     .await?;
                 self.checkpoint("rolling.node_restarted")?;
+            }
+            if !pending.contains(&master.name) {
+                continue;
             }
             match others.first() {
                 Some(stand_in) => {

@@ -95,6 +95,21 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Our own crates' events (the operator's progress, checkpoints and data-loss warnings live in
+/// redisha_cluster and redisha_aws); h2/hyper/aws-sdk internals are noise at debug level.
+fn filter(level: Level) -> tracing_subscriber::filter::Targets {
+    [
+        "terraform_provider_redisha",
+        "redisha_cluster",
+        "redisha_aws",
+        "redisha_planner",
+    ]
+    .into_iter()
+    .fold(tracing_subscriber::filter::Targets::new(), |f, target| {
+        f.with_target(target, level)
+    })
+}
+
 /// Level from TF_LOG_PROVIDER_REDISHA, TF_LOG_PROVIDER or TF_LOG (Terraform's own variables);
 /// `info` when none is set.
 pub fn init() {
@@ -104,19 +119,7 @@ pub fn init() {
         .map(|v| v.to_ascii_lowercase())
         .filter(|v| ["trace", "debug", "info", "warn", "error"].contains(&v.as_str()))
         .unwrap_or_else(|| "info".into());
-    // Our own crates' events (the operator's progress and data-loss warnings live in
-    // redisha_cluster and redisha_aws); h2/hyper/aws-sdk internals are noise at debug level.
-    let level = level.parse::<Level>().unwrap_or(Level::INFO);
-    let filter = [
-        "terraform_provider_redisha",
-        "redisha_cluster",
-        "redisha_aws",
-        "redisha_planner",
-    ]
-    .into_iter()
-    .fold(tracing_subscriber::filter::Targets::new(), |f, target| {
-        f.with_target(target, level)
-    });
+    let filter = filter(level.parse::<Level>().unwrap_or(Level::INFO));
     let _ = tracing_subscriber::registry()
         .with(HclogLayer.with_filter(filter))
         .try_init();
@@ -124,6 +127,22 @@ pub fn init() {
 
 #[cfg(test)]
 mod tests {
+    use tracing::Level;
+
+    #[test]
+    fn every_redisha_crate_reaches_terraforms_log_and_nothing_else() {
+        let f = super::filter(Level::DEBUG);
+        for target in [
+            "terraform_provider_redisha::server",
+            "redisha_cluster::migrate_exec",
+            "redisha_aws::driver",
+        ] {
+            assert!(f.would_enable(target, &Level::DEBUG), "{target}");
+        }
+        assert!(!f.would_enable("h2::codec", &Level::DEBUG));
+        assert!(!super::filter(Level::INFO).would_enable("redisha_cluster::ops", &Level::DEBUG));
+    }
+
     #[test]
     fn civil_dates() {
         assert_eq!(super::civil_from_days(0), (1970, 1, 1));

@@ -123,7 +123,7 @@ pub async fn for_create(
     ctx: &Context,
     args: &ClusterArgs,
     write: bool,
-) -> Result<(Located, bool), Diagnostics> {
+) -> Result<Located, Diagnostics> {
     let (driver, request) = drivers::build(ctx, args, None).await?;
     let resume = resumable_create(&driver, args).await?;
     let resuming = resume.is_some();
@@ -137,15 +137,12 @@ pub async fn for_create(
         })?,
         (None, false) => {
             let state = ClusterState::new(driver.driver().kind());
-            return Ok((
-                Located {
-                    driver,
-                    request,
-                    state,
-                    notes: Vec::new(),
-                },
-                false,
-            ));
+            return Ok(Located {
+                driver,
+                request,
+                state,
+                notes: Vec::new(),
+            });
         }
     };
     let driver = driver.for_cluster(&id, &args.name)?;
@@ -186,15 +183,12 @@ pub async fn for_create(
             ),
         );
     }
-    Ok((
-        Located {
-            driver,
-            request,
-            state,
-            notes,
-        },
-        resuming,
-    ))
+    Ok(Located {
+        driver,
+        request,
+        state,
+        notes,
+    })
 }
 
 /// For an existing resource: the cached state made true from the driver and the cluster.
@@ -231,6 +225,13 @@ pub async fn existing(
             c.cluster_id = id.clone();
             c.name = args.name.clone();
             (driver.for_cluster(&id, &args.name)?, c)
+        }
+        (None, Some(_)) if !matches!(driver, BuiltDriver::Local(_)) => {
+            return Err(Diagnostic::error(
+                "The cluster's private state is missing",
+                "Terraform lost the private state of this resource (a provider killed mid-apply). The aws driver cannot yet find the cluster's nodes without it. Fix: `terraform state rm` the resource and `terraform import` the cluster by one node's address.",
+            )
+            .into())
         }
         (None, Some(id)) => {
             info!(cluster = %args.name, cluster_id = %id, "no private state: finding the nodes by the cluster id");

@@ -121,6 +121,32 @@ fn id_value(state: &ClusterState) -> Value {
     }
 }
 
+/// The cluster a plan or apply works on: a new one (or an interrupted create to resume) when
+/// `creating`, else the existing one, made true from the driver and the live cluster. Both
+/// passwords are tried: the configured one and the one the prior state was applied with.
+async fn locate(
+    ctx: &Context,
+    args: &ClusterArgs,
+    cached: Option<ClusterState>,
+    prior_state: &Value,
+    creating: bool,
+    write: bool,
+) -> Result<Located, Diagnostics> {
+    if creating {
+        return locate::for_create(ctx, args, write).await;
+    }
+    locate::existing(
+        ctx,
+        args,
+        cached,
+        prior_state,
+        node_config_of(prior_state).password,
+        args.node_config.password.clone(),
+        write,
+    )
+    .await
+}
+
 /// What recovery and open slots tell the reviewer of a plan.
 fn note_warnings(summary: &str, notes: &[String]) -> Diagnostics {
     if notes.is_empty() {
@@ -172,31 +198,15 @@ impl ClusterResource {
             });
         };
         let mut diagnostics = Diagnostics::new();
-        let located = if creating {
-            let (located, _) = locate::for_create(ctx, &args, false).await?;
-            diagnostics.extend(note_warnings(
-                "Resuming an interrupted create",
-                &located.notes,
-            ));
-            located
-        } else {
-            let prior_config = node_config_of(&req.prior_state);
-            let located = locate::existing(
-                ctx,
-                &args,
-                cached,
-                &req.prior_state,
-                prior_config.password,
-                args.node_config.password.clone(),
-                false,
-            )
-            .await?;
-            diagnostics.extend(note_warnings(
-                "The state was rebuilt from the running cluster",
-                &located.notes,
-            ));
-            located
-        };
+        let located = locate(ctx, &args, cached, &req.prior_state, creating, false).await?;
+        diagnostics.extend(note_warnings(
+            if creating {
+                "Resuming an interrupted create"
+            } else {
+                "The state was rebuilt from the running cluster"
+            },
+            &located.notes,
+        ));
         let Located {
             driver,
             request,
@@ -291,21 +301,7 @@ impl ClusterResource {
             Err(d) => return failed(d),
         };
         let creating = req.prior_state.is_null();
-        let located = if creating {
-            locate::for_create(ctx, &args, true).await.map(|(l, _)| l)
-        } else {
-            let prior_config = node_config_of(&req.prior_state);
-            locate::existing(
-                ctx,
-                &args,
-                cached,
-                &req.prior_state,
-                prior_config.password,
-                args.node_config.password.clone(),
-                true,
-            )
-            .await
-        };
+        let located = locate(ctx, &args, cached, &req.prior_state, creating, true).await;
         let mut located = match located {
             Ok(l) => l,
             Err(d) => return failed(d),

@@ -1,0 +1,189 @@
+//! Cluster identity with the local driver and real redis-server processes: two clusters share
+//! one data_dir and even their node names, and neither driver finds, stops or wipes the
+//! other's nodes; a node started by a provider that then died is found by its record.
+
+use redisha_cluster::identity::{ClusterRecord, ClusterStatus};
+use redisha_cluster::{
+    ClusterNode, ClusterState, Driver, DriverError, HostHandle, LocalConfig, LocalDriver,
+    NodeConfig, NodePlan, Operator, ProcessState,
+};
+use redisha_planner::Role;
+
+const ALPHA: &str = "a1a1a1a1a1a1a1a1";
+const BETA: &str = "b2b2b2b2b2b2b2b2";
+
+fn driver(data_dir: &std::path::Path, octet: u8, id: &str, name: &str) -> LocalDriver {
+    let mut config = LocalConfig::new(data_dir);
+    config.loopback_octet = octet;
+    config.base_port = 9100;
+    LocalDriver::new(config)
+        .with_cluster(id, name)
+        .expect("valid id")
+}
+
+fn host(octet: u8) -> HostHandle {
+    HostHandle {
+        name: "h1".into(),
+        zone: "z1".into(),
+        address: format!("127.{octet}.1.1"),
+        instance_id: None,
+        extra: Default::default(),
+    }
+}
+
+fn node() -> NodePlan {
+    NodePlan {
+        name: "n1".into(),
+        index_on_host: 0,
+        shard: 0,
+        role: Role::Master,
+    }
+}
+
+/// Kills what the drivers started, whatever the test did.
+struct Guard(Vec<LocalDriver>);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            d.kill_all_blocking();
+        }
+    }
+}
+
+#[tokio::test]
+async fn clusters_sharing_a_data_dir_never_touch_each_other() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("shared");
+    let alpha = driver(&data_dir, 41, ALPHA, "alpha");
+    let beta = driver(&data_dir, 42, BETA, "beta");
+    let _guard = Guard(vec![alpha.clone(), beta.clone()]);
+    let config = NodeConfig::default();
+
+    alpha
+        .record_cluster(&ClusterRecord::new(ALPHA, "alpha", ClusterStatus::Ready))
+        .await
+        .expect("record alpha");
+    beta.record_cluster(&ClusterRecord::new(BETA, "beta", ClusterStatus::Ready))
+        .await
+        .expect("record beta");
+    // The same node name in both clusters.
+    let a = alpha
+        .start_node(&host(41), &node(), &config)
+        .await
+        .expect("start alpha's n1");
+    let b = beta
+        .start_node(&host(42), &node(), &config)
+        .await
+        .expect("start beta's n1");
+    assert_ne!(a.data_dir, b.data_dir, "each cluster has its own directory");
+    assert!(a
+        .data_dir
+        .as_ref()
+        .unwrap()
+        .starts_with(data_dir.join(ALPHA)));
+
+    // Each driver finds its own node only, with its record.
+    let found = alpha
+        .discover(ALPHA)
+        .await
+        .expect("discover")
+        .expect("local discovers");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].0.address(), a.address());
+    assert_eq!(found[0].0.pid, a.pid);
+    assert_eq!(found[0].1.cluster_name, "alpha");
+    assert_eq!(found[0].1.role, Role::Master);
+    let mut names: Vec<String> = alpha
+        .find_clusters()
+        .await
+        .expect("find")
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["alpha", "beta"]);
+
+    // Beta's driver refuses alpha's node, which keeps running.
+    assert!(matches!(
+        beta.stop_node(&a).await,
+        Err(DriverError::NotOurs { .. })
+    ));
+    assert!(matches!(
+        beta.wipe_node(&a).await,
+        Err(DriverError::NotOurs { .. })
+    ));
+    assert!(matches!(
+        alpha.inspect_node(&a).await.expect("inspect"),
+        ProcessState::Running { .. }
+    ));
+
+    // Destroying beta (through the operator) leaves alpha's node and directory alone.
+    let mut state = ClusterState::new("local");
+    state.cluster_id = BETA.into();
+    state.name = "beta".into();
+    state.hosts.push(host(42));
+    state.nodes.push(ClusterNode {
+        name: "n1".into(),
+        shard: 0,
+        role: Role::Master,
+        zone: "z1".into(),
+        host: "h1".into(),
+        slots: Vec::new(),
+        node_id: String::new(),
+        handle: b.clone(),
+    });
+    Operator::new(&beta, config.clone())
+        .destroy(&mut state)
+        .await
+        .expect("destroy beta");
+    assert_eq!(beta.inspect_node(&b).await.unwrap(), ProcessState::Stopped);
+    assert!(!data_dir.join(BETA).exists(), "beta's directory is gone");
+    assert!(matches!(
+        alpha.inspect_node(&a).await.expect("inspect"),
+        ProcessState::Running { .. }
+    ));
+    assert!(a.data_dir.as_ref().unwrap().join("redis.conf").exists());
+    assert_eq!(
+        alpha.discover(ALPHA).await.unwrap().unwrap().len(),
+        1,
+        "alpha's node is still found"
+    );
+}
+
+#[tokio::test]
+async fn recover_rebuilds_a_lost_state_from_the_node_records() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("nodes");
+    let d = driver(&data_dir, 43, ALPHA, "alpha");
+    let _guard = Guard(vec![d.clone()]);
+    let started = d
+        .start_node(&host(43), &node(), &NodeConfig::default())
+        .await
+        .expect("start");
+
+    // A provider that started the node and died before saving anything: only the id is known.
+    let mut state = ClusterState::new("local");
+    state.cluster_id = ALPHA.into();
+    state.name = "alpha".into();
+    let op = Operator::new(&d, NodeConfig::default());
+    let notes = op.recover(&mut state).await.expect("recover");
+    assert!(!notes.is_empty(), "recovery says what it found");
+    assert_eq!(state.nodes.len(), 1);
+    let n = &state.nodes[0];
+    assert_eq!((n.name.as_str(), n.shard, n.role), ("n1", 0, Role::Master));
+    assert_eq!(n.handle.address(), started.address());
+    assert_eq!(n.handle.pid, started.pid);
+    assert_eq!(n.node_id.len(), 40, "the node id is read from the node");
+    assert_eq!(state.hosts.len(), 1);
+    assert_eq!(state.hosts[0].address, "127.43.1.1");
+
+    // Another cluster's id finds nothing.
+    let mut other = ClusterState::new("local");
+    other.cluster_id = BETA.into();
+    let other_driver = driver(&data_dir, 43, BETA, "beta");
+    Operator::new(&other_driver, NodeConfig::default())
+        .recover(&mut other)
+        .await
+        .expect("recover");
+    assert!(other.nodes.is_empty());
+}

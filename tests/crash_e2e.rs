@@ -37,6 +37,7 @@ fn killed_create(octet: u8, kill: Kill) {
     let s = three_by_one();
     cluster.stage("create, to be killed");
     cluster.apply_killed_at(&s, kill);
+    cluster.describe_wreck(&rt, &[PASSWORD]);
     let recorded = cluster.state_list();
     assert!(
         recorded.is_empty(),
@@ -76,6 +77,7 @@ fn killed_change(octet: u8, from: Settings, to: Settings, kill: Kill, drop_priva
     }
     cluster.stage("change, to be killed");
     cluster.apply_killed_at(&to, kill);
+    cluster.describe_wreck(&rt, &[&to.password, &from.password]);
     let kept = cluster.has_private_state();
     cluster.stage(&format!("private state after the kill: {kept}"));
     if drop_private {

@@ -529,6 +529,45 @@ impl Cluster {
         }
     }
 
+    /// Logs what a kill left (not asserted: how far the provider got depends on the kill's
+    /// latency): redis-servers, their roles, open slots and how many see `cluster_state:ok`.
+    pub fn describe_wreck(&self, rt: &tokio::runtime::Runtime, passwords: &[&str]) {
+        let processes = self.processes();
+        let views = rt.block_on(futures::future::join_all(processes.iter().map(|p| async {
+            let address = p.address.clone().unwrap_or_default();
+            for pw in passwords {
+                if let Ok(nodes) = cluster_nodes(&address, pw).await {
+                    let info = query_text(&address, pw, redis::cmd("CLUSTER").arg("INFO"))
+                        .await
+                        .unwrap_or_default();
+                    return Some((nodes, info.contains("cluster_state:ok")));
+                }
+            }
+            None
+        })));
+        let (mut masters, mut replicas, mut open, mut ok, mut unanswered) = (0, 0, 0, 0, 0);
+        for view in &views {
+            let Some((nodes, state_ok)) = view else {
+                unanswered += 1;
+                continue;
+            };
+            let lines = parse_cluster_nodes(nodes);
+            if let Some(me) = lines.iter().find(|l| l.is("myself")) {
+                if me.is("master") {
+                    masters += 1;
+                } else {
+                    replicas += 1;
+                }
+            }
+            open += nodes.lines().filter(|l| l.contains('[')).count();
+            ok += usize::from(*state_ok);
+        }
+        self.stage(&format!(
+            "left by the kill: {} redis-server ({masters} master, {replicas} replica, {unanswered} not answering), {open} CLUSTER NODES lines with open slots, cluster_state:ok on {ok}",
+            processes.len()
+        ));
+    }
+
     /// `terraform state list`: the resource addresses Terraform records.
     pub fn state_list(&self) -> Vec<String> {
         let out = self.tf.run(&["state", "list", "-no-color"]);

@@ -691,6 +691,10 @@ fn clusters_sharing_a_data_dir_stay_apart() {
         "the error must name the cluster alpha and data_dir:\n{}",
         out.all()
     );
+    alpha_again.stage(&format!(
+        "plan refused: {}",
+        out.stderr.split_whitespace().collect::<Vec<_>>().join(" ")
+    ));
     assert!(alpha_again.processes().is_empty());
     assert_eq!(alpha.processes(), alpha_processes);
 

@@ -466,9 +466,8 @@ impl Cluster {
                     if provider_pids.is_empty() {
                         provider_pids = provider_pids_under(terraform);
                     }
-                    for pid in &provider_pids {
-                        sigkill(*pid);
-                    }
+                    // Only a delivered signal counts: a provider gone by now was not killed.
+                    provider_pids.retain(|&pid| sigkill(pid));
                 }
             }
             if let Some(status) = child.try_wait().expect("wait for terraform") {

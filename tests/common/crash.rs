@@ -720,6 +720,11 @@ impl Cluster {
         );
         let addresses: BTreeSet<String> = nodes.iter().map(|n| n.address.clone()).collect();
         assert_eq!(addresses.len(), nodes.len(), "two nodes share an address");
+        let endpoints: BTreeSet<String> = self.endpoints().into_iter().collect();
+        assert!(
+            !endpoints.is_empty() && endpoints.is_subset(&addresses),
+            "endpoints {endpoints:?} are not nodes of the cluster {addresses:?}"
+        );
         assert_only_known_processes(&self.processes(), &addresses);
         rt.block_on(assert_nodes_healthy(&nodes, s, retired_password));
         let unreadable = rt.block_on(unreadable_keys(&self.endpoints(), &s.password, keys));

@@ -633,28 +633,12 @@ impl Cluster {
         true
     }
 
-    fn outputs(&self) -> serde_json::Map<String, Json> {
-        self.tf.output_json()
-    }
-
     pub fn nodes(&self) -> Vec<Node> {
-        self.outputs()
-            .get("nodes")
-            .and_then(Json::as_array)
-            .map(|a| a.iter().map(Node::from_json).collect())
-            .unwrap_or_default()
+        nodes_of(&self.tf.output_json())
     }
 
     pub fn endpoints(&self) -> Vec<String> {
-        self.outputs()
-            .get("endpoints")
-            .and_then(Json::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
+        endpoints_of(&self.tf.output_json())
     }
 
     /// This cluster's redis-servers: every one naming the data dir, or, when the data dir is
@@ -699,7 +683,8 @@ impl Cluster {
         keys: &Keys,
         retired_password: Option<&str>,
     ) {
-        let nodes = self.nodes();
+        let outputs = self.tf.output_json();
+        let nodes = nodes_of(&outputs);
         let summary: Vec<String> = nodes
             .iter()
             .map(|n| format!("{} {} {} {}", n.name, n.address, n.role, n.status))
@@ -720,14 +705,14 @@ impl Cluster {
         );
         let addresses: BTreeSet<String> = nodes.iter().map(|n| n.address.clone()).collect();
         assert_eq!(addresses.len(), nodes.len(), "two nodes share an address");
-        let endpoints: BTreeSet<String> = self.endpoints().into_iter().collect();
+        let endpoints: BTreeSet<String> = endpoints_of(&outputs).into_iter().collect();
         assert!(
             !endpoints.is_empty() && endpoints.is_subset(&addresses),
             "endpoints {endpoints:?} are not nodes of the cluster {addresses:?}"
         );
         assert_only_known_processes(&self.processes(), &addresses);
         rt.block_on(assert_nodes_healthy(&nodes, s, retired_password));
-        let unreadable = rt.block_on(unreadable_keys(&self.endpoints(), &s.password, keys));
+        let unreadable = rt.block_on(unreadable_keys(&endpoints_of(&outputs), &s.password, keys));
         assert!(
             unreadable.is_empty(),
             "{} of {} acknowledged keys unreadable, e.g. {:?}",
@@ -785,6 +770,26 @@ impl Drop for Cluster {
             kill_redis_under(&self.data_dir);
         }
     }
+}
+
+fn nodes_of(outputs: &serde_json::Map<String, Json>) -> Vec<Node> {
+    outputs
+        .get("nodes")
+        .and_then(Json::as_array)
+        .map(|a| a.iter().map(Node::from_json).collect())
+        .unwrap_or_default()
+}
+
+fn endpoints_of(outputs: &serde_json::Map<String, Json>) -> Vec<String> {
+    outputs
+        .get("endpoints")
+        .and_then(Json::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Every file and directory below `dir` (none when it does not exist).

@@ -145,16 +145,26 @@ pub(crate) fn analyse_with(topo: &Topology, placement: &Placement) -> Report {
         placement.nodes.iter().map(|n| topo.zone_index(&n.zone)),
     );
     let mut scratch = vec![0u32; facts.copies.len()];
+    // What losing `lost` (node indexes) does; the same facts and scratch for every failure.
+    let mut judge = |lost: &[usize], kind, name: &str, label: String, surviving: String| {
+        outcome(
+            placement,
+            &facts,
+            &node_shard,
+            &mut scratch,
+            lost,
+            kind,
+            name,
+            label,
+            surviving,
+        )
+    };
     let mut failures = Vec::new();
     let all_zones: Vec<&str> = topo.zones.iter().map(|z| z.name.as_str()).collect();
     for (h, host) in topo.hosts.iter().enumerate() {
         let lost = by_host.get(h);
         let zone = &topo.zones[host.zone].name;
-        failures.push(outcome(
-            placement,
-            &facts,
-            &node_shard,
-            &mut scratch,
+        failures.push(judge(
             lost,
             FailureKind::Host,
             &host.name,
@@ -169,11 +179,7 @@ pub(crate) fn analyse_with(topo: &Topology, placement: &Placement) -> Report {
             .copied()
             .filter(|z| *z != zone.name)
             .collect();
-        failures.push(outcome(
-            placement,
-            &facts,
-            &node_shard,
-            &mut scratch,
+        failures.push(judge(
             lost,
             FailureKind::Zone,
             &zone.name,
@@ -199,11 +205,7 @@ pub(crate) fn analyse_with(topo: &Topology, placement: &Placement) -> Report {
             } else {
                 (&other, &declared)
             };
-            let o = outcome(
-                placement,
-                &facts,
-                &node_shard,
-                &mut scratch,
+            let o = judge(
                 &lost,
                 FailureKind::PartitionSide,
                 &part.name,

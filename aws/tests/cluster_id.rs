@@ -32,6 +32,7 @@ struct Seen {
     tags: BTreeMap<String, String>,
     groups: Vec<String>,
     volumes: Vec<String>,
+    client_token: String,
 }
 
 async fn describe(client: &aws_sdk_ec2::Client, ids: &[String]) -> BTreeMap<String, Seen> {
@@ -72,6 +73,7 @@ async fn describe(client: &aws_sdk_ec2::Client, ids: &[String]) -> BTreeMap<Stri
                     .iter()
                     .filter_map(|m| m.ebs().and_then(|e| e.volume_id()).map(str::to_string))
                     .collect(),
+                client_token: i.client_token().unwrap_or_default().to_string(),
             },
         );
     }
@@ -223,23 +225,39 @@ async fn two_clusters_of_one_name_in_two_vpcs_never_touch_each_other() {
         assert_eq!(tag.as_deref(), Some(id));
     }
 
-    // Client tokens differ: RunInstances of one cluster can never answer with the other's
-    // instance.
-    assert_ne!(
-        redisha_aws::instances::client_token("cache", Some(staging_id), "cache-a-0", 0),
-        redisha_aws::instances::client_token("cache", Some(prod_id), "cache-a-0", 0),
+    // The client tokens RunInstances got differ for the same host and generation: one
+    // cluster's launch can never be answered with the other's instance.
+    let token_of = |hosts: &[HostHandle], seen: &BTreeMap<String, Seen>| {
+        let id = hosts
+            .iter()
+            .find(|h| h.name == "cache-a-0")
+            .and_then(|h| h.instance_id.clone())
+            .unwrap();
+        seen[&id].client_token.clone()
+    };
+    let s_token = token_of(&s_hosts, &describe(&client, &s_ids).await);
+    let p_token = token_of(&p_hosts, &describe(&client, &p_ids).await);
+    assert_eq!(
+        s_token,
+        redisha_aws::instances::client_token("cache", Some(staging_id), "cache-a-0", 0)
     );
+    assert_eq!(
+        p_token,
+        redisha_aws::instances::client_token("cache", Some(prod_id), "cache-a-0", 0)
+    );
+    assert_ne!(s_token, p_token);
 
     // Another apply of prod keeps exactly its instances; staging's keep running.
     let again = ensure(&p, &plans).await;
     assert_eq!(instance_ids(&again), p_ids);
-    let unknown: Vec<String> = p
+    let mut unknown: Vec<String> = p
         .unknown_hosts(&[])
         .await
         .unwrap()
         .into_iter()
         .map(|i| i.instance_id)
         .collect();
+    unknown.sort();
     assert_eq!(unknown, p_ids, "prod sees only its instances");
     let all: Vec<String> = s_ids.iter().chain(&p_ids).cloned().collect();
     assert!(describe(&client, &all)

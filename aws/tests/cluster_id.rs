@@ -289,7 +289,7 @@ async fn two_clusters_of_one_name_in_two_vpcs_never_touch_each_other() {
         !p_ids.contains(&new_id),
         "staging took over prod's instance"
     );
-    let seen = describe(&client, &[new_id.clone()]).await;
+    let seen = describe(&client, std::slice::from_ref(&new_id)).await;
     assert_eq!(seen[&new_id].vpc_id, staging.vpc_id);
     assert!(describe(&client, &p_ids)
         .await

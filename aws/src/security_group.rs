@@ -234,6 +234,19 @@ pub async fn delete_group(
                 field: "GroupId",
             });
         };
+        // Clusters made before ids shared one group per name and VPC: while another cluster's
+        // instances run in it, the group is theirs too and stays. Checked here, not left to
+        // EC2's DependencyViolation, which would only end in a timeout (and emulators do not
+        // all enforce it).
+        let others = live_users_outside(client, group_id, scope).await?;
+        if !others.is_empty() {
+            tracing::warn!(
+                group_id,
+                instances = ?others,
+                "the security group is still used by instances of another cluster; leaving it"
+            );
+            return Ok(false);
+        }
         match client
             .delete_security_group()
             .group_id(group_id)
@@ -248,22 +261,71 @@ pub async fn delete_group(
                 let err = api("DeleteSecurityGroup")(e);
                 match err.code() {
                     Some("InvalidGroup.NotFound") => return Ok(false),
-                    Some("DependencyViolation") if tokio::time::Instant::now() < deadline => {
+                    Some("DependencyViolation") => {
+                        if tokio::time::Instant::now() >= deadline {
+                            return Err(AwsError::Timeout {
+                                phase: "delete",
+                                what: format!("security group {group_id} to be free of instances"),
+                                after: timeout,
+                            });
+                        }
                         tracing::debug!(group_id, "security group still in use; waiting");
                         tokio::time::sleep(poll).await;
-                    }
-                    Some("DependencyViolation") => {
-                        return Err(AwsError::Timeout {
-                            phase: "delete",
-                            what: format!("security group {group_id} to be free of instances"),
-                            after: timeout,
-                        })
                     }
                     _ => return Err(err),
                 }
             }
         }
     }
+}
+
+/// Instances not shut down that run in `group_id` and are not the scope's.
+async fn live_users_outside(
+    client: &aws_sdk_ec2::Client,
+    group_id: &str,
+    scope: &Scope<'_>,
+) -> Result<Vec<String>, AwsError> {
+    let reservations: Vec<aws_sdk_ec2::types::Reservation> = client
+        .describe_instances()
+        .filters(
+            Filter::builder()
+                .name("instance.group-id")
+                .values(group_id)
+                .build(),
+        )
+        .filters(
+            Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .values("stopping")
+                .values("stopped")
+                .build(),
+        )
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<_, _>>()
+        .await
+        .map_err(api("DescribeInstances"))?;
+    let tag_of = |i: &aws_sdk_ec2::types::Instance, key: &str| {
+        i.tags()
+            .iter()
+            .find(|t| t.key() == Some(key))
+            .and_then(|t| t.value())
+            .map(str::to_string)
+    };
+    Ok(reservations
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter(|i| {
+            !scope.owns(
+                tag_of(i, CLUSTER_TAG).as_deref(),
+                tag_of(i, CLUSTER_ID_TAG).as_deref(),
+            )
+        })
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect())
 }
 
 fn existing_rules(permissions: &[IpPermission]) -> BTreeSet<Rule> {

@@ -435,7 +435,7 @@ async fn a_cluster_made_before_ids_is_claimed_and_then_found_by_its_id() {
     // Claiming again changes nothing.
     assert_eq!(
         driver.claim(&record).await.unwrap(),
-        redisha_aws::driver::ClaimReport::default()
+        redisha_aws::ClaimReport::default()
     );
 
     // Found by the id: the hosts are present, an apply keeps the same instances in the
@@ -484,4 +484,40 @@ async fn a_cluster_made_before_ids_is_claimed_and_then_found_by_its_id() {
     let neighbour_after = describe(&client, &neighbour_ids).await;
     assert!(neighbour_after.values().all(|i| i.state == "running"));
     assert!(group(&client, &neighbour_group).await.is_some());
+}
+
+#[tokio::test]
+async fn a_group_two_clusters_made_before_ids_shared_stays_while_the_other_uses_it() {
+    let moto = moto_or_skip!();
+    let client = moto.client().await;
+    let fx = Fixture::create(&client, &SUBNET_ZONES).await;
+    // Two older states named their cluster `dup` in one VPC: both used the group redisha-dup.
+    let first = AwsDriver::with_client(client.clone(), fx.config("dup")).unwrap();
+    let first_hosts = ensure(&first, &[host("dup-a-0", "us-east-1a", 0, 0, 1)]).await;
+    let second = AwsDriver::with_client(client.clone(), fx.config("dup")).unwrap();
+    let second_hosts = ensure(&second, &[host("dup-b-0", "us-east-1b", 1, 0, 1)]).await;
+    let shared = group_of(&first_hosts);
+    assert_eq!(group_of(&second_hosts), shared);
+
+    // The first gets its id (claiming the group its state names) and is destroyed.
+    let id = "00000000000d0001";
+    let driver = AwsDriver::with_client(client.clone(), fx.config("dup")).unwrap();
+    driver.remember_hosts(&first_hosts).await;
+    let driver = driver.with_cluster_id(id, "dup").unwrap();
+    driver
+        .record_cluster(&ClusterRecord::new(id, "dup", ClusterStatus::Ready))
+        .await
+        .unwrap();
+    let destroyed = driver.destroy().await.unwrap();
+    assert_eq!(destroyed.terminated, instance_ids(&first_hosts));
+    assert!(
+        !destroyed.security_group_deleted,
+        "the other cluster's instance still runs in the group"
+    );
+    let second_ids = instance_ids(&second_hosts);
+    assert!(describe(&client, &second_ids)
+        .await
+        .values()
+        .all(|i| i.state == "running"));
+    assert!(group(&client, &shared).await.is_some());
 }

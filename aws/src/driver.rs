@@ -2,20 +2,21 @@
 //! subnet of the host's zone; cloud-init starts the host's redis-server nodes, so starting a
 //! node means waiting until it answers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::InstanceStateName;
 use redisha_cluster::{
-    Driver, DriverError, HostHandle, HostPlan, NodeConfig, NodeHandle, NodePlan, ProcessState,
+    ClusterRecord, Driver, DriverError, HostHandle, HostPlan, NodeConfig, NodeHandle, NodePlan,
+    ProcessState,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 use crate::error::AwsError;
-use crate::instances::{self, ClusterInstance, LaunchSpec};
-use crate::security_group;
+use crate::instances::{self, ClusterInstance, LaunchSpec, Scope, CLUSTER_ID_TAG};
+use crate::security_group::{self, tag};
 use crate::settings::{AwsDriverConfig, AwsSettings};
 use crate::topology::{resolve_subnets, ResolvedSubnet};
 use crate::user_data::{self, node_port, UserDataInput, MAX_USER_DATA};
@@ -61,6 +62,14 @@ pub struct HostsReport {
     pub failed: Vec<(String, AwsError)>,
 }
 
+/// The outcome of [`AwsDriver::claim`]: what was tagged with the cluster's id.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClaimReport {
+    pub instances: Vec<String>,
+    pub volumes: Vec<String>,
+    pub security_group: Option<String>,
+}
+
 /// The outcome of [`AwsDriver::destroy`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DestroyReport {
@@ -77,6 +86,9 @@ pub struct AwsDriver {
     /// Host name → the instance state names for it: when duplicates exist, this one (which
     /// holds the node's data) is kept.
     known: Mutex<BTreeMap<String, String>>,
+    /// Security group ids named in state: proof, when claiming a cluster made before ids, that
+    /// the group of the old name is this cluster's and not another state's of the same name.
+    known_groups: Mutex<BTreeSet<String>>,
 }
 
 impl AwsDriver {
@@ -97,7 +109,62 @@ impl AwsDriver {
             prepared: Mutex::new(None),
             node_config: Mutex::new(None),
             known: Mutex::new(BTreeMap::new()),
+            known_groups: Mutex::new(BTreeSet::new()),
         })
+    }
+
+    /// The driver acting for cluster `cluster_id` (see [`AwsDriverConfig::cluster_id`]), once the
+    /// provider knows the id: at create before anything is launched, and for an existing
+    /// cluster. What it learned about the cluster's security group is forgotten (it was looked
+    /// up without the id); the hosts it remembers from state are kept.
+    pub fn with_cluster_id(mut self, cluster_id: &str, name: &str) -> Result<Self, AwsError> {
+        if name != self.config.cluster_name {
+            return Err(AwsError::config(
+                "name",
+                format!(
+                    "the aws driver was built for cluster {:?}, not {name:?}; this is a bug in the provider, please report it",
+                    self.config.cluster_name
+                ),
+            ));
+        }
+        let mut config = self.config.clone();
+        config.cluster_id = Some(cluster_id.to_string());
+        config.validate()?;
+        self.config = config;
+        self.prepared = Mutex::new(None);
+        Ok(self)
+    }
+
+    /// The cluster's lookup scope: its name, its id (if it has one) and its VPC.
+    fn scope<'a>(&'a self, prepared: &'a Prepared) -> Scope<'a> {
+        Scope {
+            cluster: &self.config.cluster_name,
+            cluster_id: self.config.cluster_id.as_deref(),
+            vpc_id: &prepared.vpc_id,
+        }
+    }
+
+    /// The instances among `ids` (named in state) that carry the cluster's name and id tags,
+    /// in any VPC: state plus the tags prove them the cluster's.
+    async fn verified_instances(&self, ids: &[String]) -> Result<Vec<ClusterInstance>, AwsError> {
+        let owns = |i: &ClusterInstance| {
+            i.cluster.as_deref() == Some(self.config.cluster_name.as_str())
+                && i.cluster_id.as_deref() == self.config.cluster_id.as_deref()
+        };
+        let mut out = Vec::new();
+        for instance in instances::describe_ids(&self.client, ids).await? {
+            if owns(&instance) {
+                out.push(instance);
+            } else {
+                tracing::warn!(
+                    instance_id = instance.instance_id,
+                    cluster_tag = instance.cluster.as_deref().unwrap_or(""),
+                    cluster_id_tag = instance.cluster_id.as_deref().unwrap_or(""),
+                    "an instance named in state does not carry this cluster's tags; leaving it alone"
+                );
+            }
+        }
+        Ok(out)
     }
 
     pub fn config(&self) -> &AwsDriverConfig {
@@ -112,9 +179,13 @@ impl AwsDriver {
     /// that of duplicates for a host the one holding its data is kept.
     pub async fn remember_hosts(&self, hosts: &[HostHandle]) {
         let mut known = self.known.lock().await;
+        let mut groups = self.known_groups.lock().await;
         for host in hosts {
             if let Some(id) = &host.instance_id {
                 known.insert(host.name.clone(), id.clone());
+            }
+            if let Some(group) = host.extra.get(EXTRA_SECURITY_GROUP) {
+                groups.insert(group.clone());
             }
         }
     }
@@ -189,10 +260,10 @@ impl AwsDriver {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
+            let scope = self.scope(prepared);
             let group_id = security_group::ensure_group(
                 &self.client,
-                &self.config.cluster_name,
-                &prepared.vpc_id,
+                &scope,
                 &self.config.allowed_cidrs,
                 max_nodes,
                 &user_tags,
@@ -214,11 +285,13 @@ impl AwsDriver {
     ) -> Result<HostHandle, AwsError> {
         let prepared = self.prepare(std::slice::from_ref(host), true).await?;
         let group_id = prepared.group_id.clone().unwrap_or_default();
-        let cluster = self.config.cluster_name.as_str();
         let timeouts = self.config.timeouts;
         let poll = self.config.poll_interval;
 
-        let mut known = instances::find_instances(&self.client, cluster, Some(&host.name)).await?;
+        // Only this cluster's instances (its id, its VPC): another cluster's instance with the
+        // same name and host tags is never kept, started or terminated here.
+        let scope = self.scope(&prepared);
+        let mut known = instances::find_instances(&self.client, &scope, Some(&host.name)).await?;
         // The instance state names comes first, then the oldest generation and launch.
         if let Some(id) = self.known.lock().await.get(&host.name) {
             known.sort_by_key(|i| &i.instance_id != id);
@@ -417,8 +490,8 @@ impl AwsDriver {
     /// Hosts in EC2 that state does not name are listed by [`AwsDriver::unknown_hosts`].
     pub async fn read_hosts(&self, hosts: &[HostHandle]) -> Result<Vec<HostStatus>, AwsError> {
         self.remember_hosts(hosts).await;
-        let found =
-            instances::find_instances(&self.client, &self.config.cluster_name, None).await?;
+        let prepared = self.prepare(&[], false).await?;
+        let found = instances::find_instances(&self.client, &self.scope(&prepared), None).await?;
         let mut out = Vec::with_capacity(hosts.len());
         for host in hosts {
             let mine: Vec<&ClusterInstance> =
@@ -462,23 +535,32 @@ impl AwsDriver {
     /// failed before state was written. Pass them to [`AwsDriver::remove_host_by_name`] or
     /// adopt them by planning their host names.
     pub async fn unknown_hosts(&self, known: &[String]) -> Result<Vec<ClusterInstance>, AwsError> {
-        let found =
-            instances::find_instances(&self.client, &self.config.cluster_name, None).await?;
+        let prepared = self.prepare(&[], false).await?;
+        let found = instances::find_instances(&self.client, &self.scope(&prepared), None).await?;
         Ok(found
             .into_iter()
             .filter(|i| !i.is_gone() && !known.contains(&i.host))
             .collect())
     }
 
-    /// Terminates every instance of the host (found by tag) and waits until they are gone.
+    /// Terminates every instance of the host (found by the cluster's tags in its VPC) and waits
+    /// until they are gone.
     pub async fn remove_host_by_name(&self, host: &str) -> Result<Vec<String>, AwsError> {
-        let found =
-            instances::find_instances(&self.client, &self.config.cluster_name, Some(host)).await?;
-        let ids: Vec<String> = found
-            .iter()
-            .filter(|i| !matches!(i.state, InstanceStateName::Terminated))
-            .map(|i| i.instance_id.clone())
-            .collect();
+        self.remove_instances_of(host, &[]).await
+    }
+
+    /// Terminates the host's instances found in the cluster's scope plus those of `named` (from
+    /// state) that carry the cluster's tags, and waits until they are gone.
+    async fn remove_instances_of(
+        &self,
+        host: &str,
+        named: &[String],
+    ) -> Result<Vec<String>, AwsError> {
+        let prepared = self.prepare(&[], false).await?;
+        let mut found =
+            instances::find_instances(&self.client, &self.scope(&prepared), Some(host)).await?;
+        found.extend(self.verified_instances(named).await?);
+        let ids = not_terminated(&found);
         instances::terminate(&self.client, &ids).await?;
         instances::wait_for_state(
             &self.client,
@@ -492,16 +574,18 @@ impl AwsDriver {
         Ok(ids)
     }
 
-    /// Terminates all the cluster's instances, waits for them, and deletes its security
-    /// group: nothing tagged with the cluster is left running.
+    /// Terminates all the cluster's instances (those carrying its id in its VPC, plus those
+    /// named in state that carry its id), waits for them, and deletes its security group (the
+    /// one carrying its id in its VPC). Nothing else is touched: another cluster of the same
+    /// name, in another VPC or another Terraform state, carries another id.
     pub async fn destroy(&self) -> Result<DestroyReport, AwsError> {
         let cluster = self.config.cluster_name.as_str();
-        let found = instances::find_instances(&self.client, cluster, None).await?;
-        let ids: Vec<String> = found
-            .iter()
-            .filter(|i| !matches!(i.state, InstanceStateName::Terminated))
-            .map(|i| i.instance_id.clone())
-            .collect();
+        let prepared = self.prepare(&[], false).await?;
+        let scope = self.scope(&prepared);
+        let mut found = instances::find_instances(&self.client, &scope, None).await?;
+        let named: Vec<String> = self.known.lock().await.values().cloned().collect();
+        found.extend(self.verified_instances(&named).await?);
+        let ids = not_terminated(&found);
         instances::terminate(&self.client, &ids).await?;
         instances::wait_for_state(
             &self.client,
@@ -514,7 +598,7 @@ impl AwsDriver {
         .await?;
         let deleted = security_group::delete_group(
             &self.client,
-            cluster,
+            &scope,
             self.config.timeouts.delete,
             self.config.poll_interval,
         )
@@ -532,6 +616,125 @@ impl AwsDriver {
         })
     }
 
+    /// Gives a cluster made before cluster ids its id (`record.cluster_id`, which the driver
+    /// must already act for): tags with it the instances state names (see
+    /// [`AwsDriver::remember_hosts`]) that carry the cluster's name and no id, their volumes,
+    /// and the cluster's security group of the old name in its VPC. Afterwards every lookup by
+    /// id finds them. Nothing carrying another id is tagged: such an instance in state is an
+    /// error and nothing is tagged. The group is claimed only when state names it or the
+    /// cluster's instances run in it: another Terraform state's cluster of the same name in the
+    /// same VPC may own a group of that name, and a create (nothing in state) claims nothing.
+    /// Everything is tagged in one call, so a claim does not stop half-way.
+    pub async fn claim(&self, record: &ClusterRecord) -> Result<ClaimReport, AwsError> {
+        let cluster = self.config.cluster_name.as_str();
+        let Some(id) = self.config.cluster_id.as_deref() else {
+            return Err(AwsError::config(
+                "cluster_id",
+                "the aws driver has no cluster id to record; this is a bug in the provider, please report it",
+            ));
+        };
+        if record.cluster_id != id || record.name != cluster {
+            return Err(AwsError::config(
+                "cluster_id",
+                format!(
+                    "the aws driver acts for cluster {cluster:?} (id {id}), not {:?} (id {}); this is a bug in the provider, please report it",
+                    record.name, record.cluster_id
+                ),
+            ));
+        }
+        let prepared = self.prepare(&[], false).await?;
+        let named: Vec<String> = self.known.lock().await.values().cloned().collect();
+        let mut report = ClaimReport::default();
+        let mut proven_groups = self.known_groups.lock().await.clone();
+        let mut volumes = Vec::new();
+        for instance in instances::describe_ids(&self.client, &named).await? {
+            if instance.cluster.as_deref() != Some(cluster) {
+                tracing::warn!(
+                    instance_id = instance.instance_id,
+                    cluster_tag = instance.cluster.as_deref().unwrap_or(""),
+                    "an instance named in state does not carry this cluster's name; not claiming it"
+                );
+                continue;
+            }
+            match instance.cluster_id.as_deref() {
+                Some(owner) if owner == id => {}
+                Some(owner) => {
+                    return Err(AwsError::NotOurs {
+                        what: format!("instance {} (host {})", instance.instance_id, instance.host),
+                        owner: owner.to_string(),
+                        ours: id.to_string(),
+                    })
+                }
+                // Gone instances are never found again; nothing to tag.
+                None if instance.is_gone() => continue,
+                None => {
+                    report.instances.push(instance.instance_id.clone());
+                    volumes.extend(instance.volume_ids.iter().cloned());
+                }
+            }
+            proven_groups.extend(instance.security_groups.iter().cloned());
+        }
+        report.volumes = self.untagged_volumes(&volumes).await?;
+        let legacy =
+            security_group::find_legacy_group(&self.client, cluster, &prepared.vpc_id).await?;
+        if let Some(group_id) = legacy.as_ref().and_then(|g| g.group_id()) {
+            if proven_groups.contains(group_id) {
+                report.security_group = Some(group_id.to_string());
+            } else {
+                tracing::info!(
+                    group_id,
+                    "a security group of this cluster's old name is neither in state nor used by its instances; leaving it alone"
+                );
+            }
+        }
+        let resources: Vec<String> = report
+            .instances
+            .iter()
+            .chain(&report.volumes)
+            .chain(&report.security_group)
+            .cloned()
+            .collect();
+        if !resources.is_empty() {
+            self.client
+                .create_tags()
+                .set_resources(Some(resources))
+                .tags(tag(CLUSTER_ID_TAG, id))
+                .send()
+                .await
+                .map_err(crate::error::api("CreateTags"))?;
+        }
+        // The group was looked up before it carried the id.
+        *self.prepared.lock().await = None;
+        Ok(report)
+    }
+
+    /// Of `ids`, the volumes that carry no cluster id (those carrying one are left alone).
+    async fn untagged_volumes(&self, ids: &[String]) -> Result<Vec<String>, AwsError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let volumes: Vec<aws_sdk_ec2::types::Volume> = self
+            .client
+            .describe_volumes()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("volume-id")
+                    .set_values(Some(ids.to_vec()))
+                    .build(),
+            )
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<_, _>>()
+            .await
+            .map_err(crate::error::api("DescribeVolumes"))?;
+        Ok(volumes
+            .iter()
+            .filter(|v| !v.tags().iter().any(|t| t.key() == Some(CLUSTER_ID_TAG)))
+            .filter_map(|v| v.volume_id().map(str::to_string))
+            .collect())
+    }
+
     /// Where the cluster code reaches node `index_on_host` of `host`.
     pub fn node_address(&self, host: &HostHandle, index_on_host: u16) -> (String, u16) {
         match self.config.address_override.get(&host.name) {
@@ -546,6 +749,18 @@ impl AwsDriver {
     async fn remember(&self, config: &NodeConfig) {
         *self.node_config.lock().await = Some(config.clone());
     }
+}
+
+/// The ids of `found` not yet terminated, each once.
+fn not_terminated(found: &[ClusterInstance]) -> Vec<String> {
+    let mut ids: Vec<String> = found
+        .iter()
+        .filter(|i| !matches!(i.state, InstanceStateName::Terminated))
+        .map(|i| i.instance_id.clone())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
 }
 
 fn clone_err(e: &AwsError) -> AwsError {
@@ -673,7 +888,25 @@ impl Driver for AwsDriver {
     }
 
     async fn remove_host(&self, host: &HostHandle) -> Result<(), DriverError> {
-        self.remove_host_by_name(&host.name).await?;
+        let named: Vec<String> = host.instance_id.iter().cloned().collect();
+        self.remove_instances_of(&host.name, &named).await?;
+        Ok(())
+    }
+
+    /// Claims the cluster's resources for its id (see [`AwsDriver::claim`]). At create nothing
+    /// is in state yet, so nothing is claimed; what the create launches carries the id already.
+    async fn record_cluster(&self, record: &ClusterRecord) -> Result<(), DriverError> {
+        let report = self.claim(record).await?;
+        if !report.instances.is_empty() || report.security_group.is_some() {
+            tracing::info!(
+                cluster = record.name,
+                cluster_id = record.cluster_id,
+                instances = ?report.instances,
+                volumes = report.volumes.len(),
+                security_group = report.security_group.as_deref().unwrap_or(""),
+                "claimed the resources of a cluster made before cluster ids"
+            );
+        }
         Ok(())
     }
 }

@@ -57,6 +57,16 @@ pub enum AwsError {
         after: Duration,
     },
 
+    #[error("the security group name {name} is taken in VPC {vpc_id} by a group that is not this cluster's (its tags differ); redisha never adopts it. Delete or rename that group, or give the cluster another name")]
+    GroupNameTaken { name: String, vpc_id: String },
+
+    #[error("{what} carries cluster id {owner}, not this cluster's {ours}; redisha never tags or touches another cluster's resources. Find which Terraform state owns cluster {owner}; if that is this one (an earlier apply was cut short while giving it an id), restore that cluster_id in this resource's state")]
+    NotOurs {
+        what: String,
+        owner: String,
+        ours: String,
+    },
+
     /// The same failure as reported for another host (errors are not `Clone`).
     #[error("{0}")]
     Shared(String),

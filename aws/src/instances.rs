@@ -15,6 +15,8 @@ use crate::settings::AwsDriverConfig;
 use crate::user_data::DATA_DEVICE;
 
 pub const CLUSTER_TAG: &str = "redisha:cluster";
+/// The cluster's unique id (see `AwsDriverConfig::cluster_id`).
+pub const CLUSTER_ID_TAG: &str = "redisha:cluster-id";
 pub const HOST_TAG: &str = "redisha:host";
 pub const ZONE_TAG: &str = "redisha:zone";
 pub const GENERATION_TAG: &str = "redisha:generation";
@@ -23,10 +25,24 @@ pub const MANAGED_BY_TAG: &str = "redisha:managed-by";
 /// The client token of a host's instance. Retrying RunInstances with it returns the instance
 /// the first call created instead of launching a second one; the generation changes when the
 /// host is replaced (its previous instance terminated), so the replacement gets a new token.
-pub fn client_token(cluster: &str, host: &str, generation: u32) -> String {
+/// The cluster id is part of it: EC2 answers a token with the instance it launched for it, so a
+/// token two clusters of one name could share would hand one cluster the other's instance.
+/// Without an id (a cluster made before ids) the token is the one such clusters always had.
+pub fn client_token(
+    cluster: &str,
+    cluster_id: Option<&str>,
+    host: &str,
+    generation: u32,
+) -> String {
     let mut hash = Sha256::new();
     hash.update(cluster.as_bytes());
     hash.update([0]);
+    if let Some(id) = cluster_id {
+        // A separator no legacy token hashes: names and hosts never contain a NUL byte.
+        hash.update(b"id\0");
+        hash.update(id.as_bytes());
+        hash.update([0]);
+    }
     hash.update(host.as_bytes());
     hash.update([0]);
     hash.update(generation.to_be_bytes());
@@ -35,10 +51,56 @@ pub fn client_token(cluster: &str, host: &str, generation: u32) -> String {
     format!("redisha-{}", &hex[..56])
 }
 
+/// Which instances and security groups are one cluster's: those carrying its name tag and its
+/// id tag (or, for a cluster made before ids, no id tag at all) in its VPC. A name alone is not
+/// enough: two Terraform states (say staging and prod) may both name their cluster `cache`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scope<'a> {
+    pub cluster: &'a str,
+    /// `None`: a cluster made before ids; only what carries no id tag is its.
+    pub cluster_id: Option<&'a str>,
+    /// The VPC of the configured subnets.
+    pub vpc_id: &'a str,
+}
+
+impl Scope<'_> {
+    /// Whether a resource with these tag values is the cluster's (the VPC aside).
+    pub fn owns(&self, cluster_tag: Option<&str>, id_tag: Option<&str>) -> bool {
+        cluster_tag == Some(self.cluster) && id_tag == self.cluster_id
+    }
+
+    /// The DescribeInstances/DescribeSecurityGroups filters for the scope: name tag, id tag
+    /// (when there is one) and VPC. Resources carrying some id are left out of a scope without
+    /// one by [`Scope::owns`] after the call (EC2 has no "tag absent" filter).
+    pub(crate) fn filters(&self) -> Vec<Filter> {
+        let mut filters = vec![
+            Filter::builder()
+                .name(format!("tag:{CLUSTER_TAG}"))
+                .values(self.cluster)
+                .build(),
+            Filter::builder().name("vpc-id").values(self.vpc_id).build(),
+        ];
+        if let Some(id) = self.cluster_id {
+            filters.push(
+                Filter::builder()
+                    .name(format!("tag:{CLUSTER_ID_TAG}"))
+                    .values(id)
+                    .build(),
+            );
+        }
+        filters
+    }
+}
+
 /// What the driver knows about one of its instances.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterInstance {
     pub instance_id: String,
+    /// The `redisha:cluster` tag.
+    pub cluster: Option<String>,
+    /// The `redisha:cluster-id` tag (none on instances of clusters made before ids).
+    pub cluster_id: Option<String>,
+    pub vpc_id: Option<String>,
     /// The `redisha:host` tag.
     pub host: String,
     /// The zone the instance runs in.
@@ -50,6 +112,8 @@ pub struct ClusterInstance {
     pub generation: u32,
     pub launch_time_secs: i64,
     pub security_groups: Vec<String>,
+    /// The EBS volumes attached to it (root and data).
+    pub volume_ids: Vec<String>,
 }
 
 impl ClusterInstance {
@@ -78,42 +142,27 @@ impl ClusterInstance {
     }
 }
 
-/// The cluster's instances in any state (terminated ones stay visible for about an hour),
-/// optionally only those of one host.
+/// The cluster's instances in `scope`, in any state (terminated ones stay visible for about an
+/// hour), optionally only those of one host.
 pub async fn find_instances(
     client: &aws_sdk_ec2::Client,
-    cluster: &str,
+    scope: &Scope<'_>,
     host: Option<&str>,
 ) -> Result<Vec<ClusterInstance>, AwsError> {
-    let mut request = client.describe_instances().filters(
-        Filter::builder()
-            .name(format!("tag:{CLUSTER_TAG}"))
-            .values(cluster)
-            .build(),
-    );
+    let mut filters = scope.filters();
     if let Some(host) = host {
-        request = request.filters(
+        filters.push(
             Filter::builder()
                 .name(format!("tag:{HOST_TAG}"))
                 .values(host)
                 .build(),
         );
     }
-    let reservations: Vec<aws_sdk_ec2::types::Reservation> = request
-        .into_paginator()
-        .items()
-        .send()
-        .collect::<Result<_, _>>()
-        .await
-        .map_err(api("DescribeInstances"))?;
-    let mut found = Vec::new();
-    for reservation in reservations {
-        for instance in reservation.instances() {
-            if let Some(i) = to_cluster_instance(instance) {
-                found.push(i);
-            }
-        }
-    }
+    let mut found: Vec<ClusterInstance> = describe(client, filters)
+        .await?
+        .into_iter()
+        .filter(|i| scope.owns(i.cluster.as_deref(), i.cluster_id.as_deref()))
+        .collect();
     found.sort_by(|a, b| {
         (
             a.host.as_str(),
@@ -129,6 +178,45 @@ pub async fn find_instances(
             ))
     });
     Ok(found)
+}
+
+/// The instances among `ids` that still show up, whatever their tags (the caller checks them).
+pub async fn describe_ids(
+    client: &aws_sdk_ec2::Client,
+    ids: &[String],
+) -> Result<Vec<ClusterInstance>, AwsError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    // A filter, not InstanceIds: an id EC2 no longer knows is then just absent from the answer.
+    describe(
+        client,
+        vec![Filter::builder()
+            .name("instance-id")
+            .set_values(Some(ids.to_vec()))
+            .build()],
+    )
+    .await
+}
+
+async fn describe(
+    client: &aws_sdk_ec2::Client,
+    filters: Vec<Filter>,
+) -> Result<Vec<ClusterInstance>, AwsError> {
+    let reservations: Vec<aws_sdk_ec2::types::Reservation> = client
+        .describe_instances()
+        .set_filters(Some(filters))
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<_, _>>()
+        .await
+        .map_err(api("DescribeInstances"))?;
+    Ok(reservations
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter_map(to_cluster_instance)
+        .collect())
 }
 
 fn to_cluster_instance(instance: &aws_sdk_ec2::types::Instance) -> Option<ClusterInstance> {
@@ -150,6 +238,9 @@ fn to_cluster_instance(instance: &aws_sdk_ec2::types::Instance) -> Option<Cluste
     };
     Some(ClusterInstance {
         instance_id,
+        cluster: tag_value(CLUSTER_TAG),
+        cluster_id: tag_value(CLUSTER_ID_TAG),
+        vpc_id: instance.vpc_id().map(str::to_string),
         host,
         zone: instance
             .placement()
@@ -173,6 +264,11 @@ fn to_cluster_instance(instance: &aws_sdk_ec2::types::Instance) -> Option<Cluste
             .iter()
             .filter_map(|g| g.group_id().map(str::to_string))
             .collect(),
+        volume_ids: instance
+            .block_device_mappings()
+            .iter()
+            .filter_map(|m| m.ebs().and_then(|e| e.volume_id()).map(str::to_string))
+            .collect(),
     })
 }
 
@@ -195,7 +291,8 @@ pub async fn launch(
 ) -> Result<ClusterInstance, AwsError> {
     let config = spec.config;
     let cluster = config.cluster_name.as_str();
-    let token = client_token(cluster, spec.host, spec.generation);
+    let cluster_id = config.cluster_id.as_deref();
+    let token = client_token(cluster, cluster_id, spec.host, spec.generation);
     let generation = spec.generation.to_string();
     let name = format!("redisha-{cluster}-{}", spec.host);
     let tags_for = |resource: ResourceType| {
@@ -207,6 +304,9 @@ pub async fn launch(
             .tags(tag(GENERATION_TAG, &generation))
             .tags(tag(MANAGED_BY_TAG, "redisha"))
             .tags(tag("Name", &name));
+        if let Some(id) = cluster_id {
+            t = t.tags(tag(CLUSTER_ID_TAG, id));
+        }
         for (k, v) in &config.tags {
             t = t.tags(tag(k, v));
         }
@@ -292,25 +392,7 @@ pub async fn wait_for_state(
     }
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let answer: Vec<aws_sdk_ec2::types::Reservation> = client
-            .describe_instances()
-            .filters(
-                Filter::builder()
-                    .name("instance-id")
-                    .set_values(Some(ids.to_vec()))
-                    .build(),
-            )
-            .into_paginator()
-            .items()
-            .send()
-            .collect::<Result<_, _>>()
-            .await
-            .map_err(api("DescribeInstances"))?;
-        let seen: Vec<ClusterInstance> = answer
-            .iter()
-            .flat_map(|r| r.instances())
-            .filter_map(to_cluster_instance)
-            .collect();
+        let seen = describe_ids(client, ids).await?;
         if target == InstanceStateName::Running {
             if let Some(gone) = seen.iter().find(|i| i.is_gone()) {
                 return Err(AwsError::InstanceFailed {
@@ -420,11 +502,39 @@ mod tests {
 
     #[test]
     fn client_tokens_are_stable_short_and_change_with_generation() {
-        let a = client_token("shop", "h-a-0", 0);
-        assert_eq!(a, client_token("shop", "h-a-0", 0));
+        let a = client_token("shop", None, "h-a-0", 0);
+        assert_eq!(a, client_token("shop", None, "h-a-0", 0));
         assert!(a.len() <= 64 && a.is_ascii());
-        assert_ne!(a, client_token("shop", "h-a-0", 1));
-        assert_ne!(a, client_token("shop", "h-a-1", 0));
-        assert_ne!(a, client_token("sho", "ph-a-0", 0));
+        assert_ne!(a, client_token("shop", None, "h-a-0", 1));
+        assert_ne!(a, client_token("shop", None, "h-a-1", 0));
+        assert_ne!(a, client_token("sho", None, "ph-a-0", 0));
+    }
+
+    #[test]
+    fn client_tokens_of_two_clusters_of_one_name_differ() {
+        let staging = client_token("cache", Some("00000000000000aa"), "h-a-0", 0);
+        let prod = client_token("cache", Some("00000000000000bb"), "h-a-0", 0);
+        assert_ne!(staging, prod);
+        assert_ne!(staging, client_token("cache", None, "h-a-0", 0));
+        assert!(staging.len() <= 64 && staging.is_ascii());
+    }
+
+    #[test]
+    fn a_scope_owns_only_its_id_or_for_legacy_clusters_no_id() {
+        let with_id = Scope {
+            cluster: "cache",
+            cluster_id: Some("00000000000000aa"),
+            vpc_id: "vpc-1",
+        };
+        assert!(with_id.owns(Some("cache"), Some("00000000000000aa")));
+        assert!(!with_id.owns(Some("cache"), Some("00000000000000bb")));
+        assert!(!with_id.owns(Some("cache"), None));
+        assert!(!with_id.owns(Some("shop"), Some("00000000000000aa")));
+        let legacy = Scope {
+            cluster_id: None,
+            ..with_id
+        };
+        assert!(legacy.owns(Some("cache"), None));
+        assert!(!legacy.owns(Some("cache"), Some("00000000000000aa")));
     }
 }

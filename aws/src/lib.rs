@@ -4,7 +4,8 @@
 //! - [`AwsSettings`] and [`client()`]: the provider's connection to EC2.
 //! - [`AwsDriverConfig`]: the `aws { }` block of `redisha_cluster`.
 //! - [`AwsDriver`]: implements [`redisha_cluster::Driver`], plus `ensure_hosts`,
-//!   `read_hosts` (drift), `destroy` and `host_memory_mib`.
+//!   `read_hosts` (drift), `destroy`, `claim` (a cluster made before ids) and
+//!   `host_memory_mib`; it acts only on what carries the cluster's id in its VPC.
 //! - [`topology()`]: zones and subnets of a VPC.
 //! - `testing` (feature `testing`, for tests only): moto_server, an EC2 client for it and a
 //!   VPC fixture.
@@ -22,7 +23,7 @@ pub mod topology;
 pub mod user_data;
 
 pub use client::client;
-pub use driver::{AwsDriver, DestroyReport, HostStatus, HostsReport};
+pub use driver::{AwsDriver, ClaimReport, DestroyReport, HostStatus, HostsReport};
 pub use error::AwsError;
 pub use settings::{
     AddressOverride, AssumeRole, AwsDriverConfig, AwsSettings, DataVolume, Timeouts,

@@ -9,12 +9,22 @@ use aws_sdk_ec2::types::{
 };
 
 use crate::error::{api, AwsError};
-use crate::instances::{CLUSTER_TAG, MANAGED_BY_TAG};
+use crate::instances::{Scope, CLUSTER_ID_TAG, CLUSTER_TAG, MANAGED_BY_TAG};
 use crate::settings::{CLUSTER_BUS_OFFSET, REDIS_BASE_PORT};
 
-/// The group's name for a cluster; one group per cluster and VPC.
-pub fn group_name(cluster: &str) -> String {
+/// The name of a cluster's group made before cluster ids existed; such a group keeps it after
+/// being claimed (names cannot change).
+pub fn legacy_group_name(cluster: &str) -> String {
     format!("redisha-{cluster}")
+}
+
+/// The name of a new group: group names are unique per VPC, so two clusters of one name in a
+/// VPC (two Terraform states) need the id in it. Groups are found by their tags, not by it.
+pub fn group_name(cluster: &str, cluster_id: Option<&str>) -> String {
+    match cluster_id {
+        Some(id) => format!("redisha-{cluster}-{id}"),
+        None => legacy_group_name(cluster),
+    }
 }
 
 /// Who may reach a port range.
@@ -53,60 +63,91 @@ pub fn desired_rules(group_id: &str, allowed_cidrs: &[String], max_nodes: u16) -
     rules
 }
 
-/// Finds the cluster's group in `vpc_id`.
+/// Finds the cluster's group: the one in the scope's VPC carrying its name tag and its id tag
+/// (also a claimed group of a cluster made before ids, which keeps its old name). Without an id,
+/// the group of the old name carrying the name tag and no id tag.
 pub async fn find_group(
     client: &aws_sdk_ec2::Client,
-    cluster: &str,
-    vpc_id: Option<&str>,
+    scope: &Scope<'_>,
 ) -> Result<Option<aws_sdk_ec2::types::SecurityGroup>, AwsError> {
-    let mut request = client
-        .describe_security_groups()
-        .filters(
+    let mut filters = scope.filters();
+    if scope.cluster_id.is_none() {
+        filters.push(
             Filter::builder()
                 .name("group-name")
-                .values(group_name(cluster))
-                .build(),
-        )
-        .filters(
-            Filter::builder()
-                .name(format!("tag:{CLUSTER_TAG}"))
-                .values(cluster)
+                .values(legacy_group_name(scope.cluster))
                 .build(),
         );
-    if let Some(vpc_id) = vpc_id {
-        request = request.filters(Filter::builder().name("vpc-id").values(vpc_id).build());
     }
-    let answer = request
+    let answer = client
+        .describe_security_groups()
+        .set_filters(Some(filters))
         .send()
         .await
         .map_err(api("DescribeSecurityGroups"))?;
-    Ok(answer.security_groups().first().cloned())
+    Ok(answer
+        .security_groups()
+        .iter()
+        .find(|g| scope.owns(group_tag(g, CLUSTER_TAG), group_tag(g, CLUSTER_ID_TAG)))
+        .cloned())
+}
+
+/// A group made before cluster ids existed for cluster `cluster` in `vpc_id`: its old name, the
+/// name tag, and no id tag (a group of that name carrying an id is some cluster's already).
+pub async fn find_legacy_group(
+    client: &aws_sdk_ec2::Client,
+    cluster: &str,
+    vpc_id: &str,
+) -> Result<Option<aws_sdk_ec2::types::SecurityGroup>, AwsError> {
+    find_group(
+        client,
+        &Scope {
+            cluster,
+            cluster_id: None,
+            vpc_id,
+        },
+    )
+    .await
+}
+
+/// A tag's value on a group.
+pub fn group_tag<'a>(group: &'a aws_sdk_ec2::types::SecurityGroup, key: &str) -> Option<&'a str> {
+    group
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some(key))
+        .and_then(|t| t.value())
 }
 
 /// Creates the group if needed and makes its ingress rules exactly the desired ones.
 /// Returns the group id.
 pub async fn ensure_group(
     client: &aws_sdk_ec2::Client,
-    cluster: &str,
-    vpc_id: &str,
+    scope: &Scope<'_>,
     allowed_cidrs: &[String],
     max_nodes: u16,
     user_tags: &[(String, String)],
 ) -> Result<String, AwsError> {
-    let group = match find_group(client, cluster, Some(vpc_id)).await? {
+    let cluster = scope.cluster;
+    let vpc_id = scope.vpc_id;
+    let name = group_name(cluster, scope.cluster_id);
+    let group = match find_group(client, scope).await? {
         Some(group) => group,
         None => {
             let mut tags = TagSpecification::builder()
                 .resource_type(ResourceType::SecurityGroup)
                 .tags(tag(CLUSTER_TAG, cluster))
                 .tags(tag(MANAGED_BY_TAG, "redisha"))
-                .tags(tag("Name", &group_name(cluster)));
+                .tags(tag("Name", &name));
+            if let Some(id) = scope.cluster_id {
+                tags = tags.tags(tag(CLUSTER_ID_TAG, id));
+            }
             for (k, v) in user_tags {
                 tags = tags.tags(tag(k, v));
             }
             let created = client
                 .create_security_group()
-                .group_name(group_name(cluster))
+                .group_name(&name)
                 .description(format!(
                     "redisha cluster {cluster}: Redis and cluster bus ports"
                 ))
@@ -130,11 +171,11 @@ pub async fn ensure_group(
                     }) == Some(true) => {}
                 Err(e) => return Err(api("CreateSecurityGroup")(e)),
             }
-            find_group(client, cluster, Some(vpc_id))
+            find_group(client, scope)
                 .await?
-                .ok_or(AwsError::MissingField {
-                    operation: "DescribeSecurityGroups",
-                    field: "the group just created",
+                .ok_or_else(|| AwsError::GroupNameTaken {
+                    name: name.clone(),
+                    vpc_id: vpc_id.to_string(),
                 })?
         }
     };
@@ -173,16 +214,18 @@ pub async fn ensure_group(
     Ok(group_id)
 }
 
-/// Deletes the cluster's group, waiting while terminating instances still use it.
+/// Deletes the cluster's group (found in `scope` only), waiting while terminating instances
+/// still use it.
 pub async fn delete_group(
     client: &aws_sdk_ec2::Client,
-    cluster: &str,
+    scope: &Scope<'_>,
     timeout: Duration,
     poll: Duration,
 ) -> Result<bool, AwsError> {
+    let cluster = scope.cluster;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let Some(group) = find_group(client, cluster, None).await? else {
+        let Some(group) = find_group(client, scope).await? else {
             return Ok(false);
         };
         let Some(group_id) = group.group_id() else {
@@ -191,6 +234,19 @@ pub async fn delete_group(
                 field: "GroupId",
             });
         };
+        // Clusters made before ids shared one group per name and VPC: while another cluster's
+        // instances run in it, the group is theirs too and stays. Checked here, not left to
+        // EC2's DependencyViolation, which would only end in a timeout (and emulators do not
+        // all enforce it).
+        let others = live_users_outside(client, group_id, scope).await?;
+        if !others.is_empty() {
+            tracing::warn!(
+                group_id,
+                instances = ?others,
+                "the security group is still used by instances of another cluster; leaving it"
+            );
+            return Ok(false);
+        }
         match client
             .delete_security_group()
             .group_id(group_id)
@@ -205,22 +261,71 @@ pub async fn delete_group(
                 let err = api("DeleteSecurityGroup")(e);
                 match err.code() {
                     Some("InvalidGroup.NotFound") => return Ok(false),
-                    Some("DependencyViolation") if tokio::time::Instant::now() < deadline => {
+                    Some("DependencyViolation") => {
+                        if tokio::time::Instant::now() >= deadline {
+                            return Err(AwsError::Timeout {
+                                phase: "delete",
+                                what: format!("security group {group_id} to be free of instances"),
+                                after: timeout,
+                            });
+                        }
                         tracing::debug!(group_id, "security group still in use; waiting");
                         tokio::time::sleep(poll).await;
-                    }
-                    Some("DependencyViolation") => {
-                        return Err(AwsError::Timeout {
-                            phase: "delete",
-                            what: format!("security group {group_id} to be free of instances"),
-                            after: timeout,
-                        })
                     }
                     _ => return Err(err),
                 }
             }
         }
     }
+}
+
+/// Instances not shut down that run in `group_id` and are not the scope's.
+async fn live_users_outside(
+    client: &aws_sdk_ec2::Client,
+    group_id: &str,
+    scope: &Scope<'_>,
+) -> Result<Vec<String>, AwsError> {
+    let reservations: Vec<aws_sdk_ec2::types::Reservation> = client
+        .describe_instances()
+        .filters(
+            Filter::builder()
+                .name("instance.group-id")
+                .values(group_id)
+                .build(),
+        )
+        .filters(
+            Filter::builder()
+                .name("instance-state-name")
+                .values("pending")
+                .values("running")
+                .values("stopping")
+                .values("stopped")
+                .build(),
+        )
+        .into_paginator()
+        .items()
+        .send()
+        .collect::<Result<_, _>>()
+        .await
+        .map_err(api("DescribeInstances"))?;
+    let tag_of = |i: &aws_sdk_ec2::types::Instance, key: &str| {
+        i.tags()
+            .iter()
+            .find(|t| t.key() == Some(key))
+            .and_then(|t| t.value())
+            .map(str::to_string)
+    };
+    Ok(reservations
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter(|i| {
+            !scope.owns(
+                tag_of(i, CLUSTER_TAG).as_deref(),
+                tag_of(i, CLUSTER_ID_TAG).as_deref(),
+            )
+        })
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect())
 }
 
 fn existing_rules(permissions: &[IpPermission]) -> BTreeSet<Rule> {
@@ -278,6 +383,16 @@ pub(crate) fn tag(key: &str, value: &str) -> Tag {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn new_group_names_carry_the_id_and_legacy_ones_keep_theirs() {
+        assert_eq!(
+            group_name("cache", Some("0123456789abcdef")),
+            "redisha-cache-0123456789abcdef"
+        );
+        assert_eq!(group_name("cache", None), "redisha-cache");
+        assert_eq!(legacy_group_name("cache"), "redisha-cache");
+    }
 
     #[test]
     fn rules_cover_node_and_bus_ranges_for_group_and_cidrs() {

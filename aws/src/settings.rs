@@ -136,6 +136,13 @@ pub struct AddressOverride {
 pub struct AwsDriverConfig {
     /// The cluster's name: tags, the security group's name and client tokens derive from it.
     pub cluster_name: String,
+    /// The cluster's unique id (`redisha_cluster::identity::new_cluster_id`), made at create.
+    /// With it, everything the driver makes carries it (tag `redisha:cluster-id`) and every
+    /// lookup matches it: a name is not unique across VPCs or Terraform states, the id is.
+    /// Without it (a plan before create, a cluster made before ids) the driver finds only what
+    /// carries the name and no id; the provider then only reads.
+    #[serde(default)]
+    pub cluster_id: Option<String>,
     /// Subnets to launch into; their zones are the cluster's zones. Several may share a zone.
     pub subnet_ids: Vec<String>,
     pub instance_type: String,
@@ -194,6 +201,7 @@ impl AwsDriverConfig {
     ) -> Self {
         AwsDriverConfig {
             cluster_name: cluster_name.into(),
+            cluster_id: None,
             subnet_ids,
             instance_type: instance_type.into(),
             ami: ami.into(),
@@ -231,6 +239,14 @@ impl AwsDriverConfig {
                 "name",
                 "must be 1-64 letters, digits, '-' or '_' (it names the security group and tags)",
             ));
+        }
+        if let Some(id) = &self.cluster_id {
+            if !redisha_cluster::identity::is_cluster_id(id) {
+                return Err(AwsError::config(
+                    "cluster_id",
+                    format!("{id:?} is not a cluster id (16 lowercase hex digits, made by redisha at create); restore the resource's cluster_id from its state"),
+                ));
+            }
         }
         if self.subnet_ids.is_empty() {
             return Err(AwsError::config(
@@ -408,6 +424,13 @@ mod tests {
         c.subnet_ids.push("subnet-1".into());
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("listed twice"), "{err}");
+
+        let mut c = config();
+        c.cluster_id = Some("../../etc".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("cluster_id: "), "{err}");
+        c.cluster_id = Some("0123456789abcdef".into());
+        assert!(c.validate().is_ok());
     }
 
     #[test]

@@ -317,7 +317,12 @@ async fn a_failed_apply_converges_on_the_next_one_without_duplicates() {
     assert_eq!(hosts, ["conv-a-0", "conv-b-0", "conv-c-0"], "no duplicates");
 
     // A duplicate left by an interrupted launch (same host tag) is terminated, keeping one.
-    let prepared = redisha_aws::instances::find_instances(&client, "conv", Some("conv-a-0"))
+    let scope = redisha_aws::instances::Scope {
+        cluster: "conv",
+        cluster_id: None,
+        vpc_id: &fx.vpc_id,
+    };
+    let prepared = redisha_aws::instances::find_instances(&client, &scope, Some("conv-a-0"))
         .await
         .unwrap();
     let group = prepared[0].security_groups[0].clone();

@@ -216,8 +216,12 @@ pub(crate) fn quote_conf(value: &str) -> String {
 pub enum DriverError {
     #[error("redis_server: {path:?} was not found or is not executable; install Debian's redis-server (apt-get install redis-server) or set redis_server to its full path")]
     RedisServerNotFound { path: String },
-    #[error("base_port: {address} is already in use; choose another base_port or loopback_octet, or stop what listens there")]
-    PortInUse { address: String },
+    #[error("base_port: {address} is already in use{}; choose another base_port or loopback_octet, or stop what listens there", .owner.as_deref().map(|o| format!(" by {o}")).unwrap_or_default())]
+    PortInUse {
+        address: String,
+        /// Which node of which redisha cluster listens there, when the driver can tell.
+        owner: Option<String>,
+    },
     #[error("data_dir: cannot write {path:?} ({reason}); choose a writable data_dir")]
     DataDirUnwritable { path: PathBuf, reason: String },
     #[error("redis_config.{key}: {reason}")]

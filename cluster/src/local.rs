@@ -389,11 +389,27 @@ impl LocalDriver {
             .find(|pid| is_our_redis(*pid, config))
     }
 
+    /// The redisha node recorded in this `data_dir` at `ip:port`, described for an error.
+    fn owner_of(&self, ip: &str, port: u16) -> Option<String> {
+        self.candidate_node_dirs().into_iter().find_map(|dir| {
+            let r = read_json::<NodeRecord>(&dir.join(NODE_RECORD_FILE))?;
+            (r.address == ip && self.node_port(r.index_on_host).ok() == Some(port)).then(|| {
+                format!(
+                    "node {} of cluster {:?} (cluster_id {}) in this data_dir",
+                    r.name, r.cluster_name, r.cluster_id
+                )
+            })
+        })
+    }
+
     fn port_free(ip: &str, port: u16) -> Result<(), DriverError> {
         for p in [u32::from(port), u32::from(port) + 10000] {
             let addr = format!("{ip}:{p}");
             if std::net::TcpListener::bind(&addr).is_err() {
-                return Err(DriverError::PortInUse { address: addr });
+                return Err(DriverError::PortInUse {
+                    address: addr,
+                    owner: None,
+                });
             }
         }
         Ok(())
@@ -467,7 +483,13 @@ impl Driver for LocalDriver {
                 if existing.iter().any(|e| e.name == node.name) {
                     continue;
                 }
-                Self::port_free(&ip, port)?;
+                Self::port_free(&ip, port).map_err(|e| match e {
+                    DriverError::PortInUse { address, .. } => DriverError::PortInUse {
+                        address,
+                        owner: self.owner_of(&ip, port),
+                    },
+                    other => other,
+                })?;
             }
         }
         Ok(())
@@ -574,6 +596,7 @@ impl Driver for LocalDriver {
                 if tail.contains("Address already in use") {
                     return Err(DriverError::PortInUse {
                         address: handle.address(),
+                        owner: self.owner_of(&handle.ip, handle.port),
                     });
                 }
                 return Err(DriverError::StartFailed {

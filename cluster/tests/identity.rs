@@ -4,7 +4,7 @@
 
 use redisha_cluster::identity::{ClusterRecord, ClusterStatus};
 use redisha_cluster::{
-    ClusterNode, ClusterState, Driver, DriverError, HostHandle, LocalConfig, LocalDriver,
+    ClusterNode, ClusterState, Driver, DriverError, HostHandle, HostPlan, LocalConfig, LocalDriver,
     NodeConfig, NodePlan, Operator, ProcessState,
 };
 use redisha_planner::Role;
@@ -102,6 +102,24 @@ async fn clusters_sharing_a_data_dir_never_touch_each_other() {
         .collect();
     names.sort();
     assert_eq!(names, ["alpha", "beta"]);
+
+    // A cluster planned on alpha's addresses is refused at plan, naming who is there.
+    let clash = driver(&data_dir, 41, BETA, "beta");
+    let plan = HostPlan {
+        name: "h1".into(),
+        zone: "z1".into(),
+        zone_index: 0,
+        host_index: 0,
+        nodes: vec![node()],
+    };
+    let err = clash
+        .preflight(&[plan], &[], &config)
+        .await
+        .expect_err("alpha's address is taken");
+    assert!(
+        matches!(&err, DriverError::PortInUse { owner: Some(o), .. } if o.contains("\"alpha\"")),
+        "{err}"
+    );
 
     // Beta's driver refuses alpha's node, which keeps running.
     assert!(matches!(

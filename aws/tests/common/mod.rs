@@ -16,7 +16,15 @@ pub const SUBNET_ZONES: [&str; 4] = ["us-east-1a", "us-east-1b", "us-east-1c", "
 
 /// A driver config over all of the fixture's subnets, with short polls and timeouts.
 pub trait FixtureConfig {
+    /// Without a cluster id: what a cluster made before ids looks like.
     fn config(&self, cluster: &str) -> AwsDriverConfig;
+
+    /// With the cluster id the provider gives every cluster at create.
+    fn config_with_id(&self, cluster: &str, cluster_id: &str) -> AwsDriverConfig {
+        let mut config = self.config(cluster);
+        config.cluster_id = Some(cluster_id.to_string());
+        config
+    }
 }
 
 impl FixtureConfig for Fixture {

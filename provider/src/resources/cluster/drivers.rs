@@ -35,14 +35,18 @@ impl BuiltDriver {
     }
 
     /// The driver acting for cluster `id`: the local driver puts its nodes under
-    /// `<data_dir>/<id>/` and touches nothing that carries another id.
+    /// `<data_dir>/<id>/` and touches nothing that carries another id; the aws driver tags
+    /// everything it makes with the id and finds only what carries it in the subnets' VPC.
     pub fn for_cluster(self, id: &str, name: &str) -> Result<Self, Diagnostics> {
         match self {
             BuiltDriver::Local(d) => d
                 .with_cluster(id, name)
                 .map(BuiltDriver::Local)
                 .map_err(|e| Diagnostic::error("Invalid cluster id", e.to_string()).into()),
-            other => Ok(other),
+            BuiltDriver::Aws(d) => d
+                .with_cluster_id(id, name)
+                .map(|d| BuiltDriver::Aws(Box::new(d)))
+                .map_err(|e| Diagnostic::error("Invalid cluster id", e.to_string()).into()),
         }
     }
 

@@ -5,6 +5,12 @@
 //! that serve slots can vote; a side without that majority stops accepting writes. So a failure
 //! is survived when the surviving side keeps a master majority and a copy of every shard.
 
+mod render;
+
+pub use render::{
+    render_dot, render_markdown, render_plan_markdown, render_plan_text, render_text,
+};
+
 use crate::fasthash::FastMap;
 use std::fmt::Write as _;
 
@@ -13,7 +19,6 @@ use serde::{Deserialize, Serialize};
 use crate::model::Topology;
 use crate::placement::{Placement, Role, SLOT_COUNT};
 use crate::request::Request;
-use crate::Plan;
 
 /// What was lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,16 +145,26 @@ pub(crate) fn analyse_with(topo: &Topology, placement: &Placement) -> Report {
         placement.nodes.iter().map(|n| topo.zone_index(&n.zone)),
     );
     let mut scratch = vec![0u32; facts.copies.len()];
+    // What losing `lost` (node indexes) does; the same facts and scratch for every failure.
+    let mut judge = |lost: &[usize], kind, name: &str, label: String, surviving: String| {
+        outcome(
+            placement,
+            &facts,
+            &node_shard,
+            &mut scratch,
+            lost,
+            kind,
+            name,
+            label,
+            surviving,
+        )
+    };
     let mut failures = Vec::new();
     let all_zones: Vec<&str> = topo.zones.iter().map(|z| z.name.as_str()).collect();
     for (h, host) in topo.hosts.iter().enumerate() {
         let lost = by_host.get(h);
         let zone = &topo.zones[host.zone].name;
-        failures.push(outcome(
-            placement,
-            &facts,
-            &node_shard,
-            &mut scratch,
+        failures.push(judge(
             lost,
             FailureKind::Host,
             &host.name,
@@ -164,11 +179,7 @@ pub(crate) fn analyse_with(topo: &Topology, placement: &Placement) -> Report {
             .copied()
             .filter(|z| *z != zone.name)
             .collect();
-        failures.push(outcome(
-            placement,
-            &facts,
-            &node_shard,
-            &mut scratch,
+        failures.push(judge(
             lost,
             FailureKind::Zone,
             &zone.name,
@@ -194,11 +205,7 @@ pub(crate) fn analyse_with(topo: &Topology, placement: &Placement) -> Report {
             } else {
                 (&other, &declared)
             };
-            let o = outcome(
-                placement,
-                &facts,
-                &node_shard,
-                &mut scratch,
+            let o = judge(
                 &lost,
                 FailureKind::PartitionSide,
                 &part.name,
@@ -353,7 +360,7 @@ fn outcome(
     }
 }
 
-fn percent(share: f64) -> String {
+pub(crate) fn percent(share: f64) -> String {
     let p = share * 100.0;
     if (p - p.round()).abs() < 0.05 {
         format!("{:.0}%", p)
@@ -442,232 +449,5 @@ fn summarise(
             }
         }
     }
-    out
-}
-
-/// Rows shown for hosts in text and markdown: every failing host, up to a limit, since a
-/// 3,000-host table helps nobody.
-const HOST_ROWS: usize = 20;
-
-fn rows(report: &Report) -> (Vec<&FailureOutcome>, usize, usize) {
-    let hosts: Vec<&FailureOutcome> = report
-        .failures
-        .iter()
-        .filter(|f| f.kind == FailureKind::Host)
-        .collect();
-    let bad: Vec<&FailureOutcome> = hosts.iter().copied().filter(|f| !f.survives).collect();
-    let mut shown: Vec<&FailureOutcome> = report
-        .failures
-        .iter()
-        .filter(|f| f.kind != FailureKind::Host)
-        .collect();
-    let host_rows: Vec<&FailureOutcome> = if hosts.len() <= HOST_ROWS {
-        hosts.clone()
-    } else {
-        bad.iter().copied().take(HOST_ROWS).collect()
-    };
-    let hidden_bad = bad
-        .len()
-        .saturating_sub(host_rows.iter().filter(|f| !f.survives).count());
-    let mut all = host_rows;
-    all.append(&mut shown);
-    (all, hosts.len(), hidden_bad)
-}
-
-fn yes(b: bool) -> &'static str {
-    if b {
-        "yes"
-    } else {
-        "no"
-    }
-}
-
-/// Markdown of a report, self-contained (it may be shown alone, e.g. in a Terraform attribute).
-pub fn render_markdown(report: &Report) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "### What-if report\n\n**{}**\n", report.summary);
-    let _ = writeln!(
-        out,
-        "{} shards, {} nodes, {} voting masters, {} of {SLOT_COUNT} slots served. A failure is survived when the surviving side keeps a strict majority of the masters (needed to promote replicas) and a copy of every shard.\n",
-        report.shards, report.nodes, report.voting_masters, report.slots_served
-    );
-    let (rows, host_count, hidden) = rows(report);
-    let _ = writeln!(
-        out,
-        "| failure | survives | masters lost | replicas promoted | shards without a copy | master majority | writable slots |"
-    );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
-    for f in rows {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} | {} |",
-            f.label,
-            yes(f.survives),
-            f.masters_lost,
-            f.replicas_promoted,
-            f.shards_without_copy.len(),
-            yes(f.master_majority_survives),
-            percent(f.writable_share)
-        );
-    }
-    if host_count > HOST_ROWS {
-        let bad = report
-            .failures
-            .iter()
-            .filter(|f| f.kind == FailureKind::Host && !f.survives)
-            .count();
-        let _ = writeln!(
-            out,
-            "\n{host_count} hosts analysed; {} survive{}.",
-            host_count - bad,
-            if hidden > 0 {
-                format!(", {hidden} failing hosts not listed")
-            } else {
-                String::new()
-            }
-        );
-    }
-    out
-}
-
-/// Plain text of a report, for a terminal.
-pub fn render_text(report: &Report) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "{}", report.summary);
-    let _ = writeln!(
-        out,
-        "{} shards, {} nodes, {} voting masters, {} of {SLOT_COUNT} slots served",
-        report.shards, report.nodes, report.voting_masters, report.slots_served
-    );
-    let (rows, host_count, _) = rows(report);
-    for f in rows {
-        let _ = writeln!(
-            out,
-            "  {:<44} {:<3}  masters lost {:>3}, promoted {:>3}, shards without copy {:>3}, majority {:<3}, writable {}",
-            f.label,
-            yes(f.survives),
-            f.masters_lost,
-            f.replicas_promoted,
-            f.shards_without_copy.len(),
-            yes(f.master_majority_survives),
-            percent(f.writable_share)
-        );
-    }
-    if host_count > HOST_ROWS {
-        let bad = report
-            .failures
-            .iter()
-            .filter(|f| f.kind == FailureKind::Host && !f.survives)
-            .count();
-        let _ = writeln!(out, "  ({host_count} hosts analysed, {bad} not survived)");
-    }
-    out
-}
-
-/// Markdown of a whole plan: summary, warnings, nodes per zone, then the report.
-pub fn render_plan_markdown(plan: &Plan) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "## Redis Cluster placement\n\n**{}**\n",
-        plan.report.summary
-    );
-    if !plan.warnings.is_empty() {
-        let _ = writeln!(out, "Warnings:\n");
-        for w in &plan.warnings {
-            let _ = writeln!(out, "- {w}");
-        }
-        let _ = writeln!(out);
-    }
-    let _ = writeln!(
-        out,
-        "| zone | hosts used | nodes | masters |\n|---|---|---|---|"
-    );
-    for (zone, hosts, nodes, masters) in zone_table(&plan.placement) {
-        let _ = writeln!(out, "| {zone} | {hosts} | {nodes} | {masters} |");
-    }
-    let _ = writeln!(out);
-    out.push_str(&render_markdown(&plan.report));
-    out
-}
-
-/// Plain text of a whole plan: every node, then warnings and the report.
-pub fn render_plan_text(plan: &Plan) -> String {
-    let mut out = String::new();
-    for n in &plan.placement.nodes {
-        let slots: Vec<String> = n.slots.iter().map(|r| r.to_string()).collect();
-        let _ = writeln!(
-            out,
-            "{:<12} shard {:<5} {:<7} {:<16} {:<16} {}",
-            n.name,
-            n.shard,
-            n.role.as_str(),
-            n.host,
-            n.zone,
-            slots.join(",")
-        );
-    }
-    let _ = writeln!(out);
-    for w in &plan.warnings {
-        let _ = writeln!(out, "warning: {w}");
-    }
-    out.push_str(&render_text(&plan.report));
-    out
-}
-
-fn zone_table(placement: &Placement) -> Vec<(String, usize, usize, usize)> {
-    let mut zones: Vec<(String, std::collections::BTreeSet<&str>, usize, usize)> = Vec::new();
-    for n in &placement.nodes {
-        let i = match zones.iter().position(|z| z.0 == n.zone) {
-            Some(i) => i,
-            None => {
-                zones.push((n.zone.clone(), Default::default(), 0, 0));
-                zones.len() - 1
-            }
-        };
-        zones[i].1.insert(&n.host);
-        zones[i].2 += 1;
-        zones[i].3 += usize::from(n.role == Role::Master);
-    }
-    zones.sort_by(|a, b| a.0.cmp(&b.0));
-    zones
-        .into_iter()
-        .map(|(z, h, n, m)| (z, h.len(), n, m))
-        .collect()
-}
-
-/// Graphviz dot: zones as clusters, masters filled red, replicas blue, replica -> master edges.
-pub fn render_dot(placement: &Placement) -> String {
-    let mut out = String::from(
-        "digraph redisha {\n  rankdir=LR;\n  node [shape=box, style=filled, fontname=\"Helvetica\"];\n",
-    );
-    let mut zones: Vec<&str> = placement.nodes.iter().map(|n| n.zone.as_str()).collect();
-    zones.sort_unstable();
-    zones.dedup();
-    for (i, zone) in zones.iter().enumerate() {
-        let _ = writeln!(out, "  subgraph cluster_{i} {{\n    label={zone:?};");
-        for n in placement.nodes.iter().filter(|n| n.zone == *zone) {
-            let (fill, font) = match n.role {
-                Role::Master => ("#d9534f", "white"),
-                Role::Replica => ("#5bc0de", "black"),
-            };
-            let _ = writeln!(
-                out,
-                "    {:?} [label=\"{}\\nshard {} {}\\n{}\", fillcolor=\"{fill}\", fontcolor=\"{font}\"];",
-                n.name,
-                n.name,
-                n.shard,
-                n.role.as_str(),
-                n.host
-            );
-        }
-        let _ = writeln!(out, "  }}");
-    }
-    for n in placement.nodes.iter().filter(|n| n.role == Role::Replica) {
-        if let Some(m) = placement.master_of(n.shard) {
-            let _ = writeln!(out, "  {:?} -> {:?} [style=dashed];", n.name, m.name);
-        }
-    }
-    out.push_str("}\n");
     out
 }

@@ -59,6 +59,18 @@ fn killed_create(octet: u8, kill: Kill) {
 /// itself when the provider dies mid-apply, so every variant recovers without it; this one
 /// also starts the interrupted change without it.
 fn killed_change(octet: u8, from: Settings, to: Settings, kill: Kill, drop_private: bool) {
+    killed_change_repeatedly(octet, from, to, &[kill], drop_private);
+}
+
+/// As [`killed_change`], with one killed apply per entry of `kills`: each resumes what the
+/// previous one left and is killed in turn.
+fn killed_change_repeatedly(
+    octet: u8,
+    from: Settings,
+    to: Settings,
+    kills: &[Kill],
+    drop_private: bool,
+) {
     let rt = runtime();
     let mut cluster = Cluster::new("crash", octet);
     cluster.stage("create");
@@ -75,9 +87,11 @@ fn killed_change(octet: u8, from: Settings, to: Settings, kill: Kill, drop_priva
             "no private state after create"
         );
     }
-    cluster.stage("change, to be killed");
-    cluster.apply_killed_at(&to, kill);
-    cluster.describe_wreck(&rt, &[&to.password, &from.password]);
+    for &kill in kills {
+        cluster.stage("change, to be killed");
+        cluster.apply_killed_at(&to, kill);
+        cluster.describe_wreck(&rt, &[&to.password, &from.password]);
+    }
     let kept = cluster.has_private_state();
     cluster.stage(&format!("private state after the kill: {kept}"));
     if drop_private {
@@ -165,6 +179,15 @@ fn scale_out_killed_and_private_state_lost() {
         Kill::at("migrate.step", 6),
         true,
     );
+}
+
+/// The apply that resumes a killed migration is killed too (at its first slot chunk, or as
+/// soon after as the kill lands); the third apply still finishes it.
+#[test]
+fn scale_out_killed_twice() {
+    let from = three_by_one();
+    let kill = Kill::at("migrate.slot_chunk", 1);
+    killed_change_repeatedly(179, from.clone(), from.shards(4), &[kill, kill], false);
 }
 
 // ---- scale in 4 -> 3 shards -------------------------------------------------------------------

@@ -230,7 +230,7 @@ pub async fn existing(
         (None, Some(_)) if !matches!(driver, BuiltDriver::Local(_)) => {
             return Err(Diagnostic::error(
                 "The cluster's private state is missing",
-                "Terraform lost the private state of this resource (a provider killed mid-apply). The aws driver cannot yet find the cluster's nodes without it. Fix: `terraform state rm` the resource and `terraform import` the cluster by one node's address.",
+                "Terraform lost the private state of this resource (a provider killed mid-apply). The aws driver cannot yet find the cluster's nodes without it. Fix: copy the resource's `private` value from the previous state (terraform.tfstate.backup, or your backend's previous version) into the current state, then apply again.",
             )
             .into())
         }

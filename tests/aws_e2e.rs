@@ -581,7 +581,8 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
     );
 }
 
-/// The cluster's security groups, as EC2 (moto) lists them.
+/// The cluster's security groups, as EC2 (moto) lists them: by the cluster's name tag (a new
+/// group's name also carries the cluster id, `redisha-<name>-<id>`).
 async fn cluster_groups(
     client: &aws_sdk_ec2::Client,
 ) -> aws_sdk_ec2::operation::describe_security_groups::DescribeSecurityGroupsOutput {
@@ -589,8 +590,8 @@ async fn cluster_groups(
         .describe_security_groups()
         .filters(
             aws_sdk_ec2::types::Filter::builder()
-                .name("group-name")
-                .values(format!("redisha-{CLUSTER}"))
+                .name("tag:redisha:cluster")
+                .values(CLUSTER)
                 .build(),
         )
         .send()

@@ -215,6 +215,7 @@ pub async fn existing(
         other => other,
     };
     let (driver, request) = drivers::build(ctx, args, cached.as_ref()).await?;
+    let had_cache = cached.is_some();
     let id = cached
         .as_ref()
         .map(|c| c.cluster_id.clone())
@@ -229,7 +230,7 @@ pub async fn existing(
         (None, Some(_)) if !matches!(driver, BuiltDriver::Local(_)) => {
             return Err(Diagnostic::error(
                 "The cluster's private state is missing",
-                "Terraform lost the private state of this resource (a provider killed mid-apply). The aws driver cannot yet find the cluster's nodes without it. Fix: `terraform state rm` the resource and `terraform import` the cluster by one node's address.",
+                "Terraform lost the private state of this resource (a provider killed mid-apply). The aws driver cannot yet find the cluster's nodes without it. Fix: copy the resource's `private` value from the previous state (terraform.tfstate.backup, or your backend's previous version) into the current state, then apply again.",
             )
             .into())
         }
@@ -270,9 +271,18 @@ pub async fn existing(
     let notes = if state.cluster_id.is_empty() {
         Vec::new()
     } else {
-        op.recover(&mut state).await.map_err(|e| {
-            Diagnostics::from(Diagnostic::error("Cannot read the cluster", e.to_string()))
-        })?
+        match op.recover(&mut state).await {
+            Ok(notes) => notes,
+            // With a cache the run can go on from it (and keeps the id a claim just gave it);
+            // without one there is nothing to go on.
+            Err(e) if had_cache => {
+                warn!(cluster = %args.name, error = %e, "cannot read the cluster; going on from the private state");
+                Vec::new()
+            }
+            Err(e) => {
+                return Err(Diagnostic::error("Cannot read the cluster", e.to_string()).into())
+            }
+        }
     };
     drop(op);
     Ok(Located {

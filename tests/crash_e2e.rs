@@ -22,6 +22,8 @@ use common::local_cluster::redis_processes;
 
 /// Keys written (and acknowledged by a replica) before each fault.
 const KEYS: usize = 3000;
+/// Bytes per value of those keys (a few MB in all).
+const VALUE_SIZE: usize = 1024;
 const PASSWORD: &str = "crash-Secret-4711";
 const ROTATED: &str = "crash-Rotated-0815";
 
@@ -75,7 +77,7 @@ fn killed_change_repeatedly(
     let mut cluster = Cluster::new("crash", octet);
     cluster.stage("create");
     cluster.apply(&from);
-    let keys = Keys::new(&format!("before-{octet}"), KEYS);
+    let keys = Keys::new(&format!("before-{octet}"), KEYS).with_value_size(VALUE_SIZE);
     rt.block_on(write_acknowledged(
         &cluster.endpoints(),
         &from.password,

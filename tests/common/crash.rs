@@ -1032,6 +1032,9 @@ pub fn assert_only_known_processes(processes: &[RedisProcess], known: &BTreeSet<
 pub struct Keys {
     pub tag: String,
     pub count: usize,
+    /// Bytes of filler per value: more data makes a migration take long enough that a kill
+    /// at a slot chunk finds other slots still in flight.
+    pub value_size: usize,
 }
 
 impl Keys {
@@ -1039,13 +1042,23 @@ impl Keys {
         Keys {
             tag: tag.to_string(),
             count,
+            value_size: 0,
         }
+    }
+    pub fn with_value_size(self, value_size: usize) -> Self {
+        Keys { value_size, ..self }
     }
     pub fn name(&self, i: usize) -> String {
         format!("crash:{i}")
     }
     pub fn value(&self, i: usize) -> String {
-        format!("{}-{i}", self.tag)
+        let head = format!("{}-{i}-", self.tag);
+        let fill = self.value_size.saturating_sub(head.len());
+        // Deterministic filler that differs per key, so a value mixed up with another's shows.
+        let filler: String = (0..fill)
+            .map(|j| char::from(b'a' + ((i + j) % 26) as u8))
+            .collect();
+        head + &filler
     }
     /// No keys: for scenarios where nothing was written before the fault.
     pub fn none() -> Self {

@@ -289,7 +289,17 @@ pub async fn missing_keys(
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         match tokio::time::timeout(Duration::from_secs(10), cluster_client(state, password)).await {
-            Ok(con) => missing = unreadable(&con, &missing).await,
+            // A stuck client times out on every key: bound the whole pass, not only each key.
+            Ok(con) => {
+                match tokio::time::timeout(Duration::from_secs(30), unreadable(&con, &missing))
+                    .await
+                {
+                    Ok(still) => missing = still,
+                    Err(_) => {
+                        eprintln!("cluster client stuck for 30 s reading keys; trying a fresh one")
+                    }
+                }
+            }
             Err(_) => eprintln!("cluster client did not connect in 10 s; trying a fresh one"),
         }
         if missing.is_empty() {

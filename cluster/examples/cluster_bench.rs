@@ -19,6 +19,9 @@ use redisha_planner::{
     SLOT_COUNT,
 };
 
+/// Value size of the scale run's keys.
+const VALUE_BYTES: usize = 100;
+
 fn request() -> Request {
     Request {
         cluster: ClusterSpec {
@@ -235,7 +238,7 @@ async fn write_keys(state: &ClusterState, n: usize) -> anyhow::Result<()> {
     let results: Vec<redis::RedisResult<()>> = stream::iter(0..n)
         .map(|i| {
             let mut con = con.clone();
-            async move { con.set(format!("key:{i}"), "x".repeat(64)).await }
+            async move { con.set(format!("key:{i}"), "x".repeat(VALUE_BYTES)).await }
         })
         .buffer_unordered(256)
         .collect()
@@ -314,14 +317,18 @@ async fn main() -> anyhow::Result<()> {
     let keys: usize = std::env::var("BENCH_KEYS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(50_000);
+        .unwrap_or(100_000);
     let runs: u8 = std::env::var("BENCH_RUNS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3)
         .clamp(1, 4);
-    println!("form 3 shards x 1 replica (6 nodes), processes up -> healthy");
-    for run in 0..runs {
+    let parts = std::env::var("BENCH_PARTS").unwrap_or_else(|_| "form,scale".into());
+    let parts: Vec<&str> = parts.split(',').map(str::trim).collect();
+    if parts.contains(&"form") {
+        println!("form 3 shards x 1 replica (6 nodes), processes up -> healthy");
+    }
+    for run in (0..runs).filter(|_| parts.contains(&"form")) {
         let (cli, ours) = bench_form(run).await?;
         println!(
             "  run {run}: redis-cli --cluster create {:>8.3} s   redisha form {:>8.3} s",
@@ -329,8 +336,10 @@ async fn main() -> anyhow::Result<()> {
             ours.as_secs_f64()
         );
     }
-    println!("scale 3 -> 5 masters with {keys} keys");
-    for run in 0..runs {
+    if parts.contains(&"scale") {
+        println!("scale 3 -> 5 masters with {keys} keys of {VALUE_BYTES} B");
+    }
+    for run in (0..runs).filter(|_| parts.contains(&"scale")) {
         let [(cli_t, cli_k), (our_t, our_k)] = bench_scale(keys, run).await?;
         println!(
             "  run {run}: redis-cli --cluster rebalance {cli_k} keys in {:.3} s = {:.0} keys/s   redisha {our_k} keys in {:.3} s = {:.0} keys/s",

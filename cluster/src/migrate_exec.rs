@@ -16,7 +16,7 @@ use crate::ops::Operator;
 use crate::state::{locate_host, ClusterNode, ClusterState};
 
 /// Slots whose SETSLOT calls go in one pipeline.
-const SLOT_CHUNK: usize = 1024;
+const SLOT_CHUNK: usize = 4096;
 
 impl Operator<'_> {
     /// Runs `steps` (from `redisha_planner::migrate::steps(state.placement(), target)`) and
@@ -385,6 +385,7 @@ impl Operator<'_> {
             .map(|n| n.target())
             .collect();
         for chunk in moves.chunks(SLOT_CHUNK) {
+            let t0 = Instant::now();
             let importing: Vec<u16> = chunk
                 .iter()
                 .filter(|m| !m.dst_owns)
@@ -443,10 +444,17 @@ impl Operator<'_> {
                 .zip(first)
                 .filter(|(_, keys)| !keys.is_empty())
                 .collect();
+            let t1 = Instant::now();
             self.move_keys(&st, &dt, listed, progress).await?;
+            let t2 = Instant::now();
 
-            // The owner change goes to the destination first (it bumps its config epoch, so
-            // its claim wins), then the source, then the rest.
+            // The owner change goes to the destination first, then the source (then, at the
+            // end, the rest). On the destination, SETSLOT NODE of a slot it imports bumps its
+            // config epoch (so its claim wins everywhere) and broadcasts a PONG to every
+            // node: per slot, that flood of 2 KB messages cost more than the keys. One
+            // importing slot per chunk gets the bump; the others' IMPORTING marks are
+            // cleared right before, in the same pipeline, so they are claimed without a
+            // broadcast under the bumped epoch.
             let mut assign = redis::pipe();
             for m in chunk {
                 assign
@@ -457,32 +465,83 @@ impl Operator<'_> {
                     .arg(&dst.node_id)
                     .ignore();
             }
+            let mut claim = redis::pipe();
+            if let Some((first, rest)) = importing.split_first() {
+                claim
+                    .cmd("CLUSTER")
+                    .arg("SETSLOT")
+                    .arg(*first)
+                    .arg("NODE")
+                    .arg(&dst.node_id)
+                    .ignore();
+                for s in rest {
+                    claim
+                        .cmd("CLUSTER")
+                        .arg("SETSLOT")
+                        .arg(*s)
+                        .arg("STABLE")
+                        .ignore();
+                }
+            }
+            for m in chunk {
+                claim
+                    .cmd("CLUSTER")
+                    .arg("SETSLOT")
+                    .arg(m.slot)
+                    .arg("NODE")
+                    .arg(&dst.node_id)
+                    .ignore();
+            }
             self.retry("CLUSTER SETSLOT NODE", || {
-                self.conns.pipe::<()>(&dt, &assign, "CLUSTER SETSLOT NODE")
+                self.conns.pipe::<()>(&dt, &claim, "CLUSTER SETSLOT NODE")
             })
             .await?;
+            let t3 = Instant::now();
             self.retry("CLUSTER SETSLOT NODE", || {
                 self.conns.pipe::<()>(&st, &assign, "CLUSTER SETSLOT NODE")
             })
             .await?;
-            let others = masters.iter().map(|m| {
-                let assign = &assign;
-                async move {
-                    // A master that misses this learns the owner from gossip.
-                    if let Err(e) = self
-                        .conns
-                        .pipe::<()>(m, assign, "CLUSTER SETSLOT NODE")
-                        .await
-                    {
-                        tracing::warn!(node = %m.name, error = %e, "SETSLOT NODE");
-                    }
-                }
-            });
-            join_all(others).await;
+            tracing::debug!(
+                from = %src.name,
+                to = %dst.name,
+                slots = chunk.len(),
+                marks_ms = (t1 - t0).as_millis() as u64,
+                keys_ms = (t2 - t1).as_millis() as u64,
+                claim_ms = (t3 - t2).as_millis() as u64,
+                source_ms = t3.elapsed().as_millis() as u64,
+                "chunk moved"
+            );
             progress.slots_done(chunk.len() as u64);
             progress.maybe_log(self.options.progress_interval);
             self.checkpoint("migrate.slot_chunk")?;
         }
+        // Every other master learns the new owner in one pipeline at the end: a master that
+        // has not heard yet sends clients to the source, which sends them on (MOVED), and
+        // gossip would tell it within a second anyway. Per chunk this cost a round trip and
+        // a config save on every master.
+        let mut assign = redis::pipe();
+        for m in moves {
+            assign
+                .cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(m.slot)
+                .arg("NODE")
+                .arg(&dst.node_id)
+                .ignore();
+        }
+        let others = masters.iter().map(|m| {
+            let assign = &assign;
+            async move {
+                if let Err(e) = self
+                    .conns
+                    .pipe::<()>(m, assign, "CLUSTER SETSLOT NODE")
+                    .await
+                {
+                    tracing::warn!(node = %m.name, error = %e, "SETSLOT NODE");
+                }
+            }
+        });
+        join_all(others).await;
         Ok(())
     }
 
@@ -709,6 +768,10 @@ impl Operator<'_> {
     ///    before any write the pause held back, so from then on clients are sent to the
     ///    destination (ASK) and find the key there. UNLINK frees the value in the background.
     ///
+    /// When every attempt but the last found the key changed, the last one pauses client
+    /// writes on the source before the copy (bounded by `hold_writes_limit`; reads go on and
+    /// the node keeps answering the cluster bus, so no failover), and the key moves.
+    ///
     /// Types without a piecewise copy (streams, module types) go with one MIGRATE, logged.
     async fn move_big_key(
         &self,
@@ -725,7 +788,10 @@ impl Operator<'_> {
             let outcome = {
                 // One swap at a time: the unpause of one would end another's pause.
                 let _swap = BIG_KEY_SWAP.lock().await;
-                self.copy_big_key(src, dst, key, size, &scratch).await
+                // The last attempt holds client writes on the source for the whole copy: a
+                // key written more often than a copy takes would otherwise never move.
+                let hold = attempt == self.options.migrate_attempts.max(1);
+                self.copy_big_key(src, dst, key, size, &scratch, hold).await
             };
             match outcome {
                 Ok(Copied::Done) => {
@@ -768,6 +834,7 @@ impl Operator<'_> {
         key: &[u8],
         size: u64,
         scratch: &str,
+        hold_writes: bool,
     ) -> Result<Copied> {
         let timeout = self.conns.response_timeout();
         // WATCH is per connection: this one is ours alone.
@@ -813,11 +880,6 @@ impl Operator<'_> {
             .conns
             .query(src, redis::cmd(len_cmd).arg(key), len_cmd)
             .await?;
-        // Pieces of about migrate_batch_bytes, at most migrate_batch elements.
-        let per_element = (size / len.max(1)).max(1);
-        let per_piece = (self.options.migrate_batch_bytes / per_element)
-            .clamp(1, self.options.migrate_batch.max(1) as u64);
-        let string_piece = self.options.migrate_batch_bytes.clamp(4096, 4 << 20);
         let mut clear = redis::pipe();
         clear
             .cmd("ASKING")
@@ -828,24 +890,33 @@ impl Operator<'_> {
         self.conns
             .pipe::<()>(dst, &clear, "UNLINK scratch key")
             .await?;
-
-        let mut cursor = Cursor::Start;
-        let mut pending: Option<redis::Pipeline> = None;
-        loop {
-            // Read the next piece while the previous one is written.
-            let write = async {
-                match pending.take() {
-                    Some(p) => self.conns.pipe::<()>(dst, &p, "copy piece").await,
-                    None => Ok(()),
-                }
-            };
-            let read = self.read_piece(src, key, &kind, len, per_piece, string_piece, &mut cursor);
-            let (written, piece) = futures::join!(write, read);
-            written?;
-            match piece? {
-                Some(p) => pending = p.into_write(&kind, scratch),
-                None => break,
+        let unpause = || async {
+            let mut p = redis::pipe();
+            p.cmd("CLIENT").arg("UNPAUSE").ignore();
+            if let Err(e) = on_watch(p, "CLIENT UNPAUSE").await {
+                tracing::warn!(node = %src.name, error = %e, "CLIENT UNPAUSE failed; the pause ends by itself");
             }
+        };
+        if hold_writes {
+            let limit = self.options.hold_writes_limit;
+            tracing::warn!(node = %src.name, key = %String::from_utf8_lossy(key), ?limit,
+                "the key changed during every copy: holding client writes on the source while it is copied");
+            let mut p = redis::pipe();
+            p.cmd("CLIENT")
+                .arg("PAUSE")
+                .arg(u64::try_from(limit.as_millis()).unwrap_or(u64::MAX))
+                .arg("WRITE")
+                .ignore();
+            on_watch(p, "CLIENT PAUSE").await?;
+        }
+        let copied = self
+            .copy_pieces(src, dst, key, &kind, len, size, scratch)
+            .await;
+        if let Err(e) = copied {
+            if hold_writes {
+                unpause().await;
+            }
+            return Err(e);
         }
 
         // The swap, with client writes on the source paused (see above).
@@ -857,19 +928,13 @@ impl Operator<'_> {
             .arg("WRITE")
             .ignore();
         pause.cmd("MULTI").ignore().cmd("PING").ignore().cmd("EXEC");
+        // Watched again for the final UNLINK: should the pause run out before it (a very
+        // slow destination), a write that slipped in makes the UNLINK fail instead of
+        // being deleted with the key.
+        pause.cmd("WATCH").arg(key).ignore();
         let checked = on_watch(pause, "CLIENT PAUSE").await;
-        let unpause = || async {
-            let mut p = redis::pipe();
-            p.cmd("CLIENT").arg("UNPAUSE").ignore();
-            if let Err(e) = on_watch(p, "CLIENT UNPAUSE").await {
-                tracing::warn!(node = %src.name, error = %e, "CLIENT UNPAUSE failed; the pause ends by itself within 2 s");
-            }
-        };
         let unchanged = match checked {
-            Ok(v) => {
-                !matches!(v, redis::Value::Nil)
-                    && !matches!(&v, redis::Value::Array(a) if a.len() == 1 && a[0] == redis::Value::Nil)
-            }
+            Ok(v) => !aborted(&v),
             Err(e) => {
                 unpause().await;
                 return Err(e);
@@ -909,11 +974,63 @@ impl Operator<'_> {
         swap.cmd("CLIENT")
             .arg("UNPAUSE")
             .ignore()
+            .cmd("MULTI")
+            .ignore()
             .cmd("UNLINK")
             .arg(key)
-            .ignore();
-        on_watch(swap, "UNLINK").await?;
+            .ignore()
+            .cmd("EXEC");
+        let done = on_watch(swap, "UNLINK").await?;
+        if aborted(&done) {
+            // The source's key changed after all: the copy on the destination is stale.
+            let mut drop = redis::pipe();
+            drop.cmd("ASKING").ignore().cmd("UNLINK").arg(key).ignore();
+            self.conns
+                .pipe::<()>(dst, &drop, "UNLINK stale copy")
+                .await?;
+            return Ok(Copied::Changed);
+        }
         Ok(Copied::Done)
+    }
+
+    /// Copies `key` into `scratch` on the destination, reading the next piece while the
+    /// previous one is written.
+    #[allow(clippy::too_many_arguments)]
+    async fn copy_pieces(
+        &self,
+        src: &Target,
+        dst: &Target,
+        key: &[u8],
+        kind: &str,
+        len: u64,
+        size: u64,
+        scratch: &str,
+    ) -> Result<()> {
+        // Pieces of about migrate_batch_bytes, at most migrate_batch elements.
+        let per_element = (size / len.max(1)).max(1);
+        let per_piece = (self.options.migrate_batch_bytes / per_element)
+            .clamp(1, self.options.migrate_batch.max(1) as u64);
+        let string_piece = self.options.migrate_batch_bytes.clamp(4096, 4 << 20);
+        let mut cursor = Cursor::Start;
+        let mut pending: Option<redis::Pipeline> = None;
+        loop {
+            // Read the next piece while the previous one is written.
+            let write = async {
+                match pending.take() {
+                    Some(p) => self.conns.pipe::<()>(dst, &p, "copy piece").await,
+                    None => Ok(()),
+                }
+            };
+            let read = self.read_piece(src, key, kind, len, per_piece, string_piece, &mut cursor);
+            let (written, piece) = futures::join!(write, read);
+            written?;
+            match piece? {
+                Some(p) => pending = p.into_write(kind, scratch),
+                None => break,
+            }
+        }
+
+        Ok(())
     }
 
     /// The next piece of `key`, or None when the copy is complete.
@@ -1136,6 +1253,16 @@ impl Piece {
 
 /// Serializes the pause-and-swap of big keys within this process.
 static BIG_KEY_SWAP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Whether the reply of a pipeline ending in EXEC says the transaction was aborted (a
+/// watched key changed).
+fn aborted(reply: &redis::Value) -> bool {
+    match reply {
+        redis::Value::Nil => true,
+        redis::Value::Array(a) => matches!(a.last(), Some(redis::Value::Nil)),
+        _ => false,
+    }
+}
 
 /// The myself line of a CLUSTER NODES reply.
 pub(crate) fn myself<'v>(view: &'v [NodeLine], t: &Target) -> Result<&'v NodeLine> {

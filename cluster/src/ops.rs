@@ -39,6 +39,9 @@ pub struct Options {
     pub migrate_parallel_slots: usize,
     /// MIGRATE's own timeout.
     pub migrate_timeout: Duration,
+    /// Longest time client writes on a source are held so that a big key written more often
+    /// than it can be copied still moves (its last copy attempt); reads are never held.
+    pub hold_writes_limit: Duration,
     /// How often a running migration logs its progress.
     pub progress_interval: Duration,
     /// Set when the user asked to stop (Terraform's StopProvider, Ctrl-C): operations return
@@ -73,6 +76,7 @@ impl Default for Options {
             migrate_attempts: 5,
             migrate_parallel_slots: 4,
             migrate_timeout: Duration::from_secs(10),
+            hold_writes_limit: Duration::from_secs(10),
             progress_interval: Duration::from_secs(5),
             cancel: Cancel::default(),
         }

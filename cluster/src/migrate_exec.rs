@@ -345,6 +345,7 @@ impl Operator<'_> {
                 slot,
                 src_owns,
                 dst_owns,
+                resumed: marked,
             });
         }
         progress.slots_done(skipped);
@@ -411,6 +412,28 @@ impl Operator<'_> {
                 self.retry("CLUSTER SETSLOT IMPORTING", || {
                     self.conns
                         .pipe::<()>(&dt, &pipe, "CLUSTER SETSLOT IMPORTING")
+                })
+                .await?;
+            }
+            // A slot an interrupted run left open may hold the scratch key of a piecewise
+            // copy that never finished: it would stay on the destination as a stray key.
+            let resumed: Vec<u16> = chunk
+                .iter()
+                .filter(|m| m.resumed && !m.dst_owns)
+                .map(|m| m.slot)
+                .collect();
+            if !resumed.is_empty() {
+                let mut clean = redis::pipe();
+                for s in &resumed {
+                    clean
+                        .cmd("ASKING")
+                        .ignore()
+                        .cmd("UNLINK")
+                        .arg(partial_key(*s))
+                        .ignore();
+                }
+                self.retry("UNLINK scratch keys", || {
+                    self.conns.pipe::<()>(&dt, &clean, "UNLINK scratch keys")
                 })
                 .await?;
             }
@@ -1190,6 +1213,8 @@ pub(crate) struct SlotMove {
     pub src_owns: bool,
     /// The destination owns it already (an earlier run got that far).
     pub dst_owns: bool,
+    /// An earlier run left the slot open.
+    pub resumed: bool,
 }
 
 #[derive(Default)]

@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use crate::conn::{NodeLine, Target};
 use crate::error::{ClusterError, Result};
-use crate::migrate_exec::{owns, partial_key, Progress, SlotMove};
+use crate::migrate_exec::{owns, Progress, SlotMove};
 use crate::ops::Operator;
 use crate::state::{ClusterNode, ClusterState};
 
@@ -194,25 +194,13 @@ impl Operator<'_> {
                         stuck.push(format!("{o} (a side is not in the cluster state)"));
                         continue;
                     };
-                    // A scratch key of an interrupted piecewise copy would otherwise stay.
-                    let mut clean = redis::pipe();
-                    for s in &slots {
-                        clean
-                            .cmd("ASKING")
-                            .ignore()
-                            .cmd("UNLINK")
-                            .arg(partial_key(*s))
-                            .ignore();
-                    }
-                    self.conns
-                        .pipe::<()>(&dst.target(), &clean, "UNLINK scratch keys")
-                        .await?;
                     let moves: Vec<SlotMove> = slots
                         .iter()
                         .map(|&slot| SlotMove {
                             slot,
                             src_owns: true,
                             dst_owns: false,
+                            resumed: true,
                         })
                         .collect();
                     self.move_slots(state, src, dst, &moves, &progress).await?;

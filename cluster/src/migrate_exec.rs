@@ -785,7 +785,8 @@ impl Operator<'_> {
     /// 2. Pause client writes on the source (CLIENT PAUSE WRITE, which expires on its own if
     ///    redisha dies) and check the WATCH (EXEC of a PING): if any client changed the key
     ///    during the copy, drop the copy and start over (bounded by `migrate_attempts`).
-    /// 3. On the destination, give the copy the key's expiry and RENAME it to the key; it stays
+    /// 3. On the destination, give the copy the key's expiry and RENAME it to the key (over a
+    ///    placeholder: in an importing slot RENAME needs both keys to exist); it stays
     ///    invisible while the source still has the key.
     /// 4. Send `CLIENT UNPAUSE` and `UNLINK key` to the source in one write: redis runs both
     ///    before any write the pause held back, so from then on clients are sent to the
@@ -814,7 +815,18 @@ impl Operator<'_> {
                 // The last attempt holds client writes on the source for the whole copy: a
                 // key written more often than a copy takes would otherwise never move.
                 let hold = attempt == self.options.migrate_attempts.max(1);
-                self.copy_big_key(src, dst, key, size, &scratch, hold).await
+                let outcome = self.copy_big_key(src, dst, key, size, &scratch, hold).await;
+                if hold && !matches!(outcome, Ok(Copied::Done)) {
+                    // Whatever stopped the copy, the writes held must go on now.
+                    if let Err(e) = self
+                        .conns
+                        .query::<()>(src, redis::cmd("CLIENT").arg("UNPAUSE"), "CLIENT UNPAUSE")
+                        .await
+                    {
+                        tracing::warn!(node = %src.name, error = %e, "CLIENT UNPAUSE failed; the pause ends by itself");
+                    }
+                }
+                outcome
             };
             match outcome {
                 Ok(Copied::Done) => {
@@ -879,6 +891,19 @@ impl Operator<'_> {
                 }
             }
         };
+        // Held before the WATCH, so that no write can slip in between.
+        if hold_writes {
+            let limit = self.options.hold_writes_limit;
+            tracing::warn!(node = %src.name, key = %String::from_utf8_lossy(key), ?limit,
+                "the key changed during every copy: holding client writes on the source while it is copied");
+            let mut p = redis::pipe();
+            p.cmd("CLIENT")
+                .arg("PAUSE")
+                .arg(u64::try_from(limit.as_millis()).unwrap_or(u64::MAX))
+                .arg("WRITE")
+                .ignore();
+            on_watch(p, "CLIENT PAUSE").await?;
+        }
         let mut pipe = redis::pipe();
         pipe.cmd("WATCH")
             .arg(key)
@@ -920,27 +945,10 @@ impl Operator<'_> {
                 tracing::warn!(node = %src.name, error = %e, "CLIENT UNPAUSE failed; the pause ends by itself");
             }
         };
-        if hold_writes {
-            let limit = self.options.hold_writes_limit;
-            tracing::warn!(node = %src.name, key = %String::from_utf8_lossy(key), ?limit,
-                "the key changed during every copy: holding client writes on the source while it is copied");
-            let mut p = redis::pipe();
-            p.cmd("CLIENT")
-                .arg("PAUSE")
-                .arg(u64::try_from(limit.as_millis()).unwrap_or(u64::MAX))
-                .arg("WRITE")
-                .ignore();
-            on_watch(p, "CLIENT PAUSE").await?;
-        }
         let copied = self
             .copy_pieces(src, dst, key, &kind, len, size, scratch)
             .await;
-        if let Err(e) = copied {
-            if hold_writes {
-                unpause().await;
-            }
-            return Err(e);
-        }
+        copied?;
 
         // The swap, with client writes on the source paused (see above).
         let mut pause = redis::pipe();
@@ -971,8 +979,19 @@ impl Operator<'_> {
             return Ok(Copied::Changed);
         }
         let mut place = redis::pipe();
-        // A copy left by an interrupted earlier swap: invisible while the source has the key.
+        // A copy left by an interrupted earlier swap: invisible while the source has the key,
+        // freed in the background.
         place.cmd("ASKING").ignore().cmd("UNLINK").arg(key).ignore();
+        // In an importing slot a command on several keys is refused (TRYAGAIN) unless all
+        // of them exist: RENAME needs its target to exist. A placeholder, invisible like the
+        // rest while the source holds the key and writes are paused, makes it so.
+        place
+            .cmd("ASKING")
+            .ignore()
+            .cmd("SET")
+            .arg(key)
+            .arg("")
+            .ignore();
         if expire_at >= 0 {
             place
                 .cmd("ASKING")

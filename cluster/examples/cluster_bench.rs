@@ -249,6 +249,32 @@ async fn write_keys(state: &ClusterState, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// utime + stime (clock ticks) of every node's process and of this one.
+fn cpu_ticks(state: &ClusterState) -> u64 {
+    let read = |pid: String| -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| {
+                let rest = s.rsplit_once(')')?.1.to_string();
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+            })
+            .unwrap_or(0)
+    };
+    state
+        .nodes
+        .iter()
+        .filter_map(|n| n.handle.pid)
+        .map(|p| {
+            let t = read(p.to_string());
+            if std::env::var_os("BENCH_CPU_EACH").is_some() {
+                eprint!(" {p}:{t}");
+            }
+            t
+        })
+        .sum::<u64>()
+}
+
 async fn dbsize(addr: &str) -> anyhow::Result<u64> {
     let client = redis::Client::open(format!("redis://{addr}"))?;
     let mut con = client.get_multiplexed_async_connection().await?;
@@ -282,6 +308,7 @@ async fn bench_scale(keys: usize, run: u8) -> anyhow::Result<[(Duration, u64); 2
         let mut state = ClusterState::default();
         op.create(&req, &before, &mut state).await?;
         write_keys(&state, keys).await?;
+        let cpu_before = cpu_ticks(&state);
         let started = Instant::now();
         if i == 0 {
             let seed = state.node("s0-m").context("s0-m")?.address();
@@ -297,6 +324,14 @@ async fn bench_scale(keys: usize, run: u8) -> anyhow::Result<[(Duration, u64); 2
         }
         op.wait_converged(&state).await?;
         let elapsed = started.elapsed();
+        if std::env::var_os("BENCH_CPU").is_some() {
+            let used = cpu_ticks(&state) - cpu_before;
+            eprintln!(
+                "    redis-server CPU during the scale: {:.3} s (wall {:.3} s)",
+                used as f64 / 100.0,
+                elapsed.as_secs_f64()
+            );
+        }
         let mut moved = 0;
         for name in ["s3-m", "s4-m"] {
             moved += dbsize(&state.node(name).context("new master")?.address()).await?;

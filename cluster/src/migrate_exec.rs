@@ -52,13 +52,20 @@ impl Operator<'_> {
                 .await?;
         }
         state.adopt_plan(target);
-        self.wait_converged(state).await
+        let converging = Instant::now();
+        let converged = self.wait_converged(state).await;
+        tracing::debug!(
+            wait_ms = converging.elapsed().as_millis() as u64,
+            "converged after the update"
+        );
+        converged
     }
 
-    /// Runs consecutive MigrateSlots steps. Steps with different sources run at the same
-    /// time (a source serves one MIGRATE at a time anyway, so more than one step per source
-    /// would only queue); each source's steps run in plan order. Every task stops at its
-    /// next chunk boundary when one fails or the user cancels, so nothing is left mid-chunk.
+    /// Runs consecutive MigrateSlots steps. Steps between different (source, destination)
+    /// pairs run at the same time: their slots are disjoint, and while one waits on SETSLOT
+    /// round trips another keeps the source busy moving keys. Steps of one pair run in plan
+    /// order. Every task stops at its next chunk boundary when one fails or the user
+    /// cancels, so nothing is left mid-chunk.
     async fn run_migrations(
         &self,
         group: &[Step],
@@ -75,12 +82,13 @@ impl Operator<'_> {
             .sum();
         let progress = Progress::new(total);
         self.set_replica_migration(state, "no").await?;
-        let mut lanes: Vec<(&str, Vec<(usize, &Step)>)> = Vec::new();
+        let mut lanes: Vec<((&str, &str), Vec<(usize, &Step)>)> = Vec::new();
         for (k, step) in group.iter().enumerate() {
-            if let Step::MigrateSlots { from, .. } = step {
-                match lanes.iter_mut().find(|(f, _)| *f == from.as_str()) {
+            if let Step::MigrateSlots { from, to, .. } = step {
+                let pair = (from.as_str(), to.as_str());
+                match lanes.iter_mut().find(|(p, _)| *p == pair) {
                     Some((_, steps)) => steps.push((first + k, step)),
-                    None => lanes.push((from.as_str(), vec![(first + k, step)])),
+                    None => lanes.push((pair, vec![(first + k, step)])),
                 }
             }
         }
@@ -354,7 +362,10 @@ impl Operator<'_> {
         }
         for (source, moves) in by_source {
             let s = state.require(&source)?;
-            self.move_slots(state, s, dst, &moves, progress).await?;
+            self.move_slots(s, dst, &moves, progress).await?;
+            let moved: Vec<u16> = moves.iter().map(|m| m.slot).collect();
+            self.announce(state, &dst.node_id, &[&s.node_id, &dst.node_id], &moved)
+                .await;
         }
         Ok(())
     }
@@ -362,29 +373,16 @@ impl Operator<'_> {
     /// Moves each slot of `moves` from `src` to `dst`, chunk by chunk: IMPORTING on the
     /// destination where it does not own the slot yet, MIGRATING on the source where it still
     /// owns it, the keys, then SETSLOT NODE on the destination, the source and every other
-    /// master. Every step is idempotent, so a chunk interrupted anywhere is finished by
+    /// master (those once the move is done, see `announce`). Every step is idempotent, so a chunk interrupted anywhere is finished by
     /// running it again.
     pub(crate) async fn move_slots(
         &self,
-        state: &ClusterState,
         src: &ClusterNode,
         dst: &ClusterNode,
         moves: &[SlotMove],
         progress: &Progress,
     ) -> Result<()> {
         let (st, dt) = (src.target(), dst.target());
-        let view = self
-            .retry("CLUSTER NODES", || self.conns.cluster_nodes(&st))
-            .await?;
-        // Every master learns the new owner; gossip would do it too, but slower.
-        let masters: Vec<Target> = view
-            .iter()
-            .filter(|l| {
-                l.is_master() && !l.is_failed() && l.id != src.node_id && l.id != dst.node_id
-            })
-            .filter_map(|l| state.by_id(&l.id))
-            .map(|n| n.target())
-            .collect();
         for chunk in moves.chunks(SLOT_CHUNK) {
             let t0 = Instant::now();
             let importing: Vec<u16> = chunk
@@ -437,10 +435,7 @@ impl Operator<'_> {
                 })
                 .await?;
             }
-            // MIGRATING and the first listing of keys share one round trip.
-            let first: Vec<Vec<Vec<u8>>> = if migrating.is_empty() {
-                Vec::new()
-            } else {
+            if !migrating.is_empty() {
                 let mut pipe = redis::pipe();
                 for s in &migrating {
                     pipe.cmd("CLUSTER")
@@ -450,25 +445,14 @@ impl Operator<'_> {
                         .arg(&dst.node_id)
                         .ignore();
                 }
-                for s in &migrating {
-                    pipe.cmd("CLUSTER")
-                        .arg("GETKEYSINSLOT")
-                        .arg(*s)
-                        .arg(self.options.migrate_batch.max(1));
-                }
                 self.retry("CLUSTER SETSLOT MIGRATING", || {
-                    self.conns.pipe(&st, &pipe, "CLUSTER SETSLOT MIGRATING")
+                    self.conns
+                        .pipe::<()>(&st, &pipe, "CLUSTER SETSLOT MIGRATING")
                 })
-                .await?
-            };
-            let listed: Vec<(u16, Vec<Vec<u8>>)> = migrating
-                .iter()
-                .copied()
-                .zip(first)
-                .filter(|(_, keys)| !keys.is_empty())
-                .collect();
+                .await?;
+            }
             let t1 = Instant::now();
-            self.move_keys(&st, &dt, listed, progress).await?;
+            self.move_keys(&st, &dt, migrating, progress).await?;
             let t2 = Instant::now();
 
             // The owner change goes to the destination first, then the source (then, at the
@@ -538,184 +522,153 @@ impl Operator<'_> {
             progress.maybe_log(self.options.progress_interval);
             self.checkpoint("migrate.slot_chunk")?;
         }
-        // Every other master learns the new owner in one pipeline at the end: a master that
-        // has not heard yet sends clients to the source, which sends them on (MOVED), and
-        // gossip would tell it within a second anyway. Per chunk this cost a round trip and
-        // a config save on every master.
-        let mut assign = redis::pipe();
-        for m in moves {
-            assign
-                .cmd("CLUSTER")
-                .arg("SETSLOT")
-                .arg(m.slot)
-                .arg("NODE")
-                .arg(&dst.node_id)
-                .ignore();
-        }
-        let others = masters.iter().map(|m| {
-            let assign = &assign;
-            async move {
-                if let Err(e) = self
-                    .conns
-                    .pipe::<()>(m, assign, "CLUSTER SETSLOT NODE")
-                    .await
-                {
-                    tracing::warn!(node = %m.name, error = %e, "SETSLOT NODE");
-                }
-            }
-        });
-        join_all(others).await;
         Ok(())
     }
 
-    /// Moves every key of the listed slots from `src` to `dst`. A round lists up to
-    /// `migrate_batch` keys per slot (the first round's lists come with the caller's MIGRATING
-    /// pipeline), asks their sizes (MEMORY USAGE), and sends MIGRATE batches bounded by keys
-    /// and bytes in pipelines; keys above `migrate_big_key_bytes` are copied piece by piece.
-    /// A round that fails with a transient error is run again (listing again), a bounded
-    /// number of times.
+    /// Tells every node but `skip` (the two sides of the move, which know) that `owner` now
+    /// serves `slots`, in one pipeline per node once the move is done: a master that has not
+    /// heard yet sends clients to the old owner, which sends them on (MOVED), and gossip
+    /// tells it within a second anyway. Done per chunk, this cost a round trip and a config
+    /// save on every master on the migration's critical path; now it overlaps the other
+    /// moves of the update. Replicas refuse SETSLOT (they follow their master); errors are
+    /// only logged.
+    pub(crate) async fn announce(
+        &self,
+        state: &ClusterState,
+        owner: &str,
+        skip: &[&str],
+        slots: &[u16],
+    ) {
+        if slots.is_empty() {
+            return;
+        }
+        let mut assign = redis::pipe();
+        for slot in slots {
+            assign
+                .cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(*slot)
+                .arg("NODE")
+                .arg(owner)
+                .ignore();
+        }
+        let jobs = state
+            .nodes
+            .iter()
+            .filter(|n| !skip.contains(&n.node_id.as_str()))
+            .map(|n| {
+                let assign = &assign;
+                async move {
+                    let t = n.target();
+                    if let Err(e) = self
+                        .conns
+                        .pipe::<()>(&t, assign, "CLUSTER SETSLOT NODE")
+                        .await
+                    {
+                        tracing::debug!(node = %n.name, error = %e, "SETSLOT NODE (announce)");
+                    }
+                }
+            });
+        join_all(jobs).await;
+    }
+
+    /// Moves every key of `slots` from `src` to `dst`. The work runs on the source, in a
+    /// script (`MOVE_KEYS`) that per call takes up to `SCRIPT_SLOTS` slots: it lists up to
+    /// `migrate_batch` keys per slot, asks their sizes (MEMORY USAGE: O(1) for strings, 5
+    /// samples of an aggregate), and MIGRATEs them in batches bounded by `migrate_batch`
+    /// keys and `migrate_batch_bytes` bytes; it leaves keys above `migrate_big_key_bytes` to
+    /// the piecewise copy and stops early once it moved a few batches' worth, so one call
+    /// blocks the source for about as long as a few MIGRATEs. Keys never travel through
+    /// redisha, and a call costs one round trip however many keys it moves: listing and
+    /// sizing keys from here took more time than moving them.
+    ///
+    /// A call that fails with a transient error (IOERR, timeout, TRYAGAIN) is made again
+    /// (it lists again, so nothing is moved twice or skipped), a bounded number of times.
     async fn move_keys(
         &self,
         src: &Target,
         dst: &Target,
-        mut listed: Vec<(u16, Vec<Vec<u8>>)>,
+        slots: Vec<u16>,
         progress: &Progress,
     ) -> Result<()> {
-        let batch = self.options.migrate_batch.max(1);
+        let mut pending: std::collections::VecDeque<u16> = slots.into();
         let mut failures = 0u32;
-        loop {
-            if listed.is_empty() {
-                return Ok(());
+        let script = self.move_keys_script();
+        while !pending.is_empty() {
+            let take = pending.len().min(SCRIPT_SLOTS);
+            let slots: Vec<u16> = pending.drain(..take).collect();
+            let mut eval = redis::cmd("EVAL");
+            eval.arg(&script)
+                .arg(0)
+                .arg(&dst.ip)
+                .arg(dst.port)
+                .arg(u64::try_from(self.options.migrate_timeout.as_millis()).unwrap_or(u64::MAX))
+                .arg(self.options.migrate_batch.max(1))
+                .arg(self.options.migrate_batch_bytes.max(1))
+                .arg(self.options.migrate_big_key_bytes)
+                .arg(self.call_budget_bytes());
+            for s in &slots {
+                eval.arg(*s);
             }
-            let slots: Vec<u16> = listed.iter().map(|(s, _)| *s).collect();
-            match self.move_round(src, dst, &listed, progress).await {
-                Ok(()) => failures = 0,
+            let timeout = self.migrate_reply_timeout(slots.len(), self.call_budget_bytes());
+            let reply: Result<MoveReply> = self
+                .conns
+                .query_within(src, &eval, "MIGRATE (script)", timeout)
+                .await;
+            let reply = match reply {
+                Ok(r) => {
+                    failures = 0;
+                    r
+                }
                 Err(e) if is_transient(&e) && failures + 1 < self.options.migrate_attempts => {
                     failures += 1;
                     let pause = backoff(failures);
-                    tracing::warn!(error = %e, attempt = failures, ?pause, "migration round failed; retrying");
+                    tracing::warn!(error = %e, attempt = failures, ?pause, "moving keys failed; retrying");
                     tokio::time::sleep(pause).await;
+                    for s in slots.into_iter().rev() {
+                        pending.push_front(s);
+                    }
+                    continue;
                 }
                 Err(e) => return Err(e),
-            }
-            // A full listing may have left keys behind; a short one emptied the slot, since
-            // keys of a migrating slot only leave the source (new keys go to the destination
-            // through ASK). After a failed round, list every slot of it again.
-            let again: Vec<u16> = if failures > 0 {
-                slots
-            } else {
-                listed
-                    .iter()
-                    .filter(|(_, keys)| keys.len() >= batch)
-                    .map(|(s, _)| *s)
-                    .collect()
             };
-            listed = self.list_keys(src, &again).await?;
-        }
-    }
-
-    async fn list_keys(&self, src: &Target, slots: &[u16]) -> Result<Vec<(u16, Vec<Vec<u8>>)>> {
-        if slots.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for s in slots {
-            pipe.cmd("CLUSTER")
-                .arg("GETKEYSINSLOT")
-                .arg(*s)
-                .arg(self.options.migrate_batch.max(1));
-        }
-        let keys: Vec<Vec<Vec<u8>>> = self
-            .retry("CLUSTER GETKEYSINSLOT", || {
-                self.conns.pipe(src, &pipe, "CLUSTER GETKEYSINSLOT")
-            })
-            .await?;
-        Ok(slots
-            .iter()
-            .copied()
-            .zip(keys)
-            .filter(|(_, k)| !k.is_empty())
-            .collect())
-    }
-
-    /// One round: sizes, then MIGRATE batches, then the big keys one by one.
-    async fn move_round(
-        &self,
-        src: &Target,
-        dst: &Target,
-        listed: &[(u16, Vec<Vec<u8>>)],
-        progress: &Progress,
-    ) -> Result<()> {
-        // MEMORY USAGE is O(1) for strings and samples 5 elements of an aggregate: cheap
-        // enough to ask for every key (see docs/performance.md), and it is what bounds both
-        // the bytes of a batch and the choice of piecewise copy.
-        let mut pipe = redis::pipe();
-        for (_, keys) in listed {
-            for k in keys {
-                pipe.cmd("MEMORY").arg("USAGE").arg(k.as_slice());
-            }
-        }
-        let sizes: Vec<Option<u64>> = self.conns.pipe(src, &pipe, "MEMORY USAGE").await?;
-        let mut sizes = sizes.into_iter();
-        let mut batches: Vec<Batch> = Vec::new();
-        let mut big: Vec<(u16, Vec<u8>, u64)> = Vec::new();
-        let max_keys = self.options.migrate_batch.max(1);
-        let max_bytes = self.options.migrate_batch_bytes.max(1);
-        for (slot, keys) in listed {
-            let mut current = Batch::default();
-            for k in keys {
-                // A key gone since the listing (expired, deleted) has no size: skip it.
-                let Some(size) = sizes.next().flatten() else {
-                    continue;
-                };
-                if size > self.options.migrate_big_key_bytes {
-                    big.push((*slot, k.clone(), size));
-                    continue;
-                }
-                if !current.keys.is_empty()
-                    && (current.keys.len() >= max_keys || current.bytes + size > max_bytes)
-                {
-                    batches.push(std::mem::take(&mut current));
-                }
-                current.keys.push(k.clone());
-                current.bytes += size;
-            }
-            if !current.keys.is_empty() {
-                batches.push(current);
-            }
-        }
-        // Pipelines of MIGRATE bounded by bytes too, so each one's reply deadline means
-        // something.
-        let mut start = 0;
-        while start < batches.len() {
-            let mut end = start;
-            let mut bytes = 0u64;
-            while end < batches.len()
-                && (end == start || bytes + batches[end].bytes <= 4 * max_bytes)
-            {
-                bytes += batches[end].bytes;
-                end += 1;
-            }
-            let group = &batches[start..end];
-            let mut pipe = redis::pipe();
-            for b in group {
-                self.push_migrate(&mut pipe, dst, &b.keys);
-            }
-            let keys: u64 = group.iter().map(|b| b.keys.len() as u64).sum();
-            let timeout = self.migrate_reply_timeout(group.len(), bytes);
-            self.conns
-                .pipe_within::<()>(src, &pipe, "MIGRATE", timeout)
-                .await?;
-            progress.moved(keys, bytes);
+            progress.moved(reply.keys, reply.bytes);
             progress.maybe_log(self.options.progress_interval);
-            start = end;
-        }
-        for (slot, key, size) in big {
-            self.move_big_key(src, dst, slot, &key, size).await?;
-            progress.moved(1, size);
-            progress.maybe_log(self.options.progress_interval);
+            for (slot, key, size) in reply.big {
+                self.move_big_key(src, dst, slot, &key, size).await?;
+                progress.moved(1, size);
+                progress.maybe_log(self.options.progress_interval);
+            }
+            // Slots not reached, then slots that may hold more keys, go round again.
+            for s in reply.unreached.into_iter().rev() {
+                pending.push_front(s);
+            }
+            pending.extend(reply.again);
         }
         Ok(())
+    }
+
+    /// Bytes one script call moves before it returns (it finishes the batch it is in).
+    fn call_budget_bytes(&self) -> u64 {
+        self.options.migrate_batch_bytes.max(1).saturating_mul(4)
+    }
+
+    /// The script's text. The password for MIGRATE's AUTH2 is written at its end as a Lua
+    /// string: SLOWLOG keeps 128 characters of an argument, so it never shows there, while
+    /// as an argument of EVAL it would.
+    fn move_keys_script(&self) -> String {
+        let password = match self.conns.password() {
+            Some(p) => {
+                let p = p.expose();
+                let level = (0..)
+                    .find(|n| !p.contains(&format!("]{}]", "=".repeat(*n))))
+                    .unwrap_or(0);
+                let eq = "=".repeat(level);
+                format!("[{eq}[{p}]{eq}]")
+            }
+            None => "false".to_string(),
+        };
+        format!("{MOVE_KEYS}\nreturn run({password})\n")
     }
 
     /// Appends `MIGRATE ... KEYS keys` (reply ignored) to `pipe`.
@@ -1236,10 +1189,101 @@ pub(crate) struct SlotMove {
     pub resumed: bool,
 }
 
-#[derive(Default)]
-struct Batch {
-    keys: Vec<Vec<u8>>,
+/// Slots one script call takes at most.
+const SCRIPT_SLOTS: usize = 256;
+
+/// Runs on the source (see `move_keys`). ARGV: host, port, MIGRATE timeout (ms), keys per
+/// batch, bytes per batch, big-key threshold, bytes per call, then the slots. `run(auth)` is
+/// appended with the password (or false). Returns {keys moved, bytes moved, {slots that may
+/// hold more}, {slot, key, size of each big key}, {slots not reached}}.
+const MOVE_KEYS: &str = r#"#!lua flags=allow-cross-slot-keys
+local function run(auth)
+  local host, port, timeout = ARGV[1], ARGV[2], ARGV[3]
+  local max_keys, max_bytes = tonumber(ARGV[4]), tonumber(ARGV[5])
+  local big_bytes, budget = tonumber(ARGV[6]), tonumber(ARGV[7])
+  local moved_keys, moved_bytes = 0, 0
+  local again, big, unreached = {}, {}, {}
+  local function migrate(batch)
+    if #batch == 0 then return end
+    if auth then
+      redis.call('MIGRATE', host, port, '', 0, timeout, 'REPLACE', 'AUTH2', 'default', auth, 'KEYS', unpack(batch))
+    else
+      redis.call('MIGRATE', host, port, '', 0, timeout, 'REPLACE', 'KEYS', unpack(batch))
+    end
+  end
+  for i = 8, #ARGV do
+    local slot = ARGV[i]
+    if moved_bytes >= budget then
+      table.insert(unreached, slot)
+    else
+      local keys = redis.call('CLUSTER', 'GETKEYSINSLOT', slot, max_keys)
+      local batch, bytes, cut = {}, 0, false
+      for _, key in ipairs(keys) do
+        if moved_bytes >= budget then
+          cut = true
+          break
+        end
+        local size = redis.call('MEMORY', 'USAGE', key)
+        if size then
+          if size > big_bytes then
+            table.insert(big, slot)
+            table.insert(big, key)
+            table.insert(big, size)
+          else
+            if #batch > 0 and (#batch >= max_keys or bytes + size > max_bytes) then
+              migrate(batch)
+              batch, bytes = {}, 0
+            end
+            table.insert(batch, key)
+            bytes = bytes + size
+            moved_keys = moved_keys + 1
+            moved_bytes = moved_bytes + size
+          end
+        end
+      end
+      migrate(batch)
+      if cut or #keys >= max_keys then table.insert(again, slot) end
+    end
+  end
+  return {moved_keys, moved_bytes, again, big, unreached}
+end"#;
+
+/// What one call of `MOVE_KEYS` did.
+struct MoveReply {
+    keys: u64,
     bytes: u64,
+    again: Vec<u16>,
+    big: Vec<(u16, Vec<u8>, u64)>,
+    unreached: Vec<u16>,
+}
+
+impl redis::FromRedisValue for MoveReply {
+    fn from_redis_value(v: &redis::Value) -> redis::RedisResult<Self> {
+        let (keys, bytes, again, big, unreached): (
+            u64,
+            u64,
+            Vec<u16>,
+            Vec<redis::Value>,
+            Vec<u16>,
+        ) = redis::from_redis_value(v)?;
+        let mut triples = Vec::new();
+        for t in big.chunks(3) {
+            if let [slot, key, size] = t {
+                triples.push((
+                    redis::from_redis_value(slot)?,
+                    redis::from_redis_value(key)?,
+                    redis::from_redis_value(size)?,
+                ));
+            }
+        }
+        Ok(MoveReply {
+            keys,
+            bytes,
+            again,
+            big: triples,
+            unreached,
+        })
+    }
 }
 
 enum Copied {

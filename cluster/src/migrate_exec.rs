@@ -577,8 +577,9 @@ impl Operator<'_> {
     /// `migrate_batch` keys per slot, asks their sizes (MEMORY USAGE: O(1) for strings, 5
     /// samples of an aggregate), and MIGRATEs them in batches bounded by `migrate_batch`
     /// keys and `migrate_batch_bytes` bytes; it leaves keys above `migrate_big_key_bytes` to
-    /// the piecewise copy and stops early once it moved a few batches' worth, so one call
-    /// blocks the source for about as long as a few MIGRATEs. Keys never travel through
+    /// the piecewise copy, and returns after the batch that used up `migrate_call_time`, so
+    /// one call blocks the source for about that long plus one batch (the source serves
+    /// other clients between calls). Keys never travel through
     /// redisha, and a call costs one round trip however many keys it moves: listing and
     /// sizing keys from here took more time than moving them.
     ///
@@ -606,11 +607,12 @@ impl Operator<'_> {
                 .arg(self.options.migrate_batch.max(1))
                 .arg(self.options.migrate_batch_bytes.max(1))
                 .arg(self.options.migrate_big_key_bytes)
-                .arg(self.call_budget_bytes());
+                .arg(u64::try_from(self.options.migrate_call_time.as_millis()).unwrap_or(u64::MAX));
             for s in &slots {
                 eval.arg(*s);
             }
-            let timeout = self.migrate_reply_timeout(slots.len(), self.call_budget_bytes());
+            let timeout = self.options.migrate_call_time
+                + self.migrate_reply_timeout(slots.len(), self.options.migrate_batch_bytes);
             let reply: Result<MoveReply> = self
                 .conns
                 .query_within(src, &eval, "MIGRATE (script)", timeout)
@@ -639,6 +641,7 @@ impl Operator<'_> {
                 progress.moved(1, size);
                 progress.maybe_log(self.options.progress_interval);
             }
+            progress.emptied((slots.len() - reply.unreached.len() - reply.again.len()) as u64);
             // Slots not reached, then slots that may hold more keys, go round again.
             for s in reply.unreached.into_iter().rev() {
                 pending.push_front(s);
@@ -646,11 +649,6 @@ impl Operator<'_> {
             pending.extend(reply.again);
         }
         Ok(())
-    }
-
-    /// Bytes one script call moves before it returns (it finishes the batch it is in).
-    fn call_budget_bytes(&self) -> u64 {
-        self.options.migrate_batch_bytes.max(1).saturating_mul(4)
     }
 
     /// The script's text. The password for MIGRATE's AUTH2 is written at its end as a Lua
@@ -1193,16 +1191,23 @@ pub(crate) struct SlotMove {
 const SCRIPT_SLOTS: usize = 256;
 
 /// Runs on the source (see `move_keys`). ARGV: host, port, MIGRATE timeout (ms), keys per
-/// batch, bytes per batch, big-key threshold, bytes per call, then the slots. `run(auth)` is
+/// batch, bytes per batch, big-key threshold, time per call (ms), then the slots. `run(auth)` is
 /// appended with the password (or false). Returns {keys moved, bytes moved, {slots that may
 /// hold more}, {slot, key, size of each big key}, {slots not reached}}.
 const MOVE_KEYS: &str = r#"#!lua flags=allow-cross-slot-keys
 local function run(auth)
   local host, port, timeout = ARGV[1], ARGV[2], ARGV[3]
   local max_keys, max_bytes = tonumber(ARGV[4]), tonumber(ARGV[5])
-  local big_bytes, budget = tonumber(ARGV[6]), tonumber(ARGV[7])
+  local big_bytes, budget_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
+  local function now_ms()
+    local t = redis.call('TIME')
+    return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  local started = now_ms()
+  local function spent() return now_ms() - started >= budget_ms end
   local moved_keys, moved_bytes = 0, 0
   local again, big, unreached = {}, {}, {}
+  local out_of_time = false
   local function migrate(batch)
     if #batch == 0 then return end
     if auth then
@@ -1213,16 +1218,12 @@ local function run(auth)
   end
   for i = 8, #ARGV do
     local slot = ARGV[i]
-    if moved_bytes >= budget then
+    if out_of_time then
       table.insert(unreached, slot)
     else
       local keys = redis.call('CLUSTER', 'GETKEYSINSLOT', slot, max_keys)
       local batch, bytes, cut = {}, 0, false
       for _, key in ipairs(keys) do
-        if moved_bytes >= budget then
-          cut = true
-          break
-        end
         local size = redis.call('MEMORY', 'USAGE', key)
         if size then
           if size > big_bytes then
@@ -1233,6 +1234,10 @@ local function run(auth)
             if #batch > 0 and (#batch >= max_keys or bytes + size > max_bytes) then
               migrate(batch)
               batch, bytes = {}, 0
+              if spent() then
+                out_of_time, cut = true, true
+                break
+              end
             end
             table.insert(batch, key)
             bytes = bytes + size
@@ -1242,6 +1247,7 @@ local function run(auth)
         end
       end
       migrate(batch)
+      if spent() then out_of_time = true end
       if cut or #keys >= max_keys then table.insert(again, slot) end
     end
   end
@@ -1451,6 +1457,9 @@ pub(crate) struct Progress {
     started: Instant,
     total: AtomicU64,
     done: AtomicU64,
+    /// Slots whose keys are all moved (ownership follows at the end of the chunk): the
+    /// time left is estimated from these, which advance steadily.
+    emptied: AtomicU64,
     keys: AtomicU64,
     bytes: AtomicU64,
     last_log: std::sync::Mutex<Instant>,
@@ -1462,6 +1471,7 @@ impl Progress {
             started: Instant::now(),
             total: AtomicU64::new(total_slots),
             done: AtomicU64::new(0),
+            emptied: AtomicU64::new(0),
             keys: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             last_log: std::sync::Mutex::new(Instant::now()),
@@ -1470,6 +1480,10 @@ impl Progress {
 
     fn slots_done(&self, n: u64) {
         self.done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn emptied(&self, n: u64) {
+        self.emptied.fetch_add(n, Ordering::Relaxed);
     }
 
     fn moved(&self, keys: u64, bytes: u64) {
@@ -1494,14 +1508,17 @@ impl Progress {
     fn log(&self) {
         let total = self.total.load(Ordering::Relaxed);
         let done = self.done.load(Ordering::Relaxed).min(total);
+        // Slots skipped or without keys count as emptied when their chunk is done.
+        let emptied = self.emptied.load(Ordering::Relaxed).max(done).min(total);
         let elapsed = self.started.elapsed().as_secs_f64();
-        let eta_s = if done > 0 {
-            format!("{:.0}", elapsed * (total - done) as f64 / done as f64)
+        let eta_s = if emptied > 0 {
+            format!("{:.0}", elapsed * (total - emptied) as f64 / emptied as f64)
         } else {
             "unknown".to_string()
         };
         info!(
             slots_done = done,
+            slots_emptied = emptied,
             slots_total = total,
             keys = self.keys.load(Ordering::Relaxed),
             bytes = self.bytes.load(Ordering::Relaxed),

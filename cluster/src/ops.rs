@@ -28,6 +28,9 @@ pub struct Options {
     /// Bytes (as MEMORY USAGE counts them) moved per MIGRATE: bounds how long one MIGRATE
     /// blocks the two nodes, whatever the key sizes.
     pub migrate_batch_bytes: u64,
+    /// How long one call of the key-moving script runs on a source before it lets other
+    /// clients in (it finishes the MIGRATE batch it is in).
+    pub migrate_call_time: Duration,
     /// Keys bigger than this are copied piece by piece instead of with one MIGRATE, which
     /// would block both nodes for the whole key (about 2.4 s for a 144 MB hash here, more
     /// on a busy machine: past `cluster-node-timeout` that means a failover).
@@ -71,8 +74,9 @@ impl Default for Options {
             command_timeout: Duration::from_secs(15),
             poll_interval: Duration::from_millis(20),
             migrate_batch: 1000,
-            migrate_batch_bytes: 8 << 20,
-            migrate_big_key_bytes: 16 << 20,
+            migrate_batch_bytes: 1 << 20,
+            migrate_call_time: Duration::from_millis(100),
+            migrate_big_key_bytes: 4 << 20,
             migrate_attempts: 5,
             migrate_parallel_slots: 4,
             migrate_timeout: Duration::from_secs(10),

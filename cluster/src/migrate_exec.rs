@@ -372,9 +372,9 @@ impl Operator<'_> {
 
     /// Moves each slot of `moves` from `src` to `dst`, chunk by chunk: IMPORTING on the
     /// destination where it does not own the slot yet, MIGRATING on the source where it still
-    /// owns it, the keys, then SETSLOT NODE on the destination, the source and every other
-    /// master (those once the move is done, see `announce`). Every step is idempotent, so a chunk interrupted anywhere is finished by
-    /// running it again.
+    /// owns it, the keys, then SETSLOT NODE on the destination and the source (the other
+    /// nodes hear once the whole move is done, see `announce`). Every step is idempotent, so
+    /// a chunk interrupted anywhere is finished by running it again.
     pub(crate) async fn move_slots(
         &self,
         src: &ClusterNode,

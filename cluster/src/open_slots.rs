@@ -416,9 +416,11 @@ impl Operator<'_> {
 }
 
 fn name_of(state: &ClusterState, id: &str) -> String {
-    state
-        .by_id(id)
-        .map_or_else(|| id.to_string(), |n| n.name.clone())
+    match state.by_id(id) {
+        Some(n) => n.name.clone(),
+        None if id.is_empty() => "a node that does not answer".to_string(),
+        None => id.to_string(),
+    }
 }
 
 /// The decision for one marked slot (usually one; one per stale mark when several are left).

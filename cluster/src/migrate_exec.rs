@@ -82,7 +82,9 @@ impl Operator<'_> {
             .sum();
         let progress = Progress::new(total);
         self.set_replica_migration(state, "no").await?;
-        let mut lanes: Vec<((&str, &str), Vec<(usize, &Step)>)> = Vec::new();
+        // (from, to) -> its steps with their plan index.
+        type Lane<'g> = ((&'g str, &'g str), Vec<(usize, &'g Step)>);
+        let mut lanes: Vec<Lane> = Vec::new();
         for (k, step) in group.iter().enumerate() {
             if let Step::MigrateSlots { from, to, .. } = step {
                 let pair = (from.as_str(), to.as_str());

@@ -309,6 +309,11 @@ async fn bench_scale(keys: usize, run: u8) -> anyhow::Result<[(Duration, u64); 2
     let after = spread(&before);
     let mut out = [(Duration::ZERO, 0); 2];
     for (i, octet) in [(0usize, 41 + 2 * run), (1, 42 + 2 * run)] {
+        // BENCH_ONLY_REDISHA=1 skips redis-cli (for profiling redisha's side).
+        if i == 0 && std::env::var_os("BENCH_ONLY_REDISHA").is_some() {
+            out[0] = (Duration::from_secs(1), 1);
+            continue;
+        }
         let env = Env::new(octet)?;
         let op = Operator::with_options(&env.driver, NodeConfig::default(), options());
         let mut state = ClusterState::default();

@@ -31,9 +31,7 @@ pub enum ClusterError {
     },
     #[error("plan: {0}")]
     Plan(String),
-    #[error(
-        "stopped on request at {at}; the cluster is consistent there and the next apply resumes"
-    )]
+    #[error("stopped on request at {at}; the cluster is consistent there and the next apply resumes")]
     Cancelled { at: &'static str },
     #[error("no node answered at {0}")]
     Unreachable(String),

@@ -1,6 +1,11 @@
-//! Executing the planner's migration steps (scale shards and replicas). Slot migration moves
-//! keys in large MIGRATE batches, several slots at a time, and pipelines the SETSLOT calls;
-//! clients keep working throughout through ASK redirects.
+//! Executing the planner's migration steps (scale shards and replicas).
+//!
+//! Slot migration: moves between different pairs of masters run at the same time; per chunk
+//! of slots the SETSLOT calls go in pipelines, and a script on the source moves the keys in
+//! MIGRATE batches bounded by keys and bytes, leaving keys too big for one MIGRATE to a
+//! piecewise copy that blocks no node. Clients keep working throughout through ASK redirects.
+//! Every step is idempotent and a move resumes where a killed one stopped (see also
+//! `open_slots`). Figures and the reasons behind the choices: docs/performance.md.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

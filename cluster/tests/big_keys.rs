@@ -170,6 +170,7 @@ async fn fill(
 }
 
 const ELEMENTS: usize = 200_000;
+const STREAM_ENTRIES: usize = 30_000;
 
 async fn big_keys(fx: &Fixture) {
     let mut config = NodeConfig::default();
@@ -207,6 +208,31 @@ async fn big_keys(fx: &Fixture) {
     .await;
     fill(&mut s0, "SADD", &k("set"), ELEMENTS, |i| vec![value(i)]).await;
     fill(&mut s0, "RPUSH", &k("list"), ELEMENTS, |i| vec![value(i)]).await;
+    // A stream has no piecewise copy: it must still arrive, by one MIGRATE.
+    for start in (0..STREAM_ENTRIES).step_by(1000) {
+        let mut pipe = redis::pipe();
+        for i in start..(start + 1000).min(STREAM_ENTRIES) {
+            pipe.cmd("XADD")
+                .arg(k("stream"))
+                .arg("*")
+                .arg("n")
+                .arg(i)
+                .arg("v")
+                .arg(value(i))
+                .ignore();
+        }
+        let () = pipe.query_async(&mut s0).await.expect("XADD");
+    }
+    let stream_size: u64 = redis::cmd("MEMORY")
+        .arg("USAGE")
+        .arg(k("stream"))
+        .query_async(&mut s0)
+        .await
+        .expect("MEMORY USAGE");
+    assert!(
+        stream_size > 1 << 20,
+        "the stream is only {stream_size} bytes"
+    );
     let string: Vec<u8> = (0..3 << 20).map(|b: usize| (b % 251) as u8).collect();
     let () = s0.set(k("string"), &string).await.expect("SET string");
     let () = s0.pexpire(k("hash"), 3_600_000).await.expect("PEXPIRE");
@@ -309,6 +335,12 @@ async fn big_keys(fx: &Fixture) {
     let mut set_after: Vec<String> = s1.smembers(k("set")).await.expect("SMEMBERS");
     set_after.sort();
     assert!(set_after == set_before, "the set differs");
+    let stream_len: usize = redis::cmd("XLEN")
+        .arg(k("stream"))
+        .query_async(&mut s1)
+        .await
+        .expect("XLEN");
+    assert_eq!(stream_len, STREAM_ENTRIES, "the stream differs");
     let string_after: Vec<u8> = s1.get(k("string")).await.expect("GET");
     assert!(string_after == string, "the string differs");
     // Nothing left on the source, no scratch key on the destination.

@@ -130,7 +130,7 @@ impl Operator<'_> {
     }
 
     /// The user's cluster-allow-replica-migration (redis' default is yes).
-    fn replica_migration_setting(&self) -> &str {
+    pub(crate) fn replica_migration_setting(&self) -> &str {
         self.config
             .redis_config
             .get("cluster-allow-replica-migration")

@@ -235,6 +235,31 @@ impl Operator<'_> {
                 OpenSlotsAction::Stuck { .. } => stuck.push(o.to_string()),
             }
         }
+        if finishing {
+            // The user's setting again, unless a source was emptied by the finish: it must
+            // stay a master until the update that planned this decides (it restores it).
+            let mut emptied = false;
+            for o in open
+                .iter()
+                .filter(|o| matches!(o.action, OpenSlotsAction::Finish))
+            {
+                if let Some(src) = state.by_id(&o.source_id) {
+                    let t = src.target();
+                    let slots = match self.conns.cluster_nodes(&t).await {
+                        Ok(view) => view
+                            .iter()
+                            .find(|l| l.is_myself())
+                            .map_or(0, NodeLine::slot_count),
+                        Err(_) => 0,
+                    };
+                    emptied |= slots == 0;
+                }
+            }
+            if !emptied {
+                self.replica_migration_best_effort(state, self.replica_migration_setting())
+                    .await;
+            }
+        }
         if !stuck.is_empty() {
             return Err(ClusterError::Plan(format!(
                 "half-moved slots need a decision: {}{}",

@@ -1,6 +1,11 @@
-//! Executing the planner's migration steps (scale shards and replicas). Slot migration moves
-//! keys in large MIGRATE batches, several slots at a time, and pipelines the SETSLOT calls;
-//! clients keep working throughout through ASK redirects.
+//! Executing the planner's migration steps (scale shards and replicas).
+//!
+//! Slot migration: moves between different pairs of masters run at the same time; per chunk
+//! of slots the SETSLOT calls go in pipelines, and a script on the source moves the keys in
+//! MIGRATE batches bounded by keys and bytes, leaving keys too big for one MIGRATE to a
+//! piecewise copy that blocks no node. Clients keep working throughout through ASK redirects.
+//! Every step is idempotent and a move resumes where a killed one stopped (see also
+//! `open_slots`). Figures and the reasons behind the choices: docs/performance.md.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,7 +22,7 @@ use crate::secret::Password;
 use crate::state::{locate_host, ClusterNode, ClusterState};
 
 /// Slots whose SETSLOT calls go in one pipeline.
-const SLOT_CHUNK: usize = 1024;
+const SLOT_CHUNK: usize = 4096;
 
 impl Operator<'_> {
     /// Runs `steps` (from `redisha_planner::migrate::steps(state.placement(), target)`) and
@@ -61,13 +66,20 @@ impl Operator<'_> {
         }
         state.adopt_plan(target);
         self.record_nodes(state).await?;
-        self.wait_converged(state).await
+        let converging = Instant::now();
+        let converged = self.wait_converged(state).await;
+        tracing::debug!(
+            wait_ms = converging.elapsed().as_millis() as u64,
+            "converged after the update"
+        );
+        converged
     }
 
-    /// Runs consecutive MigrateSlots steps. Steps with different sources run at the same
-    /// time (a source serves one MIGRATE at a time anyway, so more than one step per source
-    /// would only queue); each source's steps run in plan order. Every task stops at its
-    /// next chunk boundary when one fails or the user cancels, so nothing is left mid-chunk.
+    /// Runs consecutive MigrateSlots steps. Steps between different (source, destination)
+    /// pairs run at the same time: their slots are disjoint, and while one waits on SETSLOT
+    /// round trips another keeps the source busy moving keys. The steps of one pair run as
+    /// one move. A failure or the user's cancel stops each move at its next chunk boundary
+    /// (the `migrate.slot_chunk` checkpoint), so nothing is left mid-chunk.
     async fn run_migrations(
         &self,
         group: &[Step],
@@ -84,35 +96,37 @@ impl Operator<'_> {
             .sum();
         let progress = Progress::new(total);
         self.set_replica_migration(state, "no").await?;
-        let mut lanes: Vec<(&str, Vec<(usize, &Step)>)> = Vec::new();
+        // (from, to) -> its steps with their plan index.
+        type Lane<'g> = ((&'g str, &'g str), Vec<(usize, &'g Step)>);
+        let mut lanes: Vec<Lane> = Vec::new();
         for (k, step) in group.iter().enumerate() {
-            if let Step::MigrateSlots { from, .. } = step {
-                match lanes.iter_mut().find(|(f, _)| *f == from.as_str()) {
+            if let Step::MigrateSlots { from, to, .. } = step {
+                let pair = (from.as_str(), to.as_str());
+                match lanes.iter_mut().find(|(p, _)| *p == pair) {
                     Some((_, steps)) => steps.push((first + k, step)),
-                    None => lanes.push((from.as_str(), vec![(first + k, step)])),
+                    None => lanes.push((pair, vec![(first + k, step)])),
                 }
             }
         }
-        let failed = std::sync::atomic::AtomicBool::new(false);
-        let lanes = lanes.iter().map(|(_, steps)| {
-            let (progress, failed) = (&progress, &failed);
+        // All steps of one pair go in one move: one setup, one announcement, and no idle
+        // gap between a small step and the next (a 1-slot step cost 76 ms of setup that way).
+        let lanes = lanes.iter().map(|((from, to), steps)| {
+            let progress = &progress;
             async move {
                 for (n, step) in steps {
-                    if failed.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    let Step::MigrateSlots { from, to, slots } = step else {
-                        continue;
-                    };
                     info!(step = n + 1, of, ?step, "migration step");
-                    let done = self
-                        .migrate_pair(state, from, to, *slots, progress)
-                        .await
-                        .and_then(|()| self.checkpoint("migrate.step"));
-                    if let Err(e) = done {
-                        failed.store(true, Ordering::SeqCst);
-                        return Err(e);
-                    }
+                }
+                let ranges: Vec<SlotRange> = steps
+                    .iter()
+                    .filter_map(|(_, s)| match s {
+                        Step::MigrateSlots { slots, .. } => Some(*slots),
+                        _ => None,
+                    })
+                    .collect();
+                self.migrate_pair(state, from, to, &ranges, progress)
+                    .await?;
+                for _ in steps {
+                    self.checkpoint("migrate.step")?;
                 }
                 Ok(())
             }
@@ -125,7 +139,7 @@ impl Operator<'_> {
     }
 
     /// The user's cluster-allow-replica-migration (redis' default is yes).
-    fn replica_migration_setting(&self) -> &str {
+    pub(crate) fn replica_migration_setting(&self) -> &str {
         self.config
             .redis_config
             .get("cluster-allow-replica-migration")
@@ -280,7 +294,7 @@ impl Operator<'_> {
         progress
             .while_running(
                 self.options.progress_interval,
-                self.migrate_pair(state, from, to, slots, &progress),
+                self.migrate_pair(state, from, to, &[slots], &progress),
             )
             .await
     }
@@ -291,13 +305,14 @@ impl Operator<'_> {
         state: &ClusterState,
         from: &str,
         to: &str,
-        slots: SlotRange,
+        ranges: &[SlotRange],
         progress: &Progress,
     ) -> Result<()> {
         let src = state.require(from)?;
         let dst = state.require(to)?;
         let (st, dt) = (src.target(), dst.target());
-        info!(from, to, %slots, "migrating slots");
+        let shown: Vec<String> = ranges.iter().map(ToString::to_string).collect();
+        info!(from, to, slots = %shown.join(","), "migrating slots");
         // A freshly added master says the cluster is down until its rejoin delay has passed,
         // and until then answers the keys MIGRATE sends it with CLUSTERDOWN.
         self.poll("the receiving node to report cluster_state:ok", || async {
@@ -308,19 +323,18 @@ impl Operator<'_> {
             }
         })
         .await?;
-        let src_view = self
-            .retry("CLUSTER NODES", || self.conns.cluster_nodes(&st))
-            .await?;
-        let dst_view = self
-            .retry("CLUSTER NODES", || self.conns.cluster_nodes(&dt))
-            .await?;
+        let (src_view, dst_view) = futures::join!(
+            self.retry("CLUSTER NODES", || self.conns.cluster_nodes(&st)),
+            self.retry("CLUSTER NODES", || self.conns.cluster_nodes(&dt))
+        );
+        let (src_view, dst_view) = (src_view?, dst_view?);
         let src_me = myself(&src_view, &st)?;
         let dst_me = myself(&dst_view, &dt)?;
         // Who holds each slot now: the source, the destination (done by an earlier run), or,
         // when the cluster changed since the plan, a third master the keys must come from.
         let mut by_source: Vec<(String, Vec<SlotMove>)> = Vec::new();
         let mut skipped = 0u64;
-        for slot in slots.start..=slots.end {
+        for slot in ranges.iter().flat_map(|r| r.start..=r.end) {
             let src_owns = owns(src_me, slot);
             let dst_owns = owns(dst_me, slot);
             let marked = src_me.migrating.iter().any(|m| m.slot == slot)
@@ -359,6 +373,7 @@ impl Operator<'_> {
                 slot,
                 src_owns,
                 dst_owns,
+                resumed: marked,
             });
         }
         progress.slots_done(skipped);
@@ -367,38 +382,29 @@ impl Operator<'_> {
         }
         for (source, moves) in by_source {
             let s = state.require(&source)?;
-            self.move_slots(state, s, dst, &moves, progress).await?;
+            self.move_slots(s, dst, &moves, progress).await?;
+            let moved: Vec<u16> = moves.iter().map(|m| m.slot).collect();
+            self.announce(state, &dst.node_id, &[&s.node_id, &dst.node_id], &moved)
+                .await;
         }
         Ok(())
     }
 
     /// Moves each slot of `moves` from `src` to `dst`, chunk by chunk: IMPORTING on the
     /// destination where it does not own the slot yet, MIGRATING on the source where it still
-    /// owns it, the keys, then SETSLOT NODE on the destination, the source and every other
-    /// master. Every step is idempotent, so a chunk interrupted anywhere is finished by
-    /// running it again.
+    /// owns it, the keys, then SETSLOT NODE on the destination and the source (the other
+    /// nodes hear once the whole move is done, see `announce`). Every step is idempotent, so
+    /// a chunk interrupted anywhere is finished by running it again.
     pub(crate) async fn move_slots(
         &self,
-        state: &ClusterState,
         src: &ClusterNode,
         dst: &ClusterNode,
         moves: &[SlotMove],
         progress: &Progress,
     ) -> Result<()> {
         let (st, dt) = (src.target(), dst.target());
-        let view = self
-            .retry("CLUSTER NODES", || self.conns.cluster_nodes(&st))
-            .await?;
-        // Every master learns the new owner; gossip would do it too, but slower.
-        let masters: Vec<Target> = view
-            .iter()
-            .filter(|l| {
-                l.is_master() && !l.is_failed() && l.id != src.node_id && l.id != dst.node_id
-            })
-            .filter_map(|l| state.by_id(&l.id))
-            .map(|n| n.target())
-            .collect();
         for chunk in moves.chunks(SLOT_CHUNK) {
+            let t0 = Instant::now();
             let importing: Vec<u16> = chunk
                 .iter()
                 .filter(|m| !m.dst_owns)
@@ -413,86 +419,83 @@ impl Operator<'_> {
             // the destination (ASK) for new keys, and it must accept them.
             if !importing.is_empty() {
                 let mut pipe = redis::pipe();
-                for s in &importing {
-                    pipe.cmd("CLUSTER")
-                        .arg("SETSLOT")
-                        .arg(*s)
-                        .arg("IMPORTING")
-                        .arg(&src.node_id)
-                        .ignore();
-                }
+                setslots(&mut pipe, "IMPORTING", &src.node_id, &importing);
                 self.retry("CLUSTER SETSLOT IMPORTING", || {
                     self.conns
                         .pipe::<()>(&dt, &pipe, "CLUSTER SETSLOT IMPORTING")
                 })
                 .await?;
             }
-            // MIGRATING and the first listing of keys share one round trip.
-            let first: Vec<Vec<Vec<u8>>> = if migrating.is_empty() {
-                Vec::new()
-            } else {
-                let mut pipe = redis::pipe();
-                for s in &migrating {
-                    pipe.cmd("CLUSTER")
-                        .arg("SETSLOT")
-                        .arg(*s)
-                        .arg("MIGRATING")
-                        .arg(&dst.node_id)
+            // A slot an interrupted run left open may hold the scratch key of a piecewise
+            // copy that never finished: it would stay on the destination as a stray key.
+            let resumed: Vec<u16> = chunk
+                .iter()
+                .filter(|m| m.resumed && !m.dst_owns)
+                .map(|m| m.slot)
+                .collect();
+            if !resumed.is_empty() {
+                let mut clean = redis::pipe();
+                for s in &resumed {
+                    clean
+                        .cmd("ASKING")
+                        .ignore()
+                        .cmd("UNLINK")
+                        .arg(partial_key(*s))
                         .ignore();
                 }
-                for s in &migrating {
-                    pipe.cmd("CLUSTER")
-                        .arg("GETKEYSINSLOT")
-                        .arg(*s)
-                        .arg(self.options.migrate_batch.max(1));
-                }
-                self.retry("CLUSTER SETSLOT MIGRATING", || {
-                    self.conns.pipe(&st, &pipe, "CLUSTER SETSLOT MIGRATING")
+                self.retry("UNLINK scratch keys", || {
+                    self.conns.pipe::<()>(&dt, &clean, "UNLINK scratch keys")
                 })
-                .await?
-            };
-            let listed: Vec<(u16, Vec<Vec<u8>>)> = migrating
-                .iter()
-                .copied()
-                .zip(first)
-                .filter(|(_, keys)| !keys.is_empty())
-                .collect();
-            self.move_keys(&st, &dt, listed, progress).await?;
-
-            // The owner change goes to the destination first (it bumps its config epoch, so
-            // its claim wins), then the source, then the rest.
-            let mut assign = redis::pipe();
-            for m in chunk {
-                assign
-                    .cmd("CLUSTER")
-                    .arg("SETSLOT")
-                    .arg(m.slot)
-                    .arg("NODE")
-                    .arg(&dst.node_id)
-                    .ignore();
+                .await?;
             }
+            if !migrating.is_empty() {
+                let mut pipe = redis::pipe();
+                setslots(&mut pipe, "MIGRATING", &dst.node_id, &migrating);
+                self.retry("CLUSTER SETSLOT MIGRATING", || {
+                    self.conns
+                        .pipe::<()>(&st, &pipe, "CLUSTER SETSLOT MIGRATING")
+                })
+                .await?;
+            }
+            let t1 = Instant::now();
+            self.move_keys(&st, &dt, migrating, progress).await?;
+            let t2 = Instant::now();
+
+            // The owner change goes to the destination first, then the source (then, at the
+            // end, the rest). On the destination, SETSLOT NODE of a slot it imports bumps its
+            // config epoch (so its claim wins everywhere) and broadcasts a PONG to every
+            // node: per slot, that flood of 2 KB messages cost more than the keys. One
+            // importing slot per chunk gets the bump; the others' IMPORTING marks are
+            // cleared right before, in the same pipeline, so they are claimed without a
+            // broadcast under the bumped epoch.
+            let all: Vec<u16> = chunk.iter().map(|m| m.slot).collect();
+            let mut assign = redis::pipe();
+            setslots(&mut assign, "NODE", &dst.node_id, &all);
+            let mut claim = redis::pipe();
+            if let Some((first, rest)) = importing.split_first() {
+                setslots(&mut claim, "NODE", &dst.node_id, &[*first]);
+                setslots(&mut claim, "STABLE", "", rest);
+            }
+            setslots(&mut claim, "NODE", &dst.node_id, &all);
             self.retry("CLUSTER SETSLOT NODE", || {
-                self.conns.pipe::<()>(&dt, &assign, "CLUSTER SETSLOT NODE")
+                self.conns.pipe::<()>(&dt, &claim, "CLUSTER SETSLOT NODE")
             })
             .await?;
+            let t3 = Instant::now();
             self.retry("CLUSTER SETSLOT NODE", || {
                 self.conns.pipe::<()>(&st, &assign, "CLUSTER SETSLOT NODE")
             })
             .await?;
-            let others = masters.iter().map(|m| {
-                let assign = &assign;
-                async move {
-                    // A master that misses this learns the owner from gossip.
-                    if let Err(e) = self
-                        .conns
-                        .pipe::<()>(m, assign, "CLUSTER SETSLOT NODE")
-                        .await
-                    {
-                        tracing::warn!(node = %m.name, error = %e, "SETSLOT NODE");
-                    }
-                }
-            });
-            join_all(others).await;
+            tracing::debug!(
+                from = %src.name,
+                to = %dst.name,
+                slots = chunk.len(),
+                marks_ms = (t1 - t0).as_millis() as u64,
+                keys_ms = (t2 - t1).as_millis() as u64,
+                claim_ms = (t3 - t2).as_millis() as u64,
+                source_ms = t3.elapsed().as_millis() as u64,
+                "chunk moved"
+            );
             progress.slots_done(chunk.len() as u64);
             progress.maybe_log(self.options.progress_interval);
             self.checkpoint("migrate.slot_chunk")?;
@@ -500,155 +503,142 @@ impl Operator<'_> {
         Ok(())
     }
 
-    /// Moves every key of the listed slots from `src` to `dst`. A round lists up to
-    /// `migrate_batch` keys per slot (the first round's lists come with the caller's MIGRATING
-    /// pipeline), asks their sizes (MEMORY USAGE), and sends MIGRATE batches bounded by keys
-    /// and bytes in pipelines; keys above `migrate_big_key_bytes` are copied piece by piece.
-    /// A round that fails with a transient error is run again (listing again), a bounded
-    /// number of times.
+    /// Tells every node but `skip` (the two sides of the move, which know) that `owner` now
+    /// serves `slots`, in one pipeline per node once the move is done: a master that has not
+    /// heard yet sends clients to the old owner, which sends them on (MOVED), and gossip
+    /// tells it within a second anyway. Done per chunk, this cost a round trip and a config
+    /// save on every master on the migration's critical path; now it overlaps the other
+    /// moves of the update. Replicas refuse SETSLOT (they follow their master); errors are
+    /// only logged.
+    pub(crate) async fn announce(
+        &self,
+        state: &ClusterState,
+        owner: &str,
+        skip: &[&str],
+        slots: &[u16],
+    ) {
+        if slots.is_empty() {
+            return;
+        }
+        let mut assign = redis::pipe();
+        setslots(&mut assign, "NODE", owner, slots);
+        let jobs = state
+            .nodes
+            .iter()
+            .filter(|n| !skip.contains(&n.node_id.as_str()))
+            .map(|n| {
+                let assign = &assign;
+                async move {
+                    let t = n.target();
+                    if let Err(e) = self
+                        .conns
+                        .pipe::<()>(&t, assign, "CLUSTER SETSLOT NODE")
+                        .await
+                    {
+                        tracing::debug!(node = %n.name, error = %e, "SETSLOT NODE (announce)");
+                    }
+                }
+            });
+        join_all(jobs).await;
+    }
+
+    /// Moves every key of `slots` from `src` to `dst`. The work runs on the source, in a
+    /// script (`MOVE_KEYS`) that per call takes up to `SCRIPT_SLOTS` slots: it lists up to
+    /// `migrate_batch` keys per slot, asks their sizes (MEMORY USAGE: O(1) for strings, 5
+    /// samples of an aggregate), and MIGRATEs them in batches bounded by `migrate_batch`
+    /// keys and `migrate_batch_bytes` bytes; it leaves keys above `migrate_big_key_bytes` to
+    /// the piecewise copy, and returns after the batch that used up `migrate_call_time`, so
+    /// one call blocks the source for about that long plus one batch (the source serves
+    /// other clients between calls). Keys never travel through
+    /// redisha, and a call costs one round trip however many keys it moves: listing and
+    /// sizing keys from here took more time than moving them.
+    ///
+    /// A call that fails with a transient error (IOERR, timeout, TRYAGAIN) is made again
+    /// (it lists again, so nothing is moved twice or skipped), a bounded number of times.
     async fn move_keys(
         &self,
         src: &Target,
         dst: &Target,
-        mut listed: Vec<(u16, Vec<Vec<u8>>)>,
+        slots: Vec<u16>,
         progress: &Progress,
     ) -> Result<()> {
-        let batch = self.options.migrate_batch.max(1);
+        let mut pending: std::collections::VecDeque<u16> = slots.into();
         let mut failures = 0u32;
-        loop {
-            if listed.is_empty() {
-                return Ok(());
+        // The password the destination accepts: during a rotation it may still be the old one.
+        let dst_password = self.conns.password_for(dst).await;
+        let script = self.move_keys_script(dst_password.as_ref());
+        while !pending.is_empty() {
+            let take = pending.len().min(SCRIPT_SLOTS);
+            let slots: Vec<u16> = pending.drain(..take).collect();
+            let mut eval = redis::cmd("EVAL");
+            eval.arg(&script)
+                .arg(0)
+                .arg(&dst.ip)
+                .arg(dst.port)
+                .arg(u64::try_from(self.options.migrate_timeout.as_millis()).unwrap_or(u64::MAX))
+                .arg(self.options.migrate_batch.max(1))
+                .arg(self.options.migrate_batch_bytes.max(1))
+                .arg(self.options.migrate_big_key_bytes)
+                .arg(u64::try_from(self.options.migrate_call_time.as_millis()).unwrap_or(u64::MAX));
+            for s in &slots {
+                eval.arg(*s);
             }
-            let slots: Vec<u16> = listed.iter().map(|(s, _)| *s).collect();
-            match self.move_round(src, dst, &listed, progress).await {
-                Ok(()) => failures = 0,
+            let timeout = self.options.migrate_call_time
+                + self.migrate_reply_timeout(slots.len(), self.options.migrate_batch_bytes);
+            let reply: Result<MoveReply> = self
+                .conns
+                .query_within(src, &eval, "MIGRATE (script)", timeout)
+                .await;
+            let reply = match reply {
+                Ok(r) => {
+                    failures = 0;
+                    r
+                }
                 Err(e) if is_transient(&e) && failures + 1 < self.options.migrate_attempts => {
                     failures += 1;
                     let pause = backoff(failures);
-                    tracing::warn!(error = %e, attempt = failures, ?pause, "migration round failed; retrying");
+                    tracing::warn!(error = %e, attempt = failures, ?pause, "moving keys failed; retrying");
                     tokio::time::sleep(pause).await;
+                    for s in slots.into_iter().rev() {
+                        pending.push_front(s);
+                    }
+                    continue;
                 }
                 Err(e) => return Err(e),
-            }
-            // A full listing may have left keys behind; a short one emptied the slot, since
-            // keys of a migrating slot only leave the source (new keys go to the destination
-            // through ASK). After a failed round, list every slot of it again.
-            let again: Vec<u16> = if failures > 0 {
-                slots
-            } else {
-                listed
-                    .iter()
-                    .filter(|(_, keys)| keys.len() >= batch)
-                    .map(|(s, _)| *s)
-                    .collect()
             };
-            listed = self.list_keys(src, &again).await?;
-        }
-    }
-
-    async fn list_keys(&self, src: &Target, slots: &[u16]) -> Result<Vec<(u16, Vec<Vec<u8>>)>> {
-        if slots.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for s in slots {
-            pipe.cmd("CLUSTER")
-                .arg("GETKEYSINSLOT")
-                .arg(*s)
-                .arg(self.options.migrate_batch.max(1));
-        }
-        let keys: Vec<Vec<Vec<u8>>> = self
-            .retry("CLUSTER GETKEYSINSLOT", || {
-                self.conns.pipe(src, &pipe, "CLUSTER GETKEYSINSLOT")
-            })
-            .await?;
-        Ok(slots
-            .iter()
-            .copied()
-            .zip(keys)
-            .filter(|(_, k)| !k.is_empty())
-            .collect())
-    }
-
-    /// One round: sizes, then MIGRATE batches, then the big keys one by one.
-    async fn move_round(
-        &self,
-        src: &Target,
-        dst: &Target,
-        listed: &[(u16, Vec<Vec<u8>>)],
-        progress: &Progress,
-    ) -> Result<()> {
-        let dst_password = self.conns.password_for(dst).await;
-        // MEMORY USAGE is O(1) for strings and samples 5 elements of an aggregate: cheap
-        // enough to ask for every key (see docs/performance.md), and it is what bounds both
-        // the bytes of a batch and the choice of piecewise copy.
-        let mut pipe = redis::pipe();
-        for (_, keys) in listed {
-            for k in keys {
-                pipe.cmd("MEMORY").arg("USAGE").arg(k.as_slice());
-            }
-        }
-        let sizes: Vec<Option<u64>> = self.conns.pipe(src, &pipe, "MEMORY USAGE").await?;
-        let mut sizes = sizes.into_iter();
-        let mut batches: Vec<Batch> = Vec::new();
-        let mut big: Vec<(u16, Vec<u8>, u64)> = Vec::new();
-        let max_keys = self.options.migrate_batch.max(1);
-        let max_bytes = self.options.migrate_batch_bytes.max(1);
-        for (slot, keys) in listed {
-            let mut current = Batch::default();
-            for k in keys {
-                // A key gone since the listing (expired, deleted) has no size: skip it.
-                let Some(size) = sizes.next().flatten() else {
-                    continue;
-                };
-                if size > self.options.migrate_big_key_bytes {
-                    big.push((*slot, k.clone(), size));
-                    continue;
-                }
-                if !current.keys.is_empty()
-                    && (current.keys.len() >= max_keys || current.bytes + size > max_bytes)
-                {
-                    batches.push(std::mem::take(&mut current));
-                }
-                current.keys.push(k.clone());
-                current.bytes += size;
-            }
-            if !current.keys.is_empty() {
-                batches.push(current);
-            }
-        }
-        // Pipelines of MIGRATE bounded by bytes too, so each one's reply deadline means
-        // something.
-        let mut start = 0;
-        while start < batches.len() {
-            let mut end = start;
-            let mut bytes = 0u64;
-            while end < batches.len()
-                && (end == start || bytes + batches[end].bytes <= 4 * max_bytes)
-            {
-                bytes += batches[end].bytes;
-                end += 1;
-            }
-            let group = &batches[start..end];
-            let mut pipe = redis::pipe();
-            for b in group {
-                self.push_migrate(&mut pipe, dst, dst_password.as_ref(), &b.keys);
-            }
-            let keys: u64 = group.iter().map(|b| b.keys.len() as u64).sum();
-            let timeout = self.migrate_reply_timeout(group.len(), bytes);
-            self.conns
-                .pipe_within::<()>(src, &pipe, "MIGRATE", timeout)
-                .await?;
-            progress.moved(keys, bytes);
+            progress.moved(reply.keys, reply.bytes);
             progress.maybe_log(self.options.progress_interval);
-            start = end;
-        }
-        for (slot, key, size) in big {
-            self.move_big_key(src, dst, slot, &key, size).await?;
-            progress.moved(1, size);
-            progress.maybe_log(self.options.progress_interval);
+            for (slot, key, size) in reply.big {
+                self.move_big_key(src, dst, slot, &key, size).await?;
+                progress.moved(1, size);
+                progress.maybe_log(self.options.progress_interval);
+            }
+            progress.emptied((slots.len() - reply.unreached.len() - reply.again.len()) as u64);
+            // Slots not reached, then slots that may hold more keys, go round again.
+            for s in reply.unreached.into_iter().rev() {
+                pending.push_front(s);
+            }
+            pending.extend(reply.again);
         }
         Ok(())
+    }
+
+    /// The script's text. The password for MIGRATE's AUTH2 is written at its end as a Lua
+    /// string: SLOWLOG keeps 128 characters of an argument, so it never shows there, while
+    /// as an argument of EVAL it would.
+    fn move_keys_script(&self, dst_password: Option<&Password>) -> String {
+        let password = match dst_password {
+            Some(p) => {
+                let p = p.expose();
+                let level = (0..)
+                    .find(|n| !p.contains(&format!("]{}]", "=".repeat(*n))))
+                    .unwrap_or(0);
+                let eq = "=".repeat(level);
+                format!("[{eq}[{p}]{eq}]")
+            }
+            None => "false".to_string(),
+        };
+        format!("{MOVE_KEYS}\nreturn run({password})\n")
     }
 
     /// Appends `MIGRATE ... KEYS keys` (reply ignored) to `pipe`.
@@ -725,11 +715,16 @@ impl Operator<'_> {
     /// 2. Pause client writes on the source (CLIENT PAUSE WRITE, which expires on its own if
     ///    redisha dies) and check the WATCH (EXEC of a PING): if any client changed the key
     ///    during the copy, drop the copy and start over (bounded by `migrate_attempts`).
-    /// 3. On the destination, give the copy the key's expiry and RENAME it to the key; it stays
+    /// 3. On the destination, give the copy the key's expiry and RENAME it to the key (over a
+    ///    placeholder: in an importing slot RENAME needs both keys to exist); it stays
     ///    invisible while the source still has the key.
     /// 4. Send `CLIENT UNPAUSE` and `UNLINK key` to the source in one write: redis runs both
     ///    before any write the pause held back, so from then on clients are sent to the
     ///    destination (ASK) and find the key there. UNLINK frees the value in the background.
+    ///
+    /// When every attempt but the last found the key changed, the last one pauses client
+    /// writes on the source before the copy (bounded by `hold_writes_limit`; reads go on and
+    /// the node keeps answering the cluster bus, so no failover), and the key moves.
     ///
     /// Types without a piecewise copy (streams, module types) go with one MIGRATE, logged.
     async fn move_big_key(
@@ -740,7 +735,6 @@ impl Operator<'_> {
         key: &[u8],
         size: u64,
     ) -> Result<()> {
-        let dst_password = self.conns.password_for(dst).await;
         let scratch = partial_key(slot);
         let name = String::from_utf8_lossy(key).into_owned();
         let mut attempt = 1;
@@ -748,7 +742,21 @@ impl Operator<'_> {
             let outcome = {
                 // One swap at a time: the unpause of one would end another's pause.
                 let _swap = BIG_KEY_SWAP.lock().await;
-                self.copy_big_key(src, dst, key, size, &scratch).await
+                // The last attempt holds client writes on the source for the whole copy: a
+                // key written more often than a copy takes would otherwise never move.
+                let hold = attempt == self.options.migrate_attempts.max(1);
+                let outcome = self.copy_big_key(src, dst, key, size, &scratch, hold).await;
+                if hold && !matches!(outcome, Ok(Copied::Done)) {
+                    // Whatever stopped the copy, the writes held must go on now.
+                    if let Err(e) = self
+                        .conns
+                        .query::<()>(src, redis::cmd("CLIENT").arg("UNPAUSE"), "CLIENT UNPAUSE")
+                        .await
+                    {
+                        tracing::warn!(node = %src.name, error = %e, "CLIENT UNPAUSE failed; the pause ends by itself");
+                    }
+                }
+                outcome
             };
             match outcome {
                 Ok(Copied::Done) => {
@@ -760,6 +768,7 @@ impl Operator<'_> {
                     tracing::warn!(key = %name, kind = %kind, bytes = size, from = %src.name, to = %dst.name,
                         "no piecewise copy for this type: moving it with one MIGRATE, which blocks both nodes while it runs");
                     let mut pipe = redis::pipe();
+                    let dst_password = self.conns.password_for(dst).await;
                     self.push_migrate(&mut pipe, dst, dst_password.as_ref(), &[key.to_vec()]);
                     let timeout = self.migrate_reply_timeout(1, size);
                     return self
@@ -791,6 +800,7 @@ impl Operator<'_> {
         key: &[u8],
         size: u64,
         scratch: &str,
+        hold_writes: bool,
     ) -> Result<Copied> {
         let timeout = self.conns.response_timeout();
         // WATCH is per connection: this one is ours alone.
@@ -812,6 +822,19 @@ impl Operator<'_> {
                 }
             }
         };
+        // Held before the WATCH, so that no write can slip in between.
+        if hold_writes {
+            let limit = self.options.hold_writes_limit;
+            tracing::warn!(node = %src.name, key = %String::from_utf8_lossy(key), ?limit,
+                "the key changed during every copy: holding client writes on the source while it is copied");
+            let mut p = redis::pipe();
+            p.cmd("CLIENT")
+                .arg("PAUSE")
+                .arg(u64::try_from(limit.as_millis()).unwrap_or(u64::MAX))
+                .arg("WRITE")
+                .ignore();
+            on_watch(p, "CLIENT PAUSE").await?;
+        }
         let mut pipe = redis::pipe();
         pipe.cmd("WATCH")
             .arg(key)
@@ -836,11 +859,6 @@ impl Operator<'_> {
             .conns
             .query(src, redis::cmd(len_cmd).arg(key), len_cmd)
             .await?;
-        // Pieces of about migrate_batch_bytes, at most migrate_batch elements.
-        let per_element = (size / len.max(1)).max(1);
-        let per_piece = (self.options.migrate_batch_bytes / per_element)
-            .clamp(1, self.options.migrate_batch.max(1) as u64);
-        let string_piece = self.options.migrate_batch_bytes.clamp(4096, 4 << 20);
         let mut clear = redis::pipe();
         clear
             .cmd("ASKING")
@@ -851,25 +869,17 @@ impl Operator<'_> {
         self.conns
             .pipe::<()>(dst, &clear, "UNLINK scratch key")
             .await?;
-
-        let mut cursor = Cursor::Start;
-        let mut pending: Option<redis::Pipeline> = None;
-        loop {
-            // Read the next piece while the previous one is written.
-            let write = async {
-                match pending.take() {
-                    Some(p) => self.conns.pipe::<()>(dst, &p, "copy piece").await,
-                    None => Ok(()),
-                }
-            };
-            let read = self.read_piece(src, key, &kind, len, per_piece, string_piece, &mut cursor);
-            let (written, piece) = futures::join!(write, read);
-            written?;
-            match piece? {
-                Some(p) => pending = p.into_write(&kind, scratch),
-                None => break,
+        let unpause = || async {
+            let mut p = redis::pipe();
+            p.cmd("CLIENT").arg("UNPAUSE").ignore();
+            if let Err(e) = on_watch(p, "CLIENT UNPAUSE").await {
+                tracing::warn!(node = %src.name, error = %e, "CLIENT UNPAUSE failed; the pause ends by itself");
             }
-        }
+        };
+        let copied = self
+            .copy_pieces(src, dst, key, &kind, len, size, scratch)
+            .await;
+        copied?;
 
         // The swap, with client writes on the source paused (see above).
         let mut pause = redis::pipe();
@@ -880,19 +890,13 @@ impl Operator<'_> {
             .arg("WRITE")
             .ignore();
         pause.cmd("MULTI").ignore().cmd("PING").ignore().cmd("EXEC");
+        // Watched again for the final UNLINK: should the pause run out before it (a very
+        // slow destination), a write that slipped in makes the UNLINK fail instead of
+        // being deleted with the key.
+        pause.cmd("WATCH").arg(key).ignore();
         let checked = on_watch(pause, "CLIENT PAUSE").await;
-        let unpause = || async {
-            let mut p = redis::pipe();
-            p.cmd("CLIENT").arg("UNPAUSE").ignore();
-            if let Err(e) = on_watch(p, "CLIENT UNPAUSE").await {
-                tracing::warn!(node = %src.name, error = %e, "CLIENT UNPAUSE failed; the pause ends by itself within 2 s");
-            }
-        };
         let unchanged = match checked {
-            Ok(v) => {
-                !matches!(v, redis::Value::Nil)
-                    && !matches!(&v, redis::Value::Array(a) if a.len() == 1 && a[0] == redis::Value::Nil)
-            }
+            Ok(v) => !aborted(&v),
             Err(e) => {
                 unpause().await;
                 return Err(e);
@@ -906,8 +910,19 @@ impl Operator<'_> {
             return Ok(Copied::Changed);
         }
         let mut place = redis::pipe();
-        // A copy left by an interrupted earlier swap: invisible while the source has the key.
+        // A copy left by an interrupted earlier swap: invisible while the source has the key,
+        // freed in the background.
         place.cmd("ASKING").ignore().cmd("UNLINK").arg(key).ignore();
+        // In an importing slot a command on several keys is refused (TRYAGAIN) unless all
+        // of them exist: RENAME needs its target to exist. A placeholder, invisible like the
+        // rest while the source holds the key and writes are paused, makes it so.
+        place
+            .cmd("ASKING")
+            .ignore()
+            .cmd("SET")
+            .arg(key)
+            .arg("")
+            .ignore();
         if expire_at >= 0 {
             place
                 .cmd("ASKING")
@@ -932,11 +947,63 @@ impl Operator<'_> {
         swap.cmd("CLIENT")
             .arg("UNPAUSE")
             .ignore()
+            .cmd("MULTI")
+            .ignore()
             .cmd("UNLINK")
             .arg(key)
-            .ignore();
-        on_watch(swap, "UNLINK").await?;
+            .ignore()
+            .cmd("EXEC");
+        let done = on_watch(swap, "UNLINK").await?;
+        if aborted(&done) {
+            // The source's key changed after all: the copy on the destination is stale.
+            let mut drop = redis::pipe();
+            drop.cmd("ASKING").ignore().cmd("UNLINK").arg(key).ignore();
+            self.conns
+                .pipe::<()>(dst, &drop, "UNLINK stale copy")
+                .await?;
+            return Ok(Copied::Changed);
+        }
         Ok(Copied::Done)
+    }
+
+    /// Copies `key` into `scratch` on the destination, reading the next piece while the
+    /// previous one is written.
+    #[allow(clippy::too_many_arguments)]
+    async fn copy_pieces(
+        &self,
+        src: &Target,
+        dst: &Target,
+        key: &[u8],
+        kind: &str,
+        len: u64,
+        size: u64,
+        scratch: &str,
+    ) -> Result<()> {
+        // Pieces of about migrate_batch_bytes, at most migrate_batch elements.
+        let per_element = (size / len.max(1)).max(1);
+        let per_piece = (self.options.migrate_batch_bytes / per_element)
+            .clamp(1, self.options.migrate_batch.max(1) as u64);
+        let string_piece = self.options.migrate_batch_bytes.clamp(4096, 4 << 20);
+        let mut cursor = Cursor::Start;
+        let mut pending: Option<redis::Pipeline> = None;
+        loop {
+            // Read the next piece while the previous one is written.
+            let write = async {
+                match pending.take() {
+                    Some(p) => self.conns.pipe::<()>(dst, &p, "copy piece").await,
+                    None => Ok(()),
+                }
+            };
+            let read = self.read_piece(src, key, kind, len, per_piece, string_piece, &mut cursor);
+            let (written, piece) = futures::join!(write, read);
+            written?;
+            match piece? {
+                Some(p) => pending = p.into_write(kind, scratch),
+                None => break,
+            }
+        }
+
+        Ok(())
     }
 
     /// The next piece of `key`, or None when the copy is complete.
@@ -1096,12 +1163,121 @@ pub(crate) struct SlotMove {
     pub src_owns: bool,
     /// The destination owns it already (an earlier run got that far).
     pub dst_owns: bool,
+    /// An earlier run left the slot open.
+    pub resumed: bool,
 }
 
-#[derive(Default)]
-struct Batch {
-    keys: Vec<Vec<u8>>,
+/// Slots one script call takes at most.
+const SCRIPT_SLOTS: usize = 256;
+
+/// Runs on the source (see `move_keys`). ARGV: host, port, MIGRATE timeout (ms), keys per
+/// batch, bytes per batch, big-key threshold, time per call (ms), then the slots. `run(auth)` is
+/// appended with the password (or false). Returns {keys moved, bytes moved, {slots that may
+/// hold more}, {slot, key, size of each big key}, {slots not reached}}.
+const MOVE_KEYS: &str = r#"#!lua flags=allow-cross-slot-keys
+local function run(auth)
+  local host, port, timeout = ARGV[1], ARGV[2], ARGV[3]
+  local max_keys, max_bytes = tonumber(ARGV[4]), tonumber(ARGV[5])
+  local big_bytes, budget_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
+  local function now_ms()
+    local t = redis.call('TIME')
+    return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  local started = now_ms()
+  -- TIME costs a call: ask it every 16 slots or after a full batch, not after every slot.
+  local slots_unchecked, bytes_unchecked = 0, 0
+  local function spent()
+    if slots_unchecked < 16 and bytes_unchecked < max_bytes then return false end
+    slots_unchecked, bytes_unchecked = 0, 0
+    return now_ms() - started >= budget_ms
+  end
+  local moved_keys, moved_bytes = 0, 0
+  local again, big, unreached = {}, {}, {}
+  local out_of_time = false
+  local function migrate(batch)
+    if #batch == 0 then return end
+    slots_unchecked = slots_unchecked + 1
+    if auth then
+      redis.call('MIGRATE', host, port, '', 0, timeout, 'REPLACE', 'AUTH2', 'default', auth, 'KEYS', unpack(batch))
+    else
+      redis.call('MIGRATE', host, port, '', 0, timeout, 'REPLACE', 'KEYS', unpack(batch))
+    end
+  end
+  for i = 8, #ARGV do
+    local slot = ARGV[i]
+    if out_of_time then
+      table.insert(unreached, slot)
+    else
+      local keys = redis.call('CLUSTER', 'GETKEYSINSLOT', slot, max_keys)
+      local batch, bytes, cut = {}, 0, false
+      for _, key in ipairs(keys) do
+        local size = redis.call('MEMORY', 'USAGE', key)
+        if size then
+          if size > big_bytes then
+            table.insert(big, slot)
+            table.insert(big, key)
+            table.insert(big, size)
+          else
+            if #batch > 0 and (#batch >= max_keys or bytes + size > max_bytes) then
+              migrate(batch)
+              batch, bytes = {}, 0
+              if spent() then
+                out_of_time, cut = true, true
+                break
+              end
+            end
+            table.insert(batch, key)
+            bytes = bytes + size
+            bytes_unchecked = bytes_unchecked + size
+            moved_keys = moved_keys + 1
+            moved_bytes = moved_bytes + size
+          end
+        end
+      end
+      migrate(batch)
+      if spent() then out_of_time = true end
+      if cut or #keys >= max_keys then table.insert(again, slot) end
+    end
+  end
+  return {moved_keys, moved_bytes, again, big, unreached}
+end"#;
+
+/// What one call of `MOVE_KEYS` did.
+struct MoveReply {
+    keys: u64,
     bytes: u64,
+    again: Vec<u16>,
+    big: Vec<(u16, Vec<u8>, u64)>,
+    unreached: Vec<u16>,
+}
+
+impl redis::FromRedisValue for MoveReply {
+    fn from_redis_value(v: &redis::Value) -> redis::RedisResult<Self> {
+        let (keys, bytes, again, big, unreached): (
+            u64,
+            u64,
+            Vec<u16>,
+            Vec<redis::Value>,
+            Vec<u16>,
+        ) = redis::from_redis_value(v)?;
+        let mut triples = Vec::new();
+        for t in big.chunks(3) {
+            if let [slot, key, size] = t {
+                triples.push((
+                    redis::from_redis_value(slot)?,
+                    redis::from_redis_value(key)?,
+                    redis::from_redis_value(size)?,
+                ));
+            }
+        }
+        Ok(MoveReply {
+            keys,
+            bytes,
+            again,
+            big: triples,
+            unreached,
+        })
+    }
 }
 
 enum Copied {
@@ -1159,6 +1335,43 @@ impl Piece {
 
 /// Serializes the pause-and-swap of big keys within this process.
 static BIG_KEY_SWAP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Runs `CLUSTER SETSLOT <slot> <sub> [id]` for every slot, from a script (reply ignored).
+/// One command instead of thousands: redis rewrites nodes.conf once per event-loop pass,
+/// and a pipeline of SETSLOT calls is read 16 KB at a time, so this saves a dozen rewrites
+/// per chunk on the node and most of the encoding in redisha.
+const SETSLOTS: &str = r#"#!lua
+local sub, id = ARGV[1], ARGV[2]
+for i = 3, #ARGV do
+  if sub == 'STABLE' then
+    redis.call('CLUSTER', 'SETSLOT', ARGV[i], 'STABLE')
+  else
+    redis.call('CLUSTER', 'SETSLOT', ARGV[i], sub, id)
+  end
+end
+return #ARGV - 2"#;
+
+/// Appends SETSLOT `sub` of `slots` (as one script call) to `pipe`.
+fn setslots(pipe: &mut redis::Pipeline, sub: &str, id: &str, slots: &[u16]) {
+    if slots.is_empty() {
+        return;
+    }
+    let cmd = pipe.cmd("EVAL").arg(SETSLOTS).arg(0).arg(sub).arg(id);
+    for s in slots {
+        cmd.arg(*s);
+    }
+    cmd.ignore();
+}
+
+/// Whether the reply of a pipeline ending in EXEC says the transaction was aborted (a
+/// watched key changed).
+fn aborted(reply: &redis::Value) -> bool {
+    match reply {
+        redis::Value::Nil => true,
+        redis::Value::Array(a) => matches!(a.last(), Some(redis::Value::Nil)),
+        _ => false,
+    }
+}
 
 /// The myself line of a CLUSTER NODES reply.
 pub(crate) fn myself<'v>(view: &'v [NodeLine], t: &Target) -> Result<&'v NodeLine> {
@@ -1259,6 +1472,9 @@ pub(crate) struct Progress {
     started: Instant,
     total: AtomicU64,
     done: AtomicU64,
+    /// Slots whose keys are all moved (ownership follows at the end of the chunk): the
+    /// time left is estimated from these, which advance steadily.
+    emptied: AtomicU64,
     keys: AtomicU64,
     bytes: AtomicU64,
     last_log: std::sync::Mutex<Instant>,
@@ -1270,6 +1486,7 @@ impl Progress {
             started: Instant::now(),
             total: AtomicU64::new(total_slots),
             done: AtomicU64::new(0),
+            emptied: AtomicU64::new(0),
             keys: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
             last_log: std::sync::Mutex::new(Instant::now()),
@@ -1278,6 +1495,10 @@ impl Progress {
 
     fn slots_done(&self, n: u64) {
         self.done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn emptied(&self, n: u64) {
+        self.emptied.fetch_add(n, Ordering::Relaxed);
     }
 
     fn moved(&self, keys: u64, bytes: u64) {
@@ -1302,14 +1523,17 @@ impl Progress {
     fn log(&self) {
         let total = self.total.load(Ordering::Relaxed);
         let done = self.done.load(Ordering::Relaxed).min(total);
+        // Slots skipped or without keys count as emptied when their chunk is done.
+        let emptied = self.emptied.load(Ordering::Relaxed).max(done).min(total);
         let elapsed = self.started.elapsed().as_secs_f64();
-        let eta_s = if done > 0 {
-            format!("{:.0}", elapsed * (total - done) as f64 / done as f64)
+        let eta_s = if emptied > 0 {
+            format!("{:.0}", elapsed * (total - emptied) as f64 / emptied as f64)
         } else {
             "unknown".to_string()
         };
         info!(
             slots_done = done,
+            slots_emptied = emptied,
             slots_total = total,
             keys = self.keys.load(Ordering::Relaxed),
             bytes = self.bytes.load(Ordering::Relaxed),

@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use crate::conn::{NodeLine, Target};
 use crate::error::{ClusterError, Result};
-use crate::migrate_exec::{owns, partial_key, Progress, SlotMove};
+use crate::migrate_exec::{owns, Progress, SlotMove};
 use crate::ops::Operator;
 use crate::state::{ClusterNode, ClusterState};
 
@@ -194,28 +194,18 @@ impl Operator<'_> {
                         stuck.push(format!("{o} (a side is not in the cluster state)"));
                         continue;
                     };
-                    // A scratch key of an interrupted piecewise copy would otherwise stay.
-                    let mut clean = redis::pipe();
-                    for s in &slots {
-                        clean
-                            .cmd("ASKING")
-                            .ignore()
-                            .cmd("UNLINK")
-                            .arg(partial_key(*s))
-                            .ignore();
-                    }
-                    self.conns
-                        .pipe::<()>(&dst.target(), &clean, "UNLINK scratch keys")
-                        .await?;
                     let moves: Vec<SlotMove> = slots
                         .iter()
                         .map(|&slot| SlotMove {
                             slot,
                             src_owns: true,
                             dst_owns: false,
+                            resumed: true,
                         })
                         .collect();
-                    self.move_slots(state, src, dst, &moves, &progress).await?;
+                    self.move_slots(src, dst, &moves, &progress).await?;
+                    self.announce(state, &dst.node_id, &[&src.node_id, &dst.node_id], &slots)
+                        .await;
                     lines.push(format!(
                         "finished slots {}: moved the keys left from {} to {}, which owns them now",
                         o.slots, o.source, o.destination
@@ -243,6 +233,31 @@ impl Operator<'_> {
                     ));
                 }
                 OpenSlotsAction::Stuck { .. } => stuck.push(o.to_string()),
+            }
+        }
+        if finishing {
+            // The user's setting again, unless a source was emptied by the finish: it must
+            // stay a master until the update that planned this decides (it restores it).
+            let mut emptied = false;
+            for o in open
+                .iter()
+                .filter(|o| matches!(o.action, OpenSlotsAction::Finish))
+            {
+                if let Some(src) = state.by_id(&o.source_id) {
+                    let t = src.target();
+                    let slots = match self.conns.cluster_nodes(&t).await {
+                        Ok(view) => view
+                            .iter()
+                            .find(|l| l.is_myself())
+                            .map_or(0, NodeLine::slot_count),
+                        Err(_) => 0,
+                    };
+                    emptied |= slots == 0;
+                }
+            }
+            if !emptied {
+                self.replica_migration_best_effort(state, self.replica_migration_setting())
+                    .await;
             }
         }
         if !stuck.is_empty() {
@@ -426,9 +441,11 @@ impl Operator<'_> {
 }
 
 fn name_of(state: &ClusterState, id: &str) -> String {
-    state
-        .by_id(id)
-        .map_or_else(|| id.to_string(), |n| n.name.clone())
+    match state.by_id(id) {
+        Some(n) => n.name.clone(),
+        None if id.is_empty() => "a node that does not answer".to_string(),
+        None => id.to_string(),
+    }
 }
 
 /// The decision for one marked slot (usually one; one per stale mark when several are left).

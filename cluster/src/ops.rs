@@ -32,6 +32,9 @@ pub struct Options {
     /// Bytes (as MEMORY USAGE counts them) moved per MIGRATE: bounds how long one MIGRATE
     /// blocks the two nodes, whatever the key sizes.
     pub migrate_batch_bytes: u64,
+    /// How long one call of the key-moving script runs on a source before it lets other
+    /// clients in (it finishes the MIGRATE batch it is in).
+    pub migrate_call_time: Duration,
     /// Keys bigger than this are copied piece by piece instead of with one MIGRATE, which
     /// would block both nodes for the whole key (about 2.4 s for a 144 MB hash here, more
     /// on a busy machine: past `cluster-node-timeout` that means a failover).
@@ -43,6 +46,9 @@ pub struct Options {
     pub migrate_parallel_slots: usize,
     /// MIGRATE's own timeout.
     pub migrate_timeout: Duration,
+    /// Longest time client writes on a source are held so that a big key written more often
+    /// than it can be copied still moves (its last copy attempt); reads are never held.
+    pub hold_writes_limit: Duration,
     /// How often a running migration logs its progress.
     pub progress_interval: Duration,
     /// Set when the user asked to stop (Terraform's StopProvider, Ctrl-C): operations return
@@ -75,11 +81,13 @@ impl Default for Options {
             command_timeout: Duration::from_secs(15),
             poll_interval: Duration::from_millis(20),
             migrate_batch: 1000,
-            migrate_batch_bytes: 8 << 20,
-            migrate_big_key_bytes: 16 << 20,
+            migrate_batch_bytes: 1 << 20,
+            migrate_call_time: Duration::from_millis(100),
+            migrate_big_key_bytes: 4 << 20,
             migrate_attempts: 5,
             migrate_parallel_slots: 4,
             migrate_timeout: Duration::from_secs(10),
+            hold_writes_limit: Duration::from_secs(10),
             progress_interval: Duration::from_secs(5),
             cancel: Cancel::default(),
             allow_data_loss: false,

@@ -356,3 +356,17 @@ pub fn kill9(pid: u32) {
     }
     panic!("pid {pid} survived SIGKILL");
 }
+
+/// A hash tag whose keys fall in `slot`.
+pub fn tag_for_slot(slot: u16) -> String {
+    (0u64..)
+        .map(|n| format!("t{n}"))
+        .find(|t| redisha_cluster::migrate_exec::key_slot(t.as_bytes()) == slot)
+        .expect("some tag hashes to every slot")
+}
+
+/// Key `i` of `slot` (a hash-tagged name) and its value.
+pub fn slot_key(slot: u16, i: usize) -> (String, String) {
+    let tag = tag_for_slot(slot);
+    (format!("{{{tag}}}:k{i}"), format!("v{slot}-{i}"))
+}

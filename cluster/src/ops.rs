@@ -224,12 +224,21 @@ impl<'a> Operator<'a> {
         pipe.cmd("CLUSTER")
             .arg("INFO")
             .cmd("INFO")
-            .arg("replication");
-        let (cinfo, rinfo): (String, String) = match self.conns.pipe(t, &pipe, "CLUSTER INFO").await
-        {
-            Ok(v) => v,
-            Err(e) => return Some(e.to_string()),
-        };
+            .arg("replication")
+            .cmd("CLUSTER")
+            .arg("NODES");
+        let (cinfo, rinfo, nodes): (String, String, String) =
+            match self.conns.pipe(t, &pipe, "CLUSTER INFO").await {
+                Ok(v) => v,
+                Err(e) => return Some(e.to_string()),
+            };
+        // A node still flagged failing (or suspected) somewhere can turn that view of the
+        // cluster down a moment later: not converged until every flag is gone.
+        if let Ok(lines) = crate::conn::parse_cluster_nodes(&nodes) {
+            if let Some(flagged) = lines.iter().find(|l| l.is_failed()) {
+                return Some(format!("{}: flags {} as failing", t.name, flagged.address));
+            }
+        }
         let cinfo = crate::conn::parse_info(&cinfo);
         let rinfo = crate::conn::parse_info(&rinfo);
         let name = &t.name;

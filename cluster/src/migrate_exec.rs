@@ -382,10 +382,7 @@ impl Operator<'_> {
         }
         for (source, moves) in by_source {
             let s = state.require(&source)?;
-            self.move_slots(s, dst, &moves, progress).await?;
-            let moved: Vec<u16> = moves.iter().map(|m| m.slot).collect();
-            self.announce(state, &dst.node_id, &[&s.node_id, &dst.node_id], &moved)
-                .await;
+            self.move_slots(state, s, dst, &moves, progress).await?;
         }
         Ok(())
     }
@@ -393,16 +390,19 @@ impl Operator<'_> {
     /// Moves each slot of `moves` from `src` to `dst`, chunk by chunk: IMPORTING on the
     /// destination where it does not own the slot yet, MIGRATING on the source where it still
     /// owns it, the keys, then SETSLOT NODE on the destination and the source (the other
-    /// nodes hear once the whole move is done, see `announce`). Every step is idempotent, so
-    /// a chunk interrupted anywhere is finished by running it again.
+    /// nodes hear once the move is done or stopped at a checkpoint, see `announce`). Every
+    /// step is idempotent, so a chunk interrupted anywhere is finished by running it again.
     pub(crate) async fn move_slots(
         &self,
+        state: &ClusterState,
         src: &ClusterNode,
         dst: &ClusterNode,
         moves: &[SlotMove],
         progress: &Progress,
     ) -> Result<()> {
         let (st, dt) = (src.target(), dst.target());
+        let mut done: Vec<u16> = Vec::new();
+        let sides = [src.node_id.as_str(), dst.node_id.as_str()];
         for chunk in moves.chunks(SLOT_CHUNK) {
             let t0 = Instant::now();
             let importing: Vec<u16> = chunk
@@ -498,8 +498,14 @@ impl Operator<'_> {
             );
             progress.slots_done(chunk.len() as u64);
             progress.maybe_log(self.options.progress_interval);
-            self.checkpoint("migrate.slot_chunk")?;
+            done.extend(chunk.iter().map(|m| m.slot));
+            if let Err(e) = self.checkpoint("migrate.slot_chunk") {
+                // Stopping here is fine; the other nodes still hear of what moved.
+                self.announce(state, &dst.node_id, &sides, &done).await;
+                return Err(e);
+            }
         }
+        self.announce(state, &dst.node_id, &sides, &done).await;
         Ok(())
     }
 

@@ -203,9 +203,7 @@ impl Operator<'_> {
                             resumed: true,
                         })
                         .collect();
-                    self.move_slots(src, dst, &moves, &progress).await?;
-                    self.announce(state, &dst.node_id, &[&src.node_id, &dst.node_id], &slots)
-                        .await;
+                    self.move_slots(state, src, dst, &moves, &progress).await?;
                     lines.push(format!(
                         "finished slots {}: moved the keys left from {} to {}, which owns them now",
                         o.slots, o.source, o.destination

@@ -338,3 +338,81 @@ async fn rollback(fx: &Fixture) {
     moved.sort();
     assert_eq!(held, moved, "keys moved before the kill are lost");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_migration_stops_between_chunks_with_no_slot_open() {
+    let fx = Fixture::new(65, 8500);
+    tokio::time::timeout(Duration::from_secs(300), cancelled(&fx))
+        .await
+        .expect("test timed out");
+}
+
+async fn cancelled(fx: &Fixture) {
+    // Stage marks with times: shown when the test fails, to tell where it got stuck.
+    let t0 = std::time::Instant::now();
+    let plan = placement(3, 0);
+    let mut state = ClusterState::default();
+    Operator::with_options(&fx.driver, NodeConfig::default(), options())
+        .create(&fx.request, &plan, &mut state)
+        .await
+        .expect("create");
+    eprintln!("stage: created at {:?}", t0.elapsed());
+    let con = cluster_client(&state, None).await;
+    write_keys(&con, KEYS).await;
+    eprintln!("stage: wrote keys at {:?}", t0.elapsed());
+
+    // The user pressed Ctrl-C before the move: it stops at the first chunk boundary.
+    let stopping = options();
+    stopping.cancel.cancel();
+    let op = Operator::with_options(&fx.driver, NodeConfig::default(), stopping);
+    let err = op
+        .migrate_slots(
+            &state,
+            "s0-m",
+            "s1-m",
+            SlotRange {
+                start: 0,
+                end: 5460,
+            },
+        )
+        .await
+        .expect_err("cancelled");
+    assert!(
+        matches!(
+            err,
+            redisha_cluster::ClusterError::Cancelled {
+                at: "migrate.slot_chunk"
+            }
+        ),
+        "{err}"
+    );
+    eprintln!("stage: cancelled at {:?}", t0.elapsed());
+    // A consistent point: no slot open anywhere, the first chunk moved, the rest not.
+    assert!(op.open_slots(&state).await.expect("open slots").is_empty());
+    let s0_me = myself(&state, "s0-m").await;
+    let s1_me = myself(&state, "s1-m").await;
+    let moved = (0..=5460).filter(|s| owns(&s1_me, *s)).count();
+    assert!(moved > 0 && moved < 5461, "{moved} slots moved");
+    assert!((0..=5460).all(|s| owns(&s0_me, s) != owns(&s1_me, s)));
+    eprintln!("stage: checked marks at {:?}", t0.elapsed());
+    let missing = missing_keys(&state, None, KEYS).await;
+    assert!(missing.is_empty(), "{} keys lost", missing.len());
+    eprintln!("stage: read keys at {:?}", t0.elapsed());
+
+    // The next apply resumes and completes the move.
+    let op = Operator::with_options(&fx.driver, NodeConfig::default(), options());
+    op.migrate_slots(
+        &state,
+        "s0-m",
+        "s1-m",
+        SlotRange {
+            start: 0,
+            end: 5460,
+        },
+    )
+    .await
+    .expect("resumed");
+    assert_eq!(myself(&state, "s0-m").await.slot_count(), 0);
+    let missing = missing_keys(&state, None, KEYS).await;
+    assert!(missing.is_empty(), "{} keys lost resuming", missing.len());
+}

@@ -5,8 +5,10 @@
 //! API used by the provider:
 //! - [`Driver`] (trait), [`HostHandle`], [`NodeHandle`], [`NodeConfig`], [`Password`]
 //! - [`LocalDriver`] / [`LocalConfig`]
-//! - [`Operator`]: `preflight`, `create`, `observe`, `repair`, `update`, `reconfigure`,
-//!   `destroy`, all working on a serde-serialisable [`ClusterState`]
+//! - [`Operator`]: `preflight`, `create`, `recover` (state rebuilt from the driver's records
+//!   and the live cluster), `open_slots`/`finish_open_slots`, `observe`, `repair`, `update`,
+//!   `reconfigure`, `destroy`, all working on a serde-serialisable [`ClusterState`]
+//! - [`identity`]: cluster ids and the records drivers keep on nodes
 //! - [`import`] and [`health`] (no driver needed)
 
 pub mod conn;

@@ -33,15 +33,6 @@ async fn big_keys_move_piecewise_without_a_failover() {
         .expect("test timed out");
 }
 
-async fn node(state: &ClusterState, name: &str) -> redis::aio::MultiplexedConnection {
-    let addr = state.node(name).expect("node in state").address();
-    redis::Client::open(format!("redis://{addr}"))
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect")
-}
-
 async fn command_calls(state: &ClusterState, name: &str) -> HashMap<String, u64> {
     let mut con = node(state, name).await;
     let text: String = redis::cmd("INFO")

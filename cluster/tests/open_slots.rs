@@ -34,15 +34,6 @@ async fn rolls_back_only_what_the_gone_destination_holds_no_key_of() {
         .expect("test timed out");
 }
 
-async fn node(state: &ClusterState, name: &str) -> redis::aio::MultiplexedConnection {
-    let addr = state.node(name).expect("node in state").address();
-    redis::Client::open(format!("redis://{addr}"))
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect")
-}
-
 async fn myself(state: &ClusterState, name: &str) -> NodeLine {
     let mut con = node(state, name).await;
     let text: String = redis::cmd("CLUSTER")

@@ -370,3 +370,13 @@ pub fn slot_key(slot: u16, i: usize) -> (String, String) {
     let tag = tag_for_slot(slot);
     (format!("{{{tag}}}:k{i}"), format!("v{slot}-{i}"))
 }
+
+/// A plain connection to one node of the state (no password), for tests that poke a node.
+pub async fn node(state: &ClusterState, name: &str) -> redis::aio::MultiplexedConnection {
+    let addr = state.node(name).expect("node in state").address();
+    redis::Client::open(format!("redis://{addr}"))
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect")
+}

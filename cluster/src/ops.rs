@@ -17,6 +17,8 @@ use crate::state::ClusterState;
 
 /// The longest pause between two polls of a condition.
 const MAX_POLL_PAUSE: Duration = Duration::from_millis(200);
+/// How long a wait polls at `Options::poll_interval` before it backs off.
+const QUICK_POLLS_FOR: Duration = Duration::from_secs(1);
 
 /// Timeouts and batch sizes.
 #[derive(Debug, Clone)]
@@ -158,7 +160,8 @@ impl<'a> Operator<'a> {
         F: FnMut() -> Fut,
         Fut: Future<Output = std::result::Result<T, String>>,
     {
-        let deadline = Instant::now() + self.options.timeout;
+        let started = Instant::now();
+        let deadline = started + self.options.timeout;
         let mut pause = self.options.poll_interval;
         loop {
             match check().await {
@@ -171,7 +174,7 @@ impl<'a> Operator<'a> {
                 }
                 Err(_) => {
                     tokio::time::sleep(pause).await;
-                    pause = self.backoff(pause);
+                    pause = self.backoff(started, pause);
                 }
             }
         }
@@ -182,7 +185,8 @@ impl<'a> Operator<'a> {
     pub async fn wait_converged(&self, state: &ClusterState) -> Result<()> {
         let targets = state.targets();
         let expected = targets.len();
-        let deadline = Instant::now() + self.options.timeout;
+        let started = Instant::now();
+        let deadline = started + self.options.timeout;
         let mut last_report = Instant::now();
         let mut pause = self.options.poll_interval;
         loop {
@@ -209,13 +213,17 @@ impl<'a> Operator<'a> {
                 last_report = Instant::now();
             }
             tokio::time::sleep(pause).await;
-            pause = self.backoff(pause);
+            pause = self.backoff(started, pause);
         }
     }
 
-    /// The next pause of a wait: doubling from `poll_interval` up to `MAX_POLL_PAUSE`, so a
-    /// short wait stays quick and a long one does not hammer the nodes.
-    pub(crate) fn backoff(&self, pause: Duration) -> Duration {
+    /// The next pause of a wait that started at `started`: `poll_interval` for the first
+    /// `QUICK_POLLS_FOR` (most waits end within it, and a migration's speed depends on noticing
+    /// at once), then doubling up to `MAX_POLL_PAUSE`, so a long wait does not hammer the nodes.
+    pub(crate) fn backoff(&self, started: Instant, pause: Duration) -> Duration {
+        if started.elapsed() < QUICK_POLLS_FOR {
+            return self.options.poll_interval;
+        }
         (pause * 2).min(MAX_POLL_PAUSE.max(self.options.poll_interval))
     }
 

@@ -186,19 +186,19 @@ impl ClusterState {
                 }
             }
             Step::MigrateSlots { from, to, slots } => {
-                let moved: Vec<u16> = (slots.start..=slots.end).collect();
+                let moved = |s: &u16| (slots.start..=slots.end).contains(s);
                 if let Some(f) = self.node_mut(from) {
                     let kept: Vec<u16> = f
                         .slots
                         .iter()
                         .flat_map(|r| r.start..=r.end)
-                        .filter(|s| !moved.contains(s))
+                        .filter(|s| !moved(s))
                         .collect();
                     f.slots = crate::conn::slots_to_ranges(kept);
                 }
                 if let Some(t) = self.node_mut(to) {
                     let mut all: Vec<u16> = t.slots.iter().flat_map(|r| r.start..=r.end).collect();
-                    all.extend(&moved);
+                    all.extend(slots.start..=slots.end);
                     t.slots = crate::conn::slots_to_ranges(all);
                 }
             }

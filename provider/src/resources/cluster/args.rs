@@ -100,17 +100,10 @@ pub fn decode(config: &Value) -> Result<Option<ClusterArgs>, Diagnostics> {
         }
     }
     let password = take(attrs::string(config, "password", &root), &mut diags);
+    // Unset means false; unknown and invalid go through `field` like every other argument.
     let allow_data_loss = match attrs::bool(config, "allow_data_loss", &root) {
-        Ok(Field::Known(v)) => Some(v),
         Ok(Field::Null) => Some(false),
-        Ok(Field::Unknown) => {
-            known = false;
-            None
-        }
-        Err(d) => {
-            diags.push(d);
-            None
-        }
+        other => field(other, &mut diags, &mut known),
     };
     let redis_config = match string_map(config.get("redis_config"), &root.then("redis_config")) {
         Ok(Some(m)) => Some(m),

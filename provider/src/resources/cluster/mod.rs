@@ -226,8 +226,9 @@ impl ClusterResource {
             node_config_of(&req.prior_state).password,
             locate::options(ctx, args.timeouts.create, args.allow_data_loss),
         );
+        // Slots a killed apply left half-moved: apply finishes them before anything else.
+        let mut slots_in_flight = false;
         if !creating {
-            // Slots a killed apply left half-moved: apply finishes them before anything else.
             let open: Vec<String> = op
                 .open_slots(&current)
                 .await
@@ -235,6 +236,7 @@ impl ClusterResource {
                 .iter()
                 .map(ToString::to_string)
                 .collect();
+            slots_in_flight = !open.is_empty();
             diagnostics.extend(note_warnings(
                 "Apply resumes an interrupted migration",
                 &open,
@@ -253,6 +255,14 @@ impl ClusterResource {
         };
         let (nodes, endpoints) =
             nodes::planned(&request, &planned.placement, &current, prior_nodes, &driver);
+        // While slots are half-moved, who serves them settles as the cluster gossips (and as
+        // apply finishes them), so the slot layout is only known after apply: a value planned
+        // now could differ from Terraform's second plan at apply time.
+        let nodes = if slots_in_flight {
+            Value::Unknown
+        } else {
+            nodes
+        };
         let report = Value::from(planner::report::render_markdown(&planned.report));
         // A new cluster (or one of an older state) gets its id at apply.
         let planned_id = match id_value(&current) {

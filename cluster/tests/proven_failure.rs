@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{master_name, options, placement, replica_name, Fixture};
+use common::{kill9, master_name, options, placement, replica_name, Fixture};
 use redisha_cluster::{
     ClusterError, ClusterNode, ClusterState, Driver, NodeConfig, Operator, Options, Password,
     ProcessState,
@@ -16,14 +16,6 @@ fn config() -> NodeConfig {
         password: Some(Password::new("proven-Secret-1")),
         ..Default::default()
     }
-}
-
-fn kill9(pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,9 +3,12 @@
 use crate::data_sources::aws_topology::AwsTopologyDataSource;
 use crate::data_sources::cluster_health::ClusterHealthDataSource;
 use crate::data_sources::placement::PlacementDataSource;
+use std::collections::BTreeMap;
+
 use crate::framework::Registry;
 use crate::provider_config::RedishaProviderConfig;
 use crate::resources::cluster::ClusterResource;
+use crate::schema::Schema;
 
 pub fn registry() -> Registry {
     Registry::new(RedishaProviderConfig)
@@ -13,4 +16,29 @@ pub fn registry() -> Registry {
         .data_source(ClusterHealthDataSource)
         .data_source(AwsTopologyDataSource)
         .resource(ClusterResource)
+}
+
+/// Every schema this provider serves, keyed by type name: the input of the docs generator,
+/// which must document exactly what Terraform is told.
+pub struct Schemas {
+    pub provider: Schema,
+    pub resources: BTreeMap<String, Schema>,
+    pub data_sources: BTreeMap<String, Schema>,
+}
+
+pub fn schemas() -> Schemas {
+    let r = registry();
+    Schemas {
+        provider: r.provider.schema(),
+        resources: r
+            .resources
+            .iter()
+            .map(|(name, res)| (name.to_string(), res.schema()))
+            .collect(),
+        data_sources: r
+            .data_sources
+            .iter()
+            .map(|(name, ds)| (name.to_string(), ds.schema()))
+            .collect(),
+    }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_ec2::types::InstanceStateName;
+use redisha_cluster::identity::NodeRecord;
 use redisha_cluster::{
     ClusterRecord, Driver, DriverError, HostHandle, HostPlan, NodeConfig, NodeHandle, NodePlan,
     ProcessState,
@@ -16,6 +17,7 @@ use tokio::sync::Mutex;
 
 use crate::error::AwsError;
 use crate::instances::{self, ClusterInstance, LaunchSpec, Scope, CLUSTER_ID_TAG};
+use crate::records::{self, TaggedNode};
 use crate::security_group::{self, tag};
 use crate::settings::{AwsDriverConfig, AwsSettings};
 use crate::topology::{resolve_subnets, ResolvedSubnet};
@@ -400,6 +402,7 @@ impl AwsDriver {
             .collect();
         // Spread a zone's hosts over its subnets; on a capacity error try the next one.
         let start = host.host_index as usize % zone_subnets.len().max(1);
+        let nodes: Vec<TaggedNode> = host.nodes.iter().map(TaggedNode::of).collect();
         let mut generation = first_generation;
         let mut last_error = None;
         for offset in 0..zone_subnets.len() {
@@ -415,6 +418,7 @@ impl AwsDriver {
                     security_group_id: group_id,
                     generation,
                     user_data: &encoded,
+                    nodes: &nodes,
                 };
                 match instances::launch(&self.client, &spec).await {
                     Ok(instance) if instance.is_gone() => generation += 1,
@@ -735,6 +739,178 @@ impl AwsDriver {
             .collect())
     }
 
+    /// The id the driver acts for; records are written and read only under it.
+    fn acting_id(&self, what: &str) -> Result<&str, AwsError> {
+        self.config.cluster_id.as_deref().ok_or_else(|| {
+            AwsError::config(
+                "cluster_id",
+                format!("the aws driver has no cluster id to {what}; this is a bug in the provider, please report it"),
+            )
+        })
+    }
+
+    /// Every node recorded on the cluster's instances (its id, its VPC), with the handle that
+    /// reaches it. Of two instances for one host (a replacement being launched), the one state
+    /// names wins, then a running one. An instance that carries no node records (launched by
+    /// an older redisha) is an error: its nodes cannot be told apart.
+    pub async fn discover_nodes(&self) -> Result<Vec<(NodeHandle, NodeRecord)>, AwsError> {
+        let cluster_id = self.acting_id("discover nodes by")?.to_string();
+        let prepared = self.prepare(&[], false).await?;
+        let mut found = instances::find_instances(&self.client, &self.scope(&prepared), None)
+            .await?
+            .into_iter()
+            .filter(|i| i.is_live() || i.is_stopped())
+            .collect::<Vec<_>>();
+        let known = self.known.lock().await.clone();
+        found.sort_by_key(|i| {
+            (
+                known.get(&i.host) != Some(&i.instance_id),
+                !i.is_live(),
+                i.generation,
+            )
+        });
+        let untagged: Vec<&str> = found
+            .iter()
+            .filter(|i| i.nodes.is_empty())
+            .map(|i| i.instance_id.as_str())
+            .collect();
+        if !untagged.is_empty() {
+            return Err(AwsError::config(
+                "cluster_id",
+                format!(
+                    "instances {} of cluster {:?} (id {cluster_id}) carry no node records (they were launched by an older redisha), so their nodes cannot be found without Terraform's private state. Fix: apply once with the resource's private state in place (it records them), or copy the resource's `private` value back from terraform.tfstate.backup",
+                    untagged.join(", "),
+                    self.config.cluster_name
+                ),
+            ));
+        }
+        let mut hosts_seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for instance in &found {
+            if !hosts_seen.insert(instance.host.clone()) {
+                continue;
+            }
+            let host = self.handle_of(instance, prepared.group_id.as_deref().unwrap_or(""));
+            for node in &instance.nodes {
+                let (ip, port) = self.node_address(&host, node.index_on_host);
+                let handle = NodeHandle {
+                    name: node.name.clone(),
+                    host: host.name.clone(),
+                    ip: ip.clone(),
+                    port,
+                    index_on_host: node.index_on_host,
+                    pid: None,
+                    data_dir: None,
+                    config_file: None,
+                };
+                let record = NodeRecord {
+                    format: redisha_cluster::identity::RECORD_FORMAT,
+                    cluster_id: cluster_id.clone(),
+                    cluster_name: self.config.cluster_name.clone(),
+                    name: node.name.clone(),
+                    shard: node.shard,
+                    role: node.role,
+                    zone: instance.zone.clone(),
+                    host: host.name.clone(),
+                    address: ip,
+                    index_on_host: node.index_on_host,
+                };
+                out.push((handle, record));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes a node's record on its host's instance (the one state names, else the cluster's
+    /// live instance for the host).
+    pub async fn record_node_tag(
+        &self,
+        node: &NodeHandle,
+        record: &NodeRecord,
+    ) -> Result<(), AwsError> {
+        let id = self.acting_id("record nodes under")?;
+        if record.cluster_id != id {
+            return Err(AwsError::NotOurs {
+                what: format!("node {}", record.name),
+                owner: record.cluster_id.clone(),
+                ours: id.to_string(),
+            });
+        }
+        let prepared = self.prepare(&[], false).await?;
+        let candidates =
+            instances::find_instances(&self.client, &self.scope(&prepared), Some(&node.host))
+                .await?;
+        let named = self.known.lock().await.get(&node.host).cloned();
+        let instance = candidates
+            .iter()
+            .filter(|i| i.is_live() || i.is_stopped())
+            .min_by_key(|i| (Some(&i.instance_id) != named.as_ref(), !i.is_live()))
+            .ok_or_else(|| AwsError::config(
+                "cluster_id",
+                format!("node {}: no instance of host {} carries this cluster's id in its VPC, so its record has nowhere to go", node.name, node.host),
+            ))?;
+        if instance.nodes.contains(&TaggedNode::of_record(record)) {
+            return Ok(());
+        }
+        self.client
+            .create_tags()
+            .resources(&instance.instance_id)
+            .tags(TaggedNode::of_record(record).tag())
+            .send()
+            .await
+            .map_err(crate::error::api("CreateTags"))?;
+        Ok(())
+    }
+
+    /// Writes the cluster record on the cluster's security group, making the group first: at
+    /// create the record must exist before any instance does.
+    pub async fn record_cluster_tags(&self, record: &ClusterRecord) -> Result<(), AwsError> {
+        let prepared = self.prepare(&[], true).await?;
+        let group_id = prepared.group_id.ok_or(AwsError::MissingField {
+            operation: "CreateSecurityGroup",
+            field: "GroupId",
+        })?;
+        self.client
+            .create_tags()
+            .resources(group_id)
+            .set_tags(Some(records::cluster_record_tags(record)))
+            .send()
+            .await
+            .map_err(crate::error::api("CreateTags"))?;
+        Ok(())
+    }
+
+    /// The cluster records in the VPC of the configured subnets: one per cluster group that
+    /// carries an id, whatever its name.
+    pub async fn cluster_records(&self) -> Result<Vec<ClusterRecord>, AwsError> {
+        let prepared = self.prepare(&[], false).await?;
+        let groups: Vec<aws_sdk_ec2::types::SecurityGroup> = self
+            .client
+            .describe_security_groups()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("vpc-id")
+                    .values(&prepared.vpc_id)
+                    .build(),
+            )
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("tag-key")
+                    .values(CLUSTER_ID_TAG)
+                    .build(),
+            )
+            .into_paginator()
+            .items()
+            .send()
+            .collect::<Result<_, _>>()
+            .await
+            .map_err(crate::error::api("DescribeSecurityGroups"))?;
+        Ok(groups
+            .iter()
+            .filter_map(records::cluster_record_of)
+            .collect())
+    }
+
     /// Where the cluster code reaches node `index_on_host` of `host`.
     pub fn node_address(&self, host: &HostHandle, index_on_host: u16) -> (String, u16) {
         match self.config.address_override.get(&host.name) {
@@ -893,10 +1069,12 @@ impl Driver for AwsDriver {
         Ok(())
     }
 
-    /// Claims the cluster's resources for its id (see [`AwsDriver::claim`]). At create nothing
-    /// is in state yet, so nothing is claimed; what the create launches carries the id already.
+    /// Claims the cluster's resources for its id (see [`AwsDriver::claim`]), then writes the
+    /// record on its security group. At create nothing is in state yet, so nothing is claimed;
+    /// what the create launches carries the id already.
     async fn record_cluster(&self, record: &ClusterRecord) -> Result<(), DriverError> {
         let report = self.claim(record).await?;
+        self.record_cluster_tags(record).await?;
         if !report.instances.is_empty() || report.security_group.is_some() {
             tracing::info!(
                 cluster = record.name,
@@ -908,6 +1086,27 @@ impl Driver for AwsDriver {
             );
         }
         Ok(())
+    }
+
+    async fn discover(
+        &self,
+        cluster_id: &str,
+    ) -> Result<Option<Vec<(NodeHandle, NodeRecord)>>, DriverError> {
+        if self.config.cluster_id.as_deref() != Some(cluster_id) {
+            return Err(DriverError::NotOurs {
+                what: format!("cluster {}", self.config.cluster_name),
+                owner: cluster_id.to_string(),
+            });
+        }
+        Ok(Some(self.discover_nodes().await?))
+    }
+
+    async fn record_node(&self, node: &NodeHandle, record: &NodeRecord) -> Result<(), DriverError> {
+        Ok(self.record_node_tag(node, record).await?)
+    }
+
+    async fn find_clusters(&self) -> Result<Vec<ClusterRecord>, DriverError> {
+        Ok(self.cluster_records().await?)
     }
 }
 

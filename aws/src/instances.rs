@@ -10,6 +10,7 @@ use aws_sdk_ec2::types::{
 use sha2::{Digest, Sha256};
 
 use crate::error::{api, AwsError};
+use crate::records::TaggedNode;
 use crate::security_group::tag;
 use crate::settings::AwsDriverConfig;
 use crate::user_data::DATA_DEVICE;
@@ -114,6 +115,8 @@ pub struct ClusterInstance {
     pub security_groups: Vec<String>,
     /// The EBS volumes attached to it (root and data).
     pub volume_ids: Vec<String>,
+    /// The node records in its tags (see `records`).
+    pub nodes: Vec<TaggedNode>,
 }
 
 impl ClusterInstance {
@@ -269,6 +272,11 @@ fn to_cluster_instance(instance: &aws_sdk_ec2::types::Instance) -> Option<Cluste
             .iter()
             .filter_map(|m| m.ebs().and_then(|e| e.volume_id()).map(str::to_string))
             .collect(),
+        nodes: instance
+            .tags()
+            .iter()
+            .filter_map(|t| TaggedNode::parse(t.key()?, t.value()?))
+            .collect(),
     })
 }
 
@@ -282,6 +290,8 @@ pub struct LaunchSpec<'a> {
     pub generation: u32,
     /// Base64 cloud-init document.
     pub user_data: &'a str,
+    /// The nodes the host runs: their records are tagged on the instance from its launch.
+    pub nodes: &'a [TaggedNode],
 }
 
 /// Launches the host's instance (or, on a retry with the same token, returns it).
@@ -295,7 +305,7 @@ pub async fn launch(
     let token = client_token(cluster, cluster_id, spec.host, spec.generation);
     let generation = spec.generation.to_string();
     let name = format!("redisha-{cluster}-{}", spec.host);
-    let tags_for = |resource: ResourceType| {
+    let tags_for = |resource: ResourceType, nodes: &[TaggedNode]| {
         let mut t = TagSpecification::builder()
             .resource_type(resource)
             .tags(tag(CLUSTER_TAG, cluster))
@@ -310,6 +320,9 @@ pub async fn launch(
         for (k, v) in &config.tags {
             t = t.tags(tag(k, v));
         }
+        for node in nodes {
+            t = t.tags(node.tag());
+        }
         t.build()
     };
     let mut request = client
@@ -322,8 +335,8 @@ pub async fn launch(
         .security_group_ids(spec.security_group_id)
         .client_token(&token)
         .user_data(spec.user_data)
-        .tag_specifications(tags_for(ResourceType::Instance))
-        .tag_specifications(tags_for(ResourceType::Volume))
+        .tag_specifications(tags_for(ResourceType::Instance, spec.nodes))
+        .tag_specifications(tags_for(ResourceType::Volume, &[]))
         // IMDSv2 only: the user data script uses tokens, and v1 is a credential-theft path.
         .metadata_options(
             aws_sdk_ec2::types::InstanceMetadataOptionsRequest::builder()

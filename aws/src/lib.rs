@@ -15,6 +15,7 @@ pub mod driver;
 pub mod error;
 pub mod instances;
 mod probe;
+pub mod records;
 pub mod security_group;
 pub mod settings;
 #[cfg(feature = "testing")]

@@ -337,6 +337,7 @@ async fn a_failed_apply_converges_on_the_next_one_without_duplicates() {
             security_group_id: &group,
             generation: 0,
             user_data: "",
+            nodes: &[],
         },
     )
     .await

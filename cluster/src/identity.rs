@@ -2,9 +2,10 @@
 //! node and on the cluster, so that a driver acts only on what carries the id and a provider
 //! that lost Terraform's private state (killed mid-apply) finds its nodes again.
 //!
-//! - `ClusterRecord`: the cluster (local: `<data_dir>/<id>/redisha-cluster.json`). Its
-//!   `status` tells a create that finished from one that was interrupted, and `owner_pid` which
-//!   provider process is working on it, so a second apply never takes over a running one.
+//! - `ClusterRecord`: the cluster (local: `<data_dir>/<id>/redisha-cluster.json`; aws: tags on
+//!   the cluster's security group). Its `status` tells a create that finished from one that was
+//!   interrupted, and its owner (machine, pid, lease) which provider process is working on it,
+//!   so a second apply never takes over a running one, on this machine or another.
 //! - `NodeRecord`: one node (local: `redisha-node.json` in the node's directory), written
 //!   before its process starts.
 
@@ -34,7 +35,23 @@ pub struct ClusterRecord {
     /// The provider process working on the cluster while `Creating`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_pid: Option<u32>,
+    /// The machine that process runs on (see [`this_machine`]): its pid means nothing on
+    /// another machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_machine: Option<String>,
+    /// Unix seconds until which the owner holds the create. The owner renews it while it works
+    /// (see [`CREATE_LEASE`]); from another machine, only a lease run out proves the owner gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<u64>,
 }
+
+/// How long a create's owner holds it without renewing. An apply on another machine resumes
+/// an interrupted create only after this: the owner's pid cannot be checked from there.
+pub const CREATE_LEASE: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// How often a working create renews its lease: several renewals fit in one lease, so a slow
+/// API call does not let it run out.
+pub const LEASE_RENEWAL: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl ClusterRecord {
     pub fn new(cluster_id: &str, name: &str, status: ClusterStatus) -> Self {
@@ -43,14 +60,77 @@ impl ClusterRecord {
             cluster_id: cluster_id.to_string(),
             name: name.to_string(),
             status,
-            owner_pid: (status == ClusterStatus::Creating).then(std::process::id),
+            owner_pid: None,
+            owner_machine: None,
+            lease_until: None,
+        }
+        .owned_now()
+    }
+
+    /// The record with this process as owner and a fresh lease while `Creating` (no owner once
+    /// `Ready`): what a working create writes, and rewrites every [`LEASE_RENEWAL`].
+    pub fn owned_now(mut self) -> Self {
+        let creating = self.status == ClusterStatus::Creating;
+        self.owner_pid = creating.then(std::process::id);
+        self.owner_machine = creating.then(this_machine);
+        self.lease_until = creating.then(|| unix_now() + CREATE_LEASE.as_secs());
+        self
+    }
+
+    /// Whether this process is the create's owner.
+    pub fn is_mine(&self) -> bool {
+        self.owner_pid == Some(std::process::id())
+            && self
+                .owner_machine
+                .as_deref()
+                .is_none_or(|m| m == this_machine())
+    }
+
+    /// An interrupted create: still `Creating` and its owner is proven gone. On the owner's
+    /// machine (or for a record that names none) its process must be gone; from another
+    /// machine its lease must have run out.
+    pub fn is_abandoned_create(&self) -> bool {
+        if self.status != ClusterStatus::Creating {
+            return false;
+        }
+        match self.owner_machine.as_deref() {
+            Some(m) if m != this_machine() => self.lease_until.is_some_and(|t| unix_now() > t),
+            _ => !self.owner_pid.is_some_and(pid_alive),
         }
     }
 
-    /// An interrupted create: still `Creating` and its provider process is gone.
-    pub fn is_abandoned_create(&self) -> bool {
-        self.status == ClusterStatus::Creating && !self.owner_pid.is_some_and(pid_alive)
+    /// Who holds the create, for messages: `pid 123 on machine abc`.
+    pub fn owner(&self) -> String {
+        let pid = self
+            .owner_pid
+            .map_or("an unknown process".to_string(), |p| format!("process {p}"));
+        match &self.owner_machine {
+            Some(m) if *m != this_machine() => format!("{pid} on machine {m}"),
+            _ => format!("{pid} on this machine"),
+        }
     }
+}
+
+/// This machine's identity: systemd's machine id, else the kernel's boot id, else the host
+/// name. Two machines never share the first two; the host name is the last resort.
+pub fn this_machine() -> String {
+    [
+        "/etc/machine-id",
+        "/proc/sys/kernel/random/boot_id",
+        "/proc/sys/kernel/hostname",
+    ]
+    .iter()
+    .filter_map(|p| std::fs::read_to_string(p).ok())
+    .map(|s| s.trim().replace('-', ""))
+    .find(|s| !s.is_empty())
+    .unwrap_or_else(|| "unknown".to_string())
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// What a node carries about itself: enough to rebuild the cluster's state without Terraform.
@@ -124,5 +204,37 @@ mod tests {
         assert!(gone.is_abandoned_create());
         let ready = ClusterRecord::new("0123456789abcdef", "c", ClusterStatus::Ready);
         assert!(!ready.is_abandoned_create());
+        assert_eq!(ready.owner_machine, None);
+    }
+
+    #[test]
+    fn another_machines_create_is_abandoned_only_once_its_lease_ran_out() {
+        let mut theirs = ClusterRecord::new("0123456789abcdef", "c", ClusterStatus::Creating);
+        theirs.owner_machine = Some("someothermachine".into());
+        // Its pid may well be alive here: that proves nothing about another machine.
+        theirs.owner_pid = Some(1);
+        assert!(!theirs.is_abandoned_create(), "a live lease is held");
+        assert!(!theirs.is_mine());
+        theirs.lease_until = Some(unix_now() - 1);
+        assert!(theirs.is_abandoned_create());
+        theirs.lease_until = None;
+        assert!(
+            !theirs.is_abandoned_create(),
+            "no lease: nothing proves it gone"
+        );
+        assert!(theirs.owner().contains("on machine someothermachine"));
+    }
+
+    #[test]
+    fn records_of_older_providers_still_read() {
+        let old: ClusterRecord = serde_json::from_str(
+            r#"{"format":1,"cluster_id":"0123456789abcdef","name":"c","status":"creating","owner_pid":4294967294}"#,
+        )
+        .unwrap();
+        assert_eq!(old.owner_machine, None);
+        assert!(
+            old.is_abandoned_create(),
+            "its pid is checked on this machine"
+        );
     }
 }

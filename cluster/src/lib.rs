@@ -16,6 +16,7 @@ pub mod driver;
 pub mod error;
 pub mod form;
 pub mod identity;
+pub mod lease;
 pub mod local;
 pub mod ops;
 pub mod secret;

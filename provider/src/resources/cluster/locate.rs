@@ -65,11 +65,20 @@ pub fn operator<'a>(
     op
 }
 
-fn data_dir_path(args: &ClusterArgs) -> AttrPath {
+/// Where the driver keeps its clusters' records (in words, and the attribute that chooses it):
+/// a create of a name already there is refused or resumed.
+fn record_place(args: &ClusterArgs) -> (&'static str, AttrPath) {
     match args.driver {
-        DriverArgs::Local(_) => AttrPath::attr("local").then("data_dir"),
-        DriverArgs::Aws(_) => AttrPath::attr("aws"),
+        DriverArgs::Local(_) => ("data_dir", AttrPath::attr("local").then("data_dir")),
+        DriverArgs::Aws(_) => (
+            "VPC (of aws.subnet_ids)",
+            AttrPath::attr("aws").then("subnet_ids"),
+        ),
     }
+}
+
+fn data_dir_path(args: &ClusterArgs) -> AttrPath {
+    record_place(args).1
 }
 
 /// For a create: the interrupted create of this cluster to resume (its record says
@@ -85,13 +94,14 @@ pub async fn resumable_create(
             e.to_string(),
         ))
     })?;
+    let (place, _) = record_place(args);
     let mut resumable = None;
     for record in found.into_iter().filter(|r| r.name == args.name) {
         if record.status == ClusterStatus::Ready {
             return Err(Diagnostic::error(
-                "Another cluster of this name lives in this data_dir",
+                format!("Another cluster of this name lives in this {place}"),
                 format!(
-                    "data_dir already holds a running cluster named {:?} (cluster_id {}), created by another Terraform state or workspace. redisha never adopts or touches it. Fix: give this cluster another name or data_dir, or take that one over with `terraform import` (one of its node addresses).",
+                    "The {place} already holds a running cluster named {:?} (cluster_id {}), created by another Terraform state or workspace. redisha never adopts or touches it. Fix: give this cluster another name or {place}, or take that one over with `terraform import` (one of its node addresses).",
                     record.name, record.cluster_id
                 ),
             )
@@ -102,10 +112,12 @@ pub async fn resumable_create(
             return Err(Diagnostic::error(
                 "This cluster is being created right now",
                 format!(
-                    "Another terraform apply (provider process {}) is creating cluster {:?} (cluster_id {}) in this data_dir. Wait for it to finish; redisha does not run two applies on one cluster.",
-                    record.owner_pid.unwrap_or_default(),
+                    "Another terraform apply (provider {}) is creating cluster {:?} (cluster_id {}) here. Wait for it to finish; redisha does not run two applies on one cluster. An apply killed on another machine is resumed here once its lease (renewed every {}s while it works) has run out, {}s after it stopped.",
+                    record.owner(),
                     record.name,
-                    record.cluster_id
+                    record.cluster_id,
+                    redisha_cluster::identity::LEASE_RENEWAL.as_secs(),
+                    redisha_cluster::identity::CREATE_LEASE.as_secs(),
                 ),
             )
             .at(data_dir_path(args))
@@ -227,13 +239,6 @@ pub async fn existing(
             c.name = args.name.clone();
             (driver.for_cluster(&id, &args.name)?, c)
         }
-        (None, Some(_)) if !matches!(driver, BuiltDriver::Local(_)) => {
-            return Err(Diagnostic::error(
-                "The cluster's private state is missing",
-                "Terraform lost the private state of this resource (a provider killed mid-apply). The aws driver cannot yet find the cluster's nodes without it. Fix: copy the resource's `private` value from the previous state (terraform.tfstate.backup, or your backend's previous version) into the current state, then apply again.",
-            )
-            .into())
-        }
         (None, Some(id)) => {
             info!(cluster = %args.name, cluster_id = %id, "no private state: finding the nodes by the cluster id");
             let mut c = ClusterState::new(driver.driver().kind());
@@ -284,6 +289,13 @@ pub async fn existing(
             }
         }
     };
+    // Every node's record is rewritten on a run that writes: records missing from nodes made
+    // by an older provider (which the driver could not find above) are in place from now on.
+    if write && !state.cluster_id.is_empty() {
+        if let Err(e) = op.record_nodes(&state).await {
+            warn!(cluster = %args.name, error = %e, "cannot record the nodes; the next apply tries again");
+        }
+    }
     drop(op);
     Ok(Located {
         driver,

@@ -390,17 +390,28 @@ impl ClusterResource {
     ) -> Result<String, Diagnostics> {
         // The same placement as the plan (and as a create this one resumes): a fresh plan.
         let planned = place(&located.request, None)?;
+        let options = locate::options(ctx, args.timeouts.create, args.allow_data_loss);
+        let cancel = options.cancel.clone();
         let op = locate::operator(
             &located.driver,
             args,
             args.node_config.password.clone(),
             None,
-            locate::options(ctx, args.timeouts.create, args.allow_data_loss),
+            options,
         );
         info!(cluster = %args.name, cluster_id = %located.state.cluster_id, nodes = planned.placement.nodes.len(), "creating cluster");
-        op.create(&located.request, &planned.placement, &mut located.state)
-            .await
-            .map_err(|e| Diagnostics::from(cluster_error("Creating the cluster failed", e)))?;
+        // The create's record names this process as its owner; its lease is renewed while the
+        // create runs, so an apply elsewhere does not take over a create that is still working.
+        let holding = ClusterRecord::new(
+            &located.state.cluster_id,
+            &args.name,
+            ClusterStatus::Creating,
+        );
+        let created = tokio::select! {
+            created = op.create(&located.request, &planned.placement, &mut located.state) => created,
+            never = redisha_cluster::lease::hold_create(located.driver.driver(), &holding, &cancel) => match never {},
+        };
+        created.map_err(|e| Diagnostics::from(cluster_error("Creating the cluster failed", e)))?;
         let record =
             ClusterRecord::new(&located.state.cluster_id, &args.name, ClusterStatus::Ready);
         located

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::TfDir;
+use common::{crash, TfDir};
 use moto::{instances, Fixture, Moto, ZONES};
 use redisha_cluster::{NodeConfig, Password};
 use serde_json::Value as Json;
@@ -41,15 +41,16 @@ struct Host {
 }
 
 /// The candidates the provider names `<zone>-<n>`: with one node per instance, 6 nodes over 3
-/// zones use exactly two per zone.
-fn hosts() -> Vec<Host> {
+/// zones use exactly two per zone. Stand-in addresses are 127.0.<decade><zone>.<n>: each test
+/// of this file has its own decade, so they run side by side.
+fn hosts(decade: u8) -> Vec<Host> {
     let mut out = Vec::new();
     for (zi, zone) in ZONES.iter().enumerate() {
         for h in 1..=HOSTS_PER_ZONE {
             out.push(Host {
                 name: format!("{zone}-{h}"),
                 zone: zone.to_string(),
-                ip: format!("127.0.9{}.{h}", zi + 1),
+                ip: format!("127.0.{decade}{}.{h}", zi + 1),
             });
         }
     }
@@ -65,7 +66,7 @@ fn free_port(hosts: &[Host]) -> u16 {
                     && TcpListener::bind((h.ip.as_str(), p + 10000)).is_ok()
             })
         })
-        .expect("a free port on the 127.0.9x.y addresses")
+        .expect("a free port on the stand-in addresses")
 }
 
 /// A redis-server standing in for one instance's node, ended by pid on drop.
@@ -283,17 +284,31 @@ fn assert_nodes(nodes: &[Json], when: &str) {
     }
 }
 
-#[test]
-fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
+/// What every scenario of this file starts from: moto with a 3-zone VPC, a stand-in node per
+/// planned host, and a Terraform directory whose provider maps hosts to the stand-ins.
+struct Scenario {
+    rt: tokio::runtime::Runtime,
+    // Dropped after the stand-ins and the Terraform directory (fields drop in order).
+    standins: StandIns,
+    tf: TfDir,
+    client: aws_sdk_ec2::Client,
+    fx: Fixture,
+    hosts: Vec<Host>,
+    port: u16,
+    moto: Moto,
+}
+
+/// `None` (the test is skipped, saying why) without redis-server or moto_server.
+fn scenario(decade: u8) -> Option<Scenario> {
     if Command::new("redis-server")
         .arg("--version")
         .output()
         .is_err()
     {
         eprintln!("SKIPPED: redis-server not installed (apt-get install redis-server)");
-        return;
+        return None;
     }
-    let Some(moto) = Moto::start() else { return };
+    let moto = Moto::start()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -301,7 +316,7 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
     let client = rt.block_on(moto.client());
     let fx = rt.block_on(Fixture::create(&client, &ZONES));
 
-    let hosts = hosts();
+    let hosts = hosts(decade);
     let port = free_port(&hosts);
     let standins: StandIns = Arc::new(Mutex::new(
         hosts
@@ -324,6 +339,33 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
         ("AWS_CONFIG_FILE".into(), no_file.clone()),
         ("AWS_SHARED_CREDENTIALS_FILE".into(), no_file),
     ];
+    Some(Scenario {
+        rt,
+        standins,
+        tf,
+        client,
+        fx,
+        hosts,
+        port,
+        moto,
+    })
+}
+
+#[test]
+fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
+    let Some(Scenario {
+        rt,
+        standins,
+        tf,
+        client,
+        fx,
+        hosts,
+        port,
+        moto,
+    }) = scenario(9)
+    else {
+        return;
+    };
 
     // Create.
     run(&tf, &["apply", "-auto-approve", "-no-color"]).assert_success("terraform apply (create)");
@@ -597,4 +639,133 @@ async fn cluster_groups(
         .send()
         .await
         .expect("DescribeSecurityGroups")
+}
+
+/// Live instance ids of the cluster, sorted.
+fn live_ids(rt: &tokio::runtime::Runtime, client: &aws_sdk_ec2::Client) -> Vec<String> {
+    let mut ids: Vec<String> = rt
+        .block_on(instances(client, CLUSTER))
+        .into_iter()
+        .filter(|i| i.is_live())
+        .map(|i| i.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// The provider killed mid-create on aws, and later Terraform's private state lost: neither
+/// leaves anything behind or launches anything twice. The next plan says the create resumes,
+/// the apply finishes it with the instances already launched (found by the cluster id on
+/// them, recorded before the kill), and with the private state gone the cluster is found again
+/// from its id alone (nodes recorded on their instances) and plans no change.
+#[test]
+fn aws_create_killed_midway_resumes_and_lost_private_state_is_rebuilt() {
+    let Some(sc) = scenario(8) else {
+        return;
+    };
+    let (rt, client, tf) = (&sc.rt, &sc.client, &sc.tf);
+
+    let mut cmd = tf.command(&["apply", "-auto-approve", "-no-color"]);
+    let log = tf.path().join("provider-killed.log");
+    cmd.env("TF_LOG_PROVIDER", "debug").env("TF_LOG_PATH", &log);
+    let killed = crash::run_killed_at(cmd, &log, crash::Kill::at("create.hosts_provisioned", 1));
+    assert!(
+        !killed.output.all().contains(PASSWORD),
+        "the password appeared in the killed apply's output"
+    );
+    let launched = live_ids(rt, client);
+    assert_eq!(
+        launched.len(),
+        6,
+        "every host's instance was launched before the kill"
+    );
+    let group = rt.block_on(cluster_groups(client));
+    let group = group
+        .security_groups()
+        .first()
+        .expect("the cluster's security group exists from the start of the create");
+    let tag = |key: &str| {
+        group
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(key))
+            .and_then(|t| t.value())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(tag("redisha:status"), "creating", "{group:?}");
+    let cluster_id = tag("redisha:cluster-id");
+    assert_eq!(cluster_id.len(), 16, "{group:?}");
+
+    let plan = run(tf, &["plan", "-no-color"]);
+    plan.assert_success("terraform plan after the killed create");
+    assert!(
+        plan.all().contains("Resuming an interrupted create"),
+        "the plan says the create resumes:\n{}",
+        plan.all()
+    );
+    run(tf, &["apply", "-auto-approve", "-no-color"]).assert_success("apply resumes the create");
+    assert_eq!(
+        live_ids(rt, client),
+        launched,
+        "the resumed create used the instances already launched: none twice, none terminated"
+    );
+    let outputs = tf.output_json();
+    let state = tf.run(&["state", "show", "-no-color", "redisha_cluster.shop"]);
+    assert!(
+        state.stdout.contains(&cluster_id),
+        "the resumed cluster keeps the id its instances carry ({cluster_id}):\n{}",
+        state.stdout
+    );
+    assert_cluster_ok(&sc.hosts, sc.port, "after the resumed create");
+    assert_nodes(
+        outputs["nodes"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default(),
+        "after the resumed create",
+    );
+    let group = rt.block_on(cluster_groups(client));
+    let ready = group.security_groups().first().is_some_and(|g| {
+        g.tags()
+            .iter()
+            .any(|t| t.key() == Some("redisha:status") && t.value() == Some("ready"))
+    });
+    assert!(
+        ready,
+        "the finished create says so on its record: {group:?}"
+    );
+
+    // Terraform loses the private state (a provider killed mid-update, a restored state file).
+    assert!(
+        crash::drop_private_state(tf.path()),
+        "there was private state to lose"
+    );
+    let plan = run(tf, &["plan", "-no-color", "-detailed-exitcode"]);
+    assert_eq!(
+        plan.code,
+        Some(0),
+        "found again from its id alone, the cluster plans no change:\n{}",
+        plan.all()
+    );
+    run(tf, &["apply", "-auto-approve", "-no-color"]).assert_success("apply without private state");
+    assert_eq!(
+        live_ids(rt, client),
+        launched,
+        "nothing launched or terminated"
+    );
+    assert_nodes(&nodes(tf), "after the apply without private state");
+
+    run(tf, &["destroy", "-auto-approve", "-no-color"]).assert_success("terraform destroy");
+    assert_eq!(
+        live_ids(rt, client),
+        Vec::<String>::new(),
+        "every instance terminated"
+    );
+    assert!(
+        rt.block_on(cluster_groups(client))
+            .security_groups()
+            .is_empty(),
+        "the security group (and the record on it) is deleted"
+    );
 }

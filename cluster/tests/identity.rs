@@ -205,3 +205,61 @@ async fn recover_rebuilds_a_lost_state_from_the_node_records() {
         .expect("recover");
     assert!(other.nodes.is_empty());
 }
+
+/// A create holds its record while it runs: the lease is renewed (so an apply on another
+/// machine does not take over a create that is still working), and when another owner shows up
+/// on the record (this one was frozen longer than its lease) the create is cancelled at its
+/// next checkpoint instead of working beside the new owner. Time is tokio's paused clock.
+#[tokio::test(start_paused = true)]
+async fn a_running_create_renews_its_lease_and_yields_to_a_new_owner() {
+    use redisha_cluster::identity::{unix_now, LEASE_RENEWAL};
+    use redisha_cluster::lease::hold_create;
+    use redisha_cluster::Cancel;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = driver(dir.path(), 41, ALPHA, "alpha");
+    let mut record = ClusterRecord::new(ALPHA, "alpha", ClusterStatus::Creating);
+    // As if written long ago: the lease has run out.
+    record.lease_until = Some(0);
+    d.record_cluster(&record).await.expect("record");
+    let read = |d: LocalDriver| async move {
+        d.find_clusters()
+            .await
+            .expect("find")
+            .into_iter()
+            .find(|r| r.cluster_id == ALPHA)
+            .expect("the record")
+    };
+
+    let cancel = Cancel::default();
+    tokio::select! {
+        never = hold_create(&d, &record, &cancel) => match never {},
+        () = tokio::time::sleep(LEASE_RENEWAL + LEASE_RENEWAL / 2) => {}
+    }
+    let renewed = read(d.clone()).await;
+    assert!(renewed.is_mine());
+    assert!(
+        renewed.lease_until.is_some_and(|t| t > unix_now()),
+        "the lease was renewed: {renewed:?}"
+    );
+    assert!(!cancel.is_cancelled());
+
+    // Another machine took the create over.
+    let mut theirs = renewed.clone();
+    theirs.owner_machine = Some("another-machine".into());
+    theirs.owner_pid = Some(4242);
+    d.record_cluster(&theirs).await.expect("record");
+    tokio::select! {
+        never = hold_create(&d, &record, &cancel) => match never {},
+        () = tokio::time::sleep(LEASE_RENEWAL * 3) => {}
+    }
+    assert!(
+        cancel.is_cancelled(),
+        "the create stops at its next checkpoint"
+    );
+    assert_eq!(
+        read(d).await,
+        theirs,
+        "the new owner's record is left as it is"
+    );
+}

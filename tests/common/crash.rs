@@ -219,6 +219,134 @@ pub struct Killed {
     pub later_checkpoints: Vec<String>,
 }
 
+/// Runs `cmd` (a `terraform apply` whose provider logs at debug level to `log`, see
+/// `TF_LOG_PROVIDER`/`TF_LOG_PATH`) and SIGKILLs its provider at `kill`. Fails the test when the
+/// checkpoint never shows up (the apply finished first) or Terraform did not fail.
+#[track_caller]
+pub fn run_killed_at(mut cmd: std::process::Command, log: &Path, kill: Kill) -> Killed {
+    let log = log.to_path_buf();
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn terraform");
+    let stdout = drain(child.stdout.take().expect("stdout pipe"));
+    let stderr = drain(child.stderr.take().expect("stderr pipe"));
+    let terraform = child.id();
+
+    let mut tail = LogTail::new(log.clone());
+    let mut seen = 0usize;
+    let mut provider_pids = Vec::new();
+    // One attempt only: a provider Terraform starts later is not the one at the checkpoint.
+    let mut attempted = false;
+    let deadline = Instant::now() + TF_TIMEOUT;
+    let status = loop {
+        if !attempted {
+            seen += tail.count_new(kill.checkpoint);
+            if seen >= kill.nth {
+                attempted = true;
+                // The pid Terraform logged when it started the provider saves walking all
+                // of /proc while the provider runs on; the walk is the fallback.
+                provider_pids = tail
+                    .started_pids
+                    .iter()
+                    .rev()
+                    .copied()
+                    .filter(|&pid| is_provider(pid) && is_descendant(pid, terraform))
+                    .take(1)
+                    .collect();
+                if provider_pids.is_empty() {
+                    provider_pids = provider_pids_under(terraform);
+                }
+                // Only a delivered signal counts: a provider gone by now was not killed.
+                provider_pids.retain(|&pid| sigkill(pid));
+            }
+        }
+        if let Some(status) = child.try_wait().expect("wait for terraform") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        // Tight: every millisecond is the provider running past the checkpoint.
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let output = TfOutput {
+        code: status.and_then(|s| s.code()),
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    };
+    assert!(
+        status.is_some(),
+        "terraform apply timed out after {TF_TIMEOUT:?}:\n{}",
+        output.all()
+    );
+    let lines = std::fs::read_to_string(&log).unwrap_or_default();
+    let all_checkpoints = checkpoints_in(&lines);
+    assert!(
+        attempted,
+        "the provider was never killed: checkpoint {} #{} did not appear (seen {seen} times) before terraform exited with {:?}; checkpoints logged: {all_checkpoints:?}\n{}",
+        kill.checkpoint,
+        kill.nth,
+        output.code,
+        output.all()
+    );
+    assert!(
+        !provider_pids.is_empty(),
+        "checkpoint {} #{} appeared but no provider process was left to kill (the apply ended first?); terraform exited with {:?}\n{}",
+        kill.checkpoint,
+        kill.nth,
+        output.code,
+        output.all()
+    );
+    assert!(
+        !output.success(),
+        "terraform apply succeeded although its provider (pid {provider_pids:?}) was killed at {} #{}:\n{}",
+        kill.checkpoint,
+        kill.nth,
+        output.all()
+    );
+    let later_checkpoints = after_nth(&all_checkpoints, kill);
+    Killed {
+        output,
+        provider_pids,
+        later_checkpoints,
+    }
+}
+
+/// Removes every redisha_cluster resource's private state (the driver's handles) from
+/// `dir`/terraform.tfstate, as a hand-edited or restored state file would be, and bumps
+/// `serial`. Returns whether there was any.
+#[track_caller]
+pub fn drop_private_state(dir: &Path) -> bool {
+    let path = dir.join("terraform.tfstate");
+    let text = std::fs::read_to_string(&path).expect("terraform.tfstate");
+    let mut state: Json = serde_json::from_str(&text).expect("terraform.tfstate is JSON");
+    let mut dropped = 0;
+    for resource in state["resources"].as_array_mut().into_iter().flatten() {
+        if resource["type"] != "redisha_cluster" {
+            continue;
+        }
+        for instance in resource["instances"].as_array_mut().into_iter().flatten() {
+            if let Some(obj) = instance.as_object_mut() {
+                dropped += usize::from(obj.remove("private").is_some());
+            }
+        }
+    }
+    if dropped == 0 {
+        return false;
+    }
+    let serial = state["serial"].as_u64().expect("serial");
+    state["serial"] = Json::from(serial + 1);
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&state).expect("state JSON"),
+    )
+    .expect("write terraform.tfstate");
+    true
+}
+
 /// One node as the resource's `nodes` output reports it.
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -434,98 +562,12 @@ impl Cluster {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut cmd = self.tf.command(&args);
         let log = self.log_provider(&mut cmd);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn terraform");
-        let stdout = drain(child.stdout.take().expect("stdout pipe"));
-        let stderr = drain(child.stderr.take().expect("stderr pipe"));
-        let terraform = child.id();
-
-        let mut tail = LogTail::new(log.clone());
-        let mut seen = 0usize;
-        let mut provider_pids = Vec::new();
-        // One attempt only: a provider Terraform starts later is not the one at the checkpoint.
-        let mut attempted = false;
-        let deadline = Instant::now() + TF_TIMEOUT;
-        let status = loop {
-            if !attempted {
-                seen += tail.count_new(kill.checkpoint);
-                if seen >= kill.nth {
-                    attempted = true;
-                    // The pid Terraform logged when it started the provider saves walking all
-                    // of /proc while the provider runs on; the walk is the fallback.
-                    provider_pids = tail
-                        .started_pids
-                        .iter()
-                        .rev()
-                        .copied()
-                        .filter(|&pid| is_provider(pid) && is_descendant(pid, terraform))
-                        .take(1)
-                        .collect();
-                    if provider_pids.is_empty() {
-                        provider_pids = provider_pids_under(terraform);
-                    }
-                    // Only a delivered signal counts: a provider gone by now was not killed.
-                    provider_pids.retain(|&pid| sigkill(pid));
-                }
-            }
-            if let Some(status) = child.try_wait().expect("wait for terraform") {
-                break Some(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            // Tight: every millisecond is the provider running past the checkpoint.
-            std::thread::sleep(Duration::from_millis(1));
-        };
-        let output = TfOutput {
-            code: status.and_then(|s| s.code()),
-            stdout: stdout.join().unwrap_or_default(),
-            stderr: stderr.join().unwrap_or_default(),
-        };
-        assert!(
-            status.is_some(),
-            "terraform apply timed out after {TF_TIMEOUT:?}:\n{}",
-            output.all()
-        );
-        let lines = std::fs::read_to_string(&log).unwrap_or_default();
-        let all_checkpoints = checkpoints_in(&lines);
-        assert!(
-            attempted,
-            "the provider was never killed: checkpoint {} #{} did not appear (seen {seen} times) before terraform exited with {:?}; checkpoints logged: {all_checkpoints:?}\n{}",
-            kill.checkpoint,
-            kill.nth,
-            output.code,
-            output.all()
-        );
-        assert!(
-            !provider_pids.is_empty(),
-            "checkpoint {} #{} appeared but no provider process was left to kill (the apply ended first?); terraform exited with {:?}\n{}",
-            kill.checkpoint,
-            kill.nth,
-            output.code,
-            output.all()
-        );
-        assert!(
-            !output.success(),
-            "terraform apply succeeded although its provider (pid {provider_pids:?}) was killed at {} #{}:\n{}",
-            kill.checkpoint,
-            kill.nth,
-            output.all()
-        );
-        let later_checkpoints = after_nth(&all_checkpoints, kill);
+        let killed = run_killed_at(cmd, &log, kill);
         self.stage(&format!(
-            "provider {provider_pids:?} killed at {} #{}; checkpoints it logged after that: {later_checkpoints:?}",
-            kill.checkpoint, kill.nth
+            "provider {:?} killed at {} #{}; checkpoints it logged after that: {:?}",
+            killed.provider_pids, kill.checkpoint, kill.nth, killed.later_checkpoints
         ));
-        Killed {
-            output,
-            provider_pids,
-            later_checkpoints,
-        }
+        killed
     }
 
     /// Logs what a kill left (not asserted: how far the provider got depends on the kill's
@@ -599,38 +641,17 @@ impl Cluster {
             .any(|i| i.get("private").is_some())
     }
 
-    /// Removes the cluster resource's private state (the driver's handles) from
-    /// terraform.tfstate, as a hand-edited or restored state file would be, and bumps `serial`.
-    /// Returns whether there was any.
+    /// Removes the cluster resource's private state from terraform.tfstate (see
+    /// [`drop_private_state`]). Returns whether there was any.
     #[track_caller]
     pub fn drop_private_state(&self) -> bool {
-        let path = self.tf.path().join("terraform.tfstate");
-        let text = std::fs::read_to_string(&path).expect("terraform.tfstate");
-        let mut state: Json = serde_json::from_str(&text).expect("terraform.tfstate is JSON");
-        let mut dropped = 0;
-        for resource in state["resources"].as_array_mut().into_iter().flatten() {
-            if resource["type"] != "redisha_cluster" {
-                continue;
-            }
-            for instance in resource["instances"].as_array_mut().into_iter().flatten() {
-                if let Some(obj) = instance.as_object_mut() {
-                    dropped += usize::from(obj.remove("private").is_some());
-                }
-            }
-        }
-        if dropped == 0 {
-            self.stage("no private state in terraform.tfstate to drop");
-            return false;
-        }
-        let serial = state["serial"].as_u64().expect("serial");
-        state["serial"] = Json::from(serial + 1);
-        std::fs::write(
-            &path,
-            serde_json::to_string_pretty(&state).expect("state JSON"),
-        )
-        .expect("write terraform.tfstate");
-        self.stage("private state dropped from terraform.tfstate");
-        true
+        let dropped = drop_private_state(self.tf.path());
+        self.stage(if dropped {
+            "private state dropped from terraform.tfstate"
+        } else {
+            "no private state in terraform.tfstate to drop"
+        });
+        dropped
     }
 
     pub fn nodes(&self) -> Vec<Node> {

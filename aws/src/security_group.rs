@@ -1,5 +1,7 @@
-//! The cluster's security group: the Redis client ports and the cluster bus ports, open only
-//! to the group itself (the cluster's instances) and to `aws.allowed_cidrs`.
+//! The cluster's security group: the Redis client ports, open to the group itself (the
+//! cluster's instances) and to `aws.allowed_cidrs`, and the cluster bus ports, open to the group
+//! alone. The bus has no authentication: whoever reaches it can forge gossip and take slots, and
+//! only nodes ever need it (the provider and clients speak to the client ports).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -42,24 +44,27 @@ pub struct Rule {
     pub source: Source,
 }
 
-/// The rules a cluster needs: ports 6379..6379+max_nodes and the bus ports 10000 above, for
-/// the group itself and each allowed CIDR.
+/// The rules a cluster needs: ports 6379..6379+max_nodes for the group itself and each
+/// allowed CIDR, and their bus ports (10000 above) for the group itself only.
 pub fn desired_rules(group_id: &str, allowed_cidrs: &[String], max_nodes: u16) -> BTreeSet<Rule> {
     let first = i32::from(REDIS_BASE_PORT);
     let last = first + i32::from(max_nodes.max(1)) - 1;
     let bus = i32::from(CLUSTER_BUS_OFFSET);
-    let mut sources = vec![Source::Group(group_id.to_string())];
-    sources.extend(allowed_cidrs.iter().cloned().map(Source::Cidr));
-    let mut rules = BTreeSet::new();
-    for source in sources {
-        for (from, to) in [(first, last), (first + bus, last + bus)] {
-            rules.insert(Rule {
-                from,
-                to,
-                source: source.clone(),
-            });
-        }
-    }
+    let group = Source::Group(group_id.to_string());
+    let clients =
+        std::iter::once(group.clone()).chain(allowed_cidrs.iter().cloned().map(Source::Cidr));
+    let mut rules: BTreeSet<Rule> = clients
+        .map(|source| Rule {
+            from: first,
+            to: last,
+            source,
+        })
+        .collect();
+    rules.insert(Rule {
+        from: first + bus,
+        to: last + bus,
+        source: group,
+    });
     rules
 }
 
@@ -395,18 +400,17 @@ mod tests {
     }
 
     #[test]
-    fn rules_cover_node_and_bus_ranges_for_group_and_cidrs() {
-        let rules = desired_rules("sg-1", &["10.1.0.0/16".into()], 3);
-        assert_eq!(rules.len(), 4);
-        assert!(rules.contains(&Rule {
-            from: 6379,
-            to: 6381,
-            source: Source::Group("sg-1".into())
-        }));
-        assert!(rules.contains(&Rule {
-            from: 16379,
-            to: 16381,
-            source: Source::Cidr("10.1.0.0/16".into())
-        }));
+    fn client_ports_go_to_group_and_cidrs_bus_ports_to_the_group_alone() {
+        let rules = desired_rules("sg-1", &["10.1.0.0/16".into(), "10.2.0.0/16".into()], 3);
+        let rule = |from, to, source: Source| Rule { from, to, source };
+        let expected: BTreeSet<Rule> = [
+            rule(6379, 6381, Source::Group("sg-1".into())),
+            rule(6379, 6381, Source::Cidr("10.1.0.0/16".into())),
+            rule(6379, 6381, Source::Cidr("10.2.0.0/16".into())),
+            rule(16379, 16381, Source::Group("sg-1".into())),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(rules, expected);
     }
 }

@@ -123,7 +123,8 @@ async fn apply_creates_planned_instances_with_tags_rules_user_data_and_volumes()
     assert_eq!(tag("Name").as_deref(), Some("redisha-shop-shop-a-0"));
     assert_eq!(handle.address, instance.private_ip_address().unwrap());
 
-    // Security group: node ports and bus ports, from the group itself and the allowed CIDR.
+    // Security group: node ports from the group itself and the allowed CIDR; bus ports (no
+    // authentication on the bus) from the group alone.
     let group_id = instance.security_groups()[0]
         .group_id()
         .unwrap()
@@ -155,7 +156,6 @@ async fn apply_creates_planned_instances_with_tags_rules_user_data_and_volumes()
         vec![
             (Some(6379), Some(6380), "10.9.0.0/16".to_string()),
             (Some(6379), Some(6380), group_id.clone()),
-            (Some(16379), Some(16380), "10.9.0.0/16".to_string()),
             (Some(16379), Some(16380), group_id.clone()),
         ]
     );
@@ -394,4 +394,64 @@ async fn destroy_leaves_no_instance_and_no_group() {
     let again = driver.destroy().await.unwrap();
     assert!(again.terminated.is_empty());
     assert!(!again.security_group_deleted);
+}
+
+/// The cluster bus has no authentication: an older redisha opened it to `allowed_cidrs` like
+/// the client ports. The next apply closes it to everything but the cluster's own group, and
+/// leaves the client ports open to the CIDR.
+#[tokio::test]
+async fn a_bus_open_to_client_networks_is_closed_by_the_next_apply() {
+    let moto = moto_or_skip!();
+    let client = moto.client().await;
+    let fx = Fixture::create(&client, &SUBNET_ZONES).await;
+    let mut config = fx.config("bus");
+    config.allowed_cidrs = vec!["10.9.0.0/16".into()];
+    let plans = vec![host("bus-a-0", "us-east-1a", 0, 0, 1)];
+    let first = AwsDriver::with_client(client.clone(), config.clone()).unwrap();
+    let report = first.ensure_hosts(&plans, &password_config()).await;
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let group_id = report.ready[0].extra["security_group_id"].clone();
+    client
+        .authorize_security_group_ingress()
+        .group_id(&group_id)
+        .ip_permissions(
+            aws_sdk_ec2::types::IpPermission::builder()
+                .ip_protocol("tcp")
+                .from_port(16379)
+                .to_port(16379)
+                .ip_ranges(
+                    aws_sdk_ec2::types::IpRange::builder()
+                        .cidr_ip("10.9.0.0/16")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("AuthorizeSecurityGroupIngress");
+
+    let next = AwsDriver::with_client(client.clone(), config).unwrap();
+    let report = next.ensure_hosts(&plans, &password_config()).await;
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    let groups = client
+        .describe_security_groups()
+        .group_ids(&group_id)
+        .send()
+        .await
+        .unwrap();
+    let open_to_cidr: Vec<i32> = groups.security_groups()[0]
+        .ip_permissions()
+        .iter()
+        .filter(|p| {
+            p.ip_ranges()
+                .iter()
+                .any(|r| r.cidr_ip() == Some("10.9.0.0/16"))
+        })
+        .filter_map(|p| p.from_port())
+        .collect();
+    assert_eq!(
+        open_to_cidr,
+        vec![6379],
+        "only the client port stays open to the CIDR"
+    );
 }

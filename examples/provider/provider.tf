@@ -7,39 +7,8 @@ terraform {
   }
 }
 
-provider "redisha" {}
-
-data "redisha_placement" "plan" {
-  shards         = 3
-  replicas       = 1
-  node_memory_mb = 1024
-
-  zone {
-    name = "eu-west-1a"
-    host {
-      name      = "a1"
-      memory_mb = 4096
-      max_nodes = 2
-    }
-  }
-  zone {
-    name = "eu-west-1b"
-    host {
-      name      = "b1"
-      memory_mb = 4096
-      max_nodes = 2
-    }
-  }
-  zone {
-    name = "eu-west-1c"
-    host {
-      name      = "c1"
-      memory_mb = 4096
-      max_nodes = 2
-    }
-  }
-}
-
-output "report" {
-  value = data.redisha_placement.plan.report
+# Nothing to set for the local driver and the planner data sources; the aws driver needs a
+# region (here or in AWS_REGION).
+provider "redisha" {
+  region = "eu-west-1"
 }

@@ -1,24 +1,27 @@
+variable "password" {
+  type      = string
+  sensitive = true
+}
+
+# Three zones of two hosts each, on this machine: the local driver.
 resource "redisha_cluster" "demo" {
   name           = "demo"
   shards         = 3
   replicas       = 1
   node_memory_mb = 256
-  spread         = "zone"
   password       = var.password
 
   dynamic "zone" {
-    for_each = ["zone-a", "zone-b", "zone-c"]
+    for_each = toset(["zone-a", "zone-b", "zone-c"])
     content {
-      name = zone.value
-      host {
-        name      = "${zone.value}-1"
-        memory_mb = 1024
-        max_nodes = 2
-      }
-      host {
-        name      = "${zone.value}-2"
-        memory_mb = 1024
-        max_nodes = 2
+      name = zone.key
+      dynamic "host" {
+        for_each = toset(["1", "2"])
+        content {
+          name      = "${zone.key}-${host.key}"
+          memory_mb = 1024
+          max_nodes = 2
+        }
       }
     }
   }

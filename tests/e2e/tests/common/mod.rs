@@ -3,7 +3,8 @@
 //!
 //! - `provider_binary()` builds `terraform-provider-redisha` once per test process (cargo is a
 //!   no-op when it is up to date) and returns `target/<profile>/terraform-provider-redisha`,
-//!   next to the test executable. `REDISHA_SKIP_PROVIDER_BUILD=1` skips the build.
+//!   next to the test executable. `REDISHA_SKIP_PROVIDER_BUILD=1` skips the build (scripts/test
+//!   sets it: its workspace build made the binary, with the `test-address-map` feature).
 //! - `TfDir::dev(main_tf)` is a temp working dir with the config and a dev_overrides CLI config;
 //!   `TfDir::mirror(main_tf)` uses a filesystem_mirror instead, so `terraform init` runs offline.
 //! - `run(args)` runs scripts/terraform there with a timeout; `output_json()` parses
@@ -23,8 +24,9 @@ use std::time::{Duration, Instant};
 /// One Terraform command may take this long before the test fails (and the process is killed).
 pub const TF_TIMEOUT: Duration = Duration::from_secs(180);
 
+/// The repository root (scripts/, examples/, .venv): two levels above this crate, `tests/e2e/`.
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// `target/<profile>`: the directory above `deps/` that holds this test executable.
@@ -47,10 +49,14 @@ pub fn provider_binary() -> PathBuf {
                     .map(str::to_string)
                     .unwrap_or_else(|| "debug".into());
                 let mut cmd = Command::new(cargo);
+                // The feature the workspace build gets from this crate's dependency on the
+                // provider: tests/aws_e2e.rs needs the address map.
                 cmd.current_dir(workspace_root()).args([
                     "build",
                     "-p",
                     "terraform-provider-redisha",
+                    "--features",
+                    "test-address-map",
                 ]);
                 if profile != "debug" {
                     cmd.args(["--profile", &profile]);
@@ -58,7 +64,7 @@ pub fn provider_binary() -> PathBuf {
                 let status = cmd.status().expect("run cargo build");
                 assert!(
                     status.success(),
-                    "cargo build -p terraform-provider-redisha failed"
+                    "cargo build -p terraform-provider-redisha --features test-address-map failed"
                 );
             }
             assert!(

@@ -1,0 +1,3 @@
+# HOST:PORT of any node of the running cluster; its password, if it has one, in REDISHA_PASSWORD.
+export REDISHA_PASSWORD="$TF_VAR_password"
+terraform import redisha_cluster.demo 127.0.1.1:7000

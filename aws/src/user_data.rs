@@ -57,6 +57,7 @@ pub fn render(input: &UserDataInput<'_>) -> String {
         script.push_str(MOUNT);
     }
     let _ = writeln!(script, "BUS_OFFSET={CLUSTER_BUS_OFFSET}");
+    let _ = writeln!(script, "REJOIN_DELAY={}", rejoin_delay_secs(input.config));
     script.push_str(CONFIGURE);
 
     let mut doc = String::new();
@@ -83,6 +84,15 @@ pub fn render(input: &UserDataInput<'_>) -> String {
     doc.push_str("runcmd:\n");
     doc.push_str("  - [/usr/local/sbin/redisha-setup]\n");
     doc
+}
+
+/// How long a node that was part of the cluster waits before it starts again (after a reboot):
+/// twice the cluster-node-timeout plus a margin, so that when it was a master its replica has
+/// been promoted by then and it rejoins as a replica of it (the newer config epoch wins), instead
+/// of coming back as master with its last snapshot and handing that stale data to its replicas.
+pub fn rejoin_delay_secs(config: &NodeConfig) -> u64 {
+    let timeout_ms: u64 = config.node_timeout_ms().parse().unwrap_or(5000);
+    (2 * timeout_ms).div_ceil(1000) + 5
 }
 
 /// The user data as RunInstances takes it (base64).
@@ -139,8 +149,13 @@ Wants=network-online.target
 [Service]
 User=redis
 Group=redis
+# A node that was part of the cluster (it has a nodes.conf) waits until its replica must have
+# taken over before it starts from its last snapshot: it then rejoins as that replica's replica.
+ExecStartPre=/bin/sh -c 'if [ -s /var/lib/redisha/node-%i/nodes.conf ]; then sleep $REJOIN_DELAY; fi'
 ExecStart=$REDIS_BIN /etc/redisha/node-%i.conf
-Restart=on-failure
+# Never restarted on failure: a master restarted within the node timeout comes back as master
+# with stale data. Its replica takes over; the next apply repairs the node.
+Restart=no
 LimitNOFILE=65535
 
 [Install]
@@ -233,5 +248,55 @@ mod tests {
         assert!(files.contains("cluster-enabled yes"));
         assert!(files.contains("mkfs.ext4"));
         assert!(encode(&doc).len() < MAX_USER_DATA * 2);
+    }
+
+    fn script_of(config: &NodeConfig) -> String {
+        let host = host();
+        let doc = render(&UserDataInput {
+            cluster: "shop",
+            host: &host,
+            config,
+            data_volume: true,
+            redis_package: "redis-server",
+        });
+        decode_b64_lines(&doc)
+            .split("#!/bin/sh")
+            .nth(1)
+            .map(|s| format!("#!/bin/sh{s}"))
+            .expect("the setup script")
+    }
+
+    #[test]
+    fn nodes_never_restart_into_a_stale_snapshot() {
+        let script = script_of(&NodeConfig::default());
+        assert!(script.contains("Restart=no"), "{script}");
+        assert!(!script.contains("Restart=on-failure"));
+        // redisha's default node timeout is 5 s: 2 x 5 s + 5 s.
+        assert!(script.contains("REJOIN_DELAY=15\n"), "{script}");
+        assert!(script.contains("nodes.conf ]; then sleep $REJOIN_DELAY"));
+        let slow = NodeConfig {
+            redis_config: [("cluster-node-timeout".to_string(), "15001".to_string())].into(),
+            ..Default::default()
+        };
+        assert_eq!(rejoin_delay_secs(&slow), 36);
+    }
+
+    /// The setup script is valid POSIX shell (parsed by `sh -n`, without running it).
+    #[test]
+    fn the_setup_script_parses() {
+        let script = script_of(&NodeConfig::default());
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("redisha-setup");
+        std::fs::write(&path, &script).expect("write");
+        let out = std::process::Command::new("sh")
+            .arg("-n")
+            .arg(&path)
+            .output()
+            .expect("sh");
+        assert!(
+            out.status.success(),
+            "sh -n: {}\n{script}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use redisha_aws::{AwsError, Topology};
 
-use crate::diagnostics::{AttrPath, Diagnostic, Diagnostics};
-use crate::framework::{Context, DataSource};
+use crate::tfplugin::diagnostics::{AttrPath, Diagnostic, Diagnostics};
+use crate::tfplugin::framework::{Context, RawDataSource};
 use crate::provider_config::aws_settings;
-use crate::schema::{Attribute, Block, Schema};
-use crate::types::Type;
-use crate::value::Value;
+use crate::tfplugin::schema::{Attribute, Block, Schema};
+use crate::tfplugin::types::Type;
+use crate::tfplugin::value::Value;
 
 pub struct AwsTopologyDataSource;
 
@@ -118,7 +118,7 @@ fn aws_error(e: AwsError) -> Diagnostic {
 }
 
 #[async_trait]
-impl DataSource for AwsTopologyDataSource {
+impl RawDataSource for AwsTopologyDataSource {
     fn type_name(&self) -> &'static str {
         TYPE_NAME
     }

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use redisha_cluster::{Options, Password};
 
-use crate::diagnostics::{AttrPath, Diagnostic, Diagnostics};
-use crate::framework::{Context, DataSource};
-use crate::schema::{Attribute, Block, Schema};
-use crate::types::Type;
-use crate::value::Value;
+use crate::tfplugin::diagnostics::{AttrPath, Diagnostic, Diagnostics};
+use crate::tfplugin::framework::{Context, RawDataSource};
+use crate::tfplugin::schema::{Attribute, Block, Schema};
+use crate::tfplugin::types::Type;
+use crate::tfplugin::value::Value;
 
 pub struct ClusterHealthDataSource;
 
@@ -81,7 +81,7 @@ fn opt_str(v: Option<String>) -> Value {
 }
 
 #[async_trait]
-impl DataSource for ClusterHealthDataSource {
+impl RawDataSource for ClusterHealthDataSource {
     fn type_name(&self) -> &'static str {
         TYPE_NAME
     }

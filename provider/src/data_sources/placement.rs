@@ -8,12 +8,12 @@ use async_trait::async_trait;
 use redisha_planner as planner;
 use redisha_planner::{ClusterSpec, HostSpec, PartitionSpec, Placement, Request, Spread, ZoneSpec};
 
-use crate::attrs::{self, Field};
-use crate::diagnostics::{AttrPath, Diagnostic, Diagnostics};
-use crate::framework::{Context, DataSource};
-use crate::schema::{Attribute, Block, NestedBlock, Schema};
-use crate::types::Type;
-use crate::value::Value;
+use crate::tfplugin::attrs::{self, Field};
+use crate::tfplugin::diagnostics::{AttrPath, Diagnostic, Diagnostics};
+use crate::tfplugin::framework::{Context, RawDataSource};
+use crate::tfplugin::schema::{Attribute, Block, NestedBlock, Schema};
+use crate::tfplugin::types::Type;
+use crate::tfplugin::value::Value;
 
 pub struct PlacementDataSource;
 
@@ -334,7 +334,7 @@ fn plan_error_diags(e: planner::error::PlanError) -> Diagnostics {
 }
 
 #[async_trait]
-impl DataSource for PlacementDataSource {
+impl RawDataSource for PlacementDataSource {
     fn type_name(&self) -> &'static str {
         TYPE_NAME
     }

@@ -9,10 +9,10 @@ use std::time::Duration;
 use redisha_cluster::{LocalConfig, NodeConfig, Password};
 use redisha_planner::Request;
 
-use crate::attrs::{self, Field};
+use crate::tfplugin::attrs::{self, Field};
 use crate::data_sources::placement::request_from_config;
-use crate::diagnostics::{AttrPath, Diagnostic, Diagnostics};
-use crate::value::Value;
+use crate::tfplugin::diagnostics::{AttrPath, Diagnostic, Diagnostics};
+use crate::tfplugin::value::Value;
 
 /// The `aws { }` block, as written.
 #[derive(Debug, Clone, PartialEq)]

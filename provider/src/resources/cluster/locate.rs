@@ -10,9 +10,9 @@ use redisha_cluster::{ClusterState, Operator, Options, Password};
 use redisha_planner::Request;
 use tracing::{info, warn};
 
-use crate::diagnostics::{AttrPath, Diagnostic, Diagnostics};
-use crate::framework::Context;
-use crate::value::Value;
+use crate::tfplugin::diagnostics::{AttrPath, Diagnostic, Diagnostics};
+use crate::tfplugin::framework::Context;
+use crate::tfplugin::value::Value;
 
 use super::adopt;
 use super::args::{ClusterArgs, DriverArgs};

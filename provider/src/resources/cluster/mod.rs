@@ -24,13 +24,13 @@ use redisha_planner as planner;
 use redisha_planner::{Placement, Request};
 use tracing::{info, warn};
 
-use crate::diagnostics::{AttrPath, Diagnostic, Diagnostics};
-use crate::framework::{
+use crate::tfplugin::diagnostics::{AttrPath, Diagnostic, Diagnostics};
+use crate::tfplugin::framework::{
     ApplyRequest, ApplyResponse, Context, Imported, PlanRequest, PlanResponse, ReadResponse,
-    Resource,
+    RawResource,
 };
-use crate::schema::Schema;
-use crate::value::Value;
+use crate::tfplugin::schema::Schema;
+use crate::tfplugin::value::Value;
 
 use args::ClusterArgs;
 use locate::Located;
@@ -659,7 +659,7 @@ fn preflight_path(args: &ClusterArgs) -> AttrPath {
 }
 
 #[async_trait]
-impl Resource for ClusterResource {
+impl RawResource for ClusterResource {
     fn type_name(&self) -> &'static str {
         TYPE_NAME
     }

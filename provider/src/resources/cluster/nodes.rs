@@ -4,7 +4,7 @@ use redisha_cluster::observe::Observation;
 use redisha_cluster::state::{host_plans, ClusterState};
 use redisha_planner::{Node, Placement, Request, Role, SlotRange};
 
-use crate::value::Value;
+use crate::tfplugin::value::Value;
 
 use super::drivers::BuiltDriver;
 

@@ -2,8 +2,8 @@
 //! plus the password, extra redis.conf settings, one driver block and what apply learns.
 
 use crate::data_sources::placement;
-use crate::schema::{Attribute, Block, NestedBlock, Schema};
-use crate::types::Type;
+use crate::tfplugin::schema::{Attribute, Block, NestedBlock, Schema};
+use crate::tfplugin::types::Type;
 
 pub fn node_type() -> Type {
     Type::object([

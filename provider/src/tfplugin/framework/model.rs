@@ -30,18 +30,13 @@ use crate::tfplugin::types::Type;
 use crate::tfplugin::value::Value;
 
 /// A value of a model's attribute as Terraform sends it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub enum Attr<T> {
     Known(T),
+    #[default]
     Null,
     /// Not known until apply: validate skips it; apply and read never see it.
     Unknown,
-}
-
-impl<T> Default for Attr<T> {
-    fn default() -> Self {
-        Attr::Null
-    }
 }
 
 impl<T> Attr<T> {

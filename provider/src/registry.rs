@@ -20,7 +20,7 @@ pub fn registry() -> Registry {
     Registry::new(RedishaProviderConfig)
         .named(IDENTITY.name, IDENTITY.address)
         .raw_data_source(PlacementDataSource)
-        .raw_data_source(ClusterHealthDataSource)
+        .data_source(ClusterHealthDataSource)
         .raw_data_source(AwsTopologyDataSource)
         .raw_resource(ClusterResource)
 }

@@ -21,7 +21,7 @@ pub fn registry() -> Registry {
         .named(IDENTITY.name, IDENTITY.address)
         .raw_data_source(PlacementDataSource)
         .data_source(ClusterHealthDataSource)
-        .raw_data_source(AwsTopologyDataSource)
+        .data_source(AwsTopologyDataSource)
         .raw_resource(ClusterResource)
 }
 

@@ -12,6 +12,7 @@ pub mod provider_config;
 pub mod registry;
 pub mod resources;
 pub mod tfplugin;
+pub mod topology;
 
 // The framework's modules under their old paths, for callers outside the crate.
 pub use tfplugin::{codec, diagnostics, framework, plugin, proto, schema, server, types, value};

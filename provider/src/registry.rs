@@ -5,9 +5,9 @@ use crate::data_sources::cluster_health::ClusterHealthDataSource;
 use crate::data_sources::placement::PlacementDataSource;
 use std::collections::BTreeMap;
 
-use crate::tfplugin::framework::{Identity, Registry};
 use crate::provider_config::RedishaProviderConfig;
 use crate::resources::cluster::ClusterResource;
+use crate::tfplugin::framework::{Identity, Registry};
 use crate::tfplugin::schema::Schema;
 
 /// The provider's name and source address.
@@ -19,10 +19,10 @@ pub const IDENTITY: Identity = Identity {
 pub fn registry() -> Registry {
     Registry::new(RedishaProviderConfig)
         .named(IDENTITY.name, IDENTITY.address)
-        .raw_data_source(PlacementDataSource)
+        .data_source(PlacementDataSource)
         .data_source(ClusterHealthDataSource)
         .data_source(AwsTopologyDataSource)
-        .raw_resource(ClusterResource)
+        .resource(ClusterResource)
 }
 
 /// Every schema this provider serves, keyed by type name: the input of the docs generator,

@@ -178,9 +178,7 @@ impl Provider for ProviderService {
     ) -> RpcResult<pb::validate_provider_config::Response> {
         const RPC: &str = "ValidateProviderConfig";
         let req = req.into_inner();
-        let ((), diags) = guarded(
-            &self.label,
-            RPC, || (), async {
+        let ((), diags) = guarded(&self.label, RPC, || (), async {
             match decode_dynamic(req.config.as_ref(), &self.schemas.provider_type) {
                 Ok(config) => ((), self.registry.provider.validate(&config).await),
                 Err(e) => ((), codec_diag(RPC, "the provider config", &e).into()),
@@ -198,9 +196,7 @@ impl Provider for ProviderService {
     ) -> RpcResult<pb::validate_resource_config::Response> {
         const RPC: &str = "ValidateResourceConfig";
         let req = req.into_inner();
-        let ((), diags) = guarded(
-            &self.label,
-            RPC, || (), async {
+        let ((), diags) = guarded(&self.label, RPC, || (), async {
             let ty = match self.resource_type(&req.type_name) {
                 Ok(t) => t,
                 Err(d) => return ((), d),
@@ -225,9 +221,7 @@ impl Provider for ProviderService {
     ) -> RpcResult<pb::validate_data_resource_config::Response> {
         const RPC: &str = "ValidateDataResourceConfig";
         let req = req.into_inner();
-        let ((), diags) = guarded(
-            &self.label,
-            RPC, || (), async {
+        let ((), diags) = guarded(&self.label, RPC, || (), async {
             let ty = match self.data_source_type(&req.type_name) {
                 Ok(t) => t,
                 Err(d) => return ((), d),
@@ -252,9 +246,7 @@ impl Provider for ProviderService {
     ) -> RpcResult<pb::upgrade_resource_state::Response> {
         const RPC: &str = "UpgradeResourceState";
         let req = req.into_inner();
-        let (state, diags) = guarded(
-            &self.label,
-            RPC, || None, async {
+        let (state, diags) = guarded(&self.label, RPC, || None, async {
             let ty = match self.resource_type(&req.type_name) {
                 Ok(t) => t,
                 Err(d) => return (None, d),
@@ -288,9 +280,7 @@ impl Provider for ProviderService {
     ) -> RpcResult<pb::configure_provider::Response> {
         const RPC: &str = "ConfigureProvider";
         let req = req.into_inner();
-        let ((), diags) = guarded(
-            &self.label,
-            RPC, || (), async {
+        let ((), diags) = guarded(&self.label, RPC, || (), async {
             let config = match decode_dynamic(req.config.as_ref(), &self.schemas.provider_type) {
                 Ok(c) => c,
                 Err(e) => return ((), codec_diag(RPC, "the provider config", &e).into()),
@@ -377,9 +367,7 @@ impl Provider for ProviderService {
         const RPC: &str = "PlanResourceChange";
         let req = req.into_inner();
         let ((planned, replace, private), diags) =
-            guarded(
-            &self.label,
-            RPC, || (None, Vec::new(), Vec::new()), async {
+            guarded(&self.label, RPC, || (None, Vec::new(), Vec::new()), async {
                 let ty = match self.resource_type(&req.type_name) {
                     Ok(t) => t,
                     Err(d) => return ((None, Vec::new(), Vec::new()), d),
@@ -448,9 +436,7 @@ impl Provider for ProviderService {
         let prior = req.prior_state.clone();
         let planned_private = req.planned_private.clone();
         let fallback = || (prior.clone(), planned_private.clone());
-        let ((state, private), diags) = guarded(
-            &self.label,
-            RPC, fallback, async {
+        let ((state, private), diags) = guarded(&self.label, RPC, fallback, async {
             let keep = (req.prior_state.clone(), req.planned_private.clone());
             let ty = match self.resource_type(&req.type_name) {
                 Ok(t) => t,
@@ -505,9 +491,7 @@ impl Provider for ProviderService {
     ) -> RpcResult<pb::import_resource_state::Response> {
         const RPC: &str = "ImportResourceState";
         let req = req.into_inner();
-        let (imported, diags) = guarded(
-            &self.label,
-            RPC, Vec::new, async {
+        let (imported, diags) = guarded(&self.label, RPC, Vec::new, async {
             let ty = match self.resource_type(&req.type_name) {
                 Ok(t) => t,
                 Err(d) => return (Vec::new(), d),

@@ -87,6 +87,30 @@ impl<T> From<Option<T>> for Attr<T> {
     }
 }
 
+/// Takes values out of `Attr`s and remembers whether any was unknown, for code that builds
+/// something from a config only when all of it is known.
+#[derive(Debug)]
+pub struct AllKnown(pub bool);
+
+impl Default for AllKnown {
+    fn default() -> Self {
+        AllKnown(true)
+    }
+}
+
+impl AllKnown {
+    /// The known value; `None` for null and unknown (and an unknown is remembered).
+    pub fn take<T: Clone>(&mut self, a: &Attr<T>) -> Option<T> {
+        if a.is_unknown() {
+            self.0 = false;
+        }
+        a.value().cloned()
+    }
+    pub fn all_known(&self) -> bool {
+        self.0
+    }
+}
+
 /// A Rust type that an attribute's value decodes into.
 pub trait AttrType: Sized {
     /// The Terraform type of the attribute.
@@ -234,6 +258,10 @@ impl<T: AttrType> AttrType for Vec<T> {
     fn encode(&self) -> Value {
         Value::list(self.iter().map(T::encode))
     }
+    /// A list block's elements are its model's blocks.
+    fn block() -> Option<Block> {
+        T::block()
+    }
 }
 
 impl<T: AttrType> AttrType for BTreeMap<String, T> {
@@ -365,7 +393,8 @@ pub fn flatten() -> Spec {
 /// What a model's field can be: an `Attr<T>`, or a model flattened into its parent.
 pub trait Field: Sized {
     fn add_to(block: Block, name: &'static str, spec: &Spec) -> Block;
-    fn decode_from(obj: &Value, name: &'static str, at: &AttrPath, diags: &mut Diagnostics) -> Self;
+    fn decode_from(obj: &Value, name: &'static str, at: &AttrPath, diags: &mut Diagnostics)
+        -> Self;
     fn encode_into(&self, name: &'static str, spec: &Spec, out: &mut BTreeMap<String, Value>);
 }
 
@@ -400,7 +429,12 @@ impl<T: AttrType> Field for Attr<T> {
         block.attribute(a)
     }
 
-    fn decode_from(obj: &Value, name: &'static str, at: &AttrPath, diags: &mut Diagnostics) -> Self {
+    fn decode_from(
+        obj: &Value,
+        name: &'static str,
+        at: &AttrPath,
+        diags: &mut Diagnostics,
+    ) -> Self {
         if obj.is_unknown() {
             return Attr::Unknown;
         }
@@ -433,12 +467,18 @@ pub trait Model: Sized {
 
     /// Decodes a whole config, plan or state; every problem found, on its attribute.
     fn from_value(v: &Value) -> Result<Self, Diagnostics> {
-        let mut diags = Diagnostics::new();
-        let model = Self::decode_fields(v, &AttrPath::root(), &mut diags);
+        let (model, diags) = Self::from_value_lenient(v);
         if diags.has_errors() {
             return Err(diags);
         }
         Ok(model)
+    }
+    /// Like `from_value`, but also returns the model when some values do not fit (they
+    /// decode as unknown), so that validation can go on checking the rest.
+    fn from_value_lenient(v: &Value) -> (Self, Diagnostics) {
+        let mut diags = Diagnostics::new();
+        let model = Self::decode_fields(v, &AttrPath::root(), &mut diags);
+        (model, diags)
     }
     fn to_value(&self) -> Value {
         let mut out = BTreeMap::new();

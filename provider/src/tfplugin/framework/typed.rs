@@ -224,10 +224,10 @@ impl<D: DataSource> RawDataSource for TypedDataSource<D> {
         Schema::new(0, D::Model::block())
     }
     async fn validate(&self, ctx: &Context, config: &Value) -> Diagnostics {
-        match D::Model::from_value(config) {
-            Ok(model) => self.0.validate(ctx, &model).await,
-            Err(d) => d,
-        }
+        // Values that do not fit are reported and skipped like unknown ones.
+        let (model, mut diags) = D::Model::from_value_lenient(config);
+        diags.extend(self.0.validate(ctx, &model).await);
+        diags
     }
     async fn read(&self, ctx: &Context, config: &Value) -> Result<Value, Diagnostics> {
         let model = D::Model::from_value(config)?;
@@ -257,8 +257,13 @@ impl<R: Resource> TypedResource<R> {
         &self,
         ctx: &Context,
         req: &PlanRequest,
-    ) -> Result<(Planned<R::Model>, Vec<crate::tfplugin::diagnostics::AttrPath>), Diagnostics>
-    {
+    ) -> Result<
+        (
+            Planned<R::Model>,
+            Vec<crate::tfplugin::diagnostics::AttrPath>,
+        ),
+        Diagnostics,
+    > {
         let block = R::Model::block();
         let prior = optional::<R::Model>(&req.prior_state)?;
         let config = R::Model::from_value(&req.config)?;
@@ -291,10 +296,10 @@ impl<R: Resource> RawResource for TypedResource<R> {
         Schema::new(self.0.schema_version(), R::Model::block())
     }
     async fn validate(&self, ctx: &Context, config: &Value) -> Diagnostics {
-        match R::Model::from_value(config) {
-            Ok(model) => self.0.validate(ctx, &model).await,
-            Err(d) => d,
-        }
+        // Values that do not fit are reported and skipped like unknown ones.
+        let (model, mut diags) = R::Model::from_value_lenient(config);
+        diags.extend(self.0.validate(ctx, &model).await);
+        diags
     }
 
     async fn plan(&self, ctx: &Context, req: PlanRequest) -> PlanResponse {
@@ -351,11 +356,7 @@ impl<R: Resource> RawResource for TypedResource<R> {
         let private = R::Private::decode(&req.planned_private);
         let outcome = match (prior, planned) {
             (None, None) => Ok(None),
-            (Some(prior), None) => self
-                .0
-                .delete(ctx, prior, private)
-                .await
-                .map(|()| None),
+            (Some(prior), None) => self.0.delete(ctx, prior, private).await.map(|()| None),
             (None, Some(planned)) => {
                 let args = ApplyArgs {
                     config,

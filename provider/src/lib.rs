@@ -1,32 +1,23 @@
-//! terraform-provider-redisha: Terraform plugin protocol v6 over tonic, a small framework that
-//! resources and data sources plug into (`framework`), and the redisha data sources.
+//! terraform-provider-redisha: the redisha resource and data sources, served through the
+//! generic plugin framework in `tfplugin` (which knows nothing of redisha).
 //!
-//! Layers, bottom up: `types`/`value`/`codec` (cty types, values with unknown and null, the
-//! msgpack and JSON encodings), `diagnostics` and `schema`, `framework` (the `Resource` and
-//! `DataSource` traits and the `Registry`), `server` (the tfplugin6.Provider service),
-//! `plugin` (go-plugin handshake, AutoMTLS, controller, stdio, health) and `registry` (what
-//! this provider serves).
+//! Redisha's side: `registry` (what this provider serves), `provider_config` (the provider
+//! block: the EC2 connection), `data_sources/*`, `resources/cluster/*`, `topology` (the
+//! placement arguments shared by the cluster resource and the placement data source) and
+//! `logging` (hclog lines for Terraform's log). Only this side knows HCL names.
 
-pub mod attrs;
-pub mod codec;
-pub mod convert;
 pub mod data_sources;
-pub mod diagnostics;
-pub mod framework;
 pub mod logging;
-pub mod plugin;
-pub mod proto;
 pub mod provider_config;
 pub mod registry;
 pub mod resources;
-pub mod schema;
-pub mod server;
-pub mod tls;
-pub mod types;
-pub mod value;
+pub mod tfplugin;
+pub mod topology;
 
-pub use diagnostics::{AttrPath, Diagnostic, Diagnostics};
-pub use framework::{Context, DataSource, ProviderState, Registry, Resource};
-pub use schema::{Attribute, Block, NestedBlock, Schema};
-pub use types::Type;
-pub use value::{Number, Value};
+// The framework's modules under their old paths, for callers outside the crate.
+pub use tfplugin::{codec, diagnostics, framework, plugin, proto, schema, server, types, value};
+
+pub use tfplugin::framework::{Context, DataSource, ProviderState, Registry, Resource};
+pub use tfplugin::{AttrPath, Diagnostic, Diagnostics};
+pub use tfplugin::{Attribute, Block, NestedBlock, Schema};
+pub use tfplugin::{Number, Type, Value};

@@ -1,7 +1,8 @@
 //! Entry point: Terraform starts this binary with the magic cookie; a person running it by
 //! hand gets an explanation and exit code 1; `--debug` serves standalone for TF_REATTACH_PROVIDERS.
 
-use terraform_provider_redisha::{logging, plugin, registry};
+use terraform_provider_redisha::tfplugin::plugin;
+use terraform_provider_redisha::{logging, registry};
 
 fn main() -> std::process::ExitCode {
     let debug = std::env::args()
@@ -10,7 +11,7 @@ fn main() -> std::process::ExitCode {
     if !debug
         && std::env::var(plugin::MAGIC_COOKIE_KEY).as_deref() != Ok(plugin::MAGIC_COOKIE_VALUE)
     {
-        eprintln!("{}", plugin::not_a_plugin_message());
+        eprintln!("{}", plugin::not_a_plugin_message(&registry::IDENTITY));
         return std::process::ExitCode::from(1);
     }
     logging::init();

@@ -10,12 +10,14 @@
 use async_trait::async_trait;
 use redisha_aws::{AssumeRole, AwsError, AwsSettings};
 
-use crate::attrs::{self, Field};
-use crate::diagnostics::{AttrPath, Diagnostic, Diagnostics};
-use crate::framework::{Context, ProviderConfig, ProviderState};
-use crate::schema::{Attribute, Block, NestedBlock, Schema};
-use crate::types::Type;
-use crate::value::Value;
+use crate::tfplugin::attrs::{self, Field};
+use crate::tfplugin::diagnostics::{AttrPath, Diagnostic, Diagnostics};
+use std::sync::Arc;
+
+use crate::tfplugin::framework::{Context, ProviderConfig, ProviderData};
+use crate::tfplugin::schema::{Attribute, Block, NestedBlock, Schema};
+use crate::tfplugin::types::Type;
+use crate::tfplugin::value::Value;
 
 pub struct RedishaProviderConfig;
 
@@ -152,10 +154,10 @@ impl ProviderConfig for RedishaProviderConfig {
 
     async fn configure(
         &self,
-        terraform_version: &str,
-        config: Value,
-    ) -> Result<ProviderState, Diagnostics> {
-        let (decoded, mut diags) = decode(&config);
+        _terraform_version: &str,
+        config: &Value,
+    ) -> Result<ProviderData, Diagnostics> {
+        let (decoded, mut diags) = decode(config);
         if !diags.has_errors() {
             diags.extend(check(&decoded));
         }
@@ -179,17 +181,23 @@ impl ProviderConfig for RedishaProviderConfig {
                 .into());
             }
         }
-        Ok(ProviderState {
-            terraform_version: terraform_version.to_string(),
-            config,
-            aws,
-        })
+        Ok(Arc::new(ProviderSettings { aws }))
     }
+}
+
+/// What ConfigureProvider made of the provider block, for every later call
+/// (`Context::provider_data`).
+#[derive(Debug, Clone, Default)]
+pub struct ProviderSettings {
+    /// The EC2 connection (`region`, `endpoint`, `assume_role`); `None` when no region is
+    /// set anywhere (provider block, AWS_REGION, AWS_DEFAULT_REGION). Only the aws driver and
+    /// the aws topology data source need it: see [`aws_settings`].
+    pub aws: Option<AwsSettings>,
 }
 
 /// The EC2 settings for a call that needs them, or an error naming `region` and the fix.
 pub fn aws_settings(ctx: &Context, needed_by: &str) -> Result<AwsSettings, Diagnostic> {
-    let provider = ctx.provider()?;
+    let provider = ctx.provider_data::<ProviderSettings>()?;
     provider.aws.clone().ok_or_else(|| {
         Diagnostic::error(
             "No AWS region",
@@ -228,7 +236,7 @@ mod tests {
         let state = RedishaProviderConfig
             .configure(
                 "1.15.5",
-                config(
+                &config(
                     Some("eu-west-1"),
                     Some("http://127.0.0.1:5000"),
                     Some("arn:aws:iam::1:role/r"),
@@ -236,10 +244,13 @@ mod tests {
             )
             .await
             .expect("valid");
-        let aws = state.aws.expect("aws settings");
+        let state = state
+            .downcast::<ProviderSettings>()
+            .expect("the provider's settings");
+        let aws = state.aws.clone().expect("aws settings");
         assert_eq!(aws.region, "eu-west-1");
         assert_eq!(aws.endpoint.as_deref(), Some("http://127.0.0.1:5000"));
-        let role = aws.assume_role.expect("role");
+        let role = aws.assume_role.clone().expect("role");
         assert_eq!(role.external_id.as_deref(), Some("ext"));
     }
 
@@ -269,7 +280,10 @@ mod tests {
     #[test]
     fn a_missing_region_names_region_and_the_fix() {
         let ctx = Context {
-            provider: Some(std::sync::Arc::new(ProviderState::default())),
+            provider: Some(Arc::new(crate::tfplugin::framework::ProviderState {
+                data: Arc::new(ProviderSettings::default()),
+                ..Default::default()
+            })),
             stop: Default::default(),
         };
         let err = aws_settings(&ctx, "data \"redisha_aws_topology\"").expect_err("no region");

@@ -5,13 +5,20 @@ use crate::data_sources::cluster_health::ClusterHealthDataSource;
 use crate::data_sources::placement::PlacementDataSource;
 use std::collections::BTreeMap;
 
-use crate::framework::Registry;
 use crate::provider_config::RedishaProviderConfig;
 use crate::resources::cluster::ClusterResource;
-use crate::schema::Schema;
+use crate::tfplugin::framework::{Identity, Registry};
+use crate::tfplugin::schema::Schema;
+
+/// The provider's name and source address.
+pub const IDENTITY: Identity = Identity {
+    name: "redisha",
+    address: "registry.terraform.io/redisha/redisha",
+};
 
 pub fn registry() -> Registry {
     Registry::new(RedishaProviderConfig)
+        .named(IDENTITY.name, IDENTITY.address)
         .data_source(PlacementDataSource)
         .data_source(ClusterHealthDataSource)
         .data_source(AwsTopologyDataSource)

@@ -6,13 +6,13 @@ use terraform_provider_redisha::codec::encode_msgpack;
 use terraform_provider_redisha::framework::{
     ApplyRequest, ApplyResponse, PlanRequest, PlanResponse, ReadResponse,
 };
-use terraform_provider_redisha::framework::{EmptyProviderConfig, Registry};
+use terraform_provider_redisha::framework::{
+    EmptyProviderConfig, RawDataSource as DataSource, RawResource as Resource, Registry,
+};
 use terraform_provider_redisha::proto::tfplugin6 as pb;
 use terraform_provider_redisha::proto::tfplugin6::provider_server::Provider;
 use terraform_provider_redisha::server::ProviderService;
-use terraform_provider_redisha::{
-    registry, Context, DataSource, Diagnostics, Resource, Schema, Type, Value,
-};
+use terraform_provider_redisha::{registry, Context, Diagnostics, Schema, Type, Value};
 use tonic::Request;
 
 fn host(name: &str, memory: i64) -> Value {
@@ -258,7 +258,7 @@ impl DataSource for Panics {
 
 #[tokio::test]
 async fn a_panic_becomes_an_error_diagnostic_naming_the_rpc() {
-    let svc = ProviderService::new(Registry::new(EmptyProviderConfig).data_source(Panics));
+    let svc = ProviderService::new(Registry::new(EmptyProviderConfig).raw_data_source(Panics));
     let resp = svc
         .read_data_source(Request::new(pb::read_data_source::Request {
             type_name: "redisha_panics".into(),
@@ -310,7 +310,7 @@ impl Resource for PanicsInApply {
 
 #[tokio::test]
 async fn a_panic_in_apply_keeps_the_prior_state_and_the_private_state() {
-    let svc = ProviderService::new(Registry::new(EmptyProviderConfig).resource(PanicsInApply));
+    let svc = ProviderService::new(Registry::new(EmptyProviderConfig).raw_resource(PanicsInApply));
     let prior = pb::DynamicValue {
         msgpack: encode_msgpack(
             &Value::Map(Default::default()),
@@ -372,7 +372,7 @@ fn echo_schema() -> Schema {
 }
 
 #[async_trait]
-impl terraform_provider_redisha::Resource for Echo {
+impl Resource for Echo {
     fn type_name(&self) -> &'static str {
         "redisha_echo"
     }
@@ -438,7 +438,7 @@ fn dv(v: &Value) -> Option<pb::DynamicValue> {
 #[tokio::test]
 async fn a_resource_plugs_in_create_and_delete_round_trip() {
     use terraform_provider_redisha::codec::decode_msgpack;
-    let svc = ProviderService::new(Registry::new(EmptyProviderConfig).resource(Echo));
+    let svc = ProviderService::new(Registry::new(EmptyProviderConfig).raw_resource(Echo));
     let ty = echo_schema().value_type();
     svc.configure_provider(Request::new(pb::configure_provider::Request {
         terraform_version: "1.11.4".into(),

@@ -1,60 +1,58 @@
 //! `data "redisha_aws_topology"`: the availability zones and subnets of a VPC, to see which
 //! zones a cluster can span and to feed `redisha_placement` for a dry run. Reads only.
 
-use std::collections::BTreeMap;
-
 use async_trait::async_trait;
 use redisha_aws::{AwsError, Topology};
 
-use crate::diagnostics::{AttrPath, Diagnostic, Diagnostics};
-use crate::framework::{Context, DataSource};
+use crate::model;
 use crate::provider_config::aws_settings;
-use crate::schema::{Attribute, Block, Schema};
-use crate::types::Type;
-use crate::value::Value;
+use crate::tfplugin::diagnostics::{AttrPath, Diagnostic, Diagnostics};
+use crate::tfplugin::framework::{Attr, Context, DataSource};
 
 pub struct AwsTopologyDataSource;
 
 pub const TYPE_NAME: &str = "redisha_aws_topology";
 
-fn zone_type() -> Type {
-    Type::object([
-        ("name", Type::String),
-        ("id", Type::String),
-        ("subnet_ids", Type::list(Type::String)),
-    ])
+model! {
+    /// One zone of `zones`.
+    pub struct ZoneValue {
+        pub name: Attr<String>,
+        pub id: Attr<String>,
+        pub subnet_ids: Attr<Vec<String>>,
+    }
 }
 
-fn subnet_type() -> Type {
-    Type::object([
-        ("id", Type::String),
-        ("zone", Type::String),
-        ("cidr", Type::String),
-        ("available_ips", Type::Number),
-    ])
+model! {
+    /// One subnet of `subnets`.
+    pub struct SubnetValue {
+        pub id: Attr<String>,
+        pub zone: Attr<String>,
+        pub cidr: Attr<String>,
+        pub available_ips: Attr<u64>,
+    }
 }
 
-pub fn schema() -> Schema {
-    let block = Block::new(
+model! {
+    pub struct AwsTopologyModel(
         "The availability zones of the provider's region that hold subnets of a VPC, with those subnets. \
-         Reads only (DescribeVpcs, DescribeAvailabilityZones, DescribeSubnets).",
-    )
-    .attribute(Attribute::required("vpc_id", Type::String).describe("The VPC whose subnets are listed, e.g. `vpc-0a1b2c3d4e5f60789`."))
-    .attribute(Attribute::computed("id", Type::String).describe("The VPC id."))
-    .attribute(Attribute::computed("zones", Type::list(zone_type())).describe(
-        "Zones with at least one subnet of the VPC, sorted by name: `name` (e.g. `eu-west-1a`), `id` \
-         (e.g. `euw1-az2`, the same physical zone in every account) and `subnet_ids` (sorted).",
-    ))
-    .attribute(Attribute::computed("subnets", Type::list(subnet_type())).describe(
-        "Every subnet of the VPC, by zone then id: `id`, `zone` (name), `cidr`, `available_ips` (each instance takes one).",
-    ))
-    .attribute(Attribute::computed("zone_names", Type::list(Type::String)).describe("The names of `zones`, in the same order."));
-    Schema::new(0, block)
+         Reads only (DescribeVpcs, DescribeAvailabilityZones, DescribeSubnets)."
+    ) {
+        pub vpc_id: Attr<String> = required("The VPC whose subnets are listed, e.g. `vpc-0a1b2c3d4e5f60789`."),
+        pub id: Attr<String> = computed("The VPC id."),
+        pub zones: Attr<Vec<ZoneValue>> = computed(
+            "Zones with at least one subnet of the VPC, sorted by name: `name` (e.g. `eu-west-1a`), `id` \
+             (e.g. `euw1-az2`, the same physical zone in every account) and `subnet_ids` (sorted).",
+        ),
+        pub subnets: Attr<Vec<SubnetValue>> = computed(
+            "Every subnet of the VPC, by zone then id: `id`, `zone` (name), `cidr`, `available_ips` (each instance takes one).",
+        ),
+        pub zone_names: Attr<Vec<String>> = computed("The names of `zones`, in the same order."),
+    }
 }
 
-fn vpc_id(config: &Value) -> Result<String, Diagnostic> {
+fn vpc_id(vpc_id: &Attr<String>) -> Result<String, Diagnostic> {
     let at = AttrPath::attr("vpc_id");
-    match config.get("vpc_id").as_str() {
+    match vpc_id.value() {
         Some(id) if id.starts_with("vpc-") && id.len() > 4 => Ok(id.to_string()),
         Some(id) => Err(Diagnostic::error(
             "Invalid vpc_id",
@@ -69,43 +67,28 @@ fn vpc_id(config: &Value) -> Result<String, Diagnostic> {
     }
 }
 
-/// The computed attributes for a topology.
-pub fn computed(topology: &Topology) -> BTreeMap<String, Value> {
-    let zones = topology.zones.iter().map(|z| {
-        Value::object([
-            ("name", Value::from(z.name.as_str())),
-            ("id", Value::from(z.id.as_str())),
-            (
-                "subnet_ids",
-                Value::strings(z.subnets.iter().map(|s| s.id.as_str())),
-            ),
-        ])
+/// The config with the computed attributes of a topology.
+pub fn with_topology(config: AwsTopologyModel, topology: &Topology) -> AwsTopologyModel {
+    let zones = topology.zones.iter().map(|z| ZoneValue {
+        name: z.name.clone().into(),
+        id: z.id.clone().into(),
+        subnet_ids: Attr::Known(z.subnets.iter().map(|s| s.id.clone()).collect()),
     });
     let subnets = topology.zones.iter().flat_map(|z| {
-        z.subnets.iter().map(move |s| {
-            Value::object([
-                ("id", Value::from(s.id.as_str())),
-                ("zone", Value::from(z.name.as_str())),
-                ("cidr", Value::from(s.cidr.as_str())),
-                (
-                    "available_ips",
-                    Value::from(i64::from(s.available_ips.max(0)) as u64),
-                ),
-            ])
+        z.subnets.iter().map(move |s| SubnetValue {
+            id: s.id.clone().into(),
+            zone: z.name.clone().into(),
+            cidr: s.cidr.clone().into(),
+            available_ips: Attr::Known(i64::from(s.available_ips.max(0)) as u64),
         })
     });
-    BTreeMap::from([
-        ("id".to_string(), Value::from(topology.vpc_id.as_str())),
-        ("zones".to_string(), Value::list(zones.collect::<Vec<_>>())),
-        (
-            "subnets".to_string(),
-            Value::list(subnets.collect::<Vec<_>>()),
-        ),
-        (
-            "zone_names".to_string(),
-            Value::strings(topology.zones.iter().map(|z| z.name.as_str())),
-        ),
-    ])
+    AwsTopologyModel {
+        id: topology.vpc_id.clone().into(),
+        zones: Attr::Known(zones.collect()),
+        subnets: Attr::Known(subnets.collect()),
+        zone_names: Attr::Known(topology.zones.iter().map(|z| z.name.clone()).collect()),
+        ..config
+    }
 }
 
 fn aws_error(e: AwsError) -> Diagnostic {
@@ -119,31 +102,33 @@ fn aws_error(e: AwsError) -> Diagnostic {
 
 #[async_trait]
 impl DataSource for AwsTopologyDataSource {
+    type Model = AwsTopologyModel;
+
     fn type_name(&self) -> &'static str {
         TYPE_NAME
     }
 
-    fn schema(&self) -> Schema {
-        schema()
-    }
-
-    async fn validate(&self, _ctx: &Context, config: &Value) -> Diagnostics {
-        if config.get("vpc_id").is_unknown() {
+    async fn validate(&self, _ctx: &Context, config: &AwsTopologyModel) -> Diagnostics {
+        if config.vpc_id.is_unknown() {
             return Diagnostics::new();
         }
-        match vpc_id(config) {
+        match vpc_id(&config.vpc_id) {
             Ok(_) => Diagnostics::new(),
             Err(d) => d.into(),
         }
     }
 
-    async fn read(&self, ctx: &Context, config: &Value) -> Result<Value, Diagnostics> {
-        let vpc = vpc_id(config)?;
+    async fn read(
+        &self,
+        ctx: &Context,
+        config: AwsTopologyModel,
+    ) -> Result<AwsTopologyModel, Diagnostics> {
+        let vpc = vpc_id(&config.vpc_id)?;
         let settings = aws_settings(ctx, "data \"redisha_aws_topology\"")?;
         let client = redisha_aws::client(&settings).await.map_err(aws_error)?;
         let topology = redisha_aws::topology(&client, &vpc)
             .await
             .map_err(aws_error)?;
-        Ok(schema().block.fill(config, computed(&topology)))
+        Ok(with_topology(config, &topology))
     }
 }

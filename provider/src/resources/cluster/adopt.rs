@@ -8,7 +8,7 @@ use redisha_cluster::state::host_plans;
 use redisha_cluster::{ClusterNode, ClusterState, HostHandle};
 use redisha_planner::{Placement, Request, Role};
 
-use crate::diagnostics::Diagnostic;
+use crate::tfplugin::diagnostics::Diagnostic;
 
 use super::drivers::BuiltDriver;
 

@@ -1,6 +1,6 @@
-//! Decoding a `redisha_cluster` configuration into what the planner and the cluster code take.
-//! Every problem becomes a diagnostic on its attribute; unknown values make `None` so that
-//! validate checks what is known and plan marks what depends on them as unknown.
+//! A `redisha_cluster` model as what the planner and the cluster code take. Every problem
+//! becomes a diagnostic on its attribute; unknown values make `None` so that validate checks
+//! what is known and plan marks what depends on them as unknown.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -9,10 +9,12 @@ use std::time::Duration;
 use redisha_cluster::{LocalConfig, NodeConfig, Password};
 use redisha_planner::Request;
 
-use crate::attrs::{self, Field};
-use crate::data_sources::placement::request_from_config;
-use crate::diagnostics::{AttrPath, Diagnostic, Diagnostics};
-use crate::value::Value;
+use crate::tfplugin::diagnostics::{AttrPath, Diagnostic, Diagnostics};
+use crate::tfplugin::framework::model::AllKnown;
+use crate::tfplugin::framework::Attr;
+use crate::topology;
+
+use super::model::{AwsModel, ClusterModel, LocalModel, TimeoutsModel};
 
 /// The `aws { }` block, as written.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,257 +66,162 @@ pub struct ClusterArgs {
     pub allow_data_loss: bool,
 }
 
-/// Decodes the config. `Ok(None)` when some value is unknown; `Err` with every problem found.
-pub fn decode(config: &Value) -> Result<Option<ClusterArgs>, Diagnostics> {
-    let root = AttrPath::root();
-    let mut diags = Diagnostics::new();
-    let mut known = true;
-    let mut take = |r: Result<Field<String>, Diagnostic>, diags: &mut Diagnostics| match r {
-        Ok(Field::Known(v)) => Some(Some(v)),
-        Ok(Field::Null) => Some(None),
-        Ok(Field::Unknown) => {
-            known = false;
-            None
-        }
-        Err(d) => {
-            diags.push(d);
-            None
-        }
-    };
+impl ClusterArgs {
+    /// The arguments of a config (or of a state: its arguments are the config it was applied
+    /// with). `Ok(None)` when some value is unknown; `Err` with every problem found.
+    pub fn from_model(m: &ClusterModel) -> Result<Option<ClusterArgs>, Diagnostics> {
+        let root = AttrPath::root();
+        let mut diags = Diagnostics::new();
+        let mut k = AllKnown::default();
 
-    let name = take(attrs::string(config, "name", &root), &mut diags).flatten();
-    if let Some(n) = &name {
-        if n.is_empty()
-            || n.len() > 63
-            || !n
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            diags.push(
-                Diagnostic::error(
-                    "Invalid name",
-                    "name: use 1 to 63 letters, digits, '-' or '_' (it names directories and tags)",
-                )
-                .at(root.then("name")),
-            );
-        }
-    }
-    let password = take(attrs::string(config, "password", &root), &mut diags);
-    // Unset means false; unknown and invalid go through `field` like every other argument.
-    let allow_data_loss = match attrs::bool(config, "allow_data_loss", &root) {
-        Ok(Field::Null) => Some(false),
-        other => field(other, &mut diags, &mut known),
-    };
-    let redis_config = match string_map(config.get("redis_config"), &root.then("redis_config")) {
-        Ok(Some(m)) => Some(m),
-        Ok(None) => {
-            known = false;
-            None
-        }
-        Err(d) => {
-            diags.push(d);
-            None
-        }
-    };
-
-    let local = config.get("local");
-    let aws = config.get("aws");
-    let driver = match (local, aws) {
-        (Value::Unknown, _) | (_, Value::Unknown) => {
-            known = false;
-            None
-        }
-        (Value::Null, Value::Null) | (Value::Map(_), Value::Map(_)) => {
-            diags.push(
-                Diagnostic::error(
-                    "Exactly one driver block",
-                    "redisha_cluster needs exactly one of `local { }` (redis-server processes on this machine) or `aws { }` (EC2 instances).",
-                )
-                .at(root.clone()),
-            );
-            None
-        }
-        (Value::Map(_), _) => decode_local(
-            local,
-            name.as_deref(),
-            &root.then("local"),
-            &mut diags,
-            &mut known,
-        )
-        .map(DriverArgs::Local),
-        (_, _) => decode_aws(aws, &root.then("aws"), &mut diags, &mut known).map(DriverArgs::Aws),
-    };
-
-    // The topology: validated by the planner the same way as for the placement data source.
-    let mut topo_diags = Diagnostics::new();
-    let request = request_from_config(config, &mut topo_diags);
-    let topology_unknown = request.is_none() && topo_diags.is_empty();
-    diags.extend(topo_diags);
-    if topology_unknown {
-        known = false;
-    }
-    if let (Some(DriverArgs::Local(_)), Some(req)) = (&driver, &request) {
-        if req.zones.is_empty() {
-            diags.push(
-                Diagnostic::error(
-                    "No zone",
-                    "zone: the local driver needs at least one `zone { host { ... } }` block describing where nodes may run.",
-                )
-                .at(root.then("zone")),
-            );
-        }
-    }
-    if let (Some(DriverArgs::Aws(_)), Some(req)) = (&driver, &request) {
-        if !req.zones.is_empty() {
-            diags.push(
-                Diagnostic::error(
-                    "Zones come from the subnets",
-                    "zone: with the aws driver the zones and hosts come from aws.subnet_ids and aws.instance_type; remove the zone blocks.",
-                )
-                .at(root.then("zone")),
-            );
-        }
-    }
-
-    let timeouts = decode_timeouts(
-        config.get("timeouts"),
-        &root.then("timeouts"),
-        &mut diags,
-        &mut known,
-    );
-
-    let node_config = NodeConfig {
-        password: password.clone().flatten().map(Password::new),
-        redis_config: redis_config.clone().unwrap_or_default(),
-    };
-    if password.is_some() && redis_config.is_some() {
-        if let Err(e) = node_config.validate() {
-            let at = if matches!(e, redisha_cluster::DriverError::InvalidPassword) {
-                root.then("password")
-            } else {
-                root.then("redis_config")
-            };
-            diags.push(Diagnostic::error("Invalid node settings", e.to_string()).at(at));
-        }
-    }
-
-    if diags.has_errors() {
-        return Err(diags);
-    }
-    if !known {
-        return Ok(None);
-    }
-    match (name, request, driver, timeouts, allow_data_loss) {
-        (Some(name), Some(request), Some(driver), Some(timeouts), Some(allow_data_loss)) => {
-            Ok(Some(ClusterArgs {
-                name,
-                request,
-                node_config,
-                driver,
-                timeouts,
-                allow_data_loss,
-            }))
-        }
-        _ => Ok(None),
-    }
-}
-
-/// A map(string): `Ok(None)` when unknown, empty when null.
-fn string_map(v: &Value, at: &AttrPath) -> Result<Option<BTreeMap<String, String>>, Diagnostic> {
-    match v {
-        Value::Null => Ok(Some(BTreeMap::new())),
-        Value::Unknown => Ok(None),
-        Value::Map(m) => {
-            let mut out = BTreeMap::new();
-            for (k, v) in m {
-                match v {
-                    Value::String(s) => {
-                        out.insert(k.clone(), s.clone());
-                    }
-                    Value::Unknown => return Ok(None),
-                    _ => {
-                        return Err(Diagnostic::error(
-                            "Invalid value",
-                            format!("{at}.{k}: must be a string"),
-                        )
-                        .at(at.key(k)))
-                    }
-                }
+        let name = k.take(&m.name);
+        if let Some(n) = &name {
+            if n.is_empty()
+                || n.len() > 63
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                diags.push(
+                    Diagnostic::error(
+                        "Invalid name",
+                        "name: use 1 to 63 letters, digits, '-' or '_' (it names directories and tags)",
+                    )
+                    .at(root.then("name")),
+                );
             }
-            Ok(Some(out))
         }
-        _ => Err(
-            Diagnostic::error("Invalid value", format!("{at}: must be a map of strings"))
-                .at(at.clone()),
-        ),
-    }
-}
+        let password = k.take(&m.password);
+        // Unset means false.
+        let allow_data_loss = m.allow_data_loss.clone().or_default_when_null(false);
+        k.take(&m.allow_data_loss);
+        let redis_config = m.redis_config.clone().or_default_when_null(BTreeMap::new());
+        k.take(&m.redis_config);
 
-fn string_list(v: &Value, at: &AttrPath, diags: &mut Diagnostics, known: &mut bool) -> Vec<String> {
-    match v {
-        Value::Null => Vec::new(),
-        Value::Unknown => {
-            *known = false;
-            Vec::new()
-        }
-        Value::List(items) => items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, item)| match item {
-                Value::String(s) => Some(s.clone()),
-                Value::Unknown => {
-                    *known = false;
-                    None
-                }
-                _ => {
-                    diags.push(
-                        Diagnostic::error("Invalid value", format!("{at}[{i}]: must be a string"))
-                            .at(at.index(i)),
-                    );
-                    None
-                }
-            })
-            .collect(),
-        _ => {
-            diags.push(
-                Diagnostic::error("Invalid value", format!("{at}: must be a list of strings"))
-                    .at(at.clone()),
-            );
-            Vec::new()
-        }
-    }
-}
+        let driver = match (&m.local, &m.aws) {
+            (Attr::Unknown, _) | (_, Attr::Unknown) => {
+                k.0 = false;
+                None
+            }
+            (Attr::Known(local), Attr::Null) => decode_local(
+                local,
+                name.as_deref(),
+                &root.then("local"),
+                &mut diags,
+                &mut k,
+            )
+            .map(DriverArgs::Local),
+            (Attr::Null, Attr::Known(aws)) => {
+                decode_aws(aws, &root.then("aws"), &mut diags, &mut k).map(DriverArgs::Aws)
+            }
+            _ => {
+                diags.push(
+                    Diagnostic::error(
+                        "Exactly one driver block",
+                        "redisha_cluster needs exactly one of `local { }` (redis-server processes on this machine) or `aws { }` (EC2 instances).",
+                    )
+                    .at(root.clone()),
+                );
+                None
+            }
+        };
 
-fn field<T>(
-    r: Result<Field<T>, Diagnostic>,
-    diags: &mut Diagnostics,
-    known: &mut bool,
-) -> Option<T> {
-    match r {
-        Ok(Field::Known(v)) => Some(v),
-        Ok(Field::Null) => None,
-        Ok(Field::Unknown) => {
-            *known = false;
-            None
+        // The topology: validated by the planner the same way as for the placement data source.
+        let request = match topology::request(&m.topology) {
+            Ok(r) => {
+                k.0 &= r.is_some();
+                r
+            }
+            Err(d) => {
+                diags.extend(d);
+                None
+            }
+        };
+        if let (Some(DriverArgs::Local(_)), Some(req)) = (&driver, &request) {
+            if req.zones.is_empty() {
+                diags.push(
+                    Diagnostic::error(
+                        "No zone",
+                        "zone: the local driver needs at least one `zone { host { ... } }` block describing where nodes may run.",
+                    )
+                    .at(root.then("zone")),
+                );
+            }
         }
-        Err(d) => {
-            diags.push(d);
-            None
+        if let (Some(DriverArgs::Aws(_)), Some(req)) = (&driver, &request) {
+            if !req.zones.is_empty() {
+                diags.push(
+                    Diagnostic::error(
+                        "Zones come from the subnets",
+                        "zone: with the aws driver the zones and hosts come from aws.subnet_ids and aws.instance_type; remove the zone blocks.",
+                    )
+                    .at(root.then("zone")),
+                );
+            }
+        }
+
+        let timeouts = match &m.timeouts {
+            Attr::Unknown => {
+                k.0 = false;
+                None
+            }
+            Attr::Null => Some(Timeouts::default()),
+            Attr::Known(t) => Some(decode_timeouts(
+                t,
+                &root.then("timeouts"),
+                &mut diags,
+                &mut k,
+            )),
+        };
+
+        let node_config = NodeConfig {
+            password: password.clone().map(Password::new),
+            redis_config: redis_config.clone().unwrap_or_default(),
+        };
+        if !m.password.is_unknown() && redis_config.is_some() {
+            if let Err(e) = node_config.validate() {
+                let at = if matches!(e, redisha_cluster::DriverError::InvalidPassword) {
+                    root.then("password")
+                } else {
+                    root.then("redis_config")
+                };
+                diags.push(Diagnostic::error("Invalid node settings", e.to_string()).at(at));
+            }
+        }
+
+        if diags.has_errors() {
+            return Err(diags);
+        }
+        if !k.all_known() {
+            return Ok(None);
+        }
+        match (name, request, driver, timeouts, allow_data_loss) {
+            (Some(name), Some(request), Some(driver), Some(timeouts), Some(allow_data_loss)) => {
+                Ok(Some(ClusterArgs {
+                    name,
+                    request,
+                    node_config,
+                    driver,
+                    timeouts,
+                    allow_data_loss,
+                }))
+            }
+            _ => Ok(None),
         }
     }
 }
 
 fn decode_local(
-    block: &Value,
+    block: &LocalModel,
     cluster_name: Option<&str>,
     at: &AttrPath,
     diags: &mut Diagnostics,
-    known: &mut bool,
+    k: &mut AllKnown,
 ) -> Option<LocalConfig> {
-    let data_dir = field(attrs::string(block, "data_dir", at), diags, known);
-    let base_port = field(attrs::u32(block, "base_port", at), diags, known);
-    let octet = field(attrs::u32(block, "loopback_octet", at), diags, known);
-    let redis_server = field(attrs::string(block, "redis_server", at), diags, known);
+    let data_dir = k.take(&block.data_dir);
+    let base_port = k.take(&block.base_port);
+    let octet = k.take(&block.loopback_octet);
+    let redis_server = k.take(&block.redis_server);
     let mut config = LocalConfig::new(PathBuf::new());
     if let Some(p) = base_port {
         match u16::try_from(p) {
@@ -360,18 +267,13 @@ fn decode_local(
 }
 
 fn decode_aws(
-    block: &Value,
+    block: &AwsModel,
     at: &AttrPath,
     diags: &mut Diagnostics,
-    known: &mut bool,
+    k: &mut AllKnown,
 ) -> Option<AwsArgs> {
-    let subnet_ids = string_list(
-        block.get("subnet_ids"),
-        &at.then("subnet_ids"),
-        diags,
-        known,
-    );
-    if subnet_ids.is_empty() && *known && !block.get("subnet_ids").is_unknown() {
+    let subnet_ids = k.take(&block.subnet_ids).unwrap_or_default();
+    if subnet_ids.is_empty() && k.all_known() {
         diags.push(
             Diagnostic::error(
                 "No subnet",
@@ -380,55 +282,33 @@ fn decode_aws(
             .at(at.then("subnet_ids")),
         );
     }
-    let instance_type = field(attrs::string(block, "instance_type", at), diags, known);
-    let ami = field(attrs::string(block, "ami", at), diags, known);
-    let key_name = field(attrs::string(block, "key_name", at), diags, known);
-    let allowed_cidrs = string_list(
-        block.get("allowed_cidrs"),
-        &at.then("allowed_cidrs"),
-        diags,
-        known,
-    );
-    let placement_group = field(attrs::string(block, "placement_group", at), diags, known);
-    let max_nodes_per_instance = field(
-        attrs::u32(block, "max_nodes_per_instance", at),
-        diags,
-        known,
-    );
-    let tags = match string_map(block.get("tags"), &at.then("tags")) {
-        Ok(Some(m)) => m,
-        Ok(None) => {
-            *known = false;
-            BTreeMap::new()
-        }
-        Err(d) => {
-            diags.push(d);
-            BTreeMap::new()
-        }
-    };
-    let volume = block.get("data_volume");
-    let data_volume = if volume.is_unknown() {
-        *known = false;
-        None
-    } else if volume.is_null() {
-        None
-    } else {
-        let vat = at.then("data_volume");
-        let size = field(attrs::u32(volume, "size_gb", &vat), diags, known);
-        let encrypted = field(attrs::bool(volume, "encrypted", &vat), diags, known).unwrap_or(true);
-        match size {
-            Some(s) if s >= 1 => Some((s, encrypted)),
-            Some(_) => {
-                diags.push(
-                    Diagnostic::error(
-                        "Invalid size_gb",
-                        "aws.data_volume.size_gb: must be at least 1",
-                    )
-                    .at(vat.then("size_gb")),
-                );
-                None
+    let instance_type = k.take(&block.instance_type);
+    let ami = k.take(&block.ami);
+    let key_name = k.take(&block.key_name);
+    let allowed_cidrs = k.take(&block.allowed_cidrs).unwrap_or_default();
+    let placement_group = k.take(&block.placement_group);
+    let max_nodes_per_instance = k.take(&block.max_nodes_per_instance);
+    let tags = k.take(&block.tags).unwrap_or_default();
+    let data_volume = match k.take(&block.data_volume) {
+        None => None,
+        Some(volume) => {
+            let vat = at.then("data_volume");
+            let size = k.take(&volume.size_gb);
+            let encrypted = k.take(&volume.encrypted).unwrap_or(true);
+            match size {
+                Some(s) if s >= 1 => Some((s, encrypted)),
+                Some(_) => {
+                    diags.push(
+                        Diagnostic::error(
+                            "Invalid size_gb",
+                            "aws.data_volume.size_gb: must be at least 1",
+                        )
+                        .at(vat.then("size_gb")),
+                    );
+                    None
+                }
+                None => None,
             }
-            None => None,
         }
     };
     for (i, cidr) in allowed_cidrs.iter().enumerate() {
@@ -463,25 +343,18 @@ fn looks_like_cidr(s: &str) -> bool {
 }
 
 fn decode_timeouts(
-    block: &Value,
+    block: &TimeoutsModel,
     at: &AttrPath,
     diags: &mut Diagnostics,
-    known: &mut bool,
-) -> Option<Timeouts> {
+    k: &mut AllKnown,
+) -> Timeouts {
     let mut t = Timeouts::default();
-    if block.is_unknown() {
-        *known = false;
-        return None;
-    }
-    if block.is_null() {
-        return Some(t);
-    }
-    for (name, slot) in [
-        ("create", &mut t.create),
-        ("update", &mut t.update),
-        ("delete", &mut t.delete),
+    for (name, attr, slot) in [
+        ("create", &block.create, &mut t.create),
+        ("update", &block.update, &mut t.update),
+        ("delete", &block.delete, &mut t.delete),
     ] {
-        if let Some(text) = field(attrs::string(block, name, at), diags, known) {
+        if let Some(text) = k.take(attr) {
             match parse_duration(&text) {
                 Some(d) => *slot = d,
                 None => diags.push(
@@ -494,7 +367,7 @@ fn decode_timeouts(
             }
         }
     }
-    Some(t)
+    t
 }
 
 /// `90s`, `10m`, `1h`, `1h30m`.

@@ -11,9 +11,9 @@ use redisha_cluster::{ClusterState, Driver, HostPlan, LocalDriver, NodePlan};
 use redisha_planner::{HostSpec, PlanError, Request, ZoneSpec};
 use tracing::info;
 
-use crate::diagnostics::{AttrPath, Diagnostic, Diagnostics, PathStep};
-use crate::framework::Context;
 use crate::provider_config::aws_settings;
+use crate::tfplugin::diagnostics::{AttrPath, Diagnostic, Diagnostics, PathStep};
+use crate::tfplugin::framework::Context;
 
 use super::args::{AwsArgs, ClusterArgs, DriverArgs, Timeouts};
 

@@ -10,9 +10,8 @@ use redisha_cluster::{ClusterState, Operator, Options, Password};
 use redisha_planner::Request;
 use tracing::{info, warn};
 
-use crate::diagnostics::{AttrPath, Diagnostic, Diagnostics};
-use crate::framework::Context;
-use crate::value::Value;
+use crate::tfplugin::diagnostics::{AttrPath, Diagnostic, Diagnostics};
+use crate::tfplugin::framework::Context;
 
 use super::adopt;
 use super::args::{ClusterArgs, DriverArgs};
@@ -211,7 +210,7 @@ pub async fn existing(
     ctx: &Context,
     args: &ClusterArgs,
     cached: Option<ClusterState>,
-    prior_state: &Value,
+    prior_cluster_id: Option<&str>,
     password: Option<Password>,
     other_password: Option<Password>,
     write: bool,
@@ -232,7 +231,7 @@ pub async fn existing(
         .as_ref()
         .map(|c| c.cluster_id.clone())
         .filter(|id| !id.is_empty())
-        .or_else(|| prior_state.get("cluster_id").as_str().map(str::to_string));
+        .or_else(|| prior_cluster_id.map(str::to_string));
     let (driver, mut state) = match (cached, id) {
         (Some(mut c), Some(id)) => {
             c.cluster_id = id.clone();

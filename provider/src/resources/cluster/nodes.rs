@@ -4,33 +4,34 @@ use redisha_cluster::observe::Observation;
 use redisha_cluster::state::{host_plans, ClusterState};
 use redisha_planner::{Node, Placement, Request, Role, SlotRange};
 
-use crate::value::Value;
+use crate::tfplugin::framework::Attr;
+use crate::topology::slot_strings;
 
 use super::drivers::BuiltDriver;
+use super::model::NodeValue;
 
-fn slots_value(slots: &[SlotRange]) -> Value {
-    Value::strings(slots.iter().map(|r| format!("{}-{}", r.start, r.end)))
-}
+/// The `nodes` and `endpoints` attributes.
+pub type NodesAndEndpoints = (Attr<Vec<NodeValue>>, Attr<Vec<String>>);
 
 fn node_object(
-    id: Value,
+    id: Attr<String>,
     n: &Node,
-    address: Value,
+    address: Attr<String>,
     role: Role,
     status: &str,
     slots: &[SlotRange],
-) -> Value {
-    Value::object([
-        ("id", id),
-        ("name", Value::from(n.name.as_str())),
-        ("address", address),
-        ("role", Value::from(role.as_str())),
-        ("status", Value::from(status)),
-        ("shard", Value::from(n.shard)),
-        ("zone", Value::from(n.zone.as_str())),
-        ("host", Value::from(n.host.as_str())),
-        ("slots", slots_value(slots)),
-    ])
+) -> NodeValue {
+    NodeValue {
+        id,
+        name: n.name.clone().into(),
+        address,
+        role: role.as_str().to_string().into(),
+        status: status.to_string().into(),
+        shard: n.shard.into(),
+        zone: n.zone.clone().into(),
+        host: n.host.clone().into(),
+        slots: slot_strings(slots).into(),
+    }
 }
 
 /// The nodes as the plan will leave them. A node keeps its id when it exists and answered at
@@ -40,24 +41,21 @@ pub fn planned(
     request: &Request,
     placement: &Placement,
     prior: &ClusterState,
-    prior_nodes: &Value,
+    prior_nodes: &[NodeValue],
     driver: &BuiltDriver,
-) -> (Value, Value) {
+) -> NodesAndEndpoints {
     let plans = host_plans(request, placement, prior).unwrap_or_default();
     let mut endpoints = Vec::new();
     let mut all_known = true;
     let nodes = placement.nodes.iter().map(|n| {
         let existing = prior.node(&n.name);
         let was_up = prior_nodes
-            .as_list()
-            .and_then(|l| {
-                l.iter()
-                    .find(|v| v.get("name").as_str() == Some(n.name.as_str()))
-            })
-            .is_some_and(|v| v.get("status").as_str() == Some("up"));
+            .iter()
+            .find(|v| v.name.value() == Some(&n.name))
+            .is_some_and(|v| v.status.value().is_some_and(|s| s == "up"));
         let id = match existing {
-            Some(e) if was_up && !e.node_id.is_empty() => Value::from(e.node_id.as_str()),
-            _ => Value::Unknown,
+            Some(e) if was_up && !e.node_id.is_empty() => Attr::Known(e.node_id.clone()),
+            _ => Attr::Unknown,
         };
         // A node keeps its address while its host is in state; a host taken out of state
         // (its instance is gone) gets a new machine, whose address is known after apply.
@@ -72,28 +70,28 @@ pub fn planned(
         };
         let address = match address {
             Some(a) => {
-                endpoints.push(Value::from(a.as_str()));
-                Value::from(a)
+                endpoints.push(a.clone());
+                Attr::Known(a)
             }
             None => {
                 all_known = false;
-                Value::Unknown
+                Attr::Unknown
             }
         };
         node_object(id, n, address, n.role, "up", &n.slots)
     });
-    let nodes = Value::list(nodes.collect::<Vec<_>>());
+    let nodes = Attr::Known(nodes.collect());
     let endpoints = if all_known {
-        Value::List(endpoints)
+        Attr::Known(endpoints)
     } else {
-        Value::Unknown
+        Attr::Unknown
     };
     (nodes, endpoints)
 }
 
 /// The nodes as the cluster reports them now: a dead node is `down`, a promoted replica says
 /// `master`, moved slots show where they are.
-pub fn observed(state: &ClusterState, observation: &Observation) -> (Value, Value) {
+pub fn observed(state: &ClusterState, observation: &Observation) -> NodesAndEndpoints {
     let placement = state.placement();
     let nodes = placement.nodes.iter().filter_map(|n| {
         let s = state.node(&n.name)?;
@@ -112,40 +110,42 @@ pub fn observed(state: &ClusterState, observation: &Observation) -> (Value, Valu
             _ => n.slots.clone(),
         };
         Some(node_object(
-            Value::from(id),
+            id.into(),
             n,
-            Value::from(s.address()),
+            s.address().into(),
             role,
             if alive { "up" } else { "down" },
             &slots,
         ))
     });
-    let nodes = Value::list(nodes.collect::<Vec<_>>());
-    let endpoints = Value::strings(
-        placement
-            .nodes
-            .iter()
-            .filter_map(|n| state.node(&n.name))
-            .map(|s| s.address()),
-    );
-    (nodes, endpoints)
+    let endpoints = placement
+        .nodes
+        .iter()
+        .filter_map(|n| state.node(&n.name))
+        .map(|s| s.address());
+    (
+        Attr::Known(nodes.collect()),
+        Attr::Known(endpoints.collect()),
+    )
 }
 
 /// The nodes of a state as recorded (an imported cluster, before any read).
-pub fn recorded(state: &ClusterState) -> (Value, Value) {
+pub fn recorded(state: &ClusterState) -> NodesAndEndpoints {
     let placement = state.placement();
     let nodes = placement.nodes.iter().filter_map(|n| {
         let s = state.node(&n.name)?;
         Some(node_object(
-            Value::from(s.node_id.as_str()),
+            s.node_id.clone().into(),
             n,
-            Value::from(s.address()),
+            s.address().into(),
             n.role,
             "up",
             &n.slots,
         ))
     });
-    let nodes = Value::list(nodes.collect::<Vec<_>>());
-    let endpoints = Value::strings(state.nodes.iter().map(|s| s.address()));
-    (nodes, endpoints)
+    let endpoints = state.nodes.iter().map(|s| s.address());
+    (
+        Attr::Known(nodes.collect()),
+        Attr::Known(endpoints.collect()),
+    )
 }

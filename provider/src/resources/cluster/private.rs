@@ -9,6 +9,8 @@ use redisha_cluster::ClusterState;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use crate::tfplugin::framework::Private;
+
 const KEY: &str = "redisha_cluster";
 pub const FORMAT: u32 = 2;
 
@@ -58,6 +60,16 @@ pub fn encode(state: &ClusterState) -> Vec<u8> {
     };
     // Plain data: encoding cannot fail; an empty value would only mean "rebuild next time".
     serde_json::to_vec(&serde_json::json!({ KEY: entry })).unwrap_or_default()
+}
+
+/// The framework hands the resource its private state decoded, and stores what it returns.
+impl Private for ClusterState {
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        decode(bytes)
+    }
+    fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
 }
 
 #[cfg(test)]

@@ -9,16 +9,16 @@ use std::sync::{Arc, RwLock};
 use futures::FutureExt;
 use tonic::{Request, Response, Status};
 
-use crate::convert::{
+use crate::tfplugin::convert::{
     codec_diag, decode_dynamic, diagnostics_to_pb, encode_dynamic, path_to_pb, schema_to_pb,
 };
-use crate::diagnostics::{Diagnostic, Diagnostics};
-use crate::framework::{
+use crate::tfplugin::diagnostics::{Diagnostic, Diagnostics};
+use crate::tfplugin::framework::{
     stop::StopSignal, ApplyRequest, Context, PlanRequest, ProviderState, Registry,
 };
-use crate::proto::tfplugin6 as pb;
-use crate::proto::tfplugin6::provider_server::Provider;
-use crate::types::Type;
+use crate::tfplugin::proto::tfplugin6 as pb;
+use crate::tfplugin::proto::tfplugin6::provider_server::Provider;
+use crate::tfplugin::types::Type;
 
 /// Schemas and their value types, computed once at start-up.
 struct Schemas {
@@ -30,6 +30,8 @@ struct Schemas {
 
 pub struct ProviderService {
     registry: Arc<Registry>,
+    /// "the NAME provider", for internal-error messages.
+    label: String,
     schemas: Arc<Schemas>,
     configured: Arc<RwLock<Option<Arc<ProviderState>>>>,
     stop: StopSignal,
@@ -59,6 +61,7 @@ impl ProviderService {
                 .collect(),
         };
         ProviderService {
+            label: registry.identity.label(),
             registry: Arc::new(registry),
             schemas: Arc::new(schemas),
             configured: Arc::new(RwLock::new(None)),
@@ -105,6 +108,7 @@ fn unknown_type(kind: &str, name: &str) -> Diagnostics {
 /// Runs one RPC's body; a panic becomes an error diagnostic naming the RPC, so Terraform shows
 /// a message instead of a lost plugin.
 async fn guarded<T>(
+    provider: &str,
     rpc: &'static str,
     fallback: impl FnOnce() -> T,
     body: impl Future<Output = (T, Diagnostics)>,
@@ -127,7 +131,7 @@ async fn guarded<T>(
             (
                 fallback(),
                 Diagnostic::error(
-                    format!("Internal error in the redisha provider during {rpc}"),
+                    format!("Internal error in {provider} during {rpc}"),
                     format!("{msg}\n\nThis is a bug; please report it with the configuration that triggers it."),
                 )
                 .into(),
@@ -174,7 +178,7 @@ impl Provider for ProviderService {
     ) -> RpcResult<pb::validate_provider_config::Response> {
         const RPC: &str = "ValidateProviderConfig";
         let req = req.into_inner();
-        let ((), diags) = guarded(RPC, || (), async {
+        let ((), diags) = guarded(&self.label, RPC, || (), async {
             match decode_dynamic(req.config.as_ref(), &self.schemas.provider_type) {
                 Ok(config) => ((), self.registry.provider.validate(&config).await),
                 Err(e) => ((), codec_diag(RPC, "the provider config", &e).into()),
@@ -192,7 +196,7 @@ impl Provider for ProviderService {
     ) -> RpcResult<pb::validate_resource_config::Response> {
         const RPC: &str = "ValidateResourceConfig";
         let req = req.into_inner();
-        let ((), diags) = guarded(RPC, || (), async {
+        let ((), diags) = guarded(&self.label, RPC, || (), async {
             let ty = match self.resource_type(&req.type_name) {
                 Ok(t) => t,
                 Err(d) => return ((), d),
@@ -217,7 +221,7 @@ impl Provider for ProviderService {
     ) -> RpcResult<pb::validate_data_resource_config::Response> {
         const RPC: &str = "ValidateDataResourceConfig";
         let req = req.into_inner();
-        let ((), diags) = guarded(RPC, || (), async {
+        let ((), diags) = guarded(&self.label, RPC, || (), async {
             let ty = match self.data_source_type(&req.type_name) {
                 Ok(t) => t,
                 Err(d) => return ((), d),
@@ -242,7 +246,7 @@ impl Provider for ProviderService {
     ) -> RpcResult<pb::upgrade_resource_state::Response> {
         const RPC: &str = "UpgradeResourceState";
         let req = req.into_inner();
-        let (state, diags) = guarded(RPC, || None, async {
+        let (state, diags) = guarded(&self.label, RPC, || None, async {
             let ty = match self.resource_type(&req.type_name) {
                 Ok(t) => t,
                 Err(d) => return (None, d),
@@ -251,7 +255,7 @@ impl Provider for ProviderService {
                 return (None, unknown_type("resource", &req.type_name));
             };
             let raw = req.raw_state.map(|r| r.json).unwrap_or_default();
-            let decoded = match crate::codec::decode_json(&raw, ty) {
+            let decoded = match crate::tfplugin::codec::decode_json(&raw, ty) {
                 Ok(v) => v,
                 Err(e) => return (None, codec_diag(RPC, "the stored state", &e).into()),
             };
@@ -276,7 +280,7 @@ impl Provider for ProviderService {
     ) -> RpcResult<pb::configure_provider::Response> {
         const RPC: &str = "ConfigureProvider";
         let req = req.into_inner();
-        let ((), diags) = guarded(RPC, || (), async {
+        let ((), diags) = guarded(&self.label, RPC, || (), async {
             let config = match decode_dynamic(req.config.as_ref(), &self.schemas.provider_type) {
                 Ok(c) => c,
                 Err(e) => return ((), codec_diag(RPC, "the provider config", &e).into()),
@@ -284,10 +288,15 @@ impl Provider for ProviderService {
             match self
                 .registry
                 .provider
-                .configure(&req.terraform_version, config)
+                .configure(&req.terraform_version, &config)
                 .await
             {
-                Ok(state) => {
+                Ok(data) => {
+                    let state = ProviderState {
+                        terraform_version: req.terraform_version.clone(),
+                        config,
+                        data,
+                    };
                     let mut slot = match self.configured.write() {
                         Ok(g) => g,
                         Err(poisoned) => poisoned.into_inner(),
@@ -314,6 +323,7 @@ impl Provider for ProviderService {
         let fallback_state = req.current_state.clone();
         let fallback_private = req.private.clone();
         let ((state, private), diags) = guarded(
+            &self.label,
             RPC,
             || (fallback_state.clone(), fallback_private.clone()),
             async {
@@ -357,7 +367,7 @@ impl Provider for ProviderService {
         const RPC: &str = "PlanResourceChange";
         let req = req.into_inner();
         let ((planned, replace, private), diags) =
-            guarded(RPC, || (None, Vec::new(), Vec::new()), async {
+            guarded(&self.label, RPC, || (None, Vec::new(), Vec::new()), async {
                 let ty = match self.resource_type(&req.type_name) {
                     Ok(t) => t,
                     Err(d) => return ((None, Vec::new(), Vec::new()), d),
@@ -426,7 +436,7 @@ impl Provider for ProviderService {
         let prior = req.prior_state.clone();
         let planned_private = req.planned_private.clone();
         let fallback = || (prior.clone(), planned_private.clone());
-        let ((state, private), diags) = guarded(RPC, fallback, async {
+        let ((state, private), diags) = guarded(&self.label, RPC, fallback, async {
             let keep = (req.prior_state.clone(), req.planned_private.clone());
             let ty = match self.resource_type(&req.type_name) {
                 Ok(t) => t,
@@ -481,7 +491,7 @@ impl Provider for ProviderService {
     ) -> RpcResult<pb::import_resource_state::Response> {
         const RPC: &str = "ImportResourceState";
         let req = req.into_inner();
-        let (imported, diags) = guarded(RPC, Vec::new, async {
+        let (imported, diags) = guarded(&self.label, RPC, Vec::new, async {
             let ty = match self.resource_type(&req.type_name) {
                 Ok(t) => t,
                 Err(d) => return (Vec::new(), d),
@@ -525,7 +535,9 @@ impl Provider for ProviderService {
     ) -> RpcResult<pb::read_data_source::Response> {
         const RPC: &str = "ReadDataSource";
         let req = req.into_inner();
-        let (state, diags) = guarded(RPC, || None, async {
+        let (state, diags) = guarded(
+            &self.label,
+            RPC, || None, async {
             let ty = match self.data_source_type(&req.type_name) {
                 Ok(t) => t,
                 Err(d) => return (None, d),

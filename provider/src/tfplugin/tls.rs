@@ -167,8 +167,9 @@ impl ClientCertVerifier for PinnedClientCert {
 }
 
 impl AutoMtls {
-    /// `client_cert_pem`: the value of PLUGIN_CLIENT_CERT.
-    pub fn new(client_cert_pem: &str) -> Result<Self, TlsError> {
+    /// `client_cert_pem`: the value of PLUGIN_CLIENT_CERT; `organization` names the provider
+    /// in our certificate.
+    pub fn new(client_cert_pem: &str, organization: &str) -> Result<Self, TlsError> {
         let expected = rustls_pemfile::certs(&mut client_cert_pem.as_bytes())
             .next()
             .ok_or(TlsError::NoClientCert)??;
@@ -180,7 +181,7 @@ impl AutoMtls {
             .push(rcgen::DnType::CommonName, "localhost");
         params
             .distinguished_name
-            .push(rcgen::DnType::OrganizationName, "redisha");
+            .push(rcgen::DnType::OrganizationName, organization);
         // Terraform puts this one certificate in its root pool: it must be usable as a CA too.
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         params.key_usages = vec![

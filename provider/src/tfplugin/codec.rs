@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use rmpv::Value as Mp;
 use serde_json::Value as Json;
 
-use crate::types::Type;
-use crate::value::{Number, Value};
+use crate::tfplugin::types::Type;
+use crate::tfplugin::value::{Number, Value};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {

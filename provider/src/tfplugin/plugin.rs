@@ -16,16 +16,15 @@ use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
 
-use crate::framework::Registry;
-use crate::proto::plugin as gp;
-use crate::proto::tfplugin6::provider_server::ProviderServer;
-use crate::server::ProviderService;
-use crate::tls::{AutoMtls, TlsError};
+use crate::tfplugin::framework::{Identity, Registry};
+use crate::tfplugin::proto::plugin as gp;
+use crate::tfplugin::proto::tfplugin6::provider_server::ProviderServer;
+use crate::tfplugin::server::ProviderService;
+use crate::tfplugin::tls::{AutoMtls, TlsError};
 
 pub const MAGIC_COOKIE_KEY: &str = "TF_PLUGIN_MAGIC_COOKIE";
 pub const MAGIC_COOKIE_VALUE: &str =
     "d602bf8f470bc67ca7faa0386276bbdd4330efaf76d1a219cb4d6991ca9872b2";
-pub const PROVIDER_ADDRESS: &str = "registry.terraform.io/redisha/redisha";
 /// Terraform accepts messages up to 2^31 bytes; tonic's default is 4 MiB.
 const MAX_MESSAGE: usize = i32::MAX as usize;
 
@@ -44,12 +43,14 @@ pub enum PluginError {
 }
 
 /// The message someone running the binary by hand sees.
-pub fn not_a_plugin_message() -> String {
+pub fn not_a_plugin_message(identity: &Identity) -> String {
     format!(
-        "This binary is a plugin for Terraform (the redisha provider, {PROVIDER_ADDRESS}).\n\
+        "This binary is a plugin for Terraform ({}, {}).\n\
          It is not meant to be run directly: Terraform starts it. To use it, point a Terraform\n\
          CLI config (dev_overrides or a filesystem_mirror) at it and run `terraform plan`.\n\
-         To debug it, run it with --debug and set the TF_REATTACH_PROVIDERS value it prints."
+         To debug it, run it with --debug and set the TF_REATTACH_PROVIDERS value it prints.",
+        identity.label(),
+        identity.address
     )
 }
 
@@ -185,13 +186,13 @@ impl gp::grpc_stdio_server::GrpcStdio for Stdio {
 
 use futures::StreamExt;
 
-fn socket_dir() -> Result<tempfile::TempDir, PluginError> {
+fn socket_dir(identity: &Identity) -> Result<tempfile::TempDir, PluginError> {
     // go-plugin honours PLUGIN_UNIX_SOCKET_DIR; default to the system temp dir.
     let base = std::env::var_os("PLUGIN_UNIX_SOCKET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
     tempfile::Builder::new()
-        .prefix("redisha-plugin")
+        .prefix(&format!("{}-plugin", identity.name))
         .tempdir_in(base)
         .map_err(PluginError::Socket)
 }
@@ -265,13 +266,13 @@ pub async fn serve_plugin(registry: Registry) -> Result<(), PluginError> {
     }
     ignore_sigint(None);
 
-    let dir = socket_dir()?;
+    let dir = socket_dir(&registry.identity)?;
     let path = dir.path().join("plugin.sock");
     let listener = UnixListener::bind(&path).map_err(PluginError::Socket)?;
 
     let (tls, cert_b64) = match std::env::var("PLUGIN_CLIENT_CERT") {
         Ok(pem) if !pem.trim().is_empty() => {
-            let mtls = AutoMtls::new(&pem)?;
+            let mtls = AutoMtls::new(&pem, registry.identity.name)?;
             let b64 =
                 base64::engine::general_purpose::STANDARD_NO_PAD.encode(&mtls.server_cert_der);
             (Some(TlsAcceptor::from(mtls.config)), b64)
@@ -298,12 +299,12 @@ pub async fn serve_plugin(registry: Registry) -> Result<(), PluginError> {
 /// `--debug`: serve standalone (plaintext, as reattach requires) and print the
 /// TF_REATTACH_PROVIDERS value; Ctrl-C stops it.
 pub async fn serve_debug(registry: Registry) -> Result<(), PluginError> {
-    let dir = socket_dir()?;
+    let dir = socket_dir(&registry.identity)?;
     let path = dir.path().join("plugin.sock");
     let listener = UnixListener::bind(&path).map_err(PluginError::Socket)?;
     let (shutdown_tx, _) = watch::channel(false);
     ignore_sigint(Some(shutdown_tx.clone()));
-    let value = reattach_value(&path, std::process::id());
+    let value = reattach_value(registry.identity.address, &path, std::process::id());
     write_stdout(&format!(
         "Provider started. To attach Terraform CLI, set the TF_REATTACH_PROVIDERS environment variable with the following:\n\n\tTF_REATTACH_PROVIDERS='{value}'\n\nPress Ctrl-C to stop.\n"
     ))?;
@@ -319,9 +320,9 @@ pub async fn serve_debug(registry: Registry) -> Result<(), PluginError> {
     result
 }
 
-pub fn reattach_value(socket: &Path, pid: u32) -> String {
+pub fn reattach_value(address: &str, socket: &Path, pid: u32) -> String {
     serde_json::json!({
-        PROVIDER_ADDRESS: {
+        address: {
             "Protocol": "grpc",
             "ProtocolVersion": 6,
             "Pid": pid,

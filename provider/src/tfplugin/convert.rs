@@ -1,11 +1,11 @@
 //! Framework types to and from protocol messages.
 
-use crate::codec::{self, CodecError};
-use crate::diagnostics::{AttrPath, Diagnostic, Diagnostics, PathStep, Severity};
-use crate::proto::tfplugin6 as pb;
-use crate::schema::{Attribute, Block, NestedBlock, Nesting, Schema};
-use crate::types::Type;
-use crate::value::Value;
+use crate::tfplugin::codec::{self, CodecError};
+use crate::tfplugin::diagnostics::{AttrPath, Diagnostic, Diagnostics, PathStep, Severity};
+use crate::tfplugin::proto::tfplugin6 as pb;
+use crate::tfplugin::schema::{Attribute, Block, NestedBlock, Nesting, Schema};
+use crate::tfplugin::types::Type;
+use crate::tfplugin::value::Value;
 
 pub fn path_to_pb(path: &AttrPath) -> pb::AttributePath {
     use pb::attribute_path::step::Selector;

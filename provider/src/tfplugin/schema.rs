@@ -2,8 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::types::Type;
-use crate::value::Value;
+use crate::tfplugin::diagnostics::AttrPath;
+use crate::tfplugin::types::Type;
+use crate::tfplugin::value::Value;
 
 #[derive(Debug, Clone, Default)]
 pub struct Schema {
@@ -28,6 +29,8 @@ pub struct Attribute {
     pub computed: bool,
     /// Hidden in plan output; the provider never logs such values either.
     pub sensitive: bool,
+    /// A change of it replaces the object (framework metadata; top-level attributes only).
+    pub requires_replace: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +49,8 @@ pub struct NestedBlock {
     pub nesting: Nesting,
     pub min_items: i64,
     pub max_items: i64,
+    /// A change of it replaces the object (framework metadata; top-level blocks only).
+    pub requires_replace: bool,
 }
 
 impl Attribute {
@@ -58,6 +63,7 @@ impl Attribute {
             optional: false,
             computed: false,
             sensitive: false,
+            requires_replace: false,
         }
     }
     pub fn required(name: &str, ty: Type) -> Self {
@@ -90,6 +96,10 @@ impl Attribute {
         self.sensitive = true;
         self
     }
+    pub fn requires_replace(mut self) -> Self {
+        self.requires_replace = true;
+        self
+    }
     pub fn describe(mut self, text: &str) -> Self {
         self.description = text.to_string();
         self
@@ -104,6 +114,7 @@ impl NestedBlock {
             nesting: Nesting::List,
             min_items: 0,
             max_items: 0,
+            requires_replace: false,
         }
     }
     pub fn single(type_name: &str, block: Block) -> Self {
@@ -118,6 +129,10 @@ impl NestedBlock {
     }
     pub fn max_items(mut self, n: i64) -> Self {
         self.max_items = n;
+        self
+    }
+    pub fn requires_replace(mut self) -> Self {
+        self.requires_replace = true;
         self
     }
 
@@ -196,6 +211,26 @@ impl Block {
             }
         }
         out
+    }
+
+    /// The top-level attributes and blocks marked `requires_replace` whose value differs
+    /// between `prior` and `planned`: the paths Terraform shows as "forces replacement".
+    pub fn replace_paths(&self, prior: &Value, planned: &Value) -> Vec<AttrPath> {
+        let attrs = self
+            .attributes
+            .iter()
+            .filter(|a| a.requires_replace)
+            .map(|a| a.name.as_str());
+        let blocks = self
+            .blocks
+            .iter()
+            .filter(|b| b.requires_replace)
+            .map(|b| b.type_name.as_str());
+        attrs
+            .chain(blocks)
+            .filter(|name| prior.get(name) != planned.get(name))
+            .map(AttrPath::attr)
+            .collect()
     }
 
     /// Names of sensitive attributes (top level), for redaction.

@@ -2,8 +2,8 @@
 //! the value is known, null or unknown, and a diagnostic on the attribute when its value does
 //! not fit (say a negative `shards`), so validate can check what is known and skip the rest.
 
-use crate::diagnostics::{AttrPath, Diagnostic};
-use crate::value::Value;
+use crate::tfplugin::diagnostics::{AttrPath, Diagnostic};
+use crate::tfplugin::value::Value;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Field<T> {

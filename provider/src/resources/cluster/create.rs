@@ -1,0 +1,69 @@
+//! ApplyResourceChange for a new cluster: nodes started, the cluster formed, its record
+//! marked ready. An interrupted create of the same cluster is resumed.
+
+use redisha_cluster::identity::{ClusterRecord, ClusterStatus};
+use redisha_cluster::ClusterState;
+use redisha_planner as planner;
+use tracing::info;
+
+use crate::tfplugin::diagnostics::Diagnostics;
+use crate::tfplugin::framework::typed::{ApplyArgs, Outcome};
+use crate::tfplugin::framework::Context;
+
+use super::args::ClusterArgs;
+use super::locate::Located;
+use super::model::ClusterModel;
+use super::{cluster_error, finish, known_args, locate, operator, place};
+
+pub(super) async fn create(
+    ctx: &Context,
+    a: ApplyArgs<ClusterModel, ClusterState>,
+) -> Outcome<ClusterModel, ClusterState> {
+    let args = known_args(&a.config)?;
+    let mut located = locate(ctx, &args, a.private, None, true, true).await?;
+    for note in &located.notes {
+        info!(cluster = %args.name, %note, "recovered");
+    }
+    let result = form(ctx, &args, &mut located).await;
+    finish(ctx, &args, &a.config, true, located, result).await
+}
+
+/// Forms the cluster; the report of its placement.
+async fn form(
+    ctx: &Context,
+    args: &ClusterArgs,
+    located: &mut Located,
+) -> Result<String, Diagnostics> {
+    // The same placement as the plan (and as a create this one resumes): a fresh plan.
+    let planned = place(&located.request, None)?;
+    let op = operator(
+        ctx,
+        &located.driver,
+        args,
+        args.node_config.clone(),
+        None,
+        args.timeouts.create,
+    );
+    info!(cluster = %args.name, cluster_id = %located.state.cluster_id, nodes = planned.placement.nodes.len(), "creating cluster");
+    // The create's record names this process as its owner; its lease is renewed while the
+    // create runs, so an apply elsewhere does not take over a create that is still working.
+    let holding = ClusterRecord::new(
+        &located.state.cluster_id,
+        &args.name,
+        ClusterStatus::Creating,
+    );
+    let cancel = op.options().cancel.clone();
+    let created = tokio::select! {
+        created = op.create(&located.request, &planned.placement, &mut located.state) => created,
+        never = redisha_cluster::lease::hold_create(located.driver.driver(), &holding, &cancel) => match never {},
+    };
+    created.map_err(|e| Diagnostics::from(cluster_error("Creating the cluster failed", e)))?;
+    let record = ClusterRecord::new(&located.state.cluster_id, &args.name, ClusterStatus::Ready);
+    located
+        .driver
+        .driver()
+        .record_cluster(&record)
+        .await
+        .map_err(|e| Diagnostics::from(cluster_error("Recording the cluster failed", e)))?;
+    Ok(planner::report::render_markdown(&planned.report))
+}

@@ -1,0 +1,87 @@
+//! The `redisha_cluster` model: the placement data source's topology and shape arguments,
+//! plus the password, extra redis.conf settings, one driver block and what apply learns.
+
+use std::collections::BTreeMap;
+
+use crate::model;
+use crate::tfplugin::framework::Attr;
+use crate::topology::{self, TopologyModel};
+
+model! {
+    /// One node of `nodes`.
+    #[derive(Debug)]
+    pub struct NodeValue {
+        pub id: Attr<String>,
+        pub name: Attr<String>,
+        pub address: Attr<String>,
+        pub role: Attr<String>,
+        pub status: Attr<String>,
+        pub shard: Attr<u32>,
+        pub zone: Attr<String>,
+        pub host: Attr<String>,
+        pub slots: Attr<Vec<String>>,
+    }
+}
+
+model! {
+    pub struct LocalModel("Runs every host as a loopback address 127.O.Z.H on this machine and every node as a redis-server process.") {
+        pub data_dir: Attr<String> = optional("Directory holding one directory per node (config file with mode 0600, data, log). \
+             Default `.redisha/<name>` under Terraform's working directory."),
+        pub base_port: Attr<u32> = optional("Client port of the first node on each host; the n-th node on a host uses base_port + n \
+             and the cluster bus port 10000 above it. Default 7000."),
+        pub loopback_octet: Attr<u32> = optional("Second octet O of the host addresses 127.O.Z.H (Z: zone number, H: host number, from 1). \
+             Default 0. Give two clusters on one machine different values."),
+        pub redis_server: Attr<String> = optional("The redis-server binary, a path or a name on PATH. Default `redis-server`."),
+    }
+}
+
+model! {
+    pub struct DataVolumeModel("An encrypted gp3 data volume per instance, mounted as Redis's data directory.") {
+        pub size_gb: Attr<u32> = required("Size in GiB."),
+        pub encrypted: Attr<bool> = optional("Default true."),
+    }
+}
+
+model! {
+    pub struct AwsModel("Runs every host as an EC2 instance in a subnet of its zone.") {
+        pub subnet_ids: Attr<Vec<String>> = required("Subnets to launch into; their availability zones are the cluster's zones (several subnets may share a zone)."),
+        pub instance_type: Attr<String> = required("Instance type; its memory (DescribeInstanceTypes) is the host capacity the planner fills."),
+        pub ami: Attr<String> = required("AMI id: a Debian or Ubuntu image with cloud-init."),
+        pub key_name: Attr<String> = optional("EC2 key pair for SSH."),
+        pub allowed_cidrs: Attr<Vec<String>> = optional("CIDR blocks allowed to reach the Redis ports besides the cluster's own security group."),
+        pub placement_group: Attr<String> = optional("Name of an existing `spread` placement group."),
+        pub max_nodes_per_instance: Attr<u32> = optional("Most redis-server nodes one instance runs. Default: as many as its memory holds."),
+        pub tags: Attr<BTreeMap<String, String>> = optional("Tags for every instance and the security group."),
+        pub data_volume: Attr<DataVolumeModel> = single_block(),
+    }
+}
+
+model! {
+    pub struct TimeoutsModel("How long each operation may take, as `30s`, `10m` or `1h`.") {
+        pub create: Attr<String> = optional("Default 10m."),
+        pub update: Attr<String> = optional("Default 30m."),
+        pub delete: Attr<String> = optional("Default 10m."),
+    }
+}
+
+model! {
+    pub struct ClusterModel("A Redis Cluster placed by the redisha planner (no shard shares a failure domain with its \
+         replicas; losing any one zone keeps a master majority and a copy of every shard whenever \
+         the topology allows it), formed, kept healthy and changed safely.") {
+        pub name: Attr<String> = required("Cluster name: names the data directory (local) or tags the instances (aws). Changing it replaces the cluster.").requires_replace(),
+        pub id: Attr<String> = computed("The cluster name."),
+        pub cluster_id: Attr<String> = computed("The cluster's unique id, made at create and recorded on every node (local: in the node's          directory, `<data_dir>/<cluster_id>/<node>/`). redisha only ever stops, wipes or          adopts what carries it, and finds the nodes again by it when an apply was interrupted."),
+        pub topology: TopologyModel = flatten().adjust(topology::blocks_optional),
+        pub password: Attr<String> = optional("Password of the default user (requirepass and masterauth). Changing it rolls over every node.").sensitive(),
+        pub allow_data_loss: Attr<bool> = optional("Default false: apply refuses any action that would lose acknowledged writes, such as              restarting a failed master that has no live replica while append-only persistence is              off (it comes back with its last snapshot at best). Set true to accept that loss."),
+        pub redis_config: Attr<BTreeMap<String, String>> = optional("Extra redis.conf settings, e.g. `{ maxmemory-policy = \"allkeys-lru\" }`. Changes roll over replicas first."),
+        pub nodes: Attr<Vec<NodeValue>> = computed("Every node: `id` (Redis cluster node id), `name`, `address` (host:port), `role` (`master` or \
+             `replica`), `status` (`up` or `down`), `shard` (0-based), `zone`, `host`, and `slots` as \
+             `\"start-end\"` ranges. Read reports the live cluster, so drift shows in the next plan."),
+        pub endpoints: Attr<Vec<String>> = computed("host:port of every node, for cluster-aware clients."),
+        pub placement_report: Attr<String> = computed("The planner's what-if report, markdown."),
+        pub local: Attr<LocalModel> = single_block().requires_replace(),
+        pub aws: Attr<AwsModel> = single_block().requires_replace(),
+        pub timeouts: Attr<TimeoutsModel> = single_block(),
+    }
+}

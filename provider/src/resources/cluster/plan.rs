@@ -1,0 +1,132 @@
+//! PlanResourceChange for a create or update: where every node will run, checked before
+//! anything starts (a destroy's plan is the framework's).
+
+use redisha_planner as planner;
+
+use crate::tfplugin::diagnostics::{AttrPath, Diagnostic, Diagnostics};
+use crate::tfplugin::framework::typed::PlanArgs;
+use crate::tfplugin::framework::{Attr, Context, Planned};
+
+use super::args::{ClusterArgs, DriverArgs};
+use super::locate::Located;
+use super::model::ClusterModel;
+use super::{
+    cluster_error, id_value, locate, node_config_of, nodes, note_warnings, operator, place,
+    with_cluster,
+};
+use redisha_cluster::ClusterState;
+
+pub(super) async fn plan(
+    ctx: &Context,
+    a: PlanArgs<ClusterModel, ClusterState>,
+) -> Result<Planned<ClusterModel>, Diagnostics> {
+    let creating = a.creating();
+    let Some(args) = ClusterArgs::from_model(&a.config)? else {
+        // Something in the config is only known at apply: so is everything computed.
+        let cluster_id = match a.prior.as_ref().map(|p| &p.cluster_id) {
+            Some(Attr::Known(id)) if !creating => Attr::Known(id.clone()),
+            _ => Attr::Unknown,
+        };
+        let unknown = (Attr::Unknown, Attr::Unknown);
+        let state = with_cluster(
+            &a.config,
+            a.config.name.clone(),
+            cluster_id,
+            unknown,
+            Attr::Unknown,
+        );
+        return Ok(Planned {
+            state,
+            diagnostics: Diagnostics::new(),
+        });
+    };
+    let mut diagnostics = Diagnostics::new();
+    let prior = a.prior.as_ref();
+    let located = locate(ctx, &args, a.private, prior, creating, false).await?;
+    diagnostics.extend(note_warnings(
+        if creating {
+            "Resuming an interrupted create"
+        } else {
+            "The state was rebuilt from the running cluster"
+        },
+        &located.notes,
+    ));
+    let Located {
+        driver,
+        request,
+        state: current,
+        ..
+    } = located;
+    let planned = place(&request, (!creating).then_some(&current))?;
+    for w in &planned.warnings {
+        diagnostics.push(Diagnostic::warning("Placement warning", w.clone()));
+    }
+
+    // What apply needs (binary, free ports, writable data dir), checked before anything starts.
+    let op = operator(
+        ctx,
+        &driver,
+        &args,
+        args.node_config.clone(),
+        prior.and_then(|p| node_config_of(p).password),
+        args.timeouts.create,
+    );
+    // Slots a killed apply left half-moved: apply finishes them before anything else.
+    let mut slots_in_flight = false;
+    if !creating {
+        let open: Vec<String> = op
+            .open_slots(&current)
+            .await
+            .map_err(|e| Diagnostics::from(cluster_error("Cannot read the open slots", e)))?
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        slots_in_flight = !open.is_empty();
+        diagnostics.extend(note_warnings(
+            "Apply resumes an interrupted migration",
+            &open,
+        ));
+    }
+    if let Err(e) = op.preflight(&request, &planned.placement, &current).await {
+        return Err(cluster_error("The cluster cannot be started here", e)
+            .at(preflight_path(&args))
+            .into());
+    }
+
+    let prior_nodes = match prior {
+        Some(p) if !a.replacing => p.nodes.value().map_or(&[][..], Vec::as_slice),
+        _ => &[],
+    };
+    let (nodes, endpoints) =
+        nodes::planned(&request, &planned.placement, &current, prior_nodes, &driver);
+    // While slots are half-moved, who serves them settles as the cluster gossips (and as
+    // apply finishes them), so the slot layout is only known after apply: a value planned
+    // now could differ from Terraform's second plan at apply time.
+    let nodes = if slots_in_flight {
+        Attr::Unknown
+    } else {
+        nodes
+    };
+    let report = planner::report::render_markdown(&planned.report);
+    // A new cluster (or one of an older state) gets its id at apply.
+    let planned_id = match id_value(&current) {
+        Attr::Null => Attr::Unknown,
+        known => known,
+    };
+    let state = with_cluster(
+        &a.config,
+        Attr::Known(args.name.clone()),
+        planned_id,
+        (nodes, endpoints),
+        report.into(),
+    );
+    Ok(Planned { state, diagnostics })
+}
+
+/// The attribute a preflight failure most likely points at.
+fn preflight_path(args: &ClusterArgs) -> AttrPath {
+    match args.driver {
+        DriverArgs::Local(_) => AttrPath::attr("local"),
+        DriverArgs::Aws(_) => AttrPath::attr("aws"),
+    }
+}

@@ -1,0 +1,95 @@
+//! ApplyResourceChange for an existing cluster: half-moved slots finished, proven failures
+//! repaired, node settings rolled out, then the planner's migration steps.
+
+use redisha_cluster::ClusterState;
+use redisha_planner as planner;
+use tracing::info;
+
+use crate::tfplugin::diagnostics::Diagnostics;
+use crate::tfplugin::framework::typed::{ApplyArgs, Outcome};
+use crate::tfplugin::framework::Context;
+
+use super::args::ClusterArgs;
+use super::locate::Located;
+use super::model::ClusterModel;
+use super::{cluster_error, finish, known_args, locate, node_config_of, operator, place};
+
+pub(super) async fn update(
+    ctx: &Context,
+    prior: ClusterModel,
+    a: ApplyArgs<ClusterModel, ClusterState>,
+) -> Outcome<ClusterModel, ClusterState> {
+    let args = known_args(&a.config)?;
+    let mut located = locate(ctx, &args, a.private, Some(&prior), false, true).await?;
+    for note in &located.notes {
+        info!(cluster = %args.name, %note, "recovered");
+    }
+    let result = converge(ctx, &args, &prior, &mut located).await;
+    finish(ctx, &args, &a.config, false, located, result).await
+}
+
+/// Brings the cluster to the configuration; the report of the new placement.
+async fn converge(
+    ctx: &Context,
+    args: &ClusterArgs,
+    prior: &ClusterModel,
+    located: &mut Located,
+) -> Result<String, Diagnostics> {
+    let Located {
+        driver,
+        request,
+        state,
+        ..
+    } = located;
+    // The operator starts from the settings the cluster runs with; reconfigure rolls the
+    // new ones out. Both passwords are tried: a rotation may have been cut short.
+    let mut op = operator(
+        ctx,
+        driver,
+        args,
+        node_config_of(prior),
+        args.node_config.password.clone(),
+        args.timeouts.update,
+    );
+
+    // Hosts whose machine is gone (a terminated instance) leave the state here too, not
+    // only at read, so `apply -refresh=false` also replaces them (see `read`).
+    driver.sync_hosts(state).await?;
+    // Half-moved slots first: nothing may fail over while a slot is open.
+    let finished = op.finish_open_slots(state).await.map_err(|e| {
+        Diagnostics::from(cluster_error(
+            "Finishing an interrupted migration failed",
+            e,
+        ))
+    })?;
+    for action in &finished {
+        info!(cluster = %args.name, %action, "open slots");
+    }
+    // Drift next: every node up, replicas attached, planned masters back in place, so the
+    // migration starts from the plan in state.
+    let repaired = op
+        .repair(request, state)
+        .await
+        .map_err(|e| Diagnostics::from(cluster_error("Repairing the cluster failed", e)))?;
+    for action in &repaired.actions {
+        info!(cluster = %args.name, %action, "repair");
+    }
+    if op.config() != &args.node_config {
+        op.reconfigure(state, args.node_config.clone())
+            .await
+            .map_err(|e| {
+                Diagnostics::from(cluster_error("Changing the node settings failed", e))
+            })?;
+    }
+    let planned = place(request, Some(state))?;
+    let steps = planner::migrate::steps(&state.placement(), &planned.placement).map_err(|e| {
+        Diagnostics::from(cluster_error("No safe migration to the new placement", e))
+    })?;
+    if !steps.is_empty() {
+        info!(cluster = %args.name, steps = steps.len(), "migrating");
+    }
+    op.update(request, &planned.placement, &steps, state)
+        .await
+        .map_err(|e| Diagnostics::from(cluster_error("Changing the cluster failed", e)))?;
+    Ok(planner::report::render_markdown(&planned.report))
+}

@@ -14,7 +14,7 @@ use redisha_cluster::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use crate::error::AwsError;
+use crate::error::{AwsError, Field};
 use crate::instances::{self, ClusterInstance, LaunchSpec, Scope, CLUSTER_ID_TAG};
 use crate::security_group::{self, tag};
 use crate::settings::{AwsDriverConfig, AwsSettings};
@@ -120,7 +120,7 @@ impl AwsDriver {
     pub fn with_cluster_id(mut self, cluster_id: &str, name: &str) -> Result<Self, AwsError> {
         if name != self.config.cluster_name {
             return Err(AwsError::config(
-                "name",
+                Field::ClusterName,
                 format!(
                     "the aws driver was built for cluster {:?}, not {name:?}; this is a bug in the provider, please report it",
                     self.config.cluster_name
@@ -215,10 +215,9 @@ impl AwsDriver {
             Some(p) => p,
             None => {
                 let subnets = resolve_subnets(&self.client, &self.config.subnet_ids).await?;
-                let vpc_id = subnets
-                    .first()
-                    .map(|s| s.vpc_id.clone())
-                    .ok_or_else(|| AwsError::config("aws.subnet_ids", "is empty"))?;
+                let vpc_id = subnets.first().map(|s| s.vpc_id.clone()).ok_or_else(|| {
+                    AwsError::config(Field::SubnetIds { index: None }, "is empty")
+                })?;
                 Prepared {
                     subnets,
                     vpc_id,
@@ -385,7 +384,7 @@ impl AwsDriver {
         });
         if document.len() > MAX_USER_DATA {
             return Err(AwsError::config(
-                "redis_config",
+                Field::RedisConfig,
                 format!(
                     "the instance's user data would be {} bytes, over EC2's {MAX_USER_DATA}; shorten redis_config",
                     document.len()
@@ -629,13 +628,13 @@ impl AwsDriver {
         let cluster = self.config.cluster_name.as_str();
         let Some(id) = self.config.cluster_id.as_deref() else {
             return Err(AwsError::config(
-                "cluster_id",
+                Field::ClusterId,
                 "the aws driver has no cluster id to record; this is a bug in the provider, please report it",
             ));
         };
         if record.cluster_id != id || record.name != cluster {
             return Err(AwsError::config(
-                "cluster_id",
+                Field::ClusterId,
                 format!(
                     "the aws driver acts for cluster {cluster:?} (id {id}), not {:?} (id {}); this is a bug in the provider, please report it",
                     record.name, record.cluster_id

@@ -331,28 +331,27 @@ impl Spec {
             adjust: None,
         }
     }
-    /// Hidden in plan output and never logged.
-    pub fn sensitive(mut self) -> Self {
-        self.sensitive = true;
+    fn with(mut self, change: impl FnOnce(&mut Self)) -> Self {
+        change(&mut self);
         self
+    }
+    /// Hidden in plan output and never logged.
+    pub fn sensitive(self) -> Self {
+        self.with(|s| s.sensitive = true)
     }
     /// A change of this (top-level) attribute or block replaces the object.
-    pub fn requires_replace(mut self) -> Self {
-        self.requires_replace = true;
-        self
+    pub fn requires_replace(self) -> Self {
+        self.with(|s| s.requires_replace = true)
     }
-    pub fn min_items(mut self, n: i64) -> Self {
-        self.min_items = n;
-        self
+    pub fn min_items(self, n: i64) -> Self {
+        self.with(|s| s.min_items = n)
     }
-    pub fn max_items(mut self, n: i64) -> Self {
-        self.max_items = n;
-        self
+    pub fn max_items(self, n: i64) -> Self {
+        self.with(|s| s.max_items = n)
     }
     /// For `flatten()`: changes the flattened block before it is merged.
-    pub fn adjust(mut self, f: fn(Block) -> Block) -> Self {
-        self.adjust = Some(f);
-        self
+    pub fn adjust(self, f: fn(Block) -> Block) -> Self {
+        self.with(|s| s.adjust = Some(f))
     }
     fn is_block(&self) -> bool {
         matches!(self.kind, Kind::ListBlock | Kind::SingleBlock)

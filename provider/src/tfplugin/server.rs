@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
 use futures::FutureExt;
@@ -20,6 +21,7 @@ use crate::tfplugin::framework::{
 use crate::tfplugin::proto::tfplugin6 as pb;
 use crate::tfplugin::proto::tfplugin6::provider_server::Provider;
 use crate::tfplugin::types::Type;
+use crate::tfplugin::value::Value;
 
 /// Schemas and their value types, computed once at start-up.
 struct Schemas {
@@ -103,21 +105,63 @@ impl ProviderService {
         }
     }
 
+    /// A resource type's value type and implementation, and the request's values decoded with
+    /// that type.
+    fn resource_values<const N: usize>(
+        &self,
+        name: &str,
+        rpc: &'static str,
+        values: [(Option<&pb::DynamicValue>, &str); N],
+    ) -> Result<(&Type, &dyn RawResource, [Value; N]), Diagnostics> {
+        let (ty, res) = self.resource(name)?;
+        Ok((ty, res, decode_all(rpc, ty, values)?))
+    }
+
+    /// For a plan or an apply: the resource and the prior state, the proposed or planned state
+    /// (`next`) and the configuration, decoded.
+    fn change_values(
+        &self,
+        name: &str,
+        rpc: &'static str,
+        prior: Option<&pb::DynamicValue>,
+        next: (Option<&pb::DynamicValue>, &str),
+        config: Option<&pb::DynamicValue>,
+    ) -> Result<(&Type, &dyn RawResource, [Value; 3]), Diagnostics> {
+        let values = [
+            (prior, "the prior state"),
+            next,
+            (config, "the configuration"),
+        ];
+        self.resource_values(name, rpc, values)
+    }
+
     /// ValidateResourceConfig and ValidateDataResourceConfig: decode, then validate.
     async fn validate_config(
         &self,
-        rpc: &'static str,
-        found: Result<(&Type, Validates<'_>), Diagnostics>,
+        kind: Kind,
+        type_name: &str,
         config: Option<&pb::DynamicValue>,
     ) -> Vec<pb::Diagnostic> {
+        let (rpc, found) = match kind {
+            Kind::Resource => (
+                "ValidateResourceConfig",
+                self.resource(type_name)
+                    .map(|(ty, r)| (ty, Validates::Resource(r))),
+            ),
+            Kind::DataSource => (
+                "ValidateDataResourceConfig",
+                self.data_source(type_name)
+                    .map(|(ty, d)| (ty, Validates::DataSource(d))),
+            ),
+        };
         let ((), diags) = guarded(&self.label, rpc, || (), async {
             let (ty, target) = match found {
                 Ok(found) => found,
                 Err(d) => return ((), d),
             };
-            let config = match decode_dynamic(config, ty) {
-                Ok(config) => config,
-                Err(e) => return ((), codec_diag(rpc, "the configuration", &e).into()),
+            let [config] = match decode_all(rpc, ty, [(config, "the configuration")]) {
+                Ok(decoded) => decoded,
+                Err(d) => return ((), d),
             };
             let ctx = self.context();
             let diags = match target {
@@ -131,10 +175,48 @@ impl ProviderService {
     }
 }
 
+/// Which registry a validate call looks the type up in.
+enum Kind {
+    Resource,
+    DataSource,
+}
+
 /// What a validate call checks a configuration with.
 enum Validates<'a> {
     Resource(&'a dyn RawResource),
     DataSource(&'a dyn RawDataSource),
+}
+
+/// Decodes the values one RPC carries, each named for its diagnostic; every value that does
+/// not decode is reported, not only the first.
+fn decode_all<const N: usize>(
+    rpc: &'static str,
+    ty: &Type,
+    values: [(Option<&pb::DynamicValue>, &str); N],
+) -> Result<[Value; N], Diagnostics> {
+    let mut diags = Diagnostics::new();
+    let mut decoded = Vec::with_capacity(N);
+    for (value, what) in values {
+        match decode_dynamic(value, ty) {
+            Ok(v) => decoded.push(v),
+            Err(e) => diags.push(codec_diag(rpc, what, &e)),
+        }
+    }
+    <[Value; N]>::try_from(decoded).map_err(|_| diags)
+}
+
+/// Encodes a call's result. A value that does not fit the schema (a provider bug) adds its
+/// codec error to the call's diagnostics and yields nothing.
+fn encode_into(
+    rpc: &'static str,
+    what: &str,
+    ty: &Type,
+    value: &Value,
+    diags: &mut Diagnostics,
+) -> Option<pb::DynamicValue> {
+    encode_dynamic(value, ty)
+        .map_err(|e| diags.push(codec_diag(rpc, what, &e)))
+        .ok()
 }
 
 fn unknown_type(kind: &str, name: &str) -> Diagnostics {
@@ -182,42 +264,13 @@ async fn guarded<T>(
 
 type RpcResult<T> = Result<Response<T>, Status>;
 
-#[tonic::async_trait]
-impl Provider for ProviderService {
-    async fn get_provider_schema(
+/// The RPCs' bodies: the trait methods below only unwrap the request and wrap the response.
+impl ProviderService {
+    async fn on_validate_provider_config(
         &self,
-        _req: Request<pb::get_provider_schema::Request>,
-    ) -> RpcResult<pb::get_provider_schema::Response> {
-        tracing::debug!(rpc = "GetProviderSchema", "rpc start");
-        let s = &self.schemas;
-        Ok(Response::new(pb::get_provider_schema::Response {
-            provider: Some(s.provider.clone()),
-            resource_schemas: s
-                .resources
-                .iter()
-                .map(|(k, (v, _))| (k.clone(), v.clone()))
-                .collect(),
-            data_source_schemas: s
-                .data_sources
-                .iter()
-                .map(|(k, (v, _))| (k.clone(), v.clone()))
-                .collect(),
-            diagnostics: Vec::new(),
-            provider_meta: None,
-            server_capabilities: Some(pb::ServerCapabilities {
-                plan_destroy: false,
-                get_provider_schema_optional: false,
-                move_resource_state: false,
-            }),
-        }))
-    }
-
-    async fn validate_provider_config(
-        &self,
-        req: Request<pb::validate_provider_config::Request>,
-    ) -> RpcResult<pb::validate_provider_config::Response> {
+        req: pb::validate_provider_config::Request,
+    ) -> pb::validate_provider_config::Response {
         const RPC: &str = "ValidateProviderConfig";
-        let req = req.into_inner();
         let ((), diags) = guarded(&self.label, RPC, || (), async {
             match decode_dynamic(req.config.as_ref(), &self.schemas.provider_type) {
                 Ok(config) => ((), self.registry.provider.validate(&config).await),
@@ -225,47 +278,38 @@ impl Provider for ProviderService {
             }
         })
         .await;
-        Ok(Response::new(pb::validate_provider_config::Response {
+        pb::validate_provider_config::Response {
             diagnostics: diagnostics_to_pb(&diags),
-        }))
+        }
     }
 
-    async fn validate_resource_config(
+    async fn on_validate_resource_config(
         &self,
-        req: Request<pb::validate_resource_config::Request>,
-    ) -> RpcResult<pb::validate_resource_config::Response> {
-        let req = req.into_inner();
-        let found = self.resource(&req.type_name);
-        let found = found.map(|(ty, r)| (ty, Validates::Resource(r)));
-        let diagnostics = self
-            .validate_config("ValidateResourceConfig", found, req.config.as_ref())
-            .await;
-        Ok(Response::new(pb::validate_resource_config::Response {
-            diagnostics,
-        }))
+        req: pb::validate_resource_config::Request,
+    ) -> pb::validate_resource_config::Response {
+        let config = req.config.as_ref();
+        let diagnostics = self.validate_config(Kind::Resource, &req.type_name, config);
+        pb::validate_resource_config::Response {
+            diagnostics: diagnostics.await,
+        }
     }
 
-    async fn validate_data_resource_config(
+    async fn on_validate_data_resource_config(
         &self,
-        req: Request<pb::validate_data_resource_config::Request>,
-    ) -> RpcResult<pb::validate_data_resource_config::Response> {
-        let req = req.into_inner();
-        let found = self.data_source(&req.type_name);
-        let found = found.map(|(ty, d)| (ty, Validates::DataSource(d)));
-        let diagnostics = self
-            .validate_config("ValidateDataResourceConfig", found, req.config.as_ref())
-            .await;
-        Ok(Response::new(pb::validate_data_resource_config::Response {
-            diagnostics,
-        }))
+        req: pb::validate_data_resource_config::Request,
+    ) -> pb::validate_data_resource_config::Response {
+        let config = req.config.as_ref();
+        let checked = self.validate_config(Kind::DataSource, &req.type_name, config);
+        pb::validate_data_resource_config::Response {
+            diagnostics: checked.await,
+        }
     }
 
-    async fn upgrade_resource_state(
+    async fn on_upgrade_resource_state(
         &self,
-        req: Request<pb::upgrade_resource_state::Request>,
-    ) -> RpcResult<pb::upgrade_resource_state::Response> {
+        req: pb::upgrade_resource_state::Request,
+    ) -> pb::upgrade_resource_state::Response {
         const RPC: &str = "UpgradeResourceState";
-        let req = req.into_inner();
         let (state, diags) = guarded(&self.label, RPC, || None, async {
             let (ty, res) = match self.resource(&req.type_name) {
                 Ok(found) => found,
@@ -277,26 +321,28 @@ impl Provider for ProviderService {
                 Err(e) => return (None, codec_diag(RPC, "the stored state", &e).into()),
             };
             match res.upgrade(&self.context(), req.version, decoded).await {
-                Ok(v) => match encode_dynamic(&v, ty) {
-                    Ok(dv) => (Some(dv), Diagnostics::new()),
-                    Err(e) => (None, codec_diag(RPC, "the upgraded state", &e).into()),
-                },
+                Ok(v) => {
+                    let mut diags = Diagnostics::new();
+                    (
+                        encode_into(RPC, "the upgraded state", ty, &v, &mut diags),
+                        diags,
+                    )
+                }
                 Err(d) => (None, d),
             }
         })
         .await;
-        Ok(Response::new(pb::upgrade_resource_state::Response {
+        pb::upgrade_resource_state::Response {
             upgraded_state: state,
             diagnostics: diagnostics_to_pb(&diags),
-        }))
+        }
     }
 
-    async fn configure_provider(
+    async fn on_configure_provider(
         &self,
-        req: Request<pb::configure_provider::Request>,
-    ) -> RpcResult<pb::configure_provider::Response> {
+        req: pb::configure_provider::Request,
+    ) -> pb::configure_provider::Response {
         const RPC: &str = "ConfigureProvider";
-        let req = req.into_inner();
         let ((), diags) = guarded(&self.label, RPC, || (), async {
             let config = match decode_dynamic(req.config.as_ref(), &self.schemas.provider_type) {
                 Ok(c) => c,
@@ -325,253 +371,271 @@ impl Provider for ProviderService {
             }
         })
         .await;
-        Ok(Response::new(pb::configure_provider::Response {
+        pb::configure_provider::Response {
             diagnostics: diagnostics_to_pb(&diags),
-        }))
+        }
     }
 
-    async fn read_resource(
+    async fn on_read_resource(
         &self,
-        req: Request<pb::read_resource::Request>,
-    ) -> RpcResult<pb::read_resource::Response> {
+        req: pb::read_resource::Request,
+    ) -> pb::read_resource::Response {
         const RPC: &str = "ReadResource";
-        let req = req.into_inner();
         // On failure, keep what Terraform sent: returning nothing would drop the object.
-        let fallback_state = req.current_state.clone();
-        let fallback_private = req.private.clone();
-        let ((state, private), diags) = guarded(
-            &self.label,
-            RPC,
-            || (fallback_state.clone(), fallback_private.clone()),
-            async {
-                let keep = (req.current_state.clone(), req.private.clone());
-                let (ty, res) = match self.resource(&req.type_name) {
-                    Ok(found) => found,
-                    Err(d) => return (keep, d),
-                };
-                let current = match decode_dynamic(req.current_state.as_ref(), ty) {
-                    Ok(v) => v,
-                    Err(e) => return (keep, codec_diag(RPC, "the current state", &e).into()),
-                };
-                let out = res
-                    .read(&self.context(), current, req.private.clone())
-                    .await;
-                match encode_dynamic(&out.new_state, ty) {
-                    Ok(dv) => ((Some(dv), out.private), out.diagnostics),
-                    Err(e) => {
-                        let mut d = out.diagnostics;
-                        d.push(codec_diag(RPC, "the new state", &e));
-                        (keep, d)
-                    }
-                }
-            },
-        )
+        let keep = || (req.current_state.clone(), req.private.clone());
+        let ((state, private), diags) = guarded(&self.label, RPC, keep, async {
+            let found = self.resource_values(
+                &req.type_name,
+                RPC,
+                [(req.current_state.as_ref(), "the current state")],
+            );
+            let (ty, res, [current]) = match found {
+                Ok(found) => found,
+                Err(d) => return (keep(), d),
+            };
+            let mut out = res
+                .read(&self.context(), current, req.private.clone())
+                .await;
+            match encode_into(
+                RPC,
+                "the new state",
+                ty,
+                &out.new_state,
+                &mut out.diagnostics,
+            ) {
+                Some(dv) => ((Some(dv), out.private), out.diagnostics),
+                None => (keep(), out.diagnostics),
+            }
+        })
         .await;
-        Ok(Response::new(pb::read_resource::Response {
+        pb::read_resource::Response {
             new_state: state,
             diagnostics: diagnostics_to_pb(&diags),
             private,
-        }))
+        }
     }
 
-    async fn plan_resource_change(
+    async fn on_plan_resource_change(
         &self,
-        req: Request<pb::plan_resource_change::Request>,
-    ) -> RpcResult<pb::plan_resource_change::Response> {
+        req: pb::plan_resource_change::Request,
+    ) -> pb::plan_resource_change::Response {
         const RPC: &str = "PlanResourceChange";
-        let req = req.into_inner();
-        let ((planned, replace, private), diags) =
-            guarded(&self.label, RPC, || (None, Vec::new(), Vec::new()), async {
-                let (ty, res) = match self.resource(&req.type_name) {
-                    Ok(found) => found,
-                    Err(d) => return ((None, Vec::new(), Vec::new()), d),
-                };
-                let decode = |v: Option<&pb::DynamicValue>, what: &str| {
-                    decode_dynamic(v, ty).map_err(|e| codec_diag(RPC, what, &e))
-                };
-                let plan_req = match (
-                    decode(req.prior_state.as_ref(), "the prior state"),
-                    decode(req.proposed_new_state.as_ref(), "the proposed state"),
-                    decode(req.config.as_ref(), "the configuration"),
-                ) {
-                    (Ok(prior_state), Ok(proposed_new_state), Ok(config)) => PlanRequest {
-                        prior_state,
-                        proposed_new_state,
-                        config,
-                        prior_private: req.prior_private.clone(),
-                    },
-                    (a, b, c) => {
-                        let d = [a.err(), b.err(), c.err()].into_iter().flatten().collect();
-                        return ((None, Vec::new(), Vec::new()), d);
-                    }
-                };
-                let out = res.plan(&self.context(), plan_req).await;
-                match encode_dynamic(&out.planned_state, ty) {
-                    Ok(dv) => (
-                        (
-                            Some(dv),
-                            out.requires_replace.iter().map(path_to_pb).collect(),
-                            out.planned_private,
-                        ),
-                        out.diagnostics,
-                    ),
-                    Err(e) => {
-                        let mut d = out.diagnostics;
-                        d.push(codec_diag(RPC, "the planned state", &e));
-                        ((None, Vec::new(), Vec::new()), d)
-                    }
+        let nothing = || (None, Vec::new(), Vec::new());
+        let ((planned, replace, private), diags) = guarded(&self.label, RPC, nothing, async {
+            let next = (req.proposed_new_state.as_ref(), "the proposed state");
+            let (prior, config) = (req.prior_state.as_ref(), req.config.as_ref());
+            let found = self.change_values(&req.type_name, RPC, prior, next, config);
+            let (ty, res, [prior_state, proposed_new_state, config]) = match found {
+                Ok(found) => found,
+                Err(d) => return (nothing(), d),
+            };
+            let plan_req = PlanRequest {
+                prior_state,
+                proposed_new_state,
+                config,
+                prior_private: req.prior_private.clone(),
+            };
+            let mut out = res.plan(&self.context(), plan_req).await;
+            let planned = &out.planned_state;
+            match encode_into(RPC, "the planned state", ty, planned, &mut out.diagnostics) {
+                Some(dv) => {
+                    let replace = out.requires_replace.iter().map(path_to_pb).collect();
+                    ((Some(dv), replace, out.planned_private), out.diagnostics)
                 }
-            })
-            .await;
-        Ok(Response::new(pb::plan_resource_change::Response {
+                None => (nothing(), out.diagnostics),
+            }
+        })
+        .await;
+        pb::plan_resource_change::Response {
             planned_state: planned,
             requires_replace: replace,
             planned_private: private,
             diagnostics: diagnostics_to_pb(&diags),
             legacy_type_system: false,
-        }))
+        }
     }
 
-    async fn apply_resource_change(
+    async fn on_apply_resource_change(
         &self,
-        req: Request<pb::apply_resource_change::Request>,
-    ) -> RpcResult<pb::apply_resource_change::Response> {
+        req: pb::apply_resource_change::Request,
+    ) -> pb::apply_resource_change::Response {
         const RPC: &str = "ApplyResourceChange";
-        let req = req.into_inner();
         // On failure return the prior state with the planned private state: Terraform must
         // never lose track of an object, nor the handles that find what it is made of (a
         // panic keeps them too; the resource rebuilds anything newer from its nodes).
-        let prior = req.prior_state.clone();
-        let planned_private = req.planned_private.clone();
-        let fallback = || (prior.clone(), planned_private.clone());
-        let ((state, private), diags) = guarded(&self.label, RPC, fallback, async {
-            let keep = (req.prior_state.clone(), req.planned_private.clone());
-            let (ty, res) = match self.resource(&req.type_name) {
+        let keep = || (req.prior_state.clone(), req.planned_private.clone());
+        let ((state, private), diags) = guarded(&self.label, RPC, keep, async {
+            let next = (req.planned_state.as_ref(), "the planned state");
+            let (prior, config) = (req.prior_state.as_ref(), req.config.as_ref());
+            let found = self.change_values(&req.type_name, RPC, prior, next, config);
+            let (ty, res, [prior_state, planned_state, config]) = match found {
                 Ok(found) => found,
-                Err(d) => return (keep, d),
+                Err(d) => return (keep(), d),
             };
-            let decode = |v: Option<&pb::DynamicValue>, what: &str| {
-                decode_dynamic(v, ty).map_err(|e| codec_diag(RPC, what, &e))
+            let apply_req = ApplyRequest {
+                prior_state,
+                planned_state,
+                config,
+                planned_private: req.planned_private.clone(),
             };
-            let apply_req = match (
-                decode(req.prior_state.as_ref(), "the prior state"),
-                decode(req.planned_state.as_ref(), "the planned state"),
-                decode(req.config.as_ref(), "the configuration"),
+            let mut out = res.apply(&self.context(), apply_req).await;
+            match encode_into(
+                RPC,
+                "the new state",
+                ty,
+                &out.new_state,
+                &mut out.diagnostics,
             ) {
-                (Ok(prior_state), Ok(planned_state), Ok(config)) => ApplyRequest {
-                    prior_state,
-                    planned_state,
-                    config,
-                    planned_private: req.planned_private.clone(),
-                },
-                (a, b, c) => {
-                    return (
-                        keep,
-                        [a.err(), b.err(), c.err()].into_iter().flatten().collect(),
-                    )
-                }
-            };
-            let out = res.apply(&self.context(), apply_req).await;
-            match encode_dynamic(&out.new_state, ty) {
-                Ok(dv) => ((Some(dv), out.private), out.diagnostics),
-                Err(e) => {
-                    let mut d = out.diagnostics;
-                    d.push(codec_diag(RPC, "the new state", &e));
-                    (keep, d)
-                }
+                Some(dv) => ((Some(dv), out.private), out.diagnostics),
+                None => (keep(), out.diagnostics),
             }
         })
         .await;
-        Ok(Response::new(pb::apply_resource_change::Response {
+        pb::apply_resource_change::Response {
             new_state: state,
             private,
             diagnostics: diagnostics_to_pb(&diags),
             legacy_type_system: false,
-        }))
+        }
     }
 
-    async fn import_resource_state(
+    async fn on_import_resource_state(
         &self,
-        req: Request<pb::import_resource_state::Request>,
-    ) -> RpcResult<pb::import_resource_state::Response> {
+        req: pb::import_resource_state::Request,
+    ) -> pb::import_resource_state::Response {
         const RPC: &str = "ImportResourceState";
-        let req = req.into_inner();
         let (imported, diags) = guarded(&self.label, RPC, Vec::new, async {
             let (ty, res) = match self.resource(&req.type_name) {
                 Ok(found) => found,
                 Err(d) => return (Vec::new(), d),
             };
-            match res.import(&self.context(), &req.id).await {
-                Ok(items) => {
-                    let mut out = Vec::new();
-                    for item in items {
-                        match encode_dynamic(&item.state, ty) {
-                            Ok(dv) => out.push(pb::import_resource_state::ImportedResource {
-                                type_name: req.type_name.clone(),
-                                state: Some(dv),
-                                private: item.private,
-                            }),
-                            Err(e) => {
-                                return (
-                                    Vec::new(),
-                                    codec_diag(RPC, "the imported state", &e).into(),
-                                )
-                            }
-                        }
-                    }
-                    (out, Diagnostics::new())
-                }
-                Err(d) => (Vec::new(), d),
+            let items = match res.import(&self.context(), &req.id).await {
+                Ok(items) => items,
+                Err(d) => return (Vec::new(), d),
+            };
+            let mut diags = Diagnostics::new();
+            let mut out = Vec::new();
+            for item in items {
+                let Some(dv) = encode_into(RPC, "the imported state", ty, &item.state, &mut diags)
+                else {
+                    return (Vec::new(), diags);
+                };
+                out.push(pb::import_resource_state::ImportedResource {
+                    type_name: req.type_name.clone(),
+                    state: Some(dv),
+                    private: item.private,
+                });
             }
+            (out, diags)
         })
         .await;
-        Ok(Response::new(pb::import_resource_state::Response {
+        pb::import_resource_state::Response {
             imported_resources: imported,
             diagnostics: diagnostics_to_pb(&diags),
-        }))
+        }
     }
 
-    async fn read_data_source(
+    async fn on_read_data_source(
         &self,
-        req: Request<pb::read_data_source::Request>,
-    ) -> RpcResult<pb::read_data_source::Response> {
+        req: pb::read_data_source::Request,
+    ) -> pb::read_data_source::Response {
         const RPC: &str = "ReadDataSource";
-        let req = req.into_inner();
-        let (state, diags) = guarded(
-            &self.label,
-            RPC, || None, async {
-            let (ty, ds) = match self.data_source(&req.type_name) {
-                Ok(found) => found,
-                Err(d) => return (None, d),
-            };
-            let config = match decode_dynamic(req.config.as_ref(), ty) {
-                Ok(c) => c,
-                Err(e) => return (None, codec_diag(RPC, "the configuration", &e).into()),
-            };
-            match ds.read(&self.context(), &config).await {
+        let (state, diags) =
+            guarded(&self.label, RPC, || None, async {
+                let found = self.data_source(&req.type_name).and_then(|(ty, ds)| {
+                    let [config] =
+                        decode_all(RPC, ty, [(req.config.as_ref(), "the configuration")])?;
+                    Ok((ty, ds, config))
+                });
+                let (ty, ds, config) = match found {
+                    Ok(found) => found,
+                    Err(d) => return (None, d),
+                };
+                match ds.read(&self.context(), &config).await {
+                Ok(state) if !state.is_fully_known() => (
+                    None,
+                    Diagnostic::error(
+                        format!("{RPC}: {} returned unknown values", req.type_name),
+                        "A data source result must be fully known; this is a bug in the provider.",
+                    )
+                    .into(),
+                ),
                 Ok(state) => {
-                    if !state.is_fully_known() {
-                        return (
-                            None,
-                            Diagnostic::error(
-                                format!("{RPC}: {} returned unknown values", req.type_name),
-                                "A data source result must be fully known; this is a bug in the provider.",
-                            )
-                            .into(),
-                        );
-                    }
-                    match encode_dynamic(&state, ty) {
-                        Ok(dv) => (Some(dv), Diagnostics::new()),
-                        Err(e) => (None, codec_diag(RPC, "the result", &e).into()),
-                    }
+                    let mut diags = Diagnostics::new();
+                    (encode_into(RPC, "the result", ty, &state, &mut diags), diags)
                 }
                 Err(d) => (None, d),
             }
-        })
-        .await;
-        Ok(Response::new(pb::read_data_source::Response {
+            })
+            .await;
+        pb::read_data_source::Response {
             state,
             diagnostics: diagnostics_to_pb(&diags),
+        }
+    }
+}
+
+/// Trait methods that hand an RPC to its `on_*` body. They are written out in the form
+/// `#[tonic::async_trait]` gives every method of the trait (a boxed future borrowing `self`),
+/// because that attribute does not see into macros.
+macro_rules! forward_rpcs {
+    // The trait method and the message module of an RPC have the same name.
+    ($($rpc:ident => $body:ident;)*) => {$(
+        fn $rpc<'life0, 'async_trait>(
+            &'life0 self,
+            req: Request<pb::$rpc::Request>,
+        ) -> Pin<Box<dyn Future<Output = RpcResult<pb::$rpc::Response>> + Send + 'async_trait>>
+        where
+            'life0: 'async_trait,
+            Self: 'async_trait,
+        {
+            Box::pin(async move { Ok(Response::new(self.$body(req.into_inner()).await)) })
+        }
+    )*};
+}
+
+#[tonic::async_trait]
+impl Provider for ProviderService {
+    // The RPCs with a body of their own in `impl ProviderService` (`on_*`): the trait method
+    // only unwraps the request and wraps the response.
+    forward_rpcs! {
+        read_resource => on_read_resource;
+        validate_provider_config => on_validate_provider_config;
+        validate_resource_config => on_validate_resource_config;
+        validate_data_resource_config => on_validate_data_resource_config;
+        upgrade_resource_state => on_upgrade_resource_state;
+        configure_provider => on_configure_provider;
+        plan_resource_change => on_plan_resource_change;
+        apply_resource_change => on_apply_resource_change;
+        import_resource_state => on_import_resource_state;
+        read_data_source => on_read_data_source;
+    }
+
+    async fn get_provider_schema(
+        &self,
+        _req: Request<pb::get_provider_schema::Request>,
+    ) -> RpcResult<pb::get_provider_schema::Response> {
+        tracing::debug!(rpc = "GetProviderSchema", "rpc start");
+        let s = &self.schemas;
+        Ok(Response::new(pb::get_provider_schema::Response {
+            provider: Some(s.provider.clone()),
+            resource_schemas: s
+                .resources
+                .iter()
+                .map(|(k, (v, _))| (k.clone(), v.clone()))
+                .collect(),
+            data_source_schemas: s
+                .data_sources
+                .iter()
+                .map(|(k, (v, _))| (k.clone(), v.clone()))
+                .collect(),
+            diagnostics: Vec::new(),
+            provider_meta: None,
+            server_capabilities: Some(pb::ServerCapabilities {
+                plan_destroy: false,
+                get_provider_schema_optional: false,
+                move_resource_state: false,
+            }),
         }))
     }
 

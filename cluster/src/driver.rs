@@ -301,6 +301,23 @@ pub trait Driver: Send + Sync {
     /// Removes a host once it runs no node.
     async fn remove_host(&self, host: &HostHandle) -> Result<(), DriverError>;
 
+    /// The engine `start_node` runs (what the server binary says of itself), when the driver
+    /// chooses it; `None` when hosts install their own (the cluster code then rolls nothing).
+    async fn engine(&self) -> Result<Option<crate::engine::Engine>, DriverError> {
+        Ok(None)
+    }
+
+    /// Moves a stopped replica's data files (snapshot, append-only files) aside, kept next to
+    /// where they were, so that it starts empty and resynchronises from its master: what an
+    /// engine roll does for a replica whose snapshot the new engine cannot read. The node keeps
+    /// its cluster identity (nodes.conf).
+    async fn set_aside_data(&self, node: &NodeHandle) -> Result<(), DriverError> {
+        Err(DriverError::Other(format!(
+            "node {}: this driver cannot set a node's data aside",
+            node.name
+        )))
+    }
+
     /// Every node carrying `cluster_id` that this driver can find without Terraform's state,
     /// with what its record says. `None`: this driver cannot rediscover nodes (the provider then
     /// needs the private state).

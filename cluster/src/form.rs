@@ -206,13 +206,7 @@ impl Operator<'_> {
                         .find(|l| l.is_myself())
                         .map_or(0, |l| l.slot_count());
                     if owned == 0 {
-                        let mut cmd = redis::cmd("CLUSTER");
-                        cmd.arg("ADDSLOTSRANGE");
-                        for r in &node.slots {
-                            cmd.arg(r.start).arg(r.end);
-                        }
-                        let _: redis::Value =
-                            self.conns.query(&t, &cmd, "CLUSTER ADDSLOTSRANGE").await?;
+                        self.add_slots(&t, &node.slots).await?;
                     }
                 }
                 Ok::<_, ClusterError>(())

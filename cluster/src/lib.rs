@@ -13,6 +13,8 @@
 
 pub mod conn;
 pub mod driver;
+pub mod engine;
+pub mod engine_roll;
 pub mod error;
 pub mod form;
 pub mod identity;

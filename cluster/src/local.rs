@@ -449,7 +449,9 @@ pub fn is_our_redis(pid: u32, config: &Path) -> bool {
         return false;
     };
     let cmdline = String::from_utf8_lossy(&raw).replace('\0', " ");
-    cmdline.contains("redis-server") && cmdline.contains(&*config.to_string_lossy())
+    // Valkey's process title names valkey-server.
+    (cmdline.contains("redis-server") || cmdline.contains("valkey-server"))
+        && cmdline.contains(&*config.to_string_lossy())
 }
 
 fn signal(pid: u32, sig: i32) -> bool {
@@ -639,6 +641,54 @@ impl Driver for LocalDriver {
             Some(pid) => ProcessState::Running { pid: Some(pid) },
             None => ProcessState::Stopped,
         })
+    }
+
+    async fn set_aside_data(&self, node: &NodeHandle) -> Result<(), DriverError> {
+        self.check_owner(node)?;
+        if self.running_pid(node).is_some() {
+            return Err(DriverError::Other(format!(
+                "node {}: still running; its data is set aside only once it is stopped",
+                node.name
+            )));
+        }
+        let Some(dir) = &node.data_dir else {
+            return Ok(());
+        };
+        let stamp = crate::identity::unix_now();
+        for name in ["dump.rdb", "appendonly.aof", "appendonlydir"] {
+            let from = dir.join(name);
+            if from.exists() {
+                let to = dir.join(format!("{name}.set-aside-{stamp}"));
+                std::fs::rename(&from, &to).map_err(|e| DriverError::Io {
+                    node: node.name.clone(),
+                    context: format!("cannot set {} aside", from.display()),
+                    source: e,
+                })?;
+                tracing::info!(node = %node.name, from = %from.display(), to = %to.display(), "data set aside; the node resynchronises from its master");
+            }
+        }
+        Ok(())
+    }
+
+    async fn engine(&self) -> Result<Option<crate::engine::Engine>, DriverError> {
+        let binary = self.resolve_redis_server()?;
+        let out = tokio::process::Command::new(&binary)
+            .arg("--version")
+            .output()
+            .await
+            .map_err(|e| {
+                DriverError::Other(format!("cannot run {} --version: {e}", binary.display()))
+            })?;
+        let line = String::from_utf8_lossy(&out.stdout);
+        crate::engine::Engine::from_version_line(&line)
+            .map(Some)
+            .ok_or_else(|| {
+                DriverError::Other(format!(
+                    "{} --version printed {:?}: not a Redis or Valkey server",
+                    binary.display(),
+                    line.trim()
+                ))
+            })
     }
 
     async fn write_node_config(

@@ -290,6 +290,24 @@ impl<'a> Operator<'a> {
 
     /// Waits until `replica` replicates `master_id` with its link up and its offset caught up
     /// with the master's offset as read at the start.
+    /// Gives the node `slots` with CLUSTER ADDSLOTS, each slot named: ADDSLOTSRANGE would be
+    /// shorter but Redis 6.2 does not have it.
+    pub(crate) async fn add_slots(
+        &self,
+        t: &crate::conn::Target,
+        slots: &[redisha_planner::SlotRange],
+    ) -> Result<()> {
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("ADDSLOTS");
+        for r in slots {
+            for slot in r.start..=r.end {
+                cmd.arg(slot);
+            }
+        }
+        let _: redis::Value = self.conns.query(t, &cmd, "CLUSTER ADDSLOTS").await?;
+        Ok(())
+    }
+
     pub(crate) async fn wait_synced(&self, replica: &Target, master: &Target) -> Result<()> {
         let what = format!("{} in sync with {}", replica.name, master.name);
         let master_offset = self

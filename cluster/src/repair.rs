@@ -286,12 +286,7 @@ impl Operator<'_> {
         let _: () = self.conns.pipe(&t, &pipe, "CLUSTER MEET").await?;
         if !old_slots.is_empty() && !others.iter().any(|n| n.shard == node.shard) {
             // No copy survived: the node takes its slots back, empty.
-            let mut cmd = redis::cmd("CLUSTER");
-            cmd.arg("ADDSLOTSRANGE");
-            for r in &old_slots {
-                cmd.arg(r.start).arg(r.end);
-            }
-            let _: redis::Value = self.conns.query(&t, &cmd, "CLUSTER ADDSLOTSRANGE").await?;
+            self.add_slots(&t, &old_slots).await?;
             let _: redis::Value = self
                 .conns
                 .query(

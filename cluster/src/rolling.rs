@@ -192,7 +192,7 @@ impl Operator<'_> {
         } else {
             self.nodes_differing(state, &changed).await?
         };
-        self.restart_nodes(state, &pending).await
+        self.restart_nodes(state, &pending, &BTreeSet::new()).await
     }
 
     /// The nodes whose running value of any of `wanted` differs from it (CONFIG GET).
@@ -225,12 +225,19 @@ impl Operator<'_> {
     /// Restarts every node with its (new) config file, one shard copy at a time.
     pub async fn rolling_restart(&self, state: &ClusterState) -> Result<()> {
         let all = state.nodes.iter().map(|n| n.name.clone()).collect();
-        self.restart_nodes(state, &all).await
+        self.restart_nodes(state, &all, &BTreeSet::new()).await
     }
 
     /// Restarts the `pending` nodes with their config files, one shard copy at a time: a
     /// shard's replicas first, then its master after a coordinated failover to a replica.
-    async fn restart_nodes(&self, state: &ClusterState, pending: &BTreeSet<String>) -> Result<()> {
+    /// Nodes in `fresh` (a snapshot the new engine cannot read) restart with their data set
+    /// aside, which only a replica may do: it resynchronises from its master.
+    pub(crate) async fn restart_nodes(
+        &self,
+        state: &ClusterState,
+        pending: &BTreeSet<String>,
+        fresh: &BTreeSet<String>,
+    ) -> Result<()> {
         if pending.is_empty() {
             return Ok(());
         }
@@ -246,7 +253,8 @@ impl Operator<'_> {
                 .cloned()
                 .collect();
             for replica in others.iter().filter(|n| pending.contains(&n.name)) {
-                self.restart_node(state, replica).await?;
+                self.restart_node(state, replica, fresh.contains(&replica.name))
+                    .await?;
                 self.wait_synced(&replica.target(), &master.target())
                     .await?;
                 self.checkpoint("rolling.node_restarted")?;
@@ -257,17 +265,25 @@ impl Operator<'_> {
             match others.first() {
                 Some(stand_in) => {
                     self.failover_to(stand_in, &master).await?;
-                    self.restart_node(state, &master).await?;
+                    // A replica now: it may start afresh and resynchronise.
+                    self.restart_node(state, &master, fresh.contains(&master.name))
+                        .await?;
                     self.wait_synced(&master.target(), &stand_in.target())
                         .await?;
                     self.checkpoint("rolling.node_restarted")?;
                 }
                 None => {
+                    if fresh.contains(&master.name) {
+                        return Err(ClusterError::WouldLoseData {
+                            what: format!("node {}", master.name),
+                            why: "it is its shard's only copy, and the new engine cannot read its snapshot".into(),
+                        });
+                    }
                     warn!(
                         shard,
                         "shard has no replica: restarting its master takes it down briefly"
                     );
-                    self.restart_node(state, &master).await?;
+                    self.restart_node(state, &master, false).await?;
                 }
             }
         }
@@ -277,13 +293,21 @@ impl Operator<'_> {
         self.wait_converged(state).await
     }
 
-    async fn restart_node(&self, state: &ClusterState, node: &ClusterNode) -> Result<()> {
-        info!(node = %node.name, "restarting node");
+    async fn restart_node(
+        &self,
+        state: &ClusterState,
+        node: &ClusterNode,
+        fresh: bool,
+    ) -> Result<()> {
+        info!(node = %node.name, fresh, "restarting node");
         let host = state
             .host(&node.host)
             .ok_or_else(|| ClusterError::Plan(format!("host {:?} is missing", node.host)))?;
         self.driver.stop_node(&node.handle).await?;
         self.conns.drop_conn(&node.target()).await;
+        if fresh {
+            self.driver.set_aside_data(&node.handle).await?;
+        }
         self.driver
             .start_node(host, &node.node_plan(), &self.config)
             .await?;

@@ -45,7 +45,7 @@ fn wheel_binary(package: &str, binary: &str) -> PathBuf {
 }
 
 /// The fixture's driver, running `binary`.
-fn driver_on(fx: &Fixture, binary: &PathBuf) -> LocalDriver {
+fn driver_on(fx: &Fixture, binary: &std::path::Path) -> LocalDriver {
     let mut config = fx.driver.config().clone();
     config.redis_server = binary.display().to_string();
     LocalDriver::new(config)

@@ -37,6 +37,12 @@ variable "loopback_octet" {
   default     = 0
 }
 
+variable "redis_server" {
+  description = "The server binary (Redis 6.2+ or Valkey 7.2+). Change it to roll the cluster onto that engine in place."
+  type        = string
+  default     = "redis-server"
+}
+
 variable "redis_config" {
   type    = map(string)
   default = {}
@@ -72,6 +78,7 @@ resource "redisha_cluster" "demo" {
     data_dir       = "${path.root}/.redisha/demo"
     base_port      = var.base_port
     loopback_octet = var.loopback_octet
+    redis_server   = var.redis_server
   }
 }
 

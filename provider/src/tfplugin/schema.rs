@@ -213,24 +213,56 @@ impl Block {
         out
     }
 
-    /// The top-level attributes and blocks marked `requires_replace` whose value differs
-    /// between `prior` and `planned`: the paths Terraform shows as "forces replacement".
+    /// The attributes and blocks marked `requires_replace` whose value differs between `prior`
+    /// and `planned`: the paths Terraform shows as "forces replacement". Inside a single
+    /// nested block that is not marked itself, its marked attributes count one by one (the
+    /// block's other attributes change in place), and the block appearing or going away counts
+    /// as a change of the block.
     pub fn replace_paths(&self, prior: &Value, planned: &Value) -> Vec<AttrPath> {
-        let attrs = self
-            .attributes
-            .iter()
-            .filter(|a| a.requires_replace)
-            .map(|a| a.name.as_str());
-        let blocks = self
-            .blocks
-            .iter()
-            .filter(|b| b.requires_replace)
-            .map(|b| b.type_name.as_str());
-        attrs
-            .chain(blocks)
-            .filter(|name| prior.get(name) != planned.get(name))
-            .map(AttrPath::attr)
-            .collect()
+        let mut out = Vec::new();
+        self.collect_replace_paths(None, prior, planned, &mut out);
+        out
+    }
+
+    fn collect_replace_paths(
+        &self,
+        at: Option<&AttrPath>,
+        prior: &Value,
+        planned: &Value,
+        out: &mut Vec<AttrPath>,
+    ) {
+        let path = |name: &str| match at {
+            Some(p) => p.clone().then(name),
+            None => AttrPath::attr(name),
+        };
+        for a in self.attributes.iter().filter(|a| a.requires_replace) {
+            if prior.get(&a.name) != planned.get(&a.name) {
+                out.push(path(&a.name));
+            }
+        }
+        for b in &self.blocks {
+            let (before, after) = (prior.get(&b.type_name), planned.get(&b.type_name));
+            if b.requires_replace {
+                if before != after {
+                    out.push(path(&b.type_name));
+                }
+            } else if b.nesting == Nesting::Single && b.block.has_replace_attributes() {
+                if before.is_null() != after.is_null() {
+                    out.push(path(&b.type_name));
+                } else if !before.is_null() {
+                    b.block
+                        .collect_replace_paths(Some(&path(&b.type_name)), &before, &after, out);
+                }
+            }
+        }
+    }
+
+    fn has_replace_attributes(&self) -> bool {
+        self.attributes.iter().any(|a| a.requires_replace)
+            || self
+                .blocks
+                .iter()
+                .any(|b| b.requires_replace || b.block.has_replace_attributes())
     }
 
     /// Names of sensitive attributes (top level), for redaction.

@@ -26,12 +26,15 @@ model! {
 model! {
     pub struct LocalModel("Runs every host as a loopback address 127.O.Z.H on this machine and every node as a redis-server process.") {
         pub data_dir: Attr<String> = optional("Directory holding one directory per node (config file with mode 0600, data, log). \
-             Default `.redisha/<name>` under Terraform's working directory."),
+             Default `.redisha/<name>` under Terraform's working directory. Changing it replaces the cluster.").requires_replace(),
         pub base_port: Attr<u32> = optional("Client port of the first node on each host; the n-th node on a host uses base_port + n \
-             and the cluster bus port 10000 above it. Default 7000."),
+             and the cluster bus port 10000 above it. Default 7000. Changing it replaces the cluster.").requires_replace(),
         pub loopback_octet: Attr<u32> = optional("Second octet O of the host addresses 127.O.Z.H (Z: zone number, H: host number, from 1). \
-             Default 0. Give two clusters on one machine different values."),
-        pub redis_server: Attr<String> = optional("The redis-server binary, a path or a name on PATH. Default `redis-server`."),
+             Default 0. Give two clusters on one machine different values. Changing it replaces the cluster.").requires_replace(),
+        pub redis_server: Attr<String> = optional("The server binary, a path or a name on PATH: Redis 6.2 or later, or Valkey 7.2 or later. \
+             Default `redis-server`. Changing it rolls the cluster onto that engine in place: replicas first, then each \
+             master after a coordinated failover to an upgraded replica. A change the current masters' snapshot format \
+             forbids (most downgrades) is refused at plan."),
     }
 }
 
@@ -80,7 +83,7 @@ model! {
              `\"start-end\"` ranges. Read reports the live cluster, so drift shows in the next plan."),
         pub endpoints: Attr<Vec<String>> = computed("host:port of every node, for cluster-aware clients."),
         pub placement_report: Attr<String> = computed("The planner's what-if report, markdown."),
-        pub local: Attr<LocalModel> = single_block().requires_replace(),
+        pub local: Attr<LocalModel> = single_block(),
         pub aws: Attr<AwsModel> = single_block().requires_replace(),
         pub timeouts: Attr<TimeoutsModel> = single_block(),
     }

@@ -87,6 +87,9 @@ pub(super) async fn plan(
             &open,
         ));
     }
+    if !creating {
+        diagnostics.extend(engine_change(&op, &current).await?);
+    }
     if let Err(e) = op.preflight(&request, &planned.placement, &current).await {
         return Err(cluster_error("The cluster cannot be started here", e)
             .at(preflight_path(&args))
@@ -129,4 +132,49 @@ fn preflight_path(args: &ClusterArgs) -> AttrPath {
         DriverArgs::Local(_) => AttrPath::attr("local"),
         DriverArgs::Aws(_) => AttrPath::attr("aws"),
     }
+}
+
+/// What an engine roll would do: a warning naming each node's current and target engine, or
+/// an error at `local.redis_server` when the roll cannot work. A node that does not answer now
+/// says nothing here: apply repairs it before the roll, and the roll checks again.
+async fn engine_change(
+    op: &redisha_cluster::Operator<'_>,
+    current: &redisha_cluster::ClusterState,
+) -> Result<Diagnostics, Diagnostics> {
+    let change = match op.engine_change(current).await {
+        Ok(Some(change)) => change,
+        Ok(None) => return Ok(Diagnostics::new()),
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot read the nodes' engines at plan");
+            return Ok(Diagnostics::new());
+        }
+    };
+    let pending = change.pending();
+    if pending.is_empty() {
+        return Ok(Diagnostics::new());
+    }
+    let path = crate::tfplugin::diagnostics::AttrPath::attr("local").then("redis_server");
+    if let Some(why) = &change.refusal {
+        return Err(Diagnostic::error(
+            format!("The cluster cannot be rolled onto {}", change.target),
+            format!("{why}. Nothing was changed."),
+        )
+        .at(path)
+        .into());
+    }
+    let lines: Vec<String> = change
+        .nodes
+        .iter()
+        .filter(|(n, _)| pending.contains(n))
+        .map(|(n, running)| format!("{n}: {running} -> {}", change.target))
+        .collect();
+    Ok(Diagnostic::warning(
+        format!("Apply rolls {} node(s) onto {}", lines.len(), change.target),
+        format!(
+            "replicas first, then each shard's master after a coordinated failover to an upgraded replica; planned roles are restored at the end:\n{}",
+            lines.join("\n")
+        ),
+    )
+    .at(path)
+    .into())
 }

@@ -74,6 +74,10 @@ async fn converge(
     for action in &repaired.actions {
         info!(cluster = %args.name, %action, "repair");
     }
+    // A new server binary: nodes on another engine restart on it, one shard copy at a time.
+    op.roll_engine(state)
+        .await
+        .map_err(|e| Diagnostics::from(cluster_error("Changing the engine failed", e)))?;
     if op.config() != &args.node_config {
         op.reconfigure(state, args.node_config.clone())
             .await

@@ -54,9 +54,8 @@ pub fn our_pids(data_dir: &Path) -> Vec<u32> {
                 .parse()
                 .ok()?;
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            String::from_utf8_lossy(&cmdline)
-                .contains("redis-server")
-                .then_some(pid)
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            (cmdline.contains("redis-server") || cmdline.contains("valkey-server")).then_some(pid)
         })
         .collect()
 }

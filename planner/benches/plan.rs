@@ -15,6 +15,7 @@ fn request(shards: u32, hosts: usize) -> Request {
             replicas: 2,
             node_memory_mb: 4096,
             spread: Spread::Zone,
+            survive: Default::default(),
         },
         zones: (0..zones)
             .map(|z| ZoneSpec {

@@ -29,5 +29,5 @@ pub use parse::{parse_request, InputFormat};
 pub use placement::{Node, Placement, Role, SlotRange, SLOT_COUNT};
 pub use plan::{plan, Plan};
 pub use report::{analyse, FailureKind, FailureOutcome, PartitionVerdict, Report};
-pub use request::{ClusterSpec, HostSpec, PartitionSpec, Request, Spread, ZoneSpec};
+pub use request::{ClusterSpec, HostSpec, PartitionSpec, Request, Spread, Survive, ZoneSpec};
 pub use validate::{validate, validate_placement};

@@ -150,6 +150,12 @@ fn warnings(req: &Request, topo: &Topology, report: &Report) -> Vec<String> {
         .filter(|z| z.hosts.iter().any(|&h| topo.hosts[h].capacity > 0))
         .count();
     let mut out = Vec::new();
+    if s < 3 {
+        // Said first and plainly: no layout fixes this, only more shards do.
+        out.push(format!(
+            "only {s} master(s): Redis Cluster promotes a replica only when a strict majority of the masters votes for it, so with fewer than 3 masters the loss of any master is never failed over automatically; fix: use 3 or more shards (the plan still keeps the failures it cannot survive to the fewest)"
+        ));
+    }
     for f in &report.failures {
         if f.survives || f.kind == FailureKind::Host {
             continue;

@@ -141,3 +141,59 @@ fn validation_reports_every_problem_with_paths() {
     }
     assert!(matches!(plan(&req, None), Err(PlanError::Invalid(_))));
 }
+
+/// Failures of one kind the plan does not survive.
+fn unsurvived(p: &redisha_planner::Plan, kind: redisha_planner::FailureKind) -> usize {
+    p.report
+        .failures
+        .iter()
+        .filter(|f| f.kind == kind && !f.survives)
+        .count()
+}
+
+#[test]
+fn two_shards_over_four_zones_lose_one_zone_not_two_and_say_why() {
+    // Two masters in two zones: losing either leaves 1 of 2, no majority. Both masters in one
+    // zone: only that zone's loss is fatal.
+    let p = plan(&request(2, 1, Spread::Zone, uniform(4, 2, 2)), None).unwrap();
+    assert_eq!(
+        unsurvived(&p, redisha_planner::FailureKind::Zone),
+        1,
+        "{}",
+        p.report.summary
+    );
+    assert!(
+        p.warnings[0].starts_with("only 2 master(s)")
+            && p.warnings[0].contains("use 3 or more shards"),
+        "{:?}",
+        p.warnings
+    );
+}
+
+#[test]
+fn one_shard_warns_that_failover_is_impossible() {
+    let p = plan(&request(1, 2, Spread::Zone, uniform(3, 1, 1)), None).unwrap();
+    assert_eq!(
+        unsurvived(&p, redisha_planner::FailureKind::Zone),
+        1,
+        "{}",
+        p.report.summary
+    );
+    assert!(
+        p.warnings[0].contains("never failed over automatically"),
+        "{:?}",
+        p.warnings
+    );
+}
+
+#[test]
+fn four_shards_over_two_zones_keep_one_zone_survivable() {
+    // 2+2 masters: either zone's loss leaves 2 of 4. 3+1: losing the zone with 1 leaves 3 of 4.
+    let p = plan(&request(4, 1, Spread::Zone, uniform(2, 2, 2)), None).unwrap();
+    assert_eq!(
+        unsurvived(&p, redisha_planner::FailureKind::Zone),
+        1,
+        "{}",
+        p.report.summary
+    );
+}

@@ -77,6 +77,7 @@ fn arb_request(
                     replicas,
                     node_memory_mb: 4096,
                     spread,
+                    survive: Default::default(),
                 },
                 zones,
                 partitions,

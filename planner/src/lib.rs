@@ -12,6 +12,7 @@
 
 pub mod error;
 mod fasthash;
+mod host_balance;
 pub mod migrate;
 pub mod model;
 pub mod parse;

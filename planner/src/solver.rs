@@ -356,6 +356,7 @@ impl<'a> Problem<'a> {
             g.next_shard(remaining);
         }
         self.role_pass(&mut out);
+        self.balance_hosts(&mut out);
         Ok(out)
     }
 
@@ -436,6 +437,7 @@ impl<'a> Problem<'a> {
             }
         }
         self.role_pass(&mut kept);
+        self.balance_hosts(&mut kept);
         kept.sort_by_key(|c| c.shard);
         Some(kept)
     }

@@ -197,3 +197,44 @@ fn four_shards_over_two_zones_keep_one_zone_survivable() {
         p.report.summary
     );
 }
+
+fn most_masters_on_one_host(p: &redisha_planner::Plan) -> usize {
+    let mut hosts: Vec<&str> = p.placement.masters().map(|n| n.host.as_str()).collect();
+    hosts.sort_unstable();
+    hosts
+        .chunk_by(|a, b| a == b)
+        .map(|run| run.len())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn masters_spread_over_hosts_as_evenly_as_over_zones() {
+    // 6 shards, 3 zones of 2 hosts with room for 2 nodes each: 2 masters per zone, and a host
+    // holding both would take a third of the masters with it.
+    let p = plan(&request(6, 1, Spread::Zone, uniform(3, 2, 2)), None).unwrap();
+    assert_eq!(masters_per_zone(&p), vec![2, 2, 2]);
+    assert_eq!(most_masters_on_one_host(&p), 1, "{:#?}", p.placement.nodes);
+}
+
+#[test]
+fn masters_spread_over_racks_first() {
+    // One zone's hosts in two racks: its masters must not all sit in one rack.
+    let mut zones = uniform(3, 4, 2);
+    for zone in &mut zones {
+        for (h, host) in zone.hosts.iter_mut().enumerate() {
+            host.rack = Some(if h < 2 { "r0".into() } else { "r1".into() });
+        }
+    }
+    let p = plan(&request(6, 2, Spread::Zone, zones), None).unwrap();
+    for zone in ["z0", "z1", "z2"] {
+        let racks: Vec<bool> = p
+            .placement
+            .masters()
+            .filter(|n| n.zone == zone)
+            .map(|n| n.host.ends_with("h0") || n.host.ends_with("h1"))
+            .collect();
+        assert_eq!(racks.len(), 2);
+        assert_ne!(racks[0], racks[1], "{zone}: both masters in one rack");
+    }
+}

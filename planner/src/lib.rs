@@ -22,6 +22,7 @@ pub mod report;
 pub mod request;
 pub mod slots;
 mod solver;
+mod survive;
 pub mod validate;
 
 pub use error::{FieldError, PathStep, PlanError, ValidationErrors};
@@ -29,6 +30,8 @@ pub use migrate::{check_invariant, MigrateError, Step};
 pub use parse::{parse_request, InputFormat};
 pub use placement::{Node, Placement, Role, SlotRange, SLOT_COUNT};
 pub use plan::{plan, Plan};
-pub use report::{analyse, FailureKind, FailureOutcome, PartitionVerdict, Report};
+pub use report::{
+    analyse, FailureKind, FailureOutcome, GoalLevel, GoalOutcome, PartitionVerdict, Report,
+};
 pub use request::{ClusterSpec, HostSpec, PartitionSpec, Request, Spread, Survive, ZoneSpec};
 pub use validate::{validate, validate_placement};

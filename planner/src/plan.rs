@@ -38,13 +38,14 @@ pub fn plan(req: &Request, previous: Option<&Placement>) -> Result<Plan, PlanErr
     let fresh = problem.fresh(&targets)?;
     let copies = match previous {
         Some(prev) if !prev.nodes.is_empty() => match problem.incremental(prev, &targets) {
-            Some(inc) if problem.goal1_failures(&inc) <= problem.goal1_failures(&fresh) => inc,
+            Some(inc) if problem.shortfall(&inc) <= problem.shortfall(&fresh) => inc,
             _ => adopt_names(fresh, prev, &topo),
         },
         _ => fresh,
     };
     let placement = build_placement(&topo, req.cluster.shards, copies, previous);
     let report = analyse_with(&topo, &placement);
+    crate::survive::verdict(req, &report)?;
     let warnings = warnings(req, &topo, &report);
     Ok(Plan {
         placement,

@@ -257,7 +257,8 @@ impl<'a> Problem<'a> {
                             }
                             None => true,
                         });
-                        if zone_ok_after >= zone_ok_before && earlier_ok {
+                        let goal_kept = self.zone_goal_met(&trial) || !self.zone_goal_met(&m);
+                        if zone_ok_after >= zone_ok_before && earlier_ok && goal_kept {
                             m = trial;
                             done = Some(win);
                             break 'sides;
@@ -507,10 +508,27 @@ impl<'a> Problem<'a> {
         zones + parts
     }
 
-    /// Goal (1) failures of a placement, counted at zone level.
-    pub fn goal1_failures(&self, copies: &[Copy]) -> usize {
+    /// Masters per zone `m` let any `survive.zones` zones go with fewer than half of them
+    /// (always true without that goal). The copies side of the goal holds by spread = zone.
+    fn zone_goal_met(&self, m: &[u32]) -> bool {
+        let n = self.topo.survive.zones as usize;
+        if n == 0 {
+            return true;
+        }
+        let mut sorted = m.to_vec();
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
+        let top: u64 = sorted.iter().take(n).map(|&x| u64::from(x)).sum();
+        2 * top < u64::from(self.shards)
+    }
+
+    /// How far a placement is from the goals, smaller is better: a missed `survive.zones`
+    /// goal first, then goal (1) failures, counted at zone level.
+    pub fn shortfall(&self, copies: &[Copy]) -> (bool, usize) {
         let view = self.zone_view(copies);
-        self.failures(&view, &view.masters)
+        (
+            !self.zone_goal_met(&view.masters),
+            self.failures(&view, &view.masters),
+        )
     }
 
     /// Swap master and replica inside shards while that lowers (failures, sum of squared
@@ -549,8 +567,9 @@ impl<'a> Problem<'a> {
                 cand[key].insert(s as u32);
             }
         }
-        let score = |m: &[u32]| -> (usize, u64) {
+        let score = |m: &[u32]| -> (bool, usize, u64) {
             (
+                !self.zone_goal_met(m),
                 self.failures(&view, m),
                 m.iter().map(|&x| u64::from(x) * u64::from(x)).sum(),
             )
@@ -574,7 +593,7 @@ impl<'a> Problem<'a> {
                 .take(limit)
                 .collect();
             let to: Vec<usize> = zs.iter().rev().copied().take(limit).collect();
-            let mut best: Option<((usize, u64), usize, usize)> = None;
+            let mut best: Option<((bool, usize, u64), usize, usize)> = None;
             for &a in &from {
                 for &b in &to {
                     if a == b || cand[a * nz + b].is_empty() {

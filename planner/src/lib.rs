@@ -8,12 +8,14 @@
 //! - `plan(&Request, previous: Option<&Placement>) -> Result<Plan, PlanError>`
 //! - `analyse(&Request, &Placement) -> Report`
 //! - `migrate::steps(current: &Placement, target: &Placement) -> Result<Vec<Step>, MigrateError>`
+//! - `migrate_room::steps_within(current, target, &migrate_room::host_room(&request))`: the same, within host capacity
 //! - `Report::{summary, failures, survives_any_host, survives_any_zone}`, `report::render_markdown`, `report::render_text`
 
 pub mod error;
 mod fasthash;
 mod host_balance;
 pub mod migrate;
+pub mod migrate_room;
 pub mod model;
 pub mod parse;
 pub mod placement;

@@ -232,11 +232,11 @@ fn goal_violations(req: &Request) -> impl Fn(&Hosts, &[(Vec<usize>, usize)]) -> 
     }
 }
 
+/// How bad one placement (per shard: hosts, master host) is; 0 is best.
+type Score<'a> = dyn Fn(&Hosts, &[(Vec<usize>, usize)]) -> usize + 'a;
+
 /// Exhaustive search: `None` if infeasible, else the lowest `score` of any placement.
-fn exhaustive(
-    req: &Request,
-    score: &dyn Fn(&Hosts, &[(Vec<usize>, usize)]) -> usize,
-) -> Option<usize> {
+fn exhaustive(req: &Request, score: &Score) -> Option<usize> {
     let h = hosts(req);
     let c = (req.cluster.replicas + 1) as usize;
     let s = req.cluster.shards as usize;
@@ -280,7 +280,7 @@ fn exhaustive(
     #[allow(clippy::too_many_arguments)]
     fn go(
         h: &Hosts,
-        score: &dyn Fn(&Hosts, &[(Vec<usize>, usize)]) -> usize,
+        score: &Score<'_>,
         options: &[(Vec<usize>, usize)],
         s: usize,
         start: usize,

@@ -16,7 +16,6 @@ pub(crate) fn check(req: &Request, errors: &mut Vec<FieldError>) {
     }
     let fits = |memory_mb: u64, max_nodes: u32| memory_mb / c.node_memory_mb >= 1 && max_nodes >= 1;
     let path = Path::root().field("cluster").field("survive");
-    let nodes = u64::from(c.shards) * u64::from(c.replicas + 1);
     if c.survive.zones > 0 {
         let n = c.survive.zones;
         let zones_with_room = req
@@ -25,7 +24,9 @@ pub(crate) fn check(req: &Request, errors: &mut Vec<FieldError>) {
             .filter(|z| z.hosts.iter().any(|h| fits(h.memory_mb, h.max_nodes)))
             .count() as u64;
         let need_zones = 2 * u64::from(n) + 1;
-        let per_zone = nodes.div_ceil(need_zones.max(zones_with_room));
+        // Room per zone once shards and replicas are raised to what the goal needs.
+        let goal_nodes = u64::from(c.shards.max(2 * n + 1)) * u64::from(c.replicas.max(n) + 1);
+        let per_zone = goal_nodes.div_ceil(need_zones.max(zones_with_room));
         if c.replicas < n
             || c.shards < 2 * n + 1
             || zones_with_room < need_zones

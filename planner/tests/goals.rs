@@ -238,3 +238,21 @@ fn masters_spread_over_racks_first() {
         assert_ne!(racks[0], racks[1], "{zone}: both masters in one rack");
     }
 }
+
+#[test]
+fn a_survival_goal_says_what_it_needs() {
+    let mut req = request(3, 1, Spread::Zone, uniform(3, 2, 2));
+    req.cluster.survive.zones = 2;
+    let err = validate(&req).unwrap_err().to_string();
+    assert!(
+        err.contains("cluster.survive.zones: surviving 2 zone(s) at once needs")
+            && err.contains(
+                "replicas >= 2, shards >= 5 and at least 5 zones with room for about 3 nodes each"
+            ),
+        "{err}"
+    );
+    let mut ok = request(10, 2, Spread::Zone, uniform(5, 4, 2));
+    ok.cluster.survive.zones = 2;
+    let p = plan(&ok, None).unwrap();
+    assert!(p.report.goals.iter().all(|g| g.met), "{}", p.report.summary);
+}

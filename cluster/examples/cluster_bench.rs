@@ -29,6 +29,7 @@ fn request() -> Request {
             replicas: 1,
             node_memory_mb: 64,
             spread: Spread::Zone,
+            survive: Default::default(),
         },
         zones: (1..=3)
             .map(|z| ZoneSpec {

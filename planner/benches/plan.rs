@@ -3,7 +3,7 @@
 //! linear. Figures go to docs/performance.md.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use redisha_planner::{analyse, plan, ClusterSpec, HostSpec, Request, Spread, ZoneSpec};
+use redisha_planner::{analyse, plan, ClusterSpec, HostSpec, Request, Spread, Survive, ZoneSpec};
 
 /// `shards` x 3 copies over `hosts` one-node hosts in 6 zones, 10 racks per zone: every host
 /// slot is needed, so the solver's capacity reasoning is exercised, not just its happy path.
@@ -15,6 +15,7 @@ fn request(shards: u32, hosts: usize) -> Request {
             replicas: 2,
             node_memory_mb: 4096,
             spread: Spread::Zone,
+            survive: Default::default(),
         },
         zones: (0..zones)
             .map(|z| ZoneSpec {
@@ -44,6 +45,12 @@ fn bench(c: &mut Criterion) {
     group.bench_function("10000 shards x 3, 30000 hosts, 6 zones", |b| {
         b.iter(|| plan(&big, None).expect("feasible"))
     });
+    let mut two_zones = base.clone();
+    two_zones.cluster.survive = Survive { zones: 2, hosts: 2 };
+    group.bench_function(
+        "1000 shards x 3, 3000 hosts, survive.zones=2 hosts=2",
+        |b| b.iter(|| plan(&two_zones, None).expect("goal met")),
+    );
     let placement = plan(&base, None).expect("feasible").placement;
     group.bench_function("analyse 3000 nodes", |b| {
         b.iter(|| analyse(&base, &placement))

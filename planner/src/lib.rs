@@ -8,11 +8,14 @@
 //! - `plan(&Request, previous: Option<&Placement>) -> Result<Plan, PlanError>`
 //! - `analyse(&Request, &Placement) -> Report`
 //! - `migrate::steps(current: &Placement, target: &Placement) -> Result<Vec<Step>, MigrateError>`
+//! - `migrate_room::steps_within(current, target, &migrate_room::host_room(&request))`: the same, within host capacity
 //! - `Report::{summary, failures, survives_any_host, survives_any_zone}`, `report::render_markdown`, `report::render_text`
 
 pub mod error;
 mod fasthash;
+mod host_balance;
 pub mod migrate;
+pub mod migrate_room;
 pub mod model;
 pub mod parse;
 pub mod placement;
@@ -21,6 +24,7 @@ pub mod report;
 pub mod request;
 pub mod slots;
 mod solver;
+mod survive;
 pub mod validate;
 
 pub use error::{FieldError, PathStep, PlanError, ValidationErrors};
@@ -28,6 +32,8 @@ pub use migrate::{check_invariant, MigrateError, Step};
 pub use parse::{parse_request, InputFormat};
 pub use placement::{Node, Placement, Role, SlotRange, SLOT_COUNT};
 pub use plan::{plan, Plan};
-pub use report::{analyse, FailureKind, FailureOutcome, PartitionVerdict, Report};
-pub use request::{ClusterSpec, HostSpec, PartitionSpec, Request, Spread, ZoneSpec};
+pub use report::{
+    analyse, FailureKind, FailureOutcome, GoalLevel, GoalOutcome, PartitionVerdict, Report,
+};
+pub use request::{ClusterSpec, HostSpec, PartitionSpec, Request, Spread, Survive, ZoneSpec};
 pub use validate::{validate, validate_placement};

@@ -81,6 +81,8 @@ pub enum MigrateError {
     ShardChanged { node: String, from: u32, to: u32 },
     #[error("slots {range} are served in the target but not in the current placement: assign them (CLUSTER ADDSLOTS) before migrating")]
     UnservedSlots { range: SlotRange },
+    #[error("host {host} is full: node {node} cannot start there until a node it runs goes, and no safe order frees it first; fix: add a temporary host (or room on {host}) for the migration, or move in two applies")]
+    NoRoom { host: String, node: String },
 }
 
 /// A step that broke the safety invariant (or could not be applied), found by [`simulate`].

@@ -8,7 +8,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::{Dfs, EdgeRef};
 use petgraph::Direction;
 
-use crate::request::{Request, Spread};
+use crate::request::{Request, Spread, Survive};
 
 /// A vertex of the failure-domain graph.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +74,8 @@ pub struct Topology {
     pub racks: Vec<RackInfo>,
     pub hosts: Vec<HostInfo>,
     pub partitions: Vec<PartitionInfo>,
+    /// The survival goal the report checks (unset: none).
+    pub survive: Survive,
     zone_nodes: Vec<NodeIndex>,
     rack_nodes: Vec<NodeIndex>,
     host_by_name: FastMap<String, usize>,
@@ -168,6 +170,7 @@ impl Topology {
             racks,
             hosts,
             partitions,
+            survive: req.cluster.survive,
             zone_nodes,
             rack_nodes,
             host_by_name,

@@ -38,13 +38,14 @@ pub fn plan(req: &Request, previous: Option<&Placement>) -> Result<Plan, PlanErr
     let fresh = problem.fresh(&targets)?;
     let copies = match previous {
         Some(prev) if !prev.nodes.is_empty() => match problem.incremental(prev, &targets) {
-            Some(inc) if problem.goal1_failures(&inc) <= problem.goal1_failures(&fresh) => inc,
+            Some(inc) if problem.shortfall(&inc) <= problem.shortfall(&fresh) => inc,
             _ => adopt_names(fresh, prev, &topo),
         },
         _ => fresh,
     };
     let placement = build_placement(&topo, req.cluster.shards, copies, previous);
     let report = analyse_with(&topo, &placement);
+    crate::survive::verdict(req, &report)?;
     let warnings = warnings(req, &topo, &report);
     Ok(Plan {
         placement,
@@ -150,6 +151,12 @@ fn warnings(req: &Request, topo: &Topology, report: &Report) -> Vec<String> {
         .filter(|z| z.hosts.iter().any(|&h| topo.hosts[h].capacity > 0))
         .count();
     let mut out = Vec::new();
+    if s < 3 {
+        // Said first and plainly: no layout fixes this, only more shards do.
+        out.push(format!(
+            "only {s} master(s): Redis Cluster promotes a replica only when a strict majority of the masters votes for it, so with fewer than 3 masters the loss of any master is never failed over automatically; fix: use 3 or more shards (the plan still keeps the failures it cannot survive to the fewest)"
+        ));
+    }
     for f in &report.failures {
         if f.survives || f.kind == FailureKind::Host {
             continue;

@@ -20,6 +20,29 @@ pub struct ClusterSpec {
     pub node_memory_mb: u64,
     #[serde(default)]
     pub spread: Spread,
+    /// Failures the plan must survive, as a hard requirement. Unset (all zero) keeps the
+    /// default goal: survive any one zone and every declared partition where the topology allows.
+    #[serde(default, skip_serializing_if = "Survive::is_unset")]
+    pub survive: Survive,
+}
+
+/// A survival goal: any `zones` simultaneous zone losses, and any `hosts` simultaneous host
+/// losses, leave a copy of every shard and a strict majority of the masters. A plan that cannot
+/// meet it is refused (`PlanError::Infeasible`) rather than returned with a warning, since the
+/// user asked for it explicitly. 0 means "no requirement" for that level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Survive {
+    #[serde(default)]
+    pub zones: u32,
+    #[serde(default)]
+    pub hosts: u32,
+}
+
+impl Survive {
+    pub fn is_unset(&self) -> bool {
+        self.zones == 0 && self.hosts == 0
+    }
 }
 
 /// The failure-domain level at which two copies of one shard may never meet.

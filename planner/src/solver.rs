@@ -207,6 +207,7 @@ impl<'a> Problem<'a> {
                 left -= 1;
             }
         }
+        let mut m = self.fewest_heavy_zones(&zc, m);
         let s = self.shards;
         let side_cap = |k: usize, declared: bool| -> u64 {
             (0..nz)
@@ -256,7 +257,8 @@ impl<'a> Problem<'a> {
                             }
                             None => true,
                         });
-                        if zone_ok_after >= zone_ok_before && earlier_ok {
+                        let goal_kept = self.zone_goal_met(&trial) || !self.zone_goal_met(&m);
+                        if zone_ok_after >= zone_ok_before && earlier_ok && goal_kept {
                             m = trial;
                             done = Some(win);
                             break 'sides;
@@ -270,6 +272,62 @@ impl<'a> Problem<'a> {
             masters: m,
             winners,
         }
+    }
+
+    /// An even spread can leave several zones holding half of the masters or more (2 shards
+    /// over 4 zones: two zones with one master each, and losing either stops failover). Such a
+    /// zone's loss is not survivable whatever else holds, so when fewer of them are possible
+    /// the masters are packed instead: `k` "heavy" zones (the roomiest) take what the others
+    /// cannot hold while each other zone stays at most `floor((S-1)/2)`. The even spread is
+    /// kept whenever it is already as good, so plans that survive every zone never change.
+    fn fewest_heavy_zones(&self, zc: &[u32], even: Vec<u32>) -> Vec<u32> {
+        let s = u64::from(self.shards);
+        let heavy = |m: &[u32]| m.iter().filter(|&&x| 2 * u64::from(x) >= s).count();
+        let even_heavy = heavy(&even);
+        if even_heavy == 0 {
+            return even;
+        }
+        let safe = (self.shards - 1) / 2;
+        let mut roomiest: Vec<usize> = (0..zc.len()).filter(|&z| zc[z] > 0).collect();
+        roomiest.sort_by_key(|&z| (Reverse(zc[z]), z));
+        for k in 0..even_heavy.min(roomiest.len()) {
+            let is_heavy = |z: usize| roomiest[..k].contains(&z);
+            let room: u64 = (0..zc.len())
+                .map(|z| u64::from(if is_heavy(z) { zc[z] } else { zc[z].min(safe) }))
+                .sum();
+            if room < s {
+                continue;
+            }
+            // Safe zones first, water-filled up to `safe`; the heavy zones take the rest.
+            let mut m = vec![0u32; zc.len()];
+            let mut left = self.shards;
+            let cap_of = |z: usize| if is_heavy(z) { zc[z] } else { zc[z].min(safe) };
+            for pass_heavy in [false, true] {
+                loop {
+                    let open: Vec<usize> = roomiest
+                        .iter()
+                        .copied()
+                        .filter(|&z| is_heavy(z) == pass_heavy && m[z] < cap_of(z))
+                        .collect();
+                    if left == 0 || open.is_empty() {
+                        break;
+                    }
+                    let low = open.iter().map(|&z| m[z]).min().unwrap_or(0);
+                    let lowest: Vec<usize> = open.into_iter().filter(|&z| m[z] == low).collect();
+                    for z in lowest {
+                        if left == 0 {
+                            break;
+                        }
+                        m[z] += 1;
+                        left -= 1;
+                    }
+                }
+            }
+            if left == 0 && heavy(&m) < even_heavy {
+                return m;
+            }
+        }
+        even
     }
 
     /// A fresh placement: for each shard, the master in the zone furthest below its master
@@ -299,6 +357,7 @@ impl<'a> Problem<'a> {
             g.next_shard(remaining);
         }
         self.role_pass(&mut out);
+        self.balance_hosts(&mut out);
         Ok(out)
     }
 
@@ -379,6 +438,7 @@ impl<'a> Problem<'a> {
             }
         }
         self.role_pass(&mut kept);
+        self.balance_hosts(&mut kept);
         kept.sort_by_key(|c| c.shard);
         Some(kept)
     }
@@ -448,10 +508,27 @@ impl<'a> Problem<'a> {
         zones + parts
     }
 
-    /// Goal (1) failures of a placement, counted at zone level.
-    pub fn goal1_failures(&self, copies: &[Copy]) -> usize {
+    /// Masters per zone `m` let any `survive.zones` zones go with fewer than half of them
+    /// (always true without that goal). The copies side of the goal holds by spread = zone.
+    fn zone_goal_met(&self, m: &[u32]) -> bool {
+        let n = self.topo.survive.zones as usize;
+        if n == 0 {
+            return true;
+        }
+        let mut sorted = m.to_vec();
+        sorted.sort_unstable_by(|a, b| b.cmp(a));
+        let top: u64 = sorted.iter().take(n).map(|&x| u64::from(x)).sum();
+        2 * top < u64::from(self.shards)
+    }
+
+    /// How far a placement is from the goals, smaller is better: a missed `survive.zones`
+    /// goal first, then goal (1) failures, counted at zone level.
+    pub fn shortfall(&self, copies: &[Copy]) -> (bool, usize) {
         let view = self.zone_view(copies);
-        self.failures(&view, &view.masters)
+        (
+            !self.zone_goal_met(&view.masters),
+            self.failures(&view, &view.masters),
+        )
     }
 
     /// Swap master and replica inside shards while that lowers (failures, sum of squared
@@ -490,8 +567,9 @@ impl<'a> Problem<'a> {
                 cand[key].insert(s as u32);
             }
         }
-        let score = |m: &[u32]| -> (usize, u64) {
+        let score = |m: &[u32]| -> (bool, usize, u64) {
             (
+                !self.zone_goal_met(m),
                 self.failures(&view, m),
                 m.iter().map(|&x| u64::from(x) * u64::from(x)).sum(),
             )
@@ -515,7 +593,7 @@ impl<'a> Problem<'a> {
                 .take(limit)
                 .collect();
             let to: Vec<usize> = zs.iter().rev().copied().take(limit).collect();
-            let mut best: Option<((usize, u64), usize, usize)> = None;
+            let mut best: Option<((bool, usize, u64), usize, usize)> = None;
             for &a in &from {
                 for &b in &to {
                     if a == b || cand[a * nz + b].is_empty() {

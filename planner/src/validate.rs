@@ -145,6 +145,8 @@ pub fn validate(req: &Request) -> Result<(), ValidationErrors> {
         }
     }
 
+    crate::survive::check(req, &mut errors);
+
     if errors.is_empty() {
         Ok(())
     } else {

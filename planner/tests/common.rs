@@ -27,6 +27,7 @@ pub fn request(shards: u32, replicas: u32, spread: Spread, zones: Vec<ZoneSpec>)
             replicas,
             node_memory_mb: 4096,
             spread,
+            survive: Default::default(),
         },
         zones,
         partitions: Vec::new(),

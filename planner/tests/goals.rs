@@ -141,3 +141,118 @@ fn validation_reports_every_problem_with_paths() {
     }
     assert!(matches!(plan(&req, None), Err(PlanError::Invalid(_))));
 }
+
+/// Failures of one kind the plan does not survive.
+fn unsurvived(p: &redisha_planner::Plan, kind: redisha_planner::FailureKind) -> usize {
+    p.report
+        .failures
+        .iter()
+        .filter(|f| f.kind == kind && !f.survives)
+        .count()
+}
+
+#[test]
+fn two_shards_over_four_zones_lose_one_zone_not_two_and_say_why() {
+    // Two masters in two zones: losing either leaves 1 of 2, no majority. Both masters in one
+    // zone: only that zone's loss is fatal.
+    let p = plan(&request(2, 1, Spread::Zone, uniform(4, 2, 2)), None).unwrap();
+    assert_eq!(
+        unsurvived(&p, redisha_planner::FailureKind::Zone),
+        1,
+        "{}",
+        p.report.summary
+    );
+    assert!(
+        p.warnings[0].starts_with("only 2 master(s)")
+            && p.warnings[0].contains("use 3 or more shards"),
+        "{:?}",
+        p.warnings
+    );
+}
+
+#[test]
+fn one_shard_warns_that_failover_is_impossible() {
+    let p = plan(&request(1, 2, Spread::Zone, uniform(3, 1, 1)), None).unwrap();
+    assert_eq!(
+        unsurvived(&p, redisha_planner::FailureKind::Zone),
+        1,
+        "{}",
+        p.report.summary
+    );
+    assert!(
+        p.warnings[0].contains("never failed over automatically"),
+        "{:?}",
+        p.warnings
+    );
+}
+
+#[test]
+fn four_shards_over_two_zones_keep_one_zone_survivable() {
+    // 2+2 masters: either zone's loss leaves 2 of 4. 3+1: losing the zone with 1 leaves 3 of 4.
+    let p = plan(&request(4, 1, Spread::Zone, uniform(2, 2, 2)), None).unwrap();
+    assert_eq!(
+        unsurvived(&p, redisha_planner::FailureKind::Zone),
+        1,
+        "{}",
+        p.report.summary
+    );
+}
+
+fn most_masters_on_one_host(p: &redisha_planner::Plan) -> usize {
+    let mut hosts: Vec<&str> = p.placement.masters().map(|n| n.host.as_str()).collect();
+    hosts.sort_unstable();
+    hosts
+        .chunk_by(|a, b| a == b)
+        .map(|run| run.len())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn masters_spread_over_hosts_as_evenly_as_over_zones() {
+    // 6 shards, 3 zones of 2 hosts with room for 2 nodes each: 2 masters per zone, and a host
+    // holding both would take a third of the masters with it.
+    let p = plan(&request(6, 1, Spread::Zone, uniform(3, 2, 2)), None).unwrap();
+    assert_eq!(masters_per_zone(&p), vec![2, 2, 2]);
+    assert_eq!(most_masters_on_one_host(&p), 1, "{:#?}", p.placement.nodes);
+}
+
+#[test]
+fn masters_spread_over_racks_first() {
+    // One zone's hosts in two racks: its masters must not all sit in one rack.
+    let mut zones = uniform(3, 4, 2);
+    for zone in &mut zones {
+        for (h, host) in zone.hosts.iter_mut().enumerate() {
+            host.rack = Some(if h < 2 { "r0".into() } else { "r1".into() });
+        }
+    }
+    let p = plan(&request(6, 2, Spread::Zone, zones), None).unwrap();
+    for zone in ["z0", "z1", "z2"] {
+        let racks: Vec<bool> = p
+            .placement
+            .masters()
+            .filter(|n| n.zone == zone)
+            .map(|n| n.host.ends_with("h0") || n.host.ends_with("h1"))
+            .collect();
+        assert_eq!(racks.len(), 2);
+        assert_ne!(racks[0], racks[1], "{zone}: both masters in one rack");
+    }
+}
+
+#[test]
+fn a_survival_goal_says_what_it_needs() {
+    let mut req = request(3, 1, Spread::Zone, uniform(3, 2, 2));
+    req.cluster.survive.zones = 2;
+    let err = validate(&req).unwrap_err().to_string();
+    assert!(
+        err.contains("cluster.survive.zones: surviving 2 zone(s) at once needs")
+            && err.contains(
+                "replicas >= 2, shards >= 5 and at least 5 zones with room for about 3 nodes each"
+            ),
+        "{err}"
+    );
+    let mut ok = request(10, 2, Spread::Zone, uniform(5, 4, 2));
+    ok.cluster.survive.zones = 2;
+    let p = plan(&ok, None).unwrap();
+    assert!(p.report.goals.iter().all(|g| g.met), "{}", p.report.summary);
+}

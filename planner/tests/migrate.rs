@@ -6,6 +6,8 @@ mod common;
 use common::{request, uniform};
 use proptest::prelude::*;
 use redisha_planner::migrate::{check_invariant, simulate, steps};
+use redisha_planner::migrate_room::{check_room, host_room, steps_within};
+use redisha_planner::MigrateError;
 use redisha_planner::{plan, Placement, Request, Role, Spread, Step};
 
 fn replan(from: &Request, to: &Request) -> (Placement, Placement, Vec<Step>) {
@@ -132,5 +134,34 @@ proptest! {
         let s = steps(&cur.placement, &tgt.placement).unwrap();
         let checked = check_invariant(&cur.placement, &tgt.placement, &s);
         prop_assert!(checked.is_ok(), "{:?}\n{:#?}", checked, s);
+        // Within the hosts' room: either steps that fit at every step, or a plain refusal.
+        let room = host_room(&to);
+        match steps_within(&cur.placement, &tgt.placement, &room) {
+            Ok(s) => {
+                prop_assert!(check_invariant(&cur.placement, &tgt.placement, &s).is_ok());
+                let fits = check_room(&cur.placement, &s, &room);
+                prop_assert!(fits.is_ok(), "{:?}", fits);
+            }
+            Err(e) => prop_assert!(matches!(e, MigrateError::NoRoom { .. }), "{e}"),
+        }
     }
+}
+
+#[test]
+fn a_full_host_frees_its_old_node_before_the_new_one_starts() {
+    // Every host runs one node before and after: 3 shards x 2 become 2 shards x 3, so hosts
+    // of the dropped shard get a new node only once its old node has gone.
+    let from = request(3, 1, Spread::Zone, uniform(3, 2, 1));
+    let to = request(2, 2, Spread::Zone, uniform(3, 2, 1));
+    let current = plan(&from, None).unwrap().placement;
+    let target = plan(&to, Some(&current)).unwrap().placement;
+    let room = host_room(&to);
+    let plain = steps(&current, &target).unwrap();
+    assert!(
+        check_room(&current, &plain, &room).is_err(),
+        "the plain order overfills a host"
+    );
+    let s = steps_within(&current, &target, &room).unwrap();
+    check_invariant(&current, &target, &s).unwrap();
+    check_room(&current, &s, &room).unwrap();
 }

@@ -6,8 +6,8 @@ mod common;
 
 use proptest::prelude::*;
 use redisha_planner::{
-    analyse, plan, validate_placement, ClusterSpec, HostSpec, PartitionSpec, PlanError, Request,
-    Role, Spread, ZoneSpec,
+    analyse, plan, validate_placement, ClusterSpec, GoalLevel, HostSpec, PartitionSpec, Placement,
+    PlanError, Request, Role, Spread, Survive, ZoneSpec,
 };
 
 fn arb_spread() -> impl Strategy<Value = Spread> {
@@ -77,6 +77,7 @@ fn arb_request(
                     replicas,
                     node_memory_mb: 4096,
                     spread,
+                    survive: Default::default(),
                 },
                 zones,
                 partitions,
@@ -169,6 +170,73 @@ fn goal1_failures(h: &Hosts, shards: &[(Vec<usize>, usize)]) -> usize {
 
 /// Exhaustive search: `None` if infeasible, else the fewest goal (1) failures of any placement.
 fn oracle(req: &Request) -> Option<usize> {
+    exhaustive(req, &goal1_failures)
+}
+
+/// Combinations of `k` out of `0..n`.
+fn subsets(n: usize, k: usize) -> Vec<Vec<usize>> {
+    let mut out = Vec::new();
+    let mut cur = Vec::new();
+    fn rec(n: usize, k: usize, start: usize, cur: &mut Vec<usize>, out: &mut Vec<Vec<usize>>) {
+        if cur.len() == k {
+            out.push(cur.clone());
+            return;
+        }
+        for i in start..n {
+            cur.push(i);
+            rec(n, k, i + 1, cur, out);
+            cur.pop();
+        }
+    }
+    rec(n, k, 0, &mut cur, &mut out);
+    out
+}
+
+/// Combinations of `count` units (zones, or hosts with `by_host`) whose loss leaves a shard
+/// without a copy or the masters without a strict majority, by plain enumeration.
+fn failing_combinations(
+    h: &Hosts,
+    shards: &[(Vec<usize>, usize)],
+    count: usize,
+    by_host: bool,
+) -> usize {
+    let unit = |x: usize| if by_host { x } else { h.zone[x] };
+    let units = if by_host { h.cap.len() } else { h.zones };
+    let s = shards.len();
+    subsets(units, count.min(units))
+        .into_iter()
+        .filter(|lost| {
+            let masters_left = shards
+                .iter()
+                .filter(|(_, m)| !lost.contains(&unit(*m)))
+                .count();
+            let copies = shards
+                .iter()
+                .all(|(c, _)| c.iter().any(|&x| !lost.contains(&unit(x))));
+            !(copies && 2 * masters_left > s)
+        })
+        .count()
+}
+
+/// Violations of the request's survival goal by one placement (0: met).
+fn goal_violations(req: &Request) -> impl Fn(&Hosts, &[(Vec<usize>, usize)]) -> usize + '_ {
+    move |h, shards| {
+        let mut v = 0;
+        if req.cluster.survive.zones > 0 {
+            v += failing_combinations(h, shards, req.cluster.survive.zones as usize, false);
+        }
+        if req.cluster.survive.hosts > 0 {
+            v += failing_combinations(h, shards, req.cluster.survive.hosts as usize, true);
+        }
+        v
+    }
+}
+
+/// How bad one placement (per shard: hosts, master host) is; 0 is best.
+type Score<'a> = dyn Fn(&Hosts, &[(Vec<usize>, usize)]) -> usize + 'a;
+
+/// Exhaustive search: `None` if infeasible, else the lowest `score` of any placement.
+fn exhaustive(req: &Request, score: &Score) -> Option<usize> {
     let h = hosts(req);
     let c = (req.cluster.replicas + 1) as usize;
     let s = req.cluster.shards as usize;
@@ -209,8 +277,10 @@ fn oracle(req: &Request) -> Option<usize> {
     let mut best: Option<usize> = None;
     let mut used = vec![0u32; h.cap.len()];
     let mut chosen: Vec<(Vec<usize>, usize)> = Vec::new();
+    #[allow(clippy::too_many_arguments)]
     fn go(
         h: &Hosts,
+        score: &Score<'_>,
         options: &[(Vec<usize>, usize)],
         s: usize,
         start: usize,
@@ -222,7 +292,7 @@ fn oracle(req: &Request) -> Option<usize> {
             return;
         }
         if chosen.len() == s {
-            let f = goal1_failures(h, chosen);
+            let f = score(h, chosen);
             if best.is_none_or(|b| f < b) {
                 *best = Some(f);
             }
@@ -235,12 +305,12 @@ fn oracle(req: &Request) -> Option<usize> {
             }
             set.iter().for_each(|&x| used[x] += 1);
             chosen.push(options[i].clone());
-            go(h, options, s, i, used, chosen, best);
+            go(h, score, options, s, i, used, chosen, best);
             chosen.pop();
             set.iter().for_each(|&x| used[x] -= 1);
         }
     }
-    go(&h, &options, s, 0, &mut used, &mut chosen, &mut best);
+    go(&h, score, &options, s, 0, &mut used, &mut chosen, &mut best);
     best
 }
 
@@ -336,6 +406,83 @@ proptest! {
     }
 }
 
+/// A placement in the oracle's terms: per shard (host indices, master host index).
+fn as_shards(req: &Request, placement: &Placement) -> Vec<(Vec<usize>, usize)> {
+    let names: Vec<&str> = req
+        .zones
+        .iter()
+        .flat_map(|z| z.hosts.iter().map(|h| h.name.as_str()))
+        .collect();
+    let index = |host: &str| names.iter().position(|n| *n == host).unwrap_or(usize::MAX);
+    (0..placement.shard_count())
+        .map(|shard| {
+            let nodes: Vec<_> = placement.shard_nodes(shard).collect();
+            let master = nodes
+                .iter()
+                .find(|n| n.role == Role::Master)
+                .map_or(usize::MAX, |n| index(&n.host));
+            (nodes.iter().map(|n| index(&n.host)).collect(), master)
+        })
+        .collect()
+}
+
+fn arb_goal(max: u32) -> impl Strategy<Value = Survive> {
+    (0..=max, 0..=max)
+        .prop_filter("some goal", |(z, h)| z + h > 0)
+        .prop_map(|(zones, hosts)| Survive { zones, hosts })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// The report's verdict on a survival goal (worst combination only) agrees with trying
+    /// every combination, on any placement, whether or not it was planned for the goal.
+    #[test]
+    fn goal_verdicts_agree_with_every_combination(
+        req in arb_request(1, 5, 3, 8, 2), goal in arb_goal(3),
+    ) {
+        let Ok(p) = plan(&req, None) else { return Ok(()) };
+        let mut with_goal = req.clone();
+        with_goal.cluster.survive = goal;
+        let report = analyse(&with_goal, &p.placement);
+        let h = hosts(&req);
+        let shards = as_shards(&req, &p.placement);
+        for g in &report.goals {
+            let by_host = g.level == GoalLevel::Hosts;
+            let failing = failing_combinations(&h, &shards, g.count as usize, by_host);
+            prop_assert_eq!(g.met, failing == 0, "{} ({} failing)", g.line(report.voting_masters), failing);
+        }
+        prop_assert_eq!(report.goals.len(), usize::from(goal.zones > 0) + usize::from(goal.hosts > 0));
+    }
+
+    /// A plan for a survival goal meets it on every combination (plans that cannot are
+    /// refused), and on small instances the planner meets the goal exactly when exhaustive
+    /// search finds some placement that does.
+    #[test]
+    fn survival_goals_agree_with_exhaustive_search(
+        req in arb_request(3, 4, 2, 4, 2).prop_filter("small", |r| {
+            let hosts: usize = r.zones.iter().map(|z| z.hosts.len()).sum();
+            hosts <= 8 && r.cluster.shards * (r.cluster.replicas + 1) <= 8
+        }),
+        goal in arb_goal(1),
+    ) {
+        let mut req = req;
+        req.cluster.survive = goal;
+        if goal.zones > 0 {
+            req.cluster.spread = Spread::Zone;
+        }
+        let truth = exhaustive(&req, &goal_violations(&req));
+        match plan(&req, None) {
+            Ok(p) => {
+                let shards = as_shards(&req, &p.placement);
+                prop_assert_eq!(goal_violations(&req)(&hosts(&req), &shards), 0, "{}", p.report.summary);
+                prop_assert!(p.report.goals.iter().all(|g| g.met));
+            }
+            Err(e) => prop_assert!(truth != Some(0), "search meets {:?} but the planner says: {}", goal, e),
+        }
+    }
+}
+
 fn agrees_with_oracle(req: &Request) -> Result<(), TestCaseError> {
     let truth = oracle(req);
     match plan(req, None) {
@@ -349,6 +496,12 @@ fn agrees_with_oracle(req: &Request) -> Result<(), TestCaseError> {
                 truth,
                 p.report.summary
             );
+            // Under 3 masters nothing is fully survivable, but the fewest failures still are the
+            // planner's job: it must match the search's count.
+            if req.cluster.shards < 3 {
+                let planned = goal1_failures(&hosts(req), &as_shards(req, &p.placement));
+                prop_assert_eq!(Some(planned), truth, "{}", p.report.summary);
+            }
         }
         Err(PlanError::Infeasible { .. }) => {
             prop_assert!(truth.is_none(), "feasible per search: {:?}", truth)

@@ -119,6 +119,7 @@ pub fn request(t: &TopologyModel) -> Result<Option<Request>, Diagnostics> {
             replicas,
             node_memory_mb,
             spread,
+            survive: Default::default(),
         },
         zones,
         partitions,

@@ -83,6 +83,7 @@ pub fn request(shards: u32, replicas: u32) -> Request {
             replicas,
             node_memory_mb: 64,
             spread: Spread::Zone,
+            survive: Default::default(),
         },
         zones: (1..=ZONES)
             .map(|z| ZoneSpec {

@@ -5,7 +5,10 @@
 //! that serve slots can vote; a side without that majority stops accepting writes. So a failure
 //! is survived when the surviving side keeps a master majority and a copy of every shard.
 
+mod goals;
 mod render;
+
+pub use goals::{GoalLevel, GoalOutcome};
 
 pub use render::{
     render_dot, render_markdown, render_plan_markdown, render_plan_text, render_text,
@@ -79,6 +82,9 @@ pub struct Report {
     pub nodes: u32,
     /// Slots served by some master before any failure.
     pub slots_served: u32,
+    /// One verdict per survival goal set in the request (`cluster.survive`); empty without one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub goals: Vec<GoalOutcome>,
 }
 
 /// Fast per-node facts for the failure loop.
@@ -235,6 +241,79 @@ pub(crate) fn analyse_with(topo: &Topology, placement: &Placement) -> Report {
             });
         }
     }
+    let mut goal_outcomes = Vec::new();
+    let wanted = [
+        (GoalLevel::Zones, topo.survive.zones, topo.zones.len()),
+        (GoalLevel::Hosts, topo.survive.hosts, topo.hosts.len()),
+    ];
+    for (level, count, units) in wanted {
+        if count == 0 {
+            continue;
+        }
+        let unit_of: Vec<Option<usize>> = placement
+            .nodes
+            .iter()
+            .map(|n| match level {
+                GoalLevel::Zones => topo.zone_index(&n.zone),
+                GoalLevel::Hosts => topo.host_index(&n.host),
+            })
+            .collect();
+        let voting_master: Vec<bool> = placement
+            .nodes
+            .iter()
+            .zip(&node_shard)
+            .map(|(n, &s)| n.role == Role::Master && facts.voting[s])
+            .collect();
+        let chosen = goals::worst_units(
+            units,
+            count as usize,
+            &unit_of,
+            &node_shard,
+            &voting_master,
+            facts.copies.len(),
+        );
+        let buckets = match level {
+            GoalLevel::Zones => &by_zone,
+            GoalLevel::Hosts => &by_host,
+        };
+        let lost: Vec<usize> = chosen
+            .iter()
+            .flat_map(|&u| buckets.get(u).iter().copied())
+            .collect();
+        let name_of = |u: usize| match level {
+            GoalLevel::Zones => topo.zones[u].name.as_str(),
+            GoalLevel::Hosts => topo.hosts[u].name.as_str(),
+        };
+        let names: Vec<&str> = chosen.iter().map(|&u| name_of(u)).collect();
+        let name = names.join("+");
+        let surviving = match level {
+            GoalLevel::Zones => all_zones
+                .iter()
+                .copied()
+                .filter(|z| !names.contains(z))
+                .collect::<Vec<_>>()
+                .join("+"),
+            GoalLevel::Hosts => format!("every host but {name}"),
+        };
+        let kind = match level {
+            GoalLevel::Zones => FailureKind::Zone,
+            GoalLevel::Hosts => FailureKind::Host,
+        };
+        let worst = judge(
+            &lost,
+            kind,
+            &name,
+            format!("{} {name}", level.as_str()),
+            surviving,
+        );
+        goal_outcomes.push(GoalOutcome {
+            level,
+            count,
+            combinations: goals::combinations(units as u64, u64::from(count)),
+            met: worst.survives,
+            worst,
+        });
+    }
     let survives_any_host = failures
         .iter()
         .filter(|f| f.kind == FailureKind::Host)
@@ -243,7 +322,10 @@ pub(crate) fn analyse_with(topo: &Topology, placement: &Placement) -> Report {
         .iter()
         .filter(|f| f.kind == FailureKind::Zone)
         .all(|f| f.survives);
-    let summary = summarise(&failures, &partitions, survives_any_host, survives_any_zone);
+    let mut summary = summarise(&failures, &partitions, survives_any_host, survives_any_zone);
+    for g in &goal_outcomes {
+        let _ = write!(summary, "; {}", g.line(facts.total_voting));
+    }
     Report {
         summary,
         failures,
@@ -254,6 +336,7 @@ pub(crate) fn analyse_with(topo: &Topology, placement: &Placement) -> Report {
         shards: facts.copies.len() as u32,
         nodes: placement.nodes.len() as u32,
         slots_served,
+        goals: goal_outcomes,
     }
 }
 

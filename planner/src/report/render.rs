@@ -126,6 +126,12 @@ pub fn render_markdown(report: &Report) -> String {
             }
         );
     }
+    if !report.goals.is_empty() {
+        let _ = writeln!(out, "\nSurvival goals (the worst combination decides):\n");
+        for g in &report.goals {
+            let _ = writeln!(out, "- {}", g.line(report.voting_masters));
+        }
+    }
     out
 }
 
@@ -152,6 +158,9 @@ pub fn render_text(report: &Report) -> String {
             "  ({} hosts analysed, {} not survived)",
             table.hosts, table.failing_hosts
         );
+    }
+    for g in &report.goals {
+        let _ = writeln!(out, "  goal {}", g.line(report.voting_masters));
     }
     out
 }

@@ -346,6 +346,7 @@ mod tests {
                 replicas: 1,
                 node_memory_mb: 256,
                 spread: Default::default(),
+                survive: Default::default(),
             },
             zones: Vec::new(),
             partitions: Vec::new(),

@@ -95,7 +95,6 @@ pub async fn run(
     let (samples, watcher) = watch::start(&traffic, targets, password.clone());
     tokio::time::sleep(opts.warm_up).await;
 
-    let failed_at = traffic.now_ms();
     let mut stopped = None;
     let mut cut = None;
     match failure.action {
@@ -115,6 +114,9 @@ pub async fn run(
             cut = Some(nft::install(&cluster_dir, &state.cluster_id, &side, &rest)?);
         }
     }
+    // The failure is in force once the signals are sent or nft returned: writes acknowledged
+    // before that are not "after the cut".
+    let failed_at = traffic.now_ms();
     let deadline = Instant::now() + failure.window;
     while Instant::now() < deadline && !opts.cancel.is_cancelled() {
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -65,7 +65,7 @@ impl Drop for Cluster {
     }
 }
 
-async fn cluster(octet: u8) -> Cluster {
+async fn cluster(octet: u8, node_timeout_ms: u64) -> Cluster {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut local = LocalConfig::new(dir.path().join("nodes"));
     local.loopback_octet = octet;
@@ -80,7 +80,7 @@ async fn cluster(octet: u8) -> Cluster {
     };
     config
         .redis_config
-        .insert("cluster-node-timeout".into(), NODE_TIMEOUT_MS.to_string());
+        .insert("cluster-node-timeout".into(), node_timeout_ms.to_string());
     let request = request();
     let planned = plan(&request, None).expect("plan");
     let mut state = ClusterState {
@@ -111,6 +111,15 @@ fn options() -> Options {
 }
 
 fn drill(octet: u8, action: Action, scope: impl FnOnce(&ClusterState) -> Scope) -> DrillReport {
+    drill_with(octet, NODE_TIMEOUT_MS, action, scope)
+}
+
+fn drill_with(
+    octet: u8,
+    node_timeout_ms: u64,
+    action: Action,
+    scope: impl FnOnce(&ClusterState) -> Scope,
+) -> DrillReport {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -118,18 +127,18 @@ fn drill(octet: u8, action: Action, scope: impl FnOnce(&ClusterState) -> Scope) 
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let c = cluster(octet).await;
+        let c = cluster(octet, node_timeout_ms).await;
         let failure = Failure {
             action,
             scope: scope(&c.state),
-            window: default_window(NODE_TIMEOUT_MS),
+            window: default_window(node_timeout_ms),
         };
         let opts = DrillOptions {
             operator: options(),
             ..DrillOptions::default()
         };
         let report = tokio::time::timeout(
-            Duration::from_secs(90),
+            Duration::from_secs(120),
             run(
                 &c.driver,
                 &c.request,
@@ -228,4 +237,33 @@ fn declared_partition_side_leaves_the_other_side_without_a_majority() {
     assert_passed(&r);
     assert!(!r.observed.master_majority_survives);
     assert_eq!(r.observed.writable_slots, 0);
+}
+
+/// The figures of docs/drills.md: the hit shard's write outage and the other shards' longest
+/// gap after a zone crash, per cluster-node-timeout. A measurement, not a check: run with
+/// `cargo test -p redisha-drill --test drills -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn measure_zone_crash_outage_against_node_timeout() {
+    let mut rows = Vec::new();
+    for (i, timeout) in [1000u64, 2000, 5000, 15000].into_iter().enumerate() {
+        let r = drill_with(205 + i as u8, timeout, Action::Crash, |s| {
+            Scope::Zone(master_zone(s))
+        });
+        assert_passed(&r);
+        let hit = r.shards.iter().filter(|s| s.master_hit);
+        let other = r.shards.iter().filter(|s| !s.master_hit);
+        rows.push(format!(
+            "| {timeout} | {:.0} | {:.0} | {:.0} | {:.0} |",
+            hit.map(|s| s.longest_write_gap_ms).fold(0.0, f64::max),
+            r.survivors_ok_after_ms.unwrap_or(f64::NAN),
+            other.map(|s| s.longest_write_gap_ms).fold(0.0, f64::max),
+            r.restore.took_ms,
+        ));
+    }
+    println!("| cluster-node-timeout ms | hit shard write outage ms | cluster_state ok on survivors ms | other shards longest gap ms | restore ms |");
+    println!("|---|---|---|---|---|");
+    for row in rows {
+        println!("{row}");
+    }
 }

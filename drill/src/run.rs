@@ -170,18 +170,10 @@ pub async fn run(
     let window = Window {
         failed_at,
         healed_at,
+        survivors_ok: survivors_ok.is_some(),
+        partition: failure.action == Action::Partition,
     };
-    let scored = score(
-        &state,
-        &loads,
-        &events,
-        &hit,
-        &expected,
-        window,
-        survivors_ok.is_some(),
-        &lost,
-        failure.action == Action::Partition,
-    );
+    let scored = score(&state, &loads, &events, &hit, &expected, window, &lost);
     let mut log = None;
     if let Some(path) = &opts.log_file {
         write_log(path, &events)?;

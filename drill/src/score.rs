@@ -7,11 +7,15 @@ use redisha_planner::FailureOutcome;
 use crate::load::{Event, Op, ShardLoad};
 use crate::report::{CutSide, ShardReport, Verdict};
 
-/// The failure's timeline, in ms since the drill started.
+/// The failure's timeline, in ms since the drill started, and what kind of window it was.
 #[derive(Debug, Clone, Copy)]
 pub struct Window {
     pub failed_at: f64,
     pub healed_at: f64,
+    /// Every node outside the failure reached `cluster_state:ok` within the window.
+    pub survivors_ok: bool,
+    /// A partition: masters on the cut side get their `CutSide` figures.
+    pub partition: bool,
 }
 
 /// A shard counts as writable at the end of the window when a node outside the failure
@@ -72,15 +76,13 @@ pub fn score(
     hit: &[String],
     prediction: &Verdict,
     window: Window,
-    survivors_ok: bool,
     lost: &[(Vec<u64>, Vec<u64>)],
-    partition: bool,
 ) -> Scored {
     let mut shards = Vec::new();
     let mut observed = Verdict {
         masters_lost: 0,
         replicas_promoted: 0,
-        master_majority_survives: survivors_ok,
+        master_majority_survives: window.survivors_ok,
         writable_slots: 0,
         writable_shards: Vec::new(),
     };
@@ -106,8 +108,7 @@ pub fn score(
             .collect();
         let serving = writes
             .iter()
-            .filter(|e| e.ok && e.t_ms <= window.healed_at)
-            .last()
+            .rfind(|e| e.ok && e.t_ms <= window.healed_at)
             .map(|e| e.node.clone());
         let observed_writable = end.iter().any(|e| !hit.contains(&e.node));
         if observed_writable {
@@ -127,7 +128,7 @@ pub fn score(
                 observed.replicas_promoted += 1;
             }
         }
-        let cut_side = (partition && master_hit).then(|| {
+        let cut_side = (window.partition && master_hit).then(|| {
             let after: Vec<&&Event> = writes
                 .iter()
                 .filter(|e| in_window(e) && &e.node == master)

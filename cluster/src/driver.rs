@@ -119,6 +119,7 @@ pub const RESERVED_SETTINGS: &[&str] = &[
     "cluster-enabled",
     "cluster-config-file",
     "cluster-announce-ip",
+    "bind-source-addr",
     "cluster-port",
     "requirepass",
     "masterauth",

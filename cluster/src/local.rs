@@ -60,6 +60,11 @@ impl LocalConfig {
 
 /// Runs nodes as local redis-server processes.
 ///
+/// Every node binds its outgoing connections (cluster bus, replication) to its host's address
+/// (`bind-source-addr`), as a real host's traffic leaves from its own address; without it the
+/// kernel picks 127.0.0.1 for every loopback connection and no packet filter could tell the
+/// hosts apart (the drill's partitions need that).
+///
 /// Layout: `<data_dir>/<cluster id>/<node name>/` holds a node's config, data, log, pidfile
 /// and its `NodeRecord`, so two clusters sharing a `data_dir` (even with the same node names)
 /// never share a directory or a process. Nodes of a cluster made before cluster ids existed
@@ -275,6 +280,7 @@ impl LocalDriver {
              cluster-enabled yes\n\
              cluster-config-file nodes.conf\n\
              cluster-announce-ip {ip}\n\
+             bind-source-addr {ip}\n\
              proc-title-template \"{{title}} {{listen-addr}} {{server-mode}} {{config-file}}\"\n\
              {shared}",
             port = handle.port,

@@ -1,0 +1,25 @@
+//! redisha-drill: runs one failure (crash, hang, partition) against a running redisha
+//! cluster on the local driver, drives traffic through it, and scores what happened against
+//! the planner's what-if report. The planner stays pure: the drill lives here, where the
+//! driver and the operator are reachable.
+//!
+//! - [`Target`]: the cluster named by a Terraform working directory or state file
+//! - [`Failure`] (`Action` + `Scope` + window), [`run`], [`DrillReport`] and its renderings
+
+pub mod error;
+pub mod failure;
+pub mod load;
+pub mod nft;
+pub mod procs;
+pub mod report;
+mod route;
+pub mod run;
+pub mod score;
+pub mod target;
+pub mod watch;
+
+pub use error::{DrillError, Result};
+pub use failure::{Action, Failure, Scope};
+pub use report::{render_json, render_markdown, render_text, DrillReport};
+pub use run::{default_window, node_timeout_ms, run, DrillOptions};
+pub use target::{password_from_env, Target, PASSWORD_ENV};

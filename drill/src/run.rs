@@ -1,0 +1,311 @@
+//! One drill, start to end: check the cluster is whole, start the traffic, break, watch,
+//! heal, stop the traffic, restore the planned layout through the operator (the code
+//! `terraform apply` runs) and time it, read every write back, score.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use redisha_cluster::{Cancel, ClusterState, LocalDriver, NodeConfig, Operator, Options};
+use redisha_planner::{migrate, plan, Request, Role};
+
+use crate::error::{DrillError, Result};
+use crate::failure::{hit_nodes, prediction, Action, Failure};
+use crate::load::{plan_load, verify, Traffic};
+use crate::report::{DrillReport, Restore};
+use crate::score::{disagreements, predicted, score, Window};
+use crate::{nft, procs, watch};
+
+/// How a drill runs.
+#[derive(Debug, Clone)]
+pub struct DrillOptions {
+    /// WAIT's timeout for every write.
+    pub wait: Duration,
+    /// Traffic before the failure, for a baseline.
+    pub warm_up: Duration,
+    /// Longest wait for `cluster_state:ok` everywhere after a heal.
+    pub heal_timeout: Duration,
+    /// The operator's options for the restore.
+    pub operator: Options,
+    /// Set by Ctrl-C: the window ends at once, the failure is healed and the cluster restored.
+    pub cancel: Cancel,
+    /// Where to write every request of the traffic (JSON lines).
+    pub log_file: Option<PathBuf>,
+}
+
+impl Default for DrillOptions {
+    fn default() -> Self {
+        DrillOptions {
+            wait: Duration::from_millis(50),
+            warm_up: Duration::from_secs(1),
+            heal_timeout: Duration::from_secs(60),
+            operator: Options::default(),
+            cancel: Cancel::default(),
+            log_file: None,
+        }
+    }
+}
+
+/// The window a drill uses when none is given: long enough for a failover
+/// (cluster-node-timeout, then the election) to finish with time to spare.
+pub fn default_window(node_timeout_ms: u64) -> Duration {
+    Duration::from_millis(2 * node_timeout_ms + 3000)
+}
+
+pub fn node_timeout_ms(config: &NodeConfig) -> u64 {
+    config.node_timeout_ms().parse().unwrap_or(5000)
+}
+
+/// Runs `failure` against the cluster of `state` (rebuilt from the driver and the live
+/// cluster, as `Target::locate` does) and reports. An `Err` means the drill could not run or
+/// could not heal; a drill that ran returns its report, passed or not.
+pub async fn run(
+    driver: &LocalDriver,
+    request: &Request,
+    config: &NodeConfig,
+    mut state: ClusterState,
+    failure: &Failure,
+    opts: &DrillOptions,
+) -> Result<DrillReport> {
+    let password = config.password.clone();
+    let hit = hit_nodes(request, &state, &failure.scope)?;
+    let outcome = prediction(request, &state, &failure.scope)?;
+    let expected = predicted(&state, &hit, &outcome);
+    let op = Operator::with_options(driver, config.clone(), opts.operator.clone());
+    let drift = layout_drift(&op, &state).await;
+    if !drift.is_empty() {
+        return Err(DrillError::Failure(format!(
+            "the cluster is not in its planned layout ({}); run `terraform apply` first",
+            drift.join("; ")
+        )));
+    }
+    let cluster_dir = driver.config().data_dir.join(&state.cluster_id);
+    for table in nft::remove_leftovers(&cluster_dir)? {
+        tracing::warn!(%table, "removed a partition an interrupted drill left behind");
+    }
+    let processes = procs::find(driver, &hit).await?;
+    let (side, rest) = addresses(&state, &hit);
+    if failure.action == Action::Partition {
+        check_source_addresses(&op, &state).await?;
+    }
+
+    let loads = plan_load(&state);
+    let traffic = Traffic::new(Instant::now());
+    let tasks = traffic.start(&loads, password.clone(), opts.wait);
+    let targets = state.targets();
+    let (samples, watcher) = watch::start(&traffic, targets, password.clone());
+    tokio::time::sleep(opts.warm_up).await;
+
+    let mut stopped = None;
+    let mut cut = None;
+    match failure.action {
+        Action::Crash => {
+            for p in &processes {
+                p.signal(libc::SIGKILL)?;
+            }
+        }
+        Action::Hang => {
+            let guard = procs::Stopped(processes.clone());
+            for p in &processes {
+                p.signal(libc::SIGSTOP)?;
+            }
+            stopped = Some(guard);
+        }
+        Action::Partition => {
+            cut = Some(nft::install(&cluster_dir, &state.cluster_id, &side, &rest)?);
+        }
+    }
+    // The failure is in force once the signals are sent or nft returned: writes acknowledged
+    // before that are not "after the cut".
+    let failed_at = traffic.now_ms();
+    let deadline = Instant::now() + failure.window;
+    while Instant::now() < deadline && !opts.cancel.is_cancelled() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let healed_at = traffic.now_ms();
+    drop(stopped);
+    if let Some(cut) = cut {
+        cut.heal()?;
+    }
+    let all: Vec<usize> = (0..state.nodes.len()).collect();
+    let survivors: Vec<usize> = state
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| !hit.contains(&n.name))
+        .map(|(i, _)| i)
+        .collect();
+    let mut all_ok_after_heal = None;
+    if failure.action != Action::Crash {
+        let until = Instant::now() + opts.heal_timeout;
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let s = samples.lock().map(|s| s.clone()).unwrap_or_default();
+            // Ok for a full second, not a single lucky sample.
+            if let Some(t) = watch::ok_from(&s, &all, healed_at, f64::MAX) {
+                if traffic.now_ms() - t > 1000.0 {
+                    all_ok_after_heal = Some(t - healed_at);
+                    break;
+                }
+            }
+        }
+    }
+    traffic.stop();
+    for t in tasks {
+        let _ = t.await;
+    }
+    let _ = watcher.await;
+    let events = traffic.events();
+    let samples = samples.lock().map(|s| s.clone()).unwrap_or_default();
+    let survivors_ok = watch::ok_from(&samples, &survivors, failed_at, healed_at);
+
+    let restore = restore(&op, request, &mut state).await;
+    let mut lost = Vec::new();
+    for load in &loads {
+        lost.push(
+            verify(load, &events, password.clone())
+                .await
+                .map_err(DrillError::Failure)?,
+        );
+    }
+    let window = Window {
+        failed_at,
+        healed_at,
+        survivors_ok: survivors_ok.is_some(),
+        partition: failure.action == Action::Partition,
+    };
+    let scored = score(&state, &loads, &events, &hit, &expected, window, &lost);
+    let mut log = None;
+    if let Some(path) = &opts.log_file {
+        write_log(path, &events)?;
+        log = Some(path.display().to_string());
+    }
+    Ok(DrillReport {
+        cluster: state.name.clone(),
+        failure: failure.clone(),
+        label: failure.label(),
+        node_timeout_ms: node_timeout_ms(config),
+        wait_ms: opts.wait.as_millis() as u64,
+        hit_nodes: hit,
+        disagreements: disagreements(&expected, &scored.observed),
+        predicted: expected,
+        observed: scored.observed,
+        survivors_ok_after_ms: survivors_ok.map(|t| t - failed_at),
+        all_ok_after_heal_ms: all_ok_after_heal,
+        shards: scored.shards,
+        restore,
+        log,
+    })
+}
+
+/// The cut side's and the rest's host addresses.
+fn addresses(state: &ClusterState, hit: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut side: Vec<String> = Vec::new();
+    let mut rest: Vec<String> = Vec::new();
+    for n in &state.nodes {
+        let list = if hit.contains(&n.name) {
+            &mut side
+        } else {
+            &mut rest
+        };
+        if !list.contains(&n.handle.ip) {
+            list.push(n.handle.ip.clone());
+        }
+    }
+    rest.retain(|a| !side.contains(a));
+    (side, rest)
+}
+
+/// A partition's rules name host addresses: every node must send from its own.
+async fn check_source_addresses(op: &Operator<'_>, state: &ClusterState) -> Result<()> {
+    let conns = redisha_cluster::conn::Conns::new(
+        op.config().password.clone(),
+        Duration::from_secs(2),
+        Duration::from_secs(2),
+    );
+    for n in &state.nodes {
+        let reply: Vec<String> = conns
+            .query(
+                &n.target(),
+                redis::cmd("CONFIG").arg("GET").arg("bind-source-addr"),
+                "CONFIG GET",
+            )
+            .await?;
+        if reply.get(1) != Some(&n.handle.ip) {
+            return Err(DrillError::Partition(format!(
+                "node {} sends from the kernel's default address, not {}: restart its nodes with a redisha whose local driver sets bind-source-addr",
+                n.name, n.handle.ip
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What differs from the planned layout: down nodes, roles, slots, replicas of the wrong
+/// master, cluster_state.
+async fn layout_drift(op: &Operator<'_>, state: &ClusterState) -> Vec<String> {
+    let seen = op.observe(state).await;
+    let mut drift = seen.drift();
+    for n in &state.nodes {
+        let Some(o) = seen.node(&n.name) else {
+            drift.push(format!("node {} was not observed", n.name));
+            continue;
+        };
+        if n.role == Role::Master && o.view.alive && o.view.slots != n.slots {
+            drift.push(format!("master {} serves other slots than planned", n.name));
+        }
+        if n.role == Role::Replica && o.view.alive {
+            let master = state
+                .nodes
+                .iter()
+                .find(|m| m.shard == n.shard && m.role == Role::Master);
+            if o.master_name.as_deref() != master.map(|m| m.name.as_str()) {
+                drift.push(format!(
+                    "replica {} does not follow its planned master",
+                    n.name
+                ));
+            }
+        }
+    }
+    drift
+}
+
+/// What `terraform apply` runs on an existing cluster: recover, finish open slots, repair,
+/// then the planner's migration steps (none when nothing but failures changed). Timed.
+async fn restore(op: &Operator<'_>, request: &Request, state: &mut ClusterState) -> Restore {
+    let started = Instant::now();
+    let mut actions = Vec::new();
+    let result: Result<()> = async {
+        actions.extend(op.recover(state).await?);
+        actions.extend(op.finish_open_slots(state).await?);
+        actions.extend(op.repair(request, state).await?.actions);
+        let planned = plan(request, Some(&state.placement()))?;
+        let steps = migrate::steps(&state.placement(), &planned.placement)
+            .map_err(|e| DrillError::Failure(format!("no safe migration back to the plan: {e}")))?;
+        op.update(request, &planned.placement, &steps, state)
+            .await?;
+        actions.extend(steps.iter().map(|s| format!("{s:?}")));
+        op.wait_converged(state).await?;
+        Ok(())
+    }
+    .await;
+    let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let drift = layout_drift(op, state).await;
+    Restore {
+        took_ms,
+        actions,
+        planned_layout: result.is_ok() && drift.is_empty(),
+        drift,
+        error: result.err().map(|e| e.to_string()),
+    }
+}
+
+fn write_log(path: &std::path::Path, events: &[crate::load::Event]) -> Result<()> {
+    let mut text = String::new();
+    for e in events {
+        if let Ok(line) = serde_json::to_string(e) {
+            text.push_str(&line);
+            text.push('\n');
+        }
+    }
+    std::fs::write(path, text).map_err(DrillError::io(format!("writing {}", path.display())))
+}

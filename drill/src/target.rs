@@ -1,0 +1,272 @@
+//! The cluster a drill runs against, read from Terraform: a working directory (its
+//! `terraform.tfstate`) or a state file. The state names the cluster (`name`, `cluster_id`), its
+//! request (shards, replicas, zones, partitions), its driver settings and `redis_config`. The
+//! password never comes from the state or argv: from an environment variable only.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use redisha_cluster::{
+    ClusterState, LocalConfig, LocalDriver, NodeConfig, Operator, Options, Password,
+};
+use redisha_planner::{ClusterSpec, HostSpec, PartitionSpec, Request, Spread, ZoneSpec};
+use serde_json::Value;
+
+use crate::error::{DrillError, Result};
+
+/// The environment variable the password is read from unless told otherwise.
+pub const PASSWORD_ENV: &str = "REDISHA_PASSWORD";
+
+/// A `redisha_cluster` found in a Terraform state.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub state_file: PathBuf,
+    /// The resource's address in the state (`redisha_cluster.NAME`).
+    pub address: String,
+    pub name: String,
+    pub cluster_id: String,
+    pub request: Request,
+    pub local: LocalConfig,
+    /// `redis_config` and the password (from the environment).
+    pub node_config: NodeConfig,
+    /// Node names as Terraform last saw them (`nodes`).
+    pub nodes: Vec<String>,
+}
+
+impl Target {
+    /// Reads `path` (a Terraform working directory or a state file). `resource` picks one of
+    /// several `redisha_cluster` resources by name.
+    pub fn read(path: &Path, resource: Option<&str>, password: Option<Password>) -> Result<Self> {
+        let state_file = if path.is_dir() {
+            path.join("terraform.tfstate")
+        } else {
+            path.to_path_buf()
+        };
+        let bad = |reason: String| DrillError::Target {
+            path: state_file.clone(),
+            reason,
+        };
+        let text = std::fs::read_to_string(&state_file)
+            .map_err(|e| bad(format!("cannot read it ({e}); run the drill in a Terraform working directory after `terraform apply`, or name the state file")))?;
+        let doc: Value = serde_json::from_str(&text)
+            .map_err(|e| bad(format!("not a Terraform state (JSON: {e})")))?;
+        let working_dir = state_file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        parse_state(&doc, resource, &working_dir, password)
+            .map(|t| Target {
+                state_file: state_file.clone(),
+                ..t
+            })
+            .map_err(bad)
+    }
+
+    /// The local driver of this cluster and its state, rebuilt the way the provider rebuilds
+    /// it before every apply: the driver's node records plus the live cluster.
+    pub async fn locate(&self, options: Options) -> Result<(LocalDriver, ClusterState)> {
+        let driver =
+            LocalDriver::new(self.local.clone()).with_cluster(&self.cluster_id, &self.name)?;
+        let mut state = ClusterState {
+            cluster_id: self.cluster_id.clone(),
+            name: self.name.clone(),
+            ..ClusterState::new("local")
+        };
+        {
+            let op = Operator::with_options(&driver, self.node_config.clone(), options);
+            op.recover(&mut state).await?;
+        }
+        if state.nodes.is_empty() {
+            return Err(DrillError::Target {
+                path: self.state_file.clone(),
+                reason: format!(
+                    "no node of cluster_id {} under {}: is the cluster running here?",
+                    self.cluster_id,
+                    self.local.data_dir.display()
+                ),
+            });
+        }
+        let missing: Vec<&String> = self
+            .nodes
+            .iter()
+            .filter(|n| state.node(n).is_none())
+            .collect();
+        if !missing.is_empty() {
+            return Err(DrillError::Target {
+                path: self.state_file.clone(),
+                reason: format!(
+                    "nodes {missing:?} of the state have no record under {}; run `terraform apply` first",
+                    self.local.data_dir.display()
+                ),
+            });
+        }
+        Ok((driver, state))
+    }
+}
+
+/// The password from `var`; `None` when it is unset (a cluster without a password).
+pub fn password_from_env(var: &str) -> Option<Password> {
+    std::env::var(var)
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(Password::new)
+}
+
+fn parse_state(
+    doc: &Value,
+    resource: Option<&str>,
+    working_dir: &Path,
+    password: Option<Password>,
+) -> std::result::Result<Target, String> {
+    let resources = doc["resources"]
+        .as_array()
+        .ok_or("no `resources` in the state: not a Terraform state of format 4")?;
+    let clusters: Vec<&Value> = resources
+        .iter()
+        .filter(|r| r["type"] == "redisha_cluster" && r["mode"] == "managed")
+        .filter(|r| resource.is_none_or(|want| r["name"] == want))
+        .collect();
+    let res = match clusters.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(match resource {
+                Some(r) => format!("no redisha_cluster.{r} in the state"),
+                None => "no redisha_cluster resource in the state".into(),
+            })
+        }
+        _ => {
+            let names: Vec<&str> = clusters.iter().filter_map(|r| r["name"].as_str()).collect();
+            return Err(format!(
+                "several redisha_cluster resources ({}); choose one with --resource",
+                names.join(", ")
+            ));
+        }
+    };
+    let address = format!("redisha_cluster.{}", res["name"].as_str().unwrap_or("?"));
+    let attrs = &res["instances"][0]["attributes"];
+    if attrs.is_null() {
+        return Err(format!("{address} has no instance in the state"));
+    }
+    let text = |key: &str| attrs[key].as_str().map(str::to_string);
+    let name = text("name").ok_or(format!("{address}: no `name`"))?;
+    let cluster_id = text("cluster_id").ok_or(format!("{address}: no `cluster_id`"))?;
+    if !single(&attrs["aws"]).is_null() {
+        return Err(format!(
+            "{address} uses the aws driver; drills run on the local driver only (aws StopInstances drills are not built yet)"
+        ));
+    }
+    let local = single(&attrs["local"]);
+    let data_dir = match local["data_dir"].as_str() {
+        Some(d) => working_dir.join(d),
+        // The provider's default: `.redisha/<name>` under Terraform's working directory.
+        None => working_dir.join(".redisha").join(&name),
+    };
+    let local = LocalConfig {
+        data_dir,
+        base_port: number(&local["base_port"]).unwrap_or(7000) as u16,
+        loopback_octet: number(&local["loopback_octet"]).unwrap_or(0) as u8,
+        redis_server: local["redis_server"]
+            .as_str()
+            .unwrap_or("redis-server")
+            .to_string(),
+    };
+    if !attrs["password"].is_null() && password.is_none() {
+        return Err(format!(
+            "{address} has a password: export it in {PASSWORD_ENV} (never on the command line)"
+        ));
+    }
+    let redis_config: BTreeMap<String, String> = attrs["redis_config"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let request = request_of(attrs).map_err(|e| format!("{address}: {e}"))?;
+    let nodes = attrs["nodes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Target {
+        state_file: PathBuf::new(),
+        address,
+        name,
+        cluster_id,
+        request,
+        local,
+        node_config: NodeConfig {
+            password,
+            redis_config,
+        },
+        nodes,
+    })
+}
+
+/// A nested block stored as an object or as a one-element list.
+fn single(v: &Value) -> &Value {
+    match v {
+        Value::Array(a) => a.first().unwrap_or(&Value::Null),
+        other => other,
+    }
+}
+
+fn number(v: &Value) -> Option<u64> {
+    v.as_u64()
+}
+
+/// The planner request the resource was planned with.
+fn request_of(attrs: &Value) -> std::result::Result<Request, String> {
+    let need = |key: &str| number(&attrs[key]).ok_or(format!("no `{key}`"));
+    let spread = match attrs["spread"].as_str() {
+        Some(s) => s.parse::<Spread>()?,
+        None => Spread::default(),
+    };
+    let mut zones = Vec::new();
+    for z in attrs["zone"].as_array().ok_or("no `zone` blocks")? {
+        let mut hosts = Vec::new();
+        for h in z["host"].as_array().ok_or("a zone without `host` blocks")? {
+            hosts.push(HostSpec {
+                name: h["name"].as_str().ok_or("a host without `name`")?.into(),
+                memory_mb: number(&h["memory_mb"]).ok_or("a host without `memory_mb`")?,
+                max_nodes: number(&h["max_nodes"]).unwrap_or(1) as u32,
+                rack: h["rack"].as_str().map(str::to_string),
+            });
+        }
+        zones.push(ZoneSpec {
+            name: z["name"].as_str().ok_or("a zone without `name`")?.into(),
+            hosts,
+        });
+    }
+    let partitions = attrs["partition"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .filter_map(|p| {
+                    Some(PartitionSpec {
+                        name: p["name"].as_str()?.into(),
+                        side: p["side"]
+                            .as_array()?
+                            .iter()
+                            .filter_map(|s| s.as_str().map(str::to_string))
+                            .collect(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Request {
+        cluster: ClusterSpec {
+            shards: need("shards")? as u32,
+            replicas: need("replicas")? as u32,
+            node_memory_mb: need("node_memory_mb")?,
+            spread,
+        },
+        zones,
+        partitions,
+    })
+}

@@ -61,7 +61,7 @@ impl LocalConfig {
 /// Runs nodes as local redis-server processes.
 ///
 /// Every node binds its outgoing connections (cluster bus, replication) to its host's address
-/// (`bind-source-addr`), as a real host's traffic leaves from its own address; without it the
+/// (`bind-source-addr`, on engines that have it: not Redis 6.2), as a real host's traffic leaves from its own address; without it the
 /// kernel picks 127.0.0.1 for every loopback connection and no packet filter could tell the
 /// hosts apart (the drill's partitions need that).
 ///
@@ -280,7 +280,7 @@ impl LocalDriver {
              cluster-enabled yes\n\
              cluster-config-file nodes.conf\n\
              cluster-announce-ip {ip}\n\
-             bind-source-addr {ip}\n\
+             {source}\
              proc-title-template \"{{title}} {{listen-addr}} {{server-mode}} {{config-file}}\"\n\
              {shared}",
             port = handle.port,
@@ -288,7 +288,29 @@ impl LocalDriver {
             pid = quote_conf(&dir.join("redis.pid").to_string_lossy()),
             log = quote_conf(&dir.join("redis.log").to_string_lossy()),
             shared = shared.render_shared_lines(),
+            source = if self.has_bind_source_addr() {
+                format!("bind-source-addr {}\n", handle.ip)
+            } else {
+                String::new()
+            },
         )
+    }
+
+    /// Whether the configured server knows `bind-source-addr` (Redis 7.0 and later, Valkey):
+    /// Redis 6.2 refuses to start with it, and then runs without (its loopback traffic leaves
+    /// from 127.0.0.1, so a drill cannot cut one host off; the drill says so).
+    fn has_bind_source_addr(&self) -> bool {
+        let Ok(binary) = self.resolve_redis_server() else {
+            return false;
+        };
+        let Ok(out) = std::process::Command::new(&binary)
+            .arg("--version")
+            .output()
+        else {
+            return false;
+        };
+        crate::engine::Engine::from_version_line(&String::from_utf8_lossy(&out.stdout))
+            .is_some_and(|e| e.name == "valkey" || e.rdb_version().is_some_and(|rdb| rdb >= 10))
     }
 
     fn write_config_file(&self, path: &Path, text: &str, node: &str) -> Result<(), DriverError> {

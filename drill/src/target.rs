@@ -261,6 +261,7 @@ fn request_of(attrs: &Value) -> std::result::Result<Request, String> {
         .unwrap_or_default();
     Ok(Request {
         cluster: ClusterSpec {
+            survive: Default::default(),
             shards: need("shards")? as u32,
             replicas: need("replicas")? as u32,
             node_memory_mb: need("node_memory_mb")?,

@@ -24,6 +24,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 fn request() -> Request {
     Request {
         cluster: ClusterSpec {
+            survive: Default::default(),
             shards: 3,
             replicas: 1,
             node_memory_mb: 64,

@@ -251,7 +251,7 @@ impl Block {
                     out.push(path(&b.type_name));
                 } else if !before.is_null() {
                     b.block
-                        .collect_replace_paths(Some(&path(&b.type_name)), &before, &after, out);
+                        .collect_replace_paths(Some(&path(&b.type_name)), before, after, out);
                 }
             }
         }

@@ -40,6 +40,17 @@ model! {
 }
 
 model! {
+    pub struct SurviveModel(
+        "A survival goal: the placement must keep a copy of every shard and a master majority through any \
+         `zones` simultaneous zone losses and any `hosts` simultaneous host losses, or planning fails."
+    ) {
+        pub zones: Attr<u32> = optional("Zone losses to survive at once. Default 0 (losing one zone is survived whenever the topology allows). \
+             Needs `spread = \"zone\"`, replicas >= zones and at least 2 x zones + 1 zones with room."),
+        pub hosts: Attr<u32> = optional("Host losses to survive at once. Default 0."),
+    }
+}
+
+model! {
     /// The planner's input as HCL.
     pub struct TopologyModel {
         pub shards: Attr<u32> = required("Number of shards (masters)."),
@@ -50,6 +61,7 @@ model! {
         ),
         pub zone: Attr<Vec<ZoneModel>> = list_block().min_items(1),
         pub partition: Attr<Vec<PartitionModel>> = list_block(),
+        pub survive: Attr<SurviveModel> = single_block(),
     }
 }
 
@@ -105,6 +117,14 @@ pub fn request(t: &TopologyModel) -> Result<Option<Request>, Diagnostics> {
         }
     }
 
+    let survive = match k.take(&t.survive) {
+        Some(g) => planner::Survive {
+            zones: k.take(&g.zones).unwrap_or(0),
+            hosts: k.take(&g.hosts).unwrap_or(0),
+        },
+        None => planner::Survive::default(),
+    };
+
     if !k.all_known() {
         return Ok(None);
     }
@@ -119,7 +139,7 @@ pub fn request(t: &TopologyModel) -> Result<Option<Request>, Diagnostics> {
             replicas,
             node_memory_mb,
             spread,
-            survive: Default::default(),
+            survive,
         },
         zones,
         partitions,
@@ -132,10 +152,14 @@ pub fn request(t: &TopologyModel) -> Result<Option<Request>, Diagnostics> {
 pub fn hcl_path(planner_path: &[planner::error::PathStep]) -> AttrPath {
     use planner::error::PathStep as P;
     let mut out = AttrPath::root();
+    // Inside `survive`, `zones` and `hosts` are counts with the planner's names, not blocks.
+    let mut in_goal = false;
     for (i, step) in planner_path.iter().enumerate() {
         match step {
             P::Field(f) if i == 0 && f == "cluster" => {}
+            P::Field(f) if in_goal => out = out.then(f),
             P::Field(f) => {
+                in_goal = f == "survive";
                 out = out.then(match f.as_str() {
                     "zones" => "zone",
                     "hosts" => "host",

@@ -136,6 +136,24 @@ fn infeasible_topology_fails_at_plan_with_the_fix() {
 }
 
 #[test]
+fn a_survival_goal_the_topology_cannot_meet_fails_at_plan_on_its_attribute() {
+    // The example has 3 zones and 1 replica: surviving 2 zone losses needs 2 replicas and
+    // 5 zones with room. The planner's explanation lands on survive.zones.
+    let out = plan_with(
+        "spread         = \"zone\"",
+        "spread = \"zone\"\n  survive {\n    zones = 2\n  }",
+    );
+    assert!(!out.success(), "plan must fail:\n{}", out.all());
+    let text = out.all().split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(text.contains("Invalid survive.zones"), "{text}");
+    assert!(text.contains("replicas"), "{text}");
+    assert!(
+        text.contains("zones = 2"),
+        "diagnostic points at the line: {text}"
+    );
+}
+
+#[test]
 fn unknown_config_is_read_at_apply() {
     // `shards` comes from a resource, so it is unknown at plan time: validation skips it,
     // Terraform defers the read, and apply computes the placement.

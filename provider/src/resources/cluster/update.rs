@@ -86,9 +86,18 @@ async fn converge(
             })?;
     }
     let planned = place(request, Some(state))?;
-    let steps = planner::migrate::steps(&state.placement(), &planned.placement).map_err(|e| {
-        Diagnostics::from(cluster_error("No safe migration to the new placement", e))
-    })?;
+    // Steps ordered so that no host ever runs more nodes than it has room for (a removal
+    // comes first where a host is full).
+    let room: std::collections::HashMap<String, u32> = request
+        .zones
+        .iter()
+        .flat_map(|z| z.hosts.iter().map(|h| (h.name.clone(), h.max_nodes)))
+        .collect();
+    let current = state.placement();
+    let steps =
+        planner::migrate_room::steps_within(&current, &planned.placement, &room).map_err(|e| {
+            Diagnostics::from(cluster_error("No safe migration to the new placement", e))
+        })?;
     if !steps.is_empty() {
         info!(cluster = %args.name, steps = steps.len(), "migrating");
     }

@@ -288,8 +288,11 @@ impl LocalDriver {
             pid = quote_conf(&dir.join("redis.pid").to_string_lossy()),
             log = quote_conf(&dir.join("redis.log").to_string_lossy()),
             shared = shared.render_shared_lines(),
+            // Protected mode (no password) only admits connections from 127.0.0.1 itself, and
+            // with bind-source-addr the nodes connect from their own 127.O.Z.H: it would refuse
+            // their replication. It adds nothing here: every node binds a loopback address.
             source = if self.has_bind_source_addr() {
-                format!("bind-source-addr {}\n", handle.ip)
+                format!("bind-source-addr {}\nprotected-mode no\n", handle.ip)
             } else {
                 String::new()
             },

@@ -205,6 +205,22 @@ fn decode_all<const N: usize>(
     <[Value; N]>::try_from(decoded).map_err(|_| diags)
 }
 
+/// A read's or an apply's answer: the new state encoded, with its private state; when the state
+/// does not encode (a provider bug), what `keep` gives (Terraform must not lose the object).
+fn new_state(
+    rpc: &'static str,
+    ty: &Type,
+    state: &Value,
+    private: Vec<u8>,
+    mut diags: Diagnostics,
+    keep: impl FnOnce() -> (Option<pb::DynamicValue>, Vec<u8>),
+) -> ((Option<pb::DynamicValue>, Vec<u8>), Diagnostics) {
+    match encode_into(rpc, "the new state", ty, state, &mut diags) {
+        Some(dv) => ((Some(dv), private), diags),
+        None => (keep(), diags),
+    }
+}
+
 /// Encodes a call's result. A value that does not fit the schema (a provider bug) adds its
 /// codec error to the call's diagnostics and yields nothing.
 fn encode_into(
@@ -280,28 +296,6 @@ impl ProviderService {
         .await;
         pb::validate_provider_config::Response {
             diagnostics: diagnostics_to_pb(&diags),
-        }
-    }
-
-    async fn on_validate_resource_config(
-        &self,
-        req: pb::validate_resource_config::Request,
-    ) -> pb::validate_resource_config::Response {
-        let config = req.config.as_ref();
-        let diagnostics = self.validate_config(Kind::Resource, &req.type_name, config);
-        pb::validate_resource_config::Response {
-            diagnostics: diagnostics.await,
-        }
-    }
-
-    async fn on_validate_data_resource_config(
-        &self,
-        req: pb::validate_data_resource_config::Request,
-    ) -> pb::validate_data_resource_config::Response {
-        let config = req.config.as_ref();
-        let checked = self.validate_config(Kind::DataSource, &req.type_name, config);
-        pb::validate_data_resource_config::Response {
-            diagnostics: checked.await,
         }
     }
 
@@ -393,19 +387,10 @@ impl ProviderService {
                 Ok(found) => found,
                 Err(d) => return (keep(), d),
             };
-            let mut out = res
+            let out = res
                 .read(&self.context(), current, req.private.clone())
                 .await;
-            match encode_into(
-                RPC,
-                "the new state",
-                ty,
-                &out.new_state,
-                &mut out.diagnostics,
-            ) {
-                Some(dv) => ((Some(dv), out.private), out.diagnostics),
-                None => (keep(), out.diagnostics),
-            }
+            new_state(RPC, ty, &out.new_state, out.private, out.diagnostics, keep)
         })
         .await;
         pb::read_resource::Response {
@@ -478,17 +463,8 @@ impl ProviderService {
                 config,
                 planned_private: req.planned_private.clone(),
             };
-            let mut out = res.apply(&self.context(), apply_req).await;
-            match encode_into(
-                RPC,
-                "the new state",
-                ty,
-                &out.new_state,
-                &mut out.diagnostics,
-            ) {
-                Some(dv) => ((Some(dv), out.private), out.diagnostics),
-                None => (keep(), out.diagnostics),
-            }
+            let out = res.apply(&self.context(), apply_req).await;
+            new_state(RPC, ty, &out.new_state, out.private, out.diagnostics, keep)
         })
         .await;
         pb::apply_resource_change::Response {
@@ -579,8 +555,8 @@ impl ProviderService {
 /// `#[tonic::async_trait]` gives every method of the trait (a boxed future borrowing `self`),
 /// because that attribute does not see into macros.
 macro_rules! forward_rpcs {
-    // The trait method and the message module of an RPC have the same name.
-    ($($rpc:ident => $body:ident;)*) => {$(
+    // One trait method: `$body` computes the response from `$req` (the unwrapped request).
+    (@one $rpc:ident, |$this:ident, $req:ident| $body:expr) => {
         fn $rpc<'life0, 'async_trait>(
             &'life0 self,
             req: Request<pb::$rpc::Request>,
@@ -589,9 +565,19 @@ macro_rules! forward_rpcs {
             'life0: 'async_trait,
             Self: 'async_trait,
         {
-            Box::pin(async move { Ok(Response::new(self.$body(req.into_inner()).await)) })
+            Box::pin(async move {
+                let ($this, $req) = (self, req.into_inner());
+                Ok(Response::new($body))
+            })
         }
-    )*};
+    };
+    // The validate RPCs: a type name and a configuration, checked by `validate_config`.
+    (validate { $($rpc:ident: $kind:expr;)* } bodies { $($other:ident => $body:ident;)* }) => {
+        $(forward_rpcs!(@one $rpc, |this, req| pb::$rpc::Response {
+            diagnostics: this.validate_config($kind, &req.type_name, req.config.as_ref()).await,
+        });)*
+        $(forward_rpcs!(@one $other, |this, req| this.$body(req).await);)*
+    };
 }
 
 #[tonic::async_trait]
@@ -599,16 +585,20 @@ impl Provider for ProviderService {
     // The RPCs with a body of their own in `impl ProviderService` (`on_*`): the trait method
     // only unwraps the request and wraps the response.
     forward_rpcs! {
+        validate {
+            validate_resource_config: Kind::Resource;
+            validate_data_resource_config: Kind::DataSource;
+        }
+        bodies {
         read_resource => on_read_resource;
         validate_provider_config => on_validate_provider_config;
-        validate_resource_config => on_validate_resource_config;
-        validate_data_resource_config => on_validate_data_resource_config;
         upgrade_resource_state => on_upgrade_resource_state;
         configure_provider => on_configure_provider;
         plan_resource_change => on_plan_resource_change;
         apply_resource_change => on_apply_resource_change;
         import_resource_state => on_import_resource_state;
         read_data_source => on_read_data_source;
+        }
     }
 
     async fn get_provider_schema(

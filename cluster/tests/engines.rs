@@ -92,8 +92,12 @@ async fn process_ids(state: &ClusterState) -> Vec<String> {
 /// What one shard's writer saw.
 #[derive(Debug, Default)]
 struct Written {
+    /// Keys a replica confirmed (WAIT >= 1): these must all survive.
     acknowledged: Vec<String>,
+    /// Writes refused or not confirmed by a replica in time (a shard's only replica restarting
+    /// cannot confirm anything: those writes are accepted but not acknowledged).
     unacknowledged: usize,
+    /// The write outage: the longest time without any write accepted (SET answered OK).
     longest_gap: Duration,
 }
 
@@ -122,16 +126,19 @@ async fn writer(state: ClusterState, slot: u16, stop: Arc<AtomicBool>) -> Writte
             con.route_pipeline(&pipe, 0, 2, route),
         )
         .await;
-        match sent {
-            Ok(Ok(replies)) if matches!(replies.get(1), Some(redis::Value::Int(n)) if *n >= 1) => {
-                out.longest_gap = out.longest_gap.max(last_ok.elapsed());
-                last_ok = Instant::now();
-                out.acknowledged.push(key);
-            }
-            _ => {
-                out.unacknowledged += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+        let replies = match sent {
+            Ok(Ok(replies)) => replies,
+            _ => Vec::new(),
+        };
+        if matches!(replies.first(), Some(redis::Value::Okay)) {
+            out.longest_gap = out.longest_gap.max(last_ok.elapsed());
+            last_ok = Instant::now();
+        }
+        if matches!(replies.get(1), Some(redis::Value::Int(n)) if *n >= 1) {
+            out.acknowledged.push(key);
+        } else {
+            out.unacknowledged += 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
     out.longest_gap = out.longest_gap.max(last_ok.elapsed());

@@ -60,6 +60,9 @@ pub struct Options {
     /// Lets repair restart a failed master that has no live replica and no append-only file
     /// (it comes back with its last snapshot at best). Off: such a repair is refused.
     pub allow_data_loss: bool,
+    /// Stops the operation at the first checkpoint of this name, as a cancel there would: for
+    /// tests and drills that need an operation cut at an exact point. `None` in production.
+    pub stop_at: Option<&'static str>,
 }
 
 /// A shared stop flag. Cloning shares it.
@@ -93,6 +96,7 @@ impl Default for Options {
             progress_interval: Duration::from_secs(5),
             cancel: Cancel::default(),
             allow_data_loss: false,
+            stop_at: None,
         }
     }
 }
@@ -148,6 +152,9 @@ impl<'a> Operator<'a> {
     /// `ClusterError::Cancelled` when the user asked to stop.
     pub fn checkpoint(&self, name: &'static str) -> Result<()> {
         tracing::debug!(checkpoint = name, "checkpoint");
+        if self.options.stop_at == Some(name) {
+            self.options.cancel.cancel();
+        }
         if self.options.cancel.is_cancelled() {
             return Err(ClusterError::Cancelled { at: name });
         }

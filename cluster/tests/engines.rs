@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use common::{cluster_client, options, placement, tag_for_slot, Fixture};
 use redisha_cluster::engine::Engine;
-use redisha_cluster::{ClusterError, ClusterState, LocalDriver, NodeConfig, Operator, Password};
+use redisha_cluster::{
+    ClusterError, ClusterState, LocalDriver, NodeConfig, Operator, Options, Password,
+};
 use redisha_planner::Role;
 
 const PASSWORD: &str = "engine-Roll-7";
@@ -179,30 +181,14 @@ async fn engines_roll_6_2_to_7_0_to_valkey_8_1_without_losing_acknowledged_write
     // An upgrade to 7.0 cut short after its first replica (Ctrl-C): the masters still run 6.2,
     // so rolling back to 6.2 works.
     let on70 = driver_on(&fx, &redis70);
-    let cut = options();
-    let cancel = cut.cancel.clone();
-    let watcher = {
-        let state = state.clone();
-        tokio::spawn(async move {
-            loop {
-                // A node being restarted does not answer: only a node on 7.0 counts.
-                for n in &state.nodes {
-                    if server_info(&n.address())
-                        .await
-                        .is_some_and(|i| i.contains("redis_version:7.0.15"))
-                    {
-                        cancel.cancel();
-                        return;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        })
+    // Cut exactly after the first replica restarted on 7.0 and resynchronised.
+    let cut = Options {
+        stop_at: Some("rolling.node_restarted"),
+        ..options()
     };
     let interrupted = Operator::with_options(&on70, config(), cut)
         .roll_engine(&state)
         .await;
-    watcher.abort();
     assert!(
         matches!(interrupted, Err(ClusterError::Cancelled { .. })),
         "{interrupted:?}"

@@ -6,6 +6,7 @@
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -75,6 +76,9 @@ pub struct LocalDriver {
     /// The cluster this driver acts for: (id, name). `None` only for checks that start
     /// nothing (plan before an id exists) and for clusters of older states.
     cluster: Option<(String, String)>,
+    /// What `redis_server` says of itself (`--version`), asked once: config rendering needs it
+    /// for every node.
+    engine: Arc<OnceLock<Result<crate::engine::Engine, String>>>,
 }
 
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -85,6 +89,7 @@ impl LocalDriver {
         LocalDriver {
             config,
             cluster: None,
+            engine: Arc::default(),
         }
     }
 
@@ -303,17 +308,30 @@ impl LocalDriver {
     /// Redis 6.2 refuses to start with it, and then runs without (its loopback traffic leaves
     /// from 127.0.0.1, so a drill cannot cut one host off; the drill says so).
     fn has_bind_source_addr(&self) -> bool {
-        let Ok(binary) = self.resolve_redis_server() else {
-            return false;
-        };
-        let Ok(out) = std::process::Command::new(&binary)
-            .arg("--version")
-            .output()
-        else {
-            return false;
-        };
-        crate::engine::Engine::from_version_line(&String::from_utf8_lossy(&out.stdout))
-            .is_some_and(|e| e.name == "valkey" || e.rdb_version().is_some_and(|rdb| rdb >= 10))
+        self.server_engine()
+            .is_ok_and(|e| e.name == "valkey" || e.rdb_version().is_some_and(|rdb| rdb >= 10))
+    }
+
+    /// The configured server's engine, from its `--version` (run once per driver).
+    fn server_engine(&self) -> Result<crate::engine::Engine, DriverError> {
+        self.engine
+            .get_or_init(|| {
+                let binary = self.resolve_redis_server().map_err(|e| e.to_string())?;
+                let out = std::process::Command::new(&binary)
+                    .arg("--version")
+                    .output()
+                    .map_err(|e| format!("cannot run {} --version: {e}", binary.display()))?;
+                let line = String::from_utf8_lossy(&out.stdout);
+                crate::engine::Engine::from_version_line(&line).ok_or_else(|| {
+                    format!(
+                        "{} --version printed {:?}: not a Redis or Valkey server",
+                        binary.display(),
+                        line.trim()
+                    )
+                })
+            })
+            .clone()
+            .map_err(DriverError::Other)
     }
 
     fn write_config_file(&self, path: &Path, text: &str, node: &str) -> Result<(), DriverError> {
@@ -702,24 +720,7 @@ impl Driver for LocalDriver {
     }
 
     async fn engine(&self) -> Result<Option<crate::engine::Engine>, DriverError> {
-        let binary = self.resolve_redis_server()?;
-        let out = tokio::process::Command::new(&binary)
-            .arg("--version")
-            .output()
-            .await
-            .map_err(|e| {
-                DriverError::Other(format!("cannot run {} --version: {e}", binary.display()))
-            })?;
-        let line = String::from_utf8_lossy(&out.stdout);
-        crate::engine::Engine::from_version_line(&line)
-            .map(Some)
-            .ok_or_else(|| {
-                DriverError::Other(format!(
-                    "{} --version printed {:?}: not a Redis or Valkey server",
-                    binary.display(),
-                    line.trim()
-                ))
-            })
+        self.server_engine().map(Some)
     }
 
     async fn write_node_config(

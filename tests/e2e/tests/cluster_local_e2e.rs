@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::local_cluster::{our_pids, Cleanup};
-use common::TfDir;
+use common::{endpoints, TfDir};
 use redis::AsyncCommands;
 use serde_json::Value as Json;
 
@@ -57,17 +57,6 @@ fn nodes(tf: &TfDir) -> Vec<Json> {
     tf.output_json()["nodes"]
         .as_array()
         .cloned()
-        .unwrap_or_default()
-}
-
-fn endpoints(tf: &TfDir) -> Vec<String> {
-    tf.output_json()["endpoints"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
         .unwrap_or_default()
 }
 

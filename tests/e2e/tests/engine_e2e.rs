@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::local_cluster::Cleanup;
-use common::TfDir;
+use common::{endpoints, TfDir};
 use redis::AsyncCommands;
 
 const OCTET: u8 = 93;
@@ -53,17 +53,6 @@ fn run(tf: &TfDir, verb: &str, server: &str, extra: &[&str]) -> common::TfOutput
         "the password appeared in terraform {verb}'s output"
     );
     out
-}
-
-fn endpoints(tf: &TfDir) -> Vec<String> {
-    tf.output_json()["endpoints"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 async fn cluster(endpoints: &[String]) -> redis::cluster_async::ClusterConnection {

@@ -254,3 +254,15 @@ pub fn report_example() -> String {
     std::fs::read_to_string(workspace_root().join("examples/report/main.tf"))
         .expect("examples/report/main.tf")
 }
+
+/// The `endpoints` output (host:port of every node) of the cluster in `tf`.
+pub fn endpoints(tf: &TfDir) -> Vec<String> {
+    tf.output_json()["endpoints"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}

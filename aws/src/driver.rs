@@ -15,7 +15,7 @@ use redisha_cluster::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use crate::error::AwsError;
+use crate::error::{AwsError, Field};
 use crate::instances::{self, ClusterInstance, LaunchSpec, Scope, CLUSTER_ID_TAG};
 use crate::records::{self, TaggedNode};
 use crate::security_group::{self, tag};
@@ -122,7 +122,7 @@ impl AwsDriver {
     pub fn with_cluster_id(mut self, cluster_id: &str, name: &str) -> Result<Self, AwsError> {
         if name != self.config.cluster_name {
             return Err(AwsError::config(
-                "name",
+                Field::ClusterName,
                 format!(
                     "the aws driver was built for cluster {:?}, not {name:?}; this is a bug in the provider, please report it",
                     self.config.cluster_name
@@ -217,10 +217,9 @@ impl AwsDriver {
             Some(p) => p,
             None => {
                 let subnets = resolve_subnets(&self.client, &self.config.subnet_ids).await?;
-                let vpc_id = subnets
-                    .first()
-                    .map(|s| s.vpc_id.clone())
-                    .ok_or_else(|| AwsError::config("aws.subnet_ids", "is empty"))?;
+                let vpc_id = subnets.first().map(|s| s.vpc_id.clone()).ok_or_else(|| {
+                    AwsError::config(Field::SubnetIds { index: None }, "is empty")
+                })?;
                 Prepared {
                     subnets,
                     vpc_id,
@@ -387,7 +386,7 @@ impl AwsDriver {
         });
         if document.len() > MAX_USER_DATA {
             return Err(AwsError::config(
-                "redis_config",
+                Field::RedisConfig,
                 format!(
                     "the instance's user data would be {} bytes, over EC2's {MAX_USER_DATA}; shorten redis_config",
                     document.len()
@@ -633,13 +632,13 @@ impl AwsDriver {
         let cluster = self.config.cluster_name.as_str();
         let Some(id) = self.config.cluster_id.as_deref() else {
             return Err(AwsError::config(
-                "cluster_id",
+                Field::ClusterId,
                 "the aws driver has no cluster id to record; this is a bug in the provider, please report it",
             ));
         };
         if record.cluster_id != id || record.name != cluster {
             return Err(AwsError::config(
-                "cluster_id",
+                Field::ClusterId,
                 format!(
                     "the aws driver acts for cluster {cluster:?} (id {id}), not {:?} (id {}); this is a bug in the provider, please report it",
                     record.name, record.cluster_id
@@ -743,7 +742,7 @@ impl AwsDriver {
     fn acting_id(&self, what: &str) -> Result<&str, AwsError> {
         self.config.cluster_id.as_deref().ok_or_else(|| {
             AwsError::config(
-                "cluster_id",
+                Field::ClusterId,
                 format!("the aws driver has no cluster id to {what}; this is a bug in the provider, please report it"),
             )
         })
@@ -776,7 +775,7 @@ impl AwsDriver {
             .collect();
         if !untagged.is_empty() {
             return Err(AwsError::config(
-                "cluster_id",
+                Field::ClusterId,
                 format!(
                     "instances {} of cluster {:?} (id {cluster_id}) carry no node records (they were launched by an older redisha), so their nodes cannot be found without Terraform's private state. Fix: apply once with the resource's private state in place (it records them), or copy the resource's `private` value back from terraform.tfstate.backup",
                     untagged.join(", "),
@@ -846,7 +845,7 @@ impl AwsDriver {
             .filter(|i| i.is_live() || i.is_stopped())
             .min_by_key(|i| (Some(&i.instance_id) != named.as_ref(), !i.is_live()))
             .ok_or_else(|| AwsError::config(
-                "cluster_id",
+                Field::ClusterId,
                 format!("node {}: no instance of host {} carries this cluster's id in its VPC, so its record has nowhere to go", node.name, node.host),
             ))?;
         if instance.nodes.contains(&TaggedNode::of_record(record)) {

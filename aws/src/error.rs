@@ -1,7 +1,69 @@
-//! Errors of the aws driver. Each names the setting (`aws.…`, `region`, `timeouts.…`) or the
-//! EC2 call that failed, and what to do about it.
+//! Errors of the aws driver. Each names the setting ([`Field`]) or the EC2 call that failed,
+//! and what to do about it. Fields are typed: the provider renders them as its own attribute
+//! paths and names; this crate displays them with its own setting names.
 
+use std::fmt;
 use std::time::Duration;
+
+/// A setting of the driver ([`crate::AwsDriverConfig`], shown as `aws.<field>`), of the
+/// connection ([`crate::AwsSettings`]) or of a lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Field {
+    Region,
+    Endpoint,
+    AssumeRoleArn,
+    ClusterName,
+    ClusterId,
+    /// The list, or one subnet of it.
+    SubnetIds {
+        index: Option<usize>,
+    },
+    InstanceType,
+    Ami,
+    AllowedCidrs {
+        index: usize,
+    },
+    DataVolumeSize,
+    MaxNodesPerHost,
+    RedisPackage,
+    Tag {
+        key: String,
+    },
+    /// `create`, `update` or `delete`.
+    Timeout {
+        phase: &'static str,
+    },
+    /// The nodes' extra redis.conf settings (they go into the instances' user data).
+    RedisConfig,
+    VpcId,
+    /// The test-only address map (`ADDRESS_MAP_ENV`).
+    AddressMap,
+}
+
+impl fmt::Display for Field {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Field::Region => f.write_str("region"),
+            Field::Endpoint => f.write_str("endpoint"),
+            Field::AssumeRoleArn => f.write_str("assume_role.role_arn"),
+            Field::ClusterName => f.write_str("aws.cluster_name"),
+            Field::ClusterId => f.write_str("cluster_id"),
+            Field::SubnetIds { index: None } => f.write_str("aws.subnet_ids"),
+            Field::SubnetIds { index: Some(i) } => write!(f, "aws.subnet_ids[{i}]"),
+            Field::InstanceType => f.write_str("aws.instance_type"),
+            Field::Ami => f.write_str("aws.ami"),
+            Field::AllowedCidrs { index } => write!(f, "aws.allowed_cidrs[{index}]"),
+            Field::DataVolumeSize => f.write_str("aws.data_volume.size_gib"),
+            Field::MaxNodesPerHost => f.write_str("aws.max_nodes_per_host"),
+            Field::RedisPackage => f.write_str("aws.redis_package"),
+            Field::Tag { key } => write!(f, "aws.tags.{key}"),
+            Field::Timeout { phase } => write!(f, "timeouts.{phase}"),
+            Field::RedisConfig => f.write_str("redis_config"),
+            Field::VpcId => f.write_str("vpc_id"),
+            Field::AddressMap => f.write_str(crate::settings::ADDRESS_MAP_ENV),
+        }
+    }
+}
 
 use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 
@@ -9,29 +71,30 @@ use aws_sdk_ec2::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 pub enum AwsError {
     /// A setting is missing or malformed.
     #[error("{field}: {message}")]
-    Config { field: String, message: String },
+    Config { field: Field, message: String },
 
-    #[error("aws.subnet_ids[{index}]: subnet {subnet_id} not found in region {region}; check the id and the provider's region")]
+    #[error("{}: subnet {subnet_id} not found in region {region}; check the id and the provider's region", Field::SubnetIds { index: Some(*index) })]
     SubnetNotFound {
         index: usize,
         subnet_id: String,
         region: String,
     },
 
-    #[error("aws.subnet_ids: the subnets are in several VPCs ({vpcs}); all subnets of a cluster must be in one VPC")]
+    #[error("{}: the subnets are in several VPCs ({vpcs}); all subnets of a cluster must be in one VPC", Field::SubnetIds { index: None })]
     MixedVpcs { vpcs: String },
 
-    #[error("aws.subnet_ids: no subnet in zone {zone}, where the plan puts host {host}; add a subnet of {zone} to aws.subnet_ids or take the zone out of the placement")]
+    #[error("{}: no subnet in zone {zone}, where the plan puts host {host}; add a subnet of {zone} to aws.subnet_ids or take the zone out of the placement", Field::SubnetIds { index: None })]
     NoSubnetInZone { zone: String, host: String },
 
-    #[error("aws.instance_type: {instance_type} is not offered in region {region} (or has no memory figure); choose an instance type listed by `aws ec2 describe-instance-types`")]
+    #[error("{}: {instance_type} is not offered in region {region} (or has no memory figure); choose an instance type listed by `aws ec2 describe-instance-types`", Field::InstanceType)]
     UnknownInstanceType {
         instance_type: String,
         region: String,
     },
 
     #[error(
-        "vpc_id: VPC {vpc_id} not found in region {region}; check the id and the provider's region"
+        "{}: VPC {vpc_id} not found in region {region}; check the id and the provider's region",
+        Field::VpcId
     )]
     VpcNotFound { vpc_id: String, region: String },
 
@@ -50,7 +113,7 @@ pub enum AwsError {
         field: &'static str,
     },
 
-    #[error("timeouts.{phase}: {what} did not happen within {after:?}; raise timeouts.{phase} or look at the instance in the EC2 console")]
+    #[error("{}: {what} did not happen within {after:?}; raise timeouts.{phase} or look at the instance in the EC2 console", Field::Timeout { phase })]
     Timeout {
         phase: &'static str,
         what: String,
@@ -81,10 +144,39 @@ pub enum AwsError {
 }
 
 impl AwsError {
-    pub(crate) fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
+    pub(crate) fn config(field: Field, message: impl Into<String>) -> Self {
         AwsError::Config {
-            field: field.into(),
+            field,
             message: message.into(),
+        }
+    }
+
+    /// The setting at fault, if the error is about one.
+    pub fn field(&self) -> Option<Field> {
+        match self {
+            AwsError::Config { field, .. } => Some(field.clone()),
+            AwsError::SubnetNotFound { index, .. } => Some(Field::SubnetIds {
+                index: Some(*index),
+            }),
+            AwsError::MixedVpcs { .. } | AwsError::NoSubnetInZone { .. } => {
+                Some(Field::SubnetIds { index: None })
+            }
+            AwsError::UnknownInstanceType { .. } => Some(Field::InstanceType),
+            AwsError::VpcNotFound { .. } => Some(Field::VpcId),
+            AwsError::Timeout { phase, .. } => Some(Field::Timeout { phase }),
+            _ => None,
+        }
+    }
+
+    /// What is wrong, without the setting's name (for callers that name it their way).
+    pub fn message(&self) -> String {
+        let text = self.to_string();
+        match self.field() {
+            Some(field) => match text.strip_prefix(&format!("{field}: ")) {
+                Some(rest) => rest.to_string(),
+                None => text,
+            },
+            None => text,
         }
     }
 

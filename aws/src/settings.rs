@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::AwsError;
+use crate::error::{AwsError, Field};
 
 /// The port of a host's first node on EC2; node `i` of a host listens on `REDIS_BASE_PORT + i`
 /// and its cluster bus on that plus [`CLUSTER_BUS_OFFSET`].
@@ -16,6 +16,7 @@ pub const REDIS_BASE_PORT: u16 = 6379;
 pub const CLUSTER_BUS_OFFSET: u16 = 10000;
 /// The environment variable the test harness sets to reach loopback stand-ins instead of the
 /// (invented) private addresses of emulated instances. See [`AwsDriverConfig::address_override`].
+/// Read only by builds with the feature `test-address-map` ([`AwsDriverConfig::with_test_hooks`]).
 pub const ADDRESS_MAP_ENV: &str = "REDISHA_AWS_TEST_ADDRESS_MAP";
 
 /// The provider's connection to EC2. Credentials come from the standard AWS chain
@@ -45,7 +46,7 @@ impl AwsSettings {
     pub fn validate(&self) -> Result<(), AwsError> {
         if self.region.trim().is_empty() {
             return Err(AwsError::config(
-                "region",
+                Field::Region,
                 "is empty; set the provider's region (e.g. \"us-east-1\")",
             ));
         }
@@ -55,7 +56,7 @@ impl AwsSettings {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         {
             return Err(AwsError::config(
-                "region",
+                Field::Region,
                 format!(
                     "{:?} is not a region name; use one like \"eu-west-1\"",
                     self.region
@@ -65,7 +66,7 @@ impl AwsSettings {
         if let Some(endpoint) = &self.endpoint {
             if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
                 return Err(AwsError::config(
-                    "endpoint",
+                    Field::Endpoint,
                     format!("{endpoint:?} is not a URL; write it as https://host[:port]"),
                 ));
             }
@@ -73,7 +74,7 @@ impl AwsSettings {
         if let Some(role) = &self.assume_role {
             if !role.role_arn.starts_with("arn:") {
                 return Err(AwsError::config(
-                    "assume_role.role_arn",
+                    Field::AssumeRoleArn,
                     format!(
                         "{:?} is not an ARN; write it as arn:aws:iam::ACCOUNT:role/NAME",
                         role.role_arn
@@ -171,7 +172,7 @@ pub struct AwsDriverConfig {
     #[serde(default)]
     pub timeouts: Timeouts,
     /// Test only: host name → loopback stand-in. See [`AddressOverride`] and
-    /// [`AwsDriverConfig::with_address_map_from_env`].
+    /// [`AwsDriverConfig::with_test_hooks`].
     #[serde(default)]
     pub address_override: BTreeMap<String, AddressOverride>,
     /// How often to poll EC2 and Redis while waiting.
@@ -218,12 +219,19 @@ impl AwsDriverConfig {
         }
     }
 
-    /// Adds the overrides in [`ADDRESS_MAP_ENV`], if set:
-    /// `host-a=127.0.1.1:7000,host-b=127.0.1.2` (the port defaults to 6379).
-    pub fn with_address_map_from_env(mut self) -> Result<Self, AwsError> {
-        if let Ok(text) = std::env::var(ADDRESS_MAP_ENV) {
-            self.address_override.extend(parse_address_map(&text)?);
+    /// Test builds (feature `test-address-map`): adds the overrides in [`ADDRESS_MAP_ENV`], if
+    /// set: `host-a=127.0.1.1:7000,host-b=127.0.1.2` (the port defaults to 6379). Other
+    /// builds do not have the hook: the config is returned as it is.
+    pub fn with_test_hooks(self) -> Result<Self, AwsError> {
+        #[cfg(feature = "test-address-map")]
+        {
+            let mut config = self;
+            if let Ok(text) = std::env::var(ADDRESS_MAP_ENV) {
+                config.address_override.extend(parse_address_map(&text)?);
+            }
+            Ok(config)
         }
+        #[cfg(not(feature = "test-address-map"))]
         Ok(self)
     }
 
@@ -236,54 +244,54 @@ impl AwsDriverConfig {
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
             return Err(AwsError::config(
-                "name",
+                Field::ClusterName,
                 "must be 1-64 letters, digits, '-' or '_' (it names the security group and tags)",
             ));
         }
         if let Some(id) = &self.cluster_id {
             if !redisha_cluster::identity::is_cluster_id(id) {
                 return Err(AwsError::config(
-                    "cluster_id",
+                    Field::ClusterId,
                     format!("{id:?} is not a cluster id (16 lowercase hex digits, made by redisha at create); restore the resource's cluster_id from its state"),
                 ));
             }
         }
         if self.subnet_ids.is_empty() {
             return Err(AwsError::config(
-                "aws.subnet_ids",
+                Field::SubnetIds { index: None },
                 "is empty; list at least one subnet per zone the cluster uses",
             ));
         }
         for (i, id) in self.subnet_ids.iter().enumerate() {
             if !id.starts_with("subnet-") {
                 return Err(AwsError::config(
-                    format!("aws.subnet_ids[{i}]"),
+                    Field::SubnetIds { index: Some(i) },
                     format!("{id:?} is not a subnet id; write it as subnet-0123abcd"),
                 ));
             }
             if self.subnet_ids[..i].contains(id) {
                 return Err(AwsError::config(
-                    format!("aws.subnet_ids[{i}]"),
+                    Field::SubnetIds { index: Some(i) },
                     format!("{id} is listed twice; remove the duplicate"),
                 ));
             }
         }
         if self.instance_type.trim().is_empty() {
             return Err(AwsError::config(
-                "aws.instance_type",
+                Field::InstanceType,
                 "is empty; set an instance type such as \"r7g.large\"",
             ));
         }
         if !self.ami.starts_with("ami-") {
             return Err(AwsError::config(
-                "aws.ami",
+                Field::Ami,
                 format!("{:?} is not an AMI id; write it as ami-0123abcd", self.ami),
             ));
         }
         for (i, cidr) in self.allowed_cidrs.iter().enumerate() {
             if !is_cidr(cidr) {
                 return Err(AwsError::config(
-                    format!("aws.allowed_cidrs[{i}]"),
+                    Field::AllowedCidrs { index: i },
                     format!("{cidr:?} is not an IPv4 or IPv6 CIDR such as 10.0.0.0/16"),
                 ));
             }
@@ -291,14 +299,14 @@ impl AwsDriverConfig {
         if let Some(volume) = &self.data_volume {
             if !(1..=16384).contains(&volume.size_gib) {
                 return Err(AwsError::config(
-                    "aws.data_volume.size",
+                    Field::DataVolumeSize,
                     format!("{} GiB is outside gp3's 1-16384 GiB", volume.size_gib),
                 ));
             }
         }
         if self.max_nodes_per_host == 0 || self.max_nodes_per_host > 1000 {
             return Err(AwsError::config(
-                "aws.max_nodes_per_host",
+                Field::MaxNodesPerHost,
                 "must be between 1 and 1000",
             ));
         }
@@ -309,20 +317,20 @@ impl AwsDriverConfig {
                 .all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c))
         {
             return Err(AwsError::config(
-                "aws.redis_package",
+                Field::RedisPackage,
                 "must be a package name such as redis-server",
             ));
         }
         for (key, value) in &self.tags {
             if key.is_empty() || key.len() > 128 || value.len() > 256 {
                 return Err(AwsError::config(
-                    format!("aws.tags.{key}"),
+                    Field::Tag { key: key.clone() },
                     "tag keys are 1-128 and values 0-256 characters",
                 ));
             }
             if key.starts_with("aws:") || key.starts_with("redisha:") || key == "Name" {
                 return Err(AwsError::config(
-                    format!("aws.tags.{key}"),
+                    Field::Tag { key: key.clone() },
                     "keys starting with aws: or redisha:, and Name, are set by redisha; choose another key",
                 ));
             }
@@ -334,7 +342,7 @@ impl AwsDriverConfig {
         ] {
             if name.is_zero() {
                 return Err(AwsError::config(
-                    format!("timeouts.{label}"),
+                    Field::Timeout { phase: label },
                     "must be longer than zero",
                 ));
             }
@@ -357,12 +365,13 @@ fn is_cidr(text: &str) -> bool {
 }
 
 /// Parses `host=ip[:port],host=ip[:port]` (see [`ADDRESS_MAP_ENV`]).
+#[cfg(any(test, feature = "test-address-map"))]
 pub fn parse_address_map(text: &str) -> Result<BTreeMap<String, AddressOverride>, AwsError> {
     let mut map = BTreeMap::new();
     for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         let bad = || {
             AwsError::config(
-                ADDRESS_MAP_ENV,
+                Field::AddressMap,
                 format!("{entry:?} is not host=ip or host=ip:port (e.g. redis-a-0=127.0.1.1:6379)"),
             )
         };

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use aws_sdk_ec2::types::Filter;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{api, AwsError};
+use crate::error::{api, AwsError, Field};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Topology {
@@ -37,7 +37,7 @@ pub async fn topology(client: &aws_sdk_ec2::Client, vpc_id: &str) -> Result<Topo
     let region = region_of(client);
     if !vpc_id.starts_with("vpc-") {
         return Err(AwsError::config(
-            "vpc_id",
+            Field::VpcId,
             format!("{vpc_id:?} is not a VPC id; write it as vpc-0123abcd"),
         ));
     }

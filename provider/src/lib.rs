@@ -6,6 +6,7 @@
 //! placement arguments shared by the cluster resource and the placement data source) and
 //! `logging` (hclog lines for Terraform's log). Only this side knows HCL names.
 
+pub mod aws_errors;
 pub mod data_sources;
 pub mod logging;
 pub mod provider_config;
@@ -17,7 +18,7 @@ pub mod topology;
 // The framework's modules under their old paths, for callers outside the crate.
 pub use tfplugin::{codec, diagnostics, framework, plugin, proto, schema, server, types, value};
 
-pub use tfplugin::framework::{Context, DataSource, ProviderState, Registry, Resource};
+pub use tfplugin::framework::{Context, DataSource, Model, ProviderState, Registry, Resource};
 pub use tfplugin::{AttrPath, Diagnostic, Diagnostics};
 pub use tfplugin::{Attribute, Block, NestedBlock, Schema};
 pub use tfplugin::{Number, Type, Value};

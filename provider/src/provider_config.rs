@@ -7,48 +7,48 @@
 //! [`aws_settings`]). Credentials come from the standard AWS chain (environment, shared
 //! profile, SSO, container or instance role), never from this block.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use redisha_aws::{AssumeRole, AwsError, AwsSettings};
 
-use crate::tfplugin::attrs::{self, Field};
+use crate::aws_errors;
+use crate::model;
 use crate::tfplugin::diagnostics::{AttrPath, Diagnostic, Diagnostics};
-use std::sync::Arc;
-
-use crate::tfplugin::framework::{Context, ProviderConfig, ProviderData};
-use crate::tfplugin::schema::{Attribute, Block, NestedBlock, Schema};
-use crate::tfplugin::types::Type;
+use crate::tfplugin::framework::{Attr, Context, Model, ProviderConfig, ProviderData};
+use crate::tfplugin::schema::Schema;
 use crate::tfplugin::value::Value;
 
 pub struct RedishaProviderConfig;
 
-pub fn schema() -> Schema {
-    let assume_role =
-        Block::new("A role to assume through STS with the credentials of the standard AWS chain.")
-            .attribute(
-                Attribute::required("role_arn", Type::String)
-                    .describe("ARN of the role, `arn:aws:iam::ACCOUNT:role/NAME`."),
-            )
-            .attribute(
-                Attribute::optional("session_name", Type::String)
-                    .describe("Session name shown in CloudTrail. Default `redisha`."),
-            )
-            .attribute(
-                Attribute::optional("external_id", Type::String)
-                    .describe("External id the role's trust policy requires, if any."),
-            );
-    let block = Block::new(
+model! {
+    pub struct AssumeRoleModel(
+        "A role to assume through STS with the credentials of the standard AWS chain."
+    ) {
+        pub role_arn: Attr<String> = required("ARN of the role, `arn:aws:iam::ACCOUNT:role/NAME`."),
+        pub session_name: Attr<String> = optional("Session name shown in CloudTrail. Default `redisha`."),
+        pub external_id: Attr<String> = optional("External id the role's trust policy requires, if any."),
+    }
+}
+
+model! {
+    pub struct ProviderModel(
         "redisha: Redis Cluster across availability zones. The settings below are only needed for \
-         the aws driver and `redisha_aws_topology`; credentials come from the standard AWS chain.",
-    )
-    .attribute(Attribute::optional("region", Type::String).describe(
-        "AWS region, e.g. `eu-west-1`. Default: `AWS_REGION`, then `AWS_DEFAULT_REGION`. Required \
-         (here or in the environment) when the aws driver or `redisha_aws_topology` is used.",
-    ))
-    .attribute(Attribute::optional("endpoint", Type::String).describe(
-        "URL replacing EC2's public endpoint: a VPC interface endpoint, or an EC2 emulator in tests.",
-    ))
-    .block(NestedBlock::single("assume_role", assume_role));
-    Schema::new(0, block)
+         the aws driver and `redisha_aws_topology`; credentials come from the standard AWS chain."
+    ) {
+        pub region: Attr<String> = optional(
+            "AWS region, e.g. `eu-west-1`. Default: `AWS_REGION`, then `AWS_DEFAULT_REGION`. Required \
+             (here or in the environment) when the aws driver or `redisha_aws_topology` is used.",
+        ),
+        pub endpoint: Attr<String> = optional(
+            "URL replacing EC2's public endpoint: a VPC interface endpoint, or an EC2 emulator in tests.",
+        ),
+        pub assume_role: Attr<AssumeRoleModel> = single_block(),
+    }
+}
+
+pub fn schema() -> Schema {
+    Schema::new(0, ProviderModel::block())
 }
 
 /// The region from the environment, as the AWS SDK reads it.
@@ -68,52 +68,21 @@ struct Decoded {
     assume_role: Option<AssumeRole>,
 }
 
-fn known(r: Result<Field<String>, Diagnostic>, diags: &mut Diagnostics) -> Option<String> {
-    match r {
-        Ok(Field::Known(v)) => Some(v),
-        Ok(_) => None,
-        Err(d) => {
-            diags.push(d);
-            None
-        }
-    }
-}
-
 fn decode(config: &Value) -> (Decoded, Diagnostics) {
-    let root = AttrPath::root();
-    let mut diags = Diagnostics::new();
-    let region = known(attrs::string(config, "region", &root), &mut diags);
-    let endpoint = known(attrs::string(config, "endpoint", &root), &mut diags);
-    let role = config.get("assume_role");
-    let assume_role = match role {
-        Value::Map(_) => {
-            let at = root.then("assume_role");
-            let role_arn = known(attrs::string(role, "role_arn", &at), &mut diags);
-            let session_name = known(attrs::string(role, "session_name", &at), &mut diags);
-            let external_id = known(attrs::string(role, "external_id", &at), &mut diags);
-            role_arn.map(|role_arn| AssumeRole {
-                role_arn,
-                session_name,
-                external_id,
-            })
-        }
-        _ => None,
+    let (m, diags) = ProviderModel::from_value_lenient(config);
+    let assume_role = m.assume_role.value().and_then(|role| {
+        Some(AssumeRole {
+            role_arn: role.role_arn.value()?.clone(),
+            session_name: role.session_name.value().cloned(),
+            external_id: role.external_id.value().cloned(),
+        })
+    });
+    let decoded = Decoded {
+        region: m.region.known(),
+        endpoint: m.endpoint.known(),
+        assume_role,
     };
-    (
-        Decoded {
-            region,
-            endpoint,
-            assume_role,
-        },
-        diags,
-    )
-}
-
-/// An `AwsError::Config` field such as `assume_role.role_arn` as an attribute path.
-fn path_of(field: &str) -> AttrPath {
-    field
-        .split('.')
-        .fold(AttrPath::root(), |p, step| p.then(step))
+    (decoded, diags)
 }
 
 /// Checks what is set; `region` only when given (it may come from the environment later).
@@ -127,12 +96,13 @@ fn check(decoded: &Decoded) -> Diagnostics {
     };
     match settings.validate() {
         Ok(()) => Diagnostics::new(),
-        Err(AwsError::Config { field, message }) => Diagnostic::error(
-            format!("Invalid provider {field}"),
-            format!("{field}: {message}"),
-        )
-        .at(path_of(&field))
-        .into(),
+        Err(e @ AwsError::Config { .. }) => {
+            let path = e.field().as_ref().and_then(aws_errors::hcl);
+            let name = path.as_ref().map(ToString::to_string).unwrap_or_default();
+            Diagnostic::error(format!("Invalid provider {name}"), aws_errors::detail(&e))
+                .at(path.unwrap_or_default())
+                .into()
+        }
         Err(e) => Diagnostic::error("Invalid provider configuration", e.to_string()).into(),
     }
 }

@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use redisha_aws::{AwsError, Topology};
 
+use crate::aws_errors;
 use crate::model;
 use crate::provider_config::aws_settings;
 use crate::tfplugin::diagnostics::{AttrPath, Diagnostic, Diagnostics};
@@ -92,12 +93,10 @@ pub fn with_topology(config: AwsTopologyModel, topology: &Topology) -> AwsTopolo
 }
 
 fn aws_error(e: AwsError) -> Diagnostic {
-    let at = match &e {
-        AwsError::VpcNotFound { .. } => AttrPath::attr("vpc_id"),
-        AwsError::Config { field, .. } if field == "vpc_id" => AttrPath::attr("vpc_id"),
-        _ => AttrPath::root(),
-    };
-    Diagnostic::error("Cannot read the VPC's zones and subnets", e.to_string()).at(at)
+    let vpc_id = AttrPath::attr("vpc_id");
+    aws_errors::diagnostic("Cannot read the VPC's zones and subnets", &e, |p| {
+        *p == vpc_id
+    })
 }
 
 #[async_trait]

@@ -8,7 +8,6 @@
 //! tfplugin6.Provider service), `plugin` and `tls` (go-plugin handshake, AutoMTLS,
 //! controller, stdio, health).
 
-pub mod attrs;
 pub mod codec;
 pub mod convert;
 pub mod diagnostics;

@@ -14,7 +14,8 @@ use crate::tfplugin::convert::{
 };
 use crate::tfplugin::diagnostics::{Diagnostic, Diagnostics};
 use crate::tfplugin::framework::{
-    stop::StopSignal, ApplyRequest, Context, PlanRequest, ProviderState, Registry,
+    stop::StopSignal, ApplyRequest, Context, PlanRequest, ProviderState, RawDataSource,
+    RawResource, Registry,
 };
 use crate::tfplugin::proto::tfplugin6 as pb;
 use crate::tfplugin::proto::tfplugin6::provider_server::Provider;
@@ -80,21 +81,60 @@ impl ProviderService {
         }
     }
 
-    fn resource_type(&self, name: &str) -> Result<&Type, Diagnostics> {
-        self.schemas
-            .resources
-            .get(name)
-            .map(|(_, t)| t)
-            .ok_or_else(|| unknown_type("resource", name))
+    /// A resource type's value type and implementation.
+    fn resource(&self, name: &str) -> Result<(&Type, &dyn RawResource), Diagnostics> {
+        match (
+            self.schemas.resources.get(name),
+            self.registry.resources.get(name),
+        ) {
+            (Some((_, ty)), Some(r)) => Ok((ty, r.as_ref())),
+            _ => Err(unknown_type("resource", name)),
+        }
     }
 
-    fn data_source_type(&self, name: &str) -> Result<&Type, Diagnostics> {
-        self.schemas
-            .data_sources
-            .get(name)
-            .map(|(_, t)| t)
-            .ok_or_else(|| unknown_type("data source", name))
+    /// A data source type's value type and implementation.
+    fn data_source(&self, name: &str) -> Result<(&Type, &dyn RawDataSource), Diagnostics> {
+        match (
+            self.schemas.data_sources.get(name),
+            self.registry.data_sources.get(name),
+        ) {
+            (Some((_, ty)), Some(d)) => Ok((ty, d.as_ref())),
+            _ => Err(unknown_type("data source", name)),
+        }
     }
+
+    /// ValidateResourceConfig and ValidateDataResourceConfig: decode, then validate.
+    async fn validate_config(
+        &self,
+        rpc: &'static str,
+        found: Result<(&Type, Validates<'_>), Diagnostics>,
+        config: Option<&pb::DynamicValue>,
+    ) -> Vec<pb::Diagnostic> {
+        let ((), diags) = guarded(&self.label, rpc, || (), async {
+            let (ty, target) = match found {
+                Ok(found) => found,
+                Err(d) => return ((), d),
+            };
+            let config = match decode_dynamic(config, ty) {
+                Ok(config) => config,
+                Err(e) => return ((), codec_diag(rpc, "the configuration", &e).into()),
+            };
+            let ctx = self.context();
+            let diags = match target {
+                Validates::Resource(r) => r.validate(&ctx, &config).await,
+                Validates::DataSource(d) => d.validate(&ctx, &config).await,
+            };
+            ((), diags)
+        })
+        .await;
+        diagnostics_to_pb(&diags)
+    }
+}
+
+/// What a validate call checks a configuration with.
+enum Validates<'a> {
+    Resource(&'a dyn RawResource),
+    DataSource(&'a dyn RawDataSource),
 }
 
 fn unknown_type(kind: &str, name: &str) -> Diagnostics {
@@ -194,24 +234,14 @@ impl Provider for ProviderService {
         &self,
         req: Request<pb::validate_resource_config::Request>,
     ) -> RpcResult<pb::validate_resource_config::Response> {
-        const RPC: &str = "ValidateResourceConfig";
         let req = req.into_inner();
-        let ((), diags) = guarded(&self.label, RPC, || (), async {
-            let ty = match self.resource_type(&req.type_name) {
-                Ok(t) => t,
-                Err(d) => return ((), d),
-            };
-            let Some(res) = self.registry.resources.get(req.type_name.as_str()) else {
-                return ((), unknown_type("resource", &req.type_name));
-            };
-            match decode_dynamic(req.config.as_ref(), ty) {
-                Ok(config) => ((), res.validate(&self.context(), &config).await),
-                Err(e) => ((), codec_diag(RPC, "the configuration", &e).into()),
-            }
-        })
-        .await;
+        let found = self.resource(&req.type_name);
+        let found = found.map(|(ty, r)| (ty, Validates::Resource(r)));
+        let diagnostics = self
+            .validate_config("ValidateResourceConfig", found, req.config.as_ref())
+            .await;
         Ok(Response::new(pb::validate_resource_config::Response {
-            diagnostics: diagnostics_to_pb(&diags),
+            diagnostics,
         }))
     }
 
@@ -219,24 +249,14 @@ impl Provider for ProviderService {
         &self,
         req: Request<pb::validate_data_resource_config::Request>,
     ) -> RpcResult<pb::validate_data_resource_config::Response> {
-        const RPC: &str = "ValidateDataResourceConfig";
         let req = req.into_inner();
-        let ((), diags) = guarded(&self.label, RPC, || (), async {
-            let ty = match self.data_source_type(&req.type_name) {
-                Ok(t) => t,
-                Err(d) => return ((), d),
-            };
-            let Some(ds) = self.registry.data_sources.get(req.type_name.as_str()) else {
-                return ((), unknown_type("data source", &req.type_name));
-            };
-            match decode_dynamic(req.config.as_ref(), ty) {
-                Ok(config) => ((), ds.validate(&self.context(), &config).await),
-                Err(e) => ((), codec_diag(RPC, "the configuration", &e).into()),
-            }
-        })
-        .await;
+        let found = self.data_source(&req.type_name);
+        let found = found.map(|(ty, d)| (ty, Validates::DataSource(d)));
+        let diagnostics = self
+            .validate_config("ValidateDataResourceConfig", found, req.config.as_ref())
+            .await;
         Ok(Response::new(pb::validate_data_resource_config::Response {
-            diagnostics: diagnostics_to_pb(&diags),
+            diagnostics,
         }))
     }
 
@@ -247,12 +267,9 @@ impl Provider for ProviderService {
         const RPC: &str = "UpgradeResourceState";
         let req = req.into_inner();
         let (state, diags) = guarded(&self.label, RPC, || None, async {
-            let ty = match self.resource_type(&req.type_name) {
-                Ok(t) => t,
+            let (ty, res) = match self.resource(&req.type_name) {
+                Ok(found) => found,
                 Err(d) => return (None, d),
-            };
-            let Some(res) = self.registry.resources.get(req.type_name.as_str()) else {
-                return (None, unknown_type("resource", &req.type_name));
             };
             let raw = req.raw_state.map(|r| r.json).unwrap_or_default();
             let decoded = match crate::tfplugin::codec::decode_json(&raw, ty) {
@@ -328,12 +345,9 @@ impl Provider for ProviderService {
             || (fallback_state.clone(), fallback_private.clone()),
             async {
                 let keep = (req.current_state.clone(), req.private.clone());
-                let ty = match self.resource_type(&req.type_name) {
-                    Ok(t) => t,
+                let (ty, res) = match self.resource(&req.type_name) {
+                    Ok(found) => found,
                     Err(d) => return (keep, d),
-                };
-                let Some(res) = self.registry.resources.get(req.type_name.as_str()) else {
-                    return (keep, unknown_type("resource", &req.type_name));
                 };
                 let current = match decode_dynamic(req.current_state.as_ref(), ty) {
                     Ok(v) => v,
@@ -368,15 +382,9 @@ impl Provider for ProviderService {
         let req = req.into_inner();
         let ((planned, replace, private), diags) =
             guarded(&self.label, RPC, || (None, Vec::new(), Vec::new()), async {
-                let ty = match self.resource_type(&req.type_name) {
-                    Ok(t) => t,
+                let (ty, res) = match self.resource(&req.type_name) {
+                    Ok(found) => found,
                     Err(d) => return ((None, Vec::new(), Vec::new()), d),
-                };
-                let Some(res) = self.registry.resources.get(req.type_name.as_str()) else {
-                    return (
-                        (None, Vec::new(), Vec::new()),
-                        unknown_type("resource", &req.type_name),
-                    );
                 };
                 let decode = |v: Option<&pb::DynamicValue>, what: &str| {
                     decode_dynamic(v, ty).map_err(|e| codec_diag(RPC, what, &e))
@@ -438,12 +446,9 @@ impl Provider for ProviderService {
         let fallback = || (prior.clone(), planned_private.clone());
         let ((state, private), diags) = guarded(&self.label, RPC, fallback, async {
             let keep = (req.prior_state.clone(), req.planned_private.clone());
-            let ty = match self.resource_type(&req.type_name) {
-                Ok(t) => t,
+            let (ty, res) = match self.resource(&req.type_name) {
+                Ok(found) => found,
                 Err(d) => return (keep, d),
-            };
-            let Some(res) = self.registry.resources.get(req.type_name.as_str()) else {
-                return (keep, unknown_type("resource", &req.type_name));
             };
             let decode = |v: Option<&pb::DynamicValue>, what: &str| {
                 decode_dynamic(v, ty).map_err(|e| codec_diag(RPC, what, &e))
@@ -492,12 +497,9 @@ impl Provider for ProviderService {
         const RPC: &str = "ImportResourceState";
         let req = req.into_inner();
         let (imported, diags) = guarded(&self.label, RPC, Vec::new, async {
-            let ty = match self.resource_type(&req.type_name) {
-                Ok(t) => t,
+            let (ty, res) = match self.resource(&req.type_name) {
+                Ok(found) => found,
                 Err(d) => return (Vec::new(), d),
-            };
-            let Some(res) = self.registry.resources.get(req.type_name.as_str()) else {
-                return (Vec::new(), unknown_type("resource", &req.type_name));
             };
             match res.import(&self.context(), &req.id).await {
                 Ok(items) => {
@@ -538,12 +540,9 @@ impl Provider for ProviderService {
         let (state, diags) = guarded(
             &self.label,
             RPC, || None, async {
-            let ty = match self.data_source_type(&req.type_name) {
-                Ok(t) => t,
+            let (ty, ds) = match self.data_source(&req.type_name) {
+                Ok(found) => found,
                 Err(d) => return (None, d),
-            };
-            let Some(ds) = self.registry.data_sources.get(req.type_name.as_str()) else {
-                return (None, unknown_type("data source", &req.type_name));
             };
             let config = match decode_dynamic(req.config.as_ref(), ty) {
                 Ok(c) => c,

@@ -54,6 +54,32 @@ impl std::fmt::Debug for PinnedClientCert {
 }
 
 impl PinnedClientCert {
+    /// A handshake signature by the pinned certificate: P-521 with `p521`, anything else with
+    /// rustls' `verify` (the TLS 1.2 or 1.3 rules).
+    fn verify_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+        verify: fn(
+            &[u8],
+            &CertificateDer<'_>,
+            &DigitallySignedStruct,
+            &rustls::crypto::WebPkiSupportedAlgorithms,
+        ) -> Result<HandshakeSignatureValid, rustls::Error>,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.check_pinned(cert)?;
+        if dss.scheme == SignatureScheme::ECDSA_NISTP521_SHA512 {
+            return self.verify_p521(message, dss);
+        }
+        verify(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
     fn new(
         expected: CertificateDer<'static>,
         provider: Arc<CryptoProvider>,
@@ -124,16 +150,7 @@ impl ClientCertVerifier for PinnedClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.check_pinned(cert)?;
-        if dss.scheme == SignatureScheme::ECDSA_NISTP521_SHA512 {
-            return self.verify_p521(message, dss);
-        }
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.verify_signature(message, cert, dss, verify_tls12_signature)
     }
 
     fn verify_tls13_signature(
@@ -142,16 +159,7 @@ impl ClientCertVerifier for PinnedClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.check_pinned(cert)?;
-        if dss.scheme == SignatureScheme::ECDSA_NISTP521_SHA512 {
-            return self.verify_p521(message, dss);
-        }
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.verify_signature(message, cert, dss, verify_tls13_signature)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

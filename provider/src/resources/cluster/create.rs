@@ -13,7 +13,7 @@ use crate::tfplugin::framework::Context;
 use super::args::ClusterArgs;
 use super::locate::Located;
 use super::model::ClusterModel;
-use super::{cluster_error, finish, known_args, locate, operator, place};
+use super::{cluster_error, configured_operator, finish, known_args, locate, place};
 
 pub(super) async fn create(
     ctx: &Context,
@@ -36,14 +36,7 @@ async fn form(
 ) -> Result<String, Diagnostics> {
     // The same placement as the plan (and as a create this one resumes): a fresh plan.
     let planned = place(&located.request, None)?;
-    let op = operator(
-        ctx,
-        &located.driver,
-        args,
-        args.node_config.clone(),
-        None,
-        args.timeouts.create,
-    );
+    let op = configured_operator(ctx, &located.driver, args, args.timeouts.create);
     info!(cluster = %args.name, cluster_id = %located.state.cluster_id, nodes = planned.placement.nodes.len(), "creating cluster");
     // The create's record names this process as its owner; its lease is renewed while the
     // create runs, so an apply elsewhere does not take over a create that is still working.

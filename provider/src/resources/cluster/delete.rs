@@ -10,7 +10,7 @@ use crate::tfplugin::framework::Context;
 use super::args::ClusterArgs;
 use super::locate::{self, Located};
 use super::model::ClusterModel;
-use super::{adopt, cluster_error, node_config_of, operator, Failure};
+use super::{adopt, cluster_error, configured_operator, node_config_of, Failure};
 
 pub(super) async fn delete(
     ctx: &Context,
@@ -44,14 +44,7 @@ pub(super) async fn delete(
     if let Some(result) = driver.destroy_all(&mut state).await {
         return result.map_err(|d| Failure::from(d).with_private(state));
     }
-    let op = operator(
-        ctx,
-        &driver,
-        &args,
-        args.node_config.clone(),
-        None,
-        args.timeouts.delete,
-    );
+    let op = configured_operator(ctx, &driver, &args, args.timeouts.delete);
     let mut diagnostics = Diagnostics::new();
     if let Err(e) = op.destroy(&mut state).await {
         diagnostics.push(cluster_error("Destroying the cluster failed", e));

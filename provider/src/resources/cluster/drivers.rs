@@ -11,6 +11,7 @@ use redisha_cluster::{ClusterState, Driver, HostPlan, LocalDriver, NodePlan};
 use redisha_planner::{HostSpec, PlanError, Request, ZoneSpec};
 use tracing::info;
 
+use crate::aws_errors;
 use crate::provider_config::aws_settings;
 use crate::tfplugin::diagnostics::{AttrPath, Diagnostic, Diagnostics, PathStep};
 use crate::tfplugin::framework::Context;
@@ -183,8 +184,8 @@ fn aws_config(
         update: timeouts.update,
         delete: timeouts.delete,
     };
-    // Test setting: REDISHA_AWS_TEST_ADDRESS_MAP points hosts at loopback stand-ins.
-    let config = config.with_address_map_from_env().map_err(aws_diags)?;
+    // Test builds only: REDISHA_AWS_TEST_ADDRESS_MAP points hosts at loopback stand-ins.
+    let config = config.with_test_hooks().map_err(aws_diags)?;
     config.validate().map_err(aws_diags)?;
     Ok(config)
 }
@@ -287,52 +288,19 @@ async fn aws_request(
     }
 }
 
-/// An aws error as a diagnostic on the attribute it names.
+/// An aws error as a diagnostic on the attribute it names (when this resource has it).
 pub fn aws_diags(e: AwsError) -> Diagnostics {
-    let at = match &e {
-        AwsError::Config { field, .. } => config_path(field),
-        AwsError::SubnetNotFound { index, .. } => {
-            AttrPath::attr("aws").then("subnet_ids").index(*index)
-        }
-        AwsError::MixedVpcs { .. } | AwsError::NoSubnetInZone { .. } => {
-            AttrPath::attr("aws").then("subnet_ids")
-        }
-        AwsError::UnknownInstanceType { .. } => AttrPath::attr("aws").then("instance_type"),
-        AwsError::Timeout { phase, .. } => AttrPath::attr("timeouts").then(phase),
-        _ => AttrPath::root(),
-    };
     let summary = match &e {
         AwsError::Api { .. } => "EC2 call failed",
         AwsError::Timeout { .. } => "Timed out waiting for EC2",
         _ => "Invalid aws driver setting",
     };
-    Diagnostic::error(summary, e.to_string()).at(at).into()
-}
-
-/// `aws.subnet_ids[2]`, `aws.max_nodes_per_host`, `timeouts.create` as paths of this resource's
-/// schema. Fields outside it (the provider's `region`, the test address map) point nowhere.
-fn config_path(field: &str) -> AttrPath {
-    let field = match field {
-        "aws.max_nodes_per_host" => "aws.max_nodes_per_instance",
-        "aws.data_volume.size" => "aws.data_volume.size_gb",
-        other => other,
+    // The provider block's settings and the cluster id are not this resource's arguments.
+    let ours = |path: &AttrPath| {
+        matches!(path.0.first(), Some(PathStep::Attribute(a))
+            if ["aws", "name", "timeouts", "redis_config"].contains(&a.as_str()))
     };
-    let first = field.split(['.', '[']).next().unwrap_or_default();
-    if !["aws", "name", "timeouts", "redis_config"].contains(&first) {
-        return AttrPath::root();
-    }
-    let mut path = AttrPath::root();
-    for segment in field.split('.') {
-        let (name, index) = match segment.split_once('[') {
-            Some((name, rest)) => (name, rest.trim_end_matches(']').parse::<i64>().ok()),
-            None => (segment, None),
-        };
-        path.0.push(PathStep::Attribute(name.to_string()));
-        if let Some(i) = index {
-            path.0.push(PathStep::Index(i));
-        }
-    }
-    path
+    aws_errors::diagnostic(summary, &e, ours).into()
 }
 
 #[cfg(test)]
@@ -340,19 +308,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn config_fields_become_attribute_paths() {
+    fn aws_fields_become_this_resources_attribute_paths() {
+        use redisha_aws::error::Field;
+        let config = |field, message: &str| AwsError::Config {
+            field,
+            message: message.into(),
+        };
+        let d = aws_diags(config(Field::MaxNodesPerHost, "must be between 1 and 1000"));
+        let d = d.iter().next().expect("a diagnostic");
         assert_eq!(
-            config_path("aws.subnet_ids[2]"),
-            AttrPath::attr("aws").then("subnet_ids").index(2)
+            d.path,
+            Some(AttrPath::attr("aws").then("max_nodes_per_instance"))
         );
         assert_eq!(
-            config_path("aws.max_nodes_per_host"),
-            AttrPath::attr("aws").then("max_nodes_per_instance")
+            d.detail,
+            "aws.max_nodes_per_instance: must be between 1 and 1000"
         );
+        let d = aws_diags(config(Field::SubnetIds { index: Some(2) }, "bad"));
         assert_eq!(
-            config_path("REDISHA_AWS_TEST_ADDRESS_MAP"),
-            AttrPath::root()
+            d.iter().next().and_then(|d| d.path.clone()),
+            Some(AttrPath::attr("aws").then("subnet_ids").index(2))
         );
+        // Settings outside this resource's schema point nowhere.
+        for field in [Field::AddressMap, Field::Region] {
+            let d = aws_diags(config(field, "bad"));
+            assert_eq!(d.iter().next().and_then(|d| d.path.clone()), None);
+        }
     }
 
     #[test]

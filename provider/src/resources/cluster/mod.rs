@@ -108,6 +108,16 @@ fn operator<'a>(
     op
 }
 
+/// An operator running nodes with the configured settings, with the call's timeout.
+fn configured_operator<'a>(
+    ctx: &Context,
+    driver: &'a BuiltDriver,
+    args: &ClusterArgs,
+    timeout: Duration,
+) -> Operator<'a> {
+    operator(ctx, driver, args, args.node_config.clone(), None, timeout)
+}
+
 /// The cluster a plan or apply works on: a new one (or an interrupted create to resume) when
 /// `creating`, else the existing one, made true from the driver and the live cluster. Both
 /// passwords are tried: the configured one and the one the prior state was applied with.
@@ -188,14 +198,7 @@ async fn finish(
                 .with_private(state));
         }
     };
-    let op = operator(
-        ctx,
-        &driver,
-        args,
-        args.node_config.clone(),
-        None,
-        args.timeouts.update,
-    );
+    let op = configured_operator(ctx, &driver, args, args.timeouts.update);
     let observation = op.observe(&state).await;
     let name = Attr::Known(args.name.clone());
     let nodes = nodes::observed(&state, &observation);

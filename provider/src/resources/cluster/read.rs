@@ -9,7 +9,7 @@ use crate::tfplugin::framework::{Applied, Attr, Context};
 use super::args::ClusterArgs;
 use super::locate::{self, Located};
 use super::model::ClusterModel;
-use super::{node_config_of, nodes, operator, Failure};
+use super::{configured_operator, node_config_of, nodes, Failure};
 
 pub(super) async fn read(
     ctx: &Context,
@@ -40,14 +40,7 @@ pub(super) async fn read(
     for host in &driver.sync_hosts(&mut state).await? {
         info!(cluster = %args.name, host = %host, "drift: the host's machine is gone");
     }
-    let op = operator(
-        ctx,
-        &driver,
-        &args,
-        args.node_config.clone(),
-        None,
-        args.timeouts.update,
-    );
+    let op = configured_operator(ctx, &driver, &args, args.timeouts.update);
     let observation = op.observe(&state).await;
     for d in observation.drift() {
         info!(cluster = %args.name, drift = %d, "drift");

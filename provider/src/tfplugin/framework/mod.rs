@@ -40,7 +40,9 @@ pub use raw::{
     ApplyRequest, ApplyResponse, Imported, PlanRequest, PlanResponse, RawDataSource, RawResource,
     ReadResponse,
 };
-pub use typed::{Applied, DataSource, Failed, Planned, Private, Resource};
+pub use typed::{
+    Applied, ApplyArgs, DataSource, Failed, Outcome, PlanArgs, Planned, Private, Resource,
+};
 
 /// What ConfigureProvider produced, opaque to the framework.
 pub type ProviderData = Arc<dyn Any + Send + Sync>;

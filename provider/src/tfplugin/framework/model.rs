@@ -169,67 +169,53 @@ impl AttrType for bool {
     }
 }
 
-impl AttrType for u64 {
-    fn ty() -> Type {
-        Type::Number
+/// A whole number of some range: `convert` says whether it fits, `range` how the diagnostic
+/// describes the numbers that do.
+fn whole_number<T>(
+    v: &Value,
+    name: &str,
+    at: &AttrPath,
+    diags: &mut Diagnostics,
+    convert: impl FnOnce(&crate::tfplugin::value::Number) -> Option<T>,
+    range: &str,
+) -> Option<T> {
+    let n = v.as_number().and_then(convert);
+    if n.is_none() {
+        let msg = format!("{name} must be a whole number{range}; got {}", show(v));
+        invalid(name, at, msg, diags);
     }
-    fn decode(v: &Value, name: &str, at: &AttrPath, diags: &mut Diagnostics) -> Option<Self> {
-        let n = v.as_number().and_then(|n| n.as_u64());
-        if n.is_none() {
-            let msg = format!("{name} must be a whole number, 0 or more; got {}", show(v));
-            invalid(name, at, msg, diags);
-        }
-        n
-    }
-    fn encode(&self) -> Value {
-        Value::from(*self)
-    }
+    n
 }
 
-impl AttrType for u32 {
-    fn ty() -> Type {
-        Type::Number
-    }
-    fn decode(v: &Value, name: &str, at: &AttrPath, diags: &mut Diagnostics) -> Option<Self> {
-        let n = v
-            .as_number()
-            .and_then(|n| n.as_u64())
-            .and_then(|n| u32::try_from(n).ok());
-        if n.is_none() {
-            let msg = format!(
-                "{name} must be a whole number from 0 to {}; got {}",
-                u32::MAX,
-                show(v)
-            );
-            invalid(name, at, msg, diags);
+/// The integer types a number attribute decodes into, with the range their diagnostic names.
+macro_rules! whole_number_type {
+    ($t:ty, $convert:expr, $range:expr) => {
+        impl AttrType for $t {
+            fn ty() -> Type {
+                Type::Number
+            }
+            fn decode(
+                v: &Value,
+                name: &str,
+                at: &AttrPath,
+                diags: &mut Diagnostics,
+            ) -> Option<Self> {
+                whole_number(v, name, at, diags, $convert, &$range)
+            }
+            fn encode(&self) -> Value {
+                Value::from(*self)
+            }
         }
-        n
-    }
-    fn encode(&self) -> Value {
-        Value::from(*self)
-    }
+    };
 }
 
-impl AttrType for i64 {
-    fn ty() -> Type {
-        Type::Number
-    }
-    fn decode(v: &Value, name: &str, at: &AttrPath, diags: &mut Diagnostics) -> Option<Self> {
-        let n = v.as_number().and_then(|n| n.as_i64());
-        if n.is_none() {
-            invalid(
-                name,
-                at,
-                format!("{name} must be a whole number; got {}", show(v)),
-                diags,
-            );
-        }
-        n
-    }
-    fn encode(&self) -> Value {
-        Value::from(*self)
-    }
-}
+whole_number_type!(u64, |n| n.as_u64(), ", 0 or more");
+whole_number_type!(
+    u32,
+    |n| n.as_u64().and_then(|n| u32::try_from(n).ok()),
+    format!(" from 0 to {}", u32::MAX)
+);
+whole_number_type!(i64, |n| n.as_i64(), "");
 
 impl<T: AttrType> AttrType for Vec<T> {
     fn ty() -> Type {
@@ -331,28 +317,27 @@ impl Spec {
             adjust: None,
         }
     }
-    /// Hidden in plan output and never logged.
-    pub fn sensitive(mut self) -> Self {
-        self.sensitive = true;
+    fn with(mut self, change: impl FnOnce(&mut Self)) -> Self {
+        change(&mut self);
         self
+    }
+    /// Hidden in plan output and never logged.
+    pub fn sensitive(self) -> Self {
+        self.with(|s| s.sensitive = true)
     }
     /// A change of this (top-level) attribute or block replaces the object.
-    pub fn requires_replace(mut self) -> Self {
-        self.requires_replace = true;
-        self
+    pub fn requires_replace(self) -> Self {
+        self.with(|s| s.requires_replace = true)
     }
-    pub fn min_items(mut self, n: i64) -> Self {
-        self.min_items = n;
-        self
+    pub fn min_items(self, n: i64) -> Self {
+        self.with(|s| s.min_items = n)
     }
-    pub fn max_items(mut self, n: i64) -> Self {
-        self.max_items = n;
-        self
+    pub fn max_items(self, n: i64) -> Self {
+        self.with(|s| s.max_items = n)
     }
     /// For `flatten()`: changes the flattened block before it is merged.
-    pub fn adjust(mut self, f: fn(Block) -> Block) -> Self {
-        self.adjust = Some(f);
-        self
+    pub fn adjust(self, f: fn(Block) -> Block) -> Self {
+        self.with(|s| s.adjust = Some(f))
     }
     fn is_block(&self) -> bool {
         matches!(self.kind, Kind::ListBlock | Kind::SingleBlock)

@@ -36,6 +36,10 @@ pub enum Field {
     /// The nodes' extra redis.conf settings (they go into the instances' user data).
     RedisConfig,
     VpcId,
+    /// An instance profile the user gives the nodes instead of the driver's own.
+    InstanceProfile,
+    /// The cluster password (the aws driver requires one).
+    Password,
     /// The test-only address map (`ADDRESS_MAP_ENV`).
     AddressMap,
 }
@@ -60,6 +64,8 @@ impl fmt::Display for Field {
             Field::Timeout { phase } => write!(f, "timeouts.{phase}"),
             Field::RedisConfig => f.write_str("redis_config"),
             Field::VpcId => f.write_str("vpc_id"),
+            Field::InstanceProfile => f.write_str("aws.instance_profile"),
+            Field::Password => f.write_str("password"),
             Field::AddressMap => f.write_str(crate::settings::ADDRESS_MAP_ENV),
         }
     }

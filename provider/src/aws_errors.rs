@@ -30,6 +30,8 @@ pub fn hcl(field: &Field) -> Option<AttrPath> {
         Field::Timeout { phase } => AttrPath::attr("timeouts").then(phase),
         Field::RedisConfig => AttrPath::attr("redis_config"),
         Field::VpcId => AttrPath::attr("vpc_id"),
+        Field::InstanceProfile => aws().then("instance_profile"),
+        Field::Password => AttrPath::attr("password"),
         Field::AddressMap => return None,
     })
 }

@@ -291,7 +291,7 @@ struct Scenario {
     // Dropped after the stand-ins and the Terraform directory (fields drop in order).
     standins: StandIns,
     tf: TfDir,
-    client: aws_sdk_ec2::Client,
+    client: redisha_aws::AwsClients,
     fx: Fixture,
     hosts: Vec<Host>,
     port: u16,
@@ -483,6 +483,21 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
         );
     }
 
+    // Secrets: the password is in no instance's user data as anyone allowed
+    // ec2:DescribeInstanceAttribute reads it; it is the cluster's SecureString parameter.
+    for id in &ids {
+        let text = rt.block_on(readable_user_data(&client, id));
+        assert!(
+            !text.contains(PASSWORD),
+            "the password is in the user data of {id}"
+        );
+    }
+    assert_eq!(
+        rt.block_on(cluster_parameters(&client)),
+        vec![("SecureString".to_string(), PASSWORD.to_string())],
+        "one SecureString parameter holds the password"
+    );
+
     // Redis: the cluster formed through the stand-ins, as planned.
     assert_cluster_ok(&hosts, port, "after create");
     let before = nodes(&tf);
@@ -621,6 +636,61 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
         groups.security_groups().is_empty(),
         "the security group is deleted: {groups:?}"
     );
+    assert_eq!(
+        rt.block_on(cluster_parameters(&client)),
+        vec![],
+        "the password parameter is deleted"
+    );
+}
+
+/// An instance's user data as `ec2:DescribeInstanceAttribute` shows it, decoded, with each of
+/// its base64 files decoded too.
+async fn readable_user_data(client: &redisha_aws::AwsClients, instance_id: &str) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let answer = client
+        .describe_instance_attribute()
+        .instance_id(instance_id)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+        .send()
+        .await
+        .expect("DescribeInstanceAttribute");
+    let encoded = answer
+        .user_data()
+        .and_then(|u| u.value())
+        .expect("user data");
+    let document = String::from_utf8(b64.decode(encoded).expect("base64")).expect("utf-8");
+    let files: Vec<String> = document
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("content: "))
+        .map(|c| String::from_utf8_lossy(&b64.decode(c).expect("base64 file")).into_owned())
+        .collect();
+    format!("{document}\n{}", files.join("\n"))
+}
+
+/// (type, decrypted value) of every SSM parameter under the cluster's name.
+async fn cluster_parameters(client: &redisha_aws::AwsClients) -> Vec<(String, String)> {
+    let answer = client
+        .ssm
+        .get_parameters_by_path()
+        .path(format!("/redisha/{CLUSTER}"))
+        .recursive(true)
+        .with_decryption(true)
+        .send()
+        .await
+        .expect("GetParametersByPath");
+    answer
+        .parameters()
+        .iter()
+        .map(|p| {
+            (
+                p.r#type()
+                    .map(|t| t.as_str().to_string())
+                    .unwrap_or_default(),
+                p.value().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
 }
 
 /// The cluster's security groups, as EC2 (moto) lists them: by the cluster's name tag (a new

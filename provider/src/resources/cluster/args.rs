@@ -25,6 +25,7 @@ pub struct AwsArgs {
     pub key_name: Option<String>,
     pub allowed_cidrs: Vec<String>,
     pub placement_group: Option<String>,
+    pub instance_profile: Option<String>,
     pub max_nodes_per_instance: Option<u32>,
     pub tags: BTreeMap<String, String>,
     pub data_volume: Option<(u32, bool)>,
@@ -160,6 +161,16 @@ impl ClusterArgs {
             }
         }
 
+        if matches!(driver, Some(DriverArgs::Aws(_))) && matches!(m.password, Attr::Null) {
+            diags.push(
+                Diagnostic::error(
+                    "The aws driver requires a password",
+                    "password: the aws driver's nodes listen on the VPC's network, so they must not run without one. Set `password`, e.g. `password = random_password.redis.result` (it is stored in SSM Parameter Store as a SecureString, never in user data).",
+                )
+                .at(root.then("password")),
+            );
+        }
+
         let timeouts = match &m.timeouts {
             Attr::Unknown => {
                 k.0 = false;
@@ -287,6 +298,7 @@ fn decode_aws(
     let key_name = k.take(&block.key_name);
     let allowed_cidrs = k.take(&block.allowed_cidrs).unwrap_or_default();
     let placement_group = k.take(&block.placement_group);
+    let instance_profile = k.take(&block.instance_profile);
     let max_nodes_per_instance = k.take(&block.max_nodes_per_instance);
     let tags = k.take(&block.tags).unwrap_or_default();
     let data_volume = match k.take(&block.data_volume) {
@@ -329,6 +341,7 @@ fn decode_aws(
         key_name,
         allowed_cidrs,
         placement_group,
+        instance_profile,
         max_nodes_per_instance,
         tags,
         data_volume,

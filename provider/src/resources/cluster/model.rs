@@ -50,6 +50,7 @@ model! {
         pub key_name: Attr<String> = optional("EC2 key pair for SSH."),
         pub allowed_cidrs: Attr<Vec<String>> = optional("CIDR blocks allowed to reach the Redis ports besides the cluster's own security group."),
         pub placement_group: Attr<String> = optional("Name of an existing `spread` placement group."),
+        pub instance_profile: Attr<String> = optional("Name of an existing instance profile for the nodes. Default: redisha makes a role and profile per cluster (`redisha-node-<cluster_id>`) that may read the cluster's password parameter and take SSM Run Command; yours needs the same (see \"IAM permissions\")."),
         pub max_nodes_per_instance: Attr<u32> = optional("Most redis-server nodes one instance runs. Default: as many as its memory holds."),
         pub tags: Attr<BTreeMap<String, String>> = optional("Tags for every instance and the security group."),
         pub data_volume: Attr<DataVolumeModel> = single_block(),

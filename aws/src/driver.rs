@@ -285,7 +285,10 @@ impl AwsDriver {
             let group_id = security_group::ensure_group(
                 &self.client,
                 &scope,
-                &self.config.allowed_cidrs,
+                security_group::Clients {
+                    cidrs: &self.config.allowed_cidrs,
+                    groups: &self.config.allowed_security_group_ids,
+                },
                 max_nodes,
                 &user_tags,
             )

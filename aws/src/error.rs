@@ -23,6 +23,9 @@ pub enum Field {
     AllowedCidrs {
         index: usize,
     },
+    AllowedSecurityGroupIds {
+        index: usize,
+    },
     DataVolumeSize,
     MaxNodesPerHost,
     RedisPackage,
@@ -57,6 +60,9 @@ impl fmt::Display for Field {
             Field::InstanceType => f.write_str("aws.instance_type"),
             Field::Ami => f.write_str("aws.ami"),
             Field::AllowedCidrs { index } => write!(f, "aws.allowed_cidrs[{index}]"),
+            Field::AllowedSecurityGroupIds { index } => {
+                write!(f, "aws.allowed_security_group_ids[{index}]")
+            }
             Field::DataVolumeSize => f.write_str("aws.data_volume.size_gib"),
             Field::MaxNodesPerHost => f.write_str("aws.max_nodes_per_host"),
             Field::RedisPackage => f.write_str("aws.redis_package"),

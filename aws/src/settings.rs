@@ -153,6 +153,10 @@ pub struct AwsDriverConfig {
     /// CIDRs besides the cluster itself that may reach the Redis ports.
     #[serde(default)]
     pub allowed_cidrs: Vec<String>,
+    /// Security groups (of the cluster's VPC) whose members may reach the Redis ports, such as
+    /// the application's. Never the cluster bus ports.
+    #[serde(default)]
+    pub allowed_security_group_ids: Vec<String>,
     /// An existing instance profile (name) for the nodes, instead of the role and profile the
     /// driver makes per cluster. Its role must allow `ssm:GetParameter` on the cluster's
     /// password parameter and carry AmazonSSMManagedInstanceCore (docs/resources/cluster.md).
@@ -213,6 +217,7 @@ impl AwsDriverConfig {
             ami: ami.into(),
             key_name: None,
             allowed_cidrs: Vec::new(),
+            allowed_security_group_ids: Vec::new(),
             placement_group: None,
             instance_profile: None,
             data_volume: None,
@@ -299,6 +304,14 @@ impl AwsDriverConfig {
                 return Err(AwsError::config(
                     Field::AllowedCidrs { index: i },
                     format!("{cidr:?} is not an IPv4 or IPv6 CIDR such as 10.0.0.0/16"),
+                ));
+            }
+        }
+        for (i, id) in self.allowed_security_group_ids.iter().enumerate() {
+            if !id.starts_with("sg-") || id.len() < 4 {
+                return Err(AwsError::config(
+                    Field::AllowedSecurityGroupIds { index: i },
+                    format!("{id:?} is not a security group id; write it as sg-0123abcd"),
                 ));
             }
         }

@@ -22,6 +22,9 @@ pub fn hcl(field: &Field) -> Option<AttrPath> {
         Field::InstanceType => aws().then("instance_type"),
         Field::Ami => aws().then("ami"),
         Field::AllowedCidrs { index } => aws().then("allowed_cidrs").index(*index),
+        Field::AllowedSecurityGroupIds { index } => {
+            aws().then("allowed_security_group_ids").index(*index)
+        }
         Field::DataVolumeSize => aws().then("data_volume").then("size_gb"),
         Field::MaxNodesPerHost => aws().then("max_nodes_per_instance"),
         // Set by the provider, not by the configuration.

@@ -24,6 +24,7 @@ pub struct AwsArgs {
     pub ami: String,
     pub key_name: Option<String>,
     pub allowed_cidrs: Vec<String>,
+    pub allowed_security_group_ids: Vec<String>,
     pub placement_group: Option<String>,
     pub instance_profile: Option<String>,
     pub max_nodes_per_instance: Option<u32>,
@@ -297,6 +298,9 @@ fn decode_aws(
     let ami = k.take(&block.ami);
     let key_name = k.take(&block.key_name);
     let allowed_cidrs = k.take(&block.allowed_cidrs).unwrap_or_default();
+    let allowed_security_group_ids = k
+        .take(&block.allowed_security_group_ids)
+        .unwrap_or_default();
     let placement_group = k.take(&block.placement_group);
     let instance_profile = k.take(&block.instance_profile);
     let max_nodes_per_instance = k.take(&block.max_nodes_per_instance);
@@ -340,6 +344,7 @@ fn decode_aws(
         ami: ami?,
         key_name,
         allowed_cidrs,
+        allowed_security_group_ids,
         placement_group,
         instance_profile,
         max_nodes_per_instance,

@@ -160,6 +160,7 @@ fn aws_config(
     );
     config.key_name = aws.key_name.clone();
     config.allowed_cidrs = aws.allowed_cidrs.clone();
+    config.allowed_security_group_ids = aws.allowed_security_group_ids.clone();
     config.placement_group = aws.placement_group.clone();
     config.instance_profile = aws.instance_profile.clone();
     config.tags = aws.tags.clone();
@@ -368,6 +369,7 @@ mod tests {
             ami: "ami-1".into(),
             key_name: None,
             allowed_cidrs: Vec::new(),
+            allowed_security_group_ids: Vec::new(),
             placement_group: None,
             instance_profile: None,
             max_nodes_per_instance: None,

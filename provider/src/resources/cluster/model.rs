@@ -49,6 +49,7 @@ model! {
         pub ami: Attr<String> = required("AMI id: a Debian or Ubuntu image with cloud-init."),
         pub key_name: Attr<String> = optional("EC2 key pair for SSH."),
         pub allowed_cidrs: Attr<Vec<String>> = optional("CIDR blocks allowed to reach the Redis ports besides the cluster's own security group."),
+        pub allowed_security_group_ids: Attr<Vec<String>> = optional("Security groups (of the subnets' VPC) whose members may reach the Redis ports, such as your application's. The cluster bus ports are open to the cluster's own group only."),
         pub placement_group: Attr<String> = optional("Name of an existing `spread` placement group."),
         pub instance_profile: Attr<String> = optional("Name of an existing instance profile for the nodes. Default: redisha makes a role and profile per cluster (`redisha-node-<cluster_id>`) that may read the cluster's password parameter and take SSM Run Command; yours needs the same (see \"IAM permissions\")."),
         pub max_nodes_per_instance: Attr<u32> = optional("Most redis-server nodes one instance runs. Default: as many as its memory holds."),

@@ -137,7 +137,7 @@ done
 
 const MOUNT: &str = r#"
 DEVICE=""
-for i in $(seq 1 60); do
+for _ in $(seq 1 60); do
   for candidate in "$DEVICE_NAME" /dev/xvdf /dev/nvme1n1; do
     if [ -b "$candidate" ]; then DEVICE="$candidate"; break; fi
   done
@@ -426,6 +426,68 @@ mod tests {
             out.status.success(),
             "python3: {}",
             String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A checker the tests need; missing is a failure (not a skip) that says how to get it.
+    fn checker(name: &str) -> std::process::Command {
+        let found = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {name}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            found,
+            "{name} is not installed: run scripts/setup (it installs cloud-init and shellcheck)"
+        );
+        std::process::Command::new(name)
+    }
+
+    fn full_document() -> String {
+        let host = host();
+        render(&UserDataInput {
+            cluster: "shop",
+            password_parameter: "/redisha/shop/0123456789abcdef/password",
+            host: &host,
+            config: &NodeConfig::default(),
+            data_volume: true,
+            redis_package: "redis-server",
+        })
+    }
+
+    /// The document is valid cloud-config, by cloud-init's own schema.
+    #[test]
+    fn cloud_init_accepts_the_document() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("user-data");
+        std::fs::write(&path, full_document()).expect("write");
+        let out = checker("cloud-init")
+            .args(["schema", "--config-file"])
+            .arg(&path)
+            .output()
+            .expect("cloud-init");
+        assert!(
+            out.status.success(),
+            "cloud-init schema: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The setup script passes shellcheck as POSIX sh.
+    #[test]
+    fn shellcheck_accepts_the_setup_script() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("redisha-setup");
+        std::fs::write(&path, script_of(&NodeConfig::default())).expect("write");
+        let out = checker("shellcheck")
+            .args(["--shell=sh", "--severity=warning"])
+            .arg(&path)
+            .output()
+            .expect("shellcheck");
+        assert!(
+            out.status.success(),
+            "shellcheck: {}",
+            String::from_utf8_lossy(&out.stdout)
         );
     }
 }

@@ -178,6 +178,8 @@ ExecStart=$REDIS_BIN /etc/redisha/node-%i.conf
 # Never restarted on failure: a master restarted within the node timeout comes back as master
 # with stale data. Its replica takes over; the next apply repairs the node.
 Restart=no
+# CONFIG REWRITE (after a password rotation) writes the config file with this umask.
+UMask=0077
 LimitNOFILE=65535
 
 [Install]

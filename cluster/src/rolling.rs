@@ -123,10 +123,13 @@ impl Operator<'_> {
         Ok(())
     }
 
-    /// `CONFIG REWRITE` on every node: its own config file then holds the password it runs
-    /// with, so a node restarted later (a reboot) does not come back with the old one, even
-    /// where a driver's files are not rewritten for it (config written at first boot).
+    /// `CONFIG REWRITE` on every node whose driver does not write its config files (aws: they
+    /// are written at first boot): its own config file then holds the password it runs with,
+    /// so a node restarted later (a reboot) does not come back with the old one.
     async fn rewrite_all(&self, state: &ClusterState) -> Result<()> {
+        if self.driver.writes_config_files() {
+            return Ok(());
+        }
         let jobs = state.nodes.iter().map(|n| async move {
             self.conns
                 .query::<redis::Value>(

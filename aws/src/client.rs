@@ -1,11 +1,13 @@
-//! Builds the EC2 client: the standard credential chain, an optional assumed role, an
-//! optional endpoint override, and retries with backoff on throttling.
+//! Builds the driver's AWS clients (EC2; SSM for the password parameter; IAM for the nodes'
+//! instance profile) from one configuration: the standard credential chain, an optional
+//! assumed role, an optional endpoint override, and retries with backoff on throttling.
 
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
+use aws_sdk_ec2::config::{Credentials, SharedCredentialsProvider};
 
 use crate::error::AwsError;
 use crate::settings::AwsSettings;
@@ -15,9 +17,34 @@ use crate::settings::AwsSettings;
 /// when EC2 throttles it, which matters when a large cluster is launched at once.
 pub const MAX_ATTEMPTS: u32 = 8;
 
-/// An EC2 client for `settings`. Credentials are resolved lazily, on the first call: a missing
+/// The clients the driver uses, sharing region, endpoint, credentials and retries. Derefs to
+/// the EC2 client, the one most callers (and tests) talk to.
+#[derive(Debug, Clone)]
+pub struct AwsClients {
+    pub ec2: aws_sdk_ec2::Client,
+    pub ssm: aws_sdk_ssm::Client,
+    pub iam: aws_sdk_iam::Client,
+}
+
+impl std::ops::Deref for AwsClients {
+    type Target = aws_sdk_ec2::Client;
+
+    fn deref(&self) -> &aws_sdk_ec2::Client {
+        &self.ec2
+    }
+}
+
+/// The clients for `settings`. Credentials are resolved lazily, on the first call: a missing
 /// credential shows up as an error of that call.
-pub async fn client(settings: &AwsSettings) -> Result<aws_sdk_ec2::Client, AwsError> {
+pub async fn client(settings: &AwsSettings) -> Result<AwsClients, AwsError> {
+    clients_with(settings, None).await
+}
+
+/// [`client`], with fixed credentials instead of the chain when given (the tests' moto ones).
+pub(crate) async fn clients_with(
+    settings: &AwsSettings,
+    credentials: Option<Credentials>,
+) -> Result<AwsClients, AwsError> {
     settings.validate()?;
     let region = Region::new(settings.region.clone());
     let retry = RetryConfig::adaptive()
@@ -36,9 +63,14 @@ pub async fn client(settings: &AwsSettings) -> Result<aws_sdk_ec2::Client, AwsEr
     if let Some(endpoint) = &settings.endpoint {
         loader = loader.endpoint_url(endpoint);
     }
-    let shared = loader.load().await;
+    let mut shared = loader.load().await;
+    if let Some(fixed) = credentials {
+        shared = shared
+            .to_builder()
+            .credentials_provider(SharedCredentialsProvider::new(fixed))
+            .build();
+    }
 
-    let mut ec2 = aws_sdk_ec2::config::Builder::from(&shared);
     if let Some(role) = &settings.assume_role {
         let mut provider = aws_config::sts::AssumeRoleProvider::builder(role.role_arn.clone())
             .session_name(
@@ -57,13 +89,20 @@ pub async fn client(settings: &AwsSettings) -> Result<aws_sdk_ec2::Client, AwsEr
             .load()
             .await;
         let provider = provider.configure(&base).build().await;
-        ec2 = ec2.credentials_provider(provider);
+        shared = shared
+            .to_builder()
+            .credentials_provider(SharedCredentialsProvider::new(provider))
+            .build();
     }
     tracing::debug!(
         region = %settings.region,
         endpoint = settings.endpoint.as_deref().unwrap_or("default"),
         assume_role = settings.assume_role.is_some(),
-        "EC2 client ready"
+        "AWS clients ready"
     );
-    Ok(aws_sdk_ec2::Client::from_conf(ec2.build()))
+    Ok(AwsClients {
+        ec2: aws_sdk_ec2::Client::new(&shared),
+        ssm: aws_sdk_ssm::Client::new(&shared),
+        iam: aws_sdk_iam::Client::new(&shared),
+    })
 }

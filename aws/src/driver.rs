@@ -15,6 +15,7 @@ use redisha_cluster::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
+use crate::client::AwsClients;
 use crate::error::{AwsError, Field};
 use crate::instances::{self, ClusterInstance, LaunchSpec, Scope, CLUSTER_ID_TAG};
 use crate::records::{self, TaggedNode};
@@ -22,6 +23,7 @@ use crate::security_group::{self, tag};
 use crate::settings::{AwsDriverConfig, AwsSettings};
 use crate::topology::{resolve_subnets, ResolvedSubnet};
 use crate::user_data::{self, node_port, UserDataInput, MAX_USER_DATA};
+use crate::{instance_profile, secrets};
 
 /// `HostHandle::extra` keys.
 pub const EXTRA_GENERATION: &str = "generation";
@@ -77,10 +79,29 @@ pub struct ClaimReport {
 pub struct DestroyReport {
     pub terminated: Vec<String>,
     pub security_group_deleted: bool,
+    pub password_parameter_deleted: bool,
+    /// The role and instance profile the driver made for the nodes.
+    pub instance_profile_deleted: bool,
 }
 
+/// What an instance needs to read its password: the parameter's name and the profile that may.
+#[derive(Debug, Clone, Default)]
+struct NodeAccess {
+    password_parameter: String,
+    instance_profile: Option<String>,
+}
+
+/// How long RunInstances is retried while a new instance profile is not yet visible to EC2
+/// (IAM is eventually consistent; a profile made seconds ago is often "invalid").
+const PROFILE_PROPAGATION: Duration = Duration::from_secs(90);
+
 pub struct AwsDriver {
-    client: aws_sdk_ec2::Client,
+    /// Derefs to the EC2 client; SSM and IAM for the password and the nodes' profile.
+    client: AwsClients,
+    /// The sha256 of the password last written to SSM (a rotation writes it once, not per node).
+    stored_password: Mutex<Option<[u8; 32]>>,
+    /// The nodes' instance profile, once made or checked.
+    profile: Mutex<Option<String>>,
     config: AwsDriverConfig,
     prepared: Mutex<Option<Prepared>>,
     /// The latest shared node settings seen (for SHUTDOWN's AUTH in `stop_node`).
@@ -100,13 +121,12 @@ impl AwsDriver {
         Self::with_client(client, config)
     }
 
-    pub fn with_client(
-        client: aws_sdk_ec2::Client,
-        config: AwsDriverConfig,
-    ) -> Result<Self, AwsError> {
+    pub fn with_client(client: AwsClients, config: AwsDriverConfig) -> Result<Self, AwsError> {
         config.validate()?;
         Ok(AwsDriver {
             client,
+            stored_password: Mutex::new(None),
+            profile: Mutex::new(None),
             config,
             prepared: Mutex::new(None),
             node_config: Mutex::new(None),
@@ -265,7 +285,10 @@ impl AwsDriver {
             let group_id = security_group::ensure_group(
                 &self.client,
                 &scope,
-                &self.config.allowed_cidrs,
+                security_group::Clients {
+                    cidrs: &self.config.allowed_cidrs,
+                    groups: &self.config.allowed_security_group_ids,
+                },
                 max_nodes,
                 &user_tags,
             )
@@ -377,8 +400,10 @@ impl AwsDriver {
         group_id: &str,
         first_generation: u32,
     ) -> Result<ClusterInstance, AwsError> {
+        let access = self.node_access(config).await?;
         let document = user_data::render(&UserDataInput {
             cluster: &self.config.cluster_name,
+            password_parameter: &access.password_parameter,
             host,
             config,
             data_volume: self.config.data_volume.is_some(),
@@ -394,6 +419,7 @@ impl AwsDriver {
             ));
         }
         let encoded = user_data::encode(&document);
+        let profile_deadline = tokio::time::Instant::now() + PROFILE_PROPAGATION;
         let zone_subnets: Vec<&ResolvedSubnet> = prepared
             .subnets
             .iter()
@@ -418,10 +444,22 @@ impl AwsDriver {
                     generation,
                     user_data: &encoded,
                     nodes: &nodes,
+                    instance_profile: access.instance_profile.as_deref(),
                 };
                 match instances::launch(&self.client, &spec).await {
                     Ok(instance) if instance.is_gone() => generation += 1,
                     Ok(instance) => return Ok(instance),
+                    Err(e)
+                        if is_profile_not_yet_visible(&e)
+                            && tokio::time::Instant::now() < profile_deadline =>
+                    {
+                        tracing::info!(
+                            host = host.name,
+                            "instance profile not visible to EC2 yet; retrying"
+                        );
+                        tokio::time::sleep(self.config.poll_interval.min(Duration::from_secs(5)))
+                            .await;
+                    }
                     Err(e) if e.code().is_some_and(|c| TRY_NEXT_SUBNET.contains(&c)) => {
                         tracing::warn!(host = host.name, subnet_id = subnet.id, error = %e, "launch failed; trying another subnet of the zone");
                         last_error = Some(e);
@@ -607,15 +645,30 @@ impl AwsDriver {
         )
         .await?;
         *self.prepared.lock().await = None;
+        // The parameter and the role are named from the id: a cluster without one has none.
+        let (password_parameter_deleted, instance_profile_deleted) =
+            match self.config.cluster_id.as_deref() {
+                Some(id) => (
+                    secrets::delete_password(&self.client.ssm, cluster, id).await?,
+                    instance_profile::delete(&self.client.iam, id).await?,
+                ),
+                None => (false, false),
+            };
+        *self.stored_password.lock().await = None;
+        *self.profile.lock().await = None;
         tracing::info!(
             cluster,
             instances = ids.len(),
             security_group_deleted = deleted,
+            password_parameter_deleted,
+            instance_profile_deleted,
             "destroyed"
         );
         Ok(DestroyReport {
             terminated: ids,
             security_group_deleted: deleted,
+            password_parameter_deleted,
+            instance_profile_deleted,
         })
     }
 
@@ -736,6 +789,49 @@ impl AwsDriver {
             .filter(|v| !v.tags().iter().any(|t| t.key() == Some(CLUSTER_ID_TAG)))
             .filter_map(|v| v.volume_id().map(str::to_string))
             .collect())
+    }
+
+    /// Writes the password to its SSM parameter unless this driver wrote that same password
+    /// already. Without a password or a cluster id there is nothing to write.
+    pub async fn store_password(&self, config: &NodeConfig) -> Result<Option<String>, AwsError> {
+        use sha2::Digest as _;
+        let (Some(password), Some(id)) = (&config.password, self.config.cluster_id.as_deref())
+        else {
+            return Ok(None);
+        };
+        let cluster = self.config.cluster_name.as_str();
+        let digest: [u8; 32] = sha2::Sha256::digest(password.expose().as_bytes()).into();
+        // Held across the write: concurrent callers (one per node) write once.
+        let mut stored = self.stored_password.lock().await;
+        if *stored != Some(digest) {
+            secrets::put_password(&self.client.ssm, cluster, id, password.expose()).await?;
+            *stored = Some(digest);
+        }
+        Ok(Some(secrets::parameter_name(cluster, id)))
+    }
+
+    /// The parameter an instance reads its password from, and the profile that lets it: the
+    /// user's (`instance_profile`) or the cluster's own, made here on first use.
+    async fn node_access(&self, config: &NodeConfig) -> Result<NodeAccess, AwsError> {
+        let password_parameter = self.store_password(config).await?.unwrap_or_default();
+        let instance_profile = match (&self.config.instance_profile, &self.config.cluster_id) {
+            (Some(given), _) => Some(given.clone()),
+            (None, Some(id)) => {
+                let mut made = self.profile.lock().await;
+                if made.is_none() {
+                    *made = Some(
+                        instance_profile::ensure(&self.client.iam, &self.config.cluster_name, id)
+                            .await?,
+                    );
+                }
+                made.clone()
+            }
+            (None, None) => None,
+        };
+        Ok(NodeAccess {
+            password_parameter,
+            instance_profile,
+        })
     }
 
     /// The id the driver acts for; records are written and read only under it.
@@ -938,6 +1034,11 @@ fn not_terminated(found: &[ClusterInstance]) -> Vec<String> {
     ids
 }
 
+/// RunInstances refuses a profile IAM made seconds ago until EC2 sees it.
+fn is_profile_not_yet_visible(e: &AwsError) -> bool {
+    e.code() == Some("InvalidParameterValue") && e.to_string().contains("iamInstanceProfile")
+}
+
 fn clone_err(e: &AwsError) -> AwsError {
     AwsError::Shared(e.to_string())
 }
@@ -955,6 +1056,13 @@ impl Driver for AwsDriver {
         config: &NodeConfig,
     ) -> Result<(), DriverError> {
         config.validate()?;
+        if config.password.is_none() {
+            return Err(AwsError::config(
+                Field::Password,
+                "the aws driver requires a password: its nodes listen on the VPC's network, and the cluster bus and client ports must not be open without one. Set `password` (e.g. from a random_password resource)",
+            )
+            .into());
+        }
         self.remember(config).await;
         // Checks only: subnets exist, in one VPC, cover every planned zone; the instance type
         // exists. The security group is made on the first provision.
@@ -1051,8 +1159,10 @@ impl Driver for AwsDriver {
     ) -> Result<(), DriverError> {
         // The instance's config files were written at first boot; the cluster code applies
         // new settings to the running node (CONFIG SET + CONFIG REWRITE persists them there),
-        // and replacement instances get them in their user data.
+        // and replacement instances get them in their user data. The password is in SSM: a
+        // rotation overwrites it there, and every node start reads it (auth.conf).
         self.remember(config).await;
+        self.store_password(config).await?;
         Ok(())
     }
 

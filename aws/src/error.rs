@@ -23,6 +23,9 @@ pub enum Field {
     AllowedCidrs {
         index: usize,
     },
+    AllowedSecurityGroupIds {
+        index: usize,
+    },
     DataVolumeSize,
     MaxNodesPerHost,
     RedisPackage,
@@ -36,6 +39,10 @@ pub enum Field {
     /// The nodes' extra redis.conf settings (they go into the instances' user data).
     RedisConfig,
     VpcId,
+    /// An instance profile the user gives the nodes instead of the driver's own.
+    InstanceProfile,
+    /// The cluster password (the aws driver requires one).
+    Password,
     /// The test-only address map (`ADDRESS_MAP_ENV`).
     AddressMap,
 }
@@ -53,6 +60,9 @@ impl fmt::Display for Field {
             Field::InstanceType => f.write_str("aws.instance_type"),
             Field::Ami => f.write_str("aws.ami"),
             Field::AllowedCidrs { index } => write!(f, "aws.allowed_cidrs[{index}]"),
+            Field::AllowedSecurityGroupIds { index } => {
+                write!(f, "aws.allowed_security_group_ids[{index}]")
+            }
             Field::DataVolumeSize => f.write_str("aws.data_volume.size_gib"),
             Field::MaxNodesPerHost => f.write_str("aws.max_nodes_per_host"),
             Field::RedisPackage => f.write_str("aws.redis_package"),
@@ -60,6 +70,8 @@ impl fmt::Display for Field {
             Field::Timeout { phase } => write!(f, "timeouts.{phase}"),
             Field::RedisConfig => f.write_str("redis_config"),
             Field::VpcId => f.write_str("vpc_id"),
+            Field::InstanceProfile => f.write_str("aws.instance_profile"),
+            Field::Password => f.write_str("password"),
             Field::AddressMap => f.write_str(crate::settings::ADDRESS_MAP_ENV),
         }
     }

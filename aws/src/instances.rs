@@ -292,6 +292,8 @@ pub struct LaunchSpec<'a> {
     pub user_data: &'a str,
     /// The nodes the host runs: their records are tagged on the instance from its launch.
     pub nodes: &'a [TaggedNode],
+    /// The nodes' instance profile (it reads the password parameter).
+    pub instance_profile: Option<&'a str>,
 }
 
 /// Launches the host's instance (or, on a retry with the same token, returns it).
@@ -345,6 +347,13 @@ pub async fn launch(
         );
     if let Some(key) = &config.key_name {
         request = request.key_name(key);
+    }
+    if let Some(profile) = spec.instance_profile {
+        request = request.iam_instance_profile(
+            aws_sdk_ec2::types::IamInstanceProfileSpecification::builder()
+                .name(profile)
+                .build(),
+        );
     }
     if let Some(group) = &config.placement_group {
         request = request.placement(

@@ -13,9 +13,11 @@
 pub mod client;
 pub mod driver;
 pub mod error;
+pub mod instance_profile;
 pub mod instances;
 mod probe;
 pub mod records;
+pub mod secrets;
 pub mod security_group;
 pub mod settings;
 #[cfg(feature = "testing")]
@@ -23,7 +25,7 @@ pub mod testing;
 pub mod topology;
 pub mod user_data;
 
-pub use client::client;
+pub use client::{client, AwsClients};
 pub use driver::{AwsDriver, ClaimReport, DestroyReport, HostStatus, HostsReport};
 pub use error::AwsError;
 pub use settings::{

@@ -44,15 +44,25 @@ pub struct Rule {
     pub source: Source,
 }
 
+/// Who besides the cluster itself may reach the client ports (`aws.allowed_cidrs`,
+/// `aws.allowed_security_group_ids`). Never the bus ports: the bus has no authentication.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Clients<'a> {
+    pub cidrs: &'a [String],
+    pub groups: &'a [String],
+}
+
 /// The rules a cluster needs: ports 6379..6379+max_nodes for the group itself and each
-/// allowed CIDR, and their bus ports (10000 above) for the group itself only.
-pub fn desired_rules(group_id: &str, allowed_cidrs: &[String], max_nodes: u16) -> BTreeSet<Rule> {
+/// allowed client (CIDR or security group), and their bus ports (10000 above) for the group
+/// itself only.
+pub fn desired_rules(group_id: &str, allowed: Clients<'_>, max_nodes: u16) -> BTreeSet<Rule> {
     let first = i32::from(REDIS_BASE_PORT);
     let last = first + i32::from(max_nodes.max(1)) - 1;
     let bus = i32::from(CLUSTER_BUS_OFFSET);
     let group = Source::Group(group_id.to_string());
-    let clients =
-        std::iter::once(group.clone()).chain(allowed_cidrs.iter().cloned().map(Source::Cidr));
+    let clients = std::iter::once(group.clone())
+        .chain(allowed.groups.iter().cloned().map(Source::Group))
+        .chain(allowed.cidrs.iter().cloned().map(Source::Cidr));
     let mut rules: BTreeSet<Rule> = clients
         .map(|source| Rule {
             from: first,
@@ -129,7 +139,7 @@ pub fn group_tag<'a>(group: &'a aws_sdk_ec2::types::SecurityGroup, key: &str) ->
 pub async fn ensure_group(
     client: &aws_sdk_ec2::Client,
     scope: &Scope<'_>,
-    allowed_cidrs: &[String],
+    allowed: Clients<'_>,
     max_nodes: u16,
     user_tags: &[(String, String)],
 ) -> Result<String, AwsError> {
@@ -193,7 +203,7 @@ pub async fn ensure_group(
         .to_string();
 
     let existing = existing_rules(group.ip_permissions());
-    let desired = desired_rules(&group_id, allowed_cidrs, max_nodes);
+    let desired = desired_rules(&group_id, allowed, max_nodes);
     let stale: Vec<&Rule> = existing.difference(&desired).collect();
     let missing: Vec<&Rule> = desired.difference(&existing).collect();
     if !stale.is_empty() {
@@ -400,11 +410,18 @@ mod tests {
     }
 
     #[test]
-    fn client_ports_go_to_group_and_cidrs_bus_ports_to_the_group_alone() {
-        let rules = desired_rules("sg-1", &["10.1.0.0/16".into(), "10.2.0.0/16".into()], 3);
+    fn client_ports_go_to_group_cidrs_and_groups_bus_ports_to_the_group_alone() {
+        let cidrs = ["10.1.0.0/16".to_string(), "10.2.0.0/16".to_string()];
+        let groups = ["sg-app".to_string()];
+        let allowed = Clients {
+            cidrs: &cidrs,
+            groups: &groups,
+        };
+        let rules = desired_rules("sg-1", allowed, 3);
         let rule = |from, to, source: Source| Rule { from, to, source };
         let expected: BTreeSet<Rule> = [
             rule(6379, 6381, Source::Group("sg-1".into())),
+            rule(6379, 6381, Source::Group("sg-app".into())),
             rule(6379, 6381, Source::Cidr("10.1.0.0/16".into())),
             rule(6379, 6381, Source::Cidr("10.2.0.0/16".into())),
             rule(16379, 16381, Source::Group("sg-1".into())),

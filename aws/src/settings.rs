@@ -153,6 +153,15 @@ pub struct AwsDriverConfig {
     /// CIDRs besides the cluster itself that may reach the Redis ports.
     #[serde(default)]
     pub allowed_cidrs: Vec<String>,
+    /// Security groups (of the cluster's VPC) whose members may reach the Redis ports, such as
+    /// the application's. Never the cluster bus ports.
+    #[serde(default)]
+    pub allowed_security_group_ids: Vec<String>,
+    /// An existing instance profile (name) for the nodes, instead of the role and profile the
+    /// driver makes per cluster. Its role must allow `ssm:GetParameter` on the cluster's
+    /// password parameter and carry AmazonSSMManagedInstanceCore (docs/resources/cluster.md).
+    #[serde(default)]
+    pub instance_profile: Option<String>,
     /// An existing placement group (strategy `spread`) to launch into.
     #[serde(default)]
     pub placement_group: Option<String>,
@@ -208,7 +217,9 @@ impl AwsDriverConfig {
             ami: ami.into(),
             key_name: None,
             allowed_cidrs: Vec::new(),
+            allowed_security_group_ids: Vec::new(),
             placement_group: None,
+            instance_profile: None,
             data_volume: None,
             tags: BTreeMap::new(),
             max_nodes_per_host: 1,
@@ -293,6 +304,27 @@ impl AwsDriverConfig {
                 return Err(AwsError::config(
                     Field::AllowedCidrs { index: i },
                     format!("{cidr:?} is not an IPv4 or IPv6 CIDR such as 10.0.0.0/16"),
+                ));
+            }
+        }
+        for (i, id) in self.allowed_security_group_ids.iter().enumerate() {
+            if !id.starts_with("sg-") || id.len() < 4 {
+                return Err(AwsError::config(
+                    Field::AllowedSecurityGroupIds { index: i },
+                    format!("{id:?} is not a security group id; write it as sg-0123abcd"),
+                ));
+            }
+        }
+        if let Some(profile) = &self.instance_profile {
+            if profile.is_empty()
+                || profile.len() > 128
+                || !profile
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
+            {
+                return Err(AwsError::config(
+                    Field::InstanceProfile,
+                    format!("{profile:?} is not an instance profile name (1-128 letters, digits and +=,.@_-); give its name, not its ARN"),
                 ));
             }
         }

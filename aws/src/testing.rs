@@ -75,7 +75,7 @@ impl Moto {
     }
 
     /// The crate's own client (region, endpoint, retries) with moto's test credentials.
-    pub async fn client(&self) -> aws_sdk_ec2::Client {
+    pub async fn client(&self) -> crate::AwsClients {
         client_at(self.port).await
     }
 }
@@ -92,19 +92,14 @@ fn settings_at(port: u16) -> AwsSettings {
     }
 }
 
-/// An EC2 client for the moto_server on `port` (usable from another thread than the guard's):
-/// the crate's own client with moto's fixed test credentials instead of the machine's
-/// credential chain.
-pub async fn client_at(port: u16) -> aws_sdk_ec2::Client {
-    let client = crate::client(&settings_at(port))
+/// The clients for the moto_server on `port` (usable from another thread than the guard's):
+/// the crate's own clients with moto's fixed test credentials instead of the machine's
+/// credential chain. They deref to the EC2 client.
+pub async fn client_at(port: u16) -> crate::AwsClients {
+    let moto = Credentials::new("testing", "testing", None, None, "moto");
+    crate::client::clients_with(&settings_at(port), Some(moto))
         .await
-        .expect("client builds");
-    let config = client
-        .config()
-        .to_builder()
-        .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
-        .build();
-    aws_sdk_ec2::Client::from_conf(config)
+        .expect("clients build")
 }
 
 /// A VPC with one subnet per requested zone, and an AMI moto knows.

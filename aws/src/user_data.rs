@@ -1,11 +1,12 @@
 //! The cloud-init user data that installs, configures and starts redis-server on an instance.
 //!
-//! The cluster password is needed on the instance. It travels in the user data, base64-encoded
-//! inside a cloud-init `write_files` entry that lands in `/etc/redisha/shared.conf`, mode 0600,
-//! owned by the redis user; the setup script runs without `set -x` and never echoes it, so it
-//! does not reach the console output or cloud-init's logs. Anyone allowed
-//! `ec2:DescribeInstanceAttribute` on the instance can still read the user data: restrict that
-//! permission (docs/resources/cluster.md says so), or rotate the password after creation.
+//! No secret is in the user data (anyone allowed `ec2:DescribeInstanceAttribute` reads it).
+//! The password is in SSM Parameter Store ([`crate::secrets`]); before every start of a node,
+//! `redisha-password` (python3, which every cloud-init image has) reads it with the instance
+//! profile's credentials from the instance metadata service and writes
+//! `/etc/redisha/auth.conf` (0600, the redis user's), which each node's config includes. A
+//! node started after a rotation therefore gets the new password; when SSM cannot be reached
+//! the last written file is used.
 
 use std::fmt::Write as _;
 
@@ -24,6 +25,8 @@ pub const MAX_USER_DATA: usize = 16 * 1024;
 /// What the user data of one instance depends on.
 pub struct UserDataInput<'a> {
     pub cluster: &'a str,
+    /// The SSM parameter holding the password ([`crate::secrets::parameter_name`]).
+    pub password_parameter: &'a str,
     pub host: &'a HostPlan,
     pub config: &'a NodeConfig,
     pub data_volume: bool,
@@ -38,7 +41,12 @@ pub fn node_port(index_on_host: u16) -> u16 {
 /// The cloud-config document (plain text, before base64).
 pub fn render(input: &UserDataInput<'_>) -> String {
     let b64 = base64::engine::general_purpose::STANDARD;
-    let shared = input.config.render_shared_lines();
+    // The password is not rendered here: it comes from SSM at each start (auth.conf).
+    let shared = NodeConfig {
+        password: None,
+        ..input.config.clone()
+    }
+    .render_shared_lines();
     let ports: Vec<String> = input
         .host
         .nodes
@@ -58,6 +66,11 @@ pub fn render(input: &UserDataInput<'_>) -> String {
     }
     let _ = writeln!(script, "BUS_OFFSET={CLUSTER_BUS_OFFSET}");
     let _ = writeln!(script, "REJOIN_DELAY={}", rejoin_delay_secs(input.config));
+    let _ = writeln!(
+        script,
+        "PASSWORD_PARAMETER=\"{}\"",
+        input.password_parameter
+    );
     script.push_str(CONFIGURE);
 
     let mut doc = String::new();
@@ -81,6 +94,11 @@ pub fn render(input: &UserDataInput<'_>) -> String {
     doc.push_str("    owner: root:root\n");
     doc.push_str("    encoding: b64\n");
     let _ = writeln!(doc, "    content: {}", b64.encode(script));
+    doc.push_str("  - path: /usr/local/sbin/redisha-password\n");
+    doc.push_str("    permissions: '0700'\n");
+    doc.push_str("    owner: root:root\n");
+    doc.push_str("    encoding: b64\n");
+    let _ = writeln!(doc, "    content: {}", b64.encode(FETCH_PASSWORD));
     doc.push_str("runcmd:\n");
     doc.push_str("  - [/usr/local/sbin/redisha-setup]\n");
     doc
@@ -119,7 +137,7 @@ done
 
 const MOUNT: &str = r#"
 DEVICE=""
-for i in $(seq 1 60); do
+for _ in $(seq 1 60); do
   for candidate in "$DEVICE_NAME" /dev/xvdf /dev/nvme1n1; do
     if [ -b "$candidate" ]; then DEVICE="$candidate"; break; fi
   done
@@ -137,9 +155,11 @@ mountpoint -q /var/lib/redisha || mount /var/lib/redisha
 const CONFIGURE: &str = r#"
 TOKEN=$(curl -sS -X PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 300')
 IP=$(curl -sS -H "X-aws-ec2-metadata-token: $TOKEN" http://169.254.169.254/latest/meta-data/local-ipv4)
-chown redis:redis /etc/redisha /etc/redisha/shared.conf
+printf '%s\n' "$PASSWORD_PARAMETER" > /etc/redisha/password-parameter
+/usr/local/sbin/redisha-password
+chown redis:redis /etc/redisha /etc/redisha/shared.conf /etc/redisha/auth.conf
 chmod 0700 /etc/redisha
-chmod 0600 /etc/redisha/shared.conf
+chmod 0600 /etc/redisha/shared.conf /etc/redisha/auth.conf
 cat > /etc/systemd/system/redisha-node@.service <<UNIT
 [Unit]
 Description=redisha Redis Cluster node on port %i
@@ -152,10 +172,14 @@ Group=redis
 # A node that was part of the cluster (it has a nodes.conf) waits until its replica must have
 # taken over before it starts from its last snapshot: it then rejoins as that replica's replica.
 ExecStartPre=/bin/sh -c 'if [ -s /var/lib/redisha/node-%i/nodes.conf ]; then sleep $REJOIN_DELAY; fi'
+# The password as SSM holds it now (as root: the instance profile's credentials).
+ExecStartPre=+/usr/local/sbin/redisha-password
 ExecStart=$REDIS_BIN /etc/redisha/node-%i.conf
 # Never restarted on failure: a master restarted within the node timeout comes back as master
 # with stale data. Its replica takes over; the next apply repairs the node.
 Restart=no
+# CONFIG REWRITE (after a password rotation) writes the config file with this umask.
+UMask=0077
 LimitNOFILE=65535
 
 [Install]
@@ -176,6 +200,7 @@ cluster-config-file nodes.conf
 cluster-port $((PORT + BUS_OFFSET))
 cluster-announce-ip $IP
 include /etc/redisha/shared.conf
+include /etc/redisha/auth.conf
 CONF
     chown redis:redis /etc/redisha/node-$PORT.conf
     chmod 0600 /etc/redisha/node-$PORT.conf
@@ -183,6 +208,86 @@ CONF
 done
 systemctl daemon-reload
 for PORT in $PORTS; do systemctl enable --now redisha-node@$PORT; done
+"#;
+
+/// Reads the password parameter (SSM GetParameter, decrypted) with the instance profile's
+/// credentials and writes `/etc/redisha/auth.conf`. Standard library only (SigV4 by hand):
+/// the AMI may have no AWS CLI, but every cloud-init image has python3. Keeps the last file
+/// when SSM does not answer, so a node still starts during an SSM outage.
+const FETCH_PASSWORD: &str = r#"#!/usr/bin/env python3
+import datetime, hashlib, hmac, json, os, sys, urllib.request
+
+IMDS = "http://169.254.169.254/latest"
+AUTH = "/etc/redisha/auth.conf"
+
+
+def imds(path, token):
+    req = urllib.request.Request(IMDS + path, headers={"X-aws-ec2-metadata-token": token})
+    return urllib.request.urlopen(req, timeout=5).read().decode()
+
+
+def sign(key, msg):
+    return hmac.new(key, msg.encode(), hashlib.sha256).digest()
+
+
+def get_parameter(name):
+    req = urllib.request.Request(IMDS + "/api/token", method="PUT",
+                                 headers={"X-aws-ec2-metadata-token-ttl-seconds": "300"})
+    token = urllib.request.urlopen(req, timeout=5).read().decode()
+    region = imds("/meta-data/placement/region", token)
+    role = imds("/meta-data/iam/security-credentials/", token).splitlines()[0]
+    creds = json.loads(imds("/meta-data/iam/security-credentials/" + role, token))
+    host = "ssm.%s.amazonaws.com" % region
+    body = json.dumps({"Name": name, "WithDecryption": True})
+    now = datetime.datetime.now(datetime.timezone.utc)
+    amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
+    headers = {"content-type": "application/x-amz-json-1.1", "host": host,
+               "x-amz-date": amz_date, "x-amz-security-token": creds["Token"],
+               "x-amz-target": "AmazonSSM.GetParameter"}
+    names = ";".join(sorted(headers))
+    canonical = "\n".join(["POST", "/", ""] + ["%s:%s" % (k, headers[k]) for k in sorted(headers)]
+                          + ["", names, hashlib.sha256(body.encode()).hexdigest()])
+    scope = "%s/%s/ssm/aws4_request" % (day, region)
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope,
+                         hashlib.sha256(canonical.encode()).hexdigest()])
+    key = sign(sign(sign(sign(("AWS4" + creds["SecretAccessKey"]).encode(), day), region), "ssm"),
+               "aws4_request")
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    headers["authorization"] = ("AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, Signature=%s"
+                                % (creds["AccessKeyId"], scope, names, signature))
+    req = urllib.request.Request("https://" + host + "/", data=body.encode(), headers=headers)
+    return json.loads(urllib.request.urlopen(req, timeout=10).read())["Parameter"]["Value"]
+
+
+def main():
+    with open("/etc/redisha/password-parameter") as f:
+        name = f.read().strip()
+    try:
+        # No parameter: a cluster without a password (only tests make one).
+        password = get_parameter(name) if name else None
+    except Exception as e:
+        if os.path.exists(AUTH):
+            print("redisha-password: SSM unreachable (%s); keeping %s" % (type(e).__name__, AUTH),
+                  file=sys.stderr)
+            return 0
+        print("redisha-password: cannot read %s: %s" % (name, type(e).__name__), file=sys.stderr)
+        return 1
+    old = os.umask(0o077)
+    with open(AUTH + ".new", "w") as f:
+        if password is not None:
+            f.write('requirepass "%s"\nmasterauth "%s"\n' % (password, password))
+    os.umask(old)
+    try:
+        import pwd
+        user = pwd.getpwnam("redis")
+        os.chown(AUTH + ".new", user.pw_uid, user.pw_gid)
+    except KeyError:
+        pass
+    os.rename(AUTH + ".new", AUTH)
+    return 0
+
+
+sys.exit(main())
 "#;
 
 #[cfg(test)]
@@ -225,7 +330,7 @@ mod tests {
     }
 
     #[test]
-    fn password_is_only_in_the_0600_file_and_not_in_clear() {
+    fn no_secret_in_user_data_the_password_comes_from_ssm() {
         let config = NodeConfig {
             password: Some(Password::new("s3cret-pw")),
             ..Default::default()
@@ -233,6 +338,7 @@ mod tests {
         let host = host();
         let doc = render(&UserDataInput {
             cluster: "shop",
+            password_parameter: "/redisha/shop/0123456789abcdef/password",
             host: &host,
             config: &config,
             data_volume: true,
@@ -241,7 +347,11 @@ mod tests {
         assert!(doc.starts_with("#cloud-config\n"));
         assert!(!doc.contains("s3cret-pw"), "password in clear in user data");
         let files = decode_b64_lines(&doc);
-        assert!(files.contains("requirepass s3cret-pw"));
+        assert!(!files.contains("s3cret-pw"), "password in user data");
+        assert!(files.contains("PASSWORD_PARAMETER=\"/redisha/shop/0123456789abcdef/password\""));
+        assert!(files.contains("ExecStartPre=+/usr/local/sbin/redisha-password"));
+        assert!(files.contains("include /etc/redisha/auth.conf"));
+        assert!(files.contains("AmazonSSM.GetParameter"));
         assert!(doc.contains("path: /etc/redisha/shared.conf\n    permissions: '0600'"));
         assert!(!files.contains("set -x"));
         assert!(files.contains("PORTS=\"6379 6380\""));
@@ -254,6 +364,7 @@ mod tests {
         let host = host();
         let doc = render(&UserDataInput {
             cluster: "shop",
+            password_parameter: "/redisha/shop/0123456789abcdef/password",
             host: &host,
             config,
             data_volume: true,
@@ -262,6 +373,8 @@ mod tests {
         decode_b64_lines(&doc)
             .split("#!/bin/sh")
             .nth(1)
+            // The password helper (python) follows the setup script.
+            .and_then(|s| s.split("#!/usr/bin/env python3").next())
             .map(|s| format!("#!/bin/sh{s}"))
             .expect("the setup script")
     }
@@ -297,6 +410,86 @@ mod tests {
             out.status.success(),
             "sh -n: {}\n{script}",
             String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The password helper is valid python3 (compiled, not run).
+    #[test]
+    fn the_password_helper_compiles() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("redisha-password");
+        std::fs::write(&path, FETCH_PASSWORD).expect("write");
+        let out = std::process::Command::new("python3")
+            .args(["-c", "import ast,sys; ast.parse(open(sys.argv[1]).read())"])
+            .arg(&path)
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "python3: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A checker the tests need; missing is a failure (not a skip) that says how to get it.
+    fn checker(name: &str) -> std::process::Command {
+        let found = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {name}")])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            found,
+            "{name} is not installed: run scripts/setup (it installs cloud-init and shellcheck)"
+        );
+        std::process::Command::new(name)
+    }
+
+    fn full_document() -> String {
+        let host = host();
+        render(&UserDataInput {
+            cluster: "shop",
+            password_parameter: "/redisha/shop/0123456789abcdef/password",
+            host: &host,
+            config: &NodeConfig::default(),
+            data_volume: true,
+            redis_package: "redis-server",
+        })
+    }
+
+    /// The document is valid cloud-config, by cloud-init's own schema.
+    #[test]
+    fn cloud_init_accepts_the_document() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("user-data");
+        std::fs::write(&path, full_document()).expect("write");
+        let out = checker("cloud-init")
+            .args(["schema", "--config-file"])
+            .arg(&path)
+            .output()
+            .expect("cloud-init");
+        assert!(
+            out.status.success(),
+            "cloud-init schema: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The setup script passes shellcheck as POSIX sh.
+    #[test]
+    fn shellcheck_accepts_the_setup_script() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("redisha-setup");
+        std::fs::write(&path, script_of(&NodeConfig::default())).expect("write");
+        let out = checker("shellcheck")
+            .args(["--shell=sh", "--severity=warning"])
+            .arg(&path)
+            .output()
+            .expect("shellcheck");
+        assert!(
+            out.status.success(),
+            "shellcheck: {}",
+            String::from_utf8_lossy(&out.stdout)
         );
     }
 }

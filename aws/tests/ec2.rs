@@ -338,6 +338,7 @@ async fn a_failed_apply_converges_on_the_next_one_without_duplicates() {
             generation: 0,
             user_data: "",
             nodes: &[],
+            instance_profile: None,
         },
     )
     .await

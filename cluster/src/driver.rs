@@ -296,6 +296,12 @@ pub trait Driver: Send + Sync {
         config: &NodeConfig,
     ) -> Result<(), DriverError>;
 
+    /// Whether `write_node_config` rewrites a node's whole config file (with its own mode). If
+    /// not, the cluster code persists a rotated password with `CONFIG REWRITE` on the node.
+    fn writes_config_files(&self) -> bool {
+        false
+    }
+
     /// Removes a stopped node's data (its directory, nodes.conf, dumps).
     async fn wipe_node(&self, node: &NodeHandle) -> Result<(), DriverError>;
 

@@ -723,6 +723,11 @@ impl Driver for LocalDriver {
         self.server_engine().map(Some)
     }
 
+    fn writes_config_files(&self) -> bool {
+        // Whole files, mode 0600 (CONFIG REWRITE would leave them 0644).
+        true
+    }
+
     async fn write_node_config(
         &self,
         node: &NodeHandle,

@@ -76,6 +76,7 @@ impl Operator<'_> {
             .await?;
             self.conns.set_password(None);
             self.write_configs(state, new).await?;
+            self.rewrite_all(state).await?;
             return Ok(());
         };
         // Either password may be the one a node accepts until the rotation is done.
@@ -107,9 +108,41 @@ impl Operator<'_> {
             )
             .await?;
         }
+        // requirepass still names the old password (ACL SETUSER does not change it): set it,
+        // so that CONFIG REWRITE writes the new one and a restarted node does not revive the old.
+        self.config_set_all(
+            state,
+            &[("requirepass".into(), new_pw.expose().to_string())],
+            "CONFIG SET requirepass",
+        )
+        .await?;
         self.conns.set_password(Some(new_pw));
         self.checkpoint("password.old_removed")?;
+        self.rewrite_all(state).await?;
         info!("cluster password changed");
+        Ok(())
+    }
+
+    /// `CONFIG REWRITE` on every node whose driver does not write its config files (aws: they
+    /// are written at first boot): its own config file then holds the password it runs with,
+    /// so a node restarted later (a reboot) does not come back with the old one.
+    async fn rewrite_all(&self, state: &ClusterState) -> Result<()> {
+        if self.driver.writes_config_files() {
+            return Ok(());
+        }
+        let jobs = state.nodes.iter().map(|n| async move {
+            self.conns
+                .query::<redis::Value>(
+                    &n.target(),
+                    redis::cmd("CONFIG").arg("REWRITE"),
+                    "CONFIG REWRITE",
+                )
+                .await
+        });
+        join_all(jobs)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
         Ok(())
     }
 

@@ -22,6 +22,9 @@ pub fn hcl(field: &Field) -> Option<AttrPath> {
         Field::InstanceType => aws().then("instance_type"),
         Field::Ami => aws().then("ami"),
         Field::AllowedCidrs { index } => aws().then("allowed_cidrs").index(*index),
+        Field::AllowedSecurityGroupIds { index } => {
+            aws().then("allowed_security_group_ids").index(*index)
+        }
         Field::DataVolumeSize => aws().then("data_volume").then("size_gb"),
         Field::MaxNodesPerHost => aws().then("max_nodes_per_instance"),
         // Set by the provider, not by the configuration.
@@ -30,6 +33,8 @@ pub fn hcl(field: &Field) -> Option<AttrPath> {
         Field::Timeout { phase } => AttrPath::attr("timeouts").then(phase),
         Field::RedisConfig => AttrPath::attr("redis_config"),
         Field::VpcId => AttrPath::attr("vpc_id"),
+        Field::InstanceProfile => aws().then("instance_profile"),
+        Field::Password => AttrPath::attr("password"),
         Field::AddressMap => return None,
     })
 }

@@ -183,7 +183,7 @@ fn assert_cluster_ok(hosts: &[Host], port: u16, when: &str) {
     }
 }
 
-fn main_tf(endpoint: &str, fx: &Fixture) -> String {
+fn main_tf(endpoint: &str, fx: &Fixture, app_group: &str) -> String {
     let subnets: Vec<String> = fx.subnet_ids().iter().map(|s| format!("{s:?}")).collect();
     format!(
         r#"
@@ -215,6 +215,7 @@ resource "redisha_cluster" "shop" {{
     ami                    = "{ami}"
     max_nodes_per_instance = 1
     allowed_cidrs          = ["10.0.0.0/16"]
+    allowed_security_group_ids = ["{app_group}"]
     tags                   = {{ team = "sre" }}
     data_volume {{
       size_gb = 10
@@ -291,8 +292,9 @@ struct Scenario {
     // Dropped after the stand-ins and the Terraform directory (fields drop in order).
     standins: StandIns,
     tf: TfDir,
-    client: aws_sdk_ec2::Client,
+    client: redisha_aws::AwsClients,
     fx: Fixture,
+    app_group: String,
     hosts: Vec<Host>,
     port: u16,
     moto: Moto,
@@ -315,6 +317,20 @@ fn scenario(decade: u8) -> Option<Scenario> {
         .expect("runtime");
     let client = rt.block_on(moto.client());
     let fx = rt.block_on(Fixture::create(&client, &ZONES));
+    // The application's group, allowed to the client ports (never to the bus).
+    let app_group = rt
+        .block_on(
+            client
+                .create_security_group()
+                .group_name("e2e-app")
+                .description("the application")
+                .vpc_id(&fx.vpc_id)
+                .send(),
+        )
+        .expect("CreateSecurityGroup")
+        .group_id()
+        .expect("group id")
+        .to_string();
 
     let hosts = hosts(decade);
     let port = free_port(&hosts);
@@ -329,7 +345,7 @@ fn scenario(decade: u8) -> Option<Scenario> {
         .map(|h| format!("{}={}:{port}", h.name, h.ip))
         .collect();
 
-    let mut tf = TfDir::dev(&main_tf(&moto.endpoint(), &fx));
+    let mut tf = TfDir::dev(&main_tf(&moto.endpoint(), &fx, &app_group));
     let no_file = tf.path().join("no-such-aws-file").display().to_string();
     tf.env = vec![
         ("REDISHA_AWS_TEST_ADDRESS_MAP".into(), address_map.join(",")),
@@ -345,6 +361,7 @@ fn scenario(decade: u8) -> Option<Scenario> {
         tf,
         client,
         fx,
+        app_group,
         hosts,
         port,
         moto,
@@ -359,6 +376,7 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
         tf,
         client,
         fx,
+        app_group,
         hosts,
         port,
         moto,
@@ -428,7 +446,8 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
             i.id
         );
     }
-    // Group rules: the node port from the group itself and the allowed CIDR; its bus port
+    // Group rules: the node port from the group itself, the allowed CIDR and the allowed
+    // application group; its bus port
     // (unauthenticated gossip) from the group alone.
     let rule = |port: i32| {
         group
@@ -456,6 +475,11 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
             .iter()
             .any(|c| c.cidr_ip() == Some("10.0.0.0/16"));
         assert_eq!(from_cidr, p == 6379, "port {p}: {r:?}");
+        let from_app = r
+            .user_id_group_pairs()
+            .iter()
+            .any(|g| g.group_id() == Some(app_group.as_str()));
+        assert_eq!(from_app, p == 6379, "port {p}: {r:?}");
     }
     // Data volumes: a 10 GiB encrypted volume on every instance.
     let ids: Vec<String> = live.iter().map(|i| i.id.clone()).collect();
@@ -482,6 +506,21 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
             "no 10 GiB encrypted data volume on {id}: {volumes:?}"
         );
     }
+
+    // Secrets: the password is in no instance's user data as anyone allowed
+    // ec2:DescribeInstanceAttribute reads it; it is the cluster's SecureString parameter.
+    for id in &ids {
+        let text = rt.block_on(readable_user_data(&client, id));
+        assert!(
+            !text.contains(PASSWORD),
+            "the password is in the user data of {id}"
+        );
+    }
+    assert_eq!(
+        rt.block_on(cluster_parameters(&client)),
+        vec![("SecureString".to_string(), PASSWORD.to_string())],
+        "one SecureString parameter holds the password"
+    );
 
     // Redis: the cluster formed through the stand-ins, as planned.
     assert_cluster_ok(&hosts, port, "after create");
@@ -621,6 +660,61 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
         groups.security_groups().is_empty(),
         "the security group is deleted: {groups:?}"
     );
+    assert_eq!(
+        rt.block_on(cluster_parameters(&client)),
+        vec![],
+        "the password parameter is deleted"
+    );
+}
+
+/// An instance's user data as `ec2:DescribeInstanceAttribute` shows it, decoded, with each of
+/// its base64 files decoded too.
+async fn readable_user_data(client: &redisha_aws::AwsClients, instance_id: &str) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let answer = client
+        .describe_instance_attribute()
+        .instance_id(instance_id)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+        .send()
+        .await
+        .expect("DescribeInstanceAttribute");
+    let encoded = answer
+        .user_data()
+        .and_then(|u| u.value())
+        .expect("user data");
+    let document = String::from_utf8(b64.decode(encoded).expect("base64")).expect("utf-8");
+    let files: Vec<String> = document
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("content: "))
+        .map(|c| String::from_utf8_lossy(&b64.decode(c).expect("base64 file")).into_owned())
+        .collect();
+    format!("{document}\n{}", files.join("\n"))
+}
+
+/// (type, decrypted value) of every SSM parameter under the cluster's name.
+async fn cluster_parameters(client: &redisha_aws::AwsClients) -> Vec<(String, String)> {
+    let answer = client
+        .ssm
+        .get_parameters_by_path()
+        .path(format!("/redisha/{CLUSTER}"))
+        .recursive(true)
+        .with_decryption(true)
+        .send()
+        .await
+        .expect("GetParametersByPath");
+    answer
+        .parameters()
+        .iter()
+        .map(|p| {
+            (
+                p.r#type()
+                    .map(|t| t.as_str().to_string())
+                    .unwrap_or_default(),
+                p.value().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
 }
 
 /// The cluster's security groups, as EC2 (moto) lists them: by the cluster's name tag (a new

@@ -24,7 +24,9 @@ pub struct AwsArgs {
     pub ami: String,
     pub key_name: Option<String>,
     pub allowed_cidrs: Vec<String>,
+    pub allowed_security_group_ids: Vec<String>,
     pub placement_group: Option<String>,
+    pub instance_profile: Option<String>,
     pub max_nodes_per_instance: Option<u32>,
     pub tags: BTreeMap<String, String>,
     pub data_volume: Option<(u32, bool)>,
@@ -160,6 +162,16 @@ impl ClusterArgs {
             }
         }
 
+        if matches!(driver, Some(DriverArgs::Aws(_))) && matches!(m.password, Attr::Null) {
+            diags.push(
+                Diagnostic::error(
+                    "The aws driver requires a password",
+                    "password: the aws driver's nodes listen on the VPC's network, so they must not run without one. Set `password`, e.g. `password = random_password.redis.result` (it is stored in SSM Parameter Store as a SecureString, never in user data).",
+                )
+                .at(root.then("password")),
+            );
+        }
+
         let timeouts = match &m.timeouts {
             Attr::Unknown => {
                 k.0 = false;
@@ -286,7 +298,11 @@ fn decode_aws(
     let ami = k.take(&block.ami);
     let key_name = k.take(&block.key_name);
     let allowed_cidrs = k.take(&block.allowed_cidrs).unwrap_or_default();
+    let allowed_security_group_ids = k
+        .take(&block.allowed_security_group_ids)
+        .unwrap_or_default();
     let placement_group = k.take(&block.placement_group);
+    let instance_profile = k.take(&block.instance_profile);
     let max_nodes_per_instance = k.take(&block.max_nodes_per_instance);
     let tags = k.take(&block.tags).unwrap_or_default();
     let data_volume = match k.take(&block.data_volume) {
@@ -328,7 +344,9 @@ fn decode_aws(
         ami: ami?,
         key_name,
         allowed_cidrs,
+        allowed_security_group_ids,
         placement_group,
+        instance_profile,
         max_nodes_per_instance,
         tags,
         data_volume,

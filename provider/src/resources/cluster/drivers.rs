@@ -160,7 +160,9 @@ fn aws_config(
     );
     config.key_name = aws.key_name.clone();
     config.allowed_cidrs = aws.allowed_cidrs.clone();
+    config.allowed_security_group_ids = aws.allowed_security_group_ids.clone();
     config.placement_group = aws.placement_group.clone();
+    config.instance_profile = aws.instance_profile.clone();
     config.tags = aws.tags.clone();
     if let Some((size_gb, encrypted)) = aws.data_volume {
         let size_gib = i32::try_from(size_gb).map_err(|_| {
@@ -368,7 +370,9 @@ mod tests {
             ami: "ami-1".into(),
             key_name: None,
             allowed_cidrs: Vec::new(),
+            allowed_security_group_ids: Vec::new(),
             placement_group: None,
+            instance_profile: None,
             max_nodes_per_instance: None,
             tags: Default::default(),
             data_volume: None,

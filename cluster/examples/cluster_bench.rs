@@ -45,6 +45,7 @@ fn request() -> Request {
             })
             .collect(),
         partitions: Vec::new(),
+        sentinel: None,
     }
 }
 

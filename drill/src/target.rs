@@ -269,5 +269,6 @@ fn request_of(attrs: &Value) -> std::result::Result<Request, String> {
         },
         zones,
         partitions,
+        sentinel: None,
     })
 }

@@ -48,6 +48,7 @@ fn request() -> Request {
             name: "west".into(),
             side: vec!["zone-2".into(), "zone-3".into()],
         }],
+        sentinel: None,
     }
 }
 

@@ -31,6 +31,7 @@ fn request(shards: u32, hosts: usize) -> Request {
             })
             .collect(),
         partitions: Vec::new(),
+        sentinel: None,
     }
 }
 

@@ -9,6 +9,7 @@
 //! - `analyse(&Request, &Placement) -> Report`
 //! - `migrate::steps(current: &Placement, target: &Placement) -> Result<Vec<Step>, MigrateError>`
 //! - `migrate_room::steps_within(current, target, &migrate_room::host_room(&request))`: the same, within host capacity
+//! - `sentinel::place_sentinels(&Request, &Placement, previous: &[Sentinel]) -> Result<SentinelPlan, PlanError>`, `sentinel::analyse_sentinels`: sentinel mode (`Request.sentinel`)
 //! - `Report::{summary, failures, survives_any_host, survives_any_zone}`, `report::render_markdown`, `report::render_text`
 
 pub mod error;
@@ -22,6 +23,7 @@ pub mod placement;
 pub mod plan;
 pub mod report;
 pub mod request;
+pub mod sentinel;
 pub mod slots;
 mod solver;
 mod survive;
@@ -35,5 +37,8 @@ pub use plan::{plan, Plan};
 pub use report::{
     analyse, FailureKind, FailureOutcome, GoalLevel, GoalOutcome, PartitionVerdict, Report,
 };
-pub use request::{ClusterSpec, HostSpec, PartitionSpec, Request, Spread, Survive, ZoneSpec};
+pub use request::{
+    ClusterSpec, HostSpec, PartitionSpec, Request, SentinelSpec, Spread, Survive, ZoneSpec,
+};
+pub use sentinel::{Sentinel, SentinelPlan, SentinelReport};
 pub use validate::{validate, validate_placement};

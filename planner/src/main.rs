@@ -148,9 +148,29 @@ fn run(cli: Cli) -> Result<String> {
                     validate_placement(&req, &placement)
                         .map_err(|e| anyhow::anyhow!("{e}"))
                         .with_context(|| format!("{} does not fit the topology", path.display()))?;
+                    if req.sentinel.is_some() {
+                        bail!("--placement analyses a Redis Cluster placement; for sentinel mode use `redisha plan` (the sentinels are placed with the data nodes)");
+                    }
                     analyse(&req, &placement)
                 }
-                None => plan(&req, None)?.report,
+                None => {
+                    let plan = plan(&req, None)?;
+                    if let Some(sentinel) = &plan.sentinel {
+                        return Ok(match format {
+                            Format::Json => json(sentinel)?,
+                            Format::Text => {
+                                redisha_planner::sentinel::render::render_text(sentinel)
+                            }
+                            Format::Markdown => {
+                                redisha_planner::sentinel::render::render_markdown(sentinel)
+                            }
+                            Format::Dot => bail!(
+                                "--format dot draws a placement: use `redisha plan --format dot`"
+                            ),
+                        });
+                    }
+                    plan.report
+                }
             };
             Ok(match format {
                 Format::Json => json(&report)?,

@@ -12,6 +12,7 @@ use crate::model::Topology;
 use crate::placement::{Node, Placement, Role};
 use crate::report::{analyse_with, why, FailureKind, FailureOutcome, Report};
 use crate::request::Request;
+use crate::sentinel::SentinelPlan;
 use crate::slots;
 use crate::solver::{Copy, Problem};
 use crate::validate::validate;
@@ -24,6 +25,10 @@ pub struct Plan {
     pub placement: Placement,
     pub report: Report,
     pub warnings: Vec<String>,
+    /// Sentinel mode only: the sentinels and what failures do to the primary and its
+    /// replicas. `report`'s summary and verdicts are then the sentinel report's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<SentinelPlan>,
 }
 
 /// Plan a cluster. With `previous`, nodes that still fit stay where they are under their
@@ -44,14 +49,52 @@ pub fn plan(req: &Request, previous: Option<&Placement>) -> Result<Plan, PlanErr
         _ => fresh,
     };
     let placement = build_placement(&topo, req.cluster.shards, copies, previous);
-    let report = analyse_with(&topo, &placement);
+    let mut report = analyse_with(&topo, &placement);
+    if let Some(spec) = &req.sentinel {
+        // Redis Cluster's rules (a master majority votes) do not apply: Sentinel decides.
+        let sentinel = crate::sentinel::place_with(&topo, req, spec, &placement, &[])?;
+        crate::sentinel::verdict(req, &sentinel.report)?;
+        report.summary = sentinel.report.summary.clone();
+        report.survives_any_host = sentinel.report.survives_any_host;
+        report.survives_any_zone = sentinel.report.survives_any_zone;
+        report.goals.clear();
+        let warnings = sentinel_warnings(&sentinel);
+        return Ok(Plan {
+            placement,
+            report,
+            warnings,
+            sentinel: Some(sentinel),
+        });
+    }
     crate::survive::verdict(req, &report)?;
     let warnings = warnings(req, &topo, &report);
     Ok(Plan {
         placement,
         report,
         warnings,
+        sentinel: None,
     })
+}
+
+/// One warning per zone or partition failure the sentinel deployment cannot survive, then the
+/// fixes (host failures are summed up in one line, as for Redis Cluster).
+fn sentinel_warnings(plan: &SentinelPlan) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut hosts = 0;
+    for f in plan.report.failures.iter().filter(|f| !f.survives) {
+        if f.kind == FailureKind::Host {
+            hosts += 1;
+            continue;
+        }
+        out.push(format!("cannot survive {}: {}", f.label, f.why));
+    }
+    if hosts > 0 {
+        out.push(format!(
+            "{hosts} single-host failure(s) are not survived (see the report)"
+        ));
+    }
+    out.extend(plan.report.advice.iter().map(|a| format!("fix: {a}")));
+    out
 }
 
 /// Give fresh copies the previous names of nodes on the same host for the same shard.

@@ -10,6 +10,69 @@ pub struct Request {
     pub zones: Vec<ZoneSpec>,
     #[serde(default)]
     pub partitions: Vec<PartitionSpec>,
+    /// Sentinel mode: one shard (a primary and its replicas) watched by Redis Sentinel
+    /// processes, for applications that cannot use Redis Cluster. Unset: Redis Cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<SentinelSpec>,
+}
+
+/// The sentinels of a sentinel-mode deployment ([`crate::sentinel`] places them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelSpec {
+    /// Sentinel processes: 3 or 5 (an odd count, so a majority is well defined and one more
+    /// than half can be spread over three zones).
+    #[serde(default = "default_sentinels")]
+    pub count: u32,
+    /// Sentinels that must agree the primary is down before a failover is attempted. Unset: a
+    /// majority of `count`. A failover also needs a majority of all sentinels to elect a
+    /// leader, whatever the quorum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<u32>,
+    /// Memory one sentinel needs on its host (they are small; default 64 MB).
+    #[serde(default = "default_sentinel_memory_mb")]
+    pub memory_mb: u64,
+    /// `min-replicas-to-write` on the primary: it refuses writes with fewer connected replicas,
+    /// so a primary cut off from its replicas stops taking writes that a failover on the other
+    /// side would throw away. 0 turns the guard off (not advised).
+    #[serde(default = "default_min_replicas_to_write")]
+    pub min_replicas_to_write: u32,
+}
+
+impl Default for SentinelSpec {
+    fn default() -> Self {
+        SentinelSpec {
+            count: default_sentinels(),
+            quorum: None,
+            memory_mb: default_sentinel_memory_mb(),
+            min_replicas_to_write: default_min_replicas_to_write(),
+        }
+    }
+}
+
+impl SentinelSpec {
+    /// More than half of all sentinels: what electing a failover leader needs.
+    pub fn majority(&self) -> u32 {
+        self.count / 2 + 1
+    }
+    /// The quorum in effect (the majority when unset).
+    pub fn quorum(&self) -> u32 {
+        self.quorum.unwrap_or_else(|| self.majority())
+    }
+    /// Sentinels a side needs to fail over: the quorum to agree, a majority to authorise.
+    pub fn needed(&self) -> u32 {
+        self.quorum().max(self.majority())
+    }
+}
+
+fn default_sentinels() -> u32 {
+    3
+}
+fn default_sentinel_memory_mb() -> u64 {
+    64
+}
+fn default_min_replicas_to_write() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

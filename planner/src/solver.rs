@@ -181,11 +181,41 @@ impl<'a> Problem<'a> {
             .collect()
     }
 
+    /// Masters each zone may hold. With `survive.hosts = n`, any n hosts must hold fewer than
+    /// half of the masters, so no host takes more than floor(floor((S-1)/2) / n) of them and a
+    /// zone no more than its hosts together; zone targets above that would leave the host
+    /// pass (which never moves masters between zones) unable to meet the goal.
+    fn zone_master_cap(&self, zc: &[u32]) -> Vec<u32> {
+        let n = self.topo.survive.hosts;
+        if n == 0 {
+            return zc.to_vec();
+        }
+        let per_host = (self.shards.saturating_sub(1) / 2) / n;
+        if per_host == 0 {
+            // The goal cannot be met at all; validation says so. Keep the plain capacities.
+            return zc.to_vec();
+        }
+        self.topo
+            .zones
+            .iter()
+            .zip(zc)
+            .map(|(zone, &cap)| {
+                let hosts: u64 = zone
+                    .hosts
+                    .iter()
+                    .map(|&h| u64::from(self.topo.hosts[h].capacity.min(per_host)))
+                    .sum();
+                cap.min(hosts.min(u64::from(u32::MAX)) as u32)
+            })
+            .collect()
+    }
+
     /// Masters per zone: as even as capacity allows (water-filling), then, for each declared
     /// partition whose sides tie, one master moved so one side holds a strict majority, unless
     /// that would break a zone's or an earlier partition's majority.
     pub fn targets(&self) -> Targets {
         let zc = self.zone_copy_cap();
+        let mc = self.zone_master_cap(&zc);
         let nz = zc.len();
         let mut m = vec![0u32; nz];
         let mut order: Vec<usize> = (0..nz).filter(|&z| zc[z] > 0).collect();
@@ -193,7 +223,7 @@ impl<'a> Problem<'a> {
         let mut left = self.shards;
         // Water-fill: raise the lowest zones one level at a time (O(zones x levels)).
         while left > 0 {
-            let open: Vec<usize> = order.iter().copied().filter(|&z| m[z] < zc[z]).collect();
+            let open: Vec<usize> = order.iter().copied().filter(|&z| m[z] < mc[z]).collect();
             if open.is_empty() {
                 break;
             }
@@ -207,7 +237,7 @@ impl<'a> Problem<'a> {
                 left -= 1;
             }
         }
-        let mut m = self.fewest_heavy_zones(&zc, m);
+        let mut m = self.fewest_heavy_zones(&mc, m);
         let s = self.shards;
         let side_cap = |k: usize, declared: bool| -> u64 {
             (0..nz)
@@ -237,7 +267,7 @@ impl<'a> Problem<'a> {
                     (0..nz).filter(|&z| in_side[z] != win && m[z] > 0).collect();
                 from.sort_by_key(|&z| (Reverse(m[z]), z));
                 let mut to: Vec<usize> = (0..nz)
-                    .filter(|&z| in_side[z] == win && m[z] < zc[z])
+                    .filter(|&z| in_side[z] == win && m[z] < mc[z])
                     .collect();
                 to.sort_by_key(|&z| (m[z], z));
                 for &a in &from {
@@ -541,6 +571,8 @@ impl<'a> Problem<'a> {
         }
         let view = self.zone_view(copies);
         let mut m = view.masters.clone();
+        // A zone never takes more masters than the host goal lets it hold (see targets).
+        let mc = self.zone_master_cap(&self.zone_copy_cap());
         let zone = |c: &Copy| self.topo.hosts[c.host].zone;
         let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); self.shards as usize];
         for (i, c) in copies.iter().enumerate() {
@@ -596,7 +628,7 @@ impl<'a> Problem<'a> {
             let mut best: Option<((bool, usize, u64), usize, usize)> = None;
             for &a in &from {
                 for &b in &to {
-                    if a == b || cand[a * nz + b].is_empty() {
+                    if a == b || cand[a * nz + b].is_empty() || m[b] >= mc[b] {
                         continue;
                     }
                     m[a] -= 1;

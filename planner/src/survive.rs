@@ -16,6 +16,18 @@ pub(crate) fn check(req: &Request, errors: &mut Vec<FieldError>) {
     }
     let fits = |memory_mb: u64, max_nodes: u32| memory_mb / c.node_memory_mb >= 1 && max_nodes >= 1;
     let path = Path::root().field("cluster").field("survive");
+    if req.sentinel.is_some() {
+        // Sentinel mode has one shard: the goal is checked on the sentinel report instead,
+        // which counts single failures.
+        for (level, n) in [("zones", c.survive.zones), ("hosts", c.survive.hosts)] {
+            if n > 1 {
+                errors.push(path.field(level).error(format!(
+                    "sentinel mode is planned for single failures: survive.{level} must be 0 or 1, got {n}"
+                )));
+            }
+        }
+        return;
+    }
     if c.survive.zones > 0 {
         let n = c.survive.zones;
         let zones_with_room = req

@@ -146,6 +146,7 @@ pub fn validate(req: &Request) -> Result<(), ValidationErrors> {
     }
 
     crate::survive::check(req, &mut errors);
+    crate::sentinel::check(req, &mut errors);
 
     if errors.is_empty() {
         Ok(())

@@ -212,3 +212,42 @@ fn usage_errors_exit_one_and_never_panic() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("use `redisha plan --format dot`"));
 }
+
+/// docs/planner.md shows the sentinel reports of three examples; they must be what the CLI
+/// prints today (regenerate with `redisha report examples/planner/<name>.json --format
+/// markdown > examples/planner/<name>.md` and paste into the docs).
+#[test]
+fn the_sentinel_reports_in_the_docs_are_current() {
+    let docs = std::fs::read_to_string(examples().join("../../docs/planner.md")).expect("docs");
+    for name in [
+        "sentinel-three-zones",
+        "sentinel-two-zones",
+        "sentinel-two-zones-witness",
+    ] {
+        let out = redisha(&[
+            "report",
+            &example(&format!("{name}.json")),
+            "--format",
+            "markdown",
+        ]);
+        assert!(out.status.success(), "{name}: {}", stderr(&out));
+        let report = stdout(&out);
+        let saved = std::fs::read_to_string(examples().join(format!("{name}.md"))).expect("md");
+        assert_eq!(report, saved, "examples/planner/{name}.md is stale");
+        assert!(
+            docs.contains(report.trim_end()),
+            "docs/planner.md does not show the current report of {name}"
+        );
+    }
+}
+
+#[test]
+fn plan_json_of_sentinel_mode_lists_the_sentinels() {
+    let out = redisha(&["plan", &example("sentinel-three-zones.json"), "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["nodes"].as_array().map(Vec::len), Some(3));
+    let sentinels = v["sentinel"]["sentinels"].as_array().expect("sentinels");
+    assert_eq!(sentinels.len(), 3);
+    assert_eq!(v["sentinel"]["report"]["survives_any_zone"], true);
+}

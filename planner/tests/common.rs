@@ -31,6 +31,7 @@ pub fn request(shards: u32, replicas: u32, spread: Spread, zones: Vec<ZoneSpec>)
         },
         zones,
         partitions: Vec::new(),
+        sentinel: None,
     }
 }
 

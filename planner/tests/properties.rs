@@ -81,6 +81,7 @@ fn arb_request(
                 },
                 zones,
                 partitions,
+                sentinel: None,
             }
         })
 }

@@ -143,6 +143,7 @@ pub fn request(t: &TopologyModel) -> Result<Option<Request>, Diagnostics> {
         },
         zones,
         partitions,
+        sentinel: None,
     }))
 }
 

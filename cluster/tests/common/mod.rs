@@ -99,6 +99,7 @@ pub fn request(shards: u32, replicas: u32) -> Request {
             })
             .collect(),
         partitions: Vec::new(),
+        sentinel: None,
     }
 }
 

@@ -188,7 +188,11 @@ pub fn render_plan_markdown(plan: &Plan) -> String {
         let _ = writeln!(out, "| {zone} | {hosts} | {nodes} | {masters} |");
     }
     let _ = writeln!(out);
-    out.push_str(&render_markdown(&plan.report));
+    match &plan.sentinel {
+        // Redis Cluster's table (master majorities, slots) does not apply to sentinel mode.
+        Some(sentinel) => out.push_str(&crate::sentinel::render::render_markdown(sentinel)),
+        None => out.push_str(&render_markdown(&plan.report)),
+    }
     out
 }
 
@@ -209,10 +213,19 @@ pub fn render_plan_text(plan: &Plan) -> String {
         );
     }
     let _ = writeln!(out);
-    for w in &plan.warnings {
-        let _ = writeln!(out, "warning: {w}");
+    match &plan.sentinel {
+        Some(sentinel) => {
+            // The fixes are in the sentinel report itself; its warnings would repeat them.
+            let _ = writeln!(out);
+            out.push_str(&crate::sentinel::render::render_text(sentinel));
+        }
+        None => {
+            for w in &plan.warnings {
+                let _ = writeln!(out, "warning: {w}");
+            }
+            out.push_str(&render_text(&plan.report));
+        }
     }
-    out.push_str(&render_text(&plan.report));
     out
 }
 

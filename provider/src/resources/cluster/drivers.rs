@@ -352,6 +352,7 @@ mod tests {
             },
             zones: Vec::new(),
             partitions: Vec::new(),
+            sentinel: None,
         };
         let r = with_candidates(&base, &["a".into(), "b".into()], &[2, 1], 2048, 8);
         let names: Vec<_> = r

@@ -100,6 +100,32 @@ pub enum ProcessState {
     Unknown,
 }
 
+/// A process of sentinel mode ([`crate::sentinel`]); Redis Cluster nodes are started with
+/// [`Driver::start_node`] instead.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ProcessKind {
+    /// A redis-server without cluster mode: the primary or one of its replicas. A replica
+    /// names its primary (`replicaof` in its config, so a restart comes back as a replica).
+    Standalone {
+        replica_of: Option<(String, u16)>,
+        min_replicas_to_write: u32,
+        min_replicas_max_lag: u32,
+    },
+    /// A Redis Sentinel watching `master_name`, first seen at `primary`.
+    Sentinel {
+        master_name: String,
+        primary: (String, u16),
+        quorum: u32,
+        down_after_ms: u64,
+        failover_timeout_ms: u64,
+        /// Sentinel's run id (40 hex digits), fixed so that a sentinel whose config file is
+        /// rewritten keeps its identity: a new id would count as one more sentinel, and the
+        /// majority a failover needs would grow.
+        myid: String,
+    },
+}
+
 /// Settings every node gets: the password and extra redis.conf settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeConfig {
@@ -284,6 +310,35 @@ pub trait Driver: Send + Sync {
 
     /// Stops a node's process (only ours; never by name). Stopping a stopped node is fine.
     async fn stop_node(&self, node: &NodeHandle) -> Result<(), DriverError>;
+
+    /// Rewrites the config file of a running sentinel-mode process after its settings were
+    /// changed live (a password rotation), so a restart keeps them; a sentinel rewrites its
+    /// own file, which only gets its mode made private again. Drivers without files do nothing.
+    async fn write_process_config(
+        &self,
+        _node: &NodeHandle,
+        _kind: &ProcessKind,
+        _config: &NodeConfig,
+    ) -> Result<(), DriverError> {
+        Ok(())
+    }
+
+    /// Starts a process of sentinel mode on a provisioned host; like `start_node`, a process
+    /// already running is returned as it is. `stop_node`, `inspect_node` and `wipe_node` work
+    /// on what it returns.
+    async fn start_process(
+        &self,
+        _host: &HostHandle,
+        node: &NodePlan,
+        _kind: &ProcessKind,
+        _config: &NodeConfig,
+    ) -> Result<NodeHandle, DriverError> {
+        Err(DriverError::Other(format!(
+            "the {} driver does not run sentinel mode yet (node {})",
+            self.kind(),
+            node.name
+        )))
+    }
 
     /// Whether the node's process exists.
     async fn inspect_node(&self, node: &NodeHandle) -> Result<ProcessState, DriverError>;

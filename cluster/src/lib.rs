@@ -22,10 +22,12 @@ pub mod lease;
 pub mod local;
 pub mod ops;
 pub mod secret;
+pub mod sentinel;
 pub mod state;
 
 pub use driver::{
-    Driver, DriverError, HostHandle, HostPlan, NodeConfig, NodeHandle, NodePlan, ProcessState,
+    Driver, DriverError, HostHandle, HostPlan, NodeConfig, NodeHandle, NodePlan, ProcessKind,
+    ProcessState,
 };
 pub use error::{ClusterError, Unverified};
 pub use identity::{ClusterRecord, ClusterStatus, NodeRecord};

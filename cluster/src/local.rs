@@ -15,7 +15,7 @@ use tracing::info;
 
 use crate::driver::{
     quote_conf, Driver, DriverError, HostHandle, HostPlan, NodeConfig, NodeHandle, NodePlan,
-    ProcessState,
+    ProcessKind, ProcessState,
 };
 use crate::identity::{is_cluster_id, ClusterRecord, NodeRecord};
 
@@ -304,6 +304,92 @@ impl LocalDriver {
         )
     }
 
+    /// A sentinel-mode data node: the cluster node's settings without cluster mode, plus the
+    /// write guard (`min-replicas-to-write`) and, for a replica, its primary.
+    fn render_standalone(
+        &self,
+        handle: &NodeHandle,
+        dir: &Path,
+        shared: &NodeConfig,
+        kind: &ProcessKind,
+    ) -> String {
+        let mut text = self.render_config(handle, dir, shared);
+        // Drop the cluster-mode lines: everything else is the same node.
+        text = text
+            .lines()
+            .filter(|l| !l.starts_with("cluster-"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        if let ProcessKind::Standalone {
+            replica_of,
+            min_replicas_to_write,
+            min_replicas_max_lag,
+        } = kind
+        {
+            text.push_str(&format!(
+                "replica-announce-ip {ip}\nmin-replicas-to-write {min_replicas_to_write}\nmin-replicas-max-lag {min_replicas_max_lag}\n",
+                ip = handle.ip
+            ));
+            if let Some((ip, port)) = replica_of {
+                text.push_str(&format!("replicaof {ip} {port}\n"));
+            }
+        }
+        text
+    }
+
+    /// A sentinel: where it listens and what it watches, with the data nodes' password as
+    /// `auth-pass` (the file is 0600).
+    fn render_sentinel(
+        &self,
+        handle: &NodeHandle,
+        dir: &Path,
+        shared: &NodeConfig,
+        kind: &ProcessKind,
+    ) -> String {
+        let ProcessKind::Sentinel {
+            master_name,
+            primary,
+            quorum,
+            down_after_ms,
+            failover_timeout_ms,
+            myid,
+        } = kind
+        else {
+            return String::new();
+        };
+        let mut text = format!(
+            "# Written by redisha; Sentinel rewrites it as it learns. Holds the password: mode 0600.\n\
+             port {port}\n\
+             bind {ip}\n\
+             daemonize yes\n\
+             pidfile {pid}\n\
+             logfile {log}\n\
+             dir {dir_s}\n\
+             protected-mode no\n\
+             proc-title-template \"{{title}} {{listen-addr}} {{server-mode}} {{config-file}}\"\n\
+             sentinel myid {myid}\n\
+             sentinel announce-ip {ip}\n\
+             sentinel monitor {master_name} {pip} {pport} {quorum}\n\
+             sentinel down-after-milliseconds {master_name} {down_after_ms}\n\
+             sentinel failover-timeout {master_name} {failover_timeout_ms}\n\
+             sentinel parallel-syncs {master_name} 1\n",
+            port = handle.port,
+            ip = handle.ip,
+            pid = quote_conf(&dir.join("redis.pid").to_string_lossy()),
+            log = quote_conf(&dir.join("redis.log").to_string_lossy()),
+            dir_s = quote_conf(&dir.to_string_lossy()),
+            pip = primary.0,
+            pport = primary.1,
+        );
+        if let Some(p) = &shared.password {
+            text.push_str(&format!(
+                "sentinel auth-pass {master_name} {}\n",
+                quote_conf(p.expose())
+            ));
+        }
+        text
+    }
+
     /// Whether the configured server knows `bind-source-addr` (Redis 7.0 and later, Valkey):
     /// Redis 6.2 refuses to start with it, and then runs without (its loopback traffic leaves
     /// from 127.0.0.1, so a drill cannot cut one host off; the drill says so).
@@ -511,6 +597,108 @@ fn signal(pid: u32, sig: i32) -> bool {
     unsafe { libc::kill(pid, sig) == 0 }
 }
 
+impl LocalDriver {
+    /// Starts the process of `handle` with config `text` (written 0600; the password is only
+    /// in it) and waits until it listens. A process already running is returned as it is.
+    async fn launch(
+        &self,
+        host: &HostHandle,
+        node: &NodePlan,
+        mut handle: NodeHandle,
+        text: String,
+        args: &[&str],
+    ) -> Result<NodeHandle, DriverError> {
+        let dir = handle.data_dir.clone().unwrap_or_default();
+        let conf_path = handle.config_file.clone().unwrap_or_default();
+        if let Some(pid) = self.running_pid(&handle) {
+            handle.pid = Some(pid);
+            return Ok(handle);
+        }
+        let binary = self.resolve_redis_server()?;
+        self.check_data_dir()?;
+        private_dir(&dir)?;
+        // A node killed a moment ago may still be releasing its ports.
+        let port_deadline = Instant::now() + Duration::from_secs(5);
+        while let Err(e) = Self::port_free(&handle.ip, handle.port) {
+            if Instant::now() > port_deadline {
+                return Err(e);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The record goes first: a provider killed right after the process started still
+        // finds the node (and only its own cluster's driver ever touches it).
+        if let Some((id, name)) = &self.cluster {
+            let record = NodeRecord {
+                format: crate::identity::RECORD_FORMAT,
+                cluster_id: id.clone(),
+                cluster_name: name.clone(),
+                name: node.name.clone(),
+                shard: node.shard,
+                role: node.role,
+                zone: host.zone.clone(),
+                host: host.name.clone(),
+                address: host.address.clone(),
+                index_on_host: node.index_on_host,
+            };
+            self.write_record(&dir.join(NODE_RECORD_FILE), &record, &node.name)?;
+        }
+        // A sentinel keeps what it learned (its peers, the current primary) in its own config
+        // file: a restart reuses it. Everything else gets its file rewritten.
+        if !(args.contains(&"--sentinel") && conf_path.exists()) {
+            self.write_config_file(&conf_path, &text, &node.name)?;
+        }
+        let _ = std::fs::remove_file(dir.join("redis.pid"));
+        info!(node = %node.name, address = %handle.address(), "starting redis-server");
+        // The config path is the only argument: the password lives in the 0600 file.
+        let status = tokio::process::Command::new(&binary)
+            .arg(&conf_path)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await
+            .map_err(|e| DriverError::StartFailed {
+                node: node.name.clone(),
+                reason: format!("cannot run {}: {e}", binary.display()),
+            })?;
+        if !status.success() {
+            return Err(DriverError::StartFailed {
+                node: node.name.clone(),
+                reason: format!(
+                    "redis-server exited with {status}; log: {}",
+                    Self::log_tail(&dir)
+                ),
+            });
+        }
+        // daemonize: the parent exits at once; the pidfile appears once the child listens.
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(pid) = self.running_pid(&handle) {
+                let addr = handle.address();
+                if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+                    handle.pid = Some(pid);
+                    return Ok(handle);
+                }
+            }
+            if Instant::now() > deadline {
+                let tail = Self::log_tail(&dir);
+                if tail.contains("Address already in use") {
+                    return Err(DriverError::PortInUse {
+                        address: handle.address(),
+                        owner: self.owner_of(&handle.ip, handle.port),
+                    });
+                }
+                return Err(DriverError::StartFailed {
+                    node: node.name.clone(),
+                    reason: format!("not listening after {START_TIMEOUT:?}; log: {tail}"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
 #[async_trait]
 impl Driver for LocalDriver {
     fn kind(&self) -> &'static str {
@@ -569,96 +757,63 @@ impl Driver for LocalDriver {
         config: &NodeConfig,
     ) -> Result<NodeHandle, DriverError> {
         config.validate()?;
-        let mut handle = self.handle_for(host, node)?;
+        let handle = self.handle_for(host, node)?;
         let dir = handle.data_dir.clone().unwrap_or_default();
-        let conf_path = handle.config_file.clone().unwrap_or_default();
-        if let Some(pid) = self.running_pid(&handle) {
-            handle.pid = Some(pid);
-            return Ok(handle);
-        }
-        let binary = self.resolve_redis_server()?;
-        self.check_data_dir()?;
-        private_dir(&dir)?;
-        // A node killed a moment ago may still be releasing its ports.
-        let port_deadline = Instant::now() + Duration::from_secs(5);
-        while let Err(e) = Self::port_free(&handle.ip, handle.port) {
-            if Instant::now() > port_deadline {
-                return Err(e);
+        let text = self.render_config(&handle, &dir, config);
+        self.launch(host, node, handle, text, &[]).await
+    }
+
+    async fn write_process_config(
+        &self,
+        node: &NodeHandle,
+        kind: &ProcessKind,
+        config: &NodeConfig,
+    ) -> Result<(), DriverError> {
+        self.check_owner(node)?;
+        config.validate()?;
+        let (Some(dir), Some(path)) = (&node.data_dir, &node.config_file) else {
+            return Ok(());
+        };
+        match kind {
+            ProcessKind::Standalone { .. } => {
+                let text = self.render_standalone(node, dir, config, kind);
+                self.write_config_file(path, &text, &node.name)
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        // The record goes first: a provider killed right after the process started still
-        // finds the node (and only its own cluster's driver ever touches it).
-        if let Some((id, name)) = &self.cluster {
-            let record = NodeRecord {
-                format: crate::identity::RECORD_FORMAT,
-                cluster_id: id.clone(),
-                cluster_name: name.clone(),
-                name: node.name.clone(),
-                shard: node.shard,
-                role: node.role,
-                zone: host.zone.clone(),
-                host: host.name.clone(),
-                address: host.address.clone(),
-                index_on_host: node.index_on_host,
-            };
-            self.write_record(&dir.join(NODE_RECORD_FILE), &record, &node.name)?;
-        }
-        self.write_config_file(
-            &conf_path,
-            &self.render_config(&handle, &dir, config),
-            &node.name,
-        )?;
-        let _ = std::fs::remove_file(dir.join("redis.pid"));
-        info!(node = %node.name, address = %handle.address(), "starting redis-server");
-        // The config path is the only argument: the password lives in the 0600 file.
-        let status = tokio::process::Command::new(&binary)
-            .arg(&conf_path)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .await
-            .map_err(|e| DriverError::StartFailed {
-                node: node.name.clone(),
-                reason: format!("cannot run {}: {e}", binary.display()),
-            })?;
-        if !status.success() {
-            return Err(DriverError::StartFailed {
-                node: node.name.clone(),
-                reason: format!(
-                    "redis-server exited with {status}; log: {}",
-                    Self::log_tail(&dir)
-                ),
-            });
-        }
-        // daemonize: the parent exits at once; the pidfile appears once the child listens.
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(pid) = self.running_pid(&handle) {
-                let addr = handle.address();
-                if tokio::net::TcpStream::connect(&addr).await.is_ok() {
-                    handle.pid = Some(pid);
-                    return Ok(handle);
-                }
+            // Sentinel wrote the file itself (SENTINEL SET), possibly readable by others.
+            ProcessKind::Sentinel { .. } => {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
+                    |e| DriverError::Io {
+                        node: node.name.clone(),
+                        context: format!("cannot make {} private", path.display()),
+                        source: e,
+                    },
+                )
             }
-            if Instant::now() > deadline {
-                let tail = Self::log_tail(&dir);
-                if tail.contains("Address already in use") {
-                    return Err(DriverError::PortInUse {
-                        address: handle.address(),
-                        owner: self.owner_of(&handle.ip, handle.port),
-                    });
-                }
-                return Err(DriverError::StartFailed {
-                    node: node.name.clone(),
-                    reason: format!("not listening after {START_TIMEOUT:?}; log: {tail}"),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 
+    async fn start_process(
+        &self,
+        host: &HostHandle,
+        node: &NodePlan,
+        kind: &ProcessKind,
+        config: &NodeConfig,
+    ) -> Result<NodeHandle, DriverError> {
+        config.validate()?;
+        let handle = self.handle_for(host, node)?;
+        let dir = handle.data_dir.clone().unwrap_or_default();
+        match kind {
+            ProcessKind::Standalone { .. } => {
+                let text = self.render_standalone(&handle, &dir, config, kind);
+                self.launch(host, node, handle, text, &[]).await
+            }
+            ProcessKind::Sentinel { .. } => {
+                let text = self.render_sentinel(&handle, &dir, config, kind);
+                // Same binary, sentinel mode (what Debian's redis-sentinel link runs).
+                self.launch(host, node, handle, text, &["--sentinel"]).await
+            }
+        }
+    }
     async fn stop_node(&self, node: &NodeHandle) -> Result<(), DriverError> {
         self.check_owner(node)?;
         let Some(pid) = self.running_pid(node) else {

@@ -1,0 +1,148 @@
+//! What the deployment looks like now: each sentinel's view, each data node's role, and the
+//! primary a majority of the sentinels names (what Sentinel-aware clients will be told).
+
+use std::collections::HashMap;
+
+use futures::future::join_all;
+use serde::{Deserialize, Serialize};
+
+use super::{Member, SentinelOperator, SentinelState};
+
+/// One sentinel's answer (or that it gave none).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentinelView {
+    pub name: String,
+    pub address: String,
+    pub zone: String,
+    pub up: bool,
+    /// `ip:port` it names as the primary.
+    pub primary: Option<String>,
+    pub replicas_seen: usize,
+    pub peers_seen: usize,
+}
+
+/// One data node's own view of its role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataView {
+    pub name: String,
+    pub address: String,
+    pub zone: String,
+    pub up: bool,
+    /// `master` or `replica` as the node says; empty when it does not answer.
+    pub role: String,
+    /// A replica's link to its primary is up.
+    pub link_up: bool,
+    pub planned_primary: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentinelObservation {
+    /// The primary a strict majority of all the deployment's sentinels names.
+    pub primary: Option<String>,
+    pub sentinels: Vec<SentinelView>,
+    pub data: Vec<DataView>,
+}
+
+impl SentinelObservation {
+    /// The data node the sentinels name as primary.
+    pub fn primary_node(&self) -> Option<&DataView> {
+        let p = self.primary.as_deref()?;
+        self.data.iter().find(|d| d.address == p)
+    }
+}
+
+impl SentinelOperator<'_> {
+    /// Asks every sentinel and every data node; never fails (a process that does not answer
+    /// is reported down).
+    pub async fn observe(&self, state: &SentinelState) -> SentinelObservation {
+        let sentinels = join_all(state.sentinels.iter().map(|m| self.sentinel_view(m))).await;
+        let data = join_all(state.data.iter().map(|m| self.data_view(m))).await;
+        let mut votes: HashMap<&str, usize> = HashMap::new();
+        for s in &sentinels {
+            if let Some(p) = &s.primary {
+                *votes.entry(p.as_str()).or_default() += 1;
+            }
+        }
+        let majority = state.sentinels.len() / 2 + 1;
+        let primary = votes
+            .into_iter()
+            .find(|(_, n)| *n >= majority)
+            .map(|(p, _)| p.to_string());
+        SentinelObservation {
+            primary,
+            sentinels,
+            data,
+        }
+    }
+
+    async fn sentinel_view(&self, m: &Member) -> SentinelView {
+        let t = m.target();
+        let name = &self.settings.master_name;
+        let conns = &self.sentinel_conns;
+        let addr: crate::error::Result<Vec<String>> = conns
+            .query(
+                &t,
+                redis::cmd("SENTINEL")
+                    .arg("GET-MASTER-ADDR-BY-NAME")
+                    .arg(name),
+                "SENTINEL GET-MASTER-ADDR-BY-NAME",
+            )
+            .await;
+        let mut view = SentinelView {
+            name: m.handle.name.clone(),
+            address: m.address(),
+            zone: m.zone.clone(),
+            up: addr.is_ok(),
+            primary: addr
+                .ok()
+                .filter(|a| a.len() == 2)
+                .map(|a| format!("{}:{}", a[0], a[1])),
+            replicas_seen: 0,
+            peers_seen: 0,
+        };
+        if !view.up {
+            conns.drop_conn(&t).await;
+            return view;
+        }
+        let replicas: crate::error::Result<Vec<HashMap<String, String>>> = conns
+            .query(
+                &t,
+                redis::cmd("SENTINEL").arg("REPLICAS").arg(name),
+                "SENTINEL REPLICAS",
+            )
+            .await;
+        view.replicas_seen = replicas.map(|r| r.len()).unwrap_or(0);
+        let peers: crate::error::Result<Vec<HashMap<String, String>>> = conns
+            .query(
+                &t,
+                redis::cmd("SENTINEL").arg("SENTINELS").arg(name),
+                "SENTINEL SENTINELS",
+            )
+            .await;
+        view.peers_seen = peers.map(|p| p.len()).unwrap_or(0);
+        view
+    }
+
+    async fn data_view(&self, m: &Member) -> DataView {
+        let t = m.target();
+        let info = self.op.conns.info(&t, "replication").await;
+        if info.is_err() {
+            self.op.conns.drop_conn(&t).await;
+        }
+        let info = info.unwrap_or_default();
+        let role = match info.get("role").map(String::as_str) {
+            Some("master") => "master",
+            Some("slave") => "replica",
+            _ => "",
+        };
+        DataView {
+            name: m.handle.name.clone(),
+            address: m.address(),
+            zone: m.zone.clone(),
+            up: !role.is_empty(),
+            role: role.to_string(),
+            link_up: info.get("master_link_status").map(String::as_str) == Some("up"),
+            planned_primary: m.planned_primary,
+        }
+    }
+}

@@ -243,7 +243,12 @@ fn the_sentinel_reports_in_the_docs_are_current() {
 
 #[test]
 fn plan_json_of_sentinel_mode_lists_the_sentinels() {
-    let out = redisha(&["plan", &example("sentinel-three-zones.json"), "--format", "json"]);
+    let out = redisha(&[
+        "plan",
+        &example("sentinel-three-zones.json"),
+        "--format",
+        "json",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(v["nodes"].as_array().map(Vec::len), Some(3));

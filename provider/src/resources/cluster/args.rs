@@ -77,22 +77,7 @@ impl ClusterArgs {
         let mut k = AllKnown::default();
 
         let name = k.take(&m.name);
-        if let Some(n) = &name {
-            if n.is_empty()
-                || n.len() > 63
-                || !n
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                diags.push(
-                    Diagnostic::error(
-                        "Invalid name",
-                        "name: use 1 to 63 letters, digits, '-' or '_' (it names directories and tags)",
-                    )
-                    .at(root.then("name")),
-                );
-            }
-        }
+        check_name(name.as_deref(), &mut diags);
         let password = k.take(&m.password);
         // Unset means false.
         let allow_data_loss = m.allow_data_loss.clone().or_default_when_null(false);
@@ -172,34 +157,13 @@ impl ClusterArgs {
             );
         }
 
-        let timeouts = match &m.timeouts {
-            Attr::Unknown => {
-                k.0 = false;
-                None
-            }
-            Attr::Null => Some(Timeouts::default()),
-            Attr::Known(t) => Some(decode_timeouts(
-                t,
-                &root.then("timeouts"),
-                &mut diags,
-                &mut k,
-            )),
-        };
-
-        let node_config = NodeConfig {
-            password: password.clone().map(Password::new),
-            redis_config: redis_config.clone().unwrap_or_default(),
-        };
-        if !m.password.is_unknown() && redis_config.is_some() {
-            if let Err(e) = node_config.validate() {
-                let at = if matches!(e, redisha_cluster::DriverError::InvalidPassword) {
-                    root.then("password")
-                } else {
-                    root.then("redis_config")
-                };
-                diags.push(Diagnostic::error("Invalid node settings", e.to_string()).at(at));
-            }
-        }
+        let timeouts = timeouts_of(&m.timeouts, &mut diags, &mut k);
+        let node_config = node_config_of(
+            password.as_deref(),
+            redis_config.as_ref(),
+            m.password.is_unknown(),
+            &mut diags,
+        );
 
         if diags.has_errors() {
             return Err(diags);
@@ -223,7 +187,71 @@ impl ClusterArgs {
     }
 }
 
-fn decode_local(
+/// `name`: it names directories and tags.
+pub(crate) fn check_name(name: Option<&str>, diags: &mut Diagnostics) {
+    let Some(n) = name else { return };
+    let ok = !n.is_empty()
+        && n.len() <= 63
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !ok {
+        diags.push(
+            Diagnostic::error(
+                "Invalid name",
+                "name: use 1 to 63 letters, digits, '-' or '_' (it names directories and tags)",
+            )
+            .at(AttrPath::root().then("name")),
+        );
+    }
+}
+
+/// The `timeouts { }` block (defaults when absent); `None` while unknown.
+pub(crate) fn timeouts_of(
+    block: &Attr<TimeoutsModel>,
+    diags: &mut Diagnostics,
+    k: &mut AllKnown,
+) -> Option<Timeouts> {
+    match block {
+        Attr::Unknown => {
+            k.0 = false;
+            None
+        }
+        Attr::Null => Some(Timeouts::default()),
+        Attr::Known(t) => Some(decode_timeouts(
+            t,
+            &AttrPath::root().then("timeouts"),
+            diags,
+            k,
+        )),
+    }
+}
+
+/// The node settings from `password` and `redis_config`, checked once both are known; a
+/// problem goes on the attribute that has it.
+pub(crate) fn node_config_of(
+    password: Option<&str>,
+    redis_config: Option<&BTreeMap<String, String>>,
+    password_unknown: bool,
+    diags: &mut Diagnostics,
+) -> NodeConfig {
+    let node_config = NodeConfig {
+        password: password.map(Password::new),
+        redis_config: redis_config.cloned().unwrap_or_default(),
+    };
+    if !password_unknown && redis_config.is_some() {
+        if let Err(e) = node_config.validate() {
+            let at = if matches!(e, redisha_cluster::DriverError::InvalidPassword) {
+                AttrPath::root().then("password")
+            } else {
+                AttrPath::root().then("redis_config")
+            };
+            diags.push(Diagnostic::error("Invalid node settings", e.to_string()).at(at));
+        }
+    }
+    node_config
+}
+
+pub(crate) fn decode_local(
     block: &LocalModel,
     cluster_name: Option<&str>,
     at: &AttrPath,
@@ -360,7 +388,7 @@ fn looks_like_cidr(s: &str) -> bool {
     ip.parse::<std::net::Ipv4Addr>().is_ok() && bits.parse::<u8>().is_ok_and(|b| b <= 32)
 }
 
-fn decode_timeouts(
+pub(crate) fn decode_timeouts(
     block: &TimeoutsModel,
     at: &AttrPath,
     diags: &mut Diagnostics,

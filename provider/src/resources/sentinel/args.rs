@@ -1,0 +1,169 @@
+//! A `redisha_sentinel` model as what the planner and the sentinel operator take; every
+//! problem becomes a diagnostic on its attribute, unknown values make `Ok(None)`.
+
+use std::collections::BTreeMap;
+
+use redisha_cluster::sentinel::SentinelSettings;
+use redisha_cluster::{LocalConfig, NodeConfig};
+use redisha_planner::{Request, SentinelSpec};
+
+use crate::resources::cluster::args::{
+    check_name, decode_local, node_config_of, timeouts_of, Timeouts,
+};
+use crate::tfplugin::diagnostics::{AttrPath, Diagnostic, Diagnostics};
+use crate::tfplugin::framework::model::AllKnown;
+use crate::tfplugin::framework::Attr;
+use crate::topology::{self, TopologyModel};
+
+use super::model::SentinelModel;
+
+#[derive(Debug, Clone)]
+pub struct SentinelArgs {
+    pub name: String,
+    /// With `sentinel` set and one shard.
+    pub request: Request,
+    pub node_config: NodeConfig,
+    pub local: LocalConfig,
+    pub timeouts: Timeouts,
+    pub settings: SentinelSettings,
+}
+
+impl SentinelArgs {
+    pub fn from_model(m: &SentinelModel) -> Result<Option<SentinelArgs>, Diagnostics> {
+        let root = AttrPath::root();
+        let mut diags = Diagnostics::new();
+        let mut k = AllKnown::default();
+        let name = k.take(&m.name);
+        check_name(name.as_deref(), &mut diags);
+        let password = k.take(&m.password);
+        let redis_config = m.redis_config.clone().or_default_when_null(BTreeMap::new());
+        k.take(&m.redis_config);
+
+        // The same topology as a cluster's, with one shard.
+        let topo = TopologyModel {
+            shards: Attr::Known(1),
+            replicas: m.replicas.clone(),
+            node_memory_mb: m.node_memory_mb.clone(),
+            spread: m.spread.clone(),
+            zone: m.zone.clone(),
+            partition: m.partition.clone(),
+            survive: m.survive.clone(),
+        };
+        let request = match topology::request(&topo) {
+            Ok(r) => {
+                k.0 &= r.is_some();
+                r
+            }
+            Err(d) => {
+                diags.extend(d);
+                None
+            }
+        };
+
+        let mut spec = SentinelSpec::default();
+        let mut settings = SentinelSettings::default();
+        let mut master_name = None;
+        match &m.sentinel {
+            Attr::Unknown => k.0 = false,
+            Attr::Null => {}
+            Attr::Known(s) => {
+                let at = root.then("sentinel");
+                if let Some(c) = k.take(&s.count) {
+                    spec.count = c;
+                }
+                spec.quorum = k.take(&s.quorum);
+                if let Some(mem) = k.take(&s.memory_mb) {
+                    spec.memory_mb = mem;
+                }
+                if let Some(m) = k.take(&s.min_replicas_to_write) {
+                    spec.min_replicas_to_write = m;
+                }
+                if let Some(l) = k.take(&s.min_replicas_max_lag) {
+                    settings.min_replicas_max_lag = l;
+                }
+                if let Some(ms) = k.take(&s.down_after_ms) {
+                    if ms < 100 {
+                        diags.push(
+                            Diagnostic::error(
+                                "Invalid down_after_ms",
+                                format!("sentinel.down_after_ms: {ms} ms would count a primary down on any pause; use 100 or more (default 5000)"),
+                            )
+                            .at(at.then("down_after_ms")),
+                        );
+                    }
+                    settings.down_after_ms = ms;
+                }
+                if let Some(ms) = k.take(&s.failover_timeout_ms) {
+                    settings.failover_timeout_ms = ms;
+                }
+                master_name = k.take(&s.master_name);
+                if let Some(n) = &master_name {
+                    if n.is_empty()
+                        || !n
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                    {
+                        diags.push(
+                            Diagnostic::error(
+                                "Invalid master_name",
+                                "sentinel.master_name: use letters, digits, '-', '_' or '.'",
+                            )
+                            .at(at.then("master_name")),
+                        );
+                    }
+                }
+            }
+        }
+        settings.quorum = spec.quorum();
+        settings.min_replicas_to_write = spec.min_replicas_to_write;
+        settings.master_name = master_name.or_else(|| name.clone()).unwrap_or_default();
+        let request = request.map(|mut r| {
+            r.sentinel = Some(spec);
+            r
+        });
+
+        let local = match &m.local {
+            Attr::Unknown => {
+                k.0 = false;
+                None
+            }
+            Attr::Known(l) => {
+                decode_local(l, name.as_deref(), &root.then("local"), &mut diags, &mut k)
+            }
+            Attr::Null => {
+                diags.push(
+                    Diagnostic::error(
+                        "A local block is needed",
+                        "redisha_sentinel runs on the local driver for now: add `local { }` (redis-server and Redis Sentinel processes on this machine). The aws driver does not run sentinel mode yet.",
+                    )
+                    .at(root.clone()),
+                );
+                None
+            }
+        };
+        let timeouts = timeouts_of(&m.timeouts, &mut diags, &mut k);
+        let node_config = node_config_of(
+            password.as_deref(),
+            redis_config.as_ref(),
+            m.password.is_unknown(),
+            &mut diags,
+        );
+        if diags.has_errors() {
+            return Err(diags);
+        }
+        if !k.all_known() {
+            return Ok(None);
+        }
+        match (name, request, local, timeouts) {
+            (Some(name), Some(request), Some(local), Some(timeouts)) => Ok(Some(SentinelArgs {
+                name,
+                request,
+                node_config,
+                local,
+                timeouts,
+                settings,
+            })),
+            _ => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,430 @@
+//! `resource "redisha_sentinel"`: sentinel mode, one primary with replicas and placed
+//! sentinels (see docs/ARCHITECTURE.md for why it is its own resource).
+//!
+//! Plan runs the planner's sentinel mode and shows its report; for an existing deployment it
+//! plans the processes as they should be (the planned primary, every process up), so that a
+//! failover or a dead process read from the live deployment shows as a change. Apply creates,
+//! or repairs proven-stopped processes, rotates the password and asks Sentinel to put the
+//! planned primary back. The processes' handles travel in the private state.
+
+pub mod args;
+pub mod model;
+
+use async_trait::async_trait;
+use redisha_cluster::sentinel::{Member, SentinelObservation, SentinelOperator, SentinelState};
+use redisha_cluster::{LocalDriver, NodeConfig, Operator, Password};
+use redisha_planner as planner;
+use serde::{Deserialize, Serialize};
+use tracing::info;
+
+use crate::resources::cluster::locate;
+use crate::tfplugin::diagnostics::{Diagnostic, Diagnostics};
+use crate::tfplugin::framework::typed::{ApplyArgs, Outcome, PlanArgs};
+use crate::tfplugin::framework::{Applied, Attr, Context, Failed, Planned, Private, Resource};
+use crate::topology;
+
+use args::SentinelArgs;
+use model::{ProcessValue, SentinelModel};
+
+pub const TYPE_NAME: &str = "redisha_sentinel";
+
+pub struct SentinelResource;
+
+type Failure = Failed<SentinelModel, SentinelPrivate>;
+
+/// The private state: the deployment's id and the driver's handles.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentinelPrivate {
+    pub cluster_id: String,
+    pub state: SentinelState,
+}
+
+const PRIVATE_KEY: &str = "redisha_sentinel";
+
+impl Private for SentinelPrivate {
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let json: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+        serde_json::from_value(json.get(PRIVATE_KEY)?.clone()).ok()
+    }
+    fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({ PRIVATE_KEY: self })).unwrap_or_default()
+    }
+}
+
+fn known_args(config: &SentinelModel) -> Result<SentinelArgs, Diagnostics> {
+    SentinelArgs::from_model(config)?.ok_or_else(|| {
+        Diagnostic::error(
+            "Configuration not fully known at apply",
+            "Terraform sends known configuration to apply; this is a bug.",
+        )
+        .into()
+    })
+}
+
+fn error(summary: &str, e: impl std::fmt::Display) -> Diagnostics {
+    Diagnostic::error(summary, e.to_string()).into()
+}
+
+fn place(args: &SentinelArgs) -> Result<planner::Plan, Diagnostics> {
+    planner::plan(&args.request, None).map_err(topology::plan_error_diags)
+}
+
+fn report_of(plan: &planner::Plan) -> String {
+    plan.sentinel
+        .as_ref()
+        .map(planner::sentinel::render::render_markdown)
+        .unwrap_or_default()
+}
+
+fn driver_for(args: &SentinelArgs, cluster_id: &str) -> Result<LocalDriver, Diagnostics> {
+    LocalDriver::new(args.local.clone())
+        .with_cluster(cluster_id, &args.name)
+        .map_err(|e| error("Invalid cluster id", e))
+}
+
+fn operator<'a>(
+    ctx: &Context,
+    driver: &'a LocalDriver,
+    args: &SentinelArgs,
+    config: NodeConfig,
+    timeout: std::time::Duration,
+    cluster_id: &str,
+) -> SentinelOperator<'a> {
+    let options = locate::options(ctx, timeout, false);
+    SentinelOperator::new(
+        Operator::with_options(driver, config, options),
+        args.settings.clone(),
+        cluster_id,
+    )
+}
+
+/// Every process as `nodes` shows it: live (from an observation) or as planned (`None`).
+fn processes(state: &SentinelState, seen: Option<&SentinelObservation>) -> Vec<ProcessValue> {
+    let mut out = Vec::new();
+    for m in &state.data {
+        let (role, status) = match seen {
+            None => (
+                if m.planned_primary {
+                    "primary"
+                } else {
+                    "replica"
+                },
+                "up",
+            ),
+            Some(o) => match o.data.iter().find(|d| d.name == m.handle.name) {
+                Some(d) if d.up => (
+                    if o.primary.as_deref() == Some(d.address.as_str()) {
+                        "primary"
+                    } else {
+                        "replica"
+                    },
+                    "up",
+                ),
+                _ => ("replica", "down"),
+            },
+        };
+        out.push(process(m, "data", role, status));
+    }
+    for m in &state.sentinels {
+        let up = seen.is_none_or(|o| o.sentinels.iter().any(|s| s.name == m.handle.name && s.up));
+        out.push(process(
+            m,
+            "sentinel",
+            "sentinel",
+            if up { "up" } else { "down" },
+        ));
+    }
+    out
+}
+
+fn process(m: &Member, kind: &str, role: &str, status: &str) -> ProcessValue {
+    ProcessValue {
+        name: m.handle.name.clone().into(),
+        kind: kind.to_string().into(),
+        address: m.address().into(),
+        role: role.to_string().into(),
+        status: status.to_string().into(),
+        zone: m.zone.clone().into(),
+        host: m.handle.host.clone().into(),
+    }
+}
+
+/// `config` with what the deployment looks like (live when `seen`, else as planned).
+fn with_deployment(
+    config: &SentinelModel,
+    args: &SentinelArgs,
+    private: &SentinelPrivate,
+    seen: Option<&SentinelObservation>,
+    report: String,
+) -> SentinelModel {
+    let planned_primary = private.state.planned_primary().map(Member::address);
+    let primary = match seen {
+        Some(o) => o.primary.clone().unwrap_or_default(),
+        None => planned_primary.unwrap_or_default(),
+    };
+    SentinelModel {
+        id: Attr::Known(args.name.clone()),
+        cluster_id: Attr::Known(private.cluster_id.clone()),
+        primary: Attr::Known(primary),
+        master_name: Attr::Known(args.settings.master_name.clone()),
+        sentinel_addresses: Attr::Known(
+            private
+                .state
+                .sentinels
+                .iter()
+                .map(Member::address)
+                .collect(),
+        ),
+        nodes: Attr::Known(processes(&private.state, seen)),
+        placement_report: Attr::Known(report),
+        ..config.clone()
+    }
+}
+
+/// The planned processes must be the ones that run: changing the shape of a deployment
+/// (replicas, hosts, sentinels) is not done in place yet.
+fn same_shape(plan: &planner::Plan, state: &SentinelState) -> Result<(), Diagnostics> {
+    let mut planned: Vec<(String, String)> = plan
+        .placement
+        .nodes
+        .iter()
+        .map(|n| (n.name.clone(), n.host.clone()))
+        .chain(
+            plan.sentinel
+                .iter()
+                .flat_map(|s| s.sentinels.iter().map(|x| (x.name.clone(), x.host.clone()))),
+        )
+        .collect();
+    let mut running: Vec<(String, String)> = state
+        .data
+        .iter()
+        .chain(state.sentinels.iter())
+        .map(|m| (m.handle.name.clone(), m.handle.host.clone()))
+        .collect();
+    planned.sort();
+    running.sort();
+    if planned == running {
+        return Ok(());
+    }
+    Err(Diagnostic::error(
+        "Changing the shape of a sentinel deployment is not supported yet",
+        format!(
+            "The plan places {planned:?} but the deployment runs {running:?}. Adding or removing replicas, hosts or sentinels of a redisha_sentinel is not done in place yet: replace it (`terraform apply -replace=...`) or keep replicas, zones, hosts and sentinel.count as they are."
+        ),
+    )
+    .into())
+}
+
+#[async_trait]
+impl Resource for SentinelResource {
+    type Model = SentinelModel;
+    type Private = SentinelPrivate;
+
+    fn type_name(&self) -> &'static str {
+        TYPE_NAME
+    }
+
+    async fn validate(&self, _ctx: &Context, config: &SentinelModel) -> Diagnostics {
+        match SentinelArgs::from_model(config) {
+            Ok(Some(a)) => topology::validate(&a.request),
+            Ok(None) => Diagnostics::new(),
+            Err(d) => d,
+        }
+    }
+
+    async fn plan(
+        &self,
+        _ctx: &Context,
+        args: PlanArgs<SentinelModel, SentinelPrivate>,
+    ) -> Result<Planned<SentinelModel>, Diagnostics> {
+        let Some(a) = SentinelArgs::from_model(&args.config)? else {
+            return Ok(Planned {
+                state: args.proposed,
+                diagnostics: Diagnostics::new(),
+            });
+        };
+        let plan = place(&a)?;
+        let mut diagnostics = Diagnostics::new();
+        for w in &plan.warnings {
+            diagnostics.push(Diagnostic::warning("Sentinel placement", w.clone()));
+        }
+        let report = report_of(&plan);
+        let state = match (&args.private, args.creating()) {
+            (Some(private), false) => {
+                same_shape(&plan, &private.state)?;
+                with_deployment(&args.config, &a, private, None, report)
+            }
+            _ => SentinelModel {
+                id: Attr::Known(a.name.clone()),
+                master_name: Attr::Known(a.settings.master_name.clone()),
+                placement_report: Attr::Known(report),
+                ..args.proposed
+            },
+        };
+        Ok(Planned { state, diagnostics })
+    }
+
+    async fn create(
+        &self,
+        ctx: &Context,
+        a: ApplyArgs<SentinelModel, SentinelPrivate>,
+    ) -> Outcome<SentinelModel, SentinelPrivate> {
+        let args = known_args(&a.config)?;
+        let plan = place(&args)?;
+        let sentinel = plan
+            .sentinel
+            .clone()
+            .ok_or_else(|| error("No sentinel plan", "the planner placed no sentinels"))?;
+        let cluster_id = match a.private {
+            Some(p) if !p.cluster_id.is_empty() => p.cluster_id,
+            _ => redisha_cluster::identity::new_cluster_id()
+                .map_err(|e| error("Cannot make a cluster id", e))?,
+        };
+        let driver = driver_for(&args, &cluster_id)?;
+        let op = operator(
+            ctx,
+            &driver,
+            &args,
+            args.node_config.clone(),
+            args.timeouts.create,
+            &cluster_id,
+        );
+        let mut private = SentinelPrivate {
+            cluster_id: cluster_id.clone(),
+            state: SentinelState::default(),
+        };
+        info!(name = %args.name, %cluster_id, "creating sentinel deployment");
+        if let Err(e) = op
+            .create(
+                &args.request,
+                &plan.placement,
+                &sentinel.sentinels,
+                &mut private.state,
+            )
+            .await
+        {
+            return Err(
+                Failure::from(error("Creating the sentinel deployment failed", e))
+                    .with_private(private),
+            );
+        }
+        let seen = op.observe(&private.state).await;
+        Ok(Applied {
+            state: with_deployment(&a.config, &args, &private, Some(&seen), report_of(&plan)),
+            private: Some(private),
+        })
+    }
+
+    async fn update(
+        &self,
+        ctx: &Context,
+        prior: SentinelModel,
+        a: ApplyArgs<SentinelModel, SentinelPrivate>,
+    ) -> Outcome<SentinelModel, SentinelPrivate> {
+        let args = known_args(&a.config)?;
+        let Some(mut private) = a.private else {
+            return Err(error(
+                "No record of the deployment's processes",
+                "The private state is missing; replace the resource (`terraform apply -replace=...`).",
+            )
+            .into());
+        };
+        let plan = place(&args)?;
+        same_shape(&plan, &private.state)?;
+        let driver = driver_for(&args, &private.cluster_id)?;
+        let old_password = prior.password.value().map(Password::new);
+        let mut op = operator(
+            ctx,
+            &driver,
+            &args,
+            args.node_config.clone(),
+            args.timeouts.update,
+            &private.cluster_id,
+        );
+        // Both passwords work to connect: a rotation cut short leaves either.
+        let rotating = old_password != args.node_config.password;
+        let result = async {
+            if rotating {
+                op.rotate_password(&private.state, old_password.clone())
+                    .await?;
+            }
+            let repaired = op.repair(&mut private.state).await?;
+            for action in &repaired.actions {
+                info!(name = %args.name, %action, "repaired");
+            }
+            if op.restore_primary(&private.state).await? {
+                info!(name = %args.name, "the planned primary is back");
+            }
+            Ok::<_, redisha_cluster::ClusterError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            return Err(
+                Failure::from(error("Updating the sentinel deployment failed", e))
+                    .with_private(private),
+            );
+        }
+        let seen = op.observe(&private.state).await;
+        Ok(Applied {
+            state: with_deployment(&a.config, &args, &private, Some(&seen), report_of(&plan)),
+            private: Some(private),
+        })
+    }
+
+    async fn delete(
+        &self,
+        ctx: &Context,
+        prior: SentinelModel,
+        private: Option<SentinelPrivate>,
+    ) -> Result<(), Failure> {
+        let Some(mut private) = private else {
+            return Ok(());
+        };
+        let args = known_args(&prior)?;
+        let driver = driver_for(&args, &private.cluster_id)?;
+        let op = operator(
+            ctx,
+            &driver,
+            &args,
+            args.node_config.clone(),
+            args.timeouts.delete,
+            &private.cluster_id,
+        );
+        if let Err(e) = op.destroy(&mut private.state).await {
+            return Err(
+                Failure::from(error("Destroying the sentinel deployment failed", e))
+                    .with_private(private),
+            );
+        }
+        Ok(())
+    }
+
+    async fn read(
+        &self,
+        ctx: &Context,
+        state: SentinelModel,
+        private: Option<SentinelPrivate>,
+    ) -> Result<Option<Applied<SentinelModel, SentinelPrivate>>, Failure> {
+        let (Some(private), Ok(Some(args))) = (private, SentinelArgs::from_model(&state)) else {
+            return Ok(Some(Applied {
+                state,
+                private: None,
+            }));
+        };
+        let driver = driver_for(&args, &private.cluster_id)?;
+        let op = operator(
+            ctx,
+            &driver,
+            &args,
+            args.node_config.clone(),
+            args.timeouts.update,
+            &private.cluster_id,
+        );
+        let seen = op.observe(&private.state).await;
+        let report = state.placement_report.value().cloned().unwrap_or_default();
+        Ok(Some(Applied {
+            state: with_deployment(&state, &args, &private, Some(&seen), report),
+            private: Some(private),
+        }))
+    }
+}

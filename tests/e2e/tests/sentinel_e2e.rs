@@ -1,0 +1,290 @@
+//! `redisha_sentinel` end to end with the real Terraform CLI, the built provider, real
+//! redis-server data nodes and real Redis Sentinel processes on loopback 127.94.Z.H (data ports
+//! 7900+, sentinels 8000+): create; the primary's zone is killed; Sentinel fails over; the plan
+//! shows the drift; apply restarts the zone and puts the planned primary back; the password is
+//! rotated; destroy leaves no process.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::local_cluster::{our_pids, Cleanup};
+use common::TfDir;
+use serde_json::Value as Json;
+
+const OCTET: u8 = 94;
+const BASE_PORT: u16 = 7900;
+const FIRST: &str = "sentinel-e2e-Secret-1";
+const SECOND: &str = "sentinel-e2e-Secret-2";
+const KEYS: usize = 200;
+
+/// The resource example, with this test's addresses and a quick `down_after_ms`.
+fn main_tf() -> String {
+    let example = std::fs::read_to_string(
+        common::workspace_root().join("examples/resources/redisha_sentinel/resource.tf"),
+    )
+    .expect("the redisha_sentinel example");
+    let tf = example
+        .replace(
+            "data_dir = \"${path.root}/.redisha/orders\"",
+            &format!(
+                "data_dir = \"${{path.root}}/.redisha/orders\"\n    loopback_octet = {OCTET}\n    base_port = {BASE_PORT}"
+            ),
+        )
+        .replace("down_after_ms = 5000", "down_after_ms = 1000");
+    // The registry example leaves the provider's source to the module around it.
+    let tf = format!(
+        "terraform {{\n  required_providers {{\n    redisha = {{ source = \"redisha/redisha\" }}\n  }}\n}}\n\n{tf}"
+    );
+    assert!(tf.contains("loopback_octet") && tf.contains("down_after_ms = 1000"));
+    tf
+}
+
+fn run(tf: &TfDir, verb: &str, password: &str, extra: &[&str]) -> common::TfOutput {
+    let mut args = vec![verb.to_string(), "-no-color".into()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push(format!("-var=password={password}"));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = tf.run(&args);
+    assert!(
+        !out.all().contains(FIRST) && !out.all().contains(SECOND),
+        "a password appeared in terraform {verb}'s output"
+    );
+    out
+}
+
+/// The resource's attributes as `terraform show -json` has them.
+fn values(tf: &TfDir) -> Json {
+    let out = tf.run(&["show", "-json"]);
+    out.assert_success("terraform show -json");
+    let v: Json = serde_json::from_str(&out.stdout).expect("show -json is JSON");
+    v["values"]["root_module"]["resources"][0]["values"].clone()
+}
+
+async fn connect(
+    address: &str,
+    password: &str,
+) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    redis::Client::open(format!("redis://:{password}@{address}/"))?
+        .get_multiplexed_async_connection()
+        .await
+}
+
+/// The primary a sentinel names.
+async fn primary_by(sentinel: &str) -> Option<String> {
+    let client = redis::Client::open(format!("redis://{sentinel}/")).ok()?;
+    let mut con = client.get_multiplexed_async_connection().await.ok()?;
+    let a: Vec<String> = redis::cmd("SENTINEL")
+        .arg("GET-MASTER-ADDR-BY-NAME")
+        .arg("orders")
+        .query_async(&mut con)
+        .await
+        .ok()?;
+    (a.len() == 2).then(|| format!("{}:{}", a[0], a[1]))
+}
+
+#[test]
+fn sentinel_deployment_fails_over_shows_drift_is_restored_rotated_and_destroyed() {
+    let tf = TfDir::dev(&main_tf());
+    let data_dir = tf.path().join(".redisha/orders");
+    let _cleanup = Cleanup {
+        tf: &tf,
+        data_dir: data_dir.clone(),
+        destroy_args: vec![
+            "destroy".into(),
+            "-auto-approve".into(),
+            "-no-color".into(),
+            format!("-var=password={SECOND}"),
+        ],
+    };
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+
+    // 1. Create.
+    run(&tf, "apply", FIRST, &["-auto-approve"]).assert_success("create");
+    let v = values(&tf);
+    let planned = v["primary"].as_str().expect("primary").to_string();
+    let sentinels: Vec<String> = v["sentinel_addresses"]
+        .as_array()
+        .expect("sentinel_addresses")
+        .iter()
+        .filter_map(|s| s.as_str().map(String::from))
+        .collect();
+    assert_eq!(sentinels.len(), 3);
+    assert_eq!(v["master_name"], "orders");
+    assert!(v["placement_report"]
+        .as_str()
+        .unwrap_or("")
+        .contains("any one zone: yes"));
+    let cluster_id = v["cluster_id"].as_str().expect("cluster_id").to_string();
+    for s in &sentinels {
+        assert_eq!(
+            rt.block_on(primary_by(s)).as_deref(),
+            Some(planned.as_str())
+        );
+    }
+    let nodes = v["nodes"].as_array().expect("nodes").clone();
+    let primary_zone = nodes
+        .iter()
+        .find(|n| n["address"] == planned.as_str())
+        .and_then(|n| n["zone"].as_str())
+        .expect("the primary's zone")
+        .to_string();
+
+    // Writes acknowledged by a replica.
+    let acked: Vec<String> = rt.block_on(async {
+        let mut con = connect(&planned, FIRST)
+            .await
+            .expect("connect to the primary");
+        let mut acked = Vec::new();
+        for i in 0..KEYS {
+            let key = format!("order:{i}");
+            let _: () = redis::cmd("SET")
+                .arg(&key)
+                .arg(i)
+                .query_async(&mut con)
+                .await
+                .expect("SET");
+            let n: i64 = redis::cmd("WAIT")
+                .arg(1)
+                .arg(1000)
+                .query_async(&mut con)
+                .await
+                .expect("WAIT");
+            if n >= 1 {
+                acked.push(key);
+            }
+        }
+        acked
+    });
+    assert!(acked.len() > KEYS / 2);
+
+    // 2. The primary's zone dies: every process there, by its pid.
+    let zone_dirs: Vec<std::path::PathBuf> = nodes
+        .iter()
+        .filter(|n| n["zone"] == primary_zone.as_str())
+        .map(|n| {
+            data_dir
+                .join(&cluster_id)
+                .join(n["name"].as_str().unwrap_or(""))
+        })
+        .collect();
+    assert_eq!(
+        zone_dirs.len(),
+        2,
+        "one data node and one sentinel in the zone"
+    );
+    let mut killed = 0;
+    for dir in &zone_dirs {
+        let pid: Option<u32> = std::fs::read_to_string(dir.join("redis.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok());
+        // Only a pid that runs this directory's config file is ours to kill (the provider ran
+        // it with the data_dir as configured, relative to Terraform's directory).
+        let tail = dir
+            .strip_prefix(&data_dir)
+            .expect("under data_dir")
+            .join("redis.conf");
+        let ours = |pid: &u32| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&*tail.to_string_lossy()))
+                .unwrap_or(false)
+        };
+        if let Some(pid) = pid.filter(ours) {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+            killed += 1;
+        }
+    }
+    assert_eq!(killed, 2, "the zone's data node and sentinel run");
+
+    // 3. The surviving sentinels fail over.
+    let live: Vec<&String> = sentinels
+        .iter()
+        .filter(|s| {
+            !nodes
+                .iter()
+                .any(|n| n["address"] == s.as_str() && n["zone"] == primary_zone.as_str())
+        })
+        .collect();
+    let start = Instant::now();
+    let promoted = loop {
+        let named = rt.block_on(primary_by(live[0]));
+        if let Some(p) = named.filter(|p| *p != planned) {
+            break p;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no failover");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    rt.block_on(async {
+        let mut con = connect(&promoted, FIRST)
+            .await
+            .expect("connect to the new primary");
+        for key in &acked {
+            let v: Option<String> = redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut con)
+                .await
+                .expect("GET");
+            assert!(v.is_some(), "{key} was acknowledged and is lost");
+        }
+    });
+
+    // 4. The plan shows the drift: another primary, processes down.
+    let plan = run(&tf, "plan", FIRST, &["-detailed-exitcode"]);
+    assert_eq!(plan.code, Some(2), "plan shows changes:\n{}", plan.all());
+    assert!(plan.stdout.contains(&promoted), "{}", plan.stdout);
+    assert!(plan.stdout.contains("\"down\""), "{}", plan.stdout);
+
+    // 5. Apply restarts the zone and puts the planned primary back.
+    run(&tf, "apply", FIRST, &["-auto-approve"]).assert_success("repair and restore");
+    let v = values(&tf);
+    assert_eq!(v["primary"], planned.as_str());
+    assert!(v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|n| n["status"] == "up"));
+    for s in &sentinels {
+        assert_eq!(
+            rt.block_on(primary_by(s)).as_deref(),
+            Some(planned.as_str())
+        );
+    }
+    let after = run(&tf, "plan", FIRST, &["-detailed-exitcode"]);
+    assert_eq!(after.code, Some(0), "nothing left to do:\n{}", after.all());
+
+    // 6. Password rotation.
+    run(&tf, "apply", SECOND, &["-auto-approve"]).assert_success("rotate the password");
+    rt.block_on(async {
+        let mut con = connect(&planned, SECOND)
+            .await
+            .expect("the new password works");
+        let n: usize = redis::cmd("DBSIZE")
+            .query_async(&mut con)
+            .await
+            .expect("DBSIZE");
+        assert!(n >= acked.len());
+        let old = match connect(&planned, FIRST).await {
+            Ok(mut c) => redis::cmd("PING")
+                .query_async::<String>(&mut c)
+                .await
+                .is_ok(),
+            Err(_) => false,
+        };
+        assert!(!old, "the old password still works");
+    });
+    for s in &sentinels {
+        assert_eq!(
+            rt.block_on(primary_by(s)).as_deref(),
+            Some(planned.as_str())
+        );
+    }
+
+    // 7. Destroy.
+    run(&tf, "destroy", SECOND, &["-auto-approve"]).assert_success("destroy");
+    assert!(
+        our_pids(&data_dir).is_empty(),
+        "processes left after destroy"
+    );
+}

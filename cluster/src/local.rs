@@ -19,6 +19,12 @@ use crate::driver::{
 };
 use crate::identity::{is_cluster_id, ClusterRecord, NodeRecord};
 
+mod exporter;
+pub use exporter::{
+    exporter_pid, exporter_port, is_our_exporter, LocalExporter, DEFAULT_EXPORTER_PORT_OFFSET,
+    EXPORTER_PASSWORD_FILE, EXPORTER_PID_FILE,
+};
+
 /// The node record in every node directory (see `identity`).
 pub const NODE_RECORD_FILE: &str = "redisha-node.json";
 /// The cluster record in `<data_dir>/<cluster id>/`.
@@ -38,6 +44,9 @@ pub struct LocalConfig {
     /// The redis-server binary: a path, or a name looked up on PATH.
     #[serde(default = "default_redis_server")]
     pub redis_server: String,
+    /// A Prometheus exporter beside every node (`metrics { }`); none when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exporter: Option<LocalExporter>,
 }
 
 fn default_base_port() -> u16 {
@@ -55,6 +64,7 @@ impl LocalConfig {
             base_port: default_base_port(),
             loopback_octet: 0,
             redis_server: default_redis_server(),
+            exporter: None,
         }
     }
 }
@@ -227,6 +237,29 @@ fn subdirs(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// `wanted` as an executable file: a path, or a name looked up on PATH.
+fn find_executable(wanted: &str) -> Option<PathBuf> {
+    let candidates: Vec<PathBuf> = if wanted.contains('/') {
+        vec![PathBuf::from(wanted)]
+    } else {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).map(|d| d.join(wanted)).collect())
+            .unwrap_or_default()
+    };
+    candidates.into_iter().find(|p| {
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    })
+}
+
+/// The last three lines of a log file, for an error message.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().rev().take(3).collect();
+    lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+}
+
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
@@ -234,25 +267,9 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
 impl LocalDriver {
     /// The redis-server binary, resolved on PATH.
     pub fn resolve_redis_server(&self) -> Result<PathBuf, DriverError> {
-        let wanted = &self.config.redis_server;
-        let not_found = || DriverError::RedisServerNotFound {
-            path: wanted.clone(),
-        };
-        let candidates: Vec<PathBuf> = if wanted.contains('/') {
-            vec![PathBuf::from(wanted)]
-        } else {
-            std::env::var_os("PATH")
-                .map(|p| std::env::split_paths(&p).map(|d| d.join(wanted)).collect())
-                .unwrap_or_default()
-        };
-        candidates
-            .into_iter()
-            .find(|p| {
-                std::fs::metadata(p)
-                    .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                    .unwrap_or(false)
-            })
-            .ok_or_else(not_found)
+        find_executable(&self.config.redis_server).ok_or_else(|| DriverError::RedisServerNotFound {
+            path: self.config.redis_server.clone(),
+        })
     }
 
     fn check_data_dir(&self) -> Result<(), DriverError> {
@@ -465,19 +482,21 @@ impl LocalDriver {
     }
 
     fn log_tail(dir: &Path) -> String {
-        let text = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().rev().take(3).collect();
-        lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        log_tail(&dir.join("redis.log"))
     }
 }
 
 impl LocalDriver {
     /// Emergency cleanup (test guards, a provider that lost its state): SIGKILLs every
     /// redis-server whose pidfile lies in a node directory under `data_dir`, after checking
-    /// that the pid runs that directory's config file. Never kills by name.
+    /// that the pid runs that directory's config file, and every exporter the same way.
+    /// Never kills by name.
     pub fn kill_all_blocking(&self) -> usize {
         let mut killed = 0;
         for dir in self.candidate_node_dirs() {
+            if exporter::kill_exporter_blocking(&dir) {
+                killed += 1;
+            }
             let pid = std::fs::read_to_string(dir.join("redis.pid"))
                 .ok()
                 .and_then(|s| s.trim().parse::<u32>().ok());
@@ -525,6 +544,7 @@ impl Driver for LocalDriver {
     ) -> Result<(), DriverError> {
         config.validate()?;
         self.resolve_redis_server()?;
+        self.resolve_exporter()?;
         self.check_data_dir()?;
         for host in hosts {
             let ip = self.host_address(host)?;
@@ -534,13 +554,15 @@ impl Driver for LocalDriver {
                 if existing.iter().any(|e| e.name == node.name) {
                     continue;
                 }
-                Self::port_free(&ip, port).map_err(|e| match e {
-                    DriverError::PortInUse { address, .. } => DriverError::PortInUse {
-                        address,
-                        owner: self.owner_of(&ip, port),
-                    },
-                    other => other,
-                })?;
+                Self::port_free(&ip, port)
+                    .and_then(|()| self.exporter_port_free(&ip, port))
+                    .map_err(|e| match e {
+                        DriverError::PortInUse { address, .. } => DriverError::PortInUse {
+                            address,
+                            owner: self.owner_of(&ip, port),
+                        },
+                        other => other,
+                    })?;
             }
         }
         Ok(())
@@ -574,6 +596,7 @@ impl Driver for LocalDriver {
         let conf_path = handle.config_file.clone().unwrap_or_default();
         if let Some(pid) = self.running_pid(&handle) {
             handle.pid = Some(pid);
+            self.ensure_exporter(&handle, config, false).await?;
             return Ok(handle);
         }
         let binary = self.resolve_redis_server()?;
@@ -639,6 +662,7 @@ impl Driver for LocalDriver {
                 let addr = handle.address();
                 if tokio::net::TcpStream::connect(&addr).await.is_ok() {
                     handle.pid = Some(pid);
+                    self.ensure_exporter(&handle, config, false).await?;
                     return Ok(handle);
                 }
             }
@@ -661,6 +685,8 @@ impl Driver for LocalDriver {
 
     async fn stop_node(&self, node: &NodeHandle) -> Result<(), DriverError> {
         self.check_owner(node)?;
+        // The exporter goes with its node; start_node starts both again.
+        self.stop_exporter(node).await?;
         let Some(pid) = self.running_pid(node) else {
             return Ok(());
         };
@@ -740,14 +766,18 @@ impl Driver for LocalDriver {
                 node.name
             )));
         };
-        self.write_config_file(conf, &self.render_config(node, dir, config), &node.name)
+        self.write_config_file(conf, &self.render_config(node, dir, config), &node.name)?;
+        // A new password reaches a running exporter only through a restart.
+        if self.running_pid(node).is_some() {
+            self.ensure_exporter(node, config, true).await?;
+        }
+        Ok(())
     }
 
     async fn wipe_node(&self, node: &NodeHandle) -> Result<(), DriverError> {
         self.check_owner(node)?;
-        if self.running_pid(node).is_some() {
-            self.stop_node(node).await?;
-        }
+        // The exporter of a node that died on its own still runs: it goes too.
+        self.stop_node(node).await?;
         let Some(dir) = &node.data_dir else {
             return Ok(());
         };

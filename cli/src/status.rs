@@ -245,7 +245,7 @@ pub fn render(cluster: &str, r: &StatusReport) -> String {
             .push(n);
     }
     out.push_str(&format!(
-        "  {:<24} {:<21} {:<8} {:>5} {:>6} {:>7} {:>17} {:>8} {:>9} {:>5}\n",
+        "   {:<24} {:<21} {:<8} {:>5} {:>6} {:>7} {:>17} {:>8} {:>9} {:>5}\n",
         "node", "address", "role", "shard", "slots", "ops/s", "memory", "keys", "lag", "link"
     ));
     for (zone, hosts) in &tree {

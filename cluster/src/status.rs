@@ -42,8 +42,10 @@ pub struct NodeStatus {
     pub shard: Option<u32>,
     pub slots: u32,
     pub open_slots: Vec<u16>,
+    pub master_id: Option<String>,
     pub link_status: Option<String>,
     pub lag_bytes: Option<u64>,
+    pub cluster_state: Option<String>,
     #[serde(flatten)]
     pub stats: NodeStats,
     pub error: Option<String>,
@@ -169,8 +171,10 @@ pub fn assess(report: &HealthReport, layout: &[PlannedNode]) -> StatusReport {
                 shard,
                 slots: n.slots,
                 open_slots: n.open_slots.clone(),
+                master_id: n.master_id.clone(),
                 link_status: n.link_status.clone(),
                 lag_bytes: n.lag_bytes,
+                cluster_state: n.cluster_state.clone(),
                 stats: n.stats,
                 error: n.error.clone(),
             }

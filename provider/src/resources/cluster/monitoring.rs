@@ -1,6 +1,7 @@
 //! `reader_endpoints` and `prometheus_targets`: what the `nodes` value says, grouped for
 //! clients that read from nearby replicas and for Prometheus. Both follow `nodes`: unknown
-//! while it is (or while an address is), and read again with it, so they track failovers.
+//! while it is (or while an address is), and read again with it: reader endpoints track
+//! failovers; the targets' `role` label is the planned role, which does not change with them.
 
 use std::collections::BTreeMap;
 
@@ -94,7 +95,9 @@ fn prometheus_targets(cluster: &str, nodes: &[NodeValue], offset: u16) -> Attr<S
                 "cluster": cluster,
                 "node": text(&n.name),
                 "shard": n.shard.value().map(u32::to_string).unwrap_or_default(),
-                "role": text(&n.role),
+                // The plan's role: stable across failovers (the file need not change), and
+                // what alerts compare the exporter's live role with.
+                "role": text(&n.planned_role),
                 "zone": text(&n.zone),
                 "host": text(&n.host),
             },

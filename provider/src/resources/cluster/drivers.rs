@@ -181,6 +181,7 @@ fn aws_config(
     );
     config.key_name = aws.key_name.clone();
     config.allowed_cidrs = aws.allowed_cidrs.clone();
+    config.monitoring_cidrs = aws.monitoring_cidrs.clone();
     config.allowed_security_group_ids = aws.allowed_security_group_ids.clone();
     config.placement_group = aws.placement_group.clone();
     config.instance_profile = aws.instance_profile.clone();

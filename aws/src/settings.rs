@@ -305,7 +305,8 @@ impl AwsDriverConfig {
                 format!("{:?} is not an AMI id; write it as ami-0123abcd", self.ami),
             ));
         }
-        let lists: [(&Vec<String>, fn(usize) -> Field); 2] = [
+        type FieldAt = fn(usize) -> Field;
+        let lists: [(&Vec<String>, FieldAt); 2] = [
             (&self.allowed_cidrs, |index| Field::AllowedCidrs { index }),
             (&self.monitoring_cidrs, |index| Field::MonitoringCidrs {
                 index,

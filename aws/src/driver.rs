@@ -288,6 +288,7 @@ impl AwsDriver {
                 security_group::Clients {
                     cidrs: &self.config.allowed_cidrs,
                     groups: &self.config.allowed_security_group_ids,
+                    monitoring: &self.config.monitoring_cidrs,
                 },
                 max_nodes,
                 &user_tags,

@@ -23,6 +23,9 @@ pub enum Field {
     AllowedCidrs {
         index: usize,
     },
+    MonitoringCidrs {
+        index: usize,
+    },
     AllowedSecurityGroupIds {
         index: usize,
     },
@@ -60,6 +63,7 @@ impl fmt::Display for Field {
             Field::InstanceType => f.write_str("aws.instance_type"),
             Field::Ami => f.write_str("aws.ami"),
             Field::AllowedCidrs { index } => write!(f, "aws.allowed_cidrs[{index}]"),
+            Field::MonitoringCidrs { index } => write!(f, "aws.monitoring_cidrs[{index}]"),
             Field::AllowedSecurityGroupIds { index } => {
                 write!(f, "aws.allowed_security_group_ids[{index}]")
             }

@@ -12,7 +12,7 @@ use aws_sdk_ec2::types::{
 
 use crate::error::{api, AwsError};
 use crate::instances::{Scope, CLUSTER_ID_TAG, CLUSTER_TAG, MANAGED_BY_TAG};
-use crate::settings::{CLUSTER_BUS_OFFSET, REDIS_BASE_PORT};
+use crate::settings::{CLUSTER_BUS_OFFSET, EXPORTER_PORT_OFFSET, REDIS_BASE_PORT};
 
 /// The name of a cluster's group made before cluster ids existed; such a group keeps it after
 /// being claimed (names cannot change).
@@ -50,6 +50,8 @@ pub struct Rule {
 pub struct Clients<'a> {
     pub cidrs: &'a [String],
     pub groups: &'a [String],
+    /// Who may reach the metrics exporters (`aws.monitoring_cidrs`): those ports only.
+    pub monitoring: &'a [String],
 }
 
 /// The rules a cluster needs: ports 6379..6379+max_nodes for the group itself and each
@@ -75,6 +77,12 @@ pub fn desired_rules(group_id: &str, allowed: Clients<'_>, max_nodes: u16) -> BT
         to: last + bus,
         source: group,
     });
+    let exporter = i32::from(EXPORTER_PORT_OFFSET);
+    rules.extend(allowed.monitoring.iter().map(|cidr| Rule {
+        from: first + exporter,
+        to: last + exporter,
+        source: Source::Cidr(cidr.clone()),
+    }));
     rules
 }
 
@@ -413,9 +421,11 @@ mod tests {
     fn client_ports_go_to_group_cidrs_and_groups_bus_ports_to_the_group_alone() {
         let cidrs = ["10.1.0.0/16".to_string(), "10.2.0.0/16".to_string()];
         let groups = ["sg-app".to_string()];
+        let monitoring = ["10.9.0.0/24".to_string()];
         let allowed = Clients {
             cidrs: &cidrs,
             groups: &groups,
+            monitoring: &monitoring,
         };
         let rules = desired_rules("sg-1", allowed, 3);
         let rule = |from, to, source: Source| Rule { from, to, source };
@@ -425,6 +435,8 @@ mod tests {
             rule(6379, 6381, Source::Cidr("10.1.0.0/16".into())),
             rule(6379, 6381, Source::Cidr("10.2.0.0/16".into())),
             rule(16379, 16381, Source::Group("sg-1".into())),
+            // The exporters, for monitoring only.
+            rule(26379, 26381, Source::Cidr("10.9.0.0/24".into())),
         ]
         .into_iter()
         .collect();

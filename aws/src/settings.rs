@@ -14,6 +14,8 @@ use crate::error::{AwsError, Field};
 pub const REDIS_BASE_PORT: u16 = 6379;
 /// Redis Cluster's bus port is the client port plus this.
 pub const CLUSTER_BUS_OFFSET: u16 = 10000;
+/// Each node's metrics exporter listens this far above the node's port.
+pub const EXPORTER_PORT_OFFSET: u16 = redisha_cluster::local::DEFAULT_EXPORTER_PORT_OFFSET;
 /// The environment variable the test harness sets to reach loopback stand-ins instead of the
 /// (invented) private addresses of emulated instances. See [`AwsDriverConfig::address_override`].
 /// Read only by builds with the feature `test-address-map` ([`AwsDriverConfig::with_test_hooks`]).
@@ -153,6 +155,9 @@ pub struct AwsDriverConfig {
     /// CIDRs besides the cluster itself that may reach the Redis ports.
     #[serde(default)]
     pub allowed_cidrs: Vec<String>,
+    /// CIDRs that may reach the nodes' metrics exporters (node port + [`EXPORTER_PORT_OFFSET`]).
+    #[serde(default)]
+    pub monitoring_cidrs: Vec<String>,
     /// Security groups (of the cluster's VPC) whose members may reach the Redis ports, such as
     /// the application's. Never the cluster bus ports.
     #[serde(default)]
@@ -217,6 +222,7 @@ impl AwsDriverConfig {
             ami: ami.into(),
             key_name: None,
             allowed_cidrs: Vec::new(),
+            monitoring_cidrs: Vec::new(),
             allowed_security_group_ids: Vec::new(),
             placement_group: None,
             instance_profile: None,
@@ -299,12 +305,21 @@ impl AwsDriverConfig {
                 format!("{:?} is not an AMI id; write it as ami-0123abcd", self.ami),
             ));
         }
-        for (i, cidr) in self.allowed_cidrs.iter().enumerate() {
-            if !is_cidr(cidr) {
-                return Err(AwsError::config(
-                    Field::AllowedCidrs { index: i },
-                    format!("{cidr:?} is not an IPv4 or IPv6 CIDR such as 10.0.0.0/16"),
-                ));
+        type FieldAt = fn(usize) -> Field;
+        let lists: [(&Vec<String>, FieldAt); 2] = [
+            (&self.allowed_cidrs, |index| Field::AllowedCidrs { index }),
+            (&self.monitoring_cidrs, |index| Field::MonitoringCidrs {
+                index,
+            }),
+        ];
+        for (list, field) in lists {
+            for (i, cidr) in list.iter().enumerate() {
+                if !is_cidr(cidr) {
+                    return Err(AwsError::config(
+                        field(i),
+                        format!("{cidr:?} is not an IPv4 or IPv6 CIDR such as 10.0.0.0/16"),
+                    ));
+                }
             }
         }
         for (i, id) in self.allowed_security_group_ids.iter().enumerate() {

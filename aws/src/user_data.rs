@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use base64::Engine as _;
 use redisha_cluster::{HostPlan, NodeConfig};
 
-use crate::settings::{CLUSTER_BUS_OFFSET, REDIS_BASE_PORT};
+use crate::settings::{CLUSTER_BUS_OFFSET, EXPORTER_PORT_OFFSET, REDIS_BASE_PORT};
 
 /// Where the data volume is mounted and nodes keep their data.
 pub const DATA_DIR: &str = "/var/lib/redisha";
@@ -65,6 +65,7 @@ pub fn render(input: &UserDataInput<'_>) -> String {
         script.push_str(MOUNT);
     }
     let _ = writeln!(script, "BUS_OFFSET={CLUSTER_BUS_OFFSET}");
+    let _ = writeln!(script, "EXPORTER_OFFSET={EXPORTER_PORT_OFFSET}");
     let _ = writeln!(script, "REJOIN_DELAY={}", rejoin_delay_secs(input.config));
     let _ = writeln!(
         script,
@@ -72,6 +73,7 @@ pub fn render(input: &UserDataInput<'_>) -> String {
         input.password_parameter
     );
     script.push_str(CONFIGURE);
+    script.push_str(EXPORTERS);
 
     let mut doc = String::new();
     doc.push_str("#cloud-config\n");
@@ -150,6 +152,46 @@ mkdir -p /var/lib/redisha
 UUID=$(blkid -s UUID -o value "$DEVICE")
 grep -q "$UUID" /etc/fstab || echo "UUID=$UUID /var/lib/redisha ext4 defaults,nofail,noatime 0 2" >> /etc/fstab
 mountpoint -q /var/lib/redisha || mount /var/lib/redisha
+"#;
+
+/// One `prometheus-redis-exporter` per node at its port + EXPORTER_OFFSET (Debian's package;
+/// images without it run no exporter). Its password file is written by `redisha-password`
+/// with auth.conf, in a directory only the exporters' user reads: never in its arguments.
+const EXPORTERS: &str = r#"
+if command -v apt-get >/dev/null 2>&1; then
+  apt-get install -y -q prometheus-redis-exporter || echo "redisha: prometheus-redis-exporter not installed; no metrics" >&2
+fi
+if [ -x /usr/bin/prometheus-redis-exporter ] && id prometheus >/dev/null 2>&1; then
+  # The package's own instance scrapes localhost:6379 without a password: ours replace it.
+  systemctl disable --now prometheus-redis-exporter >/dev/null 2>&1 || true
+  mkdir -p /etc/redisha-exporter
+  printf '%s\n' "$PORTS" > /etc/redisha-exporter/ports
+  /usr/local/sbin/redisha-password
+  chown -R prometheus /etc/redisha-exporter
+  chmod 0700 /etc/redisha-exporter
+  cat > /etc/systemd/system/redisha-exporter@.service <<UNIT
+[Unit]
+Description=redisha metrics exporter of the node on port %i
+After=redisha-node@%i.service
+
+[Service]
+User=prometheus
+EnvironmentFile=/etc/redisha-exporter/%i.env
+# The password as SSM holds it now: a restart after a rotation reads the new one.
+ExecStartPre=+/usr/local/sbin/redisha-password
+ExecStart=/usr/bin/prometheus-redis-exporter -redis.addr=redis://127.0.0.1:%i -web.listen-address=:\${LISTEN_PORT} -redis.password-file=/etc/redisha-exporter/password.json -redis-only-metrics
+Restart=always
+RestartSec=5
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+  systemctl daemon-reload
+  for PORT in $PORTS; do
+    echo "LISTEN_PORT=$((PORT + EXPORTER_OFFSET))" > /etc/redisha-exporter/$PORT.env
+    systemctl enable --now redisha-exporter@$PORT
+  done
+fi
 "#;
 
 const CONFIGURE: &str = r#"
@@ -284,7 +326,29 @@ def main():
     except KeyError:
         pass
     os.rename(AUTH + ".new", AUTH)
+    write_exporter_passwords(password)
     return 0
+
+
+def write_exporter_passwords(password):
+    """The exporters' password file: redis URI -> password, for each node's port."""
+    directory = "/etc/redisha-exporter"
+    if not os.path.exists(directory + "/ports"):
+        return
+    with open(directory + "/ports") as f:
+        ports = f.read().split()
+    target = directory + "/password.json"
+    old = os.umask(0o077)
+    with open(target + ".new", "w") as f:
+        json.dump({"redis://127.0.0.1:%s" % p: password or "" for p in ports}, f)
+    os.umask(old)
+    try:
+        import pwd
+        user = pwd.getpwnam("prometheus")
+        os.chown(target + ".new", user.pw_uid, user.pw_gid)
+    except KeyError:
+        pass
+    os.rename(target + ".new", target)
 
 
 sys.exit(main())
@@ -377,6 +441,19 @@ mod tests {
             .and_then(|s| s.split("#!/usr/bin/env python3").next())
             .map(|s| format!("#!/bin/sh{s}"))
             .expect("the setup script")
+    }
+
+    #[test]
+    fn every_node_gets_an_exporter_whose_password_is_in_a_file() {
+        let script = script_of(&NodeConfig::default());
+        assert!(script.contains("EXPORTER_OFFSET=20000"));
+        assert!(script.contains("systemctl enable --now redisha-exporter@$PORT"));
+        let exec = script
+            .lines()
+            .find(|l| l.starts_with("ExecStart=/usr/bin/prometheus-redis-exporter"))
+            .expect("the exporter's ExecStart");
+        assert!(exec.contains("-redis.password-file=/etc/redisha-exporter/password.json"));
+        assert!(!exec.contains("-redis.password="), "{exec}");
     }
 
     #[test]

@@ -257,6 +257,10 @@ pub enum DriverError {
     InvalidPassword,
     #[error("topology: {0}")]
     Topology(String),
+    #[error("metrics: the exporter {path:?} was not found or is not executable; install Debian's prometheus-redis-exporter (apt-get install prometheus-redis-exporter) or set metrics.exporter to its full path")]
+    ExporterNotFound { path: String },
+    #[error("node {node}: its metrics exporter did not start: {reason}")]
+    ExporterStartFailed { node: String, reason: String },
     #[error("node {node}: redis-server did not start: {reason}")]
     StartFailed { node: String, reason: String },
     #[error("node {node}: {context}: {source}")]

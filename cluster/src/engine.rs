@@ -64,6 +64,12 @@ impl Engine {
         Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
     }
 
+    /// Whether the engine knows `availability-zone` (Valkey 8.1 and later): a node then tells
+    /// clients its zone in CLUSTER SHARDS / HELLO, so they can read from a replica nearby.
+    pub fn has_availability_zone(&self) -> bool {
+        self.name == "valkey" && self.major_minor().is_some_and(|v| v >= (8, 1))
+    }
+
     /// The RDB format version the engine writes (measured: Redis 6.2.14 writes 9, Redis
     /// 7.0.15 writes 10, Valkey 8.1.8 writes 11); `None` for versions redisha does not know.
     pub fn rdb_version(&self) -> Option<u32> {
@@ -120,6 +126,14 @@ mod tests {
             name: name.into(),
             version: version.into(),
         }
+    }
+
+    #[test]
+    fn only_valkey_8_1_and_later_know_availability_zone() {
+        assert!(e("valkey", "8.1.8").has_availability_zone());
+        assert!(e("valkey", "9.0.0").has_availability_zone());
+        assert!(!e("valkey", "8.0.2").has_availability_zone());
+        assert!(!e("redis", "8.2.0").has_availability_zone());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use futures::future::join_all;
 use redisha_planner::{Role, SLOT_COUNT};
 use serde::{Deserialize, Serialize};
 
-use crate::conn::{split_address, Conns, NodeLine, Target};
+use crate::conn::{parse_info, split_address, Conns, NodeLine, Target};
 use crate::driver::{HostHandle, NodeHandle};
 use crate::error::{ClusterError, Result};
 use crate::observe::{view_node, NodeView};
@@ -28,6 +28,63 @@ pub struct NodeHealth {
     pub slots: u32,
     pub cluster_state: Option<String>,
     pub error: Option<String>,
+    /// Slots this node is migrating or importing.
+    #[serde(default)]
+    pub open_slots: Vec<u16>,
+    /// What INFO says of the node's load, when it answered.
+    #[serde(default)]
+    pub stats: NodeStats,
+}
+
+/// A node's load from INFO: memory against `maxmemory`, operations per second and keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStats {
+    pub memory_used_bytes: Option<u64>,
+    /// 0: no limit.
+    pub maxmemory_bytes: Option<u64>,
+    pub ops_per_sec: Option<u64>,
+    pub keys: Option<u64>,
+}
+
+impl NodeStats {
+    /// From the text of a plain `INFO` (memory, stats and keyspace sections).
+    pub fn from_info(text: &str) -> NodeStats {
+        let info = parse_info(text);
+        let number = |k: &str| info.get(k).and_then(|v| v.trim().parse::<u64>().ok());
+        // A cluster node has db0 only: `db0:keys=12,expires=0,avg_ttl=0`.
+        let keys = info
+            .iter()
+            .filter(|(k, _)| k.starts_with("db"))
+            .filter_map(|(_, v)| {
+                v.split(',')
+                    .find_map(|kv| kv.strip_prefix("keys="))
+                    .and_then(|n| n.parse::<u64>().ok())
+            })
+            .reduce(|a, b| a + b);
+        NodeStats {
+            memory_used_bytes: number("used_memory"),
+            maxmemory_bytes: number("maxmemory"),
+            ops_per_sec: number("instantaneous_ops_per_sec"),
+            // INFO leaves out an empty keyspace: a node that answered has 0 keys then.
+            keys: keys.or(info.contains_key("used_memory").then_some(0)),
+        }
+    }
+
+    /// Used memory as a share of `maxmemory` (0 to 1), when there is a limit.
+    pub fn memory_fill(&self) -> Option<f64> {
+        match (self.memory_used_bytes, self.maxmemory_bytes) {
+            (Some(used), Some(max)) if max > 0 => Some(used as f64 / max as f64),
+            _ => None,
+        }
+    }
+}
+
+async fn node_stats(conns: &Conns, t: &Target) -> NodeStats {
+    conns
+        .query::<String>(t, &redis::cmd("INFO"), "INFO")
+        .await
+        .map(|text| NodeStats::from_info(&text))
+        .unwrap_or_default()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,17 +135,26 @@ pub async fn health(
         .iter()
         .filter_map(|l| split_address(&l.address).map(|(ip, port)| Target::new(&l.id, ip, port)))
         .collect();
-    let views: Vec<NodeView> = join_all(targets.iter().map(|t| view_node(&conns, t))).await;
+    let views: Vec<(NodeView, NodeStats)> = join_all(targets.iter().map(|t| async {
+        let view = view_node(&conns, t).await;
+        let stats = if view.alive {
+            node_stats(&conns, t).await
+        } else {
+            NodeStats::default()
+        };
+        (view, stats)
+    }))
+    .await;
     let offsets: BTreeMap<String, u64> = lines
         .iter()
-        .zip(&views)
+        .zip(views.iter().map(|(v, _)| v))
         .filter(|(_, v)| v.role == Some(Role::Master))
         .filter_map(|(l, v)| v.repl_offset.map(|o| (l.id.clone(), o)))
         .collect();
     let nodes: Vec<NodeHealth> = lines
         .iter()
         .zip(views)
-        .map(|(l, v)| {
+        .map(|(l, (v, stats))| {
             let lag_bytes = match (&v.master_id, v.repl_offset) {
                 (Some(m), Some(mine)) => offsets.get(m).map(|theirs| theirs.saturating_sub(mine)),
                 _ => None,
@@ -104,6 +170,8 @@ pub async fn health(
                 slots: v.slots.iter().map(|r| r.len()).sum(),
                 cluster_state: v.cluster_state,
                 error: v.error,
+                open_slots: v.open_slots,
+                stats,
             }
         })
         .collect();

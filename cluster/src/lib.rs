@@ -9,7 +9,7 @@
 //!   and the live cluster), `open_slots`/`finish_open_slots`, `observe`, `repair`, `update`,
 //!   `reconfigure`, `destroy`, all working on a serde-serialisable [`ClusterState`]
 //! - [`identity`]: cluster ids and the records drivers keep on nodes
-//! - [`import`] and [`health`] (no driver needed)
+//! - [`import`], [`health`] and [`status`] (no driver needed)
 
 pub mod conn;
 pub mod driver;
@@ -31,7 +31,7 @@ pub use driver::{
 };
 pub use error::{ClusterError, Unverified};
 pub use identity::{ClusterRecord, ClusterStatus, NodeRecord};
-pub use local::{LocalConfig, LocalDriver};
+pub use local::{LocalConfig, LocalDriver, LocalExporter};
 pub use ops::{Cancel, Operator, Options};
 pub use secret::Password;
 pub use state::{ClusterNode, ClusterState};
@@ -42,7 +42,9 @@ pub mod open_slots;
 pub mod recover;
 pub mod repair;
 pub mod rolling;
+pub mod status;
 
-pub use health::{health, import, HealthReport, NodeHealth};
+pub use health::{health, import, HealthReport, NodeHealth, NodeStats};
 pub use observe::{NodeObservation, NodeView, Observation};
 pub use repair::RepairReport;
+pub use status::{status, PlannedNode, Problem, ProblemKind, StatusReport};

@@ -19,6 +19,12 @@ use crate::driver::{
 };
 use crate::identity::{is_cluster_id, ClusterRecord, NodeRecord};
 
+mod exporter;
+pub use exporter::{
+    exporter_pid, exporter_port, is_our_exporter, LocalExporter, DEFAULT_EXPORTER_PORT_OFFSET,
+    EXPORTER_PASSWORD_FILE, EXPORTER_PID_FILE,
+};
+
 /// The node record in every node directory (see `identity`).
 pub const NODE_RECORD_FILE: &str = "redisha-node.json";
 /// The cluster record in `<data_dir>/<cluster id>/`.
@@ -38,6 +44,9 @@ pub struct LocalConfig {
     /// The redis-server binary: a path, or a name looked up on PATH.
     #[serde(default = "default_redis_server")]
     pub redis_server: String,
+    /// A Prometheus exporter beside every node (`metrics { }`); none when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exporter: Option<LocalExporter>,
 }
 
 fn default_base_port() -> u16 {
@@ -55,6 +64,7 @@ impl LocalConfig {
             base_port: default_base_port(),
             loopback_octet: 0,
             redis_server: default_redis_server(),
+            exporter: None,
         }
     }
 }
@@ -227,6 +237,29 @@ fn subdirs(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// `wanted` as an executable file: a path, or a name looked up on PATH.
+fn find_executable(wanted: &str) -> Option<PathBuf> {
+    let candidates: Vec<PathBuf> = if wanted.contains('/') {
+        vec![PathBuf::from(wanted)]
+    } else {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).map(|d| d.join(wanted)).collect())
+            .unwrap_or_default()
+    };
+    candidates.into_iter().find(|p| {
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    })
+}
+
+/// The last three lines of a log file, for an error message.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().rev().take(3).collect();
+    lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+}
+
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
@@ -234,25 +267,9 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
 impl LocalDriver {
     /// The redis-server binary, resolved on PATH.
     pub fn resolve_redis_server(&self) -> Result<PathBuf, DriverError> {
-        let wanted = &self.config.redis_server;
-        let not_found = || DriverError::RedisServerNotFound {
-            path: wanted.clone(),
-        };
-        let candidates: Vec<PathBuf> = if wanted.contains('/') {
-            vec![PathBuf::from(wanted)]
-        } else {
-            std::env::var_os("PATH")
-                .map(|p| std::env::split_paths(&p).map(|d| d.join(wanted)).collect())
-                .unwrap_or_default()
-        };
-        candidates
-            .into_iter()
-            .find(|p| {
-                std::fs::metadata(p)
-                    .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                    .unwrap_or(false)
-            })
-            .ok_or_else(not_found)
+        find_executable(&self.config.redis_server).ok_or_else(|| DriverError::RedisServerNotFound {
+            path: self.config.redis_server.clone(),
+        })
     }
 
     fn check_data_dir(&self) -> Result<(), DriverError> {
@@ -272,8 +289,25 @@ impl LocalDriver {
         Ok(())
     }
 
-    fn render_config(&self, handle: &NodeHandle, dir: &Path, shared: &NodeConfig) -> String {
+    /// The node's redis.conf. `zone` is its planned zone, which engines that know
+    /// `availability-zone` announce to clients.
+    fn render_config(
+        &self,
+        handle: &NodeHandle,
+        dir: &Path,
+        zone: &str,
+        shared: &NodeConfig,
+    ) -> String {
         let dir_s = quote_conf(&dir.to_string_lossy());
+        let zone_line = if !zone.is_empty()
+            && self
+                .server_engine()
+                .is_ok_and(|e| e.has_availability_zone())
+        {
+            format!("availability-zone {}\n", quote_conf(zone))
+        } else {
+            String::new()
+        };
         format!(
             "# Written by redisha. Holds the cluster password: keep it mode 0600.\n\
              port {port}\n\
@@ -287,6 +321,7 @@ impl LocalDriver {
              cluster-announce-ip {ip}\n\
              {source}\
              proc-title-template \"{{title}} {{listen-addr}} {{server-mode}} {{config-file}}\"\n\
+             {zone_line}\
              {shared}",
             port = handle.port,
             ip = handle.ip,
@@ -313,7 +348,7 @@ impl LocalDriver {
         shared: &NodeConfig,
         kind: &ProcessKind,
     ) -> String {
-        let mut text = self.render_config(handle, dir, shared);
+        let mut text = self.render_config(handle, dir, "", shared);
         // Drop the cluster-mode lines: everything else is the same node.
         text = text
             .lines()
@@ -551,19 +586,21 @@ impl LocalDriver {
     }
 
     fn log_tail(dir: &Path) -> String {
-        let text = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().rev().take(3).collect();
-        lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        log_tail(&dir.join("redis.log"))
     }
 }
 
 impl LocalDriver {
     /// Emergency cleanup (test guards, a provider that lost its state): SIGKILLs every
     /// redis-server whose pidfile lies in a node directory under `data_dir`, after checking
-    /// that the pid runs that directory's config file. Never kills by name.
+    /// that the pid runs that directory's config file, and every exporter the same way.
+    /// Never kills by name.
     pub fn kill_all_blocking(&self) -> usize {
         let mut killed = 0;
         for dir in self.candidate_node_dirs() {
+            if exporter::kill_exporter_blocking(&dir) {
+                killed += 1;
+            }
             let pid = std::fs::read_to_string(dir.join("redis.pid"))
                 .ok()
                 .and_then(|s| s.trim().parse::<u32>().ok());
@@ -713,6 +750,7 @@ impl Driver for LocalDriver {
     ) -> Result<(), DriverError> {
         config.validate()?;
         self.resolve_redis_server()?;
+        self.resolve_exporter()?;
         self.check_data_dir()?;
         for host in hosts {
             let ip = self.host_address(host)?;
@@ -722,13 +760,15 @@ impl Driver for LocalDriver {
                 if existing.iter().any(|e| e.name == node.name) {
                     continue;
                 }
-                Self::port_free(&ip, port).map_err(|e| match e {
-                    DriverError::PortInUse { address, .. } => DriverError::PortInUse {
-                        address,
-                        owner: self.owner_of(&ip, port),
-                    },
-                    other => other,
-                })?;
+                Self::port_free(&ip, port)
+                    .and_then(|()| self.exporter_port_free(&ip, port))
+                    .map_err(|e| match e {
+                        DriverError::PortInUse { address, .. } => DriverError::PortInUse {
+                            address,
+                            owner: self.owner_of(&ip, port),
+                        },
+                        other => other,
+                    })?;
             }
         }
         Ok(())
@@ -759,8 +799,11 @@ impl Driver for LocalDriver {
         config.validate()?;
         let handle = self.handle_for(host, node)?;
         let dir = handle.data_dir.clone().unwrap_or_default();
-        let text = self.render_config(&handle, &dir, config);
-        self.launch(host, node, handle, text, &[]).await
+        let text = self.render_config(&handle, &dir, &host.zone, config);
+        let handle = self.launch(host, node, handle, text, &[]).await?;
+        // Every cluster node has its exporter (also one found running: it may have lost it).
+        self.ensure_exporter(&handle, config, false).await?;
+        Ok(handle)
     }
 
     async fn write_process_config(
@@ -816,6 +859,8 @@ impl Driver for LocalDriver {
     }
     async fn stop_node(&self, node: &NodeHandle) -> Result<(), DriverError> {
         self.check_owner(node)?;
+        // The exporter goes with its node; start_node starts both again.
+        self.stop_exporter(node).await?;
         let Some(pid) = self.running_pid(node) else {
             return Ok(());
         };
@@ -895,14 +940,25 @@ impl Driver for LocalDriver {
                 node.name
             )));
         };
-        self.write_config_file(conf, &self.render_config(node, dir, config), &node.name)
+        let zone = read_json::<NodeRecord>(&dir.join(NODE_RECORD_FILE))
+            .map(|r| r.zone)
+            .unwrap_or_default();
+        self.write_config_file(
+            conf,
+            &self.render_config(node, dir, &zone, config),
+            &node.name,
+        )?;
+        // A new password reaches a running exporter only through a restart.
+        if self.running_pid(node).is_some() {
+            self.ensure_exporter(node, config, true).await?;
+        }
+        Ok(())
     }
 
     async fn wipe_node(&self, node: &NodeHandle) -> Result<(), DriverError> {
         self.check_owner(node)?;
-        if self.running_pid(node).is_some() {
-            self.stop_node(node).await?;
-        }
+        // The exporter of a node that died on its own still runs: it goes too.
+        self.stop_node(node).await?;
         let Some(dir) = &node.data_dir else {
             return Ok(());
         };

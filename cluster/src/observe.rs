@@ -32,6 +32,9 @@ pub struct NodeView {
     /// (`fail?` is one node's suspicion and is not listed).
     #[serde(default)]
     pub failed_peers: Vec<String>,
+    /// Slots this node is migrating or importing (half-moved).
+    #[serde(default)]
+    pub open_slots: Vec<u16>,
 }
 
 /// A node of the state and what it looks like now.
@@ -126,6 +129,12 @@ pub async fn view_node(conns: &Conns, t: &Target) -> NodeView {
     if let Some(me) = lines.iter().find(|l| l.is_myself()) {
         view.node_id = Some(me.id.clone());
         view.slots = me.slots.clone();
+        view.open_slots = me
+            .migrating
+            .iter()
+            .chain(&me.importing)
+            .map(|m| m.slot)
+            .collect();
         if me.is_master() {
             view.role = Some(Role::Master);
             view.repl_offset = rinfo.get("master_repl_offset").and_then(|v| v.parse().ok());

@@ -169,6 +169,8 @@ fn parse_state(
             .as_str()
             .unwrap_or("redis-server")
             .to_string(),
+        // Nodes the drill restarts get their exporter back, as the provider would start it.
+        exporter: exporter_of(&attrs["metrics"]),
     };
     if !attrs["password"].is_null() && password.is_none() {
         return Err(format!(
@@ -271,4 +273,20 @@ fn request_of(attrs: &Value) -> std::result::Result<Request, String> {
         partitions,
         sentinel: None,
     })
+}
+
+/// The local exporters a state's `metrics` block asks for.
+fn exporter_of(metrics: &Value) -> Option<redisha_cluster::LocalExporter> {
+    let block = single(metrics);
+    if block.is_null() {
+        return None;
+    }
+    let mut exporter = redisha_cluster::LocalExporter::default();
+    if let Some(binary) = block["exporter"].as_str() {
+        exporter.binary = binary.to_string();
+    }
+    if let Some(offset) = number(&block["port_offset"]).and_then(|o| u16::try_from(o).ok()) {
+        exporter.port_offset = offset;
+    }
+    Some(exporter)
 }

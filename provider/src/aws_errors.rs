@@ -22,6 +22,7 @@ pub fn hcl(field: &Field) -> Option<AttrPath> {
         Field::InstanceType => aws().then("instance_type"),
         Field::Ami => aws().then("ami"),
         Field::AllowedCidrs { index } => aws().then("allowed_cidrs").index(*index),
+        Field::MonitoringCidrs { index } => aws().then("monitoring_cidrs").index(*index),
         Field::AllowedSecurityGroupIds { index } => {
             aws().then("allowed_security_group_ids").index(*index)
         }

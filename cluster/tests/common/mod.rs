@@ -26,6 +26,23 @@ pub struct Fixture {
 
 impl Fixture {
     pub fn new(loopback_octet: u8, base_port: u16) -> Self {
+        Self::configured(loopback_octet, base_port, None)
+    }
+
+    /// A fixture whose nodes each run a metrics exporter (`port_offset` above the node).
+    pub fn with_exporters(loopback_octet: u8, base_port: u16, port_offset: u16) -> Self {
+        let exporter = redisha_cluster::LocalExporter {
+            port_offset,
+            ..Default::default()
+        };
+        Self::configured(loopback_octet, base_port, Some(exporter))
+    }
+
+    fn configured(
+        loopback_octet: u8,
+        base_port: u16,
+        exporter: Option<redisha_cluster::LocalExporter>,
+    ) -> Self {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter(
@@ -37,6 +54,7 @@ impl Fixture {
         let mut config = LocalConfig::new(dir.path().join("nodes"));
         config.loopback_octet = loopback_octet;
         config.base_port = base_port;
+        config.exporter = exporter;
         Fixture {
             driver: LocalDriver::new(config),
             request: request(3, 1),

@@ -2,9 +2,11 @@
 //! of its addresses. For monitoring and for checks in pipelines (`healthy`).
 
 use async_trait::async_trait;
-use redisha_cluster::{Options, Password};
+use redisha_cluster::{Options, Password, PlannedNode};
+use redisha_planner::Role;
 
 use crate::model;
+use crate::resources::cluster::model::NodeValue;
 use crate::tfplugin::diagnostics::{AttrPath, Diagnostic, Diagnostics};
 use crate::tfplugin::framework::{Attr, Context, DataSource};
 
@@ -25,6 +27,26 @@ model! {
         pub slots: Attr<u32>,
         pub cluster_state: Attr<String>,
         pub error: Attr<String>,
+        pub memory_used_bytes: Attr<u64>,
+        pub maxmemory_bytes: Attr<u64>,
+        pub ops_per_sec: Attr<u64>,
+        pub keys: Attr<u64>,
+        pub open_slots: Attr<u32>,
+        pub zone: Attr<String>,
+    }
+}
+
+model! {
+    /// One shard of `shards`.
+    pub struct HealthShard {
+        pub shard: Attr<u32>,
+        pub master: Attr<String>,
+        pub master_zone: Attr<String>,
+        pub planned_master_zone: Attr<String>,
+        pub replicas_up: Attr<u32>,
+        pub max_lag_bytes: Attr<u64>,
+        pub slots: Attr<u32>,
+        pub keys: Attr<u64>,
     }
 }
 
@@ -34,13 +56,31 @@ model! {
             "host:port of one or more nodes; the first that answers lists the others (e.g. `redisha_cluster.x.endpoints`).",
         ),
         pub password: Attr<String> = optional("The cluster password, if it has one.").sensitive(),
+        pub planned_nodes: Attr<Vec<NodeValue>> = optional(
+            "The plan to compare the live cluster with: a `redisha_cluster`'s `nodes`. With it, nodes and shards \
+             get their zones, a master outside its planned zone is a problem, and `survives_zone_loss` is known.",
+        ),
         pub cluster_state: Attr<String> = computed("`ok` when every node answers and says ok, else `fail`."),
         pub healthy: Attr<bool> = computed("cluster_state is ok and all 16384 slots are served."),
         pub slots_covered: Attr<u32> = computed("Slots served by a live master."),
         pub nodes: Attr<Vec<HealthNode>> = computed(
             "Every node: `id`, `address`, `alive`, `role` (`master`/`replica`, empty when unknown), \
              `master_id` (replicas), `link_status` (`up`/`down`, replicas), `lag_bytes` (replication \
-             offset behind the master, replicas), `slots` (count), `cluster_state`, `error` (why it could not be read).",
+             offset behind the master, replicas), `slots` (count), `cluster_state`, `error` (why it could not be read), \
+             `memory_used_bytes`, `maxmemory_bytes` (0: no limit), `ops_per_sec`, `keys`, `open_slots` (half-moved slots), \
+             `zone` (from `planned_nodes`).",
+        ),
+        pub shards: Attr<Vec<HealthShard>> = computed(
+            "Every shard: `shard`, `master` (address of its live master), `master_zone`, `planned_master_zone`, \
+             `replicas_up` (replicas with their link up), `max_lag_bytes` (its most lagging replica), `slots`, `keys`.",
+        ),
+        pub survives_zone_loss: Attr<bool> = computed(
+            "Whether losing any one zone would leave a majority of masters and a copy of every shard, as the plan \
+             guarantees where the topology allows; null without `planned_nodes`.",
+        ),
+        pub problems: Attr<Vec<String>> = computed(
+            "What needs attention: down nodes, a master in another zone than planned, a shard without a replica, \
+             half-moved slots, slots not served, a zone whose loss the live layout would not survive.",
         ),
     }
 }
@@ -88,8 +128,9 @@ impl DataSource for ClusterHealthDataSource {
     ) -> Result<ClusterHealthModel, Diagnostics> {
         let seeds = endpoints(config.endpoints.value().map_or(&[], Vec::as_slice))?;
         let password = config.password.value().map(Password::new);
+        let layout = planned_layout(config.planned_nodes.value().map_or(&[], Vec::as_slice));
         let report =
-            redisha_cluster::health::health(&seeds, password.as_ref(), &Options::default())
+            redisha_cluster::status(&seeds, password.as_ref(), &layout, &Options::default())
                 .await
                 .map_err(|e| {
                     Diagnostics::from(
@@ -108,13 +149,56 @@ impl DataSource for ClusterHealthDataSource {
             slots: n.slots.into(),
             cluster_state: n.cluster_state.clone().into(),
             error: n.error.clone().into(),
+            memory_used_bytes: n.stats.memory_used_bytes.into(),
+            maxmemory_bytes: n.stats.maxmemory_bytes.into(),
+            ops_per_sec: n.stats.ops_per_sec.into(),
+            keys: n.stats.keys.into(),
+            open_slots: (n.open_slots.len() as u32).into(),
+            zone: (!n.zone.is_empty()).then(|| n.zone.clone()).into(),
         });
+        let shards = report.shards.iter().map(|s| HealthShard {
+            shard: s.shard.into(),
+            master: s.master.clone().into(),
+            master_zone: s.master_zone.clone().into(),
+            planned_master_zone: s.planned_master_zone.clone().into(),
+            replicas_up: s.replicas_up.into(),
+            max_lag_bytes: s.max_lag_bytes.into(),
+            slots: s.slots.into(),
+            keys: s.keys.into(),
+        });
+        let healthy =
+            report.cluster_state == "ok" && report.slots_covered == redisha_planner::SLOT_COUNT;
         Ok(ClusterHealthModel {
             cluster_state: report.cluster_state.clone().into(),
-            healthy: report.healthy().into(),
+            healthy: healthy.into(),
             slots_covered: report.slots_covered.into(),
             nodes: Attr::Known(nodes.collect()),
+            shards: Attr::Known(shards.collect()),
+            survives_zone_loss: report.survives_zone_loss.into(),
+            problems: Attr::Known(report.problems.iter().map(|p| p.message.clone()).collect()),
             ..config
         })
     }
+}
+
+/// The plan's layout from a `redisha_cluster`'s `nodes` (entries missing a value are left out).
+fn planned_layout(nodes: &[NodeValue]) -> Vec<PlannedNode> {
+    nodes
+        .iter()
+        .filter_map(|n| {
+            let role = n.planned_role.value().or(n.role.value())?;
+            Some(PlannedNode {
+                address: n.address.value()?.clone(),
+                name: n.name.value().cloned().unwrap_or_default(),
+                zone: n.zone.value().cloned().unwrap_or_default(),
+                host: n.host.value().cloned().unwrap_or_default(),
+                shard: *n.shard.value()?,
+                role: if role == "master" {
+                    Role::Master
+                } else {
+                    Role::Replica
+                },
+            })
+        })
+        .collect()
 }

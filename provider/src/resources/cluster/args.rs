@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use redisha_cluster::{LocalConfig, NodeConfig, Password};
+use redisha_cluster::local::DEFAULT_EXPORTER_PORT_OFFSET;
+use redisha_cluster::{LocalConfig, LocalExporter, NodeConfig, Password};
 use redisha_planner::Request;
 
 use crate::tfplugin::diagnostics::{AttrPath, Diagnostic, Diagnostics};
@@ -14,7 +15,7 @@ use crate::tfplugin::framework::model::AllKnown;
 use crate::tfplugin::framework::Attr;
 use crate::topology;
 
-use super::model::{AwsModel, ClusterModel, LocalModel, TimeoutsModel};
+use super::model::{AwsModel, ClusterModel, LocalModel, MetricsModel, TimeoutsModel};
 
 /// The `aws { }` block, as written.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,6 +25,7 @@ pub struct AwsArgs {
     pub ami: String,
     pub key_name: Option<String>,
     pub allowed_cidrs: Vec<String>,
+    pub monitoring_cidrs: Vec<String>,
     pub allowed_security_group_ids: Vec<String>,
     pub placement_group: Option<String>,
     pub instance_profile: Option<String>,
@@ -69,6 +71,17 @@ pub struct ClusterArgs {
 }
 
 impl ClusterArgs {
+    /// How far above its node an exporter listens, when nodes have exporters: on aws always,
+    /// locally with `metrics { }`.
+    pub fn exporter_port_offset(&self) -> Option<u16> {
+        match &self.driver {
+            DriverArgs::Local(l) => l.exporter.as_ref().map(|e| e.port_offset),
+            DriverArgs::Aws(_) => Some(DEFAULT_EXPORTER_PORT_OFFSET),
+        }
+    }
+}
+
+impl ClusterArgs {
     /// The arguments of a config (or of a state: its arguments are the config it was applied
     /// with). `Ok(None)` when some value is unknown; `Err` with every problem found.
     pub fn from_model(m: &ClusterModel) -> Result<Option<ClusterArgs>, Diagnostics> {
@@ -85,6 +98,14 @@ impl ClusterArgs {
         let redis_config = m.redis_config.clone().or_default_when_null(BTreeMap::new());
         k.take(&m.redis_config);
 
+        let metrics = match &m.metrics {
+            Attr::Unknown => {
+                k.0 = false;
+                None
+            }
+            Attr::Null => None,
+            Attr::Known(block) => decode_metrics(block, &root.then("metrics"), &mut diags, &mut k),
+        };
         let driver = match (&m.local, &m.aws) {
             (Attr::Unknown, _) | (_, Attr::Unknown) => {
                 k.0 = false;
@@ -97,8 +118,14 @@ impl ClusterArgs {
                 &mut diags,
                 &mut k,
             )
-            .map(DriverArgs::Local),
+            .map(|mut config| {
+                config.exporter = metrics;
+                DriverArgs::Local(config)
+            }),
             (Attr::Null, Attr::Known(aws)) => {
+                if let Attr::Known(block) = &m.metrics {
+                    aws_metrics_fixed(block, &root.then("metrics"), &mut diags);
+                }
                 decode_aws(aws, &root.then("aws"), &mut diags, &mut k).map(DriverArgs::Aws)
             }
             _ => {
@@ -306,6 +333,49 @@ pub(crate) fn decode_local(
     Some(config)
 }
 
+fn decode_metrics(
+    block: &MetricsModel,
+    at: &AttrPath,
+    diags: &mut Diagnostics,
+    k: &mut AllKnown,
+) -> Option<LocalExporter> {
+    let mut exporter = LocalExporter::default();
+    if let Some(binary) = k.take(&block.exporter) {
+        exporter.binary = binary;
+    }
+    if let Some(offset) = k.take(&block.port_offset) {
+        match u16::try_from(offset) {
+            Ok(o) if o > 0 => exporter.port_offset = o,
+            _ => diags.push(
+                Diagnostic::error(
+                    "Invalid port_offset",
+                    format!("metrics.port_offset: {offset} is out of range; choose 1 to 65535 such that every node's port plus it stays below 65536 (default 20000)"),
+                )
+                .at(at.then("port_offset")),
+            ),
+        }
+    }
+    Some(exporter)
+}
+
+/// On aws the user data runs the exporters: their binary and port are fixed.
+fn aws_metrics_fixed(block: &MetricsModel, at: &AttrPath, diags: &mut Diagnostics) {
+    for (name, set) in [
+        ("port_offset", !block.port_offset.is_null()),
+        ("exporter", !block.exporter.is_null()),
+    ] {
+        if set {
+            diags.push(
+                Diagnostic::error(
+                    "Not settable on aws",
+                    format!("metrics.{name}: aws instances run Debian's prometheus-redis-exporter at each node's port + 20000 (see aws.monitoring_cidrs); remove metrics.{name}"),
+                )
+                .at(at.then(name)),
+            );
+        }
+    }
+}
+
 fn decode_aws(
     block: &AwsModel,
     at: &AttrPath,
@@ -326,6 +396,7 @@ fn decode_aws(
     let ami = k.take(&block.ami);
     let key_name = k.take(&block.key_name);
     let allowed_cidrs = k.take(&block.allowed_cidrs).unwrap_or_default();
+    let monitoring_cidrs = k.take(&block.monitoring_cidrs).unwrap_or_default();
     let allowed_security_group_ids = k
         .take(&block.allowed_security_group_ids)
         .unwrap_or_default();
@@ -355,15 +426,20 @@ fn decode_aws(
             }
         }
     };
-    for (i, cidr) in allowed_cidrs.iter().enumerate() {
-        if !looks_like_cidr(cidr) {
-            diags.push(
-                Diagnostic::error(
-                    "Invalid CIDR",
-                    format!("aws.allowed_cidrs[{i}]: {cidr:?} is not an IPv4 CIDR block such as 10.0.0.0/16"),
-                )
-                .at(at.then("allowed_cidrs").index(i)),
-            );
+    for (name, list) in [
+        ("allowed_cidrs", &allowed_cidrs),
+        ("monitoring_cidrs", &monitoring_cidrs),
+    ] {
+        for (i, cidr) in list.iter().enumerate() {
+            if !looks_like_cidr(cidr) {
+                diags.push(
+                    Diagnostic::error(
+                        "Invalid CIDR",
+                        format!("aws.{name}[{i}]: {cidr:?} is not an IPv4 CIDR block such as 10.0.0.0/16"),
+                    )
+                    .at(at.then(name).index(i)),
+                );
+            }
         }
     }
     Some(AwsArgs {
@@ -372,6 +448,7 @@ fn decode_aws(
         ami: ami?,
         key_name,
         allowed_cidrs,
+        monitoring_cidrs,
         allowed_security_group_ids,
         placement_group,
         instance_profile,

@@ -64,6 +64,27 @@ impl BuiltDriver {
         }
     }
 
+    /// Starts or ends the local nodes' exporters as `metrics` now says (aws instances run
+    /// theirs from user data).
+    pub async fn sync_exporters(
+        &self,
+        state: &ClusterState,
+        config: &redisha_cluster::NodeConfig,
+    ) -> Result<(), Diagnostics> {
+        let BuiltDriver::Local(d) = self else {
+            return Ok(());
+        };
+        for n in &state.nodes {
+            d.sync_exporter(&n.handle, config).await.map_err(|e| {
+                Diagnostics::from(
+                    Diagnostic::error("Cannot start or stop a metrics exporter", e.to_string())
+                        .at(AttrPath::attr("metrics")),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
     /// Compares the hosts in `state` with what exists, and takes out of `state` the hosts whose
     /// machine is gone (a terminated instance) or stopped, so that `Operator::repair` provisions
     /// them again: a replacement instance in the same zone, or the stopped one started.
@@ -160,6 +181,7 @@ fn aws_config(
     );
     config.key_name = aws.key_name.clone();
     config.allowed_cidrs = aws.allowed_cidrs.clone();
+    config.monitoring_cidrs = aws.monitoring_cidrs.clone();
     config.allowed_security_group_ids = aws.allowed_security_group_ids.clone();
     config.placement_group = aws.placement_group.clone();
     config.instance_profile = aws.instance_profile.clone();
@@ -371,6 +393,7 @@ mod tests {
             ami: "ami-1".into(),
             key_name: None,
             allowed_cidrs: Vec::new(),
+            monitoring_cidrs: Vec::new(),
             allowed_security_group_ids: Vec::new(),
             placement_group: None,
             instance_profile: None,

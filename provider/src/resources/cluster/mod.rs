@@ -18,6 +18,7 @@ pub mod drivers;
 mod import;
 pub mod locate;
 pub mod model;
+mod monitoring;
 pub mod nodes;
 mod plan;
 pub mod private;
@@ -160,14 +161,14 @@ fn with_cluster(
     (nodes, endpoints): nodes::NodesAndEndpoints,
     report: Attr<String>,
 ) -> ClusterModel {
-    ClusterModel {
+    monitoring::with_derived(ClusterModel {
         id: name,
         cluster_id,
         nodes,
         endpoints,
         placement_report: report,
         ..config.clone()
-    }
+    })
 }
 
 /// The end of a create or update: the state read back from the cluster, or, when `result`

@@ -15,6 +15,7 @@ model! {
         pub name: Attr<String>,
         pub address: Attr<String>,
         pub role: Attr<String>,
+        pub planned_role: Attr<String>,
         pub status: Attr<String>,
         pub shard: Attr<u32>,
         pub zone: Attr<String>,
@@ -39,6 +40,17 @@ model! {
 }
 
 model! {
+    pub struct MetricsModel("Prometheus metrics: a `prometheus-redis-exporter` beside every node (local driver: a process \
+         started and ended with its node; aws: a systemd unit on every instance, always there), and \
+         `prometheus_targets` listing them for Prometheus' `file_sd_configs`.") {
+        pub port_offset: Attr<u32> = optional("Local driver: an exporter listens on its node's address at the node's port plus this. \
+             Default 20000 (node 7000, exporter 27000). On aws exporters always listen at the node's port + 20000."),
+        pub exporter: Attr<String> = optional("Local driver: the exporter binary, a path or a name on PATH. Default \
+             `prometheus-redis-exporter` (Debian's package, which `scripts/setup` installs)."),
+    }
+}
+
+model! {
     pub struct DataVolumeModel("An encrypted gp3 data volume per instance, mounted as Redis's data directory.") {
         pub size_gb: Attr<u32> = required("Size in GiB."),
         pub encrypted: Attr<bool> = optional("Default true."),
@@ -52,6 +64,7 @@ model! {
         pub ami: Attr<String> = required("AMI id: a Debian or Ubuntu image with cloud-init."),
         pub key_name: Attr<String> = optional("EC2 key pair for SSH."),
         pub allowed_cidrs: Attr<Vec<String>> = optional("CIDR blocks allowed to reach the Redis ports besides the cluster's own security group."),
+        pub monitoring_cidrs: Attr<Vec<String>> = optional("CIDR blocks allowed to reach every node's metrics exporter (node port + 20000), such as your Prometheus servers' subnet. Default: none (the exporters are then reachable from nowhere outside the instance)."),
         pub allowed_security_group_ids: Attr<Vec<String>> = optional("Security groups (of the subnets' VPC) whose members may reach the Redis ports, such as your application's. The cluster bus ports are open to the cluster's own group only."),
         pub placement_group: Attr<String> = optional("Name of an existing `spread` placement group."),
         pub instance_profile: Attr<String> = optional("Name of an existing instance profile for the nodes. Default: redisha makes a role and profile per cluster (`redisha-node-<cluster_id>`) that may read the cluster's password parameter and take SSM Run Command; yours needs the same (see \"IAM permissions\")."),
@@ -81,10 +94,17 @@ model! {
         pub allow_data_loss: Attr<bool> = optional("Default false: apply refuses any action that would lose acknowledged writes, such as              restarting a failed master that has no live replica while append-only persistence is              off (it comes back with its last snapshot at best). Set true to accept that loss."),
         pub redis_config: Attr<BTreeMap<String, String>> = optional("Extra redis.conf settings, e.g. `{ maxmemory-policy = \"allkeys-lru\" }`. Changes roll over replicas first."),
         pub nodes: Attr<Vec<NodeValue>> = computed("Every node: `id` (Redis cluster node id), `name`, `address` (host:port), `role` (`master` or \
-             `replica`), `status` (`up` or `down`), `shard` (0-based), `zone`, `host`, and `slots` as \
+             `replica`, as the node says now), `planned_role` (what the plan made it), `status` (`up` or `down`), `shard` (0-based), `zone`, `host`, and `slots` as \
              `\"start-end\"` ranges. Read reports the live cluster, so drift shows in the next plan."),
         pub endpoints: Attr<Vec<String>> = computed("host:port of every node, for cluster-aware clients."),
+        pub reader_endpoints: Attr<BTreeMap<String, Vec<String>>> = computed("Per zone, host:port of the replicas up in that zone, for clients that read from replicas \
+             close to them (`READONLY`). Read follows failovers: a promoted replica leaves its list."),
+        pub prometheus_targets: Attr<String> = computed("With `metrics`: the exporters as a Prometheus `file_sd` target list (JSON), one target per \
+             node labelled `cluster`, `node`, `shard`, `role` (the planned role: the exporter's own `role`, the live \
+             one, becomes `exported_role` in Prometheus), `zone` and `host`; write it to a file with \
+             `local_file` and point `file_sd_configs` at it. Null without `metrics` on the local driver."),
         pub placement_report: Attr<String> = computed("The planner's what-if report, markdown."),
+        pub metrics: Attr<MetricsModel> = single_block(),
         pub local: Attr<LocalModel> = single_block(),
         pub aws: Attr<AwsModel> = single_block().requires_replace(),
         pub timeouts: Attr<TimeoutsModel> = single_block(),

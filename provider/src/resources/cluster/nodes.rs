@@ -13,6 +13,7 @@ use super::model::NodeValue;
 /// The `nodes` and `endpoints` attributes.
 pub type NodesAndEndpoints = (Attr<Vec<NodeValue>>, Attr<Vec<String>>);
 
+/// `n` (as planned) with what is known of it now: its id, address, live role and slots.
 fn node_object(
     id: Attr<String>,
     n: &Node,
@@ -26,6 +27,7 @@ fn node_object(
         name: n.name.clone().into(),
         address,
         role: role.as_str().to_string().into(),
+        planned_role: n.role.as_str().to_string().into(),
         status: status.to_string().into(),
         shard: n.shard.into(),
         zone: n.zone.clone().into(),

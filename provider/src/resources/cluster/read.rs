@@ -51,12 +51,12 @@ pub(super) async fn read(
         id => Attr::Known(id.to_string()),
     };
     Ok(Some(Applied {
-        state: ClusterModel {
+        state: super::monitoring::with_derived(ClusterModel {
             nodes,
             endpoints,
             cluster_id,
             ..old
-        },
+        }),
         private: Some(state),
     }))
 }

@@ -104,5 +104,7 @@ async fn converge(
     op.update(request, &planned.placement, &steps, state)
         .await
         .map_err(|e| Diagnostics::from(cluster_error("Changing the cluster failed", e)))?;
+    // A `metrics` block added or removed: nodes that kept running get or lose their exporter.
+    driver.sync_exporters(state, &args.node_config).await?;
     Ok(planner::report::render_markdown(&planned.report))
 }

@@ -28,7 +28,8 @@ impl Drop for Cleanup<'_> {
 }
 
 /// Pids of running redis-servers whose pidfile is in a node directory under `data_dir`:
-/// `<data_dir>/<cluster id>/<node>/` (and `<data_dir>/<node>/`, the layout before cluster ids).
+/// `<data_dir>/<cluster id>/<node>/` (and `<data_dir>/<node>/`, the layout before cluster ids),
+/// and of the metrics exporters recorded there.
 pub fn our_pids(data_dir: &Path) -> Vec<u32> {
     let subdirs = |dir: &Path| -> Vec<PathBuf> {
         std::fs::read_dir(dir)
@@ -46,17 +47,25 @@ pub fn our_pids(data_dir: &Path) -> Vec<u32> {
         dirs.extend(subdirs(&top));
         dirs.push(top);
     }
+    // A pidfile's pid counts only while it runs what that file is for.
+    let running = |dir: &PathBuf, pidfile: &str, names: &[&str]| -> Option<u32> {
+        let pid: u32 = std::fs::read_to_string(dir.join(pidfile))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        names.iter().any(|n| cmdline.contains(n)).then_some(pid)
+    };
     dirs.iter()
-        .filter_map(|dir| {
-            let pid: u32 = std::fs::read_to_string(dir.join("redis.pid"))
-                .ok()?
-                .trim()
-                .parse()
-                .ok()?;
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            (cmdline.contains("redis-server") || cmdline.contains("valkey-server")).then_some(pid)
+        .flat_map(|dir| {
+            [
+                running(dir, "redis.pid", &["redis-server", "valkey-server"]),
+                running(dir, "exporter.pid", &["redis-exporter", "redis_exporter"]),
+            ]
         })
+        .flatten()
         .collect()
 }
 

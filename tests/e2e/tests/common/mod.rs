@@ -40,41 +40,52 @@ pub fn provider_binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
-            let bin = profile_dir().join("terraform-provider-redisha");
-            if std::env::var_os("REDISHA_SKIP_PROVIDER_BUILD").is_none() {
-                let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-                let profile = profile_dir()
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .map(str::to_string)
-                    .unwrap_or_else(|| "debug".into());
-                let mut cmd = Command::new(cargo);
-                // The feature the workspace build gets from this crate's dependency on the
-                // provider: tests/aws_e2e.rs needs the address map.
-                cmd.current_dir(workspace_root()).args([
-                    "build",
-                    "-p",
-                    "terraform-provider-redisha",
-                    "--features",
-                    "test-address-map",
-                ]);
-                if profile != "debug" {
-                    cmd.args(["--profile", &profile]);
-                }
-                let status = cmd.status().expect("run cargo build");
-                assert!(
-                    status.success(),
-                    "cargo build -p terraform-provider-redisha --features test-address-map failed"
-                );
-            }
-            assert!(
-                bin.is_file(),
-                "provider binary missing at {}",
-                bin.display()
-            );
-            bin
+            // The feature the workspace build gets from this crate's dependency on the
+            // provider: tests/aws_e2e.rs needs the address map.
+            workspace_binary(
+                "terraform-provider-redisha",
+                "terraform-provider-redisha",
+                &["--features", "test-address-map"],
+            )
         })
         .clone()
+}
+
+/// The `redisha` command (`redisha status`).
+pub fn redisha_cli_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| workspace_binary("redisha-cli", "redisha", &[]))
+        .clone()
+}
+
+/// `target/<profile>/<bin>`, built first (`cargo build -p <package> <args>`) unless
+/// REDISHA_SKIP_PROVIDER_BUILD says the workspace build made it already.
+fn workspace_binary(package: &str, bin: &str, args: &[&str]) -> PathBuf {
+    let path = profile_dir().join(bin);
+    if std::env::var_os("REDISHA_SKIP_PROVIDER_BUILD").is_none() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let profile = profile_dir()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| "debug".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(workspace_root())
+            .args(["build", "-p", package])
+            .args(args);
+        if profile != "debug" {
+            cmd.args(["--profile", &profile]);
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(
+            status.success(),
+            "cargo build -p {package} {} failed",
+            args.join(" ")
+        );
+    }
+    assert!(path.is_file(), "{bin} missing at {}", path.display());
+    path
 }
 
 #[derive(Debug)]

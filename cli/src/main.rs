@@ -1,5 +1,8 @@
-//! `redisha`: plan a Redis Cluster placement, report what failures would do, and list the
-//! migration steps between two placements. Errors go to stderr with a non-zero exit.
+//! `redisha`: plan a Redis Cluster placement, report what failures would do, list the
+//! migration steps between two placements, and show a live cluster's status against its plan.
+//! Errors go to stderr with a non-zero exit.
+
+mod status;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,7 +18,7 @@ use redisha_planner::{
 #[command(
     name = "redisha",
     version,
-    about = "Failure-domain aware Redis Cluster placement"
+    about = "Failure-domain aware Redis Cluster placement, and the status of a running cluster"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -24,6 +27,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The live cluster by zone, host and node, refreshed every second; problems marked.
+    /// The password comes from the REDISHA_PASSWORD environment variable (or the state).
+    /// With --once it exits 0 when there is no problem and 3 when there is.
+    Status(status::StatusArgs),
+    #[command(flatten)]
+    Placement(PlacementCommand),
+}
+
+/// The planner's commands: files in, text out.
+#[derive(Subcommand)]
+enum PlacementCommand {
     /// Plan a placement for a topology and request (JSON or TOML).
     Plan {
         file: PathBuf,
@@ -73,7 +87,20 @@ fn main() -> ExitCode {
             };
         }
     };
-    match run(cli) {
+    let command = match cli.command {
+        Command::Status(args) => {
+            return match status::run(args) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(3),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Placement(command) => command,
+    };
+    match run(command) {
         Ok(out) => {
             print!("{out}");
             ExitCode::SUCCESS
@@ -119,9 +146,9 @@ fn json<T: serde::Serialize>(value: &T) -> Result<String> {
     Ok(serde_json::to_string_pretty(value)? + "\n")
 }
 
-fn run(cli: Cli) -> Result<String> {
-    match cli.command {
-        Command::Plan {
+fn run(command: PlacementCommand) -> Result<String> {
+    match command {
+        PlacementCommand::Plan {
             file,
             format,
             previous,
@@ -136,7 +163,7 @@ fn run(cli: Cli) -> Result<String> {
                 Format::Dot => report::render_dot(&plan.placement),
             })
         }
-        Command::Report {
+        PlacementCommand::Report {
             file,
             placement,
             format,
@@ -181,7 +208,7 @@ fn run(cli: Cli) -> Result<String> {
                 }
             })
         }
-        Command::Diff {
+        PlacementCommand::Diff {
             current,
             target,
             format,

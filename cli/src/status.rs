@@ -1,5 +1,7 @@
-//! `redisha status`: the live cluster laid out by zone, host and node, refreshed every second
-//! (or once, as text or JSON for scripts), with its problems marked.
+//! `redisha status` (the program `redisha-status`, which the planner's `redisha` runs for
+//! it): the live cluster laid out by zone, host and node, refreshed every second (or once, as
+//! text or JSON for scripts), with its problems marked. With `--once` it exits 0 when there is
+//! no problem, 3 when there is, 1 on an error.
 //!
 //! The cluster is found from a seed address or from the Terraform state, whose
 //! `redisha_cluster` gives the plan's layout (zone, host, shard and planned role of every
@@ -10,20 +12,25 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
+use clap::{Parser, ValueEnum};
 use redisha_cluster::status::{NodeStatus, StatusReport};
 use redisha_cluster::{Options, Password, PlannedNode};
 use redisha_planner::Role;
 use serde_json::Value;
 
 /// The environment variable holding the cluster password.
-pub const PASSWORD_ENV: &str = "REDISHA_PASSWORD";
+const PASSWORD_ENV: &str = "REDISHA_PASSWORD";
 
-#[derive(Args)]
-pub struct StatusArgs {
+/// The live cluster by zone, host and node, refreshed every second; problems marked. The
+/// password comes from the REDISHA_PASSWORD environment variable (or the state). With --once
+/// it exits 0 when there is no problem and 3 when there is.
+#[derive(Parser)]
+#[command(name = "redisha status", bin_name = "redisha status", version)]
+struct StatusArgs {
     /// host:port of a node (repeatable); default: the addresses in the state.
     #[arg(long = "seed")]
     seeds: Vec<String>,
@@ -42,7 +49,7 @@ pub struct StatusArgs {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum StatusFormat {
+enum StatusFormat {
     Text,
     Json,
 }
@@ -56,8 +63,20 @@ struct FromState {
     password: Option<String>,
 }
 
-/// Runs the command: 0 when the cluster shows no problem, 3 when it does (for scripts).
-pub fn run(args: StatusArgs) -> Result<bool> {
+fn main() -> ExitCode {
+    // Usage errors exit 2 (clap's), help 0.
+    match run(StatusArgs::parse()) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(3),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs the command: true when the cluster shows no problem.
+fn run(args: StatusArgs) -> Result<bool> {
     let from_state = match &args.state {
         Some(path) => read_state(path, args.cluster.as_deref())?,
         None => FromState::default(),
@@ -212,7 +231,7 @@ fn cluster_of(attributes: &Value) -> Option<FromState> {
 }
 
 /// The terminal view: zone -> host -> node, then the shards and the problems.
-pub fn render(cluster: &str, r: &StatusReport) -> String {
+fn render(cluster: &str, r: &StatusReport) -> String {
     let mut out = String::new();
     let survives = match r.survives_zone_loss {
         Some(true) => "yes",

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::local_cluster::{our_pids, Cleanup};
-use common::{redisha_cli_binary, TfDir};
+use common::{redisha_status_binary, TfDir};
 use serde_json::Value as Json;
 
 const OCTET: u8 = 111;
@@ -98,11 +98,12 @@ fn sample(text: &str, metric: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// `redisha status --once --format json` on the state: its exit code and report.
+/// `redisha status --once --format json` on the state (the program `redisha-status`): its exit
+/// code and report.
 fn status(tf: &TfDir) -> (i32, Json) {
     let state = tf.path().join("terraform.tfstate");
-    let out = Command::new(redisha_cli_binary())
-        .args(["status", "--once", "--format", "json", "--state"])
+    let out = Command::new(redisha_status_binary())
+        .args(["--once", "--format", "json", "--state"])
         .arg(&state)
         .env("REDISHA_PASSWORD", PASSWORD)
         .output()
@@ -243,8 +244,8 @@ fn exporters_status_and_reader_endpoints_follow_a_lost_zone() {
         "shard {shard} has no replica left: {report:#}"
     );
     assert_eq!(report["survives_zone_loss"], false);
-    let text = Command::new(redisha_cli_binary())
-        .args(["status", "--once", "--state"])
+    let text = Command::new(redisha_status_binary())
+        .args(["--once", "--state"])
         .arg(tf.path().join("terraform.tfstate"))
         .env("REDISHA_PASSWORD", PASSWORD)
         .output()

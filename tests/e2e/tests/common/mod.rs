@@ -51,11 +51,11 @@ pub fn provider_binary() -> PathBuf {
         .clone()
 }
 
-/// The `redisha` command (`redisha status`).
-pub fn redisha_cli_binary() -> PathBuf {
+/// `redisha-status`, the program `redisha status` runs.
+pub fn redisha_status_binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
-        .get_or_init(|| workspace_binary("redisha-cli", "redisha", &[]))
+        .get_or_init(|| workspace_binary("redisha-cli", "redisha-status", &[]))
         .clone()
 }
 

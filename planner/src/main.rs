@@ -1,9 +1,7 @@
-//! `redisha`: plan a Redis Cluster placement, report what failures would do, list the
-//! migration steps between two placements, and show a live cluster's status against its plan.
-//! Errors go to stderr with a non-zero exit.
+//! `redisha`: plan a Redis Cluster placement, report what failures would do, and list the
+//! migration steps between two placements. Errors go to stderr with a non-zero exit.
 
-mod status;
-
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -18,7 +16,7 @@ use redisha_planner::{
 #[command(
     name = "redisha",
     version,
-    about = "Failure-domain aware Redis Cluster placement, and the status of a running cluster"
+    about = "Failure-domain aware Redis Cluster placement"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -27,17 +25,6 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The live cluster by zone, host and node, refreshed every second; problems marked.
-    /// The password comes from the REDISHA_PASSWORD environment variable (or the state).
-    /// With --once it exits 0 when there is no problem and 3 when there is.
-    Status(status::StatusArgs),
-    #[command(flatten)]
-    Placement(PlacementCommand),
-}
-
-/// The planner's commands: files in, text out.
-#[derive(Subcommand)]
-enum PlacementCommand {
     /// Plan a placement for a topology and request (JSON or TOML).
     Plan {
         file: PathBuf,
@@ -64,6 +51,11 @@ enum PlacementCommand {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Any other command NAME runs the program `redisha-NAME` (next to this one, else on
+    /// PATH), as git and cargo do: `redisha backup` is `redisha-backup` (crate `cli/`), which
+    /// talks to live clusters, while this program only reads files.
+    #[command(external_subcommand)]
+    External(Vec<OsString>),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -87,20 +79,10 @@ fn main() -> ExitCode {
             };
         }
     };
-    let command = match cli.command {
-        Command::Status(args) => {
-            return match status::run(args) {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::from(3),
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::from(1)
-                }
-            }
-        }
-        Command::Placement(command) => command,
-    };
-    match run(command) {
+    if let Command::External(args) = &cli.command {
+        return external(args);
+    }
+    match run(cli) {
         Ok(out) => {
             print!("{out}");
             ExitCode::SUCCESS
@@ -115,6 +97,35 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::from(1)
             }
+        }
+    }
+}
+
+/// Runs `redisha-<NAME>` with the remaining arguments; its exit code is ours.
+fn external(args: &[OsString]) -> ExitCode {
+    let Some((name, rest)) = args.split_first() else {
+        return ExitCode::from(1);
+    };
+    let program = format!("redisha-{}", name.to_string_lossy());
+    // Next to this executable first (a cargo build puts them together), else PATH.
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join(&program)))
+        .filter(|p| p.is_file());
+    let path = beside.unwrap_or_else(|| PathBuf::from(&program));
+    match std::process::Command::new(&path).args(rest).status() {
+        Ok(status) => ExitCode::from(
+            status
+                .code()
+                .and_then(|c| u8::try_from(c).ok())
+                .unwrap_or(1),
+        ),
+        Err(e) => {
+            eprintln!(
+                "error: `redisha {}` needs the program {program} ({e}); it is built by the redisha-cli crate (cargo build -p redisha-cli)",
+                name.to_string_lossy()
+            );
+            ExitCode::from(1)
         }
     }
 }
@@ -146,9 +157,9 @@ fn json<T: serde::Serialize>(value: &T) -> Result<String> {
     Ok(serde_json::to_string_pretty(value)? + "\n")
 }
 
-fn run(command: PlacementCommand) -> Result<String> {
-    match command {
-        PlacementCommand::Plan {
+fn run(cli: Cli) -> Result<String> {
+    match cli.command {
+        Command::Plan {
             file,
             format,
             previous,
@@ -163,7 +174,7 @@ fn run(command: PlacementCommand) -> Result<String> {
                 Format::Dot => report::render_dot(&plan.placement),
             })
         }
-        PlacementCommand::Report {
+        Command::Report {
             file,
             placement,
             format,
@@ -208,7 +219,7 @@ fn run(command: PlacementCommand) -> Result<String> {
                 }
             })
         }
-        PlacementCommand::Diff {
+        Command::Diff {
             current,
             target,
             format,
@@ -242,5 +253,7 @@ fn run(command: PlacementCommand) -> Result<String> {
                 }
             })
         }
+        // Handled by `main` before `run`.
+        Command::External(_) => bail!("not a planner command"),
     }
 }

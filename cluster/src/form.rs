@@ -200,13 +200,23 @@ impl Operator<'_> {
                         .await?;
                 }
                 if node.role == Role::Master && !node.slots.is_empty() {
+                    // Only the planned slots nobody serves yet: a create resumed after a kill
+                    // finds them assigned, and a master started from a restored snapshot has
+                    // already claimed the slots its keys are in.
                     let lines = self.conns.cluster_nodes(&t).await?;
-                    let owned = lines
+                    let assigned: std::collections::HashSet<u16> = lines
                         .iter()
-                        .find(|l| l.is_myself())
-                        .map_or(0, |l| l.slot_count());
-                    if owned == 0 {
-                        self.add_slots(&t, &node.slots).await?;
+                        .flat_map(|l| l.slots.iter().flat_map(|r| r.start..=r.end))
+                        .collect();
+                    let missing: Vec<u16> = node
+                        .slots
+                        .iter()
+                        .flat_map(|r| r.start..=r.end)
+                        .filter(|s| !assigned.contains(s))
+                        .collect();
+                    if !missing.is_empty() {
+                        self.add_slots(&t, &crate::conn::slots_to_ranges(missing))
+                            .await?;
                     }
                 }
                 Ok::<_, ClusterError>(())

@@ -723,6 +723,44 @@ impl Driver for LocalDriver {
         self.server_engine().map(Some)
     }
 
+    fn seeds_snapshots(&self) -> bool {
+        true
+    }
+
+    async fn seed_snapshot(&self, node: &NodePlan, rdb: &Path) -> Result<(), DriverError> {
+        if self.cluster.is_none() {
+            return Err(DriverError::Other(format!(
+                "node {}: a snapshot is placed only for a cluster with an id",
+                node.name
+            )));
+        }
+        let dir = self.node_dir(&node.name)?;
+        let pid = std::fs::read_to_string(dir.join("redis.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        if pid.is_some_and(|pid| is_our_redis(pid, &dir.join("redis.conf"))) {
+            return Ok(());
+        }
+        private_dir(&dir)?;
+        let io = |context: String| {
+            let node = node.name.clone();
+            move |source| DriverError::Io {
+                node,
+                context,
+                source,
+            }
+        };
+        // Copied under another name and renamed: a node never starts from half a file.
+        let tmp = dir.join("dump.rdb.restoring");
+        std::fs::copy(rdb, &tmp).map_err(io(format!("cannot copy {}", rdb.display())))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+            .map_err(io(format!("cannot restrict {}", tmp.display())))?;
+        std::fs::rename(&tmp, dir.join("dump.rdb"))
+            .map_err(io(format!("cannot rename {}", tmp.display())))?;
+        info!(node = %node.name, from = %rdb.display(), "snapshot placed for the first start");
+        Ok(())
+    }
+
     fn writes_config_files(&self) -> bool {
         // Whole files, mode 0600 (CONFIG REWRITE would leave them 0644).
         true

@@ -48,13 +48,7 @@ pub struct ClusterResource;
 /// A failed call of this resource.
 type Failure = Failed<ClusterModel, ClusterState>;
 
-/// The node settings a state was applied with: its password and redis_config attributes.
-fn node_config_of(state: &ClusterModel) -> NodeConfig {
-    NodeConfig {
-        password: state.password.value().map(Password::new),
-        redis_config: state.redis_config.value().cloned().unwrap_or_default(),
-    }
-}
+use args::node_config_of;
 
 fn cluster_error(summary: &str, e: impl std::fmt::Display) -> Diagnostic {
     Diagnostic::error(summary, e.to_string())

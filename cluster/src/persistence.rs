@@ -208,6 +208,52 @@ pub fn persists(save: &str, appendonly: &str) -> bool {
     !save.trim().is_empty() || appendonly.trim().eq_ignore_ascii_case("yes")
 }
 
+/// The nodes among `addresses` (host:port) that do not keep their data over a restart, or
+/// whose settings cannot be read (as `address: why`); empty when every node persists.
+pub async fn nodes_without_persistence(
+    addresses: &[String],
+    password: Option<&crate::secret::Password>,
+    options: &crate::ops::Options,
+) -> Vec<String> {
+    let conns = crate::conn::Conns::new(
+        password.cloned(),
+        options.connect_timeout,
+        options.command_timeout,
+    );
+    let checks = addresses.iter().map(|a| {
+        let conns = &conns;
+        async move {
+            let Some((ip, port)) = crate::conn::split_address(a) else {
+                return Some(format!("{a}: not host:port"));
+            };
+            let t = crate::conn::Target::new(a, ip, port);
+            let mut pipe = redis::pipe();
+            pipe.cmd("CONFIG")
+                .arg("GET")
+                .arg("save")
+                .cmd("CONFIG")
+                .arg("GET")
+                .arg("appendonly");
+            match conns
+                .pipe::<(Vec<String>, Vec<String>)>(&t, &pipe, "CONFIG GET")
+                .await
+            {
+                Ok((save, aof)) => {
+                    let value = |v: &[String]| v.get(1).cloned().unwrap_or_default();
+                    (!persists(&value(&save), &value(&aof)))
+                        .then(|| format!("{a}: neither snapshots nor an append-only file"))
+                }
+                Err(e) => Some(format!("{a}: cannot read its settings ({e})")),
+            }
+        }
+    });
+    futures::future::join_all(checks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ use crate::data_sources::placement::PlacementDataSource;
 use std::collections::BTreeMap;
 
 use crate::provider_config::RedishaProviderConfig;
+use crate::resources::backup::BackupResource;
 use crate::resources::cluster::ClusterResource;
 use crate::tfplugin::framework::{Identity, Registry};
 use crate::tfplugin::schema::Schema;
@@ -23,6 +24,7 @@ pub fn registry() -> Registry {
         .data_source(ClusterHealthDataSource)
         .data_source(AwsTopologyDataSource)
         .resource(ClusterResource)
+        .resource(BackupResource)
 }
 
 /// Every schema this provider serves, keyed by type name: the input of the docs generator,

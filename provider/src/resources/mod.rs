@@ -1,3 +1,4 @@
 //! Resources: each one a module implementing `framework::Resource`.
 
+pub mod backup;
 pub mod cluster;

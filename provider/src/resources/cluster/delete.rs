@@ -37,10 +37,14 @@ pub(super) async fn delete(
         .into());
     };
     let password = node_config_of(&prior).password;
+    let password_again = password.clone();
     let located = locate::existing(ctx, &args, cached, cluster_id, password, None, true).await?;
     let Located {
         driver, mut state, ..
     } = located;
+    if let Err(d) = super::restore::final_backup(ctx, &args, &state, password_again).await {
+        return Err(Failure::from(d).with_private(state));
+    }
     if let Some(result) = driver.destroy_all(&mut state).await {
         return result.map_err(|d| Failure::from(d).with_private(state));
     }

@@ -22,6 +22,7 @@ pub mod nodes;
 mod plan;
 pub mod private;
 mod read;
+mod restore;
 mod update;
 
 use std::time::Duration;

@@ -90,6 +90,22 @@ pub(super) async fn plan(
     if !creating {
         diagnostics.extend(engine_change(&op, &current).await?);
     }
+    if creating {
+        // A damaged or mismatched backup is refused here, before anything starts.
+        if let Some((staged, _)) = super::restore::staged(ctx, &args, &driver).await? {
+            diagnostics.push(Diagnostic::warning(
+                "Restoring from a backup",
+                format!(
+                    "{}: {} keys in {} shards from {} (backup {}), checked",
+                    staged.location,
+                    staged.manifest.total_keys(),
+                    staged.manifest.shards.len(),
+                    staged.manifest.engine,
+                    staged.manifest.backup_id
+                ),
+            ));
+        }
+    }
     if let Err(e) = op.preflight(&request, &planned.placement, &current).await {
         return Err(cluster_error("The cluster cannot be started here", e)
             .at(preflight_path(&args))

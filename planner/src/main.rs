@@ -1,6 +1,7 @@
 //! `redisha`: plan a Redis Cluster placement, report what failures would do, and list the
 //! migration steps between two placements. Errors go to stderr with a non-zero exit.
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -50,6 +51,11 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// Any other command NAME runs the program `redisha-NAME` (next to this one, else on
+    /// PATH), as git and cargo do: `redisha backup` is `redisha-backup` (crate `cli/`), which
+    /// talks to live clusters, while this program only reads files.
+    #[command(external_subcommand)]
+    External(Vec<OsString>),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -73,6 +79,9 @@ fn main() -> ExitCode {
             };
         }
     };
+    if let Command::External(args) = &cli.command {
+        return external(args);
+    }
     match run(cli) {
         Ok(out) => {
             print!("{out}");
@@ -88,6 +97,35 @@ fn main() -> ExitCode {
             } else {
                 ExitCode::from(1)
             }
+        }
+    }
+}
+
+/// Runs `redisha-<NAME>` with the remaining arguments; its exit code is ours.
+fn external(args: &[OsString]) -> ExitCode {
+    let Some((name, rest)) = args.split_first() else {
+        return ExitCode::from(1);
+    };
+    let program = format!("redisha-{}", name.to_string_lossy());
+    // Next to this executable first (a cargo build puts them together), else PATH.
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join(&program)))
+        .filter(|p| p.is_file());
+    let path = beside.unwrap_or_else(|| PathBuf::from(&program));
+    match std::process::Command::new(&path).args(rest).status() {
+        Ok(status) => ExitCode::from(
+            status
+                .code()
+                .and_then(|c| u8::try_from(c).ok())
+                .unwrap_or(1),
+        ),
+        Err(e) => {
+            eprintln!(
+                "error: `redisha {}` needs the program {program} ({e}); it is built by the redisha-cli crate (cargo build -p redisha-cli)",
+                name.to_string_lossy()
+            );
+            ExitCode::from(1)
         }
     }
 }
@@ -195,5 +233,7 @@ fn run(cli: Cli) -> Result<String> {
                 }
             })
         }
+        // Handled by `main` before `run`.
+        Command::External(_) => bail!("not a planner command"),
     }
 }

@@ -43,45 +43,25 @@ fn a_cluster_that_does_not_answer_fails_with_its_address_and_no_password() {
 
 #[test]
 fn bad_arguments_are_refused_before_anything_is_contacted() {
-    let out = backup(
-        &[
+    let id = "0123456789abcdef";
+    for (cluster_id, destination, retain, expected) in [
+        ("not-an-id", "/tmp/x", "1", "16 hex digits"),
+        (id, "/tmp/x", "0", "--retain"),
+        (id, "s3://", "1", "no bucket"),
+    ] {
+        let args = [
             "--cluster-id",
-            "not-an-id",
+            cluster_id,
             "--endpoint",
             "127.129.0.1:9799",
             "--destination",
-            "/tmp/x",
-        ],
-        None,
-    );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("16 hex digits"));
-    let out = backup(
-        &[
-            "--cluster-id",
-            "0123456789abcdef",
-            "--endpoint",
-            "h:1",
-            "--destination",
-            "/tmp/x",
+            destination,
             "--retain",
-            "0",
-        ],
-        None,
-    );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--retain"));
-    let out = backup(
-        &[
-            "--cluster-id",
-            "0123456789abcdef",
-            "--endpoint",
-            "h:1",
-            "--destination",
-            "s3://",
-        ],
-        None,
-    );
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no bucket"));
+            retain,
+        ];
+        let out = backup(&args, None);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
 }

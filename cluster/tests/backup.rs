@@ -166,15 +166,20 @@ fn assert_same(before: &Dump, after: &Dump, what: &str) {
     assert!(problems.is_empty(), "{what}: {problems:?}");
 }
 
-async fn make_cluster(fx: &Fixture, driver: &LocalDriver, shards: u32) -> ClusterState {
-    let op = Operator::with_options(driver, config(), options());
+/// A 3-shard cluster of id `cluster_id(n)` in the fixture, and its driver.
+async fn make_cluster(fx: &Fixture, n: u8, name: &str) -> (LocalDriver, ClusterState) {
+    let driver = fx
+        .driver
+        .clone()
+        .with_cluster(&cluster_id(n), name)
+        .unwrap();
+    let op = Operator::with_options(&driver, config(), options());
     let mut state = ClusterState::new("local");
-    state.cluster_id = driver.cluster_id().unwrap_or_default().to_string();
-    op.create(&request(shards, 1), &placement(shards, 1), &mut state)
+    state.cluster_id = cluster_id(n);
+    op.create(&request(3, 1), &placement(3, 1), &mut state)
         .await
         .expect("create");
-    let _ = fx;
-    state
+    (driver, state)
 }
 
 fn backup_request<'a>(
@@ -213,12 +218,7 @@ async fn full_cycle() {
     let fx = Fixture::new(120, 9700);
     let backups = fx.dir.path().join("backups");
     let store = DirStore::new(&backups);
-    let driver = fx
-        .driver
-        .clone()
-        .with_cluster(&cluster_id(1), "src")
-        .unwrap();
-    let mut state = make_cluster(&fx, &driver, 3).await;
+    let (driver, mut state) = make_cluster(&fx, 1, "src").await;
     write_dataset(&state).await;
     let before = dump(&state).await;
     assert_eq!(before.len(), KEYS);
@@ -331,12 +331,7 @@ async fn damaged() {
     let fx = Fixture::new(121, 9720);
     let backups = fx.dir.path().join("backups");
     let store = DirStore::new(&backups);
-    let driver = fx
-        .driver
-        .clone()
-        .with_cluster(&cluster_id(4), "small")
-        .unwrap();
-    let mut state = make_cluster(&fx, &driver, 3).await;
+    let (driver, mut state) = make_cluster(&fx, 4, "small").await;
     let (mut cons, owner) = masters(&state).await;
     for i in 0..300 {
         let k = format!("k:{i}");

@@ -15,6 +15,14 @@ const PASSWORD: &str = "backup-E2e-secret";
 fn cluster(name: &str, shards: u32, octet: u32, extra: &str) -> String {
     format!(
         r#"
+terraform {{
+  required_providers {{
+    redisha = {{
+      source = "redisha/redisha"
+    }}
+  }}
+}}
+
 resource "redisha_cluster" "{name}" {{
   name           = "{name}"
   shards         = {shards}
@@ -198,13 +206,14 @@ fn backup_destroy_with_final_backup_and_restore_into_other_shards() {
     assert_eq!(endpoints.len(), 8);
     let mut con = client(&endpoints);
     for i in (0..3000).step_by(37) {
-        let (v, ttl): (Option<i64>, i64) = redis::pipe()
-            .cmd("GET")
-            .arg(format!("k{i}"))
-            .cmd("PTTL")
+        let v: Option<i64> = redis::cmd("GET")
             .arg(format!("k{i}"))
             .query(&mut con)
             .expect("GET");
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(format!("k{i}"))
+            .query(&mut con)
+            .expect("PTTL");
         assert_eq!(v, Some(i), "k{i}");
         assert!(ttl > 3_000_000, "k{i} kept its TTL: {ttl} ms");
     }

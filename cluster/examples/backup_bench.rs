@@ -83,7 +83,19 @@ async fn fill(state: &ClusterState, keys: usize, value: usize) -> anyhow::Result
                 .await?,
         );
     }
-    let payload = "x".repeat(value);
+    // Values that do not compress (RDB files compress strings with LZF): a snapshot's size
+    // is about the data's.
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut random_value = || -> String {
+        (0..value)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                char::from(b'!' + (seed % 90) as u8)
+            })
+            .collect()
+    };
     for chunk in (0..keys).collect::<Vec<_>>().chunks(5000) {
         let mut pipes: Vec<redis::Pipeline> = cons.iter().map(|_| redis::pipe()).collect();
         for &i in chunk {
@@ -91,7 +103,7 @@ async fn fill(state: &ClusterState, keys: usize, value: usize) -> anyhow::Result
             pipes[owner[usize::from(key_slot(k.as_bytes()))]]
                 .cmd("SET")
                 .arg(&k)
-                .arg(&payload)
+                .arg(random_value())
                 .ignore();
         }
         for (con, p) in cons.iter_mut().zip(&pipes) {
@@ -223,6 +235,8 @@ async fn main() -> anyhow::Result<()> {
             if shards == 5 {
                 // The key load alone: take out a plain create of the same cluster, measured after.
                 op.destroy(&mut restored).await?;
+                // A new operator: the old one's connections went with the destroyed nodes.
+                let op = Operator::with_options(d, NodeConfig::default(), options());
                 let mut empty = ClusterState::new("local");
                 empty.cluster_id = restored.cluster_id.clone();
                 let started = Instant::now();

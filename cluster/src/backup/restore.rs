@@ -302,20 +302,34 @@ pub struct LoadRequest<'a> {
 pub async fn load_keys(staged: &Staged, req: &LoadRequest<'_>) -> Result<u64, BackupError> {
     let conns = Conns::new(req.password.clone(), req.connect_timeout, req.timeout);
     let (masters, owner) = slot_owners(&conns, &req.seeds).await?;
-    let mut total = 0u64;
-    for (shard, file) in staged.manifest.shards.iter().zip(&staged.files) {
-        let started = Instant::now();
-        let (server, mut src) = ScratchServer::start(req.redis_server, file, req.timeout).await?;
-        let loaded = copy_keys(&mut src, &conns, &masters, &owner, req).await;
-        server.stop().await;
-        let loaded = loaded.map_err(|e| match e {
-            BackupError::Other(m) => {
-                BackupError::Other(format!("{} ({}): {m}", staged.location, shard.file))
+    // Every snapshot at once: each has its own scratch server, and the writes of all of them
+    // spread over every master.
+    let loads = staged
+        .manifest
+        .shards
+        .iter()
+        .zip(&staged.files)
+        .map(|(shard, file)| {
+            let (conns, masters, owner) = (&conns, &masters, &owner);
+            async move {
+                let started = Instant::now();
+                let (server, mut src) =
+                    ScratchServer::start(req.redis_server, file, req.timeout).await?;
+                let loaded = copy_keys(&mut src, conns, masters, owner, req).await;
+                server.stop().await;
+                let loaded = loaded.map_err(|e| match e {
+                    BackupError::Other(m) => {
+                        BackupError::Other(format!("{} ({}): {m}", staged.location, shard.file))
+                    }
+                    e => e,
+                })?;
+                info!(file = %shard.file, keys = loaded, seconds = started.elapsed().as_secs_f64(), "keys loaded");
+                Ok::<u64, BackupError>(loaded)
             }
-            e => e,
-        })?;
-        info!(file = %shard.file, keys = loaded, seconds = started.elapsed().as_secs_f64(), "keys loaded");
-        total += loaded;
+        });
+    let mut total = 0u64;
+    for r in join_all(loads).await {
+        total += r?;
     }
     Ok(total)
 }

@@ -343,21 +343,11 @@ impl LocalDriver {
                 source,
             }
         };
-        // Write a new file with mode 0600 from the start and rename it over the old one, so
-        // the password is never readable by others, not even briefly.
-        let tmp = path.with_extension("conf.tmp");
-        let _ = std::fs::remove_file(&tmp);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io("cannot write"))?;
-        file.write_all(text.as_bytes())
-            .map_err(io("cannot write"))?;
-        file.sync_all().map_err(io("cannot write"))?;
-        std::fs::rename(&tmp, path).map_err(io("cannot replace"))?;
-        Ok(())
+        // The password is never readable by others, not even briefly.
+        write_private_file(path, &path.with_extension("conf.tmp"), |f| {
+            f.write_all(text.as_bytes())
+        })
+        .map_err(io("cannot write"))
     }
 
     fn write_record<T: Serialize>(
@@ -489,6 +479,24 @@ impl LocalDriver {
         }
         killed
     }
+}
+
+/// Writes `path` through `tmp`: a new file with mode 0600 from the start, filled, synced and
+/// renamed over `path`, so that nobody else can read it and `path` is never half written.
+pub(crate) fn write_private_file(
+    path: &Path,
+    tmp: &Path,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)?;
+    fill(&mut file)?;
+    file.sync_all()?;
+    std::fs::rename(tmp, path)
 }
 
 /// Whether `pid` is a redis-server started with `config` (its process title carries the

@@ -3,7 +3,7 @@
 //! whole or not at all, so a reader never sees half a file under its final name.
 
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -110,17 +110,7 @@ impl DirStore {
         let path = self.path(key)?;
         self.parent_dir(&path)?;
         let tmp = path.with_extension("partial");
-        let _ = std::fs::remove_file(&tmp);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(|e| self.io("write", &tmp, e))?;
-        fill(&mut file)
-            .and_then(|()| file.sync_all())
-            .map_err(|e| self.io("write", &tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| self.io("rename", &tmp, e))
+        crate::local::write_private_file(&path, &tmp, fill).map_err(|e| self.io("write", &path, e))
     }
 }
 

@@ -290,7 +290,16 @@ async fn full_cycle() {
         )
         .await
         .expect("stage");
-        let op = Operator::with_options(&driver, config(), options());
+        // The seeded restore runs with an append-only file: a node that finds none would
+        // otherwise ignore its snapshot.
+        let mut node_config = config();
+        if seeded {
+            node_config.redis_config =
+                redisha_cluster::persistence::Persistence::parse(Some("aof"), None, None, None)
+                    .unwrap()
+                    .settings();
+        }
+        let op = Operator::with_options(&driver, node_config, options());
         let mut restored = ClusterState::new("local");
         restored.cluster_id = cluster_id(n);
         let route = create_restored(
@@ -308,6 +317,16 @@ async fn full_cycle() {
             seeded,
             "{shards} shards: {route:?}"
         );
+        if seeded {
+            let (mut cons, _) = masters(&restored).await;
+            let aof: Vec<String> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("appendonly")
+                .query_async(&mut cons[0])
+                .await
+                .unwrap();
+            assert_eq!(aof[1], "yes", "the append-only file is on once restored");
+        }
         let after = dump(&restored).await;
         assert_same(&before, &after, &format!("restored into {shards} shards"));
         for i in 0..acked_before {

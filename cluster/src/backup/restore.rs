@@ -441,10 +441,11 @@ pub async fn create_restored(
         }
         info!(backup = %staged.location, masters = seeds.len(), "masters seeded with their shard's snapshot");
     }
-    op.create(request, placement, state).await?;
     if seeds.is_some() {
+        create_seeded(op, request, placement, state, staged).await?;
         return Ok(Route::Seeded);
     }
+    op.create(request, placement, state).await?;
     let load = LoadRequest {
         seeds: state.nodes.iter().map(|n| n.address()).collect(),
         password: op.config.password.clone(),
@@ -455,4 +456,53 @@ pub async fn create_restored(
     };
     let keys = load_keys(staged, &load).await?;
     Ok(Route::Loaded(keys))
+}
+
+/// The create of a seeded restore. With an append-only file configured, a node that finds none
+/// starts empty and ignores `dump.rdb`: the nodes start with it off, load their snapshots, and
+/// it is turned on once the cluster is formed (each node then writes its file from memory).
+async fn create_seeded(
+    op: &crate::ops::Operator<'_>,
+    request: &redisha_planner::Request,
+    placement: &redisha_planner::Placement,
+    state: &mut crate::state::ClusterState,
+    staged: &Staged,
+) -> Result<(), BackupError> {
+    let aof = op
+        .config
+        .redis_config
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("appendonly") && v.eq_ignore_ascii_case("yes"));
+    if aof {
+        let mut loading = op.config.clone();
+        loading
+            .redis_config
+            .retain(|k, _| !k.eq_ignore_ascii_case("appendonly"));
+        loading
+            .redis_config
+            .insert("appendonly".into(), "no".into());
+        let mut first = crate::ops::Operator::with_options(op.driver, loading, op.options.clone());
+        first.create(request, placement, state).await?;
+        first.reconfigure(state, op.config.clone()).await?;
+    } else {
+        op.create(request, placement, state).await?;
+    }
+    // A snapshot the masters did not load would leave an empty cluster that looks restored.
+    let expected = staged.manifest.total_keys();
+    if expected > 0 {
+        let mut found = 0u64;
+        for n in state.nodes.iter().filter(|n| !n.slots.is_empty()) {
+            found += op
+                .conns
+                .query::<u64>(&n.target(), &redis::cmd("DBSIZE"), "DBSIZE")
+                .await?;
+        }
+        if found == 0 {
+            return Err(BackupError::Other(format!(
+                "{}: the masters started without the snapshots' {expected} keys; destroy this cluster and restore again",
+                staged.location
+            )));
+        }
+    }
+    Ok(())
 }

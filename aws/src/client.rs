@@ -1,5 +1,5 @@
 //! Builds the driver's AWS clients (EC2; SSM for the password parameter; IAM for the nodes'
-//! instance profile) from one configuration: the standard credential chain, an optional
+//! instance profile; S3 for backups) from one configuration: the standard credential chain, an optional
 //! assumed role, an optional endpoint override, and retries with backoff on throttling.
 
 use std::time::Duration;
@@ -24,6 +24,9 @@ pub struct AwsClients {
     pub ec2: aws_sdk_ec2::Client,
     pub ssm: aws_sdk_ssm::Client,
     pub iam: aws_sdk_iam::Client,
+    /// For backups stored in S3 (path-style addressing when an endpoint is set: moto and
+    /// other S3-compatible endpoints serve buckets under the path).
+    pub s3: aws_sdk_s3::Client,
 }
 
 impl std::ops::Deref for AwsClients {
@@ -104,5 +107,10 @@ pub(crate) async fn clients_with(
         ec2: aws_sdk_ec2::Client::new(&shared),
         ssm: aws_sdk_ssm::Client::new(&shared),
         iam: aws_sdk_iam::Client::new(&shared),
+        s3: aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&shared)
+                .force_path_style(settings.endpoint.is_some())
+                .build(),
+        ),
     })
 }

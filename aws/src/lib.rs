@@ -17,6 +17,7 @@ pub mod instance_profile;
 pub mod instances;
 mod probe;
 pub mod records;
+pub mod s3_store;
 pub mod secrets;
 pub mod security_group;
 pub mod settings;
@@ -28,6 +29,7 @@ pub mod user_data;
 pub use client::{client, AwsClients};
 pub use driver::{AwsDriver, ClaimReport, DestroyReport, HostStatus, HostsReport};
 pub use error::AwsError;
+pub use s3_store::S3Store;
 pub use settings::{
     AddressOverride, AssumeRole, AwsDriverConfig, AwsSettings, DataVolume, Timeouts,
     ADDRESS_MAP_ENV,

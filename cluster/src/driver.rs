@@ -384,6 +384,25 @@ pub trait Driver: Send + Sync {
         )))
     }
 
+    /// Puts a snapshot (RDB file) where `node` loads it at its first start: a restore with
+    /// the backup's shards seeds each master before anything starts. A node already running
+    /// is left alone. Drivers that cannot (their hosts start their own nodes) say so in
+    /// `seeds_snapshots`; the restore then loads the keys into the running cluster instead.
+    fn seeds_snapshots(&self) -> bool {
+        false
+    }
+
+    async fn seed_snapshot(
+        &self,
+        node: &NodePlan,
+        _rdb: &std::path::Path,
+    ) -> Result<(), DriverError> {
+        Err(DriverError::Other(format!(
+            "node {}: this driver cannot place a snapshot before a node starts",
+            node.name
+        )))
+    }
+
     /// Every node carrying `cluster_id` that this driver can find without Terraform's state,
     /// with what its record says. `None`: this driver cannot rediscover nodes (the provider then
     /// needs the private state).

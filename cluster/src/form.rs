@@ -139,14 +139,31 @@ impl Operator<'_> {
         first_error.map_or(Ok(()), Err)
     }
 
-    /// Fills in every node's redis node id.
+    /// Fills in every node's redis node id. A node still loading its data (a master started
+    /// from a restored snapshot) is waited for, within the operation's timeout.
     pub(crate) async fn fetch_node_ids(&self, state: &mut ClusterState) -> Result<()> {
         let targets = state.targets();
-        let ids = join_all(targets.iter().map(|t| self.my_id(t))).await;
+        let ids = join_all(targets.iter().map(|t| self.my_id_once_loaded(t))).await;
         for (node, id) in state.nodes.iter_mut().zip(ids) {
             node.node_id = id?;
         }
         Ok(())
+    }
+
+    async fn my_id_once_loaded(&self, t: &Target) -> Result<String> {
+        let deadline = std::time::Instant::now() + self.options.timeout;
+        loop {
+            match self.my_id(t).await {
+                Err(ClusterError::Redis { ref source, .. })
+                    if source.kind() == redis::ErrorKind::BusyLoadingError
+                        && std::time::Instant::now() < deadline =>
+                {
+                    self.conns.drop_conn(t).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Joins the started nodes of `state` into one cluster as planned.
@@ -200,13 +217,23 @@ impl Operator<'_> {
                         .await?;
                 }
                 if node.role == Role::Master && !node.slots.is_empty() {
+                    // Only the planned slots nobody serves yet: a create resumed after a kill
+                    // finds them assigned, and a master started from a restored snapshot has
+                    // already claimed the slots its keys are in.
                     let lines = self.conns.cluster_nodes(&t).await?;
-                    let owned = lines
+                    let assigned: std::collections::HashSet<u16> = lines
                         .iter()
-                        .find(|l| l.is_myself())
-                        .map_or(0, |l| l.slot_count());
-                    if owned == 0 {
-                        self.add_slots(&t, &node.slots).await?;
+                        .flat_map(|l| l.slots.iter().flat_map(|r| r.start..=r.end))
+                        .collect();
+                    let missing: Vec<u16> = node
+                        .slots
+                        .iter()
+                        .flat_map(|r| r.start..=r.end)
+                        .filter(|s| !assigned.contains(s))
+                        .collect();
+                    if !missing.is_empty() {
+                        self.add_slots(&t, &crate::conn::slots_to_ranges(missing))
+                            .await?;
                     }
                 }
                 Ok::<_, ClusterError>(())

@@ -103,7 +103,7 @@ impl HealthReport {
 }
 
 /// Reads CLUSTER NODES from the first seed that answers.
-async fn discover(conns: &Conns, seeds: &[String]) -> Result<Vec<NodeLine>> {
+pub(crate) async fn discover(conns: &Conns, seeds: &[String]) -> Result<Vec<NodeLine>> {
     let mut last = None;
     for seed in seeds {
         let Some((ip, port)) = split_address(seed) else {

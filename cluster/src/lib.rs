@@ -11,6 +11,7 @@
 //! - [`identity`]: cluster ids and the records drivers keep on nodes
 //! - [`import`], [`health`] and [`status`] (no driver needed)
 
+pub mod backup;
 pub mod conn;
 pub mod driver;
 pub mod engine;
@@ -21,6 +22,7 @@ pub mod identity;
 pub mod lease;
 pub mod local;
 pub mod ops;
+pub mod persistence;
 pub mod secret;
 pub mod sentinel;
 pub mod state;

@@ -464,21 +464,11 @@ impl LocalDriver {
                 source,
             }
         };
-        // Write a new file with mode 0600 from the start and rename it over the old one, so
-        // the password is never readable by others, not even briefly.
-        let tmp = path.with_extension("conf.tmp");
-        let _ = std::fs::remove_file(&tmp);
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .map_err(io("cannot write"))?;
-        file.write_all(text.as_bytes())
-            .map_err(io("cannot write"))?;
-        file.sync_all().map_err(io("cannot write"))?;
-        std::fs::rename(&tmp, path).map_err(io("cannot replace"))?;
-        Ok(())
+        // The password is never readable by others, not even briefly.
+        write_private_file(path, &path.with_extension("conf.tmp"), |f| {
+            f.write_all(text.as_bytes())
+        })
+        .map_err(io("cannot write"))
     }
 
     fn write_record<T: Serialize>(
@@ -612,6 +602,24 @@ impl LocalDriver {
         }
         killed
     }
+}
+
+/// Writes `path` through `tmp`: a new file with mode 0600 from the start, filled, synced and
+/// renamed over `path`, so that nobody else can read it and `path` is never half written.
+pub(crate) fn write_private_file(
+    path: &Path,
+    tmp: &Path,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)?;
+    fill(&mut file)?;
+    file.sync_all()?;
+    std::fs::rename(tmp, path)
 }
 
 /// Whether `pid` is a redis-server started with `config` (its process title carries the
@@ -921,6 +929,44 @@ impl Driver for LocalDriver {
 
     async fn engine(&self) -> Result<Option<crate::engine::Engine>, DriverError> {
         self.server_engine().map(Some)
+    }
+
+    fn seeds_snapshots(&self) -> bool {
+        true
+    }
+
+    async fn seed_snapshot(&self, node: &NodePlan, rdb: &Path) -> Result<(), DriverError> {
+        if self.cluster.is_none() {
+            return Err(DriverError::Other(format!(
+                "node {}: a snapshot is placed only for a cluster with an id",
+                node.name
+            )));
+        }
+        let dir = self.node_dir(&node.name)?;
+        let pid = std::fs::read_to_string(dir.join("redis.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok());
+        if pid.is_some_and(|pid| is_our_redis(pid, &dir.join("redis.conf"))) {
+            return Ok(());
+        }
+        private_dir(&dir)?;
+        let io = |context: String| {
+            let node = node.name.clone();
+            move |source| DriverError::Io {
+                node,
+                context,
+                source,
+            }
+        };
+        // Copied under another name and renamed: a node never starts from half a file.
+        let tmp = dir.join("dump.rdb.restoring");
+        std::fs::copy(rdb, &tmp).map_err(io(format!("cannot copy {}", rdb.display())))?;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+            .map_err(io(format!("cannot restrict {}", tmp.display())))?;
+        std::fs::rename(&tmp, dir.join("dump.rdb"))
+            .map_err(io(format!("cannot rename {}", tmp.display())))?;
+        info!(node = %node.name, from = %rdb.display(), "snapshot placed for the first start");
+        Ok(())
     }
 
     fn writes_config_files(&self) -> bool {

@@ -7,6 +7,7 @@
 //! `logging` (hclog lines for Terraform's log). Only this side knows HCL names.
 
 pub mod aws_errors;
+pub mod backups;
 pub mod data_sources;
 pub mod logging;
 pub mod provider_config;

@@ -6,6 +6,7 @@ use crate::data_sources::placement::PlacementDataSource;
 use std::collections::BTreeMap;
 
 use crate::provider_config::RedishaProviderConfig;
+use crate::resources::backup::BackupResource;
 use crate::resources::cluster::ClusterResource;
 use crate::resources::sentinel::SentinelResource;
 use crate::tfplugin::framework::{Identity, Registry};
@@ -25,6 +26,7 @@ pub fn registry() -> Registry {
         .data_source(AwsTopologyDataSource)
         .resource(ClusterResource)
         .resource(SentinelResource)
+        .resource(BackupResource)
 }
 
 /// Every schema this provider serves, keyed by type name: the input of the docs generator,

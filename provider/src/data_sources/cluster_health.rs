@@ -60,9 +60,16 @@ model! {
             "The plan to compare the live cluster with: a `redisha_cluster`'s `nodes`. With it, nodes and shards \
              get their zones, a master outside its planned zone is a problem, and `survives_zone_loss` is known.",
         ),
+        pub cluster_id: Attr<String> = optional("The cluster's `cluster_id`; with `backup_destination`, the last backup is reported."),
+        pub backup_destination: Attr<String> = optional("Where the cluster's backups go (`destination` of `redisha_backup`: a directory or `s3://bucket/prefix`)."),
         pub cluster_state: Attr<String> = computed("`ok` when every node answers and says ok, else `fail`."),
         pub healthy: Attr<bool> = computed("cluster_state is ok and all 16384 slots are served."),
         pub slots_covered: Attr<u32> = computed("Slots served by a live master."),
+        pub persistence_on_every_node: Attr<bool> = computed("Every node keeps its data over a restart (snapshots scheduled or an append-only file on)."),
+        pub nodes_without_persistence: Attr<Vec<String>> = computed("`address: why` of each node that does not (or whose settings could not be read)."),
+        pub last_backup_id: Attr<String> = computed("The newest complete backup of `cluster_id` in `backup_destination` (null when there is none or they are not given)."),
+        pub last_backup_time: Attr<String> = computed("When it started, UTC (`YYYYMMDDThhmmssZ`)."),
+        pub last_backup_age_seconds: Attr<u64> = computed("Seconds since it started."),
         pub nodes: Attr<Vec<HealthNode>> = computed(
             "Every node: `id`, `address`, `alive`, `role` (`master`/`replica`, empty when unknown), \
              `master_id` (replicas), `link_status` (`up`/`down`, replicas), `lag_bytes` (replication \
@@ -106,6 +113,25 @@ fn endpoints(list: &[String]) -> Result<Vec<String>, Diagnostic> {
     Ok(list.to_vec())
 }
 
+/// The newest complete backup of `cluster_id` in `backup_destination`, when both are given.
+async fn last_backup(
+    ctx: &Context,
+    config: &ClusterHealthModel,
+) -> Result<Option<redisha_cluster::backup::Manifest>, Diagnostics> {
+    let (Some(id), Some(dest)) = (config.cluster_id.value(), config.backup_destination.value())
+    else {
+        return Ok(None);
+    };
+    let at = AttrPath::attr("backup_destination");
+    let store = crate::backups::open(ctx, dest, &at).await?;
+    let list = redisha_cluster::backup::list_backups(store.as_ref(), id)
+        .await
+        .map_err(|e| {
+            Diagnostics::from(Diagnostic::error("Cannot list the backups", e.to_string()).at(at))
+        })?;
+    Ok(list.into_iter().next())
+}
+
 #[async_trait]
 impl DataSource for ClusterHealthDataSource {
     type Model = ClusterHealthModel;
@@ -123,7 +149,7 @@ impl DataSource for ClusterHealthDataSource {
 
     async fn read(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         config: ClusterHealthModel,
     ) -> Result<ClusterHealthModel, Diagnostics> {
         let seeds = endpoints(config.endpoints.value().map_or(&[], Vec::as_slice))?;
@@ -168,7 +194,27 @@ impl DataSource for ClusterHealthDataSource {
         });
         let healthy =
             report.cluster_state == "ok" && report.slots_covered == redisha_planner::SLOT_COUNT;
+        let addresses: Vec<String> = report.nodes.iter().map(|n| n.address.clone()).collect();
+        let unpersisted = redisha_cluster::persistence::nodes_without_persistence(
+            &addresses,
+            password.as_ref(),
+            &Options::default(),
+        )
+        .await;
+        let last = last_backup(ctx, &config).await?;
+        let now = redisha_cluster::identity::unix_now();
         Ok(ClusterHealthModel {
+            persistence_on_every_node: unpersisted.is_empty().into(),
+            nodes_without_persistence: Attr::Known(unpersisted),
+            last_backup_id: last.as_ref().map(|m| m.backup_id.clone()).into(),
+            last_backup_time: last
+                .as_ref()
+                .map(|m| redisha_cluster::backup::utc_stamp(m.started_at))
+                .into(),
+            last_backup_age_seconds: last
+                .as_ref()
+                .map(|m| now.saturating_sub(m.started_at))
+                .into(),
             cluster_state: report.cluster_state.clone().into(),
             healthy: healthy.into(),
             slots_covered: report.slots_covered.into(),

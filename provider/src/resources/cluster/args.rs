@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use redisha_cluster::local::DEFAULT_EXPORTER_PORT_OFFSET;
+use redisha_cluster::persistence::{Persistence, PersistenceError};
 use redisha_cluster::{LocalConfig, LocalExporter, NodeConfig, Password};
 use redisha_planner::Request;
 
@@ -68,6 +69,10 @@ pub struct ClusterArgs {
     pub timeouts: Timeouts,
     /// `allow_data_loss`: lets repair restart a master with no live copy of its data.
     pub allow_data_loss: bool,
+    /// `restore_from`: the backup a new cluster starts from.
+    pub restore_from: Option<String>,
+    /// `final_backup`: where destroy puts a last backup first.
+    pub final_backup: Option<String>,
 }
 
 impl ClusterArgs {
@@ -185,9 +190,38 @@ impl ClusterArgs {
         }
 
         let timeouts = timeouts_of(&m.timeouts, &mut diags, &mut k);
+
+        let restore_from = k.take(&m.restore_from);
+        let final_backup = k.take(&m.final_backup);
+        let persistence = match persistence_of(m) {
+            Ok(p) => p,
+            Err(e) => {
+                diags.push(
+                    Diagnostic::error("Invalid persistence settings", e.to_string())
+                        .at(root.then(e.field)),
+                );
+                None
+            }
+        };
+        // The persistence arguments become redis.conf settings, merged into `redis_config`
+        // before the settings are checked, so a clash names the attribute.
+        let merged = match (&persistence, &redis_config) {
+            (Some((p, explicit)), Some(given)) => match p.merge_into(given, *explicit) {
+                Ok(merged) => Some(merged),
+                Err(e) => {
+                    diags.push(
+                        Diagnostic::error("Invalid persistence settings", e.to_string())
+                            .at(root.then(e.field)),
+                    );
+                    None
+                }
+            },
+            _ => None,
+        };
+        k.0 &= persistence.is_some();
         let node_config = node_config_of(
             password.as_deref(),
-            redis_config.as_ref(),
+            merged.as_ref(),
             m.password.is_unknown(),
             &mut diags,
         );
@@ -207,6 +241,8 @@ impl ClusterArgs {
                     driver,
                     timeouts,
                     allow_data_loss,
+                    restore_from,
+                    final_backup,
                 }))
             }
             _ => Ok(None),
@@ -276,6 +312,42 @@ pub(crate) fn node_config_of(
         }
     }
     node_config
+}
+
+/// The persistence arguments, and whether any was written (`Ok(None)`: one is unknown).
+fn persistence_of(m: &ClusterModel) -> Result<Option<(Persistence, bool)>, PersistenceError> {
+    if m.persistence.is_unknown()
+        || m.appendfsync.is_unknown()
+        || m.min_replicas_to_write.is_unknown()
+        || m.min_replicas_max_lag.is_unknown()
+    {
+        return Ok(None);
+    }
+    let explicit = !(m.persistence.is_null()
+        && m.appendfsync.is_null()
+        && m.min_replicas_to_write.is_null()
+        && m.min_replicas_max_lag.is_null());
+    let p = Persistence::parse(
+        m.persistence.value().map(String::as_str),
+        m.appendfsync.value().map(String::as_str),
+        m.min_replicas_to_write.value().copied(),
+        m.min_replicas_max_lag.value().copied(),
+    )?;
+    Ok(Some((p, explicit)))
+}
+
+/// The node settings a state was applied with (its password, redis_config and persistence
+/// attributes), as `from_model` makes them for a config.
+pub fn applied_node_config(state: &ClusterModel) -> NodeConfig {
+    let given = state.redis_config.value().cloned().unwrap_or_default();
+    let redis_config = match persistence_of(state) {
+        Ok(Some((p, explicit))) => p.merge_into(&given, explicit).unwrap_or(given),
+        _ => given,
+    };
+    NodeConfig {
+        password: state.password.value().map(Password::new),
+        redis_config,
+    }
 }
 
 pub(crate) fn decode_local(

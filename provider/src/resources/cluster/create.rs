@@ -1,6 +1,7 @@
 //! ApplyResourceChange for a new cluster: nodes started, the cluster formed, its record
 //! marked ready. An interrupted create of the same cluster is resumed.
 
+use redisha_cluster::backup::restore::create_restored;
 use redisha_cluster::identity::{ClusterRecord, ClusterStatus};
 use redisha_cluster::ClusterState;
 use redisha_planner as planner;
@@ -45,12 +46,36 @@ async fn form(
         &args.name,
         ClusterStatus::Creating,
     );
+    // A backup to restore is checked whole before any node starts.
+    let restoring = super::restore::staged(ctx, args, &located.driver).await?;
     let cancel = op.options().cancel.clone();
+    let create = async {
+        match &restoring {
+            None => op
+                .create(&located.request, &planned.placement, &mut located.state)
+                .await
+                .map_err(|e| cluster_error("Creating the cluster failed", e)),
+            Some((staged, loader)) => {
+                let route = create_restored(
+                    &op,
+                    &located.request,
+                    &planned.placement,
+                    &mut located.state,
+                    staged,
+                    loader,
+                )
+                .await
+                .map_err(|e| cluster_error("Restoring the cluster failed", e))?;
+                info!(cluster = %args.name, backup = %staged.location, ?route, "restored");
+                Ok(())
+            }
+        }
+    };
     let created = tokio::select! {
-        created = op.create(&located.request, &planned.placement, &mut located.state) => created,
+        created = create => created,
         never = redisha_cluster::lease::hold_create(located.driver.driver(), &holding, &cancel) => match never {},
     };
-    created.map_err(|e| Diagnostics::from(cluster_error("Creating the cluster failed", e)))?;
+    created.map_err(Diagnostics::from)?;
     let record = ClusterRecord::new(&located.state.cluster_id, &args.name, ClusterStatus::Ready);
     located
         .driver

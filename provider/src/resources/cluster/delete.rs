@@ -10,7 +10,7 @@ use crate::tfplugin::framework::Context;
 use super::args::ClusterArgs;
 use super::locate::{self, Located};
 use super::model::ClusterModel;
-use super::{adopt, cluster_error, configured_operator, node_config_of, Failure};
+use super::{adopt, applied_node_config, cluster_error, configured_operator, Failure};
 
 pub(super) async fn delete(
     ctx: &Context,
@@ -36,11 +36,15 @@ pub(super) async fn delete(
         )
         .into());
     };
-    let password = node_config_of(&prior).password;
+    let password = applied_node_config(&prior).password;
+    let password_again = password.clone();
     let located = locate::existing(ctx, &args, cached, cluster_id, password, None, true).await?;
     let Located {
         driver, mut state, ..
     } = located;
+    if let Err(d) = super::restore::final_backup(ctx, &args, &state, password_again).await {
+        return Err(Failure::from(d).with_private(state));
+    }
     if let Some(result) = driver.destroy_all(&mut state).await {
         return result.map_err(|d| Failure::from(d).with_private(state));
     }

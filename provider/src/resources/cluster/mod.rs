@@ -23,6 +23,7 @@ pub mod nodes;
 mod plan;
 pub mod private;
 mod read;
+mod restore;
 mod update;
 
 use std::time::Duration;
@@ -49,13 +50,7 @@ pub struct ClusterResource;
 /// A failed call of this resource.
 type Failure = Failed<ClusterModel, ClusterState>;
 
-/// The node settings a state was applied with: its password and redis_config attributes.
-fn node_config_of(state: &ClusterModel) -> NodeConfig {
-    NodeConfig {
-        password: state.password.value().map(Password::new),
-        redis_config: state.redis_config.value().cloned().unwrap_or_default(),
-    }
-}
+use args::applied_node_config;
 
 fn cluster_error(summary: &str, e: impl std::fmt::Display) -> Diagnostic {
     Diagnostic::error(summary, e.to_string())
@@ -138,7 +133,7 @@ async fn locate(
         args,
         cached,
         prior.and_then(|p| p.cluster_id.value().map(String::as_str)),
-        prior.and_then(|p| node_config_of(p).password),
+        prior.and_then(|p| applied_node_config(p).password),
         args.node_config.password.clone(),
         write,
     )

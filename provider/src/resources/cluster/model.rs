@@ -93,6 +93,17 @@ model! {
         pub password: Attr<String> = optional("Password of the default user (requirepass and masterauth). Changing it rolls over every node.").sensitive(),
         pub allow_data_loss: Attr<bool> = optional("Default false: apply refuses any action that would lose acknowledged writes, such as              restarting a failed master that has no live replica while append-only persistence is              off (it comes back with its last snapshot at best). Set true to accept that loss."),
         pub redis_config: Attr<BTreeMap<String, String>> = optional("Extra redis.conf settings, e.g. `{ maxmemory-policy = \"allkeys-lru\" }`. Changes roll over replicas first."),
+        pub persistence: Attr<String> = optional("What every node keeps on disk: `none` (nothing), `rdb` (snapshots after 1 h if a key changed, 5 min if 100 did, 1 min if 10,000 did; the default) \
+             or `aof` (an append-only file, fsynced as `appendfsync` says, plus snapshots). What each can lose on a crash, a failover and a zone loss: see \"Persistence\" above. Changes apply live."),
+        pub appendfsync: Attr<String> = optional("With `persistence = \"aof\"`: `everysec` (the default; a crash loses at most about 1 s of writes) or `always` (every write is on disk before it is acknowledged; slower)."),
+        pub min_replicas_to_write: Attr<u32> = optional("A master refuses writes while fewer than this many replicas are connected with at most `min_replicas_max_lag` seconds of lag. \
+             Bounds what a master cut off from its replicas accepts and then loses. Default: unset (never refuse)."),
+        pub min_replicas_max_lag: Attr<u32> = optional("Seconds of replica lag `min_replicas_to_write` tolerates. Default 10."),
+        pub restore_from: Attr<String> = optional("A backup to create the cluster from: the `id` of a `redisha_backup` (a directory, or `s3://bucket/prefix/...`). \
+             With as many shards as the backup, each master starts from its shard's snapshot; otherwise every key is loaded and routed by slot (TTLs kept). \
+             The backup is checked (manifest, SHA-256 of every file, snapshot format against the engine) at plan and again before any node starts. Read only at create."),
+        pub final_backup: Attr<String> = optional("A destination (a directory, or `s3://bucket/prefix`) for a backup taken just before destroy. \
+             If that backup fails, destroy stops with nothing removed."),
         pub nodes: Attr<Vec<NodeValue>> = computed("Every node: `id` (Redis cluster node id), `name`, `address` (host:port), `role` (`master` or \
              `replica`, as the node says now), `planned_role` (what the plan made it), `status` (`up` or `down`), `shard` (0-based), `zone`, `host`, and `slots` as \
              `\"start-end\"` ranges. Read reports the live cluster, so drift shows in the next plan."),

@@ -11,7 +11,7 @@ use super::args::{ClusterArgs, DriverArgs};
 use super::locate::Located;
 use super::model::ClusterModel;
 use super::{
-    cluster_error, id_value, locate, node_config_of, nodes, note_warnings, operator, place,
+    applied_node_config, cluster_error, id_value, locate, nodes, note_warnings, operator, place,
     with_cluster,
 };
 use redisha_cluster::ClusterState;
@@ -68,7 +68,7 @@ pub(super) async fn plan(
         &driver,
         &args,
         args.node_config.clone(),
-        prior.and_then(|p| node_config_of(p).password),
+        prior.and_then(|p| applied_node_config(p).password),
         args.timeouts.create,
     );
     // Slots a killed apply left half-moved: apply finishes them before anything else.
@@ -89,6 +89,22 @@ pub(super) async fn plan(
     }
     if !creating {
         diagnostics.extend(engine_change(&op, &current).await?);
+    }
+    if creating {
+        // A damaged or mismatched backup is refused here, before anything starts.
+        if let Some((staged, _)) = super::restore::staged(ctx, &args, &driver).await? {
+            diagnostics.push(Diagnostic::warning(
+                "Restoring from a backup",
+                format!(
+                    "{}: {} keys in {} shards from {} (backup {}), checked",
+                    staged.location,
+                    staged.manifest.total_keys(),
+                    staged.manifest.shards.len(),
+                    staged.manifest.engine,
+                    staged.manifest.backup_id
+                ),
+            ));
+        }
     }
     if let Err(e) = op.preflight(&request, &planned.placement, &current).await {
         return Err(cluster_error("The cluster cannot be started here", e)

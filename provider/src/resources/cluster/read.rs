@@ -9,7 +9,7 @@ use crate::tfplugin::framework::{Applied, Attr, Context};
 use super::args::ClusterArgs;
 use super::locate::{self, Located};
 use super::model::ClusterModel;
-use super::{configured_operator, node_config_of, nodes, Failure};
+use super::{applied_node_config, configured_operator, nodes, Failure};
 
 pub(super) async fn read(
     ctx: &Context,
@@ -28,7 +28,7 @@ pub(super) async fn read(
             private: None,
         }));
     };
-    let password = node_config_of(&old).password;
+    let password = applied_node_config(&old).password;
     let located = locate::existing(ctx, &args, cached, cluster_id, password, None, false).await?;
     let Located {
         driver, mut state, ..

@@ -12,7 +12,7 @@ use crate::tfplugin::framework::Context;
 use super::args::ClusterArgs;
 use super::locate::Located;
 use super::model::ClusterModel;
-use super::{cluster_error, finish, known_args, locate, node_config_of, operator, place};
+use super::{applied_node_config, cluster_error, finish, known_args, locate, operator, place};
 
 pub(super) async fn update(
     ctx: &Context,
@@ -47,7 +47,7 @@ async fn converge(
         ctx,
         driver,
         args,
-        node_config_of(prior),
+        applied_node_config(prior),
         args.node_config.password.clone(),
         args.timeouts.update,
     );

@@ -146,6 +146,18 @@ pub enum AwsError {
     #[error("{0}")]
     Shared(String),
 
+    /// A node command (SSM Run Command) ended without success on its instance.
+    #[error("instance {instance_id} (host {host}): {action} of node {node} failed: run command {command_id} ended {status}; its stderr ends with: {stderr_tail}. Look at the command in the SSM console (Run Command history) and at `journalctl -u redisha-node@*` on the instance")]
+    RunCommand {
+        instance_id: String,
+        host: String,
+        node: String,
+        action: &'static str,
+        command_id: String,
+        status: String,
+        stderr_tail: String,
+    },
+
     #[error("host {host}: instance {instance_id} is {state}; {hint}")]
     InstanceFailed {
         host: String,

@@ -147,16 +147,8 @@ pub enum AwsError {
     Shared(String),
 
     /// A node command (SSM Run Command) ended without success on its instance.
-    #[error("instance {instance_id} (host {host}): {action} of node {node} failed: run command {command_id} ended {status}; its stderr ends with: {stderr_tail}. Look at the command in the SSM console (Run Command history) and at `journalctl -u redisha-node@*` on the instance")]
-    RunCommand {
-        instance_id: String,
-        host: String,
-        node: String,
-        action: &'static str,
-        command_id: String,
-        status: String,
-        stderr_tail: String,
-    },
+    #[error("{0}")]
+    RunCommand(Box<RunCommandFailure>),
 
     #[error("host {host}: instance {instance_id} is {state}; {hint}")]
     InstanceFailed {
@@ -165,6 +157,19 @@ pub enum AwsError {
         state: String,
         hint: String,
     },
+}
+
+/// What [`AwsError::RunCommand`] reports (boxed: the error type stays small).
+#[derive(Debug, thiserror::Error)]
+#[error("instance {instance_id} (host {host}): {action} of node {node} failed: run command {command_id} ended {status}; its stderr ends with: {stderr_tail}. Look at the command in the SSM console (Run Command history) and at `journalctl -u redisha-node@*` on the instance")]
+pub struct RunCommandFailure {
+    pub instance_id: String,
+    pub host: String,
+    pub node: String,
+    pub action: &'static str,
+    pub command_id: String,
+    pub status: String,
+    pub stderr_tail: String,
 }
 
 impl AwsError {

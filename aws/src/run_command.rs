@@ -9,7 +9,7 @@ use std::time::Duration;
 use aws_sdk_ssm::types::CommandInvocationStatus;
 use tokio::time::Instant;
 
-use crate::error::{api, AwsError};
+use crate::error::{api, AwsError, RunCommandFailure};
 use crate::node_commands::NodeAction;
 
 /// The document that runs shell lines as root on Linux instances.
@@ -135,7 +135,7 @@ pub async fn run(
                 )
                 | None => progress("waiting for the run command to finish"),
                 Some(status) => {
-                    return Err(AwsError::RunCommand {
+                    return Err(AwsError::RunCommand(Box::new(RunCommandFailure {
                         instance_id: target.instance_id.to_string(),
                         host: target.host.to_string(),
                         node: target.node.to_string(),
@@ -149,7 +149,7 @@ pub async fn run(
                         stderr_tail: stderr_tail(
                             invocation.standard_error_content().unwrap_or_default(),
                         ),
-                    })
+                    })))
                 }
             },
             // The invocation shows up shortly after SendCommand.

@@ -13,6 +13,8 @@ use aws_sdk_ec2::config::Credentials;
 
 use crate::AwsSettings;
 
+pub mod ssm_runner;
+
 pub const REGION: &str = "us-east-1";
 
 /// moto_server, ended by its pid on drop.

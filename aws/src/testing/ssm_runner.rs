@@ -333,6 +333,50 @@ impl SsmRunner {
         self.lock().trouble.clone()
     }
 
+    /// What ran and how it ended, with the end of every machine's node logs: for a failing
+    /// test to print.
+    pub fn report(&self) -> String {
+        let mut out = String::new();
+        for ran in self.ran() {
+            out.push_str(&format!(
+                "{} {} on {}: exit {}{}\n",
+                ran.command_id,
+                ran.comment,
+                ran.instance_id,
+                ran.code,
+                if ran.stderr.is_empty() {
+                    String::new()
+                } else {
+                    format!("\n  stderr: {}", ran.stderr.trim_end())
+                }
+            ));
+        }
+        for trouble in self.trouble() {
+            out.push_str(&format!("runner: {trouble}\n"));
+        }
+        let machines: Vec<(String, Arc<Machine>)> = self
+            .lock()
+            .machines
+            .iter()
+            .map(|(id, m)| (id.clone(), m.clone()))
+            .collect();
+        for (id, machine) in machines {
+            let Ok(entries) = std::fs::read_dir(machine.dir.path().join("log")) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = lines[lines.len().saturating_sub(8)..].join("\n    ");
+                out.push_str(&format!(
+                    "{id} {}:\n    {tail}\n",
+                    entry.file_name().to_string_lossy()
+                ));
+            }
+        }
+        out
+    }
+
     /// The machine of `instance_id`, once a command or its first boot made it.
     pub fn machine(&self, instance_id: &str) -> Option<Arc<Machine>> {
         self.lock().machines.get(instance_id).cloned()

@@ -295,6 +295,17 @@ impl Scenario {
         }
     }
 
+    /// `terraform apply`, which must succeed; on failure what the SSM runner ran is shown too.
+    fn apply(&self, what: &str) {
+        let started = Instant::now();
+        let out = run(&self.tf, &["apply", "-auto-approve", "-no-color"]);
+        eprintln!("{what}: {:?}", started.elapsed());
+        if !out.success() {
+            eprintln!("SSM runner, after {what}:\n{}", self.runner.report());
+        }
+        out.assert_success(what);
+    }
+
     /// How many commands the runner ran whose comment contains `what` (e.g. "start node").
     fn ran_count(&self, what: &str) -> usize {
         self.runner
@@ -701,7 +712,7 @@ fn aws_nodes_are_rolled_repaired_added_and_removed_on_running_instances() {
     };
     let (rt, client, tf) = (&sc.rt, &sc.client, &sc.tf);
 
-    run(tf, &["apply", "-auto-approve", "-no-color"]).assert_success("terraform apply (create)");
+    sc.apply("terraform apply (create)");
     let launched = live_ids(rt, client);
     assert_eq!(launched.len(), 3, "one instance per zone holds two nodes");
     let created = nodes(tf);
@@ -739,7 +750,7 @@ fn aws_nodes_are_rolled_repaired_added_and_removed_on_running_instances() {
     shape.redis_config = r#"databases = "4", "maxmemory-policy" = "allkeys-lru""#;
     sc.reshape(&shape);
     let (stops, starts) = (sc.ran_count("stop node"), sc.ran_count("start node"));
-    run(tf, &["apply", "-auto-approve", "-no-color"]).assert_success("apply (redis_config)");
+    sc.apply("apply (redis_config)");
     sc.runner.settle(sc.moto.port, Duration::from_secs(60));
     assert!(sc.ran_count("stop node") >= stops + 6, "{:?}", sc.runner.ran());
     assert!(sc.ran_count("start node") >= starts + 6, "{:?}", sc.runner.ran());
@@ -788,7 +799,7 @@ fn aws_nodes_are_rolled_repaired_added_and_removed_on_running_instances() {
     assert!(killed.success());
     wait_for_drift(tf, "the killed node");
     let starts = sc.ran_count(&format!("start node {}", s(&victim, "name")));
-    run(tf, &["apply", "-auto-approve", "-no-color"]).assert_success("apply (repair)");
+    sc.apply("apply (repair)");
     assert!(
         sc.ran_count(&format!("start node {}", s(&victim, "name"))) > starts,
         "the node was started by Run Command: {:?}",
@@ -801,7 +812,7 @@ fn aws_nodes_are_rolled_repaired_added_and_removed_on_running_instances() {
     // Nodes added on the existing instances: each gets a third node, set up by Run Command.
     shape.replicas = 2;
     sc.reshape(&shape);
-    run(tf, &["apply", "-auto-approve", "-no-color"]).assert_success("apply (replicas 2)");
+    sc.apply("apply (replicas 2)");
     assert_eq!(live_ids(rt, client), launched, "no instance launched");
     let grown = nodes(tf);
     assert_node_count(&grown, 9, "after adding replicas");
@@ -817,7 +828,7 @@ fn aws_nodes_are_rolled_repaired_added_and_removed_on_running_instances() {
     // And removed again: their units, configs and data are gone from the instances.
     shape.replicas = 1;
     sc.reshape(&shape);
-    run(tf, &["apply", "-auto-approve", "-no-color"]).assert_success("apply (replicas 1)");
+    sc.apply("apply (replicas 1)");
     assert_eq!(live_ids(rt, client), launched, "no instance terminated");
     let shrunk = nodes(tf);
     assert_nodes(&shrunk, "after removing replicas");
@@ -981,7 +992,7 @@ fn aws_create_killed_midway_resumes_and_lost_private_state_is_rebuilt() {
         "the plan says the create resumes:\n{}",
         plan.all()
     );
-    run(tf, &["apply", "-auto-approve", "-no-color"]).assert_success("apply resumes the create");
+    sc.apply("apply resumes the create");
     assert_eq!(
         live_ids(rt, client),
         launched,
@@ -1025,7 +1036,7 @@ fn aws_create_killed_midway_resumes_and_lost_private_state_is_rebuilt() {
         "found again from its id alone, the cluster plans no change:\n{}",
         plan.all()
     );
-    run(tf, &["apply", "-auto-approve", "-no-color"]).assert_success("apply without private state");
+    sc.apply("apply without private state");
     assert_eq!(
         live_ids(rt, client),
         launched,

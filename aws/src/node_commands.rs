@@ -363,30 +363,8 @@ mod tests {
             remove("shop", "n0", 6379),
             setup_script(&setup(&[6379, 6380])),
         ];
-        let dir = tempfile::tempdir().expect("temp dir");
         for (i, text) in texts.iter().enumerate() {
-            let path = dir.path().join(format!("command-{i}.sh"));
-            std::fs::write(&path, text).expect("write");
-            let out = std::process::Command::new("sh")
-                .arg("-n")
-                .arg(&path)
-                .output()
-                .expect("sh");
-            assert!(
-                out.status.success(),
-                "sh -n: {}\n{text}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let out = crate::user_data::checker("shellcheck")
-                .args(["--shell=sh", "--severity=warning"])
-                .arg(&path)
-                .output()
-                .expect("shellcheck");
-            assert!(
-                out.status.success(),
-                "shellcheck: {}\n{text}",
-                String::from_utf8_lossy(&out.stdout)
-            );
+            crate::user_data::assert_valid_shell(text, &format!("command {i}"));
         }
     }
 }

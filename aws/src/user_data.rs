@@ -257,7 +257,7 @@ sys.exit(main())
 
 /// A checker the tests need; missing is a failure (not a skip) that says how to get it.
 #[cfg(test)]
-pub(crate) fn checker(name: &str) -> std::process::Command {
+fn checker(name: &str) -> std::process::Command {
     let found = std::process::Command::new("sh")
         .args(["-c", &format!("command -v {name}")])
         .output()
@@ -267,6 +267,35 @@ pub(crate) fn checker(name: &str) -> std::process::Command {
         "{name} is not installed: run scripts/setup (it installs cloud-init and shellcheck)"
     );
     std::process::Command::new(name)
+}
+
+/// Asserts `text` (named `what`) is POSIX shell that `sh -n` parses (without running it) and
+/// shellcheck passes.
+#[cfg(test)]
+pub(crate) fn assert_valid_shell(text: &str, what: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("script.sh");
+    std::fs::write(&path, text).expect("write");
+    let out = std::process::Command::new("sh")
+        .arg("-n")
+        .arg(&path)
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "sh -n {what}: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = checker("shellcheck")
+        .args(["--shell=sh", "--severity=warning"])
+        .arg(&path)
+        .output()
+        .expect("shellcheck");
+    assert!(
+        out.status.success(),
+        "shellcheck {what}: {}\n{text}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[cfg(test)]
@@ -385,31 +414,8 @@ mod tests {
     #[test]
     fn the_setup_scripts_parse_and_pass_shellcheck() {
         let doc = document(&NodeConfig::default());
-        let dir = tempfile::tempdir().expect("temp dir");
         for script in [INSTALL_SCRIPT, NODE_SETUP_SCRIPT] {
-            let text = file(&doc, script);
-            let path = dir.path().join("script");
-            std::fs::write(&path, &text).expect("write");
-            let out = std::process::Command::new("sh")
-                .arg("-n")
-                .arg(&path)
-                .output()
-                .expect("sh");
-            assert!(
-                out.status.success(),
-                "sh -n {script}: {}\n{text}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let out = checker("shellcheck")
-                .args(["--shell=sh", "--severity=warning"])
-                .arg(&path)
-                .output()
-                .expect("shellcheck");
-            assert!(
-                out.status.success(),
-                "shellcheck {script}: {}",
-                String::from_utf8_lossy(&out.stdout)
-            );
+            assert_valid_shell(&file(&doc, script), script);
         }
     }
 

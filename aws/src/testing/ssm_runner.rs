@@ -529,7 +529,7 @@ async fn poll_once(
                 continue;
             }
             lock(shared).booted.insert(id.to_string());
-            let document = match user_data_of(client, id).await {
+            let document = match super::user_data(client, id).await {
                 Ok(d) => d,
                 Err(e) => {
                     lock(shared).trouble.push(e);
@@ -589,26 +589,6 @@ async fn poll_once(
         }
         lock(shared).done.insert(id);
     }
-}
-
-/// The instance's user data (decoded), as `ec2:DescribeInstanceAttribute` gives it.
-async fn user_data_of(client: &crate::AwsClients, instance_id: &str) -> Result<String, String> {
-    use base64::Engine as _;
-    let answer = client
-        .describe_instance_attribute()
-        .instance_id(instance_id)
-        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
-        .send()
-        .await
-        .map_err(|e| format!("DescribeInstanceAttribute {instance_id}: {e}"))?;
-    let encoded = answer
-        .user_data()
-        .and_then(|u| u.value())
-        .ok_or_else(|| format!("{instance_id} has no user data"))?;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .map_err(|e| format!("{instance_id}: user data is not base64: {e}"))?;
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// The stand-in for `/usr/local/sbin/redisha-password` (see the module doc): the parameter

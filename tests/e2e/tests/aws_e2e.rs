@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use common::{crash, TfDir};
 use moto::{instances, Fixture, Moto, ZONES};
+use redisha_aws::testing::readable_user_data;
 use redisha_aws::testing::ssm_runner::SsmRunner;
 use serde_json::Value as Json;
 
@@ -399,7 +400,7 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
     let (hosts, port) = (hosts.as_slice(), *port);
 
     // Create.
-    run(&tf, &["apply", "-auto-approve", "-no-color"]).assert_success("terraform apply (create)");
+    run(tf, &["apply", "-auto-approve", "-no-color"]).assert_success("terraform apply (create)");
     let outputs = tf.output_json();
     assert_eq!(
         outputs["zone_names"],
@@ -409,7 +410,7 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
 
     // EC2: one instance per planned host, in the host's zone and its subnet, tagged, in the
     // cluster's security group.
-    let seen = rt.block_on(instances(&client, CLUSTER));
+    let seen = rt.block_on(instances(client, CLUSTER));
     let live: Vec<_> = seen.iter().filter(|i| i.is_live()).collect();
     let live_hosts: BTreeSet<&str> = live.iter().map(|i| i.host()).collect();
     let expected: BTreeSet<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
@@ -418,7 +419,7 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
         "one instance per planned host: {seen:?}"
     );
     assert_eq!(live.len(), 6, "{seen:?}");
-    let groups = rt.block_on(cluster_groups(&client));
+    let groups = rt.block_on(cluster_groups(client));
     let group = groups
         .security_groups()
         .first()
@@ -523,21 +524,21 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
     // Secrets: the password is in no instance's user data as anyone allowed
     // ec2:DescribeInstanceAttribute reads it; it is the cluster's SecureString parameter.
     for id in &ids {
-        let text = rt.block_on(readable_user_data(&client, id));
+        let text = rt.block_on(readable_user_data(client, id));
         assert!(
             !text.contains(PASSWORD),
             "the password is in the user data of {id}"
         );
     }
     assert_eq!(
-        rt.block_on(cluster_parameters(&client)),
+        rt.block_on(cluster_parameters(client)),
         vec![("SecureString".to_string(), PASSWORD.to_string())],
         "one SecureString parameter holds the password"
     );
 
     // Redis: the cluster formed through the stand-ins, as planned.
-    assert_cluster_ok(&hosts, port, "after create");
-    let before = nodes(&tf);
+    assert_cluster_ok(hosts, port, "after create");
+    let before = nodes(tf);
     assert_nodes(&before, "after create");
 
     // Lose a master's instance: terminate it; its node dies with it.
@@ -561,7 +562,7 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
         .expect("TerminateInstances");
     // The runner ends the terminated instance's node (by its pid) when moto shows it gone.
 
-    let plan = run(&tf, &["plan", "-no-color", "-detailed-exitcode"]);
+    let plan = run(tf, &["plan", "-no-color", "-detailed-exitcode"]);
     assert_eq!(
         plan.code,
         Some(2),
@@ -574,7 +575,7 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
     let apply = run(tf, &["apply", "-auto-approve", "-no-color"]);
     apply.assert_success("terraform apply (repair)");
 
-    let seen = rt.block_on(instances(&client, CLUSTER));
+    let seen = rt.block_on(instances(client, CLUSTER));
     let replacement: Vec<_> = seen
         .iter()
         .filter(|i| i.host() == lost_host.name && i.is_live())
@@ -594,8 +595,8 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
         "the replacement is in the same zone"
     );
     assert_eq!(seen.iter().filter(|i| i.is_live()).count(), 6, "{seen:?}");
-    assert_cluster_ok(&hosts, port, "after repair");
-    let after = nodes(&tf);
+    assert_cluster_ok(hosts, port, "after repair");
+    let after = nodes(tf);
     assert_nodes(&after, "after repair");
     sc.assert_commands_ran_ok("after repair");
     let role_of = |ns: &[Json], name: &str| {
@@ -619,7 +620,7 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
         s(&master, "id"),
         "the replacement node joined with a new id"
     );
-    let again = run(&tf, &["plan", "-no-color", "-detailed-exitcode"]);
+    let again = run(tf, &["plan", "-no-color", "-detailed-exitcode"]);
     assert_eq!(
         again.code,
         Some(0),
@@ -628,19 +629,19 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
     );
 
     // Destroy: no instance, no security group left.
-    run(&tf, &["destroy", "-auto-approve", "-no-color"]).assert_success("terraform destroy");
-    let seen = rt.block_on(instances(&client, CLUSTER));
+    run(tf, &["destroy", "-auto-approve", "-no-color"]).assert_success("terraform destroy");
+    let seen = rt.block_on(instances(client, CLUSTER));
     assert!(
         seen.iter().all(|i| !i.is_live()),
         "live instances after destroy: {seen:?}"
     );
-    let groups = rt.block_on(cluster_groups(&client));
+    let groups = rt.block_on(cluster_groups(client));
     assert!(
         groups.security_groups().is_empty(),
         "the security group is deleted: {groups:?}"
     );
     assert_eq!(
-        rt.block_on(cluster_parameters(&client)),
+        rt.block_on(cluster_parameters(client)),
         vec![],
         "the password parameter is deleted"
     );
@@ -719,12 +720,18 @@ fn aws_nodes_are_rolled_repaired_added_and_removed_on_running_instances() {
     assert_nodes(&created, "after create");
     for id in &launched {
         let text = rt.block_on(readable_user_data(client, id));
-        assert!(!text.contains(PASSWORD), "the password is in the user data of {id}");
+        assert!(
+            !text.contains(PASSWORD),
+            "the password is in the user data of {id}"
+        );
     }
     // Three nodes per instance: client ports 6379-6381 from the group, the CIDR and the
     // application's group; the bus ports 16379-16381 from the group alone.
     let groups = rt.block_on(cluster_groups(client));
-    let group = groups.security_groups().first().expect("the cluster's group");
+    let group = groups
+        .security_groups()
+        .first()
+        .expect("the cluster's group");
     let group_id = group.group_id().unwrap_or_default();
     for (from, to, client_port) in [(6379, 6381, true), (16379, 16381, false)] {
         let rule = group
@@ -739,7 +746,11 @@ fn aws_nodes_are_rolled_repaired_added_and_removed_on_running_instances() {
             .filter_map(|g| g.group_id())
             .collect();
         assert!(pairs.contains(&group_id), "{rule:?}");
-        assert_eq!(pairs.contains(&sc.app_group.as_str()), client_port, "{rule:?}");
+        assert_eq!(
+            pairs.contains(&sc.app_group.as_str()),
+            client_port,
+            "{rule:?}"
+        );
         assert_eq!(!rule.ip_ranges().is_empty(), client_port, "{rule:?}");
     }
     sc.assert_commands_ran_ok("after create");
@@ -752,8 +763,16 @@ fn aws_nodes_are_rolled_repaired_added_and_removed_on_running_instances() {
     let (stops, starts) = (sc.ran_count("stop node"), sc.ran_count("start node"));
     sc.apply("apply (redis_config)");
     sc.runner.settle(sc.moto.port, Duration::from_secs(60));
-    assert!(sc.ran_count("stop node") >= stops + 6, "{:?}", sc.runner.ran());
-    assert!(sc.ran_count("start node") >= starts + 6, "{:?}", sc.runner.ran());
+    assert!(
+        sc.ran_count("stop node") >= stops + 6,
+        "{:?}",
+        sc.runner.ran()
+    );
+    assert!(
+        sc.ran_count("start node") >= starts + 6,
+        "{:?}",
+        sc.runner.ran()
+    );
     for n in &nodes(tf) {
         let (ip, port) = s(n, "address").rsplit_once(':').expect("address");
         let port: u16 = port.parse().expect("port");
@@ -822,7 +841,10 @@ fn aws_nodes_are_rolled_repaired_added_and_removed_on_running_instances() {
     }
     for id in &launched {
         let machine = sc.runner.machine(id).expect("machine");
-        assert!(machine.exists(&format!("/etc/redisha/node-{}.conf", sc.port + 2)), "{id}");
+        assert!(
+            machine.exists(&format!("/etc/redisha/node-{}.conf", sc.port + 2)),
+            "{id}"
+        );
     }
 
     // And removed again: their units, configs and data are gone from the instances.
@@ -859,31 +881,6 @@ fn aws_nodes_are_rolled_repaired_added_and_removed_on_running_instances() {
 
     run(tf, &["destroy", "-auto-approve", "-no-color"]).assert_success("terraform destroy");
     assert_eq!(live_ids(rt, client), Vec::<String>::new());
-}
-
-/// An instance's user data as `ec2:DescribeInstanceAttribute` shows it, decoded, with each of
-/// its base64 files decoded too.
-async fn readable_user_data(client: &redisha_aws::AwsClients, instance_id: &str) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let answer = client
-        .describe_instance_attribute()
-        .instance_id(instance_id)
-        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
-        .send()
-        .await
-        .expect("DescribeInstanceAttribute");
-    let encoded = answer
-        .user_data()
-        .and_then(|u| u.value())
-        .expect("user data");
-    let document = String::from_utf8(b64.decode(encoded).expect("base64")).expect("utf-8");
-    let files: Vec<String> = document
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("content: "))
-        .map(|c| String::from_utf8_lossy(&b64.decode(c).expect("base64 file")).into_owned())
-        .collect();
-    format!("{document}\n{}", files.join("\n"))
 }
 
 /// (type, decrypted value) of every SSM parameter under the cluster's name.

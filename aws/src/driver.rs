@@ -1081,7 +1081,8 @@ impl AwsDriver {
             %action,
             "run command"
         );
-        run_command::run(&self.client.ssm, target, action, script, wait).await
+        let script = node_commands::addressed(script, &instance.instance_id);
+        run_command::run(&self.client.ssm, target, action, &script, wait).await
     }
 
     /// Waits until the node at `address` answers (`up`) or no longer does, for what Run

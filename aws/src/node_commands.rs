@@ -156,6 +156,27 @@ impl std::fmt::Display for NodeAction {
     }
 }
 
+/// The line naming the instance a command is for (after the header): for people reading the
+/// Run Command history, and for the test-only runner (moto lists every instance of the region
+/// on a command sent to one).
+pub const INSTANCE_LINE: &str = "# redisha instance: ";
+
+/// `script` (one of this module's) for `instance_id`: the instance named in it.
+pub fn addressed(script: &str, instance_id: &str) -> String {
+    match script.strip_prefix(HEADER) {
+        Some(rest) => format!("{HEADER}{INSTANCE_LINE}{instance_id}\n{rest}"),
+        None => format!("{INSTANCE_LINE}{instance_id}\n{script}"),
+    }
+}
+
+/// The instance a command names ([`addressed`]), if any.
+pub fn addressed_to(script: &str) -> Option<&str> {
+    script
+        .lines()
+        .find_map(|l| l.strip_prefix(INSTANCE_LINE))
+        .map(str::trim)
+}
+
 /// Every command first lets the first boot's setup finish (an instance launched moments ago
 /// may still be installing redis-server), so that it never races it: a stop sent then would
 /// otherwise be undone by the first boot starting the node afterwards.
@@ -327,6 +348,14 @@ mod tests {
         let text = node_setup(&s);
         assert!(text.contains("IP=\"127.0.91.1\"\nBIND=\"$IP\"\n"), "{text}");
         assert!(!text.contains("169.254.169.254"), "{text}");
+    }
+
+    #[test]
+    fn a_command_names_its_instance() {
+        let text = addressed(&stop("shop", "n1", 6380), "i-0abc");
+        assert!(text.starts_with("#!/bin/sh\nset -eu\numask 077\n# redisha instance: i-0abc\n"));
+        assert_eq!(addressed_to(&text), Some("i-0abc"));
+        assert_eq!(addressed_to(&stop("shop", "n1", 6380)), None);
     }
 
     #[test]

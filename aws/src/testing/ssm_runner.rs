@@ -565,7 +565,14 @@ async fn poll_once(
             .and_then(|p| p.get("commands"))
             .map(|lines| lines.join("\n"))
             .unwrap_or_default();
-        for instance_id in command.instance_ids() {
+        // moto lists every instance of the region on a command sent to one (a command without
+        // Targets gets them all); the script names the one it was sent to.
+        let named = crate::node_commands::addressed_to(&script).map(str::to_string);
+        for instance_id in command
+            .instance_ids()
+            .iter()
+            .filter(|i| named.as_ref().is_none_or(|n| n == *i))
+        {
             let ran = Ran {
                 command_id: id.clone(),
                 instance_id: instance_id.clone(),

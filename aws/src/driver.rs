@@ -1,6 +1,9 @@
 //! `AwsDriver`: the cluster crate's [`Driver`] on EC2. One instance per planned host, in a
-//! subnet of the host's zone; cloud-init starts the host's redis-server nodes, so starting a
-//! node means waiting until it answers.
+//! subnet of the host's zone. Cloud-init starts the host's first nodes at first boot; on a
+//! running instance nodes are started, stopped, reconfigured, added and removed with SSM Run
+//! Command ([`crate::run_command`], the scripts in [`crate::node_commands`]). Run Command
+//! saying "Success" is not taken alone as proof: a start returns once the node answers, a
+//! stop once it no longer does.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -18,7 +21,9 @@ use tokio::sync::Mutex;
 use crate::client::AwsClients;
 use crate::error::{AwsError, Field};
 use crate::instances::{self, ClusterInstance, LaunchSpec, Scope, CLUSTER_ID_TAG};
+use crate::node_commands::{self, NodeAction, NodeSetup};
 use crate::records::{self, TaggedNode};
+use crate::run_command::{self, Target, Wait};
 use crate::security_group::{self, tag};
 use crate::settings::{AwsDriverConfig, AwsSettings};
 use crate::topology::{resolve_subnets, ResolvedSubnet};
@@ -104,8 +109,6 @@ pub struct AwsDriver {
     profile: Mutex<Option<String>>,
     config: AwsDriverConfig,
     prepared: Mutex<Option<Prepared>>,
-    /// The latest shared node settings seen (for SHUTDOWN's AUTH in `stop_node`).
-    node_config: Mutex<Option<NodeConfig>>,
     /// Host name → the instance state names for it: when duplicates exist, this one (which
     /// holds the node's data) is kept.
     known: Mutex<BTreeMap<String, String>>,
@@ -129,7 +132,6 @@ impl AwsDriver {
             profile: Mutex::new(None),
             config,
             prepared: Mutex::new(None),
-            node_config: Mutex::new(None),
             known: Mutex::new(BTreeMap::new()),
             known_groups: Mutex::new(BTreeSet::new()),
         })
@@ -402,6 +404,11 @@ impl AwsDriver {
         first_generation: u32,
     ) -> Result<ClusterInstance, AwsError> {
         let access = self.node_access(config).await?;
+        let ports: Vec<u16> = host
+            .nodes
+            .iter()
+            .map(|n| self.port_on(&host.name, n.index_on_host))
+            .collect();
         let document = user_data::render(&UserDataInput {
             cluster: &self.config.cluster_name,
             password_parameter: &access.password_parameter,
@@ -409,6 +416,8 @@ impl AwsDriver {
             config,
             data_volume: self.config.data_volume.is_some(),
             redis_package: &self.config.redis_package,
+            ports: &ports,
+            fixed_ip: self.fixed_ip(&host.name),
         });
         if document.len() > MAX_USER_DATA {
             return Err(AwsError::config(
@@ -1018,8 +1027,97 @@ impl AwsDriver {
         }
     }
 
-    async fn remember(&self, config: &NodeConfig) {
-        *self.node_config.lock().await = Some(config.clone());
+    /// The port node `index_on_host` of `host` listens on, on its instance.
+    fn port_on(&self, host: &str, index_on_host: u16) -> u16 {
+        match self.config.address_override.get(host) {
+            Some(over) => over.base_port.saturating_add(index_on_host),
+            None => node_port(index_on_host),
+        }
+    }
+
+    /// The address a host's nodes bind to and announce, when the test-only address map fixes
+    /// it (a loopback stand-in); otherwise they announce the instance's private address.
+    fn fixed_ip(&self, host: &str) -> Option<std::net::IpAddr> {
+        self.config.address_override.get(host).map(|over| over.ip)
+    }
+
+    /// The host's running instance (of the cluster's id, in its VPC; the one state names
+    /// first), if there is one.
+    async fn running_instance(&self, host: &str) -> Result<Option<ClusterInstance>, AwsError> {
+        let prepared = self.prepare(&[], false).await?;
+        let found =
+            instances::find_instances(&self.client, &self.scope(&prepared), Some(host)).await?;
+        let named = self.known.lock().await.get(host).cloned();
+        Ok(found
+            .into_iter()
+            .filter(|i| matches!(i.state, InstanceStateName::Running))
+            .min_by_key(|i| (Some(&i.instance_id) != named.as_ref(), i.generation)))
+    }
+
+    /// Runs a node command on `instance` (see [`run_command::run`]).
+    async fn run_on(
+        &self,
+        instance: &ClusterInstance,
+        node: &str,
+        action: NodeAction,
+        script: &str,
+        phase: &'static str,
+        timeout: Duration,
+    ) -> Result<(), AwsError> {
+        let target = Target {
+            cluster: &self.config.cluster_name,
+            instance_id: &instance.instance_id,
+            host: &instance.host,
+            node,
+        };
+        let wait = Wait {
+            phase,
+            timeout,
+            poll: self.config.poll_interval,
+        };
+        tracing::info!(
+            node,
+            host = instance.host,
+            instance_id = instance.instance_id,
+            %action,
+            "run command"
+        );
+        let script = node_commands::addressed(script, &instance.instance_id);
+        run_command::run(&self.client.ssm, target, action, &script, wait).await
+    }
+
+    /// Waits until the node at `address` answers (`up`) or no longer does, for what Run
+    /// Command reported: moto, and an agent that lost its output, say "Success" regardless.
+    async fn wait_for_node(
+        &self,
+        node: &str,
+        host: &str,
+        address: &str,
+        up: bool,
+        phase: &'static str,
+        timeout: Duration,
+    ) -> Result<(), AwsError> {
+        let started = tokio::time::Instant::now();
+        let mut next_progress = started + Duration::from_secs(30);
+        while crate::probe::answers(address).await != up {
+            let now = tokio::time::Instant::now();
+            if now >= started + timeout {
+                return Err(AwsError::Timeout {
+                    phase,
+                    what: format!(
+                        "node {node} on {address} (host {host}) {}; check the instance's cloud-init log (/var/log/cloud-init-output.log), `journalctl -u redisha-node@*`, and that the security group admits the provider",
+                        if up { "answering" } else { "stopping" }
+                    ),
+                    after: timeout,
+                });
+            }
+            if now >= next_progress {
+                next_progress = now + Duration::from_secs(30);
+                tracing::info!(node, host, address, up, "waiting for the node");
+            }
+            tokio::time::sleep(self.config.poll_interval.min(Duration::from_secs(2))).await;
+        }
+        Ok(())
     }
 }
 
@@ -1064,7 +1162,6 @@ impl Driver for AwsDriver {
             )
             .into());
         }
-        self.remember(config).await;
         // Checks only: subnets exist, in one VPC, cover every planned zone; the instance type
         // exists. The security group is made on the first provision.
         self.prepare(hosts, false).await?;
@@ -1077,7 +1174,6 @@ impl Driver for AwsDriver {
         host: &HostPlan,
         config: &NodeConfig,
     ) -> Result<HostHandle, DriverError> {
-        self.remember(config).await;
         Ok(self.ensure_host(host, config).await?)
     }
 
@@ -1087,7 +1183,6 @@ impl Driver for AwsDriver {
         node: &NodePlan,
         config: &NodeConfig,
     ) -> Result<NodeHandle, DriverError> {
-        self.remember(config).await;
         if !self.config.address_override.is_empty()
             && !self.config.address_override.contains_key(&host.name)
         {
@@ -1100,23 +1195,7 @@ impl Driver for AwsDriver {
         }
         let (ip, port) = self.node_address(host, node.index_on_host);
         let address = format_address(&ip, port);
-        let timeout: Duration = self.config.timeouts.create;
-        let deadline = tokio::time::Instant::now() + timeout;
-        // cloud-init installs and starts redis-server after boot; wait for it to answer.
-        while !crate::probe::answers(&address).await {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(DriverError::StartFailed {
-                    node: node.name.clone(),
-                    reason: format!(
-                        "redis on {address} (host {}) did not answer within {timeout:?} (timeouts.create); check the instance's cloud-init log (/var/log/cloud-init-output.log) and that the security group admits the provider",
-                        host.name
-                    ),
-                });
-            }
-            tokio::time::sleep(self.config.poll_interval.min(Duration::from_secs(2))).await;
-        }
-        tracing::info!(node = node.name, host = host.name, address, "node answers");
-        Ok(NodeHandle {
+        let handle = NodeHandle {
             name: node.name.clone(),
             host: host.name.clone(),
             ip,
@@ -1125,27 +1204,78 @@ impl Driver for AwsDriver {
             pid: None,
             data_dir: None,
             config_file: None,
-        })
+        };
+        // A running node is left running (first boot started it, or an earlier apply).
+        if crate::probe::answers(&address).await {
+            tracing::info!(node = node.name, host = host.name, address, "node answers");
+            return Ok(handle);
+        }
+        let instance =
+            self.running_instance(&host.name)
+                .await?
+                .ok_or_else(|| DriverError::StartFailed {
+                    node: node.name.clone(),
+                    reason: format!(
+                    "host {} has no running instance of this cluster; the next apply provisions it",
+                    host.name
+                ),
+                })?;
+        let parameter = self.store_password(config).await?.unwrap_or_default();
+        let ports = [self.port_on(&host.name, node.index_on_host)];
+        let script = node_commands::start(
+            &self.config.cluster_name,
+            &node.name,
+            &NodeSetup {
+                ports: &ports,
+                rejoin_delay_secs: user_data::rejoin_delay_secs(config),
+                password_parameter: &parameter,
+                fixed_ip: self.fixed_ip(&host.name),
+            },
+            config,
+        );
+        let timeout = self.config.timeouts.create;
+        self.run_on(
+            &instance,
+            &node.name,
+            NodeAction::Start,
+            &script,
+            "create",
+            timeout,
+        )
+        .await?;
+        self.wait_for_node(&node.name, &host.name, &address, true, "create", timeout)
+            .await?;
+        tracing::info!(node = node.name, host = host.name, address, "node answers");
+        Ok(handle)
     }
 
+    /// Stops the node's unit with Run Command (which also ends a hung node), then waits until
+    /// it no longer answers. A host without a running instance runs nothing to stop.
     async fn stop_node(&self, node: &NodeHandle) -> Result<(), DriverError> {
-        let password = self
-            .node_config
-            .lock()
-            .await
-            .as_ref()
-            .and_then(|c| c.password.as_ref().map(|p| p.expose().to_string()));
+        let Some(instance) = self.running_instance(&node.host).await? else {
+            tracing::info!(
+                node = node.name,
+                host = node.host,
+                "no running instance: nothing to stop"
+            );
+            return Ok(());
+        };
+        let script = node_commands::stop(&self.config.cluster_name, &node.name, node.port);
+        let timeout = self.config.timeouts.update;
+        self.run_on(
+            &instance,
+            &node.name,
+            NodeAction::Stop,
+            &script,
+            "update",
+            timeout,
+        )
+        .await?;
         let address = format_address(&node.ip, node.port);
-        match crate::probe::shutdown(&address, password.as_deref()).await {
-            Ok(answered) => {
-                tracing::info!(node = node.name, address, answered, "node stopped");
-                Ok(())
-            }
-            Err(e) => Err(DriverError::Other(format!(
-                "node {}: could not stop redis on {address}: {e}",
-                node.name
-            ))),
-        }
+        self.wait_for_node(&node.name, &node.host, &address, false, "update", timeout)
+            .await?;
+        tracing::info!(node = node.name, address, "node stopped");
+        Ok(())
     }
 
     async fn inspect_node(&self, _node: &NodeHandle) -> Result<ProcessState, DriverError> {
@@ -1153,23 +1283,54 @@ impl Driver for AwsDriver {
         Ok(ProcessState::Unknown)
     }
 
+    /// Stores the password in SSM (once per rotation) and writes the shared settings on the
+    /// node's instance for its next start; the cluster code applies them to the running node
+    /// (CONFIG SET, and CONFIG REWRITE after a rotation), and replacement instances get them
+    /// in their user data.
     async fn write_node_config(
         &self,
-        _node: &NodeHandle,
+        node: &NodeHandle,
         config: &NodeConfig,
     ) -> Result<(), DriverError> {
-        // The instance's config files were written at first boot; the cluster code applies
-        // new settings to the running node (CONFIG SET + CONFIG REWRITE persists them there),
-        // and replacement instances get them in their user data. The password is in SSM: a
-        // rotation overwrites it there, and every node start reads it (auth.conf).
-        self.remember(config).await;
         self.store_password(config).await?;
+        let Some(instance) = self.running_instance(&node.host).await? else {
+            return Ok(());
+        };
+        let script = node_commands::reconfigure(&self.config.cluster_name, &node.name, config);
+        let timeout = self.config.timeouts.update;
+        self.run_on(
+            &instance,
+            &node.name,
+            NodeAction::Reconfigure,
+            &script,
+            "update",
+            timeout,
+        )
+        .await?;
         Ok(())
     }
 
+    /// Removes the node from its instance (unit disabled, config and data deleted), so that a
+    /// reboot does not bring it back; a terminated instance took everything with it.
     async fn wipe_node(&self, node: &NodeHandle) -> Result<(), DriverError> {
-        // The node's data is on its instance's volume, which goes when the host is removed.
-        tracing::debug!(node = node.name, "wipe_node: data goes with the instance");
+        let Some(instance) = self.running_instance(&node.host).await? else {
+            tracing::debug!(
+                node = node.name,
+                "wipe_node: no running instance; its data went with it"
+            );
+            return Ok(());
+        };
+        let script = node_commands::remove(&self.config.cluster_name, &node.name, node.port);
+        let timeout = self.config.timeouts.update;
+        self.run_on(
+            &instance,
+            &node.name,
+            NodeAction::Remove,
+            &script,
+            "update",
+            timeout,
+        )
+        .await?;
         Ok(())
     }
 

@@ -150,6 +150,10 @@ pub enum AwsError {
     #[error("{0}")]
     Shared(String),
 
+    /// A node command (SSM Run Command) ended without success on its instance.
+    #[error("{0}")]
+    RunCommand(Box<RunCommandFailure>),
+
     #[error("host {host}: instance {instance_id} is {state}; {hint}")]
     InstanceFailed {
         host: String,
@@ -157,6 +161,19 @@ pub enum AwsError {
         state: String,
         hint: String,
     },
+}
+
+/// What [`AwsError::RunCommand`] reports (boxed: the error type stays small).
+#[derive(Debug, thiserror::Error)]
+#[error("instance {instance_id} (host {host}): {action} of node {node} failed: run command {command_id} ended {status}; its stderr ends with: {stderr_tail}. Look at the command in the SSM console (Run Command history) and at `journalctl -u redisha-node@*` on the instance")]
+pub struct RunCommandFailure {
+    pub instance_id: String,
+    pub host: String,
+    pub node: String,
+    pub action: &'static str,
+    pub command_id: String,
+    pub status: String,
+    pub stderr_tail: String,
 }
 
 impl AwsError {

@@ -1,5 +1,5 @@
-//! Minimal RESP exchanges with a node: "does it answer?" and "shut down". The driver only
-//! needs these two; everything else goes through the cluster crate.
+//! A minimal RESP exchange with a node: "does it answer?". The driver needs only this;
+//! everything else goes through the cluster crate.
 
 use std::time::Duration;
 
@@ -46,36 +46,4 @@ pub async fn answers(address: &str) -> bool {
         Ok(Ok(line)) => line.starts_with("+PONG") || line.starts_with("-NOAUTH"),
         _ => false,
     }
-}
-
-/// Asks the node to shut down (saving if it persists). Returns false if nothing answered.
-pub async fn shutdown(address: &str, password: Option<&str>) -> std::io::Result<bool> {
-    let attempt = async {
-        // An address with no instance behind it (a terminated host) usually drops packets
-        // rather than refusing: give up on the connect quickly and report "nothing answered".
-        let mut stream =
-            match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(address)).await {
-                Ok(Ok(s)) => s,
-                _ => return Ok(false),
-            };
-        if let Some(password) = password {
-            stream.write_all(&command(&["AUTH", password])).await?;
-            let line = first_reply_line(&mut stream).await?;
-            if !line.starts_with("+OK") {
-                return Err(std::io::Error::other(
-                    "the node refused the cluster password",
-                ));
-            }
-        }
-        stream.write_all(&command(&["SHUTDOWN"])).await?;
-        // A successful SHUTDOWN closes the connection without a reply.
-        let line = first_reply_line(&mut stream).await.unwrap_or_default();
-        if line.starts_with('-') {
-            return Err(std::io::Error::other(format!("SHUTDOWN refused: {line}")));
-        }
-        Ok(true)
-    };
-    tokio::time::timeout(Duration::from_secs(30), attempt)
-        .await
-        .unwrap_or_else(|_| Err(std::io::Error::other("SHUTDOWN did not finish in 30 s")))
 }

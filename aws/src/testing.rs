@@ -13,6 +13,8 @@ use aws_sdk_ec2::config::Credentials;
 
 use crate::AwsSettings;
 
+pub mod ssm_runner;
+
 pub const REGION: &str = "us-east-1";
 
 /// moto_server, ended by its pid on drop.
@@ -165,4 +167,38 @@ impl Fixture {
     pub fn subnet_ids(&self) -> Vec<String> {
         self.subnets.iter().map(|(id, _)| id.clone()).collect()
     }
+}
+
+/// An instance's user data (decoded from base64), as anyone allowed
+/// `ec2:DescribeInstanceAttribute` reads it.
+pub async fn user_data(client: &crate::AwsClients, instance_id: &str) -> Result<String, String> {
+    use base64::Engine as _;
+    let answer = client
+        .describe_instance_attribute()
+        .instance_id(instance_id)
+        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+        .send()
+        .await
+        .map_err(|e| format!("DescribeInstanceAttribute {instance_id}: {e}"))?;
+    let encoded = answer
+        .user_data()
+        .and_then(|u| u.value())
+        .ok_or_else(|| format!("{instance_id} has no user data"))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|e| format!("{instance_id}: user data is not base64: {e}"))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// [`user_data`] with every file it writes decoded as well: what a reader of the user data
+/// learns (tests look for the password in it).
+pub async fn readable_user_data(client: &crate::AwsClients, instance_id: &str) -> String {
+    let document = user_data(client, instance_id)
+        .await
+        .expect("the instance's user data");
+    let files: Vec<String> = crate::user_data::files(&document)
+        .into_iter()
+        .map(|(_, content)| content)
+        .collect();
+    format!("{document}\n{}", files.join("\n"))
 }

@@ -9,11 +9,13 @@
 //! the last written file is used.
 
 use std::fmt::Write as _;
+use std::net::IpAddr;
 
 use base64::Engine as _;
 use redisha_cluster::{HostPlan, NodeConfig};
 
-use crate::settings::{CLUSTER_BUS_OFFSET, EXPORTER_PORT_OFFSET, REDIS_BASE_PORT};
+use crate::node_commands::{self, NodeSetup};
+use crate::settings::REDIS_BASE_PORT;
 
 /// Where the data volume is mounted and nodes keep their data.
 pub const DATA_DIR: &str = "/var/lib/redisha";
@@ -31,6 +33,11 @@ pub struct UserDataInput<'a> {
     pub config: &'a NodeConfig,
     pub data_volume: bool,
     pub redis_package: &'a str,
+    /// The ports of the host's nodes ([`node_port`] of each, or the stand-in's with the
+    /// test-only address map).
+    pub ports: &'a [u16],
+    /// See [`NodeSetup::fixed_ip`].
+    pub fixed_ip: Option<IpAddr>,
 }
 
 /// The port of node `index_on_host` on an instance.
@@ -38,42 +45,32 @@ pub fn node_port(index_on_host: u16) -> u16 {
     REDIS_BASE_PORT.saturating_add(index_on_host)
 }
 
-/// The cloud-config document (plain text, before base64).
+/// The cloud-config document (plain text, before base64). First boot runs two scripts:
+/// `redisha-install` (the package, the data volume) and `redisha-node-setup`, the node setup
+/// that Run Command also runs for a node added later ([`crate::node_commands`]).
 pub fn render(input: &UserDataInput<'_>) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD;
     // The password is not rendered here: it comes from SSM at each start (auth.conf).
     let shared = NodeConfig {
         password: None,
         ..input.config.clone()
     }
     .render_shared_lines();
-    let ports: Vec<String> = input
-        .host
-        .nodes
-        .iter()
-        .map(|n| node_port(n.index_on_host).to_string())
-        .collect();
+    let ports: Vec<String> = input.ports.iter().map(u16::to_string).collect();
 
-    let mut script = String::new();
-    // No `set -x`: the script handles a file holding the password.
-    script.push_str("#!/bin/sh\nset -eu\numask 077\n");
-    let _ = writeln!(script, "PORTS=\"{}\"", ports.join(" "));
-    let _ = writeln!(script, "PKG=\"{}\"", input.redis_package);
-    script.push_str(INSTALL);
+    let mut install = String::new();
+    install.push_str("#!/bin/sh\nset -eu\n");
+    let _ = writeln!(install, "PKG=\"{}\"", input.redis_package);
+    install.push_str(INSTALL);
     if input.data_volume {
-        let _ = writeln!(script, "DEVICE_NAME=\"{DATA_DEVICE}\"");
-        script.push_str(MOUNT);
+        let _ = writeln!(install, "DEVICE_NAME=\"{DATA_DEVICE}\"");
+        install.push_str(MOUNT);
     }
-    let _ = writeln!(script, "BUS_OFFSET={CLUSTER_BUS_OFFSET}");
-    let _ = writeln!(script, "EXPORTER_OFFSET={EXPORTER_PORT_OFFSET}");
-    let _ = writeln!(script, "REJOIN_DELAY={}", rejoin_delay_secs(input.config));
-    let _ = writeln!(
-        script,
-        "PASSWORD_PARAMETER=\"{}\"",
-        input.password_parameter
-    );
-    script.push_str(CONFIGURE);
-    script.push_str(EXPORTERS);
+    let node_setup = node_commands::setup_script(&NodeSetup {
+        ports: input.ports,
+        rejoin_delay_secs: rejoin_delay_secs(input.config),
+        password_parameter: input.password_parameter,
+        fixed_ip: input.fixed_ip,
+    });
 
     let mut doc = String::new();
     doc.push_str("#cloud-config\n");
@@ -86,24 +83,49 @@ pub fn render(input: &UserDataInput<'_>) -> String {
         ports.join(", ")
     );
     doc.push_str("write_files:\n");
-    doc.push_str("  - path: /etc/redisha/shared.conf\n");
-    doc.push_str("    permissions: '0600'\n");
-    doc.push_str("    owner: root:root\n");
-    doc.push_str("    encoding: b64\n");
-    let _ = writeln!(doc, "    content: {}", b64.encode(shared));
-    doc.push_str("  - path: /usr/local/sbin/redisha-setup\n");
-    doc.push_str("    permissions: '0700'\n");
-    doc.push_str("    owner: root:root\n");
-    doc.push_str("    encoding: b64\n");
-    let _ = writeln!(doc, "    content: {}", b64.encode(script));
-    doc.push_str("  - path: /usr/local/sbin/redisha-password\n");
-    doc.push_str("    permissions: '0700'\n");
-    doc.push_str("    owner: root:root\n");
-    doc.push_str("    encoding: b64\n");
-    let _ = writeln!(doc, "    content: {}", b64.encode(FETCH_PASSWORD));
+    write_file(&mut doc, SHARED_CONF, "0600", &shared);
+    write_file(&mut doc, INSTALL_SCRIPT, "0700", &install);
+    write_file(&mut doc, NODE_SETUP_SCRIPT, "0700", &node_setup);
+    write_file(&mut doc, PASSWORD_SCRIPT, "0700", FETCH_PASSWORD);
     doc.push_str("runcmd:\n");
-    doc.push_str("  - [/usr/local/sbin/redisha-setup]\n");
+    let _ = writeln!(doc, "  - [{INSTALL_SCRIPT}]");
+    let _ = writeln!(doc, "  - [{NODE_SETUP_SCRIPT}]");
     doc
+}
+
+/// Where first boot writes the shared settings, the two setup scripts and the password helper.
+pub const SHARED_CONF: &str = "/etc/redisha/shared.conf";
+pub const INSTALL_SCRIPT: &str = "/usr/local/sbin/redisha-install";
+pub const NODE_SETUP_SCRIPT: &str = "/usr/local/sbin/redisha-node-setup";
+pub const PASSWORD_SCRIPT: &str = "/usr/local/sbin/redisha-password";
+
+fn write_file(doc: &mut String, path: &str, mode: &str, content: &str) {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let _ = writeln!(doc, "  - path: {path}");
+    let _ = writeln!(doc, "    permissions: '{mode}'");
+    doc.push_str("    owner: root:root\n");
+    doc.push_str("    encoding: b64\n");
+    let _ = writeln!(doc, "    content: {}", b64.encode(content));
+}
+
+/// The files of a document made by [`render`], decoded: (path, content), in order.
+pub fn files(document: &str) -> Vec<(String, String)> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut out = Vec::new();
+    let mut path = None;
+    for line in document.lines().map(str::trim) {
+        if let Some(p) = line.strip_prefix("- path: ") {
+            path = Some(p.to_string());
+        } else if let Some(c) = line.strip_prefix("content: ") {
+            let Some(p) = path.take() else { continue };
+            let content = b64
+                .decode(c)
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+                .unwrap_or_default();
+            out.push((p, content));
+        }
+    }
+    out
 }
 
 /// How long a node that was part of the cluster waits before it starts again (after a reboot):
@@ -125,12 +147,13 @@ if command -v apt-get >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q "$PKG"
+  # Metrics: one exporter per node (the node setup starts them); optional, like its package.
+  apt-get install -y -q prometheus-redis-exporter || echo "redisha: prometheus-redis-exporter not installed; no metrics" >&2
 elif command -v dnf >/dev/null 2>&1; then
   dnf install -y -q "$PKG"
 else
   yum install -y -q "$PKG"
 fi
-REDIS_BIN=$(command -v redis-server || command -v redis6-server || command -v redis7-server)
 # The distribution's own instance listens on 6379, which our first node needs.
 for unit in redis-server redis redis6 redis7; do
   systemctl disable --now "$unit" >/dev/null 2>&1 || true
@@ -152,104 +175,6 @@ mkdir -p /var/lib/redisha
 UUID=$(blkid -s UUID -o value "$DEVICE")
 grep -q "$UUID" /etc/fstab || echo "UUID=$UUID /var/lib/redisha ext4 defaults,nofail,noatime 0 2" >> /etc/fstab
 mountpoint -q /var/lib/redisha || mount /var/lib/redisha
-"#;
-
-/// One `prometheus-redis-exporter` per node at its port + EXPORTER_OFFSET (Debian's package;
-/// images without it run no exporter). Its password file is written by `redisha-password`
-/// with auth.conf, in a directory only the exporters' user reads: never in its arguments.
-const EXPORTERS: &str = r#"
-if command -v apt-get >/dev/null 2>&1; then
-  apt-get install -y -q prometheus-redis-exporter || echo "redisha: prometheus-redis-exporter not installed; no metrics" >&2
-fi
-if [ -x /usr/bin/prometheus-redis-exporter ] && id prometheus >/dev/null 2>&1; then
-  # The package's own instance scrapes localhost:6379 without a password: ours replace it.
-  systemctl disable --now prometheus-redis-exporter >/dev/null 2>&1 || true
-  mkdir -p /etc/redisha-exporter
-  printf '%s\n' "$PORTS" > /etc/redisha-exporter/ports
-  /usr/local/sbin/redisha-password
-  chown -R prometheus /etc/redisha-exporter
-  chmod 0700 /etc/redisha-exporter
-  cat > /etc/systemd/system/redisha-exporter@.service <<UNIT
-[Unit]
-Description=redisha metrics exporter of the node on port %i
-After=redisha-node@%i.service
-
-[Service]
-User=prometheus
-EnvironmentFile=/etc/redisha-exporter/%i.env
-# The password as SSM holds it now: a restart after a rotation reads the new one.
-ExecStartPre=+/usr/local/sbin/redisha-password
-ExecStart=/usr/bin/prometheus-redis-exporter -redis.addr=redis://127.0.0.1:%i -web.listen-address=:\${LISTEN_PORT} -redis.password-file=/etc/redisha-exporter/password.json -redis-only-metrics
-Restart=always
-RestartSec=5
-
-[Install]
-WantedBy=multi-user.target
-UNIT
-  systemctl daemon-reload
-  for PORT in $PORTS; do
-    echo "LISTEN_PORT=$((PORT + EXPORTER_OFFSET))" > /etc/redisha-exporter/$PORT.env
-    systemctl enable --now redisha-exporter@$PORT
-  done
-fi
-"#;
-
-const CONFIGURE: &str = r#"
-TOKEN=$(curl -sS -X PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 300')
-IP=$(curl -sS -H "X-aws-ec2-metadata-token: $TOKEN" http://169.254.169.254/latest/meta-data/local-ipv4)
-printf '%s\n' "$PASSWORD_PARAMETER" > /etc/redisha/password-parameter
-/usr/local/sbin/redisha-password
-chown redis:redis /etc/redisha /etc/redisha/shared.conf /etc/redisha/auth.conf
-chmod 0700 /etc/redisha
-chmod 0600 /etc/redisha/shared.conf /etc/redisha/auth.conf
-cat > /etc/systemd/system/redisha-node@.service <<UNIT
-[Unit]
-Description=redisha Redis Cluster node on port %i
-After=network-online.target local-fs.target
-Wants=network-online.target
-
-[Service]
-User=redis
-Group=redis
-# A node that was part of the cluster (it has a nodes.conf) waits until its replica must have
-# taken over before it starts from its last snapshot: it then rejoins as that replica's replica.
-ExecStartPre=/bin/sh -c 'if [ -s /var/lib/redisha/node-%i/nodes.conf ]; then sleep $REJOIN_DELAY; fi'
-# The password as SSM holds it now (as root: the instance profile's credentials).
-ExecStartPre=+/usr/local/sbin/redisha-password
-ExecStart=$REDIS_BIN /etc/redisha/node-%i.conf
-# Never restarted on failure: a master restarted within the node timeout comes back as master
-# with stale data. Its replica takes over; the next apply repairs the node.
-Restart=no
-# CONFIG REWRITE (after a password rotation) writes the config file with this umask.
-UMask=0077
-LimitNOFILE=65535
-
-[Install]
-WantedBy=multi-user.target
-UNIT
-for PORT in $PORTS; do
-  mkdir -p /var/lib/redisha/node-$PORT
-  chown redis:redis /var/lib/redisha /var/lib/redisha/node-$PORT
-  if [ ! -f /etc/redisha/node-$PORT.conf ]; then
-    cat > /etc/redisha/node-$PORT.conf <<CONF
-port $PORT
-bind 0.0.0.0
-protected-mode no
-daemonize no
-dir /var/lib/redisha/node-$PORT
-cluster-enabled yes
-cluster-config-file nodes.conf
-cluster-port $((PORT + BUS_OFFSET))
-cluster-announce-ip $IP
-include /etc/redisha/shared.conf
-include /etc/redisha/auth.conf
-CONF
-    chown redis:redis /etc/redisha/node-$PORT.conf
-    chmod 0600 /etc/redisha/node-$PORT.conf
-  fi
-done
-systemctl daemon-reload
-for PORT in $PORTS; do systemctl enable --now redisha-node@$PORT; done
 "#;
 
 /// Reads the password parameter (SSM GetParameter, decrypted) with the instance profile's
@@ -337,10 +262,14 @@ def write_exporter_passwords(password):
         return
     with open(directory + "/ports") as f:
         ports = f.read().split()
+    host = "127.0.0.1"
+    if os.path.exists(directory + "/node-host"):
+        with open(directory + "/node-host") as f:
+            host = f.read().strip() or host
     target = directory + "/password.json"
     old = os.umask(0o077)
     with open(target + ".new", "w") as f:
-        json.dump({"redis://127.0.0.1:%s" % p: password or "" for p in ports}, f)
+        json.dump({"redis://%s:%s" % (host, p): password or "" for p in ports}, f)
     os.umask(old)
     try:
         import pwd
@@ -353,6 +282,49 @@ def write_exporter_passwords(password):
 
 sys.exit(main())
 "#;
+
+/// A checker the tests need; missing is a failure (not a skip) that says how to get it.
+#[cfg(test)]
+fn checker(name: &str) -> std::process::Command {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{name} is not installed: run scripts/setup (it installs cloud-init and shellcheck)"
+    );
+    std::process::Command::new(name)
+}
+
+/// Asserts `text` (named `what`) is POSIX shell that `sh -n` parses (without running it) and
+/// shellcheck passes.
+#[cfg(test)]
+pub(crate) fn assert_valid_shell(text: &str, what: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("script.sh");
+    std::fs::write(&path, text).expect("write");
+    let out = std::process::Command::new("sh")
+        .arg("-n")
+        .arg(&path)
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "sh -n {what}: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = checker("shellcheck")
+        .args(["--shell=sh", "--severity=warning"])
+        .arg(&path)
+        .output()
+        .expect("shellcheck");
+    assert!(
+        out.status.success(),
+        "shellcheck {what}: {}\n{text}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
 
 #[cfg(test)]
 mod tests {
@@ -382,15 +354,26 @@ mod tests {
         }
     }
 
-    fn decode_b64_lines(doc: &str) -> String {
-        doc.lines()
-            .filter_map(|l| l.trim().strip_prefix("content: "))
-            .map(|c| {
-                String::from_utf8(base64::engine::general_purpose::STANDARD.decode(c).unwrap())
-                    .unwrap()
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+    fn document(config: &NodeConfig) -> String {
+        let host = host();
+        render(&UserDataInput {
+            cluster: "shop",
+            password_parameter: "/redisha/shop/0123456789abcdef/password",
+            host: &host,
+            config,
+            data_volume: true,
+            redis_package: "redis-server",
+            ports: &[6379, 6380],
+            fixed_ip: None,
+        })
+    }
+
+    fn file(doc: &str, path: &str) -> String {
+        files(doc)
+            .into_iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, c)| c)
+            .unwrap_or_else(|| panic!("no {path} in the user data"))
     }
 
     #[test]
@@ -399,71 +382,54 @@ mod tests {
             password: Some(Password::new("s3cret-pw")),
             ..Default::default()
         };
-        let host = host();
-        let doc = render(&UserDataInput {
-            cluster: "shop",
-            password_parameter: "/redisha/shop/0123456789abcdef/password",
-            host: &host,
-            config: &config,
-            data_volume: true,
-            redis_package: "redis-server",
-        });
+        let doc = document(&config);
         assert!(doc.starts_with("#cloud-config\n"));
         assert!(!doc.contains("s3cret-pw"), "password in clear in user data");
-        let files = decode_b64_lines(&doc);
-        assert!(!files.contains("s3cret-pw"), "password in user data");
-        assert!(files.contains("PASSWORD_PARAMETER=\"/redisha/shop/0123456789abcdef/password\""));
-        assert!(files.contains("ExecStartPre=+/usr/local/sbin/redisha-password"));
-        assert!(files.contains("include /etc/redisha/auth.conf"));
-        assert!(files.contains("AmazonSSM.GetParameter"));
+        let all: String = files(&doc).into_iter().map(|(_, c)| c).collect();
+        assert!(!all.contains("s3cret-pw"), "password in user data");
+        let setup = file(&doc, NODE_SETUP_SCRIPT);
+        assert!(setup.contains("PASSWORD_PARAMETER=\"/redisha/shop/0123456789abcdef/password\""));
+        assert!(setup.contains("ExecStartPre=+/usr/local/sbin/redisha-password"));
+        assert!(setup.contains("include /etc/redisha/auth.conf"));
+        assert!(file(&doc, PASSWORD_SCRIPT).contains("AmazonSSM.GetParameter"));
         assert!(doc.contains("path: /etc/redisha/shared.conf\n    permissions: '0600'"));
-        assert!(!files.contains("set -x"));
-        assert!(files.contains("PORTS=\"6379 6380\""));
-        assert!(files.contains("cluster-enabled yes"));
-        assert!(files.contains("mkfs.ext4"));
+        assert!(!all.contains("set -x"));
+        assert!(setup.contains("PORTS=\"6379 6380\""));
+        assert!(setup.contains("cluster-enabled yes"));
+        assert!(file(&doc, INSTALL_SCRIPT).contains("mkfs.ext4"));
         assert!(encode(&doc).len() < MAX_USER_DATA * 2);
     }
 
-    fn script_of(config: &NodeConfig) -> String {
-        let host = host();
-        let doc = render(&UserDataInput {
-            cluster: "shop",
-            password_parameter: "/redisha/shop/0123456789abcdef/password",
-            host: &host,
-            config,
-            data_volume: true,
-            redis_package: "redis-server",
-        });
-        decode_b64_lines(&doc)
-            .split("#!/bin/sh")
-            .nth(1)
-            // The password helper (python) follows the setup script.
-            .and_then(|s| s.split("#!/usr/bin/env python3").next())
-            .map(|s| format!("#!/bin/sh{s}"))
-            .expect("the setup script")
-    }
-
+    /// First boot runs the same node setup as the Run Command that adds a node later.
     #[test]
-    fn every_node_gets_an_exporter_whose_password_is_in_a_file() {
-        let script = script_of(&NodeConfig::default());
-        assert!(script.contains("EXPORTER_OFFSET=20000"));
-        assert!(script.contains("systemctl enable --now redisha-exporter@$PORT"));
-        let exec = script
-            .lines()
-            .find(|l| l.starts_with("ExecStart=/usr/bin/prometheus-redis-exporter"))
-            .expect("the exporter's ExecStart");
-        assert!(exec.contains("-redis.password-file=/etc/redisha-exporter/password.json"));
-        assert!(!exec.contains("-redis.password="), "{exec}");
+    fn first_boot_runs_the_shared_node_setup() {
+        let doc = document(&NodeConfig::default());
+        let setup = file(&doc, NODE_SETUP_SCRIPT);
+        let shared = node_commands::setup_script(&NodeSetup {
+            ports: &[6379, 6380],
+            rejoin_delay_secs: 15,
+            password_parameter: "/redisha/shop/0123456789abcdef/password",
+            fixed_ip: None,
+        });
+        assert_eq!(setup, shared);
+        let runcmd = doc.split("runcmd:\n").nth(1).expect("runcmd");
+        assert_eq!(
+            runcmd,
+            format!("  - [{INSTALL_SCRIPT}]\n  - [{NODE_SETUP_SCRIPT}]\n"),
+            "install first, then the node setup"
+        );
     }
 
     #[test]
     fn nodes_never_restart_into_a_stale_snapshot() {
-        let script = script_of(&NodeConfig::default());
+        let script = file(&document(&NodeConfig::default()), NODE_SETUP_SCRIPT);
         assert!(script.contains("Restart=no"), "{script}");
         assert!(!script.contains("Restart=on-failure"));
         // redisha's default node timeout is 5 s: 2 x 5 s + 5 s.
         assert!(script.contains("REJOIN_DELAY=15\n"), "{script}");
-        assert!(script.contains("nodes.conf ]; then sleep $REJOIN_DELAY"));
+        assert!(script.contains(
+            "nodes.conf ] && [ ! -e /run/redisha/start-now-%i ]; then sleep $REJOIN_DELAY"
+        ));
         let slow = NodeConfig {
             redis_config: [("cluster-node-timeout".to_string(), "15001".to_string())].into(),
             ..Default::default()
@@ -471,23 +437,14 @@ mod tests {
         assert_eq!(rejoin_delay_secs(&slow), 36);
     }
 
-    /// The setup script is valid POSIX shell (parsed by `sh -n`, without running it).
+    /// Both scripts are valid POSIX shell (parsed by `sh -n`, without running them) and pass
+    /// shellcheck.
     #[test]
-    fn the_setup_script_parses() {
-        let script = script_of(&NodeConfig::default());
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("redisha-setup");
-        std::fs::write(&path, &script).expect("write");
-        let out = std::process::Command::new("sh")
-            .arg("-n")
-            .arg(&path)
-            .output()
-            .expect("sh");
-        assert!(
-            out.status.success(),
-            "sh -n: {}\n{script}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    fn the_setup_scripts_parse_and_pass_shellcheck() {
+        let doc = document(&NodeConfig::default());
+        for script in [INSTALL_SCRIPT, NODE_SETUP_SCRIPT] {
+            assert_valid_shell(&file(&doc, script), script);
+        }
     }
 
     /// The password helper is valid python3 (compiled, not run).
@@ -508,37 +465,12 @@ mod tests {
         );
     }
 
-    /// A checker the tests need; missing is a failure (not a skip) that says how to get it.
-    fn checker(name: &str) -> std::process::Command {
-        let found = std::process::Command::new("sh")
-            .args(["-c", &format!("command -v {name}")])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        assert!(
-            found,
-            "{name} is not installed: run scripts/setup (it installs cloud-init and shellcheck)"
-        );
-        std::process::Command::new(name)
-    }
-
-    fn full_document() -> String {
-        let host = host();
-        render(&UserDataInput {
-            cluster: "shop",
-            password_parameter: "/redisha/shop/0123456789abcdef/password",
-            host: &host,
-            config: &NodeConfig::default(),
-            data_volume: true,
-            redis_package: "redis-server",
-        })
-    }
-
     /// The document is valid cloud-config, by cloud-init's own schema.
     #[test]
     fn cloud_init_accepts_the_document() {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("user-data");
-        std::fs::write(&path, full_document()).expect("write");
+        std::fs::write(&path, document(&NodeConfig::default())).expect("write");
         let out = checker("cloud-init")
             .args(["schema", "--config-file"])
             .arg(&path)
@@ -549,24 +481,6 @@ mod tests {
             "cloud-init schema: {}{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    /// The setup script passes shellcheck as POSIX sh.
-    #[test]
-    fn shellcheck_accepts_the_setup_script() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("redisha-setup");
-        std::fs::write(&path, script_of(&NodeConfig::default())).expect("write");
-        let out = checker("shellcheck")
-            .args(["--shell=sh", "--severity=warning"])
-            .arg(&path)
-            .output()
-            .expect("shellcheck");
-        assert!(
-            out.status.success(),
-            "shellcheck: {}",
-            String::from_utf8_lossy(&out.stdout)
         );
     }
 }

@@ -5,8 +5,8 @@
 
 mod common;
 
-use base64::Engine as _;
 use common::{host, Fixture, FixtureConfig, Moto, SUBNET_ZONES};
+use redisha_aws::testing::readable_user_data;
 use redisha_aws::{instance_profile, secrets, AwsClients, AwsDriver};
 use redisha_cluster::{Driver, NodeConfig, NodeHandle, Password};
 
@@ -18,30 +18,6 @@ fn with_password(password: &str) -> NodeConfig {
         password: Some(Password::new(password)),
         ..Default::default()
     }
-}
-
-/// The user data of an instance as anyone allowed `ec2:DescribeInstanceAttribute` reads it,
-/// decoded, and with every base64 file of it decoded as well.
-async fn readable_user_data(client: &AwsClients, instance_id: &str) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let answer = client
-        .describe_instance_attribute()
-        .instance_id(instance_id)
-        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
-        .send()
-        .await
-        .expect("DescribeInstanceAttribute");
-    let encoded = answer
-        .user_data()
-        .and_then(|u| u.value())
-        .expect("the instance has user data");
-    let document = String::from_utf8(b64.decode(encoded).expect("base64")).expect("utf-8");
-    let files: Vec<String> = document
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("content: "))
-        .map(|c| String::from_utf8_lossy(&b64.decode(c).expect("base64 file")).into_owned())
-        .collect();
-    format!("{document}\n{}", files.join("\n"))
 }
 
 async fn parameter(client: &AwsClients, name: &str) -> Option<(String, String)> {

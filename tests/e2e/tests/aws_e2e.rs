@@ -4,28 +4,33 @@
 //!
 //! moto's instances have invented private addresses that nothing listens on, so each planned
 //! host is mapped (REDISHA_AWS_TEST_ADDRESS_MAP, a test-only setting of the driver) to a
-//! loopback stand-in 127.0.9Z.H started the way the instance's cloud-init configures its node:
-//! cluster mode, the shared settings file with the password, its own `cluster-announce-ip`.
-//! Everything else (planning, launching, forming, drift, repair, destroy) is the product's code.
+//! loopback stand-in address. The instances' nodes are not emulated by the test: the test-only
+//! SSM runner (`redisha_aws::testing::ssm_runner`) runs, for real and in a mount namespace per
+//! instance, the node setup of each new instance's user data (as cloud-init would) and every
+//! Run Command script the provider sends (start, stop, reconfigure, remove), so the nodes bound
+//! to the stand-ins are what the product's own text set up. Everything else (planning,
+//! launching, forming, drift, repair, destroy) is the product's code.
 //!
-//! One scenario: create a 3-zone cluster (3 shards, 1 replica, one node per instance), check
+//! Scenarios: create a 3-zone cluster (3 shards, 1 replica, one node per instance), check
 //! EC2 and Redis, terminate a master's instance, see the drift in a plan, apply (the instance
-//! is replaced in its zone and its node rejoins), destroy (no instance, no security group).
+//! is replaced in its zone and its node rejoins), destroy (no instance, no security group); a
+//! create killed midway and resumed; and on running instances (three nodes per instance), a
+//! rolling `redis_config` change, a killed node repaired, nodes added to and removed from
+//! existing instances, all through SSM Run Command.
 
 mod common;
 #[path = "common/moto.rs"]
 mod moto;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{crash, TfDir};
 use moto::{instances, Fixture, Moto, ZONES};
-use redisha_cluster::{NodeConfig, Password};
+use redisha_aws::testing::readable_user_data;
+use redisha_aws::testing::ssm_runner::SsmRunner;
 use serde_json::Value as Json;
 
 const CLUSTER: &str = "e2e-aws";
@@ -41,100 +46,37 @@ struct Host {
 }
 
 /// The candidates the provider names `<zone>-<n>`: with one node per instance, 6 nodes over 3
-/// zones use exactly two per zone. Stand-in addresses are 127.0.<decade><zone>.<n>: each test
-/// of this file has its own decade, so they run side by side.
-fn hosts(decade: u8) -> Vec<Host> {
+/// zones use exactly two per zone. Stand-in addresses are `<prefix><zone>.<n>` (127.0.9Z.N for
+/// the prefix 127.0.9): each test of this file has its own prefix, so they run side by side.
+fn hosts(prefix: &str) -> Vec<Host> {
     let mut out = Vec::new();
     for (zi, zone) in ZONES.iter().enumerate() {
         for h in 1..=HOSTS_PER_ZONE {
             out.push(Host {
                 name: format!("{zone}-{h}"),
                 zone: zone.to_string(),
-                ip: format!("127.0.{decade}{}.{h}", zi + 1),
+                ip: format!("{prefix}{}.{h}", zi + 1),
             });
         }
     }
     out
 }
 
-/// A port that is free, with its cluster bus port, on every stand-in address.
-fn free_port(hosts: &[Host]) -> u16 {
-    (7710..7790)
+/// A base port in `range` that is free, with the next `width - 1` ports and all their cluster
+/// bus ports, on every stand-in address.
+fn free_port(hosts: &[Host], range: std::ops::Range<u16>, width: u16) -> u16 {
+    range
+        .into_iter()
         .find(|p| {
             hosts.iter().all(|h| {
-                TcpListener::bind((h.ip.as_str(), *p)).is_ok()
-                    && TcpListener::bind((h.ip.as_str(), p + 10000)).is_ok()
+                (*p..p + width).all(|q| {
+                    TcpListener::bind((h.ip.as_str(), q)).is_ok()
+                        && TcpListener::bind((h.ip.as_str(), q + 10000)).is_ok()
+                })
             })
         })
         .expect("a free port on the stand-in addresses")
 }
-
-/// A redis-server standing in for one instance's node, ended by pid on drop.
-struct StandIn {
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for StandIn {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl StandIn {
-    fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-/// Starts a fresh node for `host` as the instance's cloud-init would (see aws/src/user_data.rs):
-/// a node config with cluster mode, the cluster bus port and the announce address, including a
-/// mode-0600 shared file with the password (never on the command line).
-fn start_standin(host: &Host, port: u16) -> StandIn {
-    let dir = tempfile::Builder::new()
-        .prefix("redisha-aws-standin")
-        .tempdir()
-        .expect("temp dir");
-    let shared = dir.path().join("shared.conf");
-    let config = NodeConfig {
-        password: Some(Password::new(PASSWORD)),
-        redis_config: BTreeMap::new(),
-    };
-    let node_conf = dir.path().join("node.conf");
-    std::fs::write(&shared, config.render_shared_lines()).expect("write shared.conf");
-    std::fs::write(
-        &node_conf,
-        format!(
-            "port {port}\nbind {ip}\nprotected-mode no\ndaemonize no\ndir {dir}\ncluster-enabled yes\n\
-             cluster-config-file nodes.conf\ncluster-port {bus}\ncluster-announce-ip {ip}\nsave \"\"\n\
-             appendonly no\ninclude {shared}\n",
-            ip = host.ip,
-            dir = dir.path().display(),
-            bus = port + 10000,
-            shared = shared.display(),
-        ),
-    )
-    .expect("write node.conf");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        for f in [&shared, &node_conf] {
-            std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600))
-                .expect("chmod 0600");
-        }
-    }
-    let child = Command::new("redis-server")
-        .arg(&node_conf)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server starts");
-    StandIn { child, _dir: dir }
-}
-
-type StandIns = Arc<Mutex<BTreeMap<String, StandIn>>>;
 
 fn redis_conn(ip: &str, port: u16) -> redis::Connection {
     let client =
@@ -183,8 +125,28 @@ fn assert_cluster_ok(hosts: &[Host], port: u16, when: &str) {
     }
 }
 
-fn main_tf(endpoint: &str, fx: &Fixture, app_group: &str) -> String {
+/// What differs between the scenarios' configurations.
+#[derive(Debug, Clone)]
+struct Shape {
+    replicas: u32,
+    nodes_per_instance: u32,
+    /// The body of `redis_config = { ... }`, or empty for none.
+    redis_config: &'static str,
+}
+
+const ONE_PER_INSTANCE: Shape = Shape {
+    replicas: 1,
+    nodes_per_instance: 1,
+    redis_config: "",
+};
+
+fn main_tf(endpoint: &str, fx: &Fixture, app_group: &str, shape: &Shape) -> String {
     let subnets: Vec<String> = fx.subnet_ids().iter().map(|s| format!("{s:?}")).collect();
+    let redis_config = if shape.redis_config.is_empty() {
+        String::new()
+    } else {
+        format!("  redis_config   = {{ {} }}\n", shape.redis_config)
+    };
     format!(
         r#"
 terraform {{
@@ -205,15 +167,15 @@ data "redisha_aws_topology" "vpc" {{
 resource "redisha_cluster" "shop" {{
   name           = "{CLUSTER}"
   shards         = 3
-  replicas       = 1
+  replicas       = {replicas}
   node_memory_mb = 256
   password       = "{PASSWORD}"
-
+{redis_config}
   aws {{
     subnet_ids             = [{subnets}]
     instance_type          = "t3.small"
     ami                    = "{ami}"
-    max_nodes_per_instance = 1
+    max_nodes_per_instance = {nodes_per_instance}
     allowed_cidrs          = ["10.0.0.0/16"]
     allowed_security_group_ids = ["{app_group}"]
     tags                   = {{ team = "sre" }}
@@ -240,6 +202,8 @@ output "zone_names" {{
         vpc = fx.vpc_id,
         subnets = subnets.join(", "),
         ami = fx.ami,
+        replicas = shape.replicas,
+        nodes_per_instance = shape.nodes_per_instance,
     )
 }
 
@@ -266,7 +230,12 @@ fn s<'a>(v: &'a Json, key: &str) -> &'a str {
 /// Checks the nodes output: all up, 3 masters, each node in its host's zone, no shard with two
 /// copies in one zone.
 fn assert_nodes(nodes: &[Json], when: &str) {
-    assert_eq!(nodes.len(), 6, "{when}: {nodes:?}");
+    assert_node_count(nodes, 6, when);
+}
+
+/// [`assert_nodes`] for `count` nodes.
+fn assert_node_count(nodes: &[Json], count: usize, when: &str) {
+    assert_eq!(nodes.len(), count, "{when}: {nodes:?}");
     for n in nodes {
         assert_eq!(s(n, "status"), "up", "{when}: {n}");
         assert!(
@@ -285,12 +254,13 @@ fn assert_nodes(nodes: &[Json], when: &str) {
     }
 }
 
-/// What every scenario of this file starts from: moto with a 3-zone VPC, a stand-in node per
-/// planned host, and a Terraform directory whose provider maps hosts to the stand-ins.
+/// What every scenario of this file starts from: moto with a 3-zone VPC, the SSM runner that
+/// boots the cluster's instances and runs the commands sent to them, and a Terraform directory
+/// whose provider maps hosts to their stand-in addresses.
 struct Scenario {
     rt: tokio::runtime::Runtime,
-    // Dropped after the stand-ins and the Terraform directory (fields drop in order).
-    standins: StandIns,
+    // Dropped first (fields drop in order): the runner ends its nodes while moto still runs.
+    runner: SsmRunner,
     tf: TfDir,
     client: redisha_aws::AwsClients,
     fx: Fixture,
@@ -300,8 +270,56 @@ struct Scenario {
     moto: Moto,
 }
 
-/// `None` (the test is skipped, saying why) without redis-server or moto_server.
-fn scenario(decade: u8) -> Option<Scenario> {
+impl Scenario {
+    /// Rewrites main.tf with `shape`.
+    fn reshape(&self, shape: &Shape) {
+        std::fs::write(
+            self.tf.path().join("main.tf"),
+            main_tf(&self.moto.endpoint(), &self.fx, &self.app_group, shape),
+        )
+        .expect("write main.tf");
+    }
+
+    /// Every script the SSM runner ran exited 0.
+    fn assert_commands_ran_ok(&self, when: &str) {
+        assert!(
+            self.runner.trouble().is_empty(),
+            "{when}: {:?}",
+            self.runner.trouble()
+        );
+        for ran in self.runner.ran() {
+            assert_eq!(
+                ran.code, 0,
+                "{when}: {} on {} failed: {}",
+                ran.comment, ran.instance_id, ran.stderr
+            );
+        }
+    }
+
+    /// `terraform apply`, which must succeed; on failure what the SSM runner ran is shown too.
+    fn apply(&self, what: &str) {
+        let started = Instant::now();
+        let out = run(&self.tf, &["apply", "-auto-approve", "-no-color"]);
+        eprintln!("{what}: {:?}", started.elapsed());
+        if !out.success() {
+            eprintln!("SSM runner, after {what}:\n{}", self.runner.report());
+        }
+        out.assert_success(what);
+    }
+
+    /// How many commands the runner ran whose comment contains `what` (e.g. "start node").
+    fn ran_count(&self, what: &str) -> usize {
+        self.runner
+            .ran()
+            .iter()
+            .filter(|r| r.comment.contains(what))
+            .count()
+    }
+}
+
+/// `None` (the test is skipped, saying why) without redis-server or moto_server. Stand-ins at
+/// `<prefix><zone>.<n>`, nodes on a base port of `ports` (and `shape.nodes_per_instance` above).
+fn scenario(prefix: &str, ports: std::ops::Range<u16>, shape: &Shape) -> Option<Scenario> {
     if Command::new("redis-server")
         .arg("--version")
         .output()
@@ -332,20 +350,16 @@ fn scenario(decade: u8) -> Option<Scenario> {
         .expect("group id")
         .to_string();
 
-    let hosts = hosts(decade);
-    let port = free_port(&hosts);
-    let standins: StandIns = Arc::new(Mutex::new(
-        hosts
-            .iter()
-            .map(|h| (h.name.clone(), start_standin(h, port)))
-            .collect(),
-    ));
+    let hosts = hosts(prefix);
+    let width = u16::try_from(shape.nodes_per_instance).unwrap_or(1);
+    let port = free_port(&hosts, ports, width);
     let address_map: Vec<String> = hosts
         .iter()
         .map(|h| format!("{}={}:{port}", h.name, h.ip))
         .collect();
+    let runner = SsmRunner::booting(moto.port, CLUSTER);
 
-    let mut tf = TfDir::dev(&main_tf(&moto.endpoint(), &fx, &app_group));
+    let mut tf = TfDir::dev(&main_tf(&moto.endpoint(), &fx, &app_group, shape));
     let no_file = tf.path().join("no-such-aws-file").display().to_string();
     tf.env = vec![
         ("REDISHA_AWS_TEST_ADDRESS_MAP".into(), address_map.join(",")),
@@ -357,7 +371,7 @@ fn scenario(decade: u8) -> Option<Scenario> {
     ];
     Some(Scenario {
         rt,
-        standins,
+        runner,
         tf,
         client,
         fx,
@@ -370,23 +384,23 @@ fn scenario(decade: u8) -> Option<Scenario> {
 
 #[test]
 fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
-    let Some(Scenario {
+    let Some(sc) = scenario("127.0.9", 7710..7790, &ONE_PER_INSTANCE) else {
+        return;
+    };
+    let Scenario {
         rt,
-        standins,
         tf,
         client,
         fx,
         app_group,
         hosts,
         port,
-        moto,
-    }) = scenario(9)
-    else {
-        return;
-    };
+        ..
+    } = &sc;
+    let (hosts, port) = (hosts.as_slice(), *port);
 
     // Create.
-    run(&tf, &["apply", "-auto-approve", "-no-color"]).assert_success("terraform apply (create)");
+    run(tf, &["apply", "-auto-approve", "-no-color"]).assert_success("terraform apply (create)");
     let outputs = tf.output_json();
     assert_eq!(
         outputs["zone_names"],
@@ -396,7 +410,7 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
 
     // EC2: one instance per planned host, in the host's zone and its subnet, tagged, in the
     // cluster's security group.
-    let seen = rt.block_on(instances(&client, CLUSTER));
+    let seen = rt.block_on(instances(client, CLUSTER));
     let live: Vec<_> = seen.iter().filter(|i| i.is_live()).collect();
     let live_hosts: BTreeSet<&str> = live.iter().map(|i| i.host()).collect();
     let expected: BTreeSet<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
@@ -405,7 +419,7 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
         "one instance per planned host: {seen:?}"
     );
     assert_eq!(live.len(), 6, "{seen:?}");
-    let groups = rt.block_on(cluster_groups(&client));
+    let groups = rt.block_on(cluster_groups(client));
     let group = groups
         .security_groups()
         .first()
@@ -510,21 +524,21 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
     // Secrets: the password is in no instance's user data as anyone allowed
     // ec2:DescribeInstanceAttribute reads it; it is the cluster's SecureString parameter.
     for id in &ids {
-        let text = rt.block_on(readable_user_data(&client, id));
+        let text = rt.block_on(readable_user_data(client, id));
         assert!(
             !text.contains(PASSWORD),
             "the password is in the user data of {id}"
         );
     }
     assert_eq!(
-        rt.block_on(cluster_parameters(&client)),
+        rt.block_on(cluster_parameters(client)),
         vec![("SecureString".to_string(), PASSWORD.to_string())],
         "one SecureString parameter holds the password"
     );
 
     // Redis: the cluster formed through the stand-ins, as planned.
-    assert_cluster_ok(&hosts, port, "after create");
-    let before = nodes(&tf);
+    assert_cluster_ok(hosts, port, "after create");
+    let before = nodes(tf);
     assert_nodes(&before, "after create");
 
     // Lose a master's instance: terminate it; its node dies with it.
@@ -546,9 +560,9 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
         .clone();
     rt.block_on(client.terminate_instances().instance_ids(&lost).send())
         .expect("TerminateInstances");
-    drop(standins.lock().expect("stand-ins").remove(&lost_host.name));
+    // The runner ends the terminated instance's node (by its pid) when moto shows it gone.
 
-    let plan = run(&tf, &["plan", "-no-color", "-detailed-exitcode"]);
+    let plan = run(tf, &["plan", "-no-color", "-detailed-exitcode"]);
     assert_eq!(
         plan.code,
         Some(2),
@@ -556,47 +570,12 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
         plan.all()
     );
 
-    // The replacement instance's cloud-init starts a fresh node on it: emulate that by starting
-    // a fresh stand-in once a new live instance for the host exists, while terraform apply
-    // waits for the node to answer. It is started again if it stops: with the address map the
-    // old and the new node share one address, so the repair's SHUTDOWN of the dead node (sent
-    // to the old instance's address, which on EC2 is a different one) can reach the fresh
-    // stand-in when it is already up.
-    let stop = Arc::new(AtomicBool::new(false));
-    let emulator = {
-        let stop = stop.clone();
-        let standins = standins.clone();
-        let host = lost_host.clone();
-        let endpoint_port = moto.port;
-        let lost = lost.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            let client = rt.block_on(moto::client_at(endpoint_port));
-            while !stop.load(Ordering::SeqCst) {
-                let replaced = rt
-                    .block_on(instances(&client, CLUSTER))
-                    .iter()
-                    .any(|i| i.host() == host.name && i.id != lost && i.is_live());
-                if replaced {
-                    let mut map = standins.lock().expect("stand-ins");
-                    let running = map.get_mut(&host.name).is_some_and(StandIn::running);
-                    if !running {
-                        map.insert(host.name.clone(), start_standin(&host, port));
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(300));
-            }
-        })
-    };
-    let apply = run(&tf, &["apply", "-auto-approve", "-no-color"]);
-    stop.store(true, Ordering::SeqCst);
-    let _ = emulator.join();
+    // The replacement instance's first boot (run by the SSM runner) starts a fresh node on
+    // it; the repair's stop and start of the lost node are Run Commands to it.
+    let apply = run(tf, &["apply", "-auto-approve", "-no-color"]);
     apply.assert_success("terraform apply (repair)");
 
-    let seen = rt.block_on(instances(&client, CLUSTER));
+    let seen = rt.block_on(instances(client, CLUSTER));
     let replacement: Vec<_> = seen
         .iter()
         .filter(|i| i.host() == lost_host.name && i.is_live())
@@ -616,9 +595,10 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
         "the replacement is in the same zone"
     );
     assert_eq!(seen.iter().filter(|i| i.is_live()).count(), 6, "{seen:?}");
-    assert_cluster_ok(&hosts, port, "after repair");
-    let after = nodes(&tf);
+    assert_cluster_ok(hosts, port, "after repair");
+    let after = nodes(tf);
     assert_nodes(&after, "after repair");
+    sc.assert_commands_ran_ok("after repair");
     let role_of = |ns: &[Json], name: &str| {
         ns.iter()
             .find(|n| s(n, "name") == name)
@@ -640,7 +620,7 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
         s(&master, "id"),
         "the replacement node joined with a new id"
     );
-    let again = run(&tf, &["plan", "-no-color", "-detailed-exitcode"]);
+    let again = run(tf, &["plan", "-no-color", "-detailed-exitcode"]);
     assert_eq!(
         again.code,
         Some(0),
@@ -649,47 +629,258 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
     );
 
     // Destroy: no instance, no security group left.
-    run(&tf, &["destroy", "-auto-approve", "-no-color"]).assert_success("terraform destroy");
-    let seen = rt.block_on(instances(&client, CLUSTER));
+    run(tf, &["destroy", "-auto-approve", "-no-color"]).assert_success("terraform destroy");
+    let seen = rt.block_on(instances(client, CLUSTER));
     assert!(
         seen.iter().all(|i| !i.is_live()),
         "live instances after destroy: {seen:?}"
     );
-    let groups = rt.block_on(cluster_groups(&client));
+    let groups = rt.block_on(cluster_groups(client));
     assert!(
         groups.security_groups().is_empty(),
         "the security group is deleted: {groups:?}"
     );
     assert_eq!(
-        rt.block_on(cluster_parameters(&client)),
+        rt.block_on(cluster_parameters(client)),
         vec![],
         "the password parameter is deleted"
     );
 }
 
-/// An instance's user data as `ec2:DescribeInstanceAttribute` shows it, decoded, with each of
-/// its base64 files decoded too.
-async fn readable_user_data(client: &redisha_aws::AwsClients, instance_id: &str) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let answer = client
-        .describe_instance_attribute()
-        .instance_id(instance_id)
-        .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
-        .send()
-        .await
-        .expect("DescribeInstanceAttribute");
-    let encoded = answer
-        .user_data()
-        .and_then(|u| u.value())
-        .expect("user data");
-    let document = String::from_utf8(b64.decode(encoded).expect("base64")).expect("utf-8");
-    let files: Vec<String> = document
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("content: "))
-        .map(|c| String::from_utf8_lossy(&b64.decode(c).expect("base64 file")).into_owned())
-        .collect();
-    format!("{document}\n{}", files.join("\n"))
+/// The node port of an address `ip:port`.
+fn port_of(address: &str) -> u16 {
+    address
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {address:?}"))
+}
+
+/// The ports of the nodes on each host, from the nodes output.
+fn ports_by_host(nodes: &[Json]) -> std::collections::BTreeMap<String, BTreeSet<u16>> {
+    let mut out = std::collections::BTreeMap::<String, BTreeSet<u16>>::new();
+    for n in nodes {
+        out.entry(s(n, "host").to_string())
+            .or_default()
+            .insert(port_of(s(n, "address")));
+    }
+    out
+}
+
+/// Waits (bounded) for every node of the nodes output to report cluster_state ok.
+fn nodes_ok(nodes: &[Json], when: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for n in nodes {
+        let (ip, port) = s(n, "address").rsplit_once(':').expect("address");
+        let port: u16 = port.parse().expect("port");
+        while cluster_state(ip, port) != "ok" {
+            assert!(Instant::now() < deadline, "{when}: {n} is not ok");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+/// Waits (bounded) until a plan shows drift (exit code 2).
+fn wait_for_drift(tf: &TfDir, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let plan = run(tf, &["plan", "-no-color", "-detailed-exitcode"]);
+        if plan.code == Some(2) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} never showed as drift:\n{}",
+            plan.all()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+/// Nodes managed on running instances, three per instance, through SSM Run Command (executed
+/// for real by the test's SSM runner): a rolling `redis_config` change (a setting Redis cannot
+/// change live, so every node restarts, replicas first), a killed node repaired by apply, nodes
+/// added to the existing instances (replicas 1 -> 2) and removed again (2 -> 1: unit, config and
+/// data gone from the instance). No instance is launched or terminated after the create.
+#[test]
+fn aws_nodes_are_rolled_repaired_added_and_removed_on_running_instances() {
+    let mut shape = Shape {
+        replicas: 1,
+        nodes_per_instance: 3,
+        redis_config: "",
+    };
+    let Some(sc) = scenario("127.132.", 9500..9590, &shape) else {
+        return;
+    };
+    let (rt, client, tf) = (&sc.rt, &sc.client, &sc.tf);
+
+    sc.apply("terraform apply (create)");
+    let launched = live_ids(rt, client);
+    assert_eq!(launched.len(), 3, "one instance per zone holds two nodes");
+    let created = nodes(tf);
+    assert_nodes(&created, "after create");
+    for id in &launched {
+        let text = rt.block_on(readable_user_data(client, id));
+        assert!(
+            !text.contains(PASSWORD),
+            "the password is in the user data of {id}"
+        );
+    }
+    // Three nodes per instance: client ports 6379-6381 from the group, the CIDR and the
+    // application's group; the bus ports 16379-16381 from the group alone.
+    let groups = rt.block_on(cluster_groups(client));
+    let group = groups
+        .security_groups()
+        .first()
+        .expect("the cluster's group");
+    let group_id = group.group_id().unwrap_or_default();
+    for (from, to, client_port) in [(6379, 6381, true), (16379, 16381, false)] {
+        let rule = group
+            .ip_permissions()
+            .iter()
+            .find(|p| p.from_port() == Some(from))
+            .unwrap_or_else(|| panic!("no rule from port {from}: {group:?}"));
+        assert_eq!(rule.to_port(), Some(to), "{rule:?}");
+        let pairs: Vec<&str> = rule
+            .user_id_group_pairs()
+            .iter()
+            .filter_map(|g| g.group_id())
+            .collect();
+        assert!(pairs.contains(&group_id), "{rule:?}");
+        assert_eq!(
+            pairs.contains(&sc.app_group.as_str()),
+            client_port,
+            "{rule:?}"
+        );
+        assert_eq!(!rule.ip_ranges().is_empty(), client_port, "{rule:?}");
+    }
+    sc.assert_commands_ran_ok("after create");
+
+    // A rolling redis_config change: `databases` cannot change live, so every node restarts
+    // (stop and start by Run Command) and comes back with the setting from its instance's
+    // shared config; `maxmemory-policy` rides along.
+    shape.redis_config = r#"databases = "4", "maxmemory-policy" = "allkeys-lru""#;
+    sc.reshape(&shape);
+    let (stops, starts) = (sc.ran_count("stop node"), sc.ran_count("start node"));
+    sc.apply("apply (redis_config)");
+    sc.runner.settle(sc.moto.port, Duration::from_secs(60));
+    assert!(
+        sc.ran_count("stop node") >= stops + 6,
+        "{:?}",
+        sc.runner.ran()
+    );
+    assert!(
+        sc.ran_count("start node") >= starts + 6,
+        "{:?}",
+        sc.runner.ran()
+    );
+    for n in &nodes(tf) {
+        let (ip, port) = s(n, "address").rsplit_once(':').expect("address");
+        let port: u16 = port.parse().expect("port");
+        let mut conn = redis_conn(ip, port);
+        for (key, want) in [("databases", "4"), ("maxmemory-policy", "allkeys-lru")] {
+            let got: Vec<String> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(key)
+                .query(&mut conn)
+                .expect("CONFIG GET");
+            assert_eq!(got.get(1).map(String::as_str), Some(want), "{n}");
+        }
+    }
+    for id in &launched {
+        let machine = sc.runner.machine(id).expect("the instance's machine");
+        let shared = machine.read("/etc/redisha/shared.conf");
+        assert!(shared.contains("databases 4"), "{id}: {shared}");
+        assert!(!shared.contains(PASSWORD), "{id}: {shared}");
+    }
+    let plan = run(tf, &["plan", "-no-color", "-detailed-exitcode"]);
+    assert_eq!(plan.code, Some(0), "after the roll:\n{}", plan.all());
+
+    // A node killed on its instance (its process gone, its unit not restarted): the cluster
+    // flags it, the plan shows it, and apply restarts it through Run Command.
+    let victim = nodes(tf)
+        .into_iter()
+        .find(|n| s(n, "role") == "replica")
+        .expect("a replica");
+    let victim_port = port_of(s(&victim, "address"));
+    let victim_instance = rt
+        .block_on(instances(client, CLUSTER))
+        .into_iter()
+        .find(|i| i.is_live() && i.host() == s(&victim, "host"))
+        .expect("the replica's instance")
+        .id;
+    let machine = sc.runner.machine(&victim_instance).expect("its machine");
+    let unit = format!("redisha-node@{victim_port}");
+    let pid = machine.pid_of(&unit).expect("the replica runs");
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    wait_for_drift(tf, "the killed node");
+    let starts = sc.ran_count(&format!("start node {}", s(&victim, "name")));
+    sc.apply("apply (repair)");
+    assert!(
+        sc.ran_count(&format!("start node {}", s(&victim, "name"))) > starts,
+        "the node was started by Run Command: {:?}",
+        sc.runner.ran()
+    );
+    assert!(machine.pid_of(&unit).is_some_and(|p| p != pid));
+    nodes_ok(&nodes(tf), "after the repair of the killed node");
+    assert_nodes(&nodes(tf), "after the repair of the killed node");
+
+    // Nodes added on the existing instances: each gets a third node, set up by Run Command.
+    shape.replicas = 2;
+    sc.reshape(&shape);
+    sc.apply("apply (replicas 2)");
+    assert_eq!(live_ids(rt, client), launched, "no instance launched");
+    let grown = nodes(tf);
+    assert_node_count(&grown, 9, "after adding replicas");
+    sc.runner.settle(sc.moto.port, Duration::from_secs(60));
+    for (host, ports) in ports_by_host(&grown) {
+        assert_eq!(ports.len(), 3, "{host}: {ports:?}");
+    }
+    for id in &launched {
+        let machine = sc.runner.machine(id).expect("machine");
+        assert!(
+            machine.exists(&format!("/etc/redisha/node-{}.conf", sc.port + 2)),
+            "{id}"
+        );
+    }
+
+    // And removed again: their units, configs and data are gone from the instances.
+    shape.replicas = 1;
+    sc.reshape(&shape);
+    sc.apply("apply (replicas 1)");
+    assert_eq!(live_ids(rt, client), launched, "no instance terminated");
+    let shrunk = nodes(tf);
+    assert_nodes(&shrunk, "after removing replicas");
+    sc.runner.settle(sc.moto.port, Duration::from_secs(60));
+    let by_host = ports_by_host(&shrunk);
+    let seen = rt.block_on(instances(client, CLUSTER));
+    for instance in seen.iter().filter(|i| i.is_live()) {
+        let machine = sc.runner.machine(&instance.id).expect("machine");
+        let kept = by_host.get(instance.host()).cloned().unwrap_or_default();
+        for port in sc.port..sc.port + 3 {
+            let conf = machine.exists(&format!("/etc/redisha/node-{port}.conf"));
+            let enabled = machine.exists(&format!(
+                "/etc/systemd/system/multi-user.target.wants/redisha-node@{port}.service"
+            ));
+            let data = machine.exists(&format!("/var/lib/redisha/node-{port}"));
+            let runs = machine.pid_of(&format!("redisha-node@{port}")).is_some();
+            let wanted = kept.contains(&port);
+            assert_eq!(
+                (conf, enabled, data, runs),
+                (wanted, wanted, wanted, wanted),
+                "{} port {port}: config, unit, data and process follow the plan",
+                instance.host()
+            );
+        }
+    }
+    nodes_ok(&shrunk, "after removing replicas");
+    sc.assert_commands_ran_ok("after removing replicas");
+
+    run(tf, &["destroy", "-auto-approve", "-no-color"]).assert_success("terraform destroy");
+    assert_eq!(live_ids(rt, client), Vec::<String>::new());
 }
 
 /// (type, decrypted value) of every SSM parameter under the cluster's name.
@@ -754,7 +945,7 @@ fn live_ids(rt: &tokio::runtime::Runtime, client: &aws_sdk_ec2::Client) -> Vec<S
 /// from its id alone (nodes recorded on their instances) and plans no change.
 #[test]
 fn aws_create_killed_midway_resumes_and_lost_private_state_is_rebuilt() {
-    let Some(sc) = scenario(8) else {
+    let Some(sc) = scenario("127.0.8", 7710..7790, &ONE_PER_INSTANCE) else {
         return;
     };
     let (rt, client, tf) = (&sc.rt, &sc.client, &sc.tf);
@@ -798,7 +989,7 @@ fn aws_create_killed_midway_resumes_and_lost_private_state_is_rebuilt() {
         "the plan says the create resumes:\n{}",
         plan.all()
     );
-    run(tf, &["apply", "-auto-approve", "-no-color"]).assert_success("apply resumes the create");
+    sc.apply("apply resumes the create");
     assert_eq!(
         live_ids(rt, client),
         launched,
@@ -842,7 +1033,7 @@ fn aws_create_killed_midway_resumes_and_lost_private_state_is_rebuilt() {
         "found again from its id alone, the cluster plans no change:\n{}",
         plan.all()
     );
-    run(tf, &["apply", "-auto-approve", "-no-color"]).assert_success("apply without private state");
+    sc.apply("apply without private state");
     assert_eq!(
         live_ids(rt, client),
         launched,

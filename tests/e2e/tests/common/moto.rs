@@ -5,7 +5,7 @@
 
 #![allow(dead_code)]
 
-pub use redisha_aws::testing::{client_at, Fixture, Moto};
+pub use redisha_aws::testing::{Fixture, Moto};
 
 /// The fixture's zones: one subnet in each.
 pub const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];

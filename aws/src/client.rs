@@ -1,5 +1,5 @@
 //! Builds the driver's AWS clients (EC2; SSM for the password parameter; IAM for the nodes'
-//! instance profile; S3 for backups) from one configuration: the standard credential chain, an optional
+//! instance profile; S3 for backups; Route 53 for the configuration endpoint) from one configuration: the standard credential chain, an optional
 //! assumed role, an optional endpoint override, and retries with backoff on throttling.
 
 use std::time::Duration;
@@ -27,6 +27,8 @@ pub struct AwsClients {
     /// For backups stored in S3 (path-style addressing when an endpoint is set: moto and
     /// other S3-compatible endpoints serve buckets under the path).
     pub s3: aws_sdk_s3::Client,
+    /// For the configuration endpoint's records ([`crate::dns_endpoint`]).
+    pub route53: aws_sdk_route53::Client,
 }
 
 impl std::ops::Deref for AwsClients {
@@ -106,6 +108,7 @@ pub(crate) async fn clients_with(
     Ok(AwsClients {
         ec2: aws_sdk_ec2::Client::new(&shared),
         ssm: aws_sdk_ssm::Client::new(&shared),
+        route53: aws_sdk_route53::Client::new(&shared),
         iam: aws_sdk_iam::Client::new(&shared),
         s3: aws_sdk_s3::Client::from_conf(
             aws_sdk_s3::config::Builder::from(&shared)

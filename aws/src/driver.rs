@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
 use crate::client::AwsClients;
+use crate::dns_endpoint::{self, EndpointSpec};
 use crate::error::{AwsError, Field};
 use crate::instances::{self, ClusterInstance, LaunchSpec, Scope, CLUSTER_ID_TAG};
 use crate::node_commands::{self, NodeAction, NodeSetup};
@@ -844,6 +845,34 @@ impl AwsDriver {
         })
     }
 
+    /// Checks the configuration endpoint's zone against the subnets' VPC (at plan).
+    pub async fn check_endpoint(&self, spec: &EndpointSpec) -> Result<(), AwsError> {
+        let vpc_id = self.prepare(&[], false).await?.vpc_id;
+        dns_endpoint::check_zone(&self.client.route53, spec, &vpc_id).await
+    }
+
+    /// Points the configuration endpoint at the private addresses of `hosts` (the cluster's
+    /// instances as state has them after an apply).
+    pub async fn publish_endpoint(
+        &self,
+        spec: &EndpointSpec,
+        hosts: &[HostHandle],
+    ) -> Result<(), AwsError> {
+        let cluster_id = self.acting_id("publish the configuration endpoint for")?;
+        let addresses: Vec<String> = hosts
+            .iter()
+            .filter(|h| !h.address.is_empty())
+            .map(|h| h.address.clone())
+            .collect();
+        dns_endpoint::publish(&self.client.route53, spec, cluster_id, &addresses).await
+    }
+
+    /// Deletes the configuration endpoint's records when they are this cluster's.
+    pub async fn withdraw_endpoint(&self, spec: &EndpointSpec) -> Result<bool, AwsError> {
+        let cluster_id = self.acting_id("withdraw the configuration endpoint of")?;
+        dns_endpoint::withdraw(&self.client.route53, spec, cluster_id).await
+    }
+
     /// The id the driver acts for; records are written and read only under it.
     fn acting_id(&self, what: &str) -> Result<&str, AwsError> {
         self.config.cluster_id.as_deref().ok_or_else(|| {
@@ -1230,6 +1259,7 @@ impl Driver for AwsDriver {
                 rejoin_delay_secs: user_data::rejoin_delay_secs(config),
                 password_parameter: &parameter,
                 fixed_ip: self.fixed_ip(&host.name),
+                zone: &host.zone,
             },
             config,
         );

@@ -48,6 +48,10 @@ pub enum Field {
     Password,
     /// The test-only address map (`ADDRESS_MAP_ENV`).
     AddressMap,
+    /// The configuration endpoint's Route 53 hosted zone, name and TTL.
+    EndpointZone,
+    EndpointName,
+    EndpointTtl,
 }
 
 impl fmt::Display for Field {
@@ -77,6 +81,9 @@ impl fmt::Display for Field {
             Field::InstanceProfile => f.write_str("aws.instance_profile"),
             Field::Password => f.write_str("password"),
             Field::AddressMap => f.write_str(crate::settings::ADDRESS_MAP_ENV),
+            Field::EndpointZone => f.write_str("configuration_endpoint.hosted_zone_id"),
+            Field::EndpointName => f.write_str("configuration_endpoint.name"),
+            Field::EndpointTtl => f.write_str("configuration_endpoint.ttl"),
         }
     }
 }

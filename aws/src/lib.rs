@@ -11,6 +11,7 @@
 //!   VPC fixture.
 
 pub mod client;
+pub mod dns_endpoint;
 pub mod driver;
 pub mod error;
 pub mod instance_profile;

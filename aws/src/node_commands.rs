@@ -37,6 +37,9 @@ pub struct NodeSetup<'a> {
     /// map sets it (a loopback stand-in). Otherwise nodes listen on every address and announce
     /// the instance's private address, asked of the instance metadata service.
     pub fixed_ip: Option<IpAddr>,
+    /// The instance's availability zone: nodes whose engine knows `availability-zone`
+    /// (Valkey 8.1 and later) announce it, so clients can read from replicas in their zone.
+    pub zone: &'a str,
 }
 
 /// The header of every script: stop at the first failure, files private by default. No
@@ -59,6 +62,7 @@ pub fn node_setup(setup: &NodeSetup<'_>) -> String {
     let _ = writeln!(out, "EXPORTER_OFFSET={EXPORTER_PORT_OFFSET}");
     let _ = writeln!(out, "REJOIN_DELAY={}", setup.rejoin_delay_secs);
     let _ = writeln!(out, "PASSWORD_PARAMETER=\"{}\"", setup.password_parameter);
+    let _ = writeln!(out, "ZONE=\"{}\"", shell_word(setup.zone));
     match setup.fixed_ip {
         Some(ip) => {
             let _ = writeln!(out, "IP=\"{ip}\"\nBIND=\"$IP\"");
@@ -79,6 +83,15 @@ BIND=0.0.0.0
 const NODE_SETUP: &str = r#"REDIS_BIN=$(command -v redis-server || command -v redis6-server || command -v redis7-server) || {
   echo "redisha: no redis-server is installed" >&2; exit 1; }
 mkdir -p /etc/redisha /var/lib/redisha /run/redisha
+# Valkey 8.1 and later announce their zone to clients (availability-zone); other engines
+# refuse the setting.
+AZ_KNOWN=""
+ENGINE=$("$REDIS_BIN" --version 2>/dev/null | sed -n 's/^Valkey server v=\([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
+if [ -n "$ENGINE" ]; then
+  MAJOR=${ENGINE% *}
+  MINOR=${ENGINE#* }
+  if [ "$MAJOR" -gt 8 ] || { [ "$MAJOR" -eq 8 ] && [ "$MINOR" -ge 1 ]; }; then AZ_KNOWN=yes; fi
+fi
 printf '%s\n' "$PASSWORD_PARAMETER" > /etc/redisha/password-parameter
 /usr/local/sbin/redisha-password
 chown redis:redis /etc/redisha /etc/redisha/shared.conf /etc/redisha/auth.conf
@@ -127,6 +140,9 @@ cluster-announce-ip $IP
 include /etc/redisha/shared.conf
 include /etc/redisha/auth.conf
 CONF
+    if [ -n "$AZ_KNOWN" ] && [ -n "$ZONE" ]; then
+      echo "availability-zone $ZONE" >> /etc/redisha/node-$PORT.conf
+    fi
     chown redis:redis /etc/redisha/node-$PORT.conf
     chmod 0600 /etc/redisha/node-$PORT.conf
   fi
@@ -175,6 +191,14 @@ UNIT
   for PORT in $PORTS; do systemctl enable --now redisha-exporter-$PORT; done
 fi
 "#;
+
+/// `text` with only the characters a zone name has (letters, digits, '-'): it is written into
+/// a shell script.
+fn shell_word(text: &str) -> String {
+    text.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect()
+}
 
 /// What a Run Command does to a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -324,6 +348,7 @@ mod tests {
             rejoin_delay_secs: 15,
             password_parameter: "/redisha/shop/0123456789abcdef/password",
             fixed_ip: None,
+            zone: "us-east-1a",
         }
     }
 
@@ -418,6 +443,59 @@ mod tests {
         let removed = remove("shop", "n1", 6380);
         assert!(removed.contains("systemctl disable --now redisha-exporter-6380"));
         assert!(removed.contains("grep -vx 6380 /etc/redisha-exporter/ports"));
+    }
+
+    /// The node setup's engine check, run for real by sh against stand-in server binaries
+    /// that print what each engine's `--version` prints.
+    #[test]
+    fn only_valkey_8_1_and_later_nodes_announce_their_zone() {
+        let script = NODE_SETUP;
+        let start = script.find("AZ_KNOWN=\"\"").expect("the engine check");
+        let end = script[start..].find("\nfi\n").expect("its end") + start + 4;
+        let check = &script[start..end];
+        for (version, expected) in [
+            (
+                "Valkey server v=8.1.8 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=1",
+                "yes",
+            ),
+            (
+                "Valkey server v=9.0.0 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=1",
+                "yes",
+            ),
+            (
+                "Valkey server v=8.0.2 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=1",
+                "",
+            ),
+            (
+                "Redis server v=7.0.15 sha=00000000:0 malloc=jemalloc-5.3.0 bits=64 build=1",
+                "",
+            ),
+        ] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let bin = dir.path().join("server");
+            std::fs::write(&bin, format!("#!/bin/sh\necho '{version}'\n")).expect("write");
+            std::process::Command::new("chmod")
+                .arg("+x")
+                .arg(&bin)
+                .status()
+                .expect("chmod");
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "set -eu\nREDIS_BIN={}\n{check}printf '%s' \"$AZ_KNOWN\"",
+                    bin.display()
+                ))
+                .output()
+                .expect("sh");
+            assert!(out.status.success(), "{version}: {out:?}");
+            assert_eq!(String::from_utf8_lossy(&out.stdout), expected, "{version}");
+        }
+        let text = node_setup(&setup(&[6380]));
+        assert!(text.contains("ZONE=\"us-east-1a\"\n"), "{text}");
+        assert!(text.contains("echo \"availability-zone $ZONE\" >> /etc/redisha/node-$PORT.conf"));
+        let mut odd = setup(&[6380]);
+        odd.zone = "us-east-1a\"; rm -rf /";
+        assert!(node_setup(&odd).contains("ZONE=\"us-east-1arm-rf\"\n"));
     }
 
     #[test]

@@ -202,3 +202,62 @@ pub async fn readable_user_data(client: &crate::AwsClients, instance_id: &str) -
         .collect();
     format!("{document}\n{}", files.join("\n"))
 }
+
+/// A Route 53 hosted zone `name`, private to `vpc_id` when given; its id (without the
+/// `/hostedzone/` prefix).
+pub async fn hosted_zone(
+    client: &crate::AwsClients,
+    name: &str,
+    private_in: Option<&str>,
+) -> String {
+    use aws_sdk_route53::types::{HostedZoneConfig, Vpc, VpcRegion};
+    let mut req = client
+        .route53
+        .create_hosted_zone()
+        .name(name)
+        .caller_reference(format!(
+            "redisha-test-{name}-{}",
+            private_in.unwrap_or("public")
+        ));
+    if let Some(vpc) = private_in {
+        req = req
+            .hosted_zone_config(HostedZoneConfig::builder().private_zone(true).build())
+            .vpc(
+                Vpc::builder()
+                    .vpc_id(vpc)
+                    .vpc_region(VpcRegion::UsEast1)
+                    .build(),
+            );
+    }
+    req.send()
+        .await
+        .expect("CreateHostedZone")
+        .hosted_zone()
+        .map(|z| z.id().trim_start_matches("/hostedzone/").to_string())
+        .expect("zone id")
+}
+
+/// The values of the record set of type `kind` (`A`, `TXT`...) at `name` (without the final
+/// dot) in zone `zone_id`, sorted; empty when there is none.
+pub async fn record_values(
+    client: &crate::AwsClients,
+    zone_id: &str,
+    name: &str,
+    kind: &str,
+) -> Vec<String> {
+    let out = client
+        .route53
+        .list_resource_record_sets()
+        .hosted_zone_id(zone_id)
+        .send()
+        .await
+        .expect("ListResourceRecordSets");
+    let mut found: Vec<String> = out
+        .resource_record_sets()
+        .iter()
+        .filter(|s| s.name().trim_end_matches('.') == name && s.r#type().as_str() == kind)
+        .flat_map(|s| s.resource_records().iter().map(|r| r.value().to_string()))
+        .collect();
+    found.sort();
+    found
+}

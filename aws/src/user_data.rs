@@ -70,6 +70,7 @@ pub fn render(input: &UserDataInput<'_>) -> String {
         rejoin_delay_secs: rejoin_delay_secs(input.config),
         password_parameter: input.password_parameter,
         fixed_ip: input.fixed_ip,
+        zone: &input.host.zone,
     });
 
     let mut doc = String::new();
@@ -410,6 +411,7 @@ mod tests {
             rejoin_delay_secs: 15,
             password_parameter: "/redisha/shop/0123456789abcdef/password",
             fixed_ip: None,
+            zone: "us-east-1a",
         });
         assert_eq!(setup, shared);
         let runcmd = doc.split("runcmd:\n").nth(1).expect("runcmd");

@@ -37,6 +37,9 @@ pub fn hcl(field: &Field) -> Option<AttrPath> {
         Field::InstanceProfile => aws().then("instance_profile"),
         Field::Password => AttrPath::attr("password"),
         Field::AddressMap => return None,
+        Field::EndpointZone => AttrPath::attr("configuration_endpoint").then("hosted_zone_id"),
+        Field::EndpointName => AttrPath::attr("configuration_endpoint").then("name"),
+        Field::EndpointTtl => AttrPath::attr("configuration_endpoint").then("ttl"),
     })
 }
 

@@ -28,7 +28,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{crash, TfDir};
-use moto::{instances, Fixture, Moto, ZONES};
+use moto::{instances, Fixture, Moto, SeenInstance, ZONES};
 use redisha_aws::testing::readable_user_data;
 use redisha_aws::testing::ssm_runner::SsmRunner;
 use serde_json::Value as Json;
@@ -132,20 +132,34 @@ struct Shape {
     nodes_per_instance: u32,
     /// The body of `redis_config = { ... }`, or empty for none.
     redis_config: &'static str,
+    /// A `configuration_endpoint` in the scenario's private hosted zone ([`ENDPOINT_NAME`]).
+    endpoint: bool,
 }
+
+/// The configuration endpoint's name, in the private hosted zone `internal.example` of the
+/// fixture's VPC.
+const ENDPOINT_NAME: &str = "cache.internal.example";
 
 const ONE_PER_INSTANCE: Shape = Shape {
     replicas: 1,
     nodes_per_instance: 1,
     redis_config: "",
+    endpoint: true,
 };
 
-fn main_tf(endpoint: &str, fx: &Fixture, app_group: &str, shape: &Shape) -> String {
+fn main_tf(endpoint: &str, fx: &Fixture, app_group: &str, zone_id: &str, shape: &Shape) -> String {
     let subnets: Vec<String> = fx.subnet_ids().iter().map(|s| format!("{s:?}")).collect();
     let redis_config = if shape.redis_config.is_empty() {
         String::new()
     } else {
         format!("  redis_config   = {{ {} }}\n", shape.redis_config)
+    };
+    let configuration_endpoint = if shape.endpoint {
+        format!(
+            "  configuration_endpoint {{\n    hosted_zone_id = \"{zone_id}\"\n    name           = \"{ENDPOINT_NAME}\"\n  }}\n"
+        )
+    } else {
+        String::new()
     };
     format!(
         r#"
@@ -170,7 +184,7 @@ resource "redisha_cluster" "shop" {{
   replicas       = {replicas}
   node_memory_mb = 256
   password       = "{PASSWORD}"
-{redis_config}
+{redis_config}{configuration_endpoint}
   aws {{
     subnet_ids             = [{subnets}]
     instance_type          = "t3.small"
@@ -193,6 +207,10 @@ resource "redisha_cluster" "shop" {{
 
 output "nodes" {{
   value = redisha_cluster.shop.nodes
+}}
+
+output "configuration_endpoint" {{
+  value = redisha_cluster.shop.configuration_endpoint_address
 }}
 
 output "zone_names" {{
@@ -265,6 +283,8 @@ struct Scenario {
     client: redisha_aws::AwsClients,
     fx: Fixture,
     app_group: String,
+    /// The private hosted zone `internal.example` of the fixture's VPC.
+    zone_id: String,
     hosts: Vec<Host>,
     port: u16,
     moto: Moto,
@@ -275,7 +295,13 @@ impl Scenario {
     fn reshape(&self, shape: &Shape) {
         std::fs::write(
             self.tf.path().join("main.tf"),
-            main_tf(&self.moto.endpoint(), &self.fx, &self.app_group, shape),
+            main_tf(
+                &self.moto.endpoint(),
+                &self.fx,
+                &self.app_group,
+                &self.zone_id,
+                shape,
+            ),
         )
         .expect("write main.tf");
     }
@@ -359,7 +385,13 @@ fn scenario(prefix: &str, ports: std::ops::Range<u16>, shape: &Shape) -> Option<
         .collect();
     let runner = SsmRunner::booting(moto.port, CLUSTER);
 
-    let mut tf = TfDir::dev(&main_tf(&moto.endpoint(), &fx, &app_group, shape));
+    // The private hosted zone a configuration endpoint goes into.
+    let zone_id = rt.block_on(redisha_aws::testing::hosted_zone(
+        &client,
+        "internal.example",
+        Some(&fx.vpc_id),
+    ));
+    let mut tf = TfDir::dev(&main_tf(&moto.endpoint(), &fx, &app_group, &zone_id, shape));
     let no_file = tf.path().join("no-such-aws-file").display().to_string();
     tf.env = vec![
         ("REDISHA_AWS_TEST_ADDRESS_MAP".into(), address_map.join(",")),
@@ -376,10 +408,27 @@ fn scenario(prefix: &str, ports: std::ops::Range<u16>, shape: &Shape) -> Option<
         client,
         fx,
         app_group,
+        zone_id,
         hosts,
         port,
         moto,
     })
+}
+
+/// The addresses the configuration endpoint's A record lists now, sorted.
+async fn endpoint_addresses(client: &redisha_aws::AwsClients, zone_id: &str) -> Vec<String> {
+    redisha_aws::testing::record_values(client, zone_id, ENDPOINT_NAME, "A").await
+}
+
+/// The private addresses of the cluster's live instances, sorted.
+fn live_addresses(seen: &[SeenInstance]) -> Vec<String> {
+    let mut out: Vec<String> = seen
+        .iter()
+        .filter(|i| i.is_live())
+        .map(|i| i.private_ip.clone())
+        .collect();
+    out.sort();
+    out
 }
 
 #[test]
@@ -406,6 +455,18 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
         outputs["zone_names"],
         serde_json::json!(ZONES),
         "redisha_aws_topology lists the subnets' zones"
+    );
+    assert_eq!(
+        outputs["configuration_endpoint"],
+        serde_json::json!(format!("{ENDPOINT_NAME}:6379"))
+    );
+    let zone_id = &sc.zone_id;
+    let created = live_addresses(&rt.block_on(instances(client, CLUSTER)));
+    assert_eq!(created.len(), 6, "{created:?}");
+    assert_eq!(
+        rt.block_on(endpoint_addresses(client, zone_id)),
+        created,
+        "the configuration endpoint lists every instance"
     );
 
     // EC2: one instance per planned host, in the host's zone and its subnet, tagged, in the
@@ -595,6 +656,18 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
         "the replacement is in the same zone"
     );
     assert_eq!(seen.iter().filter(|i| i.is_live()).count(), 6, "{seen:?}");
+    assert_eq!(
+        rt.block_on(endpoint_addresses(client, zone_id)),
+        live_addresses(&seen),
+        "the configuration endpoint follows the replacement instance"
+    );
+    assert!(!rt.block_on(endpoint_addresses(client, zone_id)).contains(
+        &seen
+            .iter()
+            .find(|i| i.id == lost)
+            .expect("the lost instance")
+            .private_ip
+    ));
     assert_cluster_ok(hosts, port, "after repair");
     let after = nodes(tf);
     assert_nodes(&after, "after repair");
@@ -644,6 +717,11 @@ fn aws_cluster_is_created_repaired_after_a_lost_instance_and_destroyed() {
         rt.block_on(cluster_parameters(client)),
         vec![],
         "the password parameter is deleted"
+    );
+    assert_eq!(
+        rt.block_on(endpoint_addresses(client, zone_id)),
+        Vec::<String>::new(),
+        "the configuration endpoint's records are deleted"
     );
 }
 
@@ -707,6 +785,7 @@ fn aws_nodes_are_rolled_repaired_added_and_removed_on_running_instances() {
         replicas: 1,
         nodes_per_instance: 3,
         redis_config: "",
+        endpoint: false,
     };
     let Some(sc) = scenario("127.132.", 9500..9590, &shape) else {
         return;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use redisha_aws::dns_endpoint::{EndpointSpec, DEFAULT_TTL};
 use redisha_cluster::local::DEFAULT_EXPORTER_PORT_OFFSET;
 use redisha_cluster::persistence::{Persistence, PersistenceError};
 use redisha_cluster::{LocalConfig, LocalExporter, NodeConfig, Password};
@@ -16,7 +17,9 @@ use crate::tfplugin::framework::model::AllKnown;
 use crate::tfplugin::framework::Attr;
 use crate::topology;
 
-use super::model::{AwsModel, ClusterModel, LocalModel, MetricsModel, TimeoutsModel};
+use super::model::{
+    AwsModel, ClusterModel, EndpointModel, LocalModel, MetricsModel, TimeoutsModel,
+};
 
 /// The `aws { }` block, as written.
 #[derive(Debug, Clone, PartialEq)]
@@ -73,6 +76,8 @@ pub struct ClusterArgs {
     pub restore_from: Option<String>,
     /// `final_backup`: where destroy puts a last backup first.
     pub final_backup: Option<String>,
+    /// `configuration_endpoint` (aws driver only).
+    pub endpoint: Option<EndpointSpec>,
 }
 
 impl ClusterArgs {
@@ -142,6 +147,27 @@ impl ClusterArgs {
                     .at(root.clone()),
                 );
                 None
+            }
+        };
+
+        let endpoint = match &m.configuration_endpoint {
+            Attr::Unknown => {
+                k.0 = false;
+                None
+            }
+            Attr::Null => None,
+            Attr::Known(block) => {
+                let at = root.then("configuration_endpoint");
+                if matches!(m.local, Attr::Known(_)) {
+                    diags.push(
+                        Diagnostic::error(
+                            "configuration_endpoint needs the aws driver",
+                            "A configuration endpoint is a Route 53 record of the EC2 instances; with `local { }` connect to `endpoints` instead, or remove the block.",
+                        )
+                        .at(at.clone()),
+                    );
+                }
+                endpoint_of(block, &at, &mut diags, &mut k)
             }
         };
 
@@ -243,6 +269,7 @@ impl ClusterArgs {
                     allow_data_loss,
                     restore_from,
                     final_backup,
+                    endpoint,
                 }))
             }
             _ => Ok(None),
@@ -428,6 +455,43 @@ fn decode_metrics(
         }
     }
     Some(exporter)
+}
+
+/// The `configuration_endpoint` block, checked as far as it can be without AWS (the zone is
+/// checked at plan).
+fn endpoint_of(
+    block: &EndpointModel,
+    at: &AttrPath,
+    diags: &mut Diagnostics,
+    k: &mut AllKnown,
+) -> Option<EndpointSpec> {
+    let hosted_zone_id = k.take(&block.hosted_zone_id)?;
+    let name = k.take(&block.name)?;
+    let ttl = match &block.ttl {
+        Attr::Null => Some(DEFAULT_TTL),
+        other => k.take(other).map(i64::from),
+    }?;
+    let spec = EndpointSpec {
+        hosted_zone_id,
+        name,
+        ttl,
+    };
+    if let Err(e) = spec.validate() {
+        let path = e
+            .field()
+            .as_ref()
+            .and_then(crate::aws_errors::hcl)
+            .unwrap_or_else(|| at.clone());
+        diags.push(
+            Diagnostic::error(
+                "Invalid configuration_endpoint",
+                crate::aws_errors::detail(&e),
+            )
+            .at(path),
+        );
+        return None;
+    }
+    Some(spec)
 }
 
 /// On aws the user data runs the exporters: their binary and port are fixed.

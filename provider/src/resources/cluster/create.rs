@@ -76,6 +76,10 @@ async fn form(
         never = redisha_cluster::lease::hold_create(located.driver.driver(), &holding, &cancel) => match never {},
     };
     created.map_err(Diagnostics::from)?;
+    located
+        .driver
+        .publish_endpoint(args.endpoint.as_ref(), None, &located.state)
+        .await?;
     let record = ClusterRecord::new(&located.state.cluster_id, &args.name, ClusterStatus::Ready);
     located
         .driver

@@ -45,6 +45,9 @@ pub(super) async fn delete(
     if let Err(d) = super::restore::final_backup(ctx, &args, &state, password_again).await {
         return Err(Failure::from(d).with_private(state));
     }
+    if let Err(d) = driver.withdraw_endpoint(args.endpoint.as_ref()).await {
+        return Err(Failure::from(d).with_private(state));
+    }
     if let Some(result) = driver.destroy_all(&mut state).await {
         return result.map_err(|d| Failure::from(d).with_private(state));
     }

@@ -6,6 +6,7 @@
 //! the instance type's memory; the planner decides which candidates get nodes, and only those
 //! become instances.
 
+use redisha_aws::dns_endpoint::EndpointSpec;
 use redisha_aws::{AwsDriver, AwsDriverConfig, AwsError, DataVolume, HostStatus};
 use redisha_cluster::{ClusterState, Driver, HostPlan, LocalDriver, NodePlan};
 use redisha_planner::{HostSpec, PlanError, Request, ZoneSpec};
@@ -83,6 +84,56 @@ impl BuiltDriver {
             })?;
         }
         Ok(())
+    }
+
+    /// At plan: the configuration endpoint's zone exists, is private, is associated with the
+    /// subnets' VPC and holds the name.
+    pub async fn check_endpoint(&self, spec: Option<&EndpointSpec>) -> Result<(), Diagnostics> {
+        match (self, spec) {
+            (BuiltDriver::Aws(d), Some(spec)) => d.check_endpoint(spec).await.map_err(aws_diags),
+            _ => Ok(()),
+        }
+    }
+
+    /// At the end of an apply: the configuration endpoint lists the instances in `state`. A
+    /// previous endpoint (`prior`, from the state before) that names another record is
+    /// withdrawn first, when it is this cluster's. Every step is an upsert or a delete of
+    /// what is proven ours, so an interrupted apply is finished by the next one.
+    pub async fn publish_endpoint(
+        &self,
+        spec: Option<&EndpointSpec>,
+        prior: Option<&EndpointSpec>,
+        state: &ClusterState,
+    ) -> Result<(), Diagnostics> {
+        let BuiltDriver::Aws(d) = self else {
+            return Ok(());
+        };
+        if let Some(old) = prior {
+            let moved = spec.is_none_or(|new| {
+                new.fqdn() != old.fqdn() || new.hosted_zone_id != old.hosted_zone_id
+            });
+            if moved {
+                d.withdraw_endpoint(old).await.map_err(aws_diags)?;
+            }
+        }
+        if let Some(spec) = spec {
+            d.publish_endpoint(spec, &state.hosts)
+                .await
+                .map_err(aws_diags)?;
+        }
+        Ok(())
+    }
+
+    /// At destroy: the configuration endpoint's records go first, when they are this
+    /// cluster's (clients stop resolving to instances about to be terminated).
+    pub async fn withdraw_endpoint(&self, spec: Option<&EndpointSpec>) -> Result<(), Diagnostics> {
+        match (self, spec) {
+            (BuiltDriver::Aws(d), Some(spec)) => {
+                d.withdraw_endpoint(spec).await.map_err(aws_diags)?;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Compares the hosts in `state` with what exists, and takes out of `state` the hosts whose
@@ -322,7 +373,7 @@ pub fn aws_diags(e: AwsError) -> Diagnostics {
     // The provider block's settings and the cluster id are not this resource's arguments.
     let ours = |path: &AttrPath| {
         matches!(path.0.first(), Some(PathStep::Attribute(a))
-            if ["aws", "name", "timeouts", "redis_config"].contains(&a.as_str()))
+            if ["aws", "name", "timeouts", "redis_config", "configuration_endpoint"].contains(&a.as_str()))
     };
     aws_errors::diagnostic(summary, &e, ours).into()
 }

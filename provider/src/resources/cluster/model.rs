@@ -75,6 +75,18 @@ model! {
 }
 
 model! {
+    pub struct EndpointModel("aws driver: a configuration endpoint, one DNS name in a Route 53 private hosted zone whose A record \
+         lists every instance of the cluster (as ElastiCache's). Cluster-aware clients connect to `configuration_endpoint_address` \
+         and discover the nodes from there. A TXT record at the same name holds `redisha-cluster-id=<cluster_id>`: redisha \
+         only changes or deletes records that carry it, and refuses a name that already has someone else's records. \
+         Changes apply in place; destroy deletes both records.") {
+        pub hosted_zone_id: Attr<String> = required("Id of a Route 53 private hosted zone associated with the subnets' VPC (e.g. `aws_route53_zone.internal.zone_id`)."),
+        pub name: Attr<String> = required("The name inside that zone, e.g. `cache.internal.example.com`."),
+        pub ttl: Attr<u32> = optional("Seconds resolvers keep the answer. Default 60: a replaced instance is seen within a minute."),
+    }
+}
+
+model! {
     pub struct TimeoutsModel("How long each operation may take, as `30s`, `10m` or `1h`.") {
         pub create: Attr<String> = optional("Default 10m."),
         pub update: Attr<String> = optional("Default 30m."),
@@ -114,10 +126,13 @@ model! {
              node labelled `cluster`, `node`, `shard`, `role` (the planned role: the exporter's own `role`, the live \
              one, becomes `exported_role` in Prometheus), `zone` and `host`; write it to a file with \
              `local_file` and point `file_sd_configs` at it. Null without `metrics` on the local driver."),
+        pub configuration_endpoint_address: Attr<String> = computed("With `configuration_endpoint`: `name:port` for cluster-aware clients (the first node of every instance \
+             listens on 6379). Null otherwise."),
         pub placement_report: Attr<String> = computed("The planner's what-if report, markdown."),
         pub metrics: Attr<MetricsModel> = single_block(),
         pub local: Attr<LocalModel> = single_block(),
         pub aws: Attr<AwsModel> = single_block().requires_replace(),
+        pub configuration_endpoint: Attr<EndpointModel> = single_block(),
         pub timeouts: Attr<TimeoutsModel> = single_block(),
     }
 }

@@ -28,10 +28,30 @@ pub fn with_derived(model: ClusterModel) -> ClusterModel {
         }
         None => (Attr::Null, Attr::Null),
     };
+    let endpoint = endpoint_address(&model);
     ClusterModel {
         reader_endpoints: readers,
         prometheus_targets: targets,
+        configuration_endpoint_address: endpoint,
         ..model
+    }
+}
+
+/// `name:6379` of the `configuration_endpoint` block (every instance runs its first node on
+/// 6379), as written, without a final dot.
+fn endpoint_address(model: &ClusterModel) -> Attr<String> {
+    match &model.configuration_endpoint {
+        Attr::Known(block) => match &block.name {
+            Attr::Known(name) => Attr::Known(format!(
+                "{}:{}",
+                name.trim().trim_end_matches('.').to_ascii_lowercase(),
+                redisha_aws::settings::REDIS_BASE_PORT
+            )),
+            Attr::Unknown => Attr::Unknown,
+            Attr::Null => Attr::Null,
+        },
+        Attr::Unknown => Attr::Unknown,
+        Attr::Null => Attr::Null,
     }
 }
 

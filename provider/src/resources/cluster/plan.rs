@@ -106,6 +106,8 @@ pub(super) async fn plan(
             ));
         }
     }
+    // A wrong hosted zone fails here, before any instance is launched.
+    driver.check_endpoint(args.endpoint.as_ref()).await?;
     if let Err(e) = op.preflight(&request, &planned.placement, &current).await {
         return Err(cluster_error("The cluster cannot be started here", e)
             .at(preflight_path(&args))

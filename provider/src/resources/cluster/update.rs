@@ -106,5 +106,13 @@ async fn converge(
         .map_err(|e| Diagnostics::from(cluster_error("Changing the cluster failed", e)))?;
     // A `metrics` block added or removed: nodes that kept running get or lose their exporter.
     driver.sync_exporters(state, &args.node_config).await?;
+    // The configuration endpoint follows replaced instances (and a renamed or removed block).
+    let prior_endpoint = ClusterArgs::from_model(prior)
+        .ok()
+        .flatten()
+        .and_then(|p| p.endpoint);
+    driver
+        .publish_endpoint(args.endpoint.as_ref(), prior_endpoint.as_ref(), state)
+        .await?;
     Ok(planner::report::render_markdown(&planned.report))
 }

@@ -17,6 +17,8 @@ pub struct SeenInstance {
     pub state: String,
     pub zone: String,
     pub subnet_id: String,
+    /// The private address moto invented (never contacted: DNS data only).
+    pub private_ip: String,
     pub security_groups: Vec<String>,
     pub tags: std::collections::BTreeMap<String, String>,
 }
@@ -62,6 +64,7 @@ pub async fn instances(client: &aws_sdk_ec2::Client, cluster: &str) -> Vec<SeenI
                     .unwrap_or_default()
                     .to_string(),
                 subnet_id: i.subnet_id().unwrap_or_default().to_string(),
+                private_ip: i.private_ip_address().unwrap_or_default().to_string(),
                 security_groups: i
                     .security_groups()
                     .iter()

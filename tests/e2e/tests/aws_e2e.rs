@@ -16,7 +16,8 @@
 //! is replaced in its zone and its node rejoins), destroy (no instance, no security group); a
 //! create killed midway and resumed; and on running instances (three nodes per instance), a
 //! rolling `redis_config` change, a killed node repaired, nodes added to and removed from
-//! existing instances, all through SSM Run Command.
+//! existing instances, all through SSM Run Command; and `terraform import` of a running
+//! cluster by its id and one node's address, then adopted.
 
 mod common;
 #[path = "common/moto.rs"]

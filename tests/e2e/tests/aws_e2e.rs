@@ -141,6 +141,13 @@ const ONE_PER_INSTANCE: Shape = Shape {
     redis_config: "",
 };
 
+/// Six nodes, two on each of three instances (room for a third).
+const THREE_PER_INSTANCE: Shape = Shape {
+    replicas: 1,
+    nodes_per_instance: 3,
+    redis_config: "",
+};
+
 fn main_tf(endpoint: &str, fx: &Fixture, app_group: &str, shape: &Shape) -> String {
     let subnets: Vec<String> = fx.subnet_ids().iter().map(|s| format!("{s:?}")).collect();
     let redis_config = if shape.redis_config.is_empty() {
@@ -306,6 +313,16 @@ impl Scenario {
             eprintln!("SSM runner, after {what}:\n{}", self.runner.report());
         }
         out.assert_success(what);
+    }
+
+    /// Creates the cluster of [`THREE_PER_INSTANCE`]: its instances' ids and its nodes.
+    fn create_on_three_instances(&self) -> (Vec<String>, Vec<Json>) {
+        self.apply("terraform apply (create)");
+        let launched = live_ids(&self.rt, &self.client);
+        assert_eq!(launched.len(), 3, "one instance per zone holds two nodes");
+        let created = nodes(&self.tf);
+        assert_nodes(&created, "after create");
+        (launched, created)
     }
 
     /// How many commands the runner ran whose comment contains `what` (e.g. "start node").
@@ -704,21 +721,13 @@ fn wait_for_drift(tf: &TfDir, what: &str) {
 /// data gone from the instance). No instance is launched or terminated after the create.
 #[test]
 fn aws_nodes_are_rolled_repaired_added_and_removed_on_running_instances() {
-    let mut shape = Shape {
-        replicas: 1,
-        nodes_per_instance: 3,
-        redis_config: "",
-    };
+    let mut shape = THREE_PER_INSTANCE;
     let Some(sc) = scenario("127.132.", 9500..9590, &shape) else {
         return;
     };
     let (rt, client, tf) = (&sc.rt, &sc.client, &sc.tf);
 
-    sc.apply("terraform apply (create)");
-    let launched = live_ids(rt, client);
-    assert_eq!(launched.len(), 3, "one instance per zone holds two nodes");
-    let created = nodes(tf);
-    assert_nodes(&created, "after create");
+    let (launched, _) = sc.create_on_three_instances();
     for id in &launched {
         let text = rt.block_on(readable_user_data(client, id));
         assert!(
@@ -1056,6 +1065,15 @@ fn aws_create_killed_midway_resumes_and_lost_private_state_is_rebuilt() {
     );
 }
 
+/// A failed terraform command whose output says `says`.
+fn assert_refused(out: &common::TfOutput, says: &str, what: &str) {
+    assert!(
+        !out.success() && out.all().contains(says),
+        "{what}: expected a failure saying {says:?}:\n{}",
+        out.all()
+    );
+}
+
 /// The cluster id every live instance of the cluster carries (one id, else the test fails).
 fn live_cluster_id(rt: &tokio::runtime::Runtime, client: &aws_sdk_ec2::Client) -> String {
     let ids: BTreeSet<String> = rt
@@ -1104,11 +1122,7 @@ fn node_ids(nodes: &[Json]) -> std::collections::BTreeMap<String, String> {
 /// destroy terminates every instance as for a cluster the provider created.
 #[test]
 fn aws_cluster_is_imported_by_its_id_and_one_node_address() {
-    let shape = Shape {
-        replicas: 1,
-        nodes_per_instance: 3,
-        redis_config: "",
-    };
+    let shape = THREE_PER_INSTANCE;
     let Some(mut sc) = scenario("127.133.", 9600..9690, &shape) else {
         return;
     };
@@ -1118,11 +1132,7 @@ fn aws_cluster_is_imported_by_its_id_and_one_node_address() {
         .push(("REDISHA_PASSWORD".into(), PASSWORD.to_string()));
     let (rt, client, tf) = (&sc.rt, &sc.client, &sc.tf);
 
-    sc.apply("terraform apply (create)");
-    let launched = live_ids(rt, client);
-    assert_eq!(launched.len(), 3, "one instance per zone holds two nodes");
-    let created = nodes(tf);
-    assert_nodes(&created, "after create");
+    let (launched, created) = sc.create_on_three_instances();
     let mut conn = cluster_conn(&created);
     for i in 0..200 {
         let () = redis::cmd("SET")
@@ -1151,25 +1161,12 @@ fn aws_cluster_is_imported_by_its_id_and_one_node_address() {
         run(tf, &["import", "-no-color", "redisha_cluster.shop", &id_at])
     };
     import(wrong).assert_success("terraform import (wrong id)");
+    let refusal = format!("No instance carries cluster id {wrong}");
     let plan = run(tf, &["plan", "-no-color"]);
-    assert!(
-        !plan.success()
-            && plan
-                .all()
-                .contains(&format!("No instance carries cluster id {wrong}")),
-        "a wrong id is refused at plan, naming it:\n{}",
-        plan.all()
-    );
-    let destroy = run(tf, &["destroy", "-auto-approve", "-no-color"]);
+    assert_refused(&plan, &refusal, "a wrong id is refused at plan, naming it");
     // Destroy plans first, so the same refusal stops it before anything is terminated.
-    assert!(
-        !destroy.success()
-            && destroy
-                .all()
-                .contains(&format!("No instance carries cluster id {wrong}")),
-        "a cluster imported and not adopted is not destroyed:\n{}",
-        destroy.all()
-    );
+    let destroy = run(tf, &["destroy", "-auto-approve", "-no-color"]);
+    assert_refused(&destroy, &refusal, "an import not adopted is not destroyed");
     assert_eq!(live_ids(rt, client), launched, "nothing terminated");
     run(tf, &["state", "rm", "-no-color", "redisha_cluster.shop"])
         .assert_success("terraform state rm (wrong id)");
@@ -1181,11 +1178,14 @@ fn aws_cluster_is_imported_by_its_id_and_one_node_address() {
     assert_ne!(renamed, main_tf, "main.tf names the cluster");
     std::fs::write(tf.path().join("main.tf"), renamed).expect("write main.tf");
     let plan = run(tf, &["plan", "-no-color"]);
+    assert_refused(
+        &plan,
+        "The imported cluster has another name",
+        "another name is refused at plan",
+    );
     assert!(
-        !plan.success()
-            && plan.all().contains("The imported cluster has another name")
-            && plan.all().contains(&format!("{CLUSTER:?}")),
-        "another name is refused at plan, naming the cluster's:\n{}",
+        plan.all().contains(&format!("{CLUSTER:?}")),
+        "{}",
         plan.all()
     );
     sc.reshape(&shape);

@@ -216,7 +216,7 @@ pub async fn existing(
 ) -> Result<Located, Diagnostics> {
     let cached = match cached {
         Some(c) if c.driver == adopt::IMPORTED => {
-            Some(adopt::adopt(ctx, args, &c, password.clone(), other_password.clone()).await?)
+            Some(adopt::adopt(ctx, args, &c, [password.clone(), other_password.clone()]).await?)
         }
         other => other,
     };

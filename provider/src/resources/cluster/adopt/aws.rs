@@ -20,8 +20,7 @@ pub(super) async fn adopt(
     ctx: &Context,
     args: &ClusterArgs,
     imported: &ClusterState,
-    password: Option<Password>,
-    other_password: Option<Password>,
+    [password, other_password]: [Option<Password>; 2],
 ) -> Result<ClusterState, Diagnostics> {
     let id = imported.cluster_id.as_str();
     if id.is_empty() {

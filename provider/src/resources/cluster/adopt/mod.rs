@@ -23,18 +23,16 @@ use super::args::{ClusterArgs, DriverArgs};
 pub const IMPORTED: &str = "imported";
 
 /// The state of `imported` under the planned names, with the configured driver's handles.
-/// `password` and `other_password` are the ones the nodes may accept (the import's and the
-/// configuration's).
+/// `passwords` are those the nodes may accept: the import's and the configuration's.
 pub async fn adopt(
     ctx: &Context,
     args: &ClusterArgs,
     imported: &ClusterState,
-    password: Option<Password>,
-    other_password: Option<Password>,
+    passwords: [Option<Password>; 2],
 ) -> Result<ClusterState, Diagnostics> {
     let mut adopted = match args.driver {
         DriverArgs::Local(_) => local::adopt(ctx, args, imported).await?,
-        DriverArgs::Aws(_) => aws::adopt(ctx, args, imported, password, other_password).await?,
+        DriverArgs::Aws(_) => aws::adopt(ctx, args, imported, passwords).await?,
     };
     adopted.name = args.name.clone();
     Ok(adopted)

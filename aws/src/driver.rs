@@ -90,6 +90,17 @@ pub struct DestroyReport {
     pub instance_profile_deleted: bool,
 }
 
+/// What carries the cluster's id in the VPC of the configured subnets, whatever its name
+/// ([`AwsDriver::carriers_of_id`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IdCarriers {
+    pub vpc_id: String,
+    /// Pending, running, stopping or stopped instances carrying the id.
+    pub instances: Vec<String>,
+    /// Their `redisha:cluster` tags (empty for an instance without one).
+    pub names: BTreeSet<String>,
+}
+
 /// What an instance needs to read its password: the parameter's name and the profile that may.
 #[derive(Debug, Clone, Default)]
 struct NodeAccess {
@@ -880,6 +891,27 @@ impl AwsDriver {
                 Field::ClusterId,
                 format!("the aws driver has no cluster id to {what}; this is a bug in the provider, please report it"),
             )
+        })
+    }
+
+    /// The instances (not terminated) carrying the cluster's id in its VPC, whatever their
+    /// name tag, and those names: an imported cluster is adopted only when its id is found
+    /// there under the configured name.
+    pub async fn carriers_of_id(&self) -> Result<IdCarriers, AwsError> {
+        let cluster_id = self.acting_id("look up")?.to_string();
+        let prepared = self.prepare(&[], false).await?;
+        let found = instances::find_by_id(&self.client, &cluster_id, &prepared.vpc_id).await?;
+        let live: Vec<&ClusterInstance> = found
+            .iter()
+            .filter(|i| i.is_live() || i.is_stopped())
+            .collect();
+        Ok(IdCarriers {
+            vpc_id: prepared.vpc_id.clone(),
+            instances: live.iter().map(|i| i.instance_id.clone()).collect(),
+            names: live
+                .iter()
+                .map(|i| i.cluster.clone().unwrap_or_default())
+                .collect(),
         })
     }
 

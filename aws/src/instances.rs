@@ -202,6 +202,27 @@ pub async fn describe_ids(
     .await
 }
 
+/// Every instance carrying cluster id `cluster_id` in `vpc_id`, in any state and whatever its
+/// name tag. Adopting an imported cluster asks this before trusting the name in the
+/// configuration: "no such id here" and "the id is here under another name" need different fixes.
+pub async fn find_by_id(
+    client: &aws_sdk_ec2::Client,
+    cluster_id: &str,
+    vpc_id: &str,
+) -> Result<Vec<ClusterInstance>, AwsError> {
+    describe(
+        client,
+        vec![
+            Filter::builder()
+                .name(format!("tag:{CLUSTER_ID_TAG}"))
+                .values(cluster_id)
+                .build(),
+            Filter::builder().name("vpc-id").values(vpc_id).build(),
+        ],
+    )
+    .await
+}
+
 async fn describe(
     client: &aws_sdk_ec2::Client,
     filters: Vec<Filter>,

@@ -30,7 +30,7 @@ pub mod topology;
 pub mod user_data;
 
 pub use client::{client, AwsClients};
-pub use driver::{AwsDriver, ClaimReport, DestroyReport, HostStatus, HostsReport};
+pub use driver::{AwsDriver, ClaimReport, DestroyReport, HostStatus, HostsReport, IdCarriers};
 pub use error::AwsError;
 pub use s3_store::S3Store;
 pub use settings::{

@@ -16,7 +16,8 @@
 //! is replaced in its zone and its node rejoins), destroy (no instance, no security group); a
 //! create killed midway and resumed; and on running instances (three nodes per instance), a
 //! rolling `redis_config` change, a killed node repaired, nodes added to and removed from
-//! existing instances, all through SSM Run Command.
+//! existing instances, all through SSM Run Command; and `terraform import` of a running
+//! cluster by its id and one node's address, then adopted.
 
 mod common;
 #[path = "common/moto.rs"]
@@ -145,6 +146,14 @@ const ONE_PER_INSTANCE: Shape = Shape {
     nodes_per_instance: 1,
     redis_config: "",
     endpoint: true,
+};
+
+/// Six nodes, two on each of three instances (room for a third).
+const THREE_PER_INSTANCE: Shape = Shape {
+    replicas: 1,
+    nodes_per_instance: 3,
+    redis_config: "",
+    endpoint: false,
 };
 
 fn main_tf(endpoint: &str, fx: &Fixture, app_group: &str, zone_id: &str, shape: &Shape) -> String {
@@ -331,6 +340,16 @@ impl Scenario {
             eprintln!("SSM runner, after {what}:\n{}", self.runner.report());
         }
         out.assert_success(what);
+    }
+
+    /// Creates the cluster of [`THREE_PER_INSTANCE`]: its instances' ids and its nodes.
+    fn create_on_three_instances(&self) -> (Vec<String>, Vec<Json>) {
+        self.apply("terraform apply (create)");
+        let launched = live_ids(&self.rt, &self.client);
+        assert_eq!(launched.len(), 3, "one instance per zone holds two nodes");
+        let created = nodes(&self.tf);
+        assert_nodes(&created, "after create");
+        (launched, created)
     }
 
     /// How many commands the runner ran whose comment contains `what` (e.g. "start node").
@@ -781,22 +800,13 @@ fn wait_for_drift(tf: &TfDir, what: &str) {
 /// data gone from the instance). No instance is launched or terminated after the create.
 #[test]
 fn aws_nodes_are_rolled_repaired_added_and_removed_on_running_instances() {
-    let mut shape = Shape {
-        replicas: 1,
-        nodes_per_instance: 3,
-        redis_config: "",
-        endpoint: false,
-    };
+    let mut shape = THREE_PER_INSTANCE;
     let Some(sc) = scenario("127.132.", 9500..9590, &shape) else {
         return;
     };
     let (rt, client, tf) = (&sc.rt, &sc.client, &sc.tf);
 
-    sc.apply("terraform apply (create)");
-    let launched = live_ids(rt, client);
-    assert_eq!(launched.len(), 3, "one instance per zone holds two nodes");
-    let created = nodes(tf);
-    assert_nodes(&created, "after create");
+    let (launched, _) = sc.create_on_three_instances();
     for id in &launched {
         let text = rt.block_on(readable_user_data(client, id));
         assert!(
@@ -1132,4 +1142,175 @@ fn aws_create_killed_midway_resumes_and_lost_private_state_is_rebuilt() {
             .is_empty(),
         "the security group (and the record on it) is deleted"
     );
+}
+
+/// A failed terraform command whose output says `says`.
+fn assert_refused(out: &common::TfOutput, says: &str, what: &str) {
+    assert!(
+        !out.success() && out.all().contains(says),
+        "{what}: expected a failure saying {says:?}:\n{}",
+        out.all()
+    );
+}
+
+/// The cluster id every live instance of the cluster carries (one id, else the test fails).
+fn live_cluster_id(rt: &tokio::runtime::Runtime, client: &aws_sdk_ec2::Client) -> String {
+    let ids: BTreeSet<String> = rt
+        .block_on(instances(client, CLUSTER))
+        .into_iter()
+        .filter(|i| i.is_live())
+        .filter_map(|i| i.tags.get("redisha:cluster-id").cloned())
+        .collect();
+    assert_eq!(
+        ids.len(),
+        1,
+        "one cluster id on the live instances: {ids:?}"
+    );
+    ids.into_iter().next().unwrap_or_default()
+}
+
+/// A cluster-aware connection through the nodes of the nodes output.
+fn cluster_conn(nodes: &[Json]) -> redis::cluster::ClusterConnection {
+    let urls: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("redis://{}/", s(n, "address")))
+        .collect();
+    redis::cluster::ClusterClient::builder(urls)
+        .password(PASSWORD.to_string())
+        .connection_timeout(Duration::from_secs(5))
+        .response_timeout(Duration::from_secs(5))
+        .build()
+        .expect("cluster client")
+        .get_connection()
+        .expect("a connection to the cluster")
+}
+
+/// Node name -> node id, from the nodes output.
+fn node_ids(nodes: &[Json]) -> std::collections::BTreeMap<String, String> {
+    nodes
+        .iter()
+        .map(|n| (s(n, "name").to_string(), s(n, "id").to_string()))
+        .collect()
+}
+
+/// `terraform import` of an aws cluster by CLUSTER_ID@ADDRESS (its id and one node's address):
+/// after `terraform state rm`, a wrong id is refused at plan naming it, and so is a
+/// configuration naming the cluster otherwise, with no instance terminated and no node
+/// stopped; with its own id and name the cluster is adopted as it runs (same instances, same
+/// node ids, the keys written before still there, no node restarted), plans no change, and
+/// destroy terminates every instance as for a cluster the provider created.
+#[test]
+fn aws_cluster_is_imported_by_its_id_and_one_node_address() {
+    let shape = THREE_PER_INSTANCE;
+    let Some(mut sc) = scenario("127.133.", 9600..9690, &shape) else {
+        return;
+    };
+    // The password of an imported cluster comes from the environment, never the command line.
+    sc.tf
+        .env
+        .push(("REDISHA_PASSWORD".into(), PASSWORD.to_string()));
+    let (rt, client, tf) = (&sc.rt, &sc.client, &sc.tf);
+
+    let (launched, created) = sc.create_on_three_instances();
+    let mut conn = cluster_conn(&created);
+    for i in 0..200 {
+        let () = redis::cmd("SET")
+            .arg(format!("import-key-{i}"))
+            .arg(format!("value-{i}"))
+            .query(&mut conn)
+            .expect("SET");
+    }
+    drop(conn);
+    let cluster_id = live_cluster_id(rt, client);
+    let address = s(&created[0], "address").to_string();
+    let (stops, starts) = (sc.ran_count("stop node"), sc.ran_count("start node"));
+
+    // Terraform forgets the cluster; it keeps running.
+    run(tf, &["state", "rm", "-no-color", "redisha_cluster.shop"])
+        .assert_success("terraform state rm");
+
+    // A wrong id: the import reads the running cluster, the plan finds no instance with it.
+    let wrong = if cluster_id == "0123456789abcdef" {
+        "fedcba9876543210"
+    } else {
+        "0123456789abcdef"
+    };
+    let import = |id: &str| {
+        let id_at = format!("{id}@{address}");
+        run(tf, &["import", "-no-color", "redisha_cluster.shop", &id_at])
+    };
+    import(wrong).assert_success("terraform import (wrong id)");
+    let refusal = format!("No instance carries cluster id {wrong}");
+    let plan = run(tf, &["plan", "-no-color"]);
+    assert_refused(&plan, &refusal, "a wrong id is refused at plan, naming it");
+    // Destroy plans first, so the same refusal stops it before anything is terminated.
+    let destroy = run(tf, &["destroy", "-auto-approve", "-no-color"]);
+    assert_refused(&destroy, &refusal, "an import not adopted is not destroyed");
+    assert_eq!(live_ids(rt, client), launched, "nothing terminated");
+    run(tf, &["state", "rm", "-no-color", "redisha_cluster.shop"])
+        .assert_success("terraform state rm (wrong id)");
+
+    // The right id under another name in the configuration: refused, naming the right name.
+    import(&cluster_id).assert_success("terraform import");
+    let main_tf = std::fs::read_to_string(tf.path().join("main.tf")).expect("main.tf");
+    let renamed = main_tf.replace(&format!("{CLUSTER:?}"), "\"e2e-renamed\"");
+    assert_ne!(renamed, main_tf, "main.tf names the cluster");
+    std::fs::write(tf.path().join("main.tf"), renamed).expect("write main.tf");
+    let plan = run(tf, &["plan", "-no-color"]);
+    assert_refused(
+        &plan,
+        "The imported cluster has another name",
+        "another name is refused at plan",
+    );
+    assert!(
+        plan.all().contains(&format!("{CLUSTER:?}")),
+        "{}",
+        plan.all()
+    );
+    sc.reshape(&shape);
+
+    // Adoption: the plan changes attributes in place only, and apply touches no node.
+    let plan = run(tf, &["plan", "-no-color"]);
+    plan.assert_success("terraform plan after import");
+    assert!(
+        plan.all().contains("0 to add") && plan.all().contains("0 to destroy"),
+        "adoption adds and destroys nothing:\n{}",
+        plan.all()
+    );
+    sc.apply("terraform apply (adopt)");
+    assert_eq!(live_ids(rt, client), launched, "the same instances");
+    let adopted = nodes(tf);
+    assert_nodes(&adopted, "after adoption");
+    assert_eq!(node_ids(&adopted), node_ids(&created), "the same nodes");
+    assert_eq!(
+        (sc.ran_count("stop node"), sc.ran_count("start node")),
+        (stops, starts),
+        "adoption stopped or started no node: {:?}",
+        sc.runner.ran()
+    );
+    let mut conn = cluster_conn(&adopted);
+    for i in 0..200 {
+        let got: Option<String> = redis::cmd("GET")
+            .arg(format!("import-key-{i}"))
+            .query(&mut conn)
+            .expect("GET");
+        assert_eq!(got, Some(format!("value-{i}")), "import-key-{i}");
+    }
+    drop(conn);
+    let state = run(tf, &["state", "show", "-no-color", "redisha_cluster.shop"]);
+    assert!(
+        state.stdout.contains(&cluster_id),
+        "the adopted cluster keeps its id ({cluster_id}):\n{}",
+        state.stdout
+    );
+    let plan = run(tf, &["plan", "-no-color", "-detailed-exitcode"]);
+    assert_eq!(
+        plan.code,
+        Some(0),
+        "the adopted cluster matches its configuration:\n{}",
+        plan.all()
+    );
+
+    run(tf, &["destroy", "-auto-approve", "-no-color"]).assert_success("terraform destroy");
+    assert_eq!(live_ids(rt, client), Vec::<String>::new());
 }

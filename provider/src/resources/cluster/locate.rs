@@ -16,7 +16,6 @@ use crate::tfplugin::framework::Context;
 use super::adopt;
 use super::args::{ClusterArgs, DriverArgs};
 use super::drivers::{self, BuiltDriver};
-use super::place;
 
 /// What a run acts on.
 pub struct Located {
@@ -100,8 +99,8 @@ pub async fn resumable_create(
             return Err(Diagnostic::error(
                 format!("Another cluster of this name lives in this {place}"),
                 format!(
-                    "The {place} already holds a running cluster named {:?} (cluster_id {}), created by another Terraform state or workspace. redisha never adopts or touches it. Fix: give this cluster another name or {place}, or take that one over with `terraform import` (one of its node addresses).",
-                    record.name, record.cluster_id
+                    "The {place} already holds a running cluster named {:?} (cluster_id {}), created by another Terraform state or workspace. redisha never adopts or touches it. Fix: give this cluster another name or {place}, or take that one over with `terraform import`: one of its node addresses, HOST:PORT (local) or {}@HOST:PORT (aws).",
+                    record.name, record.cluster_id, record.cluster_id
                 ),
             )
             .at(data_dir_path(args))
@@ -217,11 +216,7 @@ pub async fn existing(
 ) -> Result<Located, Diagnostics> {
     let cached = match cached {
         Some(c) if c.driver == adopt::IMPORTED => {
-            let (driver, request) = drivers::build(ctx, args, None).await?;
-            let fresh = place(&request, None)?;
-            let mut adopted = adopt::adopt(&c, &request, &fresh.placement, &driver)?;
-            adopted.name = args.name.clone();
-            Some(adopted)
+            Some(adopt::adopt(ctx, args, &c, [password.clone(), other_password.clone()]).await?)
         }
         other => other,
     };
@@ -260,7 +255,7 @@ pub async fn existing(
         (None, None) => {
             return Err(Diagnostic::error(
                 "Cannot find the cluster",
-                "The resource has neither private state nor a cluster_id (it was made by an older provider and its private state was lost). Fix: `terraform state rm` it, then `terraform import` it by one node's address (host:port).",
+                "The resource has neither private state nor a cluster_id (it was made by an older provider and its private state was lost). Fix: `terraform state rm` it, then `terraform import` it by one node's address: HOST:PORT (local) or CLUSTER_ID@HOST:PORT (aws).",
             )
             .into())
         }

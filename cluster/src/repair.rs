@@ -17,6 +17,10 @@ use crate::observe::Observation;
 use crate::ops::Operator;
 use crate::state::{host_plans, ClusterNode, ClusterState};
 
+/// A failover candidate up for less than this many seconds may not yet be reached again by
+/// every master's cluster-bus link (see `failover_to`).
+const RECENT_RESTART_SECS: u64 = 10;
+
 /// The nodes that do not answer and are proven failed: the driver saw the process or the
 /// machine gone, or the cluster itself flags them `fail` (a majority of masters agreed).
 /// A node that does not answer without such proof (wrong password, BUSY, LOADING, a network
@@ -456,6 +460,43 @@ impl Operator<'_> {
     }
 
     /// Promotes replica `node` (of `master`) with a coordinated CLUSTER FAILOVER once synced.
+    /// `uptime_in_seconds` of a node (whole seconds, rounded down).
+    async fn uptime_secs(&self, target: &Target) -> Result<u64> {
+        let info: String = self
+            .conns
+            .query(target, redis::cmd("INFO").arg("server"), "INFO server")
+            .await?;
+        Ok(info
+            .lines()
+            .find_map(|l| l.strip_prefix("uptime_in_seconds:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// The masters serving slots as `view_of` sees them (those not flagged failing), each with
+    /// the moment, by its own clock (unix ms, from TIME), from which a node up `uptime_secs`
+    /// has surely been running: its start, or up to a second after it. Masters that do not
+    /// answer are left out.
+    async fn voters(&self, view_of: &Target, uptime_secs: u64) -> Result<Vec<(Target, u64)>> {
+        let view = self.conns.cluster_nodes(view_of).await?;
+        let mut out = Vec::new();
+        for l in view.iter().filter(|l| {
+            l.has_flag("master") && !l.slots.is_empty() && !l.is_failed() && !l.has_flag("fail?")
+        }) {
+            let Some((ip, port)) = crate::conn::split_address(&l.address) else {
+                continue;
+            };
+            let voter = Target::new(l.address.clone(), ip, port);
+            let now: std::result::Result<(u64, u64), _> =
+                self.conns.query(&voter, &redis::cmd("TIME"), "TIME").await;
+            if let Ok((secs, micros)) = now {
+                let now_ms = secs * 1000 + micros / 1000;
+                out.push((voter, now_ms.saturating_sub(uptime_secs * 1000)));
+            }
+        }
+        Ok(out)
+    }
+
     pub(crate) async fn failover_to(&self, node: &ClusterNode, master: &ClusterNode) -> Result<()> {
         let t = node.target();
         let mt = master.target();
@@ -500,39 +541,36 @@ impl Operator<'_> {
         )
         .await?;
         // The masters vote by answering on their own link to the candidate. A node restarted
-        // moments ago (an engine or settings roll) has none from them until their cluster
-        // cron reconnects: votes granted before that are dropped, the election fails, and
-        // Redis lets the replica try again only after twice the failover timeout, with the
-        // master's clients paused for 5 s at each manual attempt. So wait for those links.
+        // moments ago (an engine or settings roll) is reached on a link they make again
+        // after the restart; votes sent before that are lost, the election fails, and Redis
+        // lets the replica try again only after twice the failover timeout, with the master's
+        // clients paused for 5 s at each manual attempt. So, for a candidate up less than
+        // RECENT_RESTART_SECS, wait until every master has had a pong from it since it
+        // started (by the master's own clock): that link works. One up longer has links
+        // that have long been made again.
+        let uptime_secs = self.uptime_secs(&t).await.unwrap_or(0);
+        let voters = if uptime_secs < RECENT_RESTART_SECS {
+            self.voters(&mt, uptime_secs).await?
+        } else {
+            Vec::new()
+        };
         self.poll(
-            &format!("every master to have a link to {}", node.name),
+            &format!("every master to hear from {} again", node.name),
             || async {
-                let view = self
-                    .conns
-                    .cluster_nodes(&mt)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let voters: Vec<Target> = view
-                    .iter()
-                    .filter(|l| l.has_flag("master") && !l.slots.is_empty() && !l.is_failed())
-                    .filter_map(|l| {
-                        let (ip, port) = crate::conn::split_address(&l.address)?;
-                        Some(Target::new(l.address.clone(), ip, port))
-                    })
-                    .collect();
-                for voter in &voters {
-                    let seen = self
-                        .conns
-                        .cluster_nodes(voter)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let linked = seen.iter().any(|l| {
+                for (voter, since) in &voters {
+                    // A master this process cannot ask (cut off from it) is not waited for:
+                    // it votes if it can, and the failover needs only a majority.
+                    let Ok(seen) = self.conns.cluster_nodes(voter).await else {
+                        continue;
+                    };
+                    let heard = seen.iter().any(|l| {
                         l.id == node.node_id
-                            && (l.has_flag("myself") || l.link_connected)
+                            && l.link_connected
+                            && l.pong_recv_ms >= *since
                             && !l.is_failed()
                     });
-                    if !linked {
-                        return Err(format!("{} has no link to it yet", voter.name));
+                    if !heard {
+                        return Err(format!("{} has not heard from it yet", voter.name));
                     }
                 }
                 Ok(())

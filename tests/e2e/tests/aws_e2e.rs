@@ -777,6 +777,49 @@ fn nodes_ok(nodes: &[Json], when: &str) {
 }
 
 /// Waits (bounded) until a plan shows drift (exit code 2).
+/// Waits (bounded) until a node other than `id` flags node `id` as failed (`fail`, agreed by
+/// the masters, not only `fail?`).
+fn wait_until_flagged_failed(nodes: &[Json], id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for n in nodes.iter().filter(|n| s(n, "id") != id) {
+            let address = s(n, "address");
+            let Some((ip, port)) = address.rsplit_once(':') else {
+                continue;
+            };
+            let Ok(port) = port.parse::<u16>() else {
+                continue;
+            };
+            let Ok(client) = redis::Client::open(format!("redis://:{PASSWORD}@{ip}:{port}/"))
+            else {
+                continue;
+            };
+            let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
+                continue;
+            };
+            let view: String = redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query(&mut conn)
+                .unwrap_or_default();
+            let flagged = view.lines().any(|l| {
+                let fields: Vec<&str> = l.split_whitespace().collect();
+                fields.first() == Some(&id)
+                    && fields
+                        .get(2)
+                        .is_some_and(|f| f.split(',').any(|flag| flag == "fail"))
+            });
+            if flagged {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {id} was never flagged failed by the cluster"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn wait_for_drift(tf: &TfDir, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
@@ -906,6 +949,9 @@ fn aws_nodes_are_rolled_repaired_added_and_removed_on_running_instances() {
         .expect("kill");
     assert!(killed.success());
     wait_for_drift(tf, "the killed node");
+    // Apply repairs only a node the cluster flags failed (after cluster-node-timeout and the
+    // masters' agreement); before that it refuses and touches nothing, as it must.
+    wait_until_flagged_failed(&nodes(tf), s(&victim, "id"));
     let starts = sc.ran_count(&format!("start node {}", s(&victim, "name")));
     sc.apply("apply (repair)");
     assert!(

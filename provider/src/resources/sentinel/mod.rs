@@ -149,6 +149,21 @@ fn process(m: &Member, kind: &str, role: &str, status: &str) -> ProcessValue {
     }
 }
 
+/// The end of a successful create or update: the deployment as it runs now.
+async fn applied(
+    op: &SentinelOperator<'_>,
+    config: &SentinelModel,
+    args: &SentinelArgs,
+    private: SentinelPrivate,
+    plan: &planner::Plan,
+) -> Outcome<SentinelModel, SentinelPrivate> {
+    let seen = op.observe(&private.state).await;
+    Ok(Applied {
+        state: with_deployment(config, args, &private, Some(&seen), report_of(plan)),
+        private: Some(private),
+    })
+}
+
 /// `config` with what the deployment looks like (live when `seen`, else as planned).
 fn with_deployment(
     config: &SentinelModel,
@@ -308,11 +323,7 @@ impl Resource for SentinelResource {
                     .with_private(private),
             );
         }
-        let seen = op.observe(&private.state).await;
-        Ok(Applied {
-            state: with_deployment(&a.config, &args, &private, Some(&seen), report_of(&plan)),
-            private: Some(private),
-        })
+        applied(&op, &a.config, &args, private, &plan).await
     }
 
     async fn update(
@@ -364,11 +375,7 @@ impl Resource for SentinelResource {
                     .with_private(private),
             );
         }
-        let seen = op.observe(&private.state).await;
-        Ok(Applied {
-            state: with_deployment(&a.config, &args, &private, Some(&seen), report_of(&plan)),
-            private: Some(private),
-        })
+        applied(&op, &a.config, &args, private, &plan).await
     }
 
     async fn delete(

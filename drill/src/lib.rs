@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod failure;
+pub mod inject;
 pub mod load;
 pub mod nft;
 pub mod procs;

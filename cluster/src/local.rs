@@ -416,6 +416,11 @@ impl LocalDriver {
             pip = primary.0,
             pport = primary.1,
         );
+        // As for data nodes: a sentinel's links leave from its host's address, as on a real
+        // host, so a drill's partition of that address cuts them too.
+        if self.has_bind_source_addr() {
+            text.push_str(&format!("bind-source-addr {}\n", handle.ip));
+        }
         if let Some(p) = &shared.password {
             text.push_str(&format!(
                 "sentinel auth-pass {master_name} {}\n",

@@ -67,7 +67,7 @@ impl Failure {
 
 /// The zones a scope cuts off, in request order (a host: its zone only for naming the
 /// survivors; its nodes are found by host).
-fn cut_zones(request: &Request, scope: &Scope) -> Result<Vec<String>> {
+pub(crate) fn cut_zones(request: &Request, scope: &Scope) -> Result<Vec<String>> {
     let zone_names = || request.zones.iter().map(|z| z.name.clone());
     let side = |name: &str| {
         request

@@ -5,9 +5,11 @@
 //!
 //! - [`Target`]: the cluster named by a Terraform working directory or state file
 //! - [`Failure`] (`Action` + `Scope` + window), [`run`], [`DrillReport`] and its renderings
+//! - [`sentinel`]: the same failures against a sentinel-mode deployment (`redisha_sentinel`)
 
 pub mod error;
 pub mod failure;
+pub mod inject;
 pub mod load;
 pub mod nft;
 pub mod procs;
@@ -15,6 +17,7 @@ pub mod report;
 mod route;
 pub mod run;
 pub mod score;
+pub mod sentinel;
 pub mod target;
 pub mod watch;
 

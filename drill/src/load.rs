@@ -112,7 +112,7 @@ impl Traffic {
         self.started.elapsed().as_secs_f64() * 1000.0
     }
 
-    fn log(&self, e: Event) {
+    pub(crate) fn log(&self, e: Event) {
         if let Ok(mut v) = self.events.lock() {
             v.push(e);
         }
@@ -254,15 +254,26 @@ pub async fn verify(
         }
         pipe.add_command(mget);
         let (values,): (Vec<Option<String>>,) = route.run(&pipe, Duration::from_secs(5)).await?;
-        for (e, v) in chunk.iter().zip(values) {
-            if v.as_deref() != Some(e.seq.to_string().as_str()) {
-                if e.acked {
-                    acked_lost.push(e.seq);
-                } else {
-                    unacked_lost.push(e.seq);
-                }
+        sort_lost(chunk, values, &mut acked_lost, &mut unacked_lost);
+    }
+    Ok((acked_lost, unacked_lost))
+}
+
+/// The writes of `chunk` whose key read back (`values`, in the same order) no longer holds
+/// their sequence number, as acknowledged or unacknowledged lost.
+pub(crate) fn sort_lost(
+    chunk: &[&Event],
+    values: Vec<Option<String>>,
+    acked_lost: &mut Vec<u64>,
+    unacked_lost: &mut Vec<u64>,
+) {
+    for (e, v) in chunk.iter().zip(values) {
+        if v.as_deref() != Some(e.seq.to_string().as_str()) {
+            if e.acked {
+                acked_lost.push(e.seq);
+            } else {
+                unacked_lost.push(e.seq);
             }
         }
     }
-    Ok((acked_lost, unacked_lost))
 }

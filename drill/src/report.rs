@@ -81,6 +81,13 @@ pub struct DrillReport {
     pub survivors_ok_after_ms: Option<f64>,
     /// From the heal until every node said `cluster_state:ok`.
     pub all_ok_after_heal_ms: Option<f64>,
+    /// When the failure took hold and when it was healed, in ms since the Unix epoch: lines
+    /// the drill's timeline up with other clients' and logs' (the drill's own figures are
+    /// measured on a monotonic clock from its start).
+    #[serde(default)]
+    pub failed_at_unix_ms: f64,
+    #[serde(default)]
+    pub healed_at_unix_ms: f64,
     pub shards: Vec<ShardReport>,
     pub restore: Restore,
     /// Where every request was logged (JSON lines), if written.
@@ -161,32 +168,38 @@ pub fn render_text(r: &DrillReport) -> String {
             );
         }
     }
+    restore_and_verdict(&mut o, &r.restore, &r.disagreements, r.passed());
+    o
+}
+
+/// The end of a text report: the restore, its actions and drift, the disagreements, the result.
+pub(crate) fn restore_and_verdict(
+    o: &mut String,
+    restore: &Restore,
+    disagreements: &[String],
+    passed: bool,
+) {
     let _ = writeln!(
         o,
         "restore: {:.0} ms, planned layout {}{}",
-        r.restore.took_ms,
-        if r.restore.planned_layout {
-            "yes"
-        } else {
-            "NO"
-        },
-        r.restore
+        restore.took_ms,
+        if restore.planned_layout { "yes" } else { "NO" },
+        restore
             .error
             .as_ref()
             .map(|e| format!(" (error: {e})"))
             .unwrap_or_default()
     );
-    for a in &r.restore.actions {
+    for a in &restore.actions {
         let _ = writeln!(o, "  {a}");
     }
-    for d in &r.restore.drift {
+    for d in &restore.drift {
         let _ = writeln!(o, "  drift: {d}");
     }
-    for d in &r.disagreements {
+    for d in disagreements {
         let _ = writeln!(o, "DISAGREES: {d}");
     }
-    let _ = writeln!(o, "result: {}", if r.passed() { "pass" } else { "FAIL" });
-    o
+    let _ = writeln!(o, "result: {}", if passed { "pass" } else { "FAIL" });
 }
 
 pub fn render_markdown(r: &DrillReport) -> String {

@@ -10,6 +10,7 @@ use redisha_planner::{migrate, plan, Request, Role};
 
 use crate::error::{DrillError, Result};
 use crate::failure::{hit_nodes, prediction, Action, Failure};
+use crate::inject::{inject, split_addresses, wait_window, CutSides};
 use crate::load::{plan_load, verify, Traffic};
 use crate::report::{DrillReport, Restore};
 use crate::score::{disagreements, predicted, score, Window};
@@ -83,49 +84,41 @@ pub async fn run(
         tracing::warn!(%table, "removed a partition an interrupted drill left behind");
     }
     let processes = procs::find(driver, &hit).await?;
-    let (side, rest) = addresses(&state, &hit);
+    let (side, rest) = split_addresses(
+        state
+            .nodes
+            .iter()
+            .map(|n| (n.name.as_str(), n.handle.ip.as_str())),
+        &hit,
+    );
     if failure.action == Action::Partition {
         check_source_addresses(&op, &state).await?;
     }
 
     let loads = plan_load(&state);
     let traffic = Traffic::new(Instant::now());
+    let started_unix_ms = unix_ms_now();
     let tasks = traffic.start(&loads, password.clone(), opts.wait);
     let targets = state.targets();
     let (samples, watcher) = watch::start(&traffic, targets, password.clone());
     tokio::time::sleep(opts.warm_up).await;
 
-    let mut stopped = None;
-    let mut cut = None;
-    match failure.action {
-        Action::Crash => {
-            for p in &processes {
-                p.signal(libc::SIGKILL)?;
-            }
-        }
-        Action::Hang => {
-            let guard = procs::Stopped(processes.clone());
-            for p in &processes {
-                p.signal(libc::SIGSTOP)?;
-            }
-            stopped = Some(guard);
-        }
-        Action::Partition => {
-            cut = Some(nft::install(&cluster_dir, &state.cluster_id, &side, &rest)?);
-        }
-    }
+    let injected = inject(
+        failure.action,
+        &processes,
+        CutSides {
+            cluster_dir: &cluster_dir,
+            cluster_id: &state.cluster_id,
+            side: &side,
+            rest: &rest,
+        },
+    )?;
     // The failure is in force once the signals are sent or nft returned: writes acknowledged
     // before that are not "after the cut".
     let failed_at = traffic.now_ms();
-    let deadline = Instant::now() + failure.window;
-    while Instant::now() < deadline && !opts.cancel.is_cancelled() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_window(failure.window, &opts.cancel).await;
     let healed_at = traffic.now_ms();
-    drop(stopped);
-    if let Some(cut) = cut {
-        cut.heal()?;
-    }
+    injected.heal()?;
     let all: Vec<usize> = (0..state.nodes.len()).collect();
     let survivors: Vec<usize> = state
         .nodes
@@ -191,28 +184,20 @@ pub async fn run(
         observed: scored.observed,
         survivors_ok_after_ms: survivors_ok.map(|t| t - failed_at),
         all_ok_after_heal_ms: all_ok_after_heal,
+        failed_at_unix_ms: started_unix_ms + failed_at,
+        healed_at_unix_ms: started_unix_ms + healed_at,
         shards: scored.shards,
         restore,
         log,
     })
 }
 
-/// The cut side's and the rest's host addresses.
-fn addresses(state: &ClusterState, hit: &[String]) -> (Vec<String>, Vec<String>) {
-    let mut side: Vec<String> = Vec::new();
-    let mut rest: Vec<String> = Vec::new();
-    for n in &state.nodes {
-        let list = if hit.contains(&n.name) {
-            &mut side
-        } else {
-            &mut rest
-        };
-        if !list.contains(&n.handle.ip) {
-            list.push(n.handle.ip.clone());
-        }
-    }
-    rest.retain(|a| !side.contains(a));
-    (side, rest)
+/// Now, in ms since the Unix epoch (0 on a clock set before it).
+pub(crate) fn unix_ms_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
 }
 
 /// A partition's rules name host addresses: every node must send from its own.

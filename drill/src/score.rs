@@ -22,7 +22,7 @@ pub struct Window {
 /// accepted one of its writes in this last stretch of it.
 const END_STRETCH_MS: f64 = 500.0;
 
-fn longest_gap(times: &[f64], from: f64, to: f64) -> f64 {
+pub(crate) fn longest_gap(times: &[f64], from: f64, to: f64) -> f64 {
     // The last success before the failure opens the first gap.
     let mut last = times
         .iter()

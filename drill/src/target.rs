@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use redisha_cluster::persistence::Persistence;
 use redisha_cluster::{
     ClusterState, LocalConfig, LocalDriver, NodeConfig, Operator, Options, Password,
 };
@@ -128,6 +129,9 @@ fn parse_state(
         .collect();
     let res = match clusters.as_slice() {
         [one] => *one,
+        [] if resources.iter().any(|r| r["type"] == "redisha_sentinel") => {
+            return Err("the state holds a redisha_sentinel: sentinel-mode drills run through the library (redisha_drill::sentinel, drill/tests/sentinel_drills.rs), not this command yet".into())
+        }
         [] => {
             return Err(match resource {
                 Some(r) => format!("no redisha_cluster.{r} in the state"),
@@ -177,7 +181,7 @@ fn parse_state(
             "{address} has a password: export it in {PASSWORD_ENV} (never on the command line)"
         ));
     }
-    let redis_config: BTreeMap<String, String> = attrs["redis_config"]
+    let given: BTreeMap<String, String> = attrs["redis_config"]
         .as_object()
         .map(|m| {
             m.iter()
@@ -185,6 +189,7 @@ fn parse_state(
                 .collect()
         })
         .unwrap_or_default();
+    let redis_config = with_persistence(attrs, given).map_err(|e| format!("{address}: {e}"))?;
     let request = request_of(attrs).map_err(|e| format!("{address}: {e}"))?;
     let nodes = attrs["nodes"]
         .as_array()
@@ -207,6 +212,35 @@ fn parse_state(
         },
         nodes,
     })
+}
+
+/// `redis_config` with the persistence arguments (`persistence`, `appendfsync`,
+/// `min_replicas_*`) merged in as the provider merges them: the nodes run with both, and a
+/// node the drill's restore restarts must come back with the same settings.
+fn with_persistence(
+    attrs: &Value,
+    given: BTreeMap<String, String>,
+) -> std::result::Result<BTreeMap<String, String>, String> {
+    let text = |key: &str| attrs[key].as_str();
+    let count = |key: &str| number(&attrs[key]).and_then(|n| u32::try_from(n).ok());
+    let explicit = [
+        "persistence",
+        "appendfsync",
+        "min_replicas_to_write",
+        "min_replicas_max_lag",
+    ]
+    .iter()
+    .any(|k| !attrs[*k].is_null());
+    let persistence = Persistence::parse(
+        text("persistence"),
+        text("appendfsync"),
+        count("min_replicas_to_write"),
+        count("min_replicas_max_lag"),
+    )
+    .map_err(|e| e.to_string())?;
+    persistence
+        .merge_into(&given, explicit)
+        .map_err(|e| e.to_string())
 }
 
 /// A nested block stored as an object or as a one-element list.

@@ -121,6 +121,18 @@ pub fn analyse_sentinels(
     outcome::analyse(&Topology::build(req), &spec, placement, sentinels)
 }
 
+/// Every failure's outcome for the deployment exactly as placed: the placement's primary as
+/// the primary, not the worst primary a failover could leave (what a drill on a deployment in
+/// its planned layout sees, where [`analyse_sentinels`] answers for any primary).
+pub fn failures_as_placed(
+    req: &Request,
+    placement: &Placement,
+    sentinels: &[Sentinel],
+) -> Vec<SentinelFailure> {
+    let spec = req.sentinel.unwrap_or_default();
+    outcome::failures_as_placed(&Topology::build(req), &spec, placement, sentinels)
+}
+
 /// A survival goal (`cluster.survive`) in sentinel mode is checked on the sentinel report: a
 /// plan that does not meet it is refused, with the report's fix.
 pub(crate) fn verdict(req: &Request, report: &SentinelReport) -> Result<(), PlanError> {

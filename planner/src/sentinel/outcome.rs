@@ -184,6 +184,16 @@ pub(crate) fn analyse(
     }
 }
 
+/// Every failure with the placement's own primary (no worst case over other primaries).
+pub(crate) fn failures_as_placed(
+    topo: &Topology,
+    spec: &SentinelSpec,
+    placement: &Placement,
+    sentinels: &[Sentinel],
+) -> Vec<SentinelFailure> {
+    failures_of(topo, spec, &Layout::of(topo, placement, sentinels))
+}
+
 /// Every host, zone and declared partition failure, for one primary position.
 fn failures_of(topo: &Topology, spec: &SentinelSpec, layout: &Layout) -> Vec<SentinelFailure> {
     let mut failures = Vec::new();

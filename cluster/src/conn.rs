@@ -6,12 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, RedisConnectionInfo};
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, ConnectionInfo, RedisConnectionInfo,
+    TlsCertificates,
+};
 use redisha_planner::SlotRange;
 use tokio::sync::Mutex;
 
 use crate::error::{ClusterError, Result};
 use crate::secret::Password;
+use crate::tls::ClientTls;
 
 /// A node to talk to: a display name (planner name or node id) and its address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +86,8 @@ pub struct Conns {
     cache: Arc<Mutex<HashMap<String, MultiplexedConnection>>>,
     /// The index into `passwords` each node (by address) accepted last.
     accepted: Arc<Mutex<HashMap<String, usize>>>,
+    /// TLS to every node (verified against the cluster's authority), when the nodes have it.
+    tls: Option<Arc<ClientTls>>,
 }
 
 impl Conns {
@@ -96,7 +102,20 @@ impl Conns {
             response_timeout,
             cache: Default::default(),
             accepted: Default::default(),
+            tls: None,
         }
+    }
+
+    /// Speaks TLS to every node (`Some`), verifying it against the authority's certificate, or
+    /// plain text (`None`). Cached connections are dropped.
+    pub fn set_tls(&mut self, tls: Option<ClientTls>) {
+        self.tls = tls.map(Arc::new);
+        self.cache = Default::default();
+    }
+
+    /// Whether connections speak TLS.
+    pub fn tls(&self) -> Option<&ClientTls> {
+        self.tls.as_deref()
     }
 
     /// The configured password (the one new nodes and config files get).
@@ -197,16 +216,19 @@ impl Conns {
         target: &Target,
         password: Option<&Password>,
     ) -> redis::RedisResult<MultiplexedConnection> {
-        let info = ConnectionInfo {
-            addr: ConnectionAddr::Tcp(target.ip.clone(), target.port),
-            redis: RedisConnectionInfo {
-                db: 0,
-                username: None,
-                password: password.map(|p| p.expose().to_string()),
-                ..Default::default()
-            },
+        let redis = RedisConnectionInfo {
+            db: 0,
+            username: None,
+            password: password.map(|p| p.expose().to_string()),
+            ..Default::default()
         };
-        let client = Client::open(info)?;
+        let client = match &self.tls {
+            None => Client::open(ConnectionInfo {
+                addr: ConnectionAddr::Tcp(target.ip.clone(), target.port),
+                redis,
+            })?,
+            Some(tls) => tls_client(tls, target, redis)?,
+        };
         let config = AsyncConnectionConfig::new().set_connection_timeout(self.connect_timeout);
         let mut con = tokio::time::timeout(
             self.connect_timeout,
@@ -313,6 +335,42 @@ impl Conns {
             .await?;
         parse_cluster_nodes(&text).map_err(|d| target.protocol("CLUSTER NODES", d))
     }
+}
+
+/// A client that speaks TLS to `target` and accepts only a certificate the cluster's
+/// authority issued for the target's address.
+fn tls_client(
+    tls: &ClientTls,
+    target: &Target,
+    redis: RedisConnectionInfo,
+) -> redis::RedisResult<Client> {
+    install_crypto_provider();
+    let info = ConnectionInfo {
+        addr: ConnectionAddr::TcpTls {
+            host: target.ip.clone(),
+            port: target.port,
+            insecure: false,
+            tls_params: None,
+        },
+        redis,
+    };
+    Client::build_with_tls(
+        info,
+        TlsCertificates {
+            client_tls: None,
+            root_cert: Some(tls.ca_cert_pem.as_bytes().to_vec()),
+        },
+    )
+}
+
+/// rustls needs one process-wide crypto provider when several are compiled in (the aws SDK
+/// brings another): ring, as the provider's own TLS uses.
+pub fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Someone else's choice, made first, stands.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
 
 /// Whether redis refused the credentials (as opposed to being unreachable or busy).

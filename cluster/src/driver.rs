@@ -169,10 +169,10 @@ impl NodeConfig {
                     reason: "a setting name has only letters, digits, '-' and '_'".into(),
                 });
             }
-            if RESERVED_SETTINGS.contains(&lower.as_str()) {
+            if RESERVED_SETTINGS.contains(&lower.as_str()) || lower.starts_with("tls-") {
                 return Err(DriverError::InvalidSetting {
                     key: key.clone(),
-                    reason: "redisha sets this itself; remove it from redis_config (use the password argument for requirepass/masterauth)".into(),
+                    reason: "redisha sets this itself; remove it from redis_config (use the password argument for requirepass/masterauth, the tls block for tls-*)".into(),
                 });
             }
             if value.contains(['\n', '\r', '\0']) {
@@ -270,6 +270,10 @@ pub enum DriverError {
         #[source]
         source: std::io::Error,
     },
+    #[error("tls: {binary} was built without TLS, so its nodes cannot speak TLS; set local.redis_server to a server built with TLS (Debian's /usr/bin/redis-server is) or remove the tls block")]
+    TlsUnsupported { binary: String },
+    #[error("tls: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     #[error("{what} belongs to another cluster (id {owner}); redisha never touches it")]
     NotOurs { what: String, owner: String },
     #[error("{0}")]
@@ -342,6 +346,17 @@ pub trait Driver: Send + Sync {
             self.kind(),
             node.name
         )))
+    }
+
+    /// What a client needs to speak TLS to this driver's nodes; `None` while they speak plain
+    /// text. The operator's connections use it.
+    fn client_tls(&self) -> Option<crate::tls::ClientTls> {
+        None
+    }
+
+    /// What the driver recorded about the TLS certificate it issued `node` (expiry included).
+    fn cert_info(&self, _node: &NodeHandle) -> Option<crate::tls::NodeCertInfo> {
+        None
     }
 
     /// Whether the node's process exists.

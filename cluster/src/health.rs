@@ -125,11 +125,12 @@ pub async fn health(
     password: Option<&Password>,
     options: &Options,
 ) -> Result<HealthReport> {
-    let conns = Conns::new(
+    let mut conns = Conns::new(
         password.cloned(),
         options.connect_timeout,
         options.command_timeout,
     );
+    conns.set_tls(options.tls.clone());
     let lines = discover(&conns, seeds).await?;
     let targets: Vec<Target> = lines
         .iter()
@@ -198,11 +199,12 @@ pub async fn import(
     password: Option<&Password>,
     options: &Options,
 ) -> Result<ClusterState> {
-    let conns = Conns::new(
+    let mut conns = Conns::new(
         password.cloned(),
         options.connect_timeout,
         options.command_timeout,
     );
+    conns.set_tls(options.tls.clone());
     let mut lines = discover(&conns, &[address.to_string()]).await?;
     // One node's view of the others' roles can lag gossip (right after a failover): every node
     // that answers says for itself what it is, whom it replicates and which slots it serves.

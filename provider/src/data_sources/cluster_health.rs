@@ -56,6 +56,8 @@ model! {
             "host:port of one or more nodes; the first that answers lists the others (e.g. `redisha_cluster.x.endpoints`).",
         ),
         pub password: Attr<String> = optional("The cluster password, if it has one.").sensitive(),
+        pub tls_ca_cert_pem: Attr<String> = optional("With a TLS cluster (endpoints written `rediss://host:port`): the certificate (PEM) of its authority, \
+             to verify the nodes with (e.g. `redisha_cluster.x.tls_ca_cert_pem`)."),
         pub planned_nodes: Attr<Vec<NodeValue>> = optional(
             "The plan to compare the live cluster with: a `redisha_cluster`'s `nodes`. With it, nodes and shards \
              get their zones, a master outside its planned zone is a problem, and `survives_zone_loss` is known.",
@@ -92,8 +94,14 @@ model! {
     }
 }
 
+/// The endpoints as host:port (a `rediss://` scheme, which a TLS cluster's endpoints carry,
+/// dropped: whether to speak TLS follows from `tls_ca_cert_pem`).
 fn endpoints(list: &[String]) -> Result<Vec<String>, Diagnostic> {
     let at = AttrPath::attr("endpoints");
+    let list: Vec<String> = list
+        .iter()
+        .map(|s| s.strip_prefix("rediss://").unwrap_or(s).to_string())
+        .collect();
     for (i, s) in list.iter().enumerate() {
         if redisha_cluster::conn::split_address(s).is_none() {
             return Err(Diagnostic::error(
@@ -110,7 +118,7 @@ fn endpoints(list: &[String]) -> Result<Vec<String>, Diagnostic> {
         )
         .at(at));
     }
-    Ok(list.to_vec())
+    Ok(list)
 }
 
 /// The newest complete backup of `cluster_id` in `backup_destination`, when both are given.
@@ -155,15 +163,23 @@ impl DataSource for ClusterHealthDataSource {
         let seeds = endpoints(config.endpoints.value().map_or(&[], Vec::as_slice))?;
         let password = config.password.value().map(Password::new);
         let layout = planned_layout(config.planned_nodes.value().map_or(&[], Vec::as_slice));
-        let report =
-            redisha_cluster::status(&seeds, password.as_ref(), &layout, &Options::default())
-                .await
-                .map_err(|e| {
-                    Diagnostics::from(
-                        Diagnostic::error("Cannot read the cluster's health", e.to_string())
-                            .at(AttrPath::attr("endpoints")),
-                    )
-                })?;
+        let options = Options {
+            tls: config
+                .tls_ca_cert_pem
+                .value()
+                .map(|pem| redisha_cluster::tls::ClientTls {
+                    ca_cert_pem: pem.clone(),
+                }),
+            ..Options::default()
+        };
+        let report = redisha_cluster::status(&seeds, password.as_ref(), &layout, &options)
+            .await
+            .map_err(|e| {
+                Diagnostics::from(
+                    Diagnostic::error("Cannot read the cluster's health", e.to_string())
+                        .at(AttrPath::attr("endpoints")),
+                )
+            })?;
         let nodes = report.nodes.iter().map(|n| HealthNode {
             id: n.id.clone().into(),
             address: n.address.clone().into(),
@@ -198,7 +214,7 @@ impl DataSource for ClusterHealthDataSource {
         let unpersisted = redisha_cluster::persistence::nodes_without_persistence(
             &addresses,
             password.as_ref(),
-            &Options::default(),
+            &options,
         )
         .await;
         let last = last_backup(ctx, &config).await?;

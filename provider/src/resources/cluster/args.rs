@@ -78,6 +78,8 @@ pub struct ClusterArgs {
     pub final_backup: Option<String>,
     /// `configuration_endpoint` (aws driver only).
     pub endpoint: Option<EndpointSpec>,
+    /// `tls { mode }`: `None` for plain text.
+    pub tls: Option<redisha_cluster::tls::TlsMode>,
 }
 
 impl ClusterArgs {
@@ -216,6 +218,7 @@ impl ClusterArgs {
         }
 
         let timeouts = timeouts_of(&m.timeouts, &mut diags, &mut k);
+        let tls = super::tls::decode(&m.tls, driver.as_ref(), &mut diags, &mut k);
 
         let restore_from = k.take(&m.restore_from);
         let final_backup = k.take(&m.final_backup);
@@ -270,6 +273,7 @@ impl ClusterArgs {
                     restore_from,
                     final_backup,
                     endpoint,
+                    tls,
                 }))
             }
             _ => Ok(None),

@@ -41,14 +41,41 @@ impl BuiltDriver {
     /// everything it makes with the id and finds only what carries it in the subnets' VPC.
     pub fn for_cluster(self, id: &str, name: &str) -> Result<Self, Diagnostics> {
         match self {
-            BuiltDriver::Local(d) => d
-                .with_cluster(id, name)
-                .map(BuiltDriver::Local)
-                .map_err(|e| Diagnostic::error("Invalid cluster id", e.to_string()).into()),
+            BuiltDriver::Local(d) => {
+                let mut d = d
+                    .with_cluster(id, name)
+                    .map_err(|e| Diagnostic::error("Invalid cluster id", e.to_string()))?;
+                // The cluster's TLS authority, when it has one already (a create makes it).
+                d.load_authority(false).map_err(|e| {
+                    Diagnostic::error("Cannot read the certificate authority", e.to_string())
+                        .at(crate::tfplugin::diagnostics::AttrPath::attr("tls"))
+                })?;
+                Ok(BuiltDriver::Local(d))
+            }
             BuiltDriver::Aws(d) => d
                 .with_cluster_id(id, name)
                 .map(|d| BuiltDriver::Aws(Box::new(d)))
                 .map_err(|e| Diagnostic::error("Invalid cluster id", e.to_string()).into()),
+        }
+    }
+
+    /// Makes the cluster's TLS authority if TLS is on and it has none yet (a create, before
+    /// any node starts).
+    pub fn make_authority(&mut self) -> Result<(), Diagnostics> {
+        if let BuiltDriver::Local(d) = self {
+            d.load_authority(true).map_err(|e| {
+                Diagnostic::error("Cannot make the certificate authority", e.to_string())
+                    .at(crate::tfplugin::diagnostics::AttrPath::attr("tls"))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The certificate of the cluster's TLS authority, once loaded.
+    pub fn tls_ca_cert(&self) -> Option<String> {
+        match self {
+            BuiltDriver::Local(d) => d.tls().map(|t| t.authority.cert_pem().to_string()),
+            BuiltDriver::Aws(_) => None,
         }
     }
 
@@ -202,7 +229,7 @@ pub async fn build(
 ) -> Result<(BuiltDriver, Request), Diagnostics> {
     match &args.driver {
         DriverArgs::Local(config) => Ok((
-            BuiltDriver::Local(LocalDriver::new(config.clone())),
+            BuiltDriver::Local(LocalDriver::new(config.clone()).with_tls(args.tls)),
             args.request.clone(),
         )),
         DriverArgs::Aws(aws) => {

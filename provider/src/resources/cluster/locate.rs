@@ -155,7 +155,7 @@ pub async fn for_create(
             });
         }
     };
-    let driver = driver.for_cluster(&id, &args.name)?;
+    let mut driver = driver.for_cluster(&id, &args.name)?;
     if write {
         let record = ClusterRecord::new(&id, &args.name, ClusterStatus::Creating);
         driver.driver().record_cluster(&record).await.map_err(|e| {
@@ -164,6 +164,8 @@ pub async fn for_create(
                     .at(data_dir_path(args)),
             )
         })?;
+        // Beside the record, before any node starts: a resumed create finds it there.
+        driver.make_authority()?;
     }
     let mut state = ClusterState::new(driver.driver().kind());
     state.cluster_id = id;

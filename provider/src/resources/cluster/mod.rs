@@ -24,6 +24,7 @@ mod plan;
 pub mod private;
 mod read;
 mod restore;
+mod tls;
 mod update;
 
 use std::time::Duration;
@@ -156,14 +157,14 @@ fn with_cluster(
     (nodes, endpoints): nodes::NodesAndEndpoints,
     report: Attr<String>,
 ) -> ClusterModel {
-    monitoring::with_derived(ClusterModel {
+    tls::with_endpoints(monitoring::with_derived(ClusterModel {
         id: name,
         cluster_id,
         nodes,
         endpoints,
         placement_report: report,
         ..config.clone()
-    })
+    }))
 }
 
 /// The end of a create or update: the state read back from the cluster, or, when `result`
@@ -198,7 +199,9 @@ async fn finish(
     let observation = op.observe(&state).await;
     let name = Attr::Known(args.name.clone());
     let nodes = nodes::observed(&state, &observation);
-    let new_state = with_cluster(config, name, id_value(&state), nodes, report.into());
+    let mut new_state = with_cluster(config, name, id_value(&state), nodes, report.into());
+    new_state.tls_ca_cert_pem = tls::ca_cert_value(&driver, args.tls.is_some());
+    new_state.tls_cert_expiry = tls::cert_expiry_value(&op, &state, args.tls.is_some(), false);
     Ok(Applied {
         state: new_state,
         private: Some(state),

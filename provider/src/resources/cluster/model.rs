@@ -87,6 +87,17 @@ model! {
 }
 
 model! {
+    pub struct TlsModel("TLS for client connections, replication and the cluster bus (`tls-port`, `tls-replication`, `tls-cluster`), \
+         with certificates from a certificate authority redisha makes for the cluster: each node gets its own, with its address in \
+         the subject alternative names, valid 365 days and reissued when fewer than 30 are left. Clients verify the nodes with \
+         `tls_ca_cert_pem` (e.g. `redis-cli --tls --cacert ca.pem`). Each node's port is its TLS port in both modes; `endpoints` \
+         say `rediss://`. Adding or removing the block on an existing cluster is refused (create a new one).") {
+        pub mode: Attr<String> = required("`preferred`: TLS on each node's port, plain text too on the node's port + 1000. `required`: TLS only \
+             (the plain-text port is closed). Changing it applies in place as a rolling restart, replicas first."),
+    }
+}
+
+model! {
     pub struct TimeoutsModel("How long each operation may take, as `30s`, `10m` or `1h`.") {
         pub create: Attr<String> = optional("Default 10m."),
         pub update: Attr<String> = optional("Default 30m."),
@@ -128,11 +139,18 @@ model! {
              `local_file` and point `file_sd_configs` at it. Null without `metrics` on the local driver."),
         pub configuration_endpoint_address: Attr<String> = computed("With `configuration_endpoint`: `name:port` for cluster-aware clients (the first node of every instance \
              listens on 6379). Null otherwise."),
+        pub tls_ca_cert_pem: Attr<String> = computed("With `tls`: the certificate (PEM) of the cluster's certificate authority, which issued every node's \
+             certificate; give it to clients to verify the nodes. Its key never leaves the cluster (local: `<data_dir>/<cluster_id>/`, mode 0600). \
+             Null without `tls`."),
+        pub tls_cert_expiry: Attr<String> = computed("With `tls`: when the node certificate that expires first does (RFC 3339, UTC). A plan within 30 days of it \
+             says how many days are left and shows this as known after apply: apply reissues those certificates and restarts their \
+             nodes onto them, replicas first. Null without `tls`."),
         pub placement_report: Attr<String> = computed("The planner's what-if report, markdown."),
         pub metrics: Attr<MetricsModel> = single_block(),
         pub local: Attr<LocalModel> = single_block(),
         pub aws: Attr<AwsModel> = single_block().requires_replace(),
         pub configuration_endpoint: Attr<EndpointModel> = single_block(),
+        pub tls: Attr<TlsModel> = single_block(),
         pub timeouts: Attr<TimeoutsModel> = single_block(),
     }
 }

@@ -28,13 +28,17 @@ pub(super) async fn plan(
             _ => Attr::Unknown,
         };
         let unknown = (Attr::Unknown, Attr::Unknown);
-        let state = with_cluster(
+        let mut state = with_cluster(
             &a.config,
             a.config.name.clone(),
             cluster_id,
             unknown,
             Attr::Unknown,
         );
+        if !a.config.tls.is_null() {
+            state.tls_ca_cert_pem = Attr::Unknown;
+            state.tls_cert_expiry = Attr::Unknown;
+        }
         return Ok(Planned {
             state,
             diagnostics: Diagnostics::new(),
@@ -89,6 +93,11 @@ pub(super) async fn plan(
     }
     if !creating {
         diagnostics.extend(engine_change(&op, &current).await?);
+        diagnostics.extend(super::tls::plan_change(
+            prior.and_then(super::tls::applied_mode),
+            args.tls,
+        )?);
+        diagnostics.extend(super::tls::plan_certs(&op, &current));
     }
     if creating {
         // A damaged or mismatched backup is refused here, before anything starts.
@@ -134,12 +143,19 @@ pub(super) async fn plan(
         Attr::Null => Attr::Unknown,
         known => known,
     };
-    let state = with_cluster(
+    let mut state = with_cluster(
         &a.config,
         Attr::Known(args.name.clone()),
         planned_id,
         (nodes, endpoints),
         report.into(),
+    );
+    state.tls_ca_cert_pem = super::tls::ca_cert_value(&driver, args.tls.is_some());
+    state.tls_cert_expiry = super::tls::cert_expiry_value(
+        &op,
+        &current,
+        args.tls.is_some(),
+        creating || !op.certs_due(&current).is_empty(),
     );
     Ok(Planned { state, diagnostics })
 }

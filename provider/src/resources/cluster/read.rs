@@ -46,17 +46,19 @@ pub(super) async fn read(
         info!(cluster = %args.name, drift = %d, "drift");
     }
     let (nodes, endpoints) = nodes::observed(&state, &observation);
+    let tls_cert_expiry = super::tls::cert_expiry_value(&op, &state, args.tls.is_some(), false);
     let cluster_id = match state.cluster_id.as_str() {
         "" => old.cluster_id.clone(),
         id => Attr::Known(id.to_string()),
     };
     Ok(Some(Applied {
-        state: super::monitoring::with_derived(ClusterModel {
+        state: super::tls::with_endpoints(super::monitoring::with_derived(ClusterModel {
             nodes,
             endpoints,
             cluster_id,
+            tls_cert_expiry,
             ..old
-        }),
+        })),
         private: Some(state),
     }))
 }

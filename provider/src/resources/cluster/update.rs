@@ -85,6 +85,19 @@ async fn converge(
                 Diagnostics::from(cluster_error("Changing the node settings failed", e))
             })?;
     }
+    // `preferred` <-> `required`: the driver writes the new mode; nodes still in the old one
+    // restart, replicas first.
+    if let Some(mode) = args.tls {
+        if super::tls::applied_mode(prior) != Some(mode) {
+            op.roll_tls_mode(state, mode)
+                .await
+                .map_err(|e| Diagnostics::from(cluster_error("Changing the TLS mode failed", e)))?;
+        }
+    }
+    // Node certificates close to expiry: reissued, their nodes restarted one by one.
+    op.rotate_certs(state).await.map_err(|e| {
+        Diagnostics::from(cluster_error("Reissuing the node certificates failed", e))
+    })?;
     let planned = place(request, Some(state))?;
     // Steps ordered so that no host ever runs more nodes than it has room for (a removal
     // comes first where a host is full).

@@ -89,6 +89,7 @@ pub(super) async fn plan(
     }
     if !creating {
         diagnostics.extend(engine_change(&op, &current).await?);
+        diagnostics.extend(host_change(&op, &current).await?);
     }
     if creating {
         // A damaged or mismatched backup is refused here, before anything starts.
@@ -190,6 +191,45 @@ async fn engine_change(
         format!("Apply rolls {} node(s) onto {}", lines.len(), change.target),
         format!(
             "replicas first, then each shard's master after a coordinated failover to an upgraded replica; planned roles are restored at the end:\n{}",
+            lines.join("\n")
+        ),
+    )
+    .at(path)
+    .into())
+}
+
+/// What a host roll would do (aws: instances on another AMI or package than `aws` says now):
+/// a warning naming each instance's current and target image, or an error at `aws.ami` when
+/// replacing them one at a time would take a shard down.
+async fn host_change(
+    op: &redisha_cluster::Operator<'_>,
+    current: &redisha_cluster::ClusterState,
+) -> Result<Diagnostics, Diagnostics> {
+    let change = op
+        .host_change(current)
+        .await
+        .map_err(|e| Diagnostics::from(cluster_error("Cannot read what the hosts run", e)))?;
+    if change.hosts.is_empty() {
+        return Ok(Diagnostics::new());
+    }
+    let path = AttrPath::attr("aws").then("ami");
+    if let Some(why) = &change.refusal {
+        return Err(Diagnostic::error(
+            "The instances cannot be replaced",
+            format!("{why}. Nothing was changed."),
+        )
+        .at(path)
+        .into());
+    }
+    let lines: Vec<String> = change
+        .hosts
+        .iter()
+        .map(|h| format!("{}: {} -> {}", h.host, h.running, h.target))
+        .collect();
+    Ok(Diagnostic::warning(
+        format!("Apply replaces {} instance(s), one at a time", lines.len()),
+        format!(
+            "instances holding only replicas first; each master on an instance first fails over to a replica on another instance, then the instance is terminated and launched again with the same nodes, which resynchronise before the next; planned roles are restored:\n{}",
             lines.join("\n")
         ),
     )

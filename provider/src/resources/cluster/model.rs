@@ -141,3 +141,49 @@ model! {
         pub timeouts: Attr<TimeoutsModel> = single_block(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::tfplugin::diagnostics::AttrPath;
+    use crate::tfplugin::value::Value;
+
+    /// A `redisha_cluster` value with an `aws` block of these settings.
+    fn with_aws(ami: &str, package: Option<&str>, instance_type: &str) -> Value {
+        let s = |v: &str| Value::String(v.into());
+        Value::object([
+            ("name", s("shop")),
+            (
+                "aws",
+                Value::object([
+                    ("subnet_ids", Value::List(vec![s("subnet-1")])),
+                    ("instance_type", s(instance_type)),
+                    ("ami", s(ami)),
+                    ("redis_package", package.map_or(Value::Null, s)),
+                ]),
+            ),
+        ])
+    }
+
+    fn replaced(prior: &Value, planned: &Value) -> Vec<AttrPath> {
+        let schemas = crate::registry::schemas();
+        schemas.resources["redisha_cluster"]
+            .block
+            .replace_paths(prior, planned)
+    }
+
+    #[test]
+    fn the_engine_of_aws_changes_in_place_and_its_other_settings_replace_the_cluster() {
+        let prior = with_aws("ami-1", None, "t3.small");
+        assert!(replaced(&prior, &with_aws("ami-2", None, "t3.small")).is_empty());
+        assert!(replaced(&prior, &with_aws("ami-1", Some("redis7"), "t3.small")).is_empty());
+        assert_eq!(
+            replaced(&prior, &with_aws("ami-2", None, "t3.large")),
+            vec![AttrPath::attr("aws").then("instance_type")]
+        );
+        assert_eq!(
+            replaced(&prior, &Value::object([("name", Value::String("shop".into()))])),
+            vec![AttrPath::attr("aws")],
+            "leaving aws (for another driver) replaces the cluster"
+        );
+    }
+}

@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_ec2::types::Filter;
 use common::{Fixture, FixtureConfig, Moto};
 use redis::cluster::ClusterClientBuilder;
 use redisha_aws::testing::ssm_runner::SsmRunner;
@@ -196,30 +195,11 @@ async fn writer(client: redis::cluster::ClusterClient, stop: Arc<AtomicBool>) ->
     out
 }
 
-/// The AMI of every running instance of the cluster.
+/// The AMI of every pending or running instance of the cluster.
 async fn running_images(client: &AwsClients) -> Vec<String> {
-    let answer = client
-        .describe_instances()
-        .filters(
-            Filter::builder()
-                .name("tag:redisha:cluster")
-                .values(CLUSTER)
-                .build(),
-        )
-        .filters(
-            Filter::builder()
-                .name("instance-state-name")
-                .values("pending")
-                .values("running")
-                .build(),
-        )
-        .send()
+    common::instances_in(client, CLUSTER, &["pending", "running"])
         .await
-        .expect("DescribeInstances");
-    answer
-        .reservations()
         .iter()
-        .flat_map(|r| r.instances())
         .map(|i| i.image_id().unwrap_or_default().to_string())
         .collect()
 }

@@ -181,7 +181,10 @@ mod tests {
             vec![AttrPath::attr("aws").then("instance_type")]
         );
         assert_eq!(
-            replaced(&prior, &Value::object([("name", Value::String("shop".into()))])),
+            replaced(
+                &prior,
+                &Value::object([("name", Value::String("shop".into()))])
+            ),
             vec![AttrPath::attr("aws")],
             "leaving aws (for another driver) replaces the cluster"
         );

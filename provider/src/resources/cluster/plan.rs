@@ -87,9 +87,12 @@ pub(super) async fn plan(
             &open,
         ));
     }
+    let mut replacing = std::collections::BTreeSet::new();
     if !creating {
         diagnostics.extend(engine_change(&op, &current).await?);
-        diagnostics.extend(host_change(&op, &current).await?);
+        let (said, hosts) = host_change(&op, &current).await?;
+        diagnostics.extend(said);
+        replacing = hosts;
     }
     if creating {
         // A damaged or mismatched backup is refused here, before anything starts.
@@ -119,8 +122,10 @@ pub(super) async fn plan(
         Some(p) if !a.replacing => p.nodes.value().map_or(&[][..], Vec::as_slice),
         _ => &[],
     };
-    let (nodes, endpoints) =
-        nodes::planned(&request, &planned.placement, &current, prior_nodes, &driver);
+    let (nodes, endpoints) = nodes::on_new_machines(
+        &replacing,
+        nodes::planned(&request, &planned.placement, &current, prior_nodes, &driver),
+    );
     // While slots are half-moved, who serves them settles as the cluster gossips (and as
     // apply finishes them), so the slot layout is only known after apply: a value planned
     // now could differ from Terraform's second plan at apply time.
@@ -199,18 +204,19 @@ async fn engine_change(
 }
 
 /// What a host roll would do (aws: instances on another AMI or package than `aws` says now):
-/// a warning naming each instance's current and target image, or an error at `aws.ami` when
-/// replacing them one at a time would take a shard down.
+/// a warning naming each instance's current and target image, with the hosts it replaces, or
+/// an error at `aws.ami` when replacing them one at a time would take a shard down.
 async fn host_change(
     op: &redisha_cluster::Operator<'_>,
     current: &redisha_cluster::ClusterState,
-) -> Result<Diagnostics, Diagnostics> {
+) -> Result<(Diagnostics, std::collections::BTreeSet<String>), Diagnostics> {
     let change = op
         .host_change(current)
         .await
         .map_err(|e| Diagnostics::from(cluster_error("Cannot read what the hosts run", e)))?;
+    let hosts = change.hosts.iter().map(|h| h.host.clone()).collect();
     if change.hosts.is_empty() {
-        return Ok(Diagnostics::new());
+        return Ok((Diagnostics::new(), hosts));
     }
     let path = AttrPath::attr("aws").then("ami");
     if let Some(why) = &change.refusal {
@@ -226,13 +232,13 @@ async fn host_change(
         .iter()
         .map(|h| format!("{}: {} -> {}", h.host, h.running, h.target))
         .collect();
-    Ok(Diagnostic::warning(
+    let said = Diagnostic::warning(
         format!("Apply replaces {} instance(s), one at a time", lines.len()),
         format!(
             "instances holding only replicas first; each master on an instance first fails over to a replica on another instance, then the instance is terminated and launched again with the same nodes, which resynchronise before the next; planned roles are restored:\n{}",
             lines.join("\n")
         ),
     )
-    .at(path)
-    .into())
+    .at(path);
+    Ok((said.into(), hosts))
 }

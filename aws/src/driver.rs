@@ -13,7 +13,7 @@ use aws_sdk_ec2::types::InstanceStateName;
 use redisha_cluster::identity::NodeRecord;
 use redisha_cluster::{
     ClusterRecord, Driver, DriverError, HostHandle, HostPlan, NodeConfig, NodeHandle, NodePlan,
-    ProcessState,
+    OutdatedHost, ProcessState,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
@@ -26,7 +26,7 @@ use crate::node_commands::{self, NodeAction, NodeSetup};
 use crate::records::{self, TaggedNode};
 use crate::run_command::{self, Target, Wait};
 use crate::security_group::{self, tag};
-use crate::settings::{AwsDriverConfig, AwsSettings};
+use crate::settings::{AwsDriverConfig, AwsSettings, DEFAULT_REDIS_PACKAGE};
 use crate::topology::{resolve_subnets, ResolvedSubnet};
 use crate::user_data::{self, node_port, UserDataInput, MAX_USER_DATA};
 use crate::{instance_profile, secrets};
@@ -1085,6 +1085,52 @@ impl AwsDriver {
             .collect())
     }
 
+    /// The hosts among `hosts` whose live instance was launched from another AMI or installed
+    /// another engine package than the configuration says now (DescribeInstances' ImageId and
+    /// the `redisha:redis-package` tag): what an engine roll replaces. A host without a live
+    /// instance is left out (repair launches it from the current AMI).
+    pub async fn image_drift(&self, hosts: &[HostHandle]) -> Result<Vec<OutdatedHost>, AwsError> {
+        let prepared = self.prepare(&[], false).await?;
+        let found = instances::find_instances(&self.client, &self.scope(&prepared), None).await?;
+        let target = engine_words(&self.config.ami, &self.config.redis_package);
+        let mut out = Vec::new();
+        for host in hosts {
+            let live = found
+                .iter()
+                .filter(|i| i.host == host.name && i.is_live())
+                .min_by_key(|i| {
+                    (
+                        Some(&i.instance_id) != host.instance_id.as_ref(),
+                        i.generation,
+                    )
+                });
+            let Some(instance) = live else {
+                continue;
+            };
+            let Some(image) = instance.image_id.as_deref() else {
+                tracing::warn!(
+                    host = host.name,
+                    instance_id = instance.instance_id,
+                    "EC2 names no AMI for the instance; leaving it as it is"
+                );
+                continue;
+            };
+            // Instances launched before the tag existed all installed the default package.
+            let package = instance
+                .redis_package
+                .as_deref()
+                .unwrap_or(DEFAULT_REDIS_PACKAGE);
+            if image != self.config.ami || package != self.config.redis_package {
+                out.push(OutdatedHost {
+                    host: host.name.clone(),
+                    running: engine_words(image, package),
+                    target: target.clone(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
     /// Where the cluster code reaches node `index_on_host` of `host`.
     pub fn node_address(&self, host: &HostHandle, index_on_host: u16) -> (String, u16) {
         match self.config.address_override.get(&host.name) {
@@ -1188,6 +1234,11 @@ impl AwsDriver {
         }
         Ok(())
     }
+}
+
+/// How a plan names what an instance runs.
+fn engine_words(ami: &str, package: &str) -> String {
+    format!("{ami} with {package}")
 }
 
 /// The ids of `found` not yet terminated, each once.
@@ -1448,6 +1499,10 @@ impl Driver for AwsDriver {
 
     async fn find_clusters(&self) -> Result<Vec<ClusterRecord>, DriverError> {
         Ok(self.cluster_records().await?)
+    }
+
+    async fn outdated_hosts(&self, hosts: &[HostHandle]) -> Result<Vec<OutdatedHost>, DriverError> {
+        Ok(self.image_drift(hosts).await?)
     }
 }
 

@@ -22,6 +22,10 @@ pub const HOST_TAG: &str = "redisha:host";
 pub const ZONE_TAG: &str = "redisha:zone";
 pub const GENERATION_TAG: &str = "redisha:generation";
 pub const MANAGED_BY_TAG: &str = "redisha:managed-by";
+/// The package first boot installed the engine from (`AwsDriverConfig::redis_package`): with
+/// the AMI (DescribeInstances' ImageId) it says which engine an instance runs, so an engine
+/// roll knows which instances are left to replace.
+pub const PACKAGE_TAG: &str = "redisha:redis-package";
 
 /// The client token of a host's instance. Retrying RunInstances with it returns the instance
 /// the first call created instead of launching a second one; the generation changes when the
@@ -117,6 +121,11 @@ pub struct ClusterInstance {
     pub volume_ids: Vec<String>,
     /// The node records in its tags (see `records`).
     pub nodes: Vec<TaggedNode>,
+    /// The AMI it was launched from.
+    pub image_id: Option<String>,
+    /// The `redisha:redis-package` tag (none on instances launched before it existed, which
+    /// all installed the default package).
+    pub redis_package: Option<String>,
 }
 
 impl ClusterInstance {
@@ -298,6 +307,8 @@ fn to_cluster_instance(instance: &aws_sdk_ec2::types::Instance) -> Option<Cluste
             .iter()
             .filter_map(|t| TaggedNode::parse(t.key()?, t.value()?))
             .collect(),
+        image_id: instance.image_id().map(str::to_string),
+        redis_package: tag_value(PACKAGE_TAG),
     })
 }
 
@@ -336,6 +347,7 @@ pub async fn launch(
             .tags(tag(ZONE_TAG, spec.zone))
             .tags(tag(GENERATION_TAG, &generation))
             .tags(tag(MANAGED_BY_TAG, "redisha"))
+            .tags(tag(PACKAGE_TAG, &config.redis_package))
             .tags(tag("Name", &name));
         if let Some(id) = cluster_id {
             t = t.tags(tag(CLUSTER_ID_TAG, id));

@@ -198,8 +198,11 @@ fn one() -> u16 {
     1
 }
 
+/// The engine package first boot installs when `redis_package` is not set (Debian's).
+pub const DEFAULT_REDIS_PACKAGE: &str = "redis-server";
+
 fn default_redis_package() -> String {
-    "redis-server".into()
+    DEFAULT_REDIS_PACKAGE.into()
 }
 
 fn default_poll() -> Duration {

@@ -104,12 +104,14 @@ pub async fn client_at(port: u16) -> crate::AwsClients {
         .expect("clients build")
 }
 
-/// A VPC with one subnet per requested zone, and an AMI moto knows.
+/// A VPC with one subnet per requested zone, and two AMIs moto knows.
 pub struct Fixture {
     pub vpc_id: String,
     /// (subnet id, zone), in the order of the zones given to [`Fixture::create`].
     pub subnets: Vec<(String, String)>,
     pub ami: String,
+    /// Another of moto's default AMIs: what an engine roll moves the instances to.
+    pub other_ami: String,
 }
 
 impl Fixture {
@@ -150,17 +152,17 @@ impl Fixture {
             .send()
             .await
             .expect("DescribeImages");
-        let ami = images
-            .images()
-            .iter()
-            .filter_map(|i| i.image_id())
-            .next()
-            .expect("moto ships AMIs")
+        let mut ids = images.images().iter().filter_map(|i| i.image_id());
+        let ami = ids.next().expect("moto ships AMIs").to_string();
+        let other_ami = ids
+            .find(|id| *id != ami)
+            .expect("moto ships more than one AMI")
             .to_string();
         Fixture {
             vpc_id,
             subnets,
             ami,
+            other_ami,
         }
     }
 

@@ -126,6 +126,18 @@ pub enum ProcessKind {
     },
 }
 
+/// A host whose machine was made from another image than the driver makes hosts from now (aws:
+/// another AMI or engine package). Such a machine is changed by replacing it
+/// ([`crate::host_roll`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutdatedHost {
+    pub host: String,
+    /// What its machine runs now, in the driver's words (aws: `ami-1 with redis-server`).
+    pub running: String,
+    /// What a replacement runs.
+    pub target: String,
+}
+
 /// Settings every node gets: the password and extra redis.conf settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeConfig {
@@ -386,6 +398,17 @@ pub trait Driver: Send + Sync {
     /// chooses it; `None` when hosts install their own (the cluster code then rolls nothing).
     async fn engine(&self) -> Result<Option<crate::engine::Engine>, DriverError> {
         Ok(None)
+    }
+
+    /// The hosts among `hosts` whose machine runs another image than the driver makes hosts
+    /// from now: what a host roll replaces, one at a time. Drivers whose hosts cannot be
+    /// re-imaged (local addresses) report none; hosts without a machine now are left out
+    /// (repair provisions them, from the current image).
+    async fn outdated_hosts(
+        &self,
+        _hosts: &[HostHandle],
+    ) -> Result<Vec<OutdatedHost>, DriverError> {
+        Ok(Vec::new())
     }
 
     /// Moves a stopped replica's data files (snapshot, append-only files) aside, kept next to

@@ -18,6 +18,7 @@ pub mod engine;
 pub mod engine_roll;
 pub mod error;
 pub mod form;
+pub mod host_roll;
 pub mod identity;
 pub mod lease;
 pub mod local;
@@ -30,8 +31,8 @@ pub mod tls;
 pub mod tls_roll;
 
 pub use driver::{
-    Driver, DriverError, HostHandle, HostPlan, NodeConfig, NodeHandle, NodePlan, ProcessKind,
-    ProcessState,
+    Driver, DriverError, HostHandle, HostPlan, NodeConfig, NodeHandle, NodePlan, OutdatedHost,
+    ProcessKind, ProcessState,
 };
 pub use error::{ClusterError, Unverified};
 pub use identity::{ClusterRecord, ClusterStatus, NodeRecord};

@@ -119,6 +119,10 @@ impl Operator<'_> {
             .cloned()
             .collect();
         self.provision_hosts(&missing, state).await?;
+        // Their nodes run on a new machine (or one started again): no old process of theirs
+        // is left there to end, and a stop now could end what the machine's first boot just
+        // started.
+        let new_machines: BTreeSet<&str> = missing.iter().map(|h| h.name.as_str()).collect();
 
         // A dead master must not come back as master: without persistence (or with a stale
         // snapshot) it would restart empty and its replicas would resync from it, losing the
@@ -131,6 +135,9 @@ impl Operator<'_> {
 
         for name in &dead {
             let node = state.require(name)?.clone();
+            if new_machines.contains(node.host.as_str()) {
+                continue;
+            }
             if self.driver.inspect_node(&node.handle).await? != ProcessState::Stopped {
                 // Running but not answering: end it so it restarts clean.
                 warn!(node = %name, "node runs but does not answer; restarting it");

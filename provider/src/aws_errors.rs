@@ -28,8 +28,7 @@ pub fn hcl(field: &Field) -> Option<AttrPath> {
         }
         Field::DataVolumeSize => aws().then("data_volume").then("size_gb"),
         Field::MaxNodesPerHost => aws().then("max_nodes_per_instance"),
-        // Set by the provider, not by the configuration.
-        Field::RedisPackage => aws(),
+        Field::RedisPackage => aws().then("redis_package"),
         Field::Tag { key } => aws().then("tags").key(key),
         Field::Timeout { phase } => AttrPath::attr("timeouts").then(phase),
         Field::RedisConfig => AttrPath::attr("redis_config"),

@@ -56,11 +56,12 @@ pub fn host(name: &str, zone: &str, zone_index: u32, host_index: u32, nodes: u16
     }
 }
 
-/// The cluster's instances that are not terminated, as (host tag, zone, instance id).
-pub async fn live_instances(
+/// The cluster's instances in one of `states` (instance-state-name values).
+pub async fn instances_in(
     client: &aws_sdk_ec2::Client,
     cluster: &str,
-) -> Vec<(String, String, String)> {
+    states: &[&str],
+) -> Vec<aws_sdk_ec2::types::Instance> {
     let answer = client
         .describe_instances()
         .filters(
@@ -72,32 +73,40 @@ pub async fn live_instances(
         .filters(
             Filter::builder()
                 .name("instance-state-name")
-                .values("pending")
-                .values("running")
-                .values("stopping")
-                .values("stopped")
+                .set_values(Some(states.iter().map(|s| s.to_string()).collect()))
                 .build(),
         )
         .send()
         .await
         .expect("DescribeInstances");
+    answer
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances().iter().cloned())
+        .collect()
+}
+
+/// The cluster's instances that are not terminated, as (host tag, zone, instance id).
+pub async fn live_instances(
+    client: &aws_sdk_ec2::Client,
+    cluster: &str,
+) -> Vec<(String, String, String)> {
+    let live = ["pending", "running", "stopping", "stopped"];
     let mut out = Vec::new();
-    for r in answer.reservations() {
-        for i in r.instances() {
-            let host = i
-                .tags()
-                .iter()
-                .find(|t| t.key() == Some("redisha:host"))
-                .and_then(|t| t.value())
-                .unwrap_or_default()
-                .to_string();
-            let zone = i
-                .placement()
-                .and_then(|p| p.availability_zone())
-                .unwrap_or_default()
-                .to_string();
-            out.push((host, zone, i.instance_id().unwrap_or_default().to_string()));
-        }
+    for i in instances_in(client, cluster, &live).await {
+        let host = i
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some("redisha:host"))
+            .and_then(|t| t.value())
+            .unwrap_or_default()
+            .to_string();
+        let zone = i
+            .placement()
+            .and_then(|p| p.availability_zone())
+            .unwrap_or_default()
+            .to_string();
+        out.push((host, zone, i.instance_id().unwrap_or_default().to_string()));
     }
     out.sort();
     out

@@ -27,6 +27,8 @@ pub struct AwsArgs {
     pub subnet_ids: Vec<String>,
     pub instance_type: String,
     pub ami: String,
+    /// `redis_package`; `None`: the driver's default.
+    pub redis_package: Option<String>,
     pub key_name: Option<String>,
     pub allowed_cidrs: Vec<String>,
     pub monitoring_cidrs: Vec<String>,
@@ -534,6 +536,7 @@ fn decode_aws(
     }
     let instance_type = k.take(&block.instance_type);
     let ami = k.take(&block.ami);
+    let redis_package = k.take(&block.redis_package);
     let key_name = k.take(&block.key_name);
     let allowed_cidrs = k.take(&block.allowed_cidrs).unwrap_or_default();
     let monitoring_cidrs = k.take(&block.monitoring_cidrs).unwrap_or_default();
@@ -586,6 +589,7 @@ fn decode_aws(
         subnet_ids,
         instance_type: instance_type?,
         ami: ami?,
+        redis_package,
         key_name,
         allowed_cidrs,
         monitoring_cidrs,

@@ -257,6 +257,9 @@ fn aws_config(
         aws.instance_type.clone(),
         aws.ami.clone(),
     );
+    if let Some(package) = &aws.redis_package {
+        config.redis_package = package.clone();
+    }
     config.key_name = aws.key_name.clone();
     config.allowed_cidrs = aws.allowed_cidrs.clone();
     config.monitoring_cidrs = aws.monitoring_cidrs.clone();
@@ -469,6 +472,7 @@ mod tests {
             subnet_ids: vec!["subnet-1".into()],
             instance_type: "t3.small".into(),
             ami: "ami-1".into(),
+            redis_package: None,
             key_name: None,
             allowed_cidrs: Vec::new(),
             monitoring_cidrs: Vec::new(),

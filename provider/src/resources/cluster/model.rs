@@ -58,19 +58,24 @@ model! {
 }
 
 model! {
-    pub struct AwsModel("Runs every host as an EC2 instance in a subnet of its zone.") {
-        pub subnet_ids: Attr<Vec<String>> = required("Subnets to launch into; their availability zones are the cluster's zones (several subnets may share a zone)."),
-        pub instance_type: Attr<String> = required("Instance type; its memory (DescribeInstanceTypes) is the host capacity the planner fills."),
-        pub ami: Attr<String> = required("AMI id: a Debian or Ubuntu image with cloud-init."),
-        pub key_name: Attr<String> = optional("EC2 key pair for SSH."),
-        pub allowed_cidrs: Attr<Vec<String>> = optional("CIDR blocks allowed to reach the Redis ports besides the cluster's own security group."),
-        pub monitoring_cidrs: Attr<Vec<String>> = optional("CIDR blocks allowed to reach every node's metrics exporter (node port + 20000), such as your Prometheus servers' subnet. Default: none (the exporters are then reachable from nowhere outside the instance)."),
-        pub allowed_security_group_ids: Attr<Vec<String>> = optional("Security groups (of the subnets' VPC) whose members may reach the Redis ports, such as your application's. The cluster bus ports are open to the cluster's own group only."),
-        pub placement_group: Attr<String> = optional("Name of an existing `spread` placement group."),
-        pub instance_profile: Attr<String> = optional("Name of an existing instance profile for the nodes. Default: redisha makes a role and profile per cluster (`redisha-node-<cluster_id>`) that may read the cluster's password parameter and take SSM Run Command; yours needs the same (see \"IAM permissions\")."),
-        pub max_nodes_per_instance: Attr<u32> = optional("Most redis-server nodes one instance runs. Default: as many as its memory holds."),
-        pub tags: Attr<BTreeMap<String, String>> = optional("Tags for every instance and the security group."),
-        pub data_volume: Attr<DataVolumeModel> = single_block(),
+    pub struct AwsModel("Runs every host as an EC2 instance in a subnet of its zone. Changing `ami` or `redis_package` replaces the \
+         instances one at a time on the live cluster (see \"Engines: upgrades and downgrades\"); changing any other argument of this block replaces the cluster.") {
+        pub subnet_ids: Attr<Vec<String>> = required("Subnets to launch into; their availability zones are the cluster's zones (several subnets may share a zone).").requires_replace(),
+        pub instance_type: Attr<String> = required("Instance type; its memory (DescribeInstanceTypes) is the host capacity the planner fills.").requires_replace(),
+        pub ami: Attr<String> = required("AMI id: a Debian or Ubuntu image with cloud-init. Changing it rolls the cluster onto instances of the new AMI \
+             in place: one instance at a time, those holding only replicas first; each master on an instance first fails over to a replica \
+             on another instance, then the instance is terminated and replaced with the same nodes, which resynchronise before the next."),
+        pub redis_package: Attr<String> = optional("The engine package first boot installs (apt, dnf or yum): `redis-server` (the default), Amazon Linux's \
+             `redis6`, or any package that installs a `redis-server`, `redis6-server` or `redis7-server` binary. Changing it replaces the instances one at a time, as a change of `ami` does."),
+        pub key_name: Attr<String> = optional("EC2 key pair for SSH.").requires_replace(),
+        pub allowed_cidrs: Attr<Vec<String>> = optional("CIDR blocks allowed to reach the Redis ports besides the cluster's own security group.").requires_replace(),
+        pub monitoring_cidrs: Attr<Vec<String>> = optional("CIDR blocks allowed to reach every node's metrics exporter (node port + 20000), such as your Prometheus servers' subnet. Default: none (the exporters are then reachable from nowhere outside the instance).").requires_replace(),
+        pub allowed_security_group_ids: Attr<Vec<String>> = optional("Security groups (of the subnets' VPC) whose members may reach the Redis ports, such as your application's. The cluster bus ports are open to the cluster's own group only.").requires_replace(),
+        pub placement_group: Attr<String> = optional("Name of an existing `spread` placement group.").requires_replace(),
+        pub instance_profile: Attr<String> = optional("Name of an existing instance profile for the nodes. Default: redisha makes a role and profile per cluster (`redisha-node-<cluster_id>`) that may read the cluster's password parameter and take SSM Run Command; yours needs the same (see \"IAM permissions\").").requires_replace(),
+        pub max_nodes_per_instance: Attr<u32> = optional("Most redis-server nodes one instance runs. Default: as many as its memory holds.").requires_replace(),
+        pub tags: Attr<BTreeMap<String, String>> = optional("Tags for every instance and the security group.").requires_replace(),
+        pub data_volume: Attr<DataVolumeModel> = single_block().requires_replace(),
     }
 }
 
@@ -148,9 +153,58 @@ model! {
         pub placement_report: Attr<String> = computed("The planner's what-if report, markdown."),
         pub metrics: Attr<MetricsModel> = single_block(),
         pub local: Attr<LocalModel> = single_block(),
-        pub aws: Attr<AwsModel> = single_block().requires_replace(),
+        pub aws: Attr<AwsModel> = single_block(),
         pub configuration_endpoint: Attr<EndpointModel> = single_block(),
         pub tls: Attr<TlsModel> = single_block(),
         pub timeouts: Attr<TimeoutsModel> = single_block(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::tfplugin::diagnostics::AttrPath;
+    use crate::tfplugin::value::Value;
+
+    /// A `redisha_cluster` value with an `aws` block of these settings.
+    fn with_aws(ami: &str, package: Option<&str>, instance_type: &str) -> Value {
+        let s = |v: &str| Value::String(v.into());
+        Value::object([
+            ("name", s("shop")),
+            (
+                "aws",
+                Value::object([
+                    ("subnet_ids", Value::List(vec![s("subnet-1")])),
+                    ("instance_type", s(instance_type)),
+                    ("ami", s(ami)),
+                    ("redis_package", package.map_or(Value::Null, s)),
+                ]),
+            ),
+        ])
+    }
+
+    fn replaced(prior: &Value, planned: &Value) -> Vec<AttrPath> {
+        let schemas = crate::registry::schemas();
+        schemas.resources["redisha_cluster"]
+            .block
+            .replace_paths(prior, planned)
+    }
+
+    #[test]
+    fn the_engine_of_aws_changes_in_place_and_its_other_settings_replace_the_cluster() {
+        let prior = with_aws("ami-1", None, "t3.small");
+        assert!(replaced(&prior, &with_aws("ami-2", None, "t3.small")).is_empty());
+        assert!(replaced(&prior, &with_aws("ami-1", Some("redis7"), "t3.small")).is_empty());
+        assert_eq!(
+            replaced(&prior, &with_aws("ami-2", None, "t3.large")),
+            vec![AttrPath::attr("aws").then("instance_type")]
+        );
+        assert_eq!(
+            replaced(
+                &prior,
+                &Value::object([("name", Value::String("shop".into()))])
+            ),
+            vec![AttrPath::attr("aws")],
+            "leaving aws (for another driver) replaces the cluster"
+        );
     }
 }

@@ -151,3 +151,29 @@ pub fn recorded(state: &ClusterState) -> NodesAndEndpoints {
         Attr::Known(endpoints.collect()),
     )
 }
+
+/// `planned` for an apply that replaces the machines of `hosts` (a host roll): their nodes
+/// rejoin empty, with new ids, on machines with new addresses, so both are known after apply.
+pub fn on_new_machines(
+    hosts: &std::collections::BTreeSet<String>,
+    (nodes, endpoints): NodesAndEndpoints,
+) -> NodesAndEndpoints {
+    if hosts.is_empty() {
+        return (nodes, endpoints);
+    }
+    let nodes = match nodes {
+        Attr::Known(list) => Attr::Known(
+            list.into_iter()
+                .map(|mut n| {
+                    if n.host.value().is_some_and(|h| hosts.contains(h)) {
+                        n.id = Attr::Unknown;
+                        n.address = Attr::Unknown;
+                    }
+                    n
+                })
+                .collect(),
+        ),
+        other => other,
+    };
+    (nodes, Attr::Unknown)
+}

@@ -91,6 +91,7 @@ pub(super) async fn plan(
             &open,
         ));
     }
+    let mut replacing = std::collections::BTreeSet::new();
     if !creating {
         diagnostics.extend(engine_change(&op, &current).await?);
         diagnostics.extend(super::tls::plan_change(
@@ -98,6 +99,9 @@ pub(super) async fn plan(
             args.tls,
         )?);
         diagnostics.extend(super::tls::plan_certs(&op, &current));
+        let (said, hosts) = host_change(&op, &current).await?;
+        diagnostics.extend(said);
+        replacing = hosts;
     }
     if creating {
         // A damaged or mismatched backup is refused here, before anything starts.
@@ -127,8 +131,10 @@ pub(super) async fn plan(
         Some(p) if !a.replacing => p.nodes.value().map_or(&[][..], Vec::as_slice),
         _ => &[],
     };
-    let (nodes, endpoints) =
-        nodes::planned(&request, &planned.placement, &current, prior_nodes, &driver);
+    let (nodes, endpoints) = nodes::on_new_machines(
+        &replacing,
+        nodes::planned(&request, &planned.placement, &current, prior_nodes, &driver),
+    );
     // While slots are half-moved, who serves them settles as the cluster gossips (and as
     // apply finishes them), so the slot layout is only known after apply: a value planned
     // now could differ from Terraform's second plan at apply time.
@@ -211,4 +217,44 @@ async fn engine_change(
     )
     .at(path)
     .into())
+}
+
+/// What a host roll would do (aws: instances on another AMI or package than `aws` says now):
+/// a warning naming each instance's current and target image, with the hosts it replaces, or
+/// an error at `aws.ami` when replacing them one at a time would take a shard down.
+async fn host_change(
+    op: &redisha_cluster::Operator<'_>,
+    current: &redisha_cluster::ClusterState,
+) -> Result<(Diagnostics, std::collections::BTreeSet<String>), Diagnostics> {
+    let change = op
+        .host_change(current)
+        .await
+        .map_err(|e| Diagnostics::from(cluster_error("Cannot read what the hosts run", e)))?;
+    let hosts = change.hosts.iter().map(|h| h.host.clone()).collect();
+    if change.hosts.is_empty() {
+        return Ok((Diagnostics::new(), hosts));
+    }
+    let path = AttrPath::attr("aws").then("ami");
+    if let Some(why) = &change.refusal {
+        return Err(Diagnostic::error(
+            "The instances cannot be replaced",
+            format!("{why}. Nothing was changed."),
+        )
+        .at(path)
+        .into());
+    }
+    let lines: Vec<String> = change
+        .hosts
+        .iter()
+        .map(|h| format!("{}: {} -> {}", h.host, h.running, h.target))
+        .collect();
+    let said = Diagnostic::warning(
+        format!("Apply replaces {} instance(s), one at a time", lines.len()),
+        format!(
+            "instances holding only replicas first; each master on an instance first fails over to a replica on another instance, then the instance is terminated and launched again with the same nodes, which resynchronise before the next; planned roles are restored:\n{}",
+            lines.join("\n")
+        ),
+    )
+    .at(path);
+    Ok((said.into(), hosts))
 }

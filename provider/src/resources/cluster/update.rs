@@ -78,6 +78,14 @@ async fn converge(
     op.roll_engine(state)
         .await
         .map_err(|e| Diagnostics::from(cluster_error("Changing the engine failed", e)))?;
+    // A new AMI or engine package (aws): instances replaced one at a time.
+    let replaced = op
+        .roll_hosts(request, state)
+        .await
+        .map_err(|e| Diagnostics::from(cluster_error("Replacing the instances failed", e)))?;
+    if !replaced.is_empty() {
+        info!(cluster = %args.name, hosts = ?replaced, "replaced onto the new image");
+    }
     if op.config() != &args.node_config {
         op.reconfigure(state, args.node_config.clone())
             .await

@@ -4,9 +4,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use redisha_cluster::conn::{Conns, Target};
 use redisha_cluster::Cancel;
 
-use crate::error::Result;
+use crate::error::{DrillError, Result};
 use crate::failure::Action;
 use crate::nft::{self, Cut};
 use crate::procs::{NodeProcess, Stopped};
@@ -47,6 +48,31 @@ pub fn split_addresses<'a>(
     }
     rest.retain(|a| !side.contains(a));
     (side, rest)
+}
+
+/// A partition's rules name host addresses: every node (a `Target`, its host's address) must
+/// send from its own (the local driver sets `bind-source-addr`; nodes started before it did
+/// send from 127.0.0.1, which no rule can tell apart).
+pub async fn check_sends_from_own_address(
+    conns: &Conns,
+    nodes: impl Iterator<Item = (Target, String)>,
+) -> Result<()> {
+    for (target, ip) in nodes {
+        let reply: Vec<String> = conns
+            .query(
+                &target,
+                redis::cmd("CONFIG").arg("GET").arg("bind-source-addr"),
+                "CONFIG GET",
+            )
+            .await?;
+        if reply.get(1) != Some(&ip) {
+            return Err(DrillError::Partition(format!(
+                "node {} sends from the kernel's default address, not {ip}: restart it with a redisha whose local driver sets bind-source-addr",
+                target.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Puts `action` in force on `processes` (crash, hang) or between the sides (partition).

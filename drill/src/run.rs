@@ -10,7 +10,7 @@ use redisha_planner::{migrate, plan, Request, Role};
 
 use crate::error::{DrillError, Result};
 use crate::failure::{hit_nodes, prediction, Action, Failure};
-use crate::inject::{inject, split_addresses, wait_window, CutSides};
+use crate::inject::{check_sends_from_own_address, inject, split_addresses, wait_window, CutSides};
 use crate::load::{plan_load, verify, Traffic};
 use crate::report::{DrillReport, Restore};
 use crate::score::{disagreements, predicted, score, Window};
@@ -207,22 +207,14 @@ async fn check_source_addresses(op: &Operator<'_>, state: &ClusterState) -> Resu
         Duration::from_secs(2),
         Duration::from_secs(2),
     );
-    for n in &state.nodes {
-        let reply: Vec<String> = conns
-            .query(
-                &n.target(),
-                redis::cmd("CONFIG").arg("GET").arg("bind-source-addr"),
-                "CONFIG GET",
-            )
-            .await?;
-        if reply.get(1) != Some(&n.handle.ip) {
-            return Err(DrillError::Partition(format!(
-                "node {} sends from the kernel's default address, not {}: restart its nodes with a redisha whose local driver sets bind-source-addr",
-                n.name, n.handle.ip
-            )));
-        }
-    }
-    Ok(())
+    check_sends_from_own_address(
+        &conns,
+        state
+            .nodes
+            .iter()
+            .map(|n| (n.target(), n.handle.ip.clone())),
+    )
+    .await
 }
 
 /// What differs from the planned layout: down nodes, roles, slots, replicas of the wrong

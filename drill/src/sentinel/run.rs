@@ -16,7 +16,7 @@ use super::client::{self, pick, DataNodes, Sentinels, Writer};
 use super::report::{IsolatedPrimary, SentinelDrillReport, SentinelVerdict};
 use crate::error::{DrillError, Result};
 use crate::failure::{cut_zones, Action, Failure, Scope};
-use crate::inject::{inject, split_addresses, wait_window, CutSides};
+use crate::inject::{check_sends_from_own_address, inject, split_addresses, wait_window, CutSides};
 use crate::load::{Event, Traffic};
 use crate::report::Restore;
 use crate::run::{unix_ms_now, DrillOptions};
@@ -450,21 +450,11 @@ async fn check_source_addresses(sop: &SentinelOperator<'_>, state: &SentinelStat
         Duration::from_secs(2),
         Duration::from_secs(2),
     );
-    for m in &state.data {
-        let reply: Vec<String> = conns
-            .query(
-                &m.target(),
-                redis::cmd("CONFIG").arg("GET").arg("bind-source-addr"),
-                "CONFIG GET",
-            )
-            .await?;
-        if reply.get(1) != Some(&m.handle.ip) {
-            return Err(DrillError::Partition(format!(
-                "data node {} sends from the kernel's default address, not {}: restart it with a redisha whose local driver sets bind-source-addr",
-                m.handle.name, m.handle.ip
-            )));
-        }
-    }
+    check_sends_from_own_address(
+        &conns,
+        state.data.iter().map(|m| (m.target(), m.handle.ip.clone())),
+    )
+    .await?;
     // Sentinels name their links `sentinel-<id>-cmd` / `-pubsub`: the primary sees where
     // they come from.
     let sentinel_ips: Vec<&str> = state

@@ -19,9 +19,7 @@ use redisha_cluster::{
 use redisha_drill::{
     default_window, render_text, run, Action, DrillOptions, DrillReport, Failure, Scope,
 };
-use redisha_planner::{
-    plan, ClusterSpec, HostSpec, PartitionSpec, Request, Role, Spread, ZoneSpec,
-};
+use redisha_planner::{plan, ClusterSpec, PartitionSpec, Request, Role, Spread};
 
 const NODE_TIMEOUT_MS: u64 = 1000;
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -35,19 +33,7 @@ fn request() -> Request {
             node_memory_mb: 64,
             spread: Spread::Zone,
         },
-        zones: (1..=3)
-            .map(|z| ZoneSpec {
-                name: format!("zone-{z}"),
-                hosts: (1..=2)
-                    .map(|h| HostSpec {
-                        name: format!("host-{z}-{h}"),
-                        memory_mb: 1024,
-                        max_nodes: 2,
-                        rack: None,
-                    })
-                    .collect(),
-            })
-            .collect(),
+        zones: common::zones(3, 2, 2, |z, h| format!("host-{z}-{h}")),
         // Zones 2 and 3 on one side: cutting it off leaves zone 1 alone, without a majority.
         partitions: vec![PartitionSpec {
             name: "west".into(),

@@ -5,6 +5,8 @@
 //! planned layout. One drill at a time; each on its own loopback octet (127.214-217), data
 //! ports 9500+ and sentinels 9600+.
 
+mod common;
+
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -15,7 +17,7 @@ use redisha_drill::sentinel::{
     render_text, run_sentinel, sentinel_window, SentinelDeployment, SentinelDrillReport,
 };
 use redisha_drill::{Action, DrillOptions, Failure, Scope};
-use redisha_planner::{plan, ClusterSpec, HostSpec, Request, SentinelSpec, Spread, ZoneSpec};
+use redisha_planner::{plan, ClusterSpec, Request, SentinelSpec, Spread};
 
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
@@ -28,19 +30,7 @@ fn request() -> Request {
             node_memory_mb: 256,
             spread: Spread::Zone,
         },
-        zones: (1..=3)
-            .map(|z| ZoneSpec {
-                name: format!("zone-{z}"),
-                hosts: (1..=2)
-                    .map(|h| HostSpec {
-                        name: format!("z{z}h{h}"),
-                        memory_mb: 1024,
-                        max_nodes: 1,
-                        rack: None,
-                    })
-                    .collect(),
-            })
-            .collect(),
+        zones: common::zones(3, 2, 1, |z, h| format!("z{z}h{h}")),
         partitions: Vec::new(),
         sentinel: Some(SentinelSpec::default()),
     }

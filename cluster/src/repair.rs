@@ -587,14 +587,34 @@ impl Operator<'_> {
         let deadline = tokio::time::Instant::now() + self.options.timeout;
         loop {
             info!(node = %node.name, from = %master.name, "failing over");
-            let _: redis::Value = self
+            let asked: Result<redis::Value> = self
                 .conns
                 .query(
                     &t,
                     redis::cmd("CLUSTER").arg("FAILOVER"),
                     "CLUSTER FAILOVER",
                 )
-                .await?;
+                .await;
+            match asked {
+                Ok(_) => {}
+                // The replica refuses while its cluster-bus link to the master is not made
+                // (yet, or again: a restarted node's links are made anew, and one can drop
+                // right after the check above). Nothing changed: ask again once it is.
+                Err(e)
+                    if e.to_string().contains("Master is down or failed")
+                        && tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::debug!(node = %node.name, error = %e, "replica not linked to its master yet; asking again");
+                    tokio::time::sleep(
+                        self.options
+                            .poll_interval
+                            .max(std::time::Duration::from_millis(50)),
+                    )
+                    .await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
             // Redis gives a manual failover 5 s; ask again if it timed out.
             let attempt_end = tokio::time::Instant::now() + std::time::Duration::from_secs(6);
             while tokio::time::Instant::now() < attempt_end {

@@ -585,6 +585,12 @@ impl Operator<'_> {
         )
         .await?;
         let deadline = tokio::time::Instant::now() + self.options.timeout;
+        // How long a refusal for a missing bus link is waited out: a link is made again within
+        // a second or two; a master that really went down meanwhile is an error, not a wait
+        // for the whole operation's deadline.
+        let link_deadline = (tokio::time::Instant::now()
+            + std::time::Duration::from_secs(RECENT_RESTART_SECS))
+        .min(deadline);
         loop {
             info!(node = %node.name, from = %master.name, "failing over");
             let asked: Result<redis::Value> = self
@@ -599,10 +605,10 @@ impl Operator<'_> {
                 Ok(_) => {}
                 // The replica refuses while its cluster-bus link to the master is not made
                 // (yet, or again: a restarted node's links are made anew, and one can drop
-                // right after the check above). Nothing changed: ask again once it is.
+                // right after the check above). Nothing changed: ask again, for a bounded time.
                 Err(e)
                     if e.to_string().contains("Master is down or failed")
-                        && tokio::time::Instant::now() < deadline =>
+                        && tokio::time::Instant::now() < link_deadline =>
                 {
                     tracing::debug!(node = %node.name, error = %e, "replica not linked to its master yet; asking again");
                     tokio::time::sleep(

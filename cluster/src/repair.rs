@@ -370,14 +370,24 @@ impl Operator<'_> {
         peers: &[ClusterNode],
     ) -> Result<()> {
         let t = replica.target();
-        let _: redis::Value = self
+        let asked: Result<redis::Value> = self
             .conns
             .query(
                 &t,
                 redis::cmd("CLUSTER").arg("FAILOVER").arg("TAKEOVER"),
                 "CLUSTER FAILOVER TAKEOVER",
             )
-            .await?;
+            .await;
+        match asked {
+            Ok(_) => {}
+            // The cluster's own failover can promote the replica between the observation and
+            // this request (the master's node timeout runs out meanwhile). It is then a master
+            // already; the wait below still proves it owns the dead master's slots.
+            Err(e) if e.to_string().contains("send CLUSTER FAILOVER to a replica") => {
+                info!(node = %replica.name, "the replica was promoted by the cluster itself meanwhile");
+            }
+            Err(e) => return Err(e),
+        }
         self.poll(&format!("{} to take over", replica.name), || {
             let t = &t;
             async move {

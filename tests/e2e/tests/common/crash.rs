@@ -265,6 +265,7 @@ pub fn run_killed_at(mut cmd: std::process::Command, log: &Path, kill: Kill) -> 
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    super::in_own_process_group(&mut cmd);
     let mut child = cmd.spawn().expect("spawn terraform");
     let stdout = drain(child.stdout.take().expect("stdout pipe"));
     let stderr = drain(child.stderr.take().expect("stderr pipe"));
@@ -302,8 +303,7 @@ pub fn run_killed_at(mut cmd: std::process::Command, log: &Path, kill: Kill) -> 
             break Some(status);
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
+            super::kill_process_group(&mut child);
             break None;
         }
         // Tight: every millisecond is the provider running past the checkpoint.
@@ -892,14 +892,14 @@ fn run_quietly(mut cmd: std::process::Command, timeout: Duration) {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    super::in_own_process_group(&mut cmd);
     let Ok(mut child) = cmd.spawn() else {
         return;
     };
     let deadline = Instant::now() + timeout;
     while let Ok(None) = child.try_wait() {
         if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
+            super::kill_process_group(&mut child);
             return;
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -115,11 +115,35 @@ impl TfOutput {
     }
 }
 
-/// Runs `cmd` to completion or kills it (by its pid) after `timeout`.
+/// Makes `cmd` start a process group of its own (its id is the child's pid), so that
+/// [`kill_process_group`] can end it together with what it started.
+///
+/// Why: killing a timed-out terraform alone orphans the provider it started, which inherits
+/// (and keeps) the shared e2e lock and blocks every later test run. Nodes the provider starts
+/// are daemons in sessions of their own, outside the group; the tests' cleanup ends them.
+pub fn in_own_process_group(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0);
+}
+
+/// SIGKILLs the process group `child` leads (see [`in_own_process_group`]) by its id, then
+/// reaps the child.
+pub fn kill_process_group(child: &mut std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Runs `cmd` to completion or kills it, with what it started, after `timeout`.
 pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> TfOutput {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    in_own_process_group(&mut cmd);
     let mut child = cmd.spawn().expect("spawn command");
     // Drain both pipes in threads so a chatty command cannot block on a full pipe.
     let mut out = child.stdout.take().expect("stdout pipe");
@@ -140,8 +164,7 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> TfOutput {
             break Some(status);
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_process_group(&mut child);
             break None;
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -352,8 +352,12 @@ impl Scenario {
         (launched, created)
     }
 
-    /// How many commands the runner ran whose comment contains `what` (e.g. "start node").
+    /// How many commands the runner ran whose comment contains `what` (e.g. "start node"),
+    /// once every command sent so far has run: moto reports a command done at once, and a
+    /// node can answer before the script that started it has finished, so an uncounted start
+    /// would be counted later, as if a later step had sent it.
     fn ran_count(&self, what: &str) -> usize {
+        self.runner.settle(self.moto.port, Duration::from_secs(60));
         self.runner
             .ran()
             .iter()

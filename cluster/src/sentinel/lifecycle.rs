@@ -179,7 +179,7 @@ impl SentinelOperator<'_> {
     }
 
     /// Starts processes on their (provisioned) hosts, all at once.
-    async fn launch_all(
+    pub(super) async fn launch_all(
         &self,
         state: &SentinelState,
         launches: Vec<Launch>,
@@ -446,11 +446,11 @@ impl SentinelOperator<'_> {
 }
 
 /// A process to start: where, under which plan, as what.
-struct Launch {
-    host: String,
-    zone: String,
-    plan: NodePlan,
-    kind: crate::driver::ProcessKind,
+pub(super) struct Launch {
+    pub(super) host: String,
+    pub(super) zone: String,
+    pub(super) plan: NodePlan,
+    pub(super) kind: crate::driver::ProcessKind,
 }
 
 /// The member `handle` names gets it (after a restart: a new pid).

@@ -75,7 +75,7 @@ impl SentinelOperator<'_> {
         }
     }
 
-    async fn sentinel_view(&self, m: &Member) -> SentinelView {
+    pub(super) async fn sentinel_view(&self, m: &Member) -> SentinelView {
         let t = m.target();
         let name = &self.settings.master_name;
         let conns = &self.sentinel_conns;

@@ -206,9 +206,9 @@ impl SentinelOperator<'_> {
         join_all(jobs).await.into_iter().collect()
     }
 
-    /// Waits until every sentinel names the same primary and sees every replica and every
-    /// other sentinel (Sentinel discovers replicas from the primary and peers through hello
-    /// messages every 2 s).
+    /// Waits until every sentinel names the same primary, has finished any failover, and sees
+    /// every replica and every other sentinel (Sentinel discovers replicas from the primary
+    /// and peers through hello messages every 2 s).
     pub async fn wait_sentinels_agree(&self, state: &SentinelState) -> Result<()> {
         let replicas = state.data.len().saturating_sub(1);
         let peers = state.sentinels.len().saturating_sub(1);
@@ -228,6 +228,12 @@ impl SentinelOperator<'_> {
                             return Err(format!(
                                 "sentinel {} names {:?}, not {primary}",
                                 s.name, s.primary
+                            ));
+                        }
+                        if s.failing_over {
+                            return Err(format!(
+                                "sentinel {} is still finishing a failover (reconfiguring replicas)",
+                                s.name
                             ));
                         }
                         if s.replicas_seen < replicas || s.peers_seen < peers {
@@ -331,7 +337,7 @@ impl SentinelOperator<'_> {
             let _: redis::Value = self
                 .op
                 .conns
-                .query(
+                .query_idempotent(
                     &m.target(),
                     redis::cmd("CONFIG")
                         .arg("SET")
@@ -415,7 +421,7 @@ impl SentinelOperator<'_> {
             let _: redis::Value = self
                 .op
                 .conns
-                .query(
+                .query_idempotent(
                     &m.target(),
                     redis::cmd("CONFIG")
                         .arg("SET")

@@ -28,7 +28,7 @@ impl SentinelOperator<'_> {
         for m in &state.data {
             let t = m.target();
             let _: redis::Value = conns
-                .query(
+                .query_idempotent(
                     &t,
                     redis::cmd("ACL")
                         .arg("SETUSER")
@@ -38,7 +38,7 @@ impl SentinelOperator<'_> {
                 )
                 .await?;
             let _: redis::Value = conns
-                .query(
+                .query_idempotent(
                     &t,
                     redis::cmd("CONFIG")
                         .arg("SET")
@@ -70,7 +70,7 @@ impl SentinelOperator<'_> {
         let primary = view.primary.as_deref().and_then(crate::conn::split_address);
         for m in &state.data {
             let _: redis::Value = conns
-                .query(
+                .query_idempotent(
                     &m.target(),
                     redis::cmd("CONFIG")
                         .arg("SET")
@@ -149,7 +149,7 @@ impl SentinelOperator<'_> {
             .checkpoint("sentinel.rotate.sentinels_accept_both")?;
         for m in &state.sentinels {
             let _: redis::Value = conns
-                .query(
+                .query_idempotent(
                     &m.target(),
                     redis::cmd("SENTINEL")
                         .arg("CONFIG")
@@ -164,7 +164,7 @@ impl SentinelOperator<'_> {
         for m in &state.sentinels {
             let t = m.target();
             let _: redis::Value = conns
-                .query(
+                .query_idempotent(
                     &t,
                     redis::cmd("ACL")
                         .arg("SETUSER")
@@ -176,7 +176,7 @@ impl SentinelOperator<'_> {
                 )
                 .await?;
             let _: redis::Value = conns
-                .query(
+                .query_idempotent(
                     &t,
                     redis::cmd("SENTINEL").arg("FLUSHCONFIG"),
                     "SENTINEL FLUSHCONFIG",

@@ -18,6 +18,7 @@ pub use lifecycle::SentinelRepair;
 pub use observe::{DataView, SentinelObservation, SentinelView};
 pub use reshape::Reshape;
 
+use redisha_planner::{Node, Placement, Role, Sentinel};
 use serde::{Deserialize, Serialize};
 
 use crate::conn::{Conns, Target};
@@ -99,6 +100,41 @@ impl SentinelState {
     }
     pub fn data_node(&self, address: &str) -> Option<&Member> {
         self.data.iter().find(|m| m.address() == address)
+    }
+
+    /// The data nodes as the planner's placement: the planned primary as the master. What
+    /// runs is the previous placement of the next plan, and what a drill predicts from.
+    pub fn placement(&self) -> Placement {
+        Placement {
+            nodes: self
+                .data
+                .iter()
+                .map(|m| Node {
+                    name: m.handle.name.clone(),
+                    shard: 0,
+                    role: if m.planned_primary {
+                        Role::Master
+                    } else {
+                        Role::Replica
+                    },
+                    host: m.handle.host.clone(),
+                    zone: m.zone.clone(),
+                    slots: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The sentinels as the planner places them.
+    pub fn placed_sentinels(&self) -> Vec<Sentinel> {
+        self.sentinels
+            .iter()
+            .map(|m| Sentinel {
+                name: m.handle.name.clone(),
+                host: m.handle.host.clone(),
+                zone: m.zone.clone(),
+            })
+            .collect()
     }
 }
 

@@ -75,36 +75,9 @@ fn place(
     args: &SentinelArgs,
     running: Option<&SentinelState>,
 ) -> Result<planner::Plan, Diagnostics> {
-    let previous = running.map(|state| planner::Placement {
-        nodes: state
-            .data
-            .iter()
-            .map(|m| planner::Node {
-                name: m.handle.name.clone(),
-                shard: 0,
-                role: if m.planned_primary {
-                    planner::Role::Master
-                } else {
-                    planner::Role::Replica
-                },
-                host: m.handle.host.clone(),
-                zone: m.zone.clone(),
-                slots: Vec::new(),
-            })
-            .collect(),
-    });
-    let sentinels: Vec<planner::Sentinel> = running
-        .map(|state| {
-            state
-                .sentinels
-                .iter()
-                .map(|m| planner::Sentinel {
-                    name: m.handle.name.clone(),
-                    host: m.handle.host.clone(),
-                    zone: m.zone.clone(),
-                })
-                .collect()
-        })
+    let previous = running.map(SentinelState::placement);
+    let sentinels = running
+        .map(SentinelState::placed_sentinels)
         .unwrap_or_default();
     planner::plan_with_sentinels(&args.request, previous.as_ref(), &sentinels)
         .map_err(topology::plan_error_diags)

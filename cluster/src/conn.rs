@@ -272,6 +272,33 @@ impl Conns {
         self.settle(target, action, timeout, reply).await
     }
 
+    /// [`Conns::query`] for a command that may run twice (a read, `CONFIG SET`, `ACL
+    /// SETUSER`): when the cached connection turns out closed by the server, it runs once
+    /// more on a new one. Sentinel closes every normal client of a data node it reconfigures
+    /// (`CLIENT KILL TYPE normal` after `REPLICAOF`), so a connection cached before a
+    /// failover is dead after it; without the second try every such node would fail the
+    /// operation.
+    pub async fn query_idempotent<T: redis::FromRedisValue>(
+        &self,
+        target: &Target,
+        cmd: &redis::Cmd,
+        action: &str,
+    ) -> Result<T> {
+        let cached = self.cache.lock().await.contains_key(&target.address());
+        let mut con = self.get(target).await?;
+        let reply = tokio::time::timeout(self.response_timeout, cmd.query_async(&mut con)).await;
+        match reply {
+            Ok(Err(e)) if cached && (e.is_connection_dropped() || e.is_io_error()) => {
+                self.drop_conn(target).await;
+                self.query(target, cmd, action).await
+            }
+            other => {
+                self.settle(target, action, self.response_timeout, other)
+                    .await
+            }
+        }
+    }
+
     /// Runs a pipeline on a node (one round trip) within the default response timeout.
     pub async fn pipe<T: redis::FromRedisValue>(
         &self,
@@ -317,7 +344,7 @@ impl Conns {
 
     pub async fn info(&self, target: &Target, section: &str) -> Result<HashMap<String, String>> {
         let text: String = self
-            .query(target, redis::cmd("INFO").arg(section), "INFO")
+            .query_idempotent(target, redis::cmd("INFO").arg(section), "INFO")
             .await?;
         Ok(parse_info(&text))
     }

@@ -123,6 +123,10 @@ pub enum ProcessKind {
         /// rewritten keeps its identity: a new id would count as one more sentinel, and the
         /// majority a failover needs would grow.
         myid: String,
+        /// The sentinel's own password: clients and the other sentinels log in with it (the
+        /// `default` user's password, and `sentinel-pass` towards its peers). Never serialized.
+        #[serde(skip)]
+        password: Option<Password>,
     },
 }
 

@@ -473,7 +473,7 @@ impl LocalDriver {
     }
 
     /// A sentinel: where it listens and what it watches, with the data nodes' password as
-    /// `auth-pass` (the file is 0600).
+    /// `auth-pass` and its own password (the file is 0600).
     fn render_sentinel(
         &self,
         handle: &NodeHandle,
@@ -488,6 +488,7 @@ impl LocalDriver {
             down_after_ms,
             failover_timeout_ms,
             myid,
+            password,
         } = kind
         else {
             return String::new();
@@ -524,6 +525,16 @@ impl LocalDriver {
         if let Some(p) = &shared.password {
             text.push_str(&format!(
                 "sentinel auth-pass {master_name} {}\n",
+                quote_conf(p.expose())
+            ));
+        }
+        // Its own password, as the default user's (ACL, so a rotation can hold two at once;
+        // Sentinel's first config rewrite replaces it by its SHA-256), and the one it sends
+        // to its peers.
+        if let Some(p) = password {
+            text.push_str(&format!(
+                "user default on {} ~* &* +@all\nsentinel sentinel-pass {}\n",
+                quote_conf(&format!(">{}", p.expose())),
                 quote_conf(p.expose())
             ));
         }

@@ -73,6 +73,26 @@ async fn client(
         .await
 }
 
+/// `SENTINEL FAILOVER` sent to a sentinel with `password` (none: unauthenticated); the
+/// error text when refused.
+async fn sentinel_failover(address: &str, password: Option<&str>) -> Result<(), String> {
+    let url = match password {
+        Some(p) => format!("redis://:{p}@{address}/"),
+        None => format!("redis://{address}/"),
+    };
+    let mut con = redis::Client::open(url)
+        .map_err(|e| e.to_string())?
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(|e| e.to_string())?;
+    redis::cmd("SENTINEL")
+        .arg("FAILOVER")
+        .arg("orders")
+        .query_async::<()>(&mut con)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
@@ -110,6 +130,16 @@ async fn sentinel_mode_fails_over_a_lost_zone_repairs_restores_and_rotates() {
         .sentinels
         .iter()
         .all(|s| s.up && s.replicas_seen == 2 && s.peers_seen == 2));
+    // The sentinels have a password (the data nodes' one unless told otherwise): no one
+    // without it reconfigures them.
+    for m in &state.sentinels {
+        let refused = sentinel_failover(&m.address(), None).await;
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains("NOAUTH")),
+            "{} takes SENTINEL FAILOVER without a password: {refused:?}",
+            m.handle.name
+        );
+    }
 
     // Writes acknowledged by a replica (WAIT 1) before the primary's zone goes.
     let mut con = client(&planned.address(), "first-Secret-1")
@@ -222,10 +252,15 @@ async fn sentinel_mode_fails_over_a_lost_zone_repairs_restores_and_rotates() {
     // Password rotation: the new one works everywhere, the old one nowhere, and Sentinel still
     // logs in (it names the primary and sees both replicas).
     let op = Operator::with_options(&fx.driver, config("second-Secret-2"), common::options());
-    let mut sop = SentinelOperator::new(op, settings(), "00000000000000aa");
+    let mut sop = SentinelOperator::new(op, settings(), "00000000000000aa")
+        .with_sentinel_password(Some(Password::new("sentinel-Secret-3")));
+    sop.also_accept_on_sentinels([Some(Password::new("first-Secret-1"))]);
     sop.rotate_password(&state, Some(Password::new("first-Secret-1")))
         .await
         .expect("rotate");
+    sop.rotate_sentinel_password(&state)
+        .await
+        .expect("rotate the sentinels' password");
     for m in &state.data {
         assert!(
             client(&m.address(), "second-Secret-2").await.is_ok(),
@@ -251,9 +286,17 @@ async fn sentinel_mode_fails_over_a_lost_zone_repairs_restores_and_rotates() {
         let conf = std::fs::read_to_string(m.handle.config_file.as_ref().unwrap()).unwrap();
         assert!(
             !conf.contains("first-Secret-1"),
-            "{} keeps the old auth-pass",
+            "{} keeps the old auth-pass or password",
             m.handle.name
         );
+        for old in [None, Some("first-Secret-1"), Some("second-Secret-2")] {
+            let refused = sentinel_failover(&m.address(), old).await;
+            assert!(
+                refused.is_err(),
+                "{} takes SENTINEL FAILOVER with {old:?}",
+                m.handle.name
+            );
+        }
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(m.handle.config_file.as_ref().unwrap())
                 .unwrap()
@@ -266,6 +309,34 @@ async fn sentinel_mode_fails_over_a_lost_zone_repairs_restores_and_rotates() {
             m.handle.name
         );
     }
+
+    // The sentinels still reach each other: restarted from the files the rotation left
+    // (so every link between them logs in again, with the new password), they elect a leader
+    // and fail over a killed primary.
+    for m in &state.sentinels {
+        fx.driver
+            .stop_node(&m.handle)
+            .await
+            .expect("stop a sentinel");
+    }
+    let restarted = sop.repair(&mut state).await.expect("restart the sentinels");
+    assert_eq!(restarted.actions.len(), 3, "{:?}", restarted.actions);
+    let ProcessState::Running { pid: Some(pid) } =
+        fx.driver.inspect_node(&planned.handle).await.unwrap()
+    else {
+        panic!("the primary is not running");
+    };
+    // SAFETY-free: kill(2) on a pid we started and just checked runs our config file.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    wait_for(
+        "the sentinels to fail over after the rotation",
+        Duration::from_secs(40),
+        || async {
+            let v = sop.observe(&state).await;
+            v.primary.filter(|p| *p != planned.address())
+        },
+    )
+    .await;
 
     // Destroy: every process gone (by pid), every directory removed.
     let handles: Vec<_> = state

@@ -1,7 +1,9 @@
-//! The cluster a drill runs against, read from Terraform: a working directory (its
-//! `terraform.tfstate`) or a state file. The state names the cluster (`name`, `cluster_id`), its
-//! request (shards, replicas, zones, partitions), its driver settings and `redis_config`. The
-//! password never comes from the state or argv: from an environment variable only.
+//! The deployment a drill runs against, read from Terraform: a working directory (its
+//! `terraform.tfstate`) or a state file. A `redisha_cluster` is a [`Target`]; a
+//! `redisha_sentinel` a [`SentinelTarget`](crate::sentinel::SentinelTarget); [`read_any`]
+//! takes whichever the state holds. The state names the deployment (`name`, `cluster_id`), its
+//! request (shards, replicas, zones, partitions), its driver settings and `redis_config`.
+//! Passwords never come from the state or argv: from environment variables only.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,29 +40,11 @@ impl Target {
     /// Reads `path` (a Terraform working directory or a state file). `resource` picks one of
     /// several `redisha_cluster` resources by name.
     pub fn read(path: &Path, resource: Option<&str>, password: Option<Password>) -> Result<Self> {
-        let state_file = if path.is_dir() {
-            path.join("terraform.tfstate")
-        } else {
-            path.to_path_buf()
-        };
-        let bad = |reason: String| DrillError::Target {
-            path: state_file.clone(),
-            reason,
-        };
-        let text = std::fs::read_to_string(&state_file)
-            .map_err(|e| bad(format!("cannot read it ({e}); run the drill in a Terraform working directory after `terraform apply`, or name the state file")))?;
-        let doc: Value = serde_json::from_str(&text)
-            .map_err(|e| bad(format!("not a Terraform state (JSON: {e})")))?;
-        let working_dir = state_file
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        parse_state(&doc, resource, &working_dir, password)
-            .map(|t| Target {
-                state_file: state_file.clone(),
-                ..t
-            })
-            .map_err(bad)
+        let state = StateFile::read(path)?;
+        let res = state
+            .select(&["redisha_cluster"], resource)
+            .map_err(|r| state.bad(r))?;
+        state.cluster(res, password)
     }
 
     /// The local driver of this cluster and its state, rebuilt the way the provider rebuilds
@@ -113,44 +97,152 @@ pub fn password_from_env(var: &str) -> Option<Password> {
         .map(Password::new)
 }
 
-fn parse_state(
-    doc: &Value,
+/// A read state file: where it is, its document, and the directory relative paths in it
+/// (a `data_dir`) are relative to, where Terraform ran.
+pub(crate) struct StateFile {
+    pub path: PathBuf,
+    pub doc: Value,
+    pub working_dir: PathBuf,
+}
+
+/// What the state holds: a cluster or a sentinel-mode deployment.
+pub enum AnyTarget {
+    Cluster(Target),
+    Sentinel(crate::sentinel::SentinelTarget),
+}
+
+/// The `redisha_cluster` or `redisha_sentinel` of the state at `path` (`resource` picks one
+/// by name or address when there are several). `password`: the data nodes';
+/// `sentinel_password`: the sentinels' when the deployment gives them their own.
+pub fn read_any(
+    path: &Path,
     resource: Option<&str>,
+    password: Option<Password>,
+    sentinel_password: Option<Password>,
+) -> Result<AnyTarget> {
+    let state = StateFile::read(path)?;
+    let res = state
+        .select(&["redisha_cluster", "redisha_sentinel"], resource)
+        .map_err(|r| state.bad(r))?;
+    if res["type"] == "redisha_sentinel" {
+        crate::sentinel::SentinelTarget::parse(&state, res, password, sentinel_password)
+            .map(AnyTarget::Sentinel)
+    } else {
+        state.cluster(res, password).map(AnyTarget::Cluster)
+    }
+}
+
+impl StateFile {
+    pub(crate) fn read(path: &Path) -> Result<Self> {
+        let state_file = if path.is_dir() {
+            path.join("terraform.tfstate")
+        } else {
+            path.to_path_buf()
+        };
+        // Absolute, so that the data_dir under it is too: a node's process title names its
+        // config file by absolute path, and only a pid whose title names it is ours (the
+        // default `--target .` would otherwise find no node running).
+        let state_file = std::path::absolute(&state_file).unwrap_or(state_file);
+        let bad = |reason: String| DrillError::Target {
+            path: state_file.clone(),
+            reason,
+        };
+        let text = std::fs::read_to_string(&state_file)
+            .map_err(|e| bad(format!("cannot read it ({e}); run the drill in a Terraform working directory after `terraform apply`, or name the state file")))?;
+        let doc: Value = serde_json::from_str(&text)
+            .map_err(|e| bad(format!("not a Terraform state (JSON: {e})")))?;
+        let working_dir = state_file
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        Ok(StateFile {
+            path: state_file,
+            doc,
+            working_dir,
+        })
+    }
+
+    pub(crate) fn bad(&self, reason: String) -> DrillError {
+        DrillError::Target {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+
+    /// The one managed resource of one of `types` (named `resource`, or at that address).
+    pub(crate) fn select(
+        &self,
+        types: &[&str],
+        resource: Option<&str>,
+    ) -> std::result::Result<&Value, String> {
+        let resources = self.doc["resources"]
+            .as_array()
+            .ok_or("no `resources` in the state: not a Terraform state of format 4")?;
+        let address = |r: &Value| {
+            format!(
+                "{}.{}",
+                r["type"].as_str().unwrap_or("?"),
+                r["name"].as_str().unwrap_or("?")
+            )
+        };
+        let found: Vec<&Value> = resources
+            .iter()
+            .filter(|r| r["mode"] == "managed")
+            .filter(|r| types.iter().any(|t| r["type"] == *t))
+            .filter(|r| resource.is_none_or(|want| r["name"] == want || address(r) == want))
+            .collect();
+        let kinds = types.join(" or ");
+        match found.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(match resource {
+                Some(r) if r.contains('.') => format!("no {r} in the state"),
+                Some(r) => {
+                    let at: Vec<String> = types.iter().map(|t| format!("{t}.{r}")).collect();
+                    format!("no {} in the state", at.join(" or "))
+                }
+                None => format!("no {kinds} resource in the state"),
+            }),
+            _ => {
+                let names: Vec<String> = found.iter().map(|r| address(r)).collect();
+                Err(format!(
+                    "several deployments ({}); choose one with --resource",
+                    names.join(", ")
+                ))
+            }
+        }
+    }
+
+    /// The attributes of `res`'s one instance, and its address.
+    pub(crate) fn instance<'v>(&self, res: &'v Value) -> Result<(&'v Value, String)> {
+        let address = format!(
+            "{}.{}",
+            res["type"].as_str().unwrap_or("?"),
+            res["name"].as_str().unwrap_or("?")
+        );
+        let attrs = &res["instances"][0]["attributes"];
+        if attrs.is_null() {
+            return Err(self.bad(format!("{address} has no instance in the state")));
+        }
+        Ok((attrs, address))
+    }
+
+    fn cluster(&self, res: &Value, password: Option<Password>) -> Result<Target> {
+        let (attrs, address) = self.instance(res)?;
+        parse_cluster(attrs, address, &self.working_dir, password)
+            .map(|t| Target {
+                state_file: self.path.clone(),
+                ..t
+            })
+            .map_err(|r| self.bad(r))
+    }
+}
+
+fn parse_cluster(
+    attrs: &Value,
+    address: String,
     working_dir: &Path,
     password: Option<Password>,
 ) -> std::result::Result<Target, String> {
-    let resources = doc["resources"]
-        .as_array()
-        .ok_or("no `resources` in the state: not a Terraform state of format 4")?;
-    let clusters: Vec<&Value> = resources
-        .iter()
-        .filter(|r| r["type"] == "redisha_cluster" && r["mode"] == "managed")
-        .filter(|r| resource.is_none_or(|want| r["name"] == want))
-        .collect();
-    let res = match clusters.as_slice() {
-        [one] => *one,
-        [] if resources.iter().any(|r| r["type"] == "redisha_sentinel") => {
-            return Err("the state holds a redisha_sentinel: sentinel-mode drills run through the library (redisha_drill::sentinel, drill/tests/sentinel_drills.rs), not this command yet".into())
-        }
-        [] => {
-            return Err(match resource {
-                Some(r) => format!("no redisha_cluster.{r} in the state"),
-                None => "no redisha_cluster resource in the state".into(),
-            })
-        }
-        _ => {
-            let names: Vec<&str> = clusters.iter().filter_map(|r| r["name"].as_str()).collect();
-            return Err(format!(
-                "several redisha_cluster resources ({}); choose one with --resource",
-                names.join(", ")
-            ));
-        }
-    };
-    let address = format!("redisha_cluster.{}", res["name"].as_str().unwrap_or("?"));
-    let attrs = &res["instances"][0]["attributes"];
-    if attrs.is_null() {
-        return Err(format!("{address} has no instance in the state"));
-    }
     let text = |key: &str| attrs[key].as_str().map(str::to_string);
     let name = text("name").ok_or(format!("{address}: no `name`"))?;
     let cluster_id = text("cluster_id").ok_or(format!("{address}: no `cluster_id`"))?;
@@ -159,46 +251,19 @@ fn parse_state(
             "{address} uses the aws driver; drills run on the local driver only (aws StopInstances drills are not built yet)"
         ));
     }
-    let local = single(&attrs["local"]);
-    let data_dir = match local["data_dir"].as_str() {
-        Some(d) => working_dir.join(d),
-        // The provider's default: `.redisha/<name>` under Terraform's working directory.
-        None => working_dir.join(".redisha").join(&name),
-    };
-    let local = LocalConfig {
-        data_dir,
-        base_port: number(&local["base_port"]).unwrap_or(7000) as u16,
-        loopback_octet: number(&local["loopback_octet"]).unwrap_or(0) as u8,
-        redis_server: local["redis_server"]
-            .as_str()
-            .unwrap_or("redis-server")
-            .to_string(),
-        // Nodes the drill restarts get their exporter back, as the provider would start it.
-        exporter: exporter_of(&attrs["metrics"]),
-    };
+    let mut local = local_of(attrs, working_dir, &name);
+    // Nodes the drill restarts get their exporter back, as the provider would start it.
+    local.exporter = exporter_of(&attrs["metrics"]);
     if !attrs["password"].is_null() && password.is_none() {
         return Err(format!(
             "{address} has a password: export it in {PASSWORD_ENV} (never on the command line)"
         ));
     }
-    let given: BTreeMap<String, String> = attrs["redis_config"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default();
-    let redis_config = with_persistence(attrs, given).map_err(|e| format!("{address}: {e}"))?;
-    let request = request_of(attrs).map_err(|e| format!("{address}: {e}"))?;
-    let nodes = attrs["nodes"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|n| n["name"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
+    let redis_config =
+        with_persistence(attrs, redis_config_of(attrs)).map_err(|e| format!("{address}: {e}"))?;
+    let request =
+        request_of(attrs, need(attrs, "shards")? as u32).map_err(|e| format!("{address}: {e}"))?;
+    let nodes = node_names(attrs);
     Ok(Target {
         state_file: PathBuf::new(),
         address,
@@ -243,21 +308,72 @@ fn with_persistence(
         .map_err(|e| e.to_string())
 }
 
+/// The `local { }` block (without exporters): a relative `data_dir` is relative to the
+/// working directory, the provider's defaults where the block leaves a setting out.
+pub(crate) fn local_of(attrs: &Value, working_dir: &Path, name: &str) -> LocalConfig {
+    let local = single(&attrs["local"]);
+    let data_dir = match local["data_dir"].as_str() {
+        Some(d) => working_dir.join(d),
+        // The provider's default: `.redisha/<name>` under Terraform's working directory.
+        None => working_dir.join(".redisha").join(name),
+    };
+    LocalConfig {
+        data_dir,
+        base_port: number(&local["base_port"]).unwrap_or(7000) as u16,
+        loopback_octet: number(&local["loopback_octet"]).unwrap_or(0) as u8,
+        redis_server: local["redis_server"]
+            .as_str()
+            .unwrap_or("redis-server")
+            .to_string(),
+        exporter: None,
+    }
+}
+
+/// `redis_config` as written.
+pub(crate) fn redis_config_of(attrs: &Value) -> BTreeMap<String, String> {
+    attrs["redis_config"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The processes' names as Terraform last saw them (`nodes`).
+pub(crate) fn node_names(attrs: &Value) -> Vec<String> {
+    attrs["nodes"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// A nested block stored as an object or as a one-element list.
-fn single(v: &Value) -> &Value {
+pub(crate) fn single(v: &Value) -> &Value {
     match v {
         Value::Array(a) => a.first().unwrap_or(&Value::Null),
         other => other,
     }
 }
 
-fn number(v: &Value) -> Option<u64> {
+pub(crate) fn number(v: &Value) -> Option<u64> {
     v.as_u64()
 }
 
-/// The planner request the resource was planned with.
-fn request_of(attrs: &Value) -> std::result::Result<Request, String> {
-    let need = |key: &str| number(&attrs[key]).ok_or(format!("no `{key}`"));
+/// A number attribute the resource requires.
+pub(crate) fn need(attrs: &Value, key: &str) -> std::result::Result<u64, String> {
+    number(&attrs[key]).ok_or(format!("no `{key}`"))
+}
+
+/// The planner request the resource was planned with (sentinel mode: one shard, and the
+/// caller adds `sentinel`).
+pub(crate) fn request_of(attrs: &Value, shards: u32) -> std::result::Result<Request, String> {
+    let need = |key: &str| need(attrs, key);
     let spread = match attrs["spread"].as_str() {
         Some(s) => s.parse::<Spread>()?,
         None => Spread::default(),
@@ -298,7 +414,7 @@ fn request_of(attrs: &Value) -> std::result::Result<Request, String> {
     Ok(Request {
         cluster: ClusterSpec {
             survive: Default::default(),
-            shards: need("shards")? as u32,
+            shards,
             replicas: need("replicas")? as u32,
             node_memory_mb: need("node_memory_mb")?,
             spread,

@@ -126,6 +126,7 @@ fn drill(
             cluster_id: &id,
             placement: &planned.placement,
             sentinels: &sentinels,
+            sentinel_password: None,
         };
         let report = tokio::time::timeout(
             Duration::from_secs(240),

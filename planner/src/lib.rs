@@ -33,7 +33,7 @@ pub use error::{FieldError, PathStep, PlanError, ValidationErrors};
 pub use migrate::{check_invariant, MigrateError, Step};
 pub use parse::{parse_request, InputFormat};
 pub use placement::{Node, Placement, Role, SlotRange, SLOT_COUNT};
-pub use plan::{plan, Plan};
+pub use plan::{plan, plan_with_sentinels, Plan};
 pub use report::{
     analyse, FailureKind, FailureOutcome, GoalLevel, GoalOutcome, PartitionVerdict, Report,
 };

@@ -35,6 +35,16 @@ pub struct Plan {
 /// names, shards keep their masters unless goal (1) needs a failover, and slots move as little
 /// as possible; a fresh plan is used instead when keeping nodes would survive fewer failures.
 pub fn plan(req: &Request, previous: Option<&Placement>) -> Result<Plan, PlanError> {
+    plan_with_sentinels(req, previous, &[])
+}
+
+/// [`plan`] for sentinel mode with the sentinels that run now: those that still fit stay on
+/// their hosts under their names, as data nodes do (ignored without `req.sentinel`).
+pub fn plan_with_sentinels(
+    req: &Request,
+    previous: Option<&Placement>,
+    previous_sentinels: &[crate::sentinel::Sentinel],
+) -> Result<Plan, PlanError> {
     validate(req)?;
     let topo = Topology::build(req);
     let problem = Problem::new(&topo, req);
@@ -52,7 +62,8 @@ pub fn plan(req: &Request, previous: Option<&Placement>) -> Result<Plan, PlanErr
     let mut report = analyse_with(&topo, &placement);
     if let Some(spec) = &req.sentinel {
         // Redis Cluster's rules (a master majority votes) do not apply: Sentinel decides.
-        let sentinel = crate::sentinel::place_with(&topo, req, spec, &placement, &[])?;
+        let sentinel =
+            crate::sentinel::place_with(&topo, req, spec, &placement, previous_sentinels)?;
         crate::sentinel::verdict(req, &sentinel.report)?;
         report.summary = sentinel.report.summary.clone();
         report.survives_any_host = sentinel.report.survives_any_host;

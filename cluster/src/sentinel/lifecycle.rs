@@ -179,7 +179,7 @@ impl SentinelOperator<'_> {
     }
 
     /// Starts processes on their (provisioned) hosts, all at once.
-    async fn launch_all(
+    pub(super) async fn launch_all(
         &self,
         state: &SentinelState,
         launches: Vec<Launch>,
@@ -206,9 +206,9 @@ impl SentinelOperator<'_> {
         join_all(jobs).await.into_iter().collect()
     }
 
-    /// Waits until every sentinel names the same primary and sees every replica and every
-    /// other sentinel (Sentinel discovers replicas from the primary and peers through hello
-    /// messages every 2 s).
+    /// Waits until every sentinel names the same primary, has finished any failover, and sees
+    /// every replica and every other sentinel (Sentinel discovers replicas from the primary
+    /// and peers through hello messages every 2 s).
     pub async fn wait_sentinels_agree(&self, state: &SentinelState) -> Result<()> {
         let replicas = state.data.len().saturating_sub(1);
         let peers = state.sentinels.len().saturating_sub(1);
@@ -228,6 +228,12 @@ impl SentinelOperator<'_> {
                             return Err(format!(
                                 "sentinel {} names {:?}, not {primary}",
                                 s.name, s.primary
+                            ));
+                        }
+                        if s.failing_over {
+                            return Err(format!(
+                                "sentinel {} is still finishing a failover (reconfiguring replicas)",
+                                s.name
                             ));
                         }
                         if s.replicas_seen < replicas || s.peers_seen < peers {
@@ -331,7 +337,7 @@ impl SentinelOperator<'_> {
             let _: redis::Value = self
                 .op
                 .conns
-                .query(
+                .query_idempotent(
                     &m.target(),
                     redis::cmd("CONFIG")
                         .arg("SET")
@@ -415,7 +421,7 @@ impl SentinelOperator<'_> {
             let _: redis::Value = self
                 .op
                 .conns
-                .query(
+                .query_idempotent(
                     &m.target(),
                     redis::cmd("CONFIG")
                         .arg("SET")
@@ -446,11 +452,11 @@ impl SentinelOperator<'_> {
 }
 
 /// A process to start: where, under which plan, as what.
-struct Launch {
-    host: String,
-    zone: String,
-    plan: NodePlan,
-    kind: crate::driver::ProcessKind,
+pub(super) struct Launch {
+    pub(super) host: String,
+    pub(super) zone: String,
+    pub(super) plan: NodePlan,
+    pub(super) kind: crate::driver::ProcessKind,
 }
 
 /// The member `handle` names gets it (after a restart: a new pid).

@@ -11,16 +11,20 @@
 
 mod lifecycle;
 mod observe;
+mod reshape;
 mod rotate;
 
 pub use lifecycle::SentinelRepair;
 pub use observe::{DataView, SentinelObservation, SentinelView};
+pub use reshape::Reshape;
 
+use redisha_planner::{Node, Placement, Role, Sentinel};
 use serde::{Deserialize, Serialize};
 
 use crate::conn::{Conns, Target};
 use crate::driver::{HostHandle, NodeHandle, ProcessKind};
 use crate::ops::Operator;
+use crate::secret::Password;
 
 /// Ports of sentinels: the driver's port for node index `SENTINEL_INDEX_BASE + k` (local:
 /// base_port + 100 + k), clear of any data node index.
@@ -97,6 +101,41 @@ impl SentinelState {
     pub fn data_node(&self, address: &str) -> Option<&Member> {
         self.data.iter().find(|m| m.address() == address)
     }
+
+    /// The data nodes as the planner's placement: the planned primary as the master. What
+    /// runs is the previous placement of the next plan, and what a drill predicts from.
+    pub fn placement(&self) -> Placement {
+        Placement {
+            nodes: self
+                .data
+                .iter()
+                .map(|m| Node {
+                    name: m.handle.name.clone(),
+                    shard: 0,
+                    role: if m.planned_primary {
+                        Role::Master
+                    } else {
+                        Role::Replica
+                    },
+                    host: m.handle.host.clone(),
+                    zone: m.zone.clone(),
+                    slots: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The sentinels as the planner places them.
+    pub fn placed_sentinels(&self) -> Vec<Sentinel> {
+        self.sentinels
+            .iter()
+            .map(|m| Sentinel {
+                name: m.handle.name.clone(),
+                host: m.handle.host.clone(),
+                zone: m.zone.clone(),
+            })
+            .collect()
+    }
 }
 
 /// Runs a sentinel-mode deployment with one driver and the shared node settings.
@@ -105,22 +144,57 @@ pub struct SentinelOperator<'a> {
     pub(crate) settings: SentinelSettings,
     /// Seeds the sentinels' fixed run ids.
     pub(crate) cluster_id: String,
-    /// Connections to sentinels. They run without a password of their own for now (the data
-    /// nodes' password is their `auth-pass`); bind them to addresses only the deployment and
-    /// its clients reach.
+    /// The sentinels' own password (by default the data nodes' one).
+    pub(crate) sentinel_password: Option<Password>,
+    /// Connections to sentinels: the sentinel password first, then any a rotation cut short
+    /// may have left, then none (sentinels made before they had a password).
     pub(crate) sentinel_conns: Conns,
 }
 
 impl<'a> SentinelOperator<'a> {
+    /// The sentinels get the data nodes' password as theirs unless
+    /// [`SentinelOperator::with_sentinel_password`] gives them another.
     pub fn new(op: Operator<'a>, settings: SentinelSettings, cluster_id: &str) -> Self {
-        let sentinel_conns =
-            Conns::new(None, op.options.connect_timeout, op.options.command_timeout);
-        SentinelOperator {
+        let sentinel_password = op.config.password.clone();
+        let sentinel_conns = Conns::new(
+            sentinel_password.clone(),
+            op.options.connect_timeout,
+            op.options.command_timeout,
+        );
+        let mut this = SentinelOperator {
             op,
             settings,
             cluster_id: cluster_id.to_string(),
+            sentinel_password,
             sentinel_conns,
+        };
+        this.also_accept_on_sentinels([]);
+        this
+    }
+
+    /// The sentinels' own password, when it is not the data nodes' (`None`: theirs).
+    pub fn with_sentinel_password(mut self, password: Option<Password>) -> Self {
+        if password.is_some() {
+            self.sentinel_password = password;
+            self.also_accept_on_sentinels([]);
         }
+        self
+    }
+
+    /// Passwords the sentinels may still accept (the previous one, while a rotation is
+    /// under way or was cut short), tried after the configured one to connect.
+    pub fn also_accept_on_sentinels(
+        &mut self,
+        passwords: impl IntoIterator<Item = Option<Password>>,
+    ) {
+        let mut all = vec![self.sentinel_password.clone()];
+        all.extend(passwords);
+        all.push(None);
+        self.sentinel_conns.set_passwords(all);
+    }
+
+    pub fn sentinel_password(&self) -> Option<&Password> {
+        self.sentinel_password.as_ref()
     }
 
     pub fn settings(&self) -> &SentinelSettings {
@@ -147,6 +221,7 @@ impl<'a> SentinelOperator<'a> {
             down_after_ms: self.settings.down_after_ms,
             failover_timeout_ms: self.settings.failover_timeout_ms,
             myid: sentinel_id(&self.cluster_id, name),
+            password: self.sentinel_password.clone(),
         }
     }
 }

@@ -19,6 +19,14 @@ pub struct SentinelView {
     pub primary: Option<String>,
     pub replicas_seen: usize,
     pub peers_seen: usize,
+    /// A failover is not finished on this sentinel: it flags one in progress, or it still
+    /// monitors another address than the one it names. The leader of a failover names the
+    /// promoted replica as soon as it is promoted, but monitors the old primary's address
+    /// until every other replica is reconfigured; `SENTINEL RESET` in that window aborts the
+    /// failover and leaves the sentinel watching the old address for good (its epoch is
+    /// already the newest, so its peers' hellos never move it).
+    #[serde(default)]
+    pub failing_over: bool,
 }
 
 /// One data node's own view of its role.
@@ -75,7 +83,7 @@ impl SentinelOperator<'_> {
         }
     }
 
-    async fn sentinel_view(&self, m: &Member) -> SentinelView {
+    pub(super) async fn sentinel_view(&self, m: &Member) -> SentinelView {
         let t = m.target();
         let name = &self.settings.master_name;
         let conns = &self.sentinel_conns;
@@ -99,6 +107,7 @@ impl SentinelOperator<'_> {
                 .map(|a| format!("{}:{}", a[0], a[1])),
             replicas_seen: 0,
             peers_seen: 0,
+            failing_over: false,
         };
         if !view.up {
             conns.drop_conn(&t).await;
@@ -120,6 +129,27 @@ impl SentinelOperator<'_> {
             )
             .await;
         view.peers_seen = peers.map(|p| p.len()).unwrap_or(0);
+        let master: crate::error::Result<HashMap<String, String>> = conns
+            .query(
+                &t,
+                redis::cmd("SENTINEL").arg("MASTER").arg(name),
+                "SENTINEL MASTER",
+            )
+            .await;
+        view.failing_over = match master {
+            Ok(m) => {
+                let monitored = match (m.get("ip"), m.get("port")) {
+                    (Some(ip), Some(port)) => Some(format!("{ip}:{port}")),
+                    _ => None,
+                };
+                let in_progress = m
+                    .get("flags")
+                    .is_some_and(|f| f.split(',').any(|x| x == "failover_in_progress"));
+                in_progress || monitored != view.primary
+            }
+            // Unknown counts as not finished: waits retry.
+            Err(_) => true,
+        };
         view
     }
 

@@ -31,13 +31,13 @@ pub(crate) struct Sentinels {
 }
 
 impl Sentinels {
-    pub fn new(targets: Vec<Target>, master_name: &str) -> Self {
+    /// `password`: the sentinels' own (`sentinel_password`, by default the data nodes' one).
+    pub fn new(targets: Vec<Target>, master_name: &str, password: Option<Password>) -> Self {
         Sentinels {
             silent: vec![false; targets.len()],
             targets,
             master_name: master_name.to_string(),
-            // Sentinels run without a password of their own (see redisha_cluster::sentinel).
-            conns: Conns::new(None, ASK_TIMEOUT, ASK_TIMEOUT),
+            conns: Conns::new(password, ASK_TIMEOUT, ASK_TIMEOUT),
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use redisha_cluster::conn::{Conns, Target};
 use redisha_cluster::sentinel::{SentinelOperator, SentinelSettings, SentinelState};
-use redisha_cluster::{LocalDriver, NodeConfig, Operator};
+use redisha_cluster::{LocalDriver, NodeConfig, Operator, Password};
 use redisha_planner::sentinel::{failures_as_placed, SentinelFailure};
 use redisha_planner::{FailureKind, PartitionSpec, Placement, Request, Sentinel};
 
@@ -45,6 +45,18 @@ pub struct SentinelDeployment<'a> {
     pub cluster_id: &'a str,
     pub placement: &'a Placement,
     pub sentinels: &'a [Sentinel],
+    /// The sentinels' own password when it is not the data nodes' (`sentinel_password`);
+    /// `None`: they use `config.password`.
+    pub sentinel_password: Option<Password>,
+}
+
+impl SentinelDeployment<'_> {
+    /// The password the sentinels take.
+    fn sentinel_password(&self) -> Option<Password> {
+        self.sentinel_password
+            .clone()
+            .or_else(|| self.config.password.clone())
+    }
 }
 
 /// The window a sentinel drill uses when none is given: long enough for the failover
@@ -69,7 +81,8 @@ pub async fn run_sentinel(
         Operator::with_options(d.driver, d.config.clone(), opts.operator.clone()),
         d.settings.clone(),
         d.cluster_id,
-    );
+    )
+    .with_sentinel_password(d.sentinel_password.clone());
     let planned = state
         .planned_primary()
         .cloned()
@@ -116,7 +129,11 @@ pub async fn run_sentinel(
     let main = Traffic::new(started);
     let mut tasks = vec![tokio::spawn(client::follow(
         main.clone(),
-        Sentinels::new(sentinel_targets.clone(), &d.settings.master_name),
+        Sentinels::new(
+            sentinel_targets.clone(),
+            &d.settings.master_name,
+            d.sentinel_password(),
+        ),
         nodes,
         Writer::new("s", password.clone(), replicas, opts.wait),
     ))];
@@ -133,7 +150,11 @@ pub async fn run_sentinel(
     let samples: Samples = Default::default();
     tasks.push(tokio::spawn(watch(
         main.clone(),
-        Sentinels::new(sentinel_targets, &d.settings.master_name),
+        Sentinels::new(
+            sentinel_targets,
+            &d.settings.master_name,
+            d.sentinel_password(),
+        ),
         samples.clone(),
     )));
     tokio::time::sleep(opts.warm_up).await;

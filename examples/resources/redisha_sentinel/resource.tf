@@ -35,7 +35,8 @@ resource "redisha_sentinel" "orders" {
   }
 }
 
-# What a Sentinel-aware client needs: the sentinels and the master name.
+# What a Sentinel-aware client needs: the sentinels and the master name. It logs in to the
+# sentinels with `sentinel_password` (here unset, so `password`) and to the primary with `password`.
 output "sentinels" {
   value = redisha_sentinel.orders.sentinel_addresses
 }

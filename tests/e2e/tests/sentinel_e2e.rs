@@ -1,8 +1,11 @@
 //! `redisha_sentinel` end to end with the real Terraform CLI, the built provider, real
-//! redis-server data nodes and real Redis Sentinel processes on loopback 127.94.Z.H (data ports
-//! 7900+, sentinels 8000+): create; the primary's zone is killed; Sentinel fails over; the plan
-//! shows the drift; apply restarts the zone and puts the planned primary back; the password is
-//! rotated; destroy leaves no process.
+//! redis-server data nodes and real Redis Sentinel processes on loopback 127.141.Z.H (data
+//! ports 7900+, sentinels 8000+): create (the sentinels refuse commands without their
+//! password); the primary's zone is killed; Sentinel fails over; the plan shows the drift;
+//! apply restarts the zone and puts the planned primary back; the password is rotated, the
+//! sentinels' with it, and they keep monitoring; a zone, a replica and two sentinels are added
+//! in place; the zone goes again while its replica is the primary (failed over first, its
+//! sentinel moved, the others reset); destroy leaves no process.
 
 mod common;
 
@@ -12,7 +15,7 @@ use common::local_cluster::{our_pids, Cleanup};
 use common::TfDir;
 use serde_json::Value as Json;
 
-const OCTET: u8 = 94;
+const OCTET: u8 = 141;
 const BASE_PORT: u16 = 7900;
 const FIRST: &str = "sentinel-e2e-Secret-1";
 const SECOND: &str = "sentinel-e2e-Secret-2";
@@ -31,14 +34,62 @@ fn main_tf() -> String {
                 "data_dir = \"${{path.root}}/.redisha/orders\"\n    loopback_octet = {OCTET}\n    base_port = {BASE_PORT}"
             ),
         )
-        .replace("down_after_ms = 5000", "down_after_ms = 1000");
+        .replace("down_after_ms = 5000", "down_after_ms = 1000")
+        // The shape as variables, so that steps add and remove zones, replicas and sentinels.
+        .replace(
+            "for_each = toset([\"zone-a\", \"zone-b\", \"zone-c\"])",
+            "for_each = var.zones",
+        )
+        .replace("for_each = toset([\"1\", \"2\"])", "for_each = toset(zone.value)")
+        .replace("replicas       = 2", "replicas       = var.replicas")
+        .replace("count         = 3", "count         = var.sentinels");
     // The registry example leaves the provider's source to the module around it.
     let tf = format!(
-        "terraform {{\n  required_providers {{\n    redisha = {{ source = \"redisha/redisha\" }}\n  }}\n}}\n\n{tf}"
+        "terraform {{\n  required_providers {{\n    redisha = {{ source = \"redisha/redisha\" }}\n  }}\n}}\n\n{SHAPE}\n{tf}"
     );
-    assert!(tf.contains("loopback_octet") && tf.contains("down_after_ms = 1000"));
+    for part in [
+        "loopback_octet",
+        "down_after_ms = 1000",
+        "var.zones",
+        "zone.value",
+        "var.replicas",
+        "var.sentinels",
+    ] {
+        assert!(tf.contains(part), "{part} not in\n{tf}");
+    }
     tf
 }
+
+/// The example's shape, as variables the shape steps change.
+const SHAPE: &str = r#"variable "zones" {
+  type = map(list(string))
+  default = {
+    "zone-a" = ["1", "2"]
+    "zone-b" = ["1", "2"]
+    "zone-c" = ["1", "2"]
+  }
+}
+
+variable "replicas" {
+  type    = number
+  default = 2
+}
+
+variable "sentinels" {
+  type    = number
+  default = 3
+}
+"#;
+
+/// Four zones (zone-d with one host), three replicas and five sentinels.
+const GROWN: [&str; 3] = [
+    r#"-var=zones={"zone-a"=["1","2"],"zone-b"=["1","2"],"zone-c"=["1","2"],"zone-d"=["1"]}"#,
+    "-var=replicas=3",
+    "-var=sentinels=5",
+];
+
+/// Back to three zones and two replicas, keeping five sentinels (zone-d's moves).
+const SHRUNK: [&str; 2] = ["-var=replicas=2", "-var=sentinels=5"];
 
 fn run(tf: &TfDir, verb: &str, password: &str, extra: &[&str]) -> common::TfOutput {
     let mut args = vec![verb.to_string(), "-no-color".into()];
@@ -70,17 +121,99 @@ async fn connect(
         .await
 }
 
-/// The primary a sentinel names.
-async fn primary_by(sentinel: &str) -> Option<String> {
-    let client = redis::Client::open(format!("redis://{sentinel}/")).ok()?;
-    let mut con = client.get_multiplexed_async_connection().await.ok()?;
-    let a: Vec<String> = redis::cmd("SENTINEL")
-        .arg("GET-MASTER-ADDR-BY-NAME")
+/// One `SENTINEL <sub> orders` on a sentinel, logged in with `password` (none: without).
+async fn ask_sentinel<T: redis::FromRedisValue>(
+    sentinel: &str,
+    password: Option<&str>,
+    sub: &str,
+) -> redis::RedisResult<T> {
+    let url = match password {
+        Some(p) => format!("redis://:{p}@{sentinel}/"),
+        None => format!("redis://{sentinel}/"),
+    };
+    let mut con = redis::Client::open(url)?
+        .get_multiplexed_async_connection()
+        .await?;
+    redis::cmd("SENTINEL")
+        .arg(sub)
         .arg("orders")
         .query_async(&mut con)
         .await
+}
+
+/// The primary a sentinel names.
+async fn primary_by(sentinel: &str, password: &str) -> Option<String> {
+    let a: Vec<String> = ask_sentinel(sentinel, Some(password), "GET-MASTER-ADDR-BY-NAME")
+        .await
         .ok()?;
     (a.len() == 2).then(|| format!("{}:{}", a[0], a[1]))
+}
+
+/// Every sentinel names `primary`, knows exactly `replicas` replicas and `peers` other
+/// sentinels, none of them down, and has the quorum it needs (`SENTINEL CKQUORUM`).
+async fn monitoring(sentinels: &[String], password: &str, primary: &str, replicas: usize) {
+    let peers = sentinels.len() - 1;
+    for s in sentinels {
+        assert_eq!(
+            primary_by(s, password).await.as_deref(),
+            Some(primary),
+            "{s}"
+        );
+        let known: Vec<std::collections::HashMap<String, String>> =
+            ask_sentinel(s, Some(password), "REPLICAS")
+                .await
+                .expect("SENTINEL REPLICAS");
+        assert_eq!(known.len(), replicas, "{s} knows {known:?}");
+        let others: Vec<std::collections::HashMap<String, String>> =
+            ask_sentinel(s, Some(password), "SENTINELS")
+                .await
+                .expect("SENTINEL SENTINELS");
+        assert_eq!(others.len(), peers, "{s} knows {others:?}");
+        for o in &others {
+            assert!(
+                // Down means flagged `s_down`/`o_down` (no answer for down-after-milliseconds).
+                // `disconnected` is transient: a sentinel just (re)started or reset has not
+                // opened its links to a peer yet. `master_down` is that peer's vote on the
+                // primary.
+                !o.get("flags")
+                    .is_some_and(|f| f.split(',').any(|x| ["s_down", "o_down"].contains(&x))),
+                "{s} sees a peer down: {o:?}"
+            );
+        }
+        let quorum: String = ask_sentinel(s, Some(password), "CKQUORUM")
+            .await
+            .expect("SENTINEL CKQUORUM");
+        assert!(quorum.starts_with("OK"), "{s}: {quorum}");
+    }
+}
+
+/// Every sentinel takes `SENTINEL FAILOVER` only from a client with its password.
+async fn refuses_without_password(sentinels: &[String], wrong: &[&str]) {
+    for s in sentinels {
+        let open = ask_sentinel::<()>(s, None, "FAILOVER").await;
+        assert!(
+            open.as_ref()
+                .is_err_and(|e| e.to_string().contains("NOAUTH")),
+            "{s} takes SENTINEL FAILOVER without a password: {open:?}"
+        );
+        for w in wrong {
+            assert!(
+                ask_sentinel::<()>(s, Some(w), "FAILOVER").await.is_err(),
+                "{s} takes SENTINEL FAILOVER with a wrong password"
+            );
+        }
+    }
+}
+
+/// The data nodes and the sentinels of `values`' `nodes`.
+fn addresses(v: &Json, kind: &str) -> Vec<String> {
+    v["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter(|n| n["kind"] == kind)
+        .filter_map(|n| n["address"].as_str().map(String::from))
+        .collect()
 }
 
 #[test]
@@ -116,12 +249,8 @@ fn sentinel_deployment_fails_over_shows_drift_is_restored_rotated_and_destroyed(
         .unwrap_or("")
         .contains("any one zone: yes"));
     let cluster_id = v["cluster_id"].as_str().expect("cluster_id").to_string();
-    for s in &sentinels {
-        assert_eq!(
-            rt.block_on(primary_by(s)).as_deref(),
-            Some(planned.as_str())
-        );
-    }
+    rt.block_on(monitoring(&sentinels, FIRST, &planned, 2));
+    rt.block_on(refuses_without_password(&sentinels, &[SECOND]));
     let nodes = v["nodes"].as_array().expect("nodes").clone();
     let primary_zone = nodes
         .iter()
@@ -209,7 +338,7 @@ fn sentinel_deployment_fails_over_shows_drift_is_restored_rotated_and_destroyed(
         .collect();
     let start = Instant::now();
     let promoted = loop {
-        let named = rt.block_on(primary_by(live[0]));
+        let named = rt.block_on(primary_by(live[0], FIRST));
         if let Some(p) = named.filter(|p| *p != planned) {
             break p;
         }
@@ -245,12 +374,7 @@ fn sentinel_deployment_fails_over_shows_drift_is_restored_rotated_and_destroyed(
         .unwrap()
         .iter()
         .all(|n| n["status"] == "up"));
-    for s in &sentinels {
-        assert_eq!(
-            rt.block_on(primary_by(s)).as_deref(),
-            Some(planned.as_str())
-        );
-    }
+    rt.block_on(monitoring(&sentinels, FIRST, &planned, 2));
     let after = run(&tf, "plan", FIRST, &["-detailed-exitcode"]);
     assert_eq!(after.code, Some(0), "nothing left to do:\n{}", after.all());
 
@@ -274,15 +398,138 @@ fn sentinel_deployment_fails_over_shows_drift_is_restored_rotated_and_destroyed(
         };
         assert!(!old, "the old password still works");
     });
-    for s in &sentinels {
-        assert_eq!(
-            rt.block_on(primary_by(s)).as_deref(),
-            Some(planned.as_str())
+    // The sentinels moved to the new password with it, and still monitor with a quorum.
+    rt.block_on(monitoring(&sentinels, SECOND, &planned, 2));
+    rt.block_on(refuses_without_password(&sentinels, &[FIRST]));
+
+    // 7. The shape grows in place: zone-d with a replica, two more sentinels.
+    let plan = run(&tf, "plan", SECOND, &GROWN);
+    plan.assert_success("plan the grown shape");
+    assert!(
+        plan.all().contains("changes shape in place") && plan.all().contains("zone-d"),
+        "{}",
+        plan.all()
+    );
+    assert!(!plan.stdout.contains("must be replaced"), "{}", plan.stdout);
+    run(
+        &tf,
+        "apply",
+        SECOND,
+        &[&["-auto-approve"][..], &GROWN[..]].concat(),
+    )
+    .assert_success("grow the shape");
+    let v = values(&tf);
+    assert_eq!(v["primary"], planned.as_str(), "the primary stays");
+    let data = addresses(&v, "data");
+    let sentinels = addresses(&v, "sentinel");
+    assert_eq!((data.len(), sentinels.len()), (4, 5), "{v}");
+    rt.block_on(monitoring(&sentinels, SECOND, &planned, 3));
+    let grown_nodes = v["nodes"].as_array().expect("nodes").clone();
+    let zone_d = grown_nodes
+        .iter()
+        .find(|n| n["kind"] == "data" && n["zone"] == "zone-d")
+        .and_then(|n| n["address"].as_str())
+        .expect("a data node in zone-d")
+        .to_string();
+    let original: Vec<&Json> = nodes.iter().collect();
+    for n in &original {
+        assert!(
+            grown_nodes
+                .iter()
+                .any(|g| g["name"] == n["name"] && g["address"] == n["address"]),
+            "{} was not kept in place",
+            n["name"]
         );
     }
 
-    // 7. Destroy.
-    run(&tf, "destroy", SECOND, &["-auto-approve"]).assert_success("destroy");
+    // zone-d's replica becomes the primary (as after a failover), then zone-d goes: redisha
+    // must have Sentinel fail over away from it before removing it.
+    rt.block_on(async {
+        for d in data.iter().filter(|d| **d != zone_d && **d != planned) {
+            let mut con = connect(d, SECOND).await.expect("connect to a replica");
+            let _: () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("replica-priority")
+                .arg(0)
+                .query_async(&mut con)
+                .await
+                .expect("CONFIG SET replica-priority");
+        }
+        // The old primary is demoted by the failover itself, before it could be picked.
+        let _: () = ask_sentinel(&sentinels[0], Some(SECOND), "FAILOVER")
+            .await
+            .expect("SENTINEL FAILOVER");
+    });
+    let start = Instant::now();
+    for s in &sentinels {
+        while rt.block_on(primary_by(s, SECOND)).as_deref() != Some(zone_d.as_str()) {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "no failover to zone-d"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let shrink = run(&tf, "plan", SECOND, &SHRUNK);
+    shrink.assert_success("plan the shrunk shape");
+    assert!(
+        shrink.all().contains("remove data node") && shrink.all().contains("SENTINEL RESET"),
+        "{}",
+        shrink.all()
+    );
+    run(
+        &tf,
+        "apply",
+        SECOND,
+        &[&["-auto-approve"][..], &SHRUNK[..]].concat(),
+    )
+    .assert_success("shrink the shape");
+    let v = values(&tf);
+    assert_eq!(
+        v["primary"],
+        planned.as_str(),
+        "the planned primary is back"
+    );
+    let data = addresses(&v, "data");
+    let sentinels = addresses(&v, "sentinel");
+    assert_eq!((data.len(), sentinels.len()), (3, 5), "{v}");
+    assert!(!data.contains(&zone_d), "zone-d's node is gone");
+    assert!(
+        v["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .all(|n| n["zone"] != "zone-d" && n["status"] == "up"),
+        "{v}"
+    );
+    rt.block_on(monitoring(&sentinels, SECOND, &planned, 2));
+    rt.block_on(async {
+        let mut con = connect(&planned, SECOND).await.expect("connect");
+        for key in &acked {
+            let v: Option<String> = redis::cmd("GET")
+                .arg(key)
+                .query_async(&mut con)
+                .await
+                .expect("GET");
+            assert!(v.is_some(), "{key} was acknowledged and is lost");
+        }
+    });
+    let after = run(
+        &tf,
+        "plan",
+        SECOND,
+        &[&["-detailed-exitcode"][..], &SHRUNK[..]].concat(),
+    );
+    assert_eq!(after.code, Some(0), "nothing left to do:\n{}", after.all());
+
+    // 8. Destroy.
+    run(
+        &tf,
+        "destroy",
+        SECOND,
+        &[&["-auto-approve"][..], &SHRUNK[..]].concat(),
+    )
+    .assert_success("destroy");
     assert!(
         our_pids(&data_dir).is_empty(),
         "processes left after destroy"

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use redisha_cluster::sentinel::SentinelSettings;
-use redisha_cluster::{LocalConfig, NodeConfig};
+use redisha_cluster::{LocalConfig, NodeConfig, Password};
 use redisha_planner::{Request, SentinelSpec};
 
 use crate::resources::cluster::args::{
@@ -23,6 +23,8 @@ pub struct SentinelArgs {
     /// With `sentinel` set and one shard.
     pub request: Request,
     pub node_config: NodeConfig,
+    /// `sentinel_password`; `None`: the sentinels use `password`.
+    pub sentinel_password: Option<Password>,
     pub local: LocalConfig,
     pub timeouts: Timeouts,
     pub settings: SentinelSettings,
@@ -36,6 +38,19 @@ impl SentinelArgs {
         let name = k.take(&m.name);
         check_name(name.as_deref(), &mut diags);
         let password = k.take(&m.password);
+        let sentinel_password = k.take(&m.sentinel_password).map(Password::new);
+        if let Some(p) = &sentinel_password {
+            let check = NodeConfig {
+                password: Some(p.clone()),
+                ..NodeConfig::default()
+            };
+            if let Err(e) = check.validate() {
+                diags.push(
+                    Diagnostic::error("Invalid sentinel_password", e.to_string())
+                        .at(root.then("sentinel_password")),
+                );
+            }
+        }
         let redis_config = m.redis_config.clone().or_default_when_null(BTreeMap::new());
         k.take(&m.redis_config);
 
@@ -159,6 +174,7 @@ impl SentinelArgs {
                 name,
                 request,
                 node_config,
+                sentinel_password,
                 local,
                 timeouts,
                 settings,

@@ -3,15 +3,19 @@
 //!
 //! Plan runs the planner's sentinel mode and shows its report; for an existing deployment it
 //! plans the processes as they should be (the planned primary, every process up), so that a
-//! failover or a dead process read from the live deployment shows as a change. Apply creates,
-//! or repairs proven-stopped processes, rotates the password and asks Sentinel to put the
-//! planned primary back. The processes' handles travel in the private state.
+//! failover or a dead process read from the live deployment shows as a change; the running
+//! processes are the planner's previous placement, so a changed shape (replicas, hosts, zones,
+//! sentinels) is planned in place and listed. Apply creates, or repairs proven-stopped
+//! processes, rotates the data and sentinel passwords, changes the shape, and asks Sentinel to
+//! put the planned primary back. The processes' handles travel in the private state.
 
 pub mod args;
 pub mod model;
 
 use async_trait::async_trait;
-use redisha_cluster::sentinel::{Member, SentinelObservation, SentinelOperator, SentinelState};
+use redisha_cluster::sentinel::{
+    Member, Reshape, SentinelObservation, SentinelOperator, SentinelState,
+};
 use redisha_cluster::{LocalDriver, NodeConfig, Operator, Password};
 use redisha_planner as planner;
 use serde::{Deserialize, Serialize};
@@ -65,8 +69,28 @@ fn error(summary: &str, e: impl std::fmt::Display) -> Diagnostics {
     Diagnostic::error(summary, e.to_string()).into()
 }
 
-fn place(args: &SentinelArgs) -> Result<planner::Plan, Diagnostics> {
-    planner::plan(&args.request, None).map_err(topology::plan_error_diags)
+/// The plan; for a running deployment, with its processes as the previous placement, so
+/// that those that still fit stay where they are under their names.
+fn place(
+    args: &SentinelArgs,
+    running: Option<&SentinelState>,
+) -> Result<planner::Plan, Diagnostics> {
+    let previous = running.map(SentinelState::placement);
+    let sentinels = running
+        .map(SentinelState::placed_sentinels)
+        .unwrap_or_default();
+    planner::plan_with_sentinels(&args.request, previous.as_ref(), &sentinels)
+        .map_err(topology::plan_error_diags)
+}
+
+/// What apply changes in the shape of a running deployment to reach `plan`.
+fn reshape_of(plan: &planner::Plan, state: &SentinelState) -> Reshape {
+    let sentinels = plan
+        .sentinel
+        .as_ref()
+        .map(|s| s.sentinels.as_slice())
+        .unwrap_or_default();
+    Reshape::between(state, &plan.placement, sentinels)
 }
 
 fn report_of(plan: &planner::Plan) -> String {
@@ -96,6 +120,16 @@ fn operator<'a>(
         args.settings.clone(),
         cluster_id,
     )
+    .with_sentinel_password(args.sentinel_password.clone())
+}
+
+/// The password the sentinels of `model` use: `sentinel_password`, else `password`.
+fn sentinel_password_of(model: &SentinelModel) -> Option<Password> {
+    model
+        .sentinel_password
+        .value()
+        .or(model.password.value())
+        .map(Password::new)
 }
 
 /// Every process as `nodes` shows it: live (from an observation) or as planned (`None`).
@@ -196,38 +230,69 @@ fn with_deployment(
     }
 }
 
-/// The planned processes must be the ones that run: changing the shape of a deployment
-/// (replicas, hosts, sentinels) is not done in place yet.
-fn same_shape(plan: &planner::Plan, state: &SentinelState) -> Result<(), Diagnostics> {
-    let mut planned: Vec<(String, String)> = plan
-        .placement
-        .nodes
-        .iter()
-        .map(|n| (n.name.clone(), n.host.clone()))
-        .chain(
-            plan.sentinel
-                .iter()
-                .flat_map(|s| s.sentinels.iter().map(|x| (x.name.clone(), x.host.clone()))),
-        )
-        .collect();
-    let mut running: Vec<(String, String)> = state
+/// The planned state of a deployment whose shape changes: the processes it keeps, and the
+/// new ones with their addresses known after apply.
+fn reshaped(planned: &mut SentinelModel, state: &SentinelState, change: &Reshape) {
+    let primary_name = change
+        .new_planned_primary
+        .clone()
+        .or_else(|| state.planned_primary().map(|m| m.handle.name.clone()));
+    let role = |name: &str| {
+        if Some(name) == primary_name.as_deref() {
+            "primary"
+        } else {
+            "replica"
+        }
+    };
+    let mut nodes = Vec::new();
+    for m in &state.data {
+        if !change.remove_data.contains(&m.handle.name) {
+            nodes.push(process(m, "data", role(&m.handle.name), "up"));
+        }
+    }
+    for n in &change.add_data {
+        nodes.push(new_process(
+            &n.name,
+            "data",
+            role(&n.name),
+            &n.zone,
+            &n.host,
+        ));
+    }
+    for m in &state.sentinels {
+        if !change.remove_sentinels.contains(&m.handle.name) {
+            nodes.push(process(m, "sentinel", "sentinel", "up"));
+        }
+    }
+    for s in &change.add_sentinels {
+        nodes.push(new_process(
+            &s.name, "sentinel", "sentinel", &s.zone, &s.host,
+        ));
+    }
+    planned.nodes = Attr::Known(nodes);
+    if !(change.add_sentinels.is_empty() && change.remove_sentinels.is_empty()) {
+        planned.sentinel_addresses = Attr::Unknown;
+    }
+    let kept_primary = state
         .data
         .iter()
-        .chain(state.sentinels.iter())
-        .map(|m| (m.handle.name.clone(), m.handle.host.clone()))
-        .collect();
-    planned.sort();
-    running.sort();
-    if planned == running {
-        return Ok(());
+        .find(|m| Some(&m.handle.name) == primary_name.as_ref());
+    planned.primary = match kept_primary {
+        Some(m) => Attr::Known(m.address()),
+        None => Attr::Unknown,
+    };
+}
+
+fn new_process(name: &str, kind: &str, role: &str, zone: &str, host: &str) -> ProcessValue {
+    ProcessValue {
+        name: name.to_string().into(),
+        kind: kind.to_string().into(),
+        address: Attr::Unknown,
+        role: role.to_string().into(),
+        status: "up".to_string().into(),
+        zone: zone.to_string().into(),
+        host: host.to_string().into(),
     }
-    Err(Diagnostic::error(
-        "Changing the shape of a sentinel deployment is not supported yet",
-        format!(
-            "The plan places {planned:?} but the deployment runs {running:?}. Adding or removing replicas, hosts or sentinels of a redisha_sentinel is not done in place yet: replace it (`terraform apply -replace=...`) or keep replicas, zones, hosts and sentinel.count as they are."
-        ),
-    )
-    .into())
 }
 
 #[async_trait]
@@ -258,16 +323,28 @@ impl Resource for SentinelResource {
                 diagnostics: Diagnostics::new(),
             });
         };
-        let plan = place(&a)?;
+        let running = match (&args.private, args.creating()) {
+            (Some(private), false) => Some(private),
+            _ => None,
+        };
+        let plan = place(&a, running.map(|p| &p.state))?;
         let mut diagnostics = Diagnostics::new();
         for w in &plan.warnings {
             diagnostics.push(Diagnostic::warning("Sentinel placement", w.clone()));
         }
         let report = report_of(&plan);
-        let state = match (&args.private, args.creating()) {
-            (Some(private), false) => {
-                same_shape(&plan, &private.state)?;
-                with_deployment(&args.config, &a, private, None, report)
+        let state = match running {
+            Some(private) => {
+                let mut state = with_deployment(&args.config, &a, private, None, report);
+                let change = reshape_of(&plan, &private.state);
+                if !change.is_empty() {
+                    diagnostics.push(Diagnostic::warning(
+                        "The deployment changes shape in place",
+                        change.describe().join("\n"),
+                    ));
+                    reshaped(&mut state, &private.state, &change);
+                }
+                state
             }
             _ => SentinelModel {
                 id: Attr::Known(a.name.clone()),
@@ -285,7 +362,7 @@ impl Resource for SentinelResource {
         a: ApplyArgs<SentinelModel, SentinelPrivate>,
     ) -> Outcome<SentinelModel, SentinelPrivate> {
         let args = known_args(&a.config)?;
-        let plan = place(&args)?;
+        let plan = place(&args, None)?;
         let sentinel = plan
             .sentinel
             .clone()
@@ -340,8 +417,8 @@ impl Resource for SentinelResource {
             )
             .into());
         };
-        let plan = place(&args)?;
-        same_shape(&plan, &private.state)?;
+        let plan = place(&args, Some(&private.state))?;
+        let change = reshape_of(&plan, &private.state);
         let driver = driver_for(&args, &private.cluster_id)?;
         let old_password = prior.password.value().map(Password::new);
         let mut op = operator(
@@ -354,15 +431,32 @@ impl Resource for SentinelResource {
         );
         // Both passwords work to connect: a rotation cut short leaves either.
         let rotating = old_password != args.node_config.password;
+        let old_sentinel_password = sentinel_password_of(&prior);
+        let rotating_sentinels = old_sentinel_password.as_ref() != op.sentinel_password();
+        op.also_accept_on_sentinels([old_sentinel_password]);
         let result = async {
-            if rotating {
-                op.rotate_password(&private.state, old_password.clone())
-                    .await?;
-            }
+            // Stopped processes first: a rotation needs every process to answer, and a
+            // sentinel restarts from its own file with the passwords it had.
             let repaired = op.repair(&mut private.state).await?;
             for action in &repaired.actions {
                 info!(name = %args.name, %action, "repaired");
             }
+            if rotating {
+                op.rotate_password(&private.state, old_password.clone())
+                    .await?;
+            }
+            // Sentinels made before they had a password get theirs too.
+            if rotating_sentinels
+                || !op
+                    .sentinels_without_password(&private.state)
+                    .await
+                    .is_empty()
+            {
+                op.rotate_sentinel_password(&private.state).await?;
+            }
+            op.reshape(&args.request, &change, &mut private.state)
+                .await?;
+            op.apply_sentinel_settings(&private.state).await?;
             if op.restore_primary(&private.state).await? {
                 info!(name = %args.name, "the planned primary is back");
             }

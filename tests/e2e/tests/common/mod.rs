@@ -59,6 +59,14 @@ pub fn redisha_status_binary() -> PathBuf {
         .clone()
 }
 
+/// `redisha-drill`.
+pub fn drill_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| workspace_binary("redisha-drill", "redisha-drill", &[]))
+        .clone()
+}
+
 /// `target/<profile>/<bin>`, built first (`cargo build -p <package> <args>`) unless
 /// REDISHA_SKIP_PROVIDER_BUILD says the workspace build made it already.
 fn workspace_binary(package: &str, bin: &str, args: &[&str]) -> PathBuf {

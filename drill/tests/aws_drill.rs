@@ -18,8 +18,8 @@ use redisha_aws::testing::{Fixture, Moto};
 use redisha_aws::{AddressOverride, AwsClients, AwsDriver, AwsDriverConfig};
 use redisha_cluster::{ClusterState, NodeConfig, Operator, Options, Password};
 use redisha_drill::{
-    default_window, render_text, run, Action, DrillDriver, DrillOptions, DrillReport, Failure,
-    Scope,
+    default_window, ec2_stop, render_text, run, Action, DrillDriver, DrillOptions, DrillReport,
+    Failure, Scope,
 };
 use redisha_planner::{plan, ClusterSpec, HostSpec, Request, Role, Spread, ZoneSpec};
 
@@ -75,6 +75,10 @@ fn free_base_port() -> u16 {
 }
 
 fn driver(client: &AwsClients, fx: &Fixture, base: u16) -> AwsDriver {
+    AwsDriver::with_client(client.clone(), driver_config(fx, base)).expect("driver")
+}
+
+fn driver_config(fx: &Fixture, base: u16) -> AwsDriverConfig {
     let mut c = AwsDriverConfig::new(CLUSTER, fx.subnet_ids(), "t3.small", fx.ami.clone());
     c.cluster_id = Some(CLUSTER_ID.into());
     c.poll_interval = Duration::from_millis(200);
@@ -91,7 +95,7 @@ fn driver(client: &AwsClients, fx: &Fixture, base: u16) -> AwsDriver {
     c.timeouts.create = Duration::from_secs(120);
     c.timeouts.update = Duration::from_secs(120);
     c.timeouts.delete = Duration::from_secs(60);
-    AwsDriver::with_client(client.clone(), c).expect("driver")
+    c
 }
 
 fn node_config() -> NodeConfig {
@@ -230,7 +234,74 @@ async fn drill(
     )
     .await
     .unwrap_or_else(|e| panic!("the drill ran: {e}\n{}", runner.report()));
+    leftovers_are_started_and_other_clusters_untouched(client, fx, &driver, records, base).await;
     let destroyed = driver.destroy().await;
     assert!(destroyed.is_ok(), "destroy: {destroyed:?}");
     report
+}
+
+/// A drill killed while its instances were stopped leaves its record; the next drill's
+/// `start_leftovers` starts them. A driver of another cluster id (same name, same VPC) finds
+/// none of them and may not stop them.
+async fn leftovers_are_started_and_other_clusters_untouched(
+    client: &AwsClients,
+    fx: &Fixture,
+    driver: &AwsDriver,
+    records: &std::path::Path,
+    base: u16,
+) {
+    let zone = ZONES[2];
+    let ids: Vec<String> = driver
+        .running_in_zone(zone)
+        .await
+        .expect("running instances")
+        .into_iter()
+        .map(|i| i.instance_id)
+        .collect();
+    assert_eq!(ids.len(), 1, "one instance in {zone}");
+
+    let mut other = driver_config(fx, base);
+    other.cluster_id = Some("00000000000000d6".into());
+    let other = AwsDriver::with_client(client.clone(), other).expect("driver");
+    assert!(other
+        .running_in_zone(zone)
+        .await
+        .expect("lookup")
+        .is_empty());
+    assert!(
+        other.stop_instances(&ids).await.is_err(),
+        "another cluster id may not stop this cluster's instance"
+    );
+
+    let stopped = ec2_stop::stop(driver, records, CLUSTER_ID, ids.clone())
+        .await
+        .expect("stopped");
+    // The drill is killed here: nothing starts them but the record.
+    drop(stopped);
+    assert!(driver
+        .running_in_zone(zone)
+        .await
+        .expect("lookup")
+        .is_empty());
+    let started = ec2_stop::start_leftovers(driver, records, CLUSTER_ID)
+        .await
+        .expect("leftovers started");
+    assert_eq!(started, ids);
+    assert_eq!(
+        driver
+            .running_in_zone(zone)
+            .await
+            .expect("lookup")
+            .into_iter()
+            .map(|i| i.instance_id)
+            .collect::<Vec<_>>(),
+        ids
+    );
+    assert!(
+        ec2_stop::start_leftovers(driver, records, CLUSTER_ID)
+            .await
+            .expect("no leftovers")
+            .is_empty(),
+        "the record went with the start"
+    );
 }

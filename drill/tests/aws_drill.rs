@@ -10,18 +10,17 @@
 //! delay. The nodes listen on loopback stand-ins 127.136.Z.1 (the test-only address map),
 //! ports 27800-27890; moto's invented private addresses are never contacted.
 
-use std::net::{IpAddr, TcpListener};
 use std::time::Duration;
 
 use redisha_aws::testing::ssm_runner::SsmRunner;
-use redisha_aws::testing::{Fixture, Moto};
-use redisha_aws::{AddressOverride, AwsClients, AwsDriver, AwsDriverConfig};
+use redisha_aws::testing::{free_base_port, map_hosts, one_host_per_zone, Fixture, Moto};
+use redisha_aws::{AwsClients, AwsDriver, AwsDriverConfig};
 use redisha_cluster::{ClusterState, NodeConfig, Operator, Options, Password};
 use redisha_drill::{
     default_window, ec2_stop, render_text, run, Action, DrillDriver, DrillOptions, DrillReport,
     Failure, Scope,
 };
-use redisha_planner::{plan, ClusterSpec, HostSpec, Request, Role, Spread, ZoneSpec};
+use redisha_planner::{plan, Role};
 
 const CLUSTER: &str = "awsdrill";
 const CLUSTER_ID: &str = "00000000000000d5";
@@ -29,49 +28,11 @@ const PASSWORD: &str = "aws-drill-Secret-16";
 const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
 const NODE_TIMEOUT_MS: u64 = 1000;
 
-/// One instance per zone, `<zone>-1`, each running two nodes: 3 shards with one replica.
-fn request() -> Request {
-    Request {
-        cluster: ClusterSpec {
-            shards: 3,
-            replicas: 1,
-            node_memory_mb: 64,
-            spread: Spread::Zone,
-            survive: Default::default(),
-        },
-        zones: ZONES
-            .iter()
-            .map(|z| ZoneSpec {
-                name: z.to_string(),
-                hosts: vec![HostSpec {
-                    name: format!("{z}-1"),
-                    memory_mb: 2048,
-                    max_nodes: 2,
-                    rack: None,
-                }],
-            })
-            .collect(),
-        partitions: Vec::new(),
-        sentinel: None,
-    }
-}
-
-/// The stand-in address of the host in zone `i` (0-based).
-fn stand_in(i: usize) -> String {
-    format!("127.136.{}.1", i + 1)
-}
-
-/// A base port in 27800-27890 free (with the next one and their bus ports) on every stand-in.
-fn free_base_port() -> u16 {
-    (27800..27890)
-        .find(|p| {
-            (0..ZONES.len()).all(|i| {
-                [*p, p + 1, p + 10000, p + 10001]
-                    .iter()
-                    .all(|q| TcpListener::bind((stand_in(i).as_str(), *q)).is_ok())
-            })
-        })
-        .expect("a free port in 27800-27890 on the stand-ins")
+/// The stand-in addresses 127.136.Z.1, one a zone.
+fn stand_ins() -> Vec<String> {
+    (1..=ZONES.len())
+        .map(|z| format!("127.136.{z}.1"))
+        .collect()
 }
 
 fn driver(client: &AwsClients, fx: &Fixture, base: u16) -> AwsDriver {
@@ -82,19 +43,7 @@ fn driver_config(fx: &Fixture, base: u16) -> AwsDriverConfig {
     let mut c = AwsDriverConfig::new(CLUSTER, fx.subnet_ids(), "t3.small", fx.ami.clone());
     c.cluster_id = Some(CLUSTER_ID.into());
     c.poll_interval = Duration::from_millis(200);
-    for (i, zone) in ZONES.iter().enumerate() {
-        c.address_override.insert(
-            format!("{zone}-1"),
-            AddressOverride {
-                ip: stand_in(i).parse::<IpAddr>().expect("ip"),
-                base_port: base,
-            },
-        );
-    }
-    c.max_nodes_per_host = 2;
-    c.timeouts.create = Duration::from_secs(120);
-    c.timeouts.update = Duration::from_secs(120);
-    c.timeouts.delete = Duration::from_secs(60);
+    map_hosts(&mut c, &ZONES, &stand_ins(), base);
     c
 }
 
@@ -160,17 +109,8 @@ async fn zone_stop_fails_over_its_master_and_the_started_instance_rejoins_as_pla
     .expect("test timed out");
     eprintln!("{}", render_text(&report));
 
-    assert_eq!(report.acked_lost(), 0, "acknowledged writes lost");
-    assert!(
-        report.disagreements.is_empty(),
-        "prediction != observation: {:?}",
-        report.disagreements
-    );
-    assert!(
-        report.restore.planned_layout,
-        "not back to the planned layout: {:?}",
-        report.restore
-    );
+    // 0 acknowledged writes lost, prediction = observation, the planned layout restored.
+    assert!(report.passed(), "the drill failed: {report:?}");
     assert_eq!(report.observed.masters_lost, 1);
     assert_eq!(report.observed.replicas_promoted, 1);
     assert!(report.shards.iter().all(|s| s.observed_writable));
@@ -198,8 +138,9 @@ async fn drill(
     runner: &SsmRunner,
     records: &std::path::Path,
 ) -> DrillReport {
-    let base = free_base_port();
-    let request = request();
+    let base = free_base_port(&stand_ins(), 27800..27890);
+    // One instance per zone, `<zone>-1`, each running two nodes: 3 shards with one replica.
+    let request = one_host_per_zone(&ZONES);
     let driver = driver(client, fx, base);
     let config = node_config();
     let mut state = ClusterState::new("aws");

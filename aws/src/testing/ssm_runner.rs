@@ -165,6 +165,11 @@ impl Machine {
     /// Ends every process the shim started (by its recorded pid): the instance stopped or
     /// terminated.
     pub fn halt(&self) {
+        self.end_recorded(end_pid);
+    }
+
+    /// Ends every pid the shim recorded with `end`, and forgets them.
+    fn end_recorded(&self, end: fn(u32)) {
         let Ok(entries) = std::fs::read_dir(self.dir.path().join("pids")) else {
             return;
         };
@@ -173,7 +178,7 @@ impl Machine {
                 .ok()
                 .and_then(|t| t.trim().parse::<u32>().ok());
             if let Some(pid) = pid {
-                end_pid(pid);
+                end(pid);
             }
             let _ = std::fs::remove_file(entry.path());
         }
@@ -182,18 +187,7 @@ impl Machine {
     /// The power going off (the instance stopped): SIGKILL of every process the shim
     /// started, as nothing on the instance gets to finish what it was doing.
     pub fn power_off(&self) {
-        let Ok(entries) = std::fs::read_dir(self.dir.path().join("pids")) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let pid = std::fs::read_to_string(entry.path())
-                .ok()
-                .and_then(|t| t.trim().parse::<u32>().ok());
-            if let Some(pid) = pid {
-                kill_pid(pid);
-            }
-            let _ = std::fs::remove_file(entry.path());
-        }
+        self.end_recorded(kill_pid);
     }
 
     /// A later boot (the instance started again): `/run` starts empty (a tmpfs on a real

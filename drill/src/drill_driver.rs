@@ -50,3 +50,20 @@ impl DrillDriver<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redisha_cluster::LocalConfig;
+
+    #[test]
+    fn the_local_driver_refuses_stop_and_takes_its_own_failures() {
+        let driver = LocalDriver::new(LocalConfig::new("/nonexistent/redisha-drill-test"));
+        let local = DrillDriver::from(&driver);
+        let refused = local.check(Action::Stop).expect_err("stop refused");
+        assert!(refused.to_string().contains("aws driver"), "{refused}");
+        for action in [Action::Crash, Action::Hang, Action::Partition] {
+            assert!(local.check(action).is_ok(), "{action:?}");
+        }
+    }
+}

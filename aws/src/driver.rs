@@ -902,6 +902,14 @@ impl AwsDriver {
         })
     }
 
+    /// The cluster's instances in any state: its name and id tags, in its VPC (the proof
+    /// destroy relies on). A cluster without an id has no such proof: refused.
+    pub async fn cluster_instances(&self) -> Result<Vec<ClusterInstance>, AwsError> {
+        self.acting_id("find instances by")?;
+        let prepared = self.prepare(&[], false).await?;
+        instances::find_instances(&self.client, &self.scope(&prepared), None).await
+    }
+
     /// The instances (not terminated) carrying the cluster's id in its VPC, whatever their
     /// name tag, and those names: an imported cluster is adopted only when its id is found
     /// there under the configured name.

@@ -505,6 +505,18 @@ pub async fn terminate(client: &aws_sdk_ec2::Client, ids: &[String]) -> Result<(
     }
 }
 
+/// Stops running instances (EC2 shuts their OS down; their volumes stay).
+pub async fn stop(client: &aws_sdk_ec2::Client, ids: &[String]) -> Result<(), AwsError> {
+    client
+        .stop_instances()
+        .set_instance_ids(Some(ids.to_vec()))
+        .send()
+        .await
+        .map_err(api("StopInstances"))?;
+    tracing::info!(instance_ids = ?ids, "stopping instances");
+    Ok(())
+}
+
 /// Starts stopped instances.
 pub async fn start(client: &aws_sdk_ec2::Client, ids: &[String]) -> Result<(), AwsError> {
     client

@@ -6,6 +6,7 @@
 //! - [`AwsDriver`]: implements [`redisha_cluster::Driver`], plus `ensure_hosts`,
 //!   `read_hosts` (drift), `destroy`, `claim` (a cluster made before ids) and
 //!   `host_memory_mib`; it acts only on what carries the cluster's id in its VPC.
+//! - [`power`]: a zone's instances stopped and started again (the failure drills).
 //! - [`topology()`]: zones and subnets of a VPC.
 //! - `testing` (feature `testing`, for tests only): moto_server, an EC2 client for it and a
 //!   VPC fixture.
@@ -17,6 +18,7 @@ pub mod error;
 pub mod instance_profile;
 pub mod instances;
 pub mod node_commands;
+pub mod power;
 mod probe;
 pub mod records;
 pub mod run_command;

@@ -104,6 +104,74 @@ pub async fn client_at(port: u16) -> crate::AwsClients {
         .expect("clients build")
 }
 
+/// A small cluster on the aws driver: one host per zone (`<zone>-1`, 2 GB, two nodes), 3
+/// shards with one replica spread over the zones (the engine roll's and the aws drill's).
+pub fn one_host_per_zone(zones: &[&str]) -> redisha_planner::Request {
+    use redisha_planner::{ClusterSpec, HostSpec, Request, Spread, ZoneSpec};
+    Request {
+        cluster: ClusterSpec {
+            shards: 3,
+            replicas: 1,
+            node_memory_mb: 64,
+            spread: Spread::Zone,
+            survive: Default::default(),
+        },
+        zones: zones
+            .iter()
+            .map(|z| ZoneSpec {
+                name: z.to_string(),
+                hosts: vec![HostSpec {
+                    name: format!("{z}-1"),
+                    memory_mb: 2048,
+                    max_nodes: 2,
+                    rack: None,
+                }],
+            })
+            .collect(),
+        partitions: Vec::new(),
+        sentinel: None,
+    }
+}
+
+/// A base port in `range` free, with the next one and their bus ports, on every one of
+/// `addresses` (the hosts' loopback stand-ins of [`one_host_per_zone`]).
+pub fn free_base_port(addresses: &[String], range: std::ops::Range<u16>) -> u16 {
+    let (first, last) = (range.start, range.end);
+    range
+        .into_iter()
+        .find(|p| {
+            addresses.iter().all(|ip| {
+                [*p, p + 1, p + 10000, p + 10001]
+                    .iter()
+                    .all(|q| std::net::TcpListener::bind((ip.as_str(), *q)).is_ok())
+            })
+        })
+        .unwrap_or_else(|| panic!("no free port in {first}-{last} on {addresses:?}"))
+}
+
+/// Maps each zone's host `<zone>-1` to its stand-in (`addresses[i]` for `zones[i]`) at
+/// `base`, for two nodes a host, with the long timeouts of a cluster's operations.
+pub fn map_hosts(
+    config: &mut crate::AwsDriverConfig,
+    zones: &[&str],
+    addresses: &[String],
+    base: u16,
+) {
+    for (zone, ip) in zones.iter().zip(addresses) {
+        config.address_override.insert(
+            format!("{zone}-1"),
+            crate::AddressOverride {
+                ip: ip.parse().expect("a stand-in address"),
+                base_port: base,
+            },
+        );
+    }
+    config.max_nodes_per_host = 2;
+    config.timeouts.create = Duration::from_secs(120);
+    config.timeouts.update = Duration::from_secs(120);
+    config.timeouts.delete = Duration::from_secs(60);
+}
+
 /// A VPC with one subnet per requested zone, and two AMIs moto knows.
 pub struct Fixture {
     pub vpc_id: String,

@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::net::{IpAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,77 +18,27 @@ use std::time::Duration;
 use common::{Fixture, FixtureConfig, Moto};
 use redis::cluster::ClusterClientBuilder;
 use redisha_aws::testing::ssm_runner::SsmRunner;
-use redisha_aws::{AddressOverride, AwsClients, AwsDriver, HostStatus};
+use redisha_aws::testing::{free_base_port, map_hosts, one_host_per_zone};
+use redisha_aws::{AwsClients, AwsDriver, HostStatus};
 use redisha_cluster::{ClusterError, ClusterState, NodeConfig, Operator, Options, Password};
-use redisha_planner::{ClusterSpec, HostSpec, Request, Spread, ZoneSpec};
 
 const CLUSTER: &str = "awsroll";
 const CLUSTER_ID: &str = "00000000000000e7";
 const PASSWORD: &str = "aws-roll-Secret-12";
 const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
 
-/// One instance per zone, `<zone>-1`, each running two nodes: 3 shards with one replica.
-fn request() -> Request {
-    Request {
-        cluster: ClusterSpec {
-            shards: 3,
-            replicas: 1,
-            node_memory_mb: 64,
-            spread: Spread::Zone,
-            survive: Default::default(),
-        },
-        zones: ZONES
-            .iter()
-            .map(|z| ZoneSpec {
-                name: z.to_string(),
-                hosts: vec![HostSpec {
-                    name: format!("{z}-1"),
-                    memory_mb: 2048,
-                    max_nodes: 2,
-                    rack: None,
-                }],
-            })
-            .collect(),
-        partitions: Vec::new(),
-        sentinel: None,
-    }
-}
-
-/// The stand-in address of the host in zone `i` (0-based).
-fn stand_in(i: usize) -> String {
-    format!("127.132.{}.1", i + 1)
-}
-
-/// A base port in 9700-9790 free (with the next one and their bus ports) on every stand-in.
-fn free_base_port() -> u16 {
-    (9700..9790)
-        .find(|p| {
-            (0..ZONES.len()).all(|i| {
-                [*p, p + 1, p + 10000, p + 10001]
-                    .iter()
-                    .all(|q| TcpListener::bind((stand_in(i).as_str(), *q)).is_ok())
-            })
-        })
-        .expect("a free port in 9700-9790 on the stand-ins")
+/// The stand-in addresses 127.132.Z.1, one a zone.
+fn stand_ins() -> Vec<String> {
+    (1..=ZONES.len())
+        .map(|z| format!("127.132.{z}.1"))
+        .collect()
 }
 
 /// The driver for the cluster with `ami`, every host mapped to its stand-in.
 fn driver(client: &AwsClients, fx: &Fixture, ami: &str, base: u16) -> AwsDriver {
     let mut c = fx.config_with_id(CLUSTER, CLUSTER_ID);
     c.ami = ami.to_string();
-    for (i, zone) in ZONES.iter().enumerate() {
-        c.address_override.insert(
-            format!("{zone}-1"),
-            AddressOverride {
-                ip: stand_in(i).parse::<IpAddr>().expect("ip"),
-                base_port: base,
-            },
-        );
-    }
-    c.max_nodes_per_host = 2;
-    c.timeouts.create = Duration::from_secs(120);
-    c.timeouts.update = Duration::from_secs(120);
-    c.timeouts.delete = Duration::from_secs(60);
+    map_hosts(&mut c, &ZONES, &stand_ins(), base);
     AwsDriver::with_client(client.clone(), c).expect("driver")
 }
 
@@ -294,8 +243,9 @@ async fn ami_change_replaces_instances_one_at_a_time_without_losing_acknowledged
 }
 
 async fn run(client: &AwsClients, fx: &Fixture) {
-    let base = free_base_port();
-    let request = request();
+    let base = free_base_port(&stand_ins(), 9700..9790);
+    // One instance per zone, `<zone>-1`, each running two nodes: 3 shards with one replica.
+    let request = one_host_per_zone(&ZONES);
     let old = driver(client, fx, &fx.ami, base);
     let op = operator(&old, None);
     let mut state = ClusterState::new("aws");

@@ -20,6 +20,8 @@ pub enum DrillError {
     Cluster(#[from] redisha_cluster::ClusterError),
     #[error("driver: {0}")]
     Driver(#[from] redisha_cluster::DriverError),
+    #[error("aws: {0}")]
+    Aws(#[from] redisha_aws::AwsError),
     #[error("planner: {0}")]
     Planner(#[from] redisha_planner::PlanError),
     #[error("{context}: {source}")]

@@ -19,6 +19,9 @@ pub enum Action {
     Hang,
     /// A packet-level cut (nftables) of the hit hosts' addresses from the rest of the cluster.
     Partition,
+    /// The aws driver: the hit hosts' EC2 instances stopped (StopInstances), started again
+    /// after the window.
+    Stop,
 }
 
 impl Action {
@@ -27,6 +30,7 @@ impl Action {
             Action::Crash => "crash",
             Action::Hang => "hang",
             Action::Partition => "partition",
+            Action::Stop => "stop",
         }
     }
 }

@@ -94,6 +94,11 @@ pub fn inject(action: Action, processes: &[NodeProcess], cut: CutSides<'_>) -> R
                 p.signal(libc::SIGSTOP)?;
             }
         }
+        Action::Stop => {
+            return Err(DrillError::Failure(
+                "stop acts on EC2 instances, not on processes (see ec2_stop)".into(),
+            ))
+        }
         Action::Partition => {
             injected.cut = Some(nft::install(
                 cut.cluster_dir,

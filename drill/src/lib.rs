@@ -1,12 +1,16 @@
-//! redisha-drill: runs one failure (crash, hang, partition) against a running redisha
-//! cluster on the local driver, drives traffic through it, and scores what happened against
-//! the planner's what-if report. The planner stays pure: the drill lives here, where the
-//! driver and the operator are reachable.
+//! redisha-drill: runs one failure (crash, hang, partition on the local driver; a zone's EC2
+//! instances stopped on the aws driver) against a running redisha cluster, drives traffic
+//! through it, and scores what happened against the planner's what-if report. The planner
+//! stays pure: the drill lives here, where the driver and the operator are reachable.
 //!
 //! - [`Target`]: the cluster named by a Terraform working directory or state file
 //! - [`Failure`] (`Action` + `Scope` + window), [`run`], [`DrillReport`] and its renderings
+//! - [`DrillDriver`]: local (crash, hang, partition) or aws (stop: StopInstances of a zone's
+//!   instances, [`ec2_stop`])
 //! - [`sentinel`]: the same failures against a sentinel-mode deployment (`redisha_sentinel`)
 
+pub mod drill_driver;
+pub mod ec2_stop;
 pub mod error;
 pub mod failure;
 pub mod inject;
@@ -21,6 +25,7 @@ pub mod sentinel;
 pub mod target;
 pub mod watch;
 
+pub use drill_driver::DrillDriver;
 pub use error::{DrillError, Result};
 pub use failure::{Action, Failure, Scope};
 pub use report::{render_json, render_markdown, render_text, DrillReport};

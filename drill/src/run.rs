@@ -2,15 +2,20 @@
 //! heal, stop the traffic, restore the planned layout through the operator (the code
 //! `terraform apply` runs) and time it, read every write back, score.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use redisha_cluster::{Cancel, ClusterState, LocalDriver, NodeConfig, Operator, Options};
+use redisha_aws::AwsDriver;
+use redisha_cluster::{Cancel, ClusterState, NodeConfig, Operator, Options};
 use redisha_planner::{migrate, plan, Request, Role};
 
+use crate::drill_driver::DrillDriver;
+use crate::ec2_stop::{self, StoppedInstances};
 use crate::error::{DrillError, Result};
 use crate::failure::{hit_nodes, prediction, Action, Failure};
-use crate::inject::{check_sends_from_own_address, inject, split_addresses, wait_window, CutSides};
+use crate::inject::{
+    check_sends_from_own_address, inject, split_addresses, wait_window, CutSides, Injected,
+};
 use crate::load::{plan_load, verify, Traffic};
 use crate::report::{DrillReport, Restore};
 use crate::score::{disagreements, predicted, score, Window};
@@ -59,19 +64,27 @@ pub fn node_timeout_ms(config: &NodeConfig) -> u64 {
 /// Runs `failure` against the cluster of `state` (rebuilt from the driver and the live
 /// cluster, as `Target::locate` does) and reports. An `Err` means the drill could not run or
 /// could not heal; a drill that ran returns its report, passed or not.
-pub async fn run(
-    driver: &LocalDriver,
+pub async fn run<'a>(
+    driver: impl Into<DrillDriver<'a>>,
     request: &Request,
     config: &NodeConfig,
     mut state: ClusterState,
     failure: &Failure,
     opts: &DrillOptions,
 ) -> Result<DrillReport> {
+    let driver = driver.into();
+    driver.check(failure.action)?;
     let password = config.password.clone();
     let hit = hit_nodes(request, &state, &failure.scope)?;
     let outcome = prediction(request, &state, &failure.scope)?;
     let expected = predicted(&state, &hit, &outcome);
-    let op = Operator::with_options(driver, config.clone(), opts.operator.clone());
+    let op = Operator::with_options(driver.driver(), config.clone(), opts.operator.clone());
+    if let DrillDriver::Aws { driver, record_dir } = driver {
+        // Before the layout check: instances a killed drill left stopped are why it drifts.
+        for id in ec2_stop::start_leftovers(driver, record_dir, &state.cluster_id).await? {
+            tracing::warn!(instance_id = %id, "started an instance an interrupted drill left stopped");
+        }
+    }
     let drift = layout_drift(&op, &state).await;
     if !drift.is_empty() {
         return Err(DrillError::Failure(format!(
@@ -79,18 +92,7 @@ pub async fn run(
             drift.join("; ")
         )));
     }
-    let cluster_dir = driver.config().data_dir.join(&state.cluster_id);
-    for table in nft::remove_leftovers(&cluster_dir)? {
-        tracing::warn!(%table, "removed a partition an interrupted drill left behind");
-    }
-    let processes = procs::find(driver, &hit).await?;
-    let (side, rest) = split_addresses(
-        state
-            .nodes
-            .iter()
-            .map(|n| (n.name.as_str(), n.handle.ip.as_str())),
-        &hit,
-    );
+    let breaker = Breaker::prepare(driver, &state, failure, &hit).await?;
     if failure.action == Action::Partition {
         check_source_addresses(&op, &state).await?;
     }
@@ -103,22 +105,13 @@ pub async fn run(
     let (samples, watcher) = watch::start(&traffic, targets, password.clone());
     tokio::time::sleep(opts.warm_up).await;
 
-    let injected = inject(
-        failure.action,
-        &processes,
-        CutSides {
-            cluster_dir: &cluster_dir,
-            cluster_id: &state.cluster_id,
-            side: &side,
-            rest: &rest,
-        },
-    )?;
-    // The failure is in force once the signals are sent or nft returned: writes acknowledged
-    // before that are not "after the cut".
+    let broken = breaker.inject(failure.action, &state.cluster_id).await?;
+    // The failure is in force once the signals are sent, nft returned or EC2 accepted the
+    // stop: writes acknowledged before that are not "after the cut".
     let failed_at = traffic.now_ms();
     wait_window(failure.window, &opts.cancel).await;
     let healed_at = traffic.now_ms();
-    injected.heal()?;
+    broken.heal().await?;
     let all: Vec<usize> = (0..state.nodes.len()).collect();
     let survivors: Vec<usize> = state
         .nodes
@@ -190,6 +183,105 @@ pub async fn run(
         restore,
         log,
     })
+}
+
+/// What a failure acts on, found before the traffic starts.
+enum Breaker<'a> {
+    Local {
+        cluster_dir: PathBuf,
+        processes: Vec<procs::NodeProcess>,
+        side: Vec<String>,
+        rest: Vec<String>,
+    },
+    Aws {
+        driver: &'a AwsDriver,
+        record_dir: &'a Path,
+        instances: Vec<String>,
+    },
+}
+
+/// A failure in force.
+enum Broken<'a> {
+    Local(Injected),
+    Aws(StoppedInstances<'a>),
+}
+
+impl<'a> Breaker<'a> {
+    async fn prepare(
+        driver: DrillDriver<'a>,
+        state: &ClusterState,
+        failure: &Failure,
+        hit: &[String],
+    ) -> Result<Breaker<'a>> {
+        match driver {
+            DrillDriver::Local(driver) => {
+                let cluster_dir = driver.config().data_dir.join(&state.cluster_id);
+                for table in nft::remove_leftovers(&cluster_dir)? {
+                    tracing::warn!(%table, "removed a partition an interrupted drill left behind");
+                }
+                let processes = procs::find(driver, hit).await?;
+                let (side, rest) = split_addresses(
+                    state
+                        .nodes
+                        .iter()
+                        .map(|n| (n.name.as_str(), n.handle.ip.as_str())),
+                    hit,
+                );
+                Ok(Breaker::Local {
+                    cluster_dir,
+                    processes,
+                    side,
+                    rest,
+                })
+            }
+            DrillDriver::Aws { driver, record_dir } => Ok(Breaker::Aws {
+                driver,
+                record_dir,
+                instances: ec2_stop::instances_to_stop(driver, state, &failure.scope, hit).await?,
+            }),
+        }
+    }
+
+    async fn inject(self, action: Action, cluster_id: &str) -> Result<Broken<'a>> {
+        match self {
+            Breaker::Local {
+                cluster_dir,
+                processes,
+                side,
+                rest,
+            } => Ok(Broken::Local(inject(
+                action,
+                &processes,
+                CutSides {
+                    cluster_dir: &cluster_dir,
+                    cluster_id,
+                    side: &side,
+                    rest: &rest,
+                },
+            )?)),
+            Breaker::Aws {
+                driver,
+                record_dir,
+                instances,
+            } => Ok(Broken::Aws(
+                ec2_stop::stop(driver, record_dir, cluster_id, instances).await?,
+            )),
+        }
+    }
+}
+
+impl Broken<'_> {
+    /// Lifts the failure: SIGCONT, rules removed, or the instances started and running.
+    async fn heal(self) -> Result<()> {
+        match self {
+            Broken::Local(injected) => injected.heal(),
+            Broken::Aws(stopped) => {
+                let started = stopped.start_again().await?;
+                tracing::info!(instances = ?started, "started the stopped instances again");
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Now, in ms since the Unix epoch (0 on a clock set before it).

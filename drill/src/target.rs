@@ -248,7 +248,7 @@ fn parse_cluster(
     let cluster_id = text("cluster_id").ok_or(format!("{address}: no `cluster_id`"))?;
     if !single(&attrs["aws"]).is_null() {
         return Err(format!(
-            "{address} uses the aws driver; drills run on the local driver only (aws StopInstances drills are not built yet)"
+            "{address} uses the aws driver: its drill (a zone's instances stopped) runs through the library (redisha_drill::run with DrillDriver::Aws, drill/tests/aws_drill.rs), not this command yet"
         ));
     }
     let mut local = local_of(attrs, working_dir, &name);

@@ -23,6 +23,13 @@
 //!   stand-in address and port of the test-only address map. Nothing contacts moto's invented
 //!   private addresses, nor the metadata service.
 //!
+//! Moto's StopInstances and StartInstances only flip the instance's state; the runner makes
+//! them real: a stopped instance's processes get SIGKILL at once (the power going off: nothing
+//! finishes what it was doing), and when it runs again it boots: `/run` is emptied (a tmpfs on
+//! a real instance) and its enabled units start (not its user data: cloud-init runs that at the
+//! first boot only), so its nodes come back from their config, nodes.conf and data as
+//! systemd would start them, after the unit's rejoin delay.
+//!
 //! Processes are ended by pid (the shim's pid files and the holder's pid), never by name, when
 //! an instance stops or terminates in moto and when the runner drops (also when a test fails).
 
@@ -158,6 +165,11 @@ impl Machine {
     /// Ends every process the shim started (by its recorded pid): the instance stopped or
     /// terminated.
     pub fn halt(&self) {
+        self.end_recorded(end_pid);
+    }
+
+    /// Ends every pid the shim recorded with `end`, and forgets them.
+    fn end_recorded(&self, end: fn(u32)) {
         let Ok(entries) = std::fs::read_dir(self.dir.path().join("pids")) else {
             return;
         };
@@ -166,10 +178,23 @@ impl Machine {
                 .ok()
                 .and_then(|t| t.trim().parse::<u32>().ok());
             if let Some(pid) = pid {
-                end_pid(pid);
+                end(pid);
             }
             let _ = std::fs::remove_file(entry.path());
         }
+    }
+
+    /// The power going off (the instance stopped): SIGKILL of every process the shim
+    /// started, as nothing on the instance gets to finish what it was doing.
+    pub fn power_off(&self) {
+        self.end_recorded(kill_pid);
+    }
+
+    /// A later boot (the instance started again): `/run` starts empty (a tmpfs on a real
+    /// instance) and every enabled unit starts, each in the background as systemd starts
+    /// them side by side: a node's unit waits its rejoin delay before redis-server starts.
+    fn boot(&self) -> std::io::Result<Output> {
+        self.run(BOOT)
     }
 
     /// The first boot: writes the user data's files (but the password helper, see the module
@@ -245,6 +270,17 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
+/// SIGKILL of `pid`, only if it is a redis-server (as [`end_pid`]).
+fn kill_pid(pid: u32) {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if !String::from_utf8_lossy(&cmdline).contains("redis-server") {
+        return;
+    }
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+}
+
 /// Ends `pid` (TERM, then KILL after 5 s), only if it is a redis-server: the shim's pid
 /// files name nothing else, and a reused pid is left alone.
 fn end_pid(pid: u32) {
@@ -273,6 +309,8 @@ struct Shared {
     seen: BTreeSet<String>,
     done: BTreeSet<String>,
     booted: BTreeSet<String>,
+    /// Instances stopped (their processes killed) and not started again yet.
+    powered_off: BTreeSet<String>,
     /// Problems of the runner itself (not of the scripts).
     trouble: Vec<String>,
 }
@@ -507,15 +545,56 @@ async fn poll_once(
         })
         .filter_map(|i| i.instance_id().map(str::to_string))
         .collect();
-    // A stopped or terminated instance's processes die with it.
-    let gone: Vec<Arc<Machine>> = lock(shared)
+    let stopped: BTreeSet<String> = instances
+        .iter()
+        .filter(|i| {
+            matches!(
+                i.state().and_then(|s| s.name()),
+                Some(
+                    aws_sdk_ec2::types::InstanceStateName::Stopping
+                        | aws_sdk_ec2::types::InstanceStateName::Stopped
+                )
+            )
+        })
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect();
+    // A stopped instance's processes die at once, as at a power-off (moto only flips the
+    // state); a terminated one's end as it goes.
+    let gone: Vec<(String, Arc<Machine>)> = lock(shared)
         .machines
         .iter()
         .filter(|(id, _)| !running.contains(*id))
-        .map(|(_, m)| m.clone())
+        .map(|(id, m)| (id.clone(), m.clone()))
         .collect();
-    for machine in gone {
-        machine.halt();
+    for (id, machine) in gone {
+        if stopped.contains(&id) {
+            if lock(shared).powered_off.insert(id) {
+                machine.power_off();
+            }
+        } else {
+            machine.halt();
+        }
+    }
+    // A stopped instance started again boots: its enabled units start (not its user data,
+    // which cloud-init runs at the first boot only).
+    let rebooted: Vec<(String, Arc<Machine>)> = lock(shared)
+        .machines
+        .iter()
+        .filter(|(id, _)| running.contains(*id))
+        .map(|(id, m)| (id.clone(), m.clone()))
+        .collect();
+    for (id, machine) in rebooted {
+        if !lock(shared).powered_off.remove(&id) {
+            continue;
+        }
+        let ran = Ran {
+            command_id: "boot".into(),
+            instance_id: id.clone(),
+            comment: "boot".into(),
+            code: -1,
+            stderr: String::new(),
+        };
+        record(shared, ran, machine.boot());
     }
     if let Some(cluster) = boot {
         for instance in &instances {
@@ -623,6 +702,16 @@ os.rename("/etc/redisha/auth.conf.new", "/etc/redisha/auth.conf")
     )
 }
 
+/// A later boot (see [`Machine::boot`]).
+const BOOT: &str = r#"set -eu
+find /run -mindepth 1 -maxdepth 1 -exec rm -rf {} +
+for link in /etc/systemd/system/multi-user.target.wants/*.service; do
+  [ -e "$link" ] || continue
+  unit=$(basename "$link" .service)
+  systemctl start "$unit" </dev/null >>"$REDISHA_MACHINE/log/boot.log" 2>&1 &
+done
+"#;
+
 /// The `cloud-init` shim: the first boot is always done here.
 const CLOUD_INIT: &str = "#!/bin/sh\necho 'status: done'\n";
 
@@ -665,6 +754,9 @@ start() {
   while IFS= read -r line; do
     eval "$line" </dev/null
   done < "$M/log/$1.pre"
+  # Started meanwhile (a boot's start waits its rejoin delay; a Run Command start does not):
+  # systemd would have joined the two starts into one job.
+  if running "$1"; then return 0; fi
   cmd=$(sed -n 's/^ExecStart=//p' "$file" | sed "s/%i/$inst/g")
   set -f
   # shellcheck disable=SC2086

@@ -209,6 +209,7 @@ fn parse_state(
         node_config: NodeConfig {
             password,
             redis_config,
+            acl: Default::default(),
         },
         nodes,
     })

@@ -41,6 +41,9 @@ pub const OPERATOR_RULES: &[&str] = &[
     "+config|rewrite",
     "+migrate",
     "+restore",
+    // MIGRATE logs in to the target and sends these there.
+    "+select",
+    "+restore-asking",
     "+client|pause",
     "+client|unpause",
     "+acl|setuser",

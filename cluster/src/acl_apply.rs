@@ -90,13 +90,15 @@ impl Operator<'_> {
                     .get(OPERATOR_USER)
                     .is_none_or(|u| !u.hashes.contains(&hash))
             });
+            // Always set: its rules may have changed with redisha's version, which ACL LIST
+            // cannot be compared with; setting the same again changes nothing.
             if missing {
                 info!("ACL: the operator user is made on every node");
-                let mut args = AclConfig::operator_args();
-                args.push(format!("#{hash}"));
-                self.setuser_all(state, OPERATOR_USER, &args).await?;
-                changed = true;
             }
+            let mut args = AclConfig::operator_args();
+            args.push(format!("#{hash}"));
+            self.setuser_all(state, OPERATOR_USER, &args).await?;
+            changed |= missing;
             if missing || self.masteruser_differs(state).await? {
                 // Both in one CONFIG SET: a replica never pairs the new user with the old
                 // password.

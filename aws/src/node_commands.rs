@@ -356,6 +356,7 @@ mod tests {
         NodeConfig {
             password: Some(Password::new("s3cret-pw")),
             redis_config: [("maxmemory-policy".to_string(), "allkeys-lru".to_string())].into(),
+            acl: Default::default(),
         }
     }
 

@@ -46,6 +46,7 @@ fn node_config() -> NodeConfig {
     NodeConfig {
         password: Some(Password::new(PASSWORD)),
         redis_config: Default::default(),
+        acl: Default::default(),
     }
 }
 

@@ -31,6 +31,7 @@ fn config(password: &str, redis_config: &[(&str, &str)]) -> NodeConfig {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        acl: Default::default(),
     }
 }
 

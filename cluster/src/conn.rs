@@ -68,11 +68,35 @@ pub fn split_address(address: &str) -> Option<(String, u16)> {
     Some((host.trim_matches(['[', ']']).to_string(), port))
 }
 
+/// Who a connection logs in as: a user (`None`: `default`) and its password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub user: Option<String>,
+    pub password: Option<Password>,
+}
+
+impl Credential {
+    /// The `default` user with the cluster password (or none).
+    pub fn default_user(password: Option<Password>) -> Self {
+        Credential {
+            user: None,
+            password,
+        }
+    }
+
+    /// The user name as AUTH2 and `AUTH user pw` need it.
+    pub fn user_name(&self) -> &str {
+        self.user.as_deref().unwrap_or("default")
+    }
+}
+
 /// A cache of multiplexed connections by address, shared by concurrent tasks.
 ///
-/// It knows every password the nodes may accept, the configured one first: while a password
-/// rotation is under way (or was cut short by a killed provider) some nodes accept only the
-/// old one. A connection authenticates with the first that works and remembers it per node.
+/// It knows every credential the nodes may accept: the operator user's first (when the
+/// cluster has one; a node made before it, or not yet given it, refuses it), then `default`
+/// with the configured password, then with others: while a password rotation is under way (or
+/// was cut short by a killed provider) some nodes accept only the old one. A connection
+/// authenticates with the first that works and remembers it per node.
 ///
 /// Connections carry no response timeout of their own: every call applies its own bound
 /// (`query`/`pipe` the default command timeout, `query_within`/`pipe_within` a longer one for
@@ -80,11 +104,14 @@ pub fn split_address(address: &str) -> Option<(String, u16)> {
 /// both kinds.
 #[derive(Clone)]
 pub struct Conns {
+    /// The operator user's candidate passwords, the current one first (empty: none).
+    operator: Vec<Password>,
+    /// The `default` user's candidate passwords, the configured one first.
     passwords: Vec<Option<Password>>,
     connect_timeout: Duration,
     response_timeout: Duration,
     cache: Arc<Mutex<HashMap<String, MultiplexedConnection>>>,
-    /// The index into `passwords` each node (by address) accepted last.
+    /// The index into `credentials()` each node (by address) accepted last.
     accepted: Arc<Mutex<HashMap<String, usize>>>,
     /// TLS to every node (verified against the cluster's authority), when the nodes have it.
     tls: Option<Arc<ClientTls>>,
@@ -97,6 +124,7 @@ impl Conns {
         response_timeout: Duration,
     ) -> Self {
         Conns {
+            operator: Vec::new(),
             passwords: vec![password],
             connect_timeout,
             response_timeout,
@@ -123,9 +151,19 @@ impl Conns {
         self.passwords.first().and_then(Option::as_ref)
     }
 
-    /// The password `target` accepted when last connected (the configured one if unknown):
-    /// what MIGRATE must send to it.
-    pub async fn password_for(&self, target: &Target) -> Option<Password> {
+    /// Every credential to try, in order.
+    fn credentials(&self) -> Vec<Credential> {
+        let operator = self.operator.iter().map(|p| Credential {
+            user: Some(crate::acl::OPERATOR_USER.to_string()),
+            password: Some(p.clone()),
+        });
+        let default = self.passwords.iter().cloned().map(Credential::default_user);
+        operator.chain(default).collect()
+    }
+
+    /// The credential `target` accepted when last connected (the first candidate if unknown):
+    /// what MIGRATE's AUTH2 and a snapshot fetch must send to it.
+    pub async fn credential_for(&self, target: &Target) -> Credential {
         let i = self
             .accepted
             .lock()
@@ -133,14 +171,19 @@ impl Conns {
             .get(&target.address())
             .copied()
             .unwrap_or(0);
-        self.passwords.get(i).cloned().flatten()
+        let all = self.credentials();
+        all.get(i)
+            .or(all.first())
+            .cloned()
+            .unwrap_or_else(|| Credential::default_user(None))
     }
 
     pub fn set_password(&mut self, password: Option<Password>) {
         self.set_passwords(vec![password]);
     }
 
-    /// Every password nodes may accept, the configured one first; duplicates are dropped.
+    /// Every password nodes may accept for `default`, the configured one first; duplicates
+    /// are dropped.
     pub fn set_passwords(&mut self, candidates: Vec<Option<Password>>) {
         let mut passwords: Vec<Option<Password>> = Vec::new();
         for c in candidates {
@@ -152,6 +195,25 @@ impl Conns {
             passwords.push(None);
         }
         self.passwords = passwords;
+        self.forget();
+    }
+
+    /// The operator user's passwords nodes may accept, the current one first (empty: the
+    /// cluster has no operator user; redisha works as `default`).
+    pub fn set_operator_passwords(&mut self, candidates: Vec<Password>) {
+        let mut out: Vec<Password> = Vec::new();
+        for c in candidates {
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+        self.operator = out;
+        self.forget();
+    }
+
+    /// Drops every cached connection and what each node accepted: the next connections log in
+    /// with the first credential that works now.
+    pub fn forget(&mut self) {
         self.cache = Default::default();
         self.accepted = Default::default();
     }
@@ -181,19 +243,23 @@ impl Conns {
         self.open(target).await
     }
 
-    /// A connection authenticated with the first known password the node accepts.
+    /// A connection authenticated with the first known credential the node accepts.
     async fn open(&self, target: &Target) -> Result<MultiplexedConnection> {
         let key = target.address();
+        let all = self.credentials();
         let first = self.accepted.lock().await.get(&key).copied().unwrap_or(0);
-        let order = std::iter::once(first).chain((0..self.passwords.len()).filter(|i| *i != first));
+        let order = std::iter::once(first).chain((0..all.len()).filter(|i| *i != first));
         let mut last_error = None;
         for i in order {
-            match self.connect(target, self.passwords[i].as_ref()).await {
+            let Some(credential) = all.get(i) else {
+                continue;
+            };
+            match self.connect(target, credential).await {
                 Ok(con) => {
                     self.accepted.lock().await.insert(key, i);
                     return Ok(con);
                 }
-                // Another known password may be the one this node accepts.
+                // Another known credential may be the one this node accepts.
                 Err(e) if is_auth_error(&e) => last_error = Some(e),
                 Err(e) => return Err(target.err("connect", e)),
             }
@@ -209,16 +275,17 @@ impl Conns {
         ))
     }
 
-    /// One connection with `password`; a PING proves it when there is none (a node that
-    /// requires one answers NOAUTH to a connection made without).
+    /// One connection with `credential`; a PING proves it when there is no password (a node
+    /// that requires one answers NOAUTH to a connection made without).
     async fn connect(
         &self,
         target: &Target,
-        password: Option<&Password>,
+        credential: &Credential,
     ) -> redis::RedisResult<MultiplexedConnection> {
+        let password = credential.password.as_ref();
         let redis = RedisConnectionInfo {
             db: 0,
-            username: None,
+            username: credential.user.clone(),
             password: password.map(|p| p.expose().to_string()),
             ..Default::default()
         };

@@ -148,6 +148,8 @@ pub struct NodeConfig {
     pub password: Option<Password>,
     /// Extra redis.conf settings (`redis_config` in Terraform).
     pub redis_config: BTreeMap<String, String>,
+    /// ACL users, the operator user and whether `default` is switched off.
+    pub acl: crate::acl::AclConfig,
 }
 
 /// redis.conf settings the cluster code and drivers own; `redis_config` may not set them.
@@ -230,10 +232,7 @@ impl NodeConfig {
         for (key, value) in &self.redis_config {
             out.push_str(&format!("{key} {}\n", quote_conf(value)));
         }
-        if let Some(p) = &self.password {
-            out.push_str(&format!("requirepass {}\n", quote_conf(p.expose())));
-            out.push_str(&format!("masterauth {}\n", quote_conf(p.expose())));
-        }
+        out.push_str(&self.acl.render_lines(self.password.as_ref()));
         out
     }
 }
@@ -362,6 +361,12 @@ pub trait Driver: Send + Sync {
             self.kind(),
             node.name
         )))
+    }
+
+    /// The operator user's password the driver keeps for the cluster (see
+    /// [`crate::acl::OPERATOR_USER`]); `None`: redisha works as `default`.
+    fn operator_password(&self) -> Option<Password> {
+        None
     }
 
     /// What a client needs to speak TLS to this driver's nodes; `None` while they speak plain

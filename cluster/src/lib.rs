@@ -11,6 +11,8 @@
 //! - [`identity`]: cluster ids and the records drivers keep on nodes
 //! - [`import`], [`health`] and [`status`] (no driver needed)
 
+pub mod acl;
+pub mod acl_apply;
 pub mod backup;
 pub mod conn;
 pub mod driver;

@@ -20,6 +20,7 @@ use crate::driver::{
 use crate::identity::{is_cluster_id, ClusterRecord, NodeRecord};
 
 mod exporter;
+mod operator_secret;
 mod tls_files;
 pub use exporter::{
     exporter_pid, exporter_port, is_our_exporter, LocalExporter, DEFAULT_EXPORTER_PORT_OFFSET,
@@ -97,6 +98,8 @@ pub struct LocalDriver {
     tls: Option<Arc<crate::tls::TlsConfig>>,
     /// Whether `redis_server` was built with TLS, probed once when TLS is on.
     server_tls: Arc<OnceLock<Result<bool, String>>>,
+    /// The operator user's password, once loaded (`load_operator_password`).
+    operator_password: Option<crate::secret::Password>,
 }
 
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -111,7 +114,32 @@ impl LocalDriver {
             tls_mode: None,
             tls: None,
             server_tls: Arc::default(),
+            operator_password: None,
         }
+    }
+
+    /// Loads the operator user's password from the cluster directory, or, with `create`, makes
+    /// it there when there is none yet (a create, or the first apply of a cluster made before
+    /// the operator user existed). `None` without a cluster id or a password to load.
+    pub fn load_operator_password(
+        &mut self,
+        create: bool,
+    ) -> Result<Option<crate::secret::Password>, DriverError> {
+        let Some((id, _)) = &self.cluster else {
+            return Ok(None);
+        };
+        let dir = self.config.data_dir.join(id);
+        let password = match operator_secret::read(&dir) {
+            Some(p) => p,
+            None if create => {
+                self.check_data_dir()?;
+                private_dir(&dir)?;
+                operator_secret::write_new(&dir, id)?
+            }
+            None => return Ok(None),
+        };
+        self.operator_password = Some(password.clone());
+        Ok(Some(password))
     }
 
     /// The driver with TLS in `mode` on every node it starts or writes the config of (`None`:
@@ -1034,6 +1062,10 @@ impl Driver for LocalDriver {
         Ok(())
     }
 
+    fn operator_password(&self) -> Option<crate::secret::Password> {
+        self.operator_password.clone()
+    }
+
     fn client_tls(&self) -> Option<crate::tls::ClientTls> {
         self.tls.as_ref().map(|t| t.client())
     }
@@ -1275,6 +1307,7 @@ impl Driver for LocalDriver {
         // Only once no node directory is left in it: the record is what finds them.
         if subdirs(&dir).is_empty() {
             tls_files::remove_authority(&dir);
+            operator_secret::remove(&dir);
             let _ = std::fs::remove_file(dir.join(CLUSTER_RECORD_FILE));
             let _ = std::fs::remove_dir(&dir);
         }

@@ -14,11 +14,10 @@ use futures::future::join_all;
 use redisha_planner::{Placement, Request, Role, SlotRange, Step};
 use tracing::info;
 
-use crate::conn::{NodeLine, Target};
+use crate::conn::{Credential, NodeLine, Target};
 use crate::driver::{HostPlan, NodePlan};
 use crate::error::{ClusterError, Result};
 use crate::ops::Operator;
-use crate::secret::Password;
 use crate::state::{locate_host, ClusterNode, ClusterState};
 
 /// Slots whose SETSLOT calls go in one pipeline.
@@ -571,8 +570,8 @@ impl Operator<'_> {
         let mut pending: std::collections::VecDeque<u16> = slots.into();
         let mut failures = 0u32;
         // The password the destination accepts: during a rotation it may still be the old one.
-        let dst_password = self.conns.password_for(dst).await;
-        let script = self.move_keys_script(dst_password.as_ref());
+        let dst_credential = self.conns.credential_for(dst).await;
+        let script = self.move_keys_script(&dst_credential);
         while !pending.is_empty() {
             let take = pending.len().min(SCRIPT_SLOTS);
             let slots: Vec<u16> = pending.drain(..take).collect();
@@ -629,22 +628,19 @@ impl Operator<'_> {
         Ok(())
     }
 
-    /// The script's text. The password for MIGRATE's AUTH2 is written at its end as a Lua
-    /// string: SLOWLOG keeps 128 characters of an argument, so it never shows there, while
-    /// as an argument of EVAL it would.
-    fn move_keys_script(&self, dst_password: Option<&Password>) -> String {
-        let password = match dst_password {
-            Some(p) => {
-                let p = p.expose();
-                let level = (0..)
-                    .find(|n| !p.contains(&format!("]{}]", "=".repeat(*n))))
-                    .unwrap_or(0);
-                let eq = "=".repeat(level);
-                format!("[{eq}[{p}]{eq}]")
-            }
-            None => "false".to_string(),
+    /// The script's text. The user and password for MIGRATE's AUTH2 are written at its end as
+    /// Lua strings: SLOWLOG keeps 128 characters of an argument, so the password never shows
+    /// there, while as an argument of EVAL it would.
+    fn move_keys_script(&self, dst: &Credential) -> String {
+        let auth = match &dst.password {
+            Some(p) => format!(
+                "{}, {}",
+                lua_string(dst.user_name()),
+                lua_string(p.expose())
+            ),
+            None => "false, false".to_string(),
         };
-        format!("{MOVE_KEYS}\nreturn run({password})\n")
+        format!("{MOVE_KEYS}\nreturn run({auth})\n")
     }
 
     /// Appends `MIGRATE ... KEYS keys` (reply ignored) to `pipe`.
@@ -652,7 +648,7 @@ impl Operator<'_> {
         &self,
         pipe: &mut redis::Pipeline,
         dst: &Target,
-        dst_password: Option<&Password>,
+        credential: &Credential,
         keys: &[Vec<u8>],
     ) {
         let timeout_ms =
@@ -664,9 +660,9 @@ impl Operator<'_> {
             .arg(0)
             .arg(timeout_ms)
             .arg("REPLACE");
-        // The password the destination accepts: during a rotation it may still be the old one.
-        if let Some(p) = dst_password {
-            cmd.arg("AUTH2").arg("default").arg(p.expose());
+        // The credential the destination accepts: during a rotation it may still be the old one.
+        if let Some(p) = &credential.password {
+            cmd.arg("AUTH2").arg(credential.user_name()).arg(p.expose());
         }
         cmd.arg("KEYS");
         for k in keys {
@@ -774,8 +770,8 @@ impl Operator<'_> {
                     tracing::warn!(key = %name, kind = %kind, bytes = size, from = %src.name, to = %dst.name,
                         "no piecewise copy for this type: moving it with one MIGRATE, which blocks both nodes while it runs");
                     let mut pipe = redis::pipe();
-                    let dst_password = self.conns.password_for(dst).await;
-                    self.push_migrate(&mut pipe, dst, dst_password.as_ref(), &[key.to_vec()]);
+                    let dst_credential = self.conns.credential_for(dst).await;
+                    self.push_migrate(&mut pipe, dst, &dst_credential, &[key.to_vec()]);
                     let timeout = self.migrate_reply_timeout(1, size);
                     return self
                         .conns
@@ -1173,15 +1169,24 @@ pub(crate) struct SlotMove {
     pub resumed: bool,
 }
 
+/// `text` as a Lua long string literal whose brackets it does not contain.
+fn lua_string(text: &str) -> String {
+    let level = (0..)
+        .find(|n| !text.contains(&format!("]{}]", "=".repeat(*n))))
+        .unwrap_or(0);
+    let eq = "=".repeat(level);
+    format!("[{eq}[{text}]{eq}]")
+}
+
 /// Slots one script call takes at most.
 const SCRIPT_SLOTS: usize = 256;
 
 /// Runs on the source (see `move_keys`). ARGV: host, port, MIGRATE timeout (ms), keys per
-/// batch, bytes per batch, big-key threshold, time per call (ms), then the slots. `run(auth)` is
-/// appended with the password (or false). Returns {keys moved, bytes moved, {slots that may
+/// batch, bytes per batch, big-key threshold, time per call (ms), then the slots. `run(user, auth)`
+/// is appended with the user and password (or false, false). Returns {keys moved, bytes moved, {slots that may
 /// hold more}, {slot, key, size of each big key}, {slots not reached}}.
 const MOVE_KEYS: &str = r#"#!lua flags=allow-cross-slot-keys
-local function run(auth)
+local function run(user, auth)
   local host, port, timeout = ARGV[1], ARGV[2], ARGV[3]
   local max_keys, max_bytes = tonumber(ARGV[4]), tonumber(ARGV[5])
   local big_bytes, budget_ms = tonumber(ARGV[6]), tonumber(ARGV[7])
@@ -1204,7 +1209,7 @@ local function run(auth)
     if #batch == 0 then return end
     slots_unchecked = slots_unchecked + 1
     if auth then
-      redis.call('MIGRATE', host, port, '', 0, timeout, 'REPLACE', 'AUTH2', 'default', auth, 'KEYS', unpack(batch))
+      redis.call('MIGRATE', host, port, '', 0, timeout, 'REPLACE', 'AUTH2', user, auth, 'KEYS', unpack(batch))
     else
       redis.call('MIGRATE', host, port, '', 0, timeout, 'REPLACE', 'KEYS', unpack(batch))
     end

@@ -121,11 +121,17 @@ impl<'a> Operator<'a> {
     }
 
     pub fn with_options(driver: &'a dyn Driver, config: NodeConfig, options: Options) -> Self {
+        let mut config = config;
+        // The operator user's password is the driver's to keep, not the configuration's.
+        if config.acl.operator_password.is_none() {
+            config.acl.operator_password = driver.operator_password();
+        }
         let mut conns = Conns::new(
             config.password.clone(),
             options.connect_timeout,
             options.command_timeout,
         );
+        conns.set_operator_passwords(config.acl.operator_password.iter().cloned().collect());
         conns.set_tls(driver.client_tls());
         Operator {
             driver,

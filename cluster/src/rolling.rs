@@ -17,6 +17,11 @@ impl Operator<'_> {
     /// Applies `new` (password and/or redis_config) to every node and to the config files,
     /// then uses it for later operations.
     pub async fn reconfigure(&mut self, state: &ClusterState, new: NodeConfig) -> Result<()> {
+        let mut new = new;
+        // The operator user's password is the driver's, not the configuration's.
+        if new.acl.operator_password.is_none() {
+            new.acl.operator_password = self.config.acl.operator_password.clone();
+        }
         new.validate()?;
         // Nodes restarted from here on must get the new settings.
         let old = std::mem::replace(&mut self.config, new.clone());
@@ -29,7 +34,7 @@ impl Operator<'_> {
         Ok(())
     }
 
-    async fn config_set_all(
+    pub(crate) async fn config_set_all(
         &self,
         state: &ClusterState,
         pairs: &[(String, String)],
@@ -65,15 +70,13 @@ impl Operator<'_> {
         let Some(new_pw) = new.password.clone() else {
             // Dropping the password: nothing can lock anyone out.
             info!("removing the cluster password");
-            self.config_set_all(
-                state,
-                &[
-                    ("masterauth".into(), String::new()),
-                    ("requirepass".into(), String::new()),
-                ],
-                "CONFIG SET requirepass",
-            )
-            .await?;
+            let mut pairs = vec![("requirepass".to_string(), String::new())];
+            // With the operator user, replication logs in as it, not with this password.
+            if new.acl.operator_password.is_none() {
+                pairs.push(("masterauth".into(), String::new()));
+            }
+            self.config_set_all(state, &pairs, "CONFIG SET requirepass")
+                .await?;
             self.conns.set_password(None);
             self.write_configs(state, new).await?;
             self.rewrite_all(state).await?;
@@ -91,12 +94,15 @@ impl Operator<'_> {
         .await?;
         self.checkpoint("password.new_accepted")?;
         info!("changing the cluster password: replication and config files use the new one");
-        self.config_set_all(
-            state,
-            &[("masterauth".into(), new_pw.expose().to_string())],
-            "CONFIG SET masterauth",
-        )
-        .await?;
+        // With the operator user, replication logs in as it, not with this password.
+        if new.acl.operator_password.is_none() {
+            self.config_set_all(
+                state,
+                &[("masterauth".into(), new_pw.expose().to_string())],
+                "CONFIG SET masterauth",
+            )
+            .await?;
+        }
         self.write_configs(state, new).await?;
         self.checkpoint("password.masterauth_set")?;
         if let Some(old) = old.filter(|o| o != &new_pw) {
@@ -126,7 +132,7 @@ impl Operator<'_> {
     /// `CONFIG REWRITE` on every node whose driver does not write its config files (aws: they
     /// are written at first boot): its own config file then holds the password it runs with,
     /// so a node restarted later (a reboot) does not come back with the old one.
-    async fn rewrite_all(&self, state: &ClusterState) -> Result<()> {
+    pub(crate) async fn rewrite_all(&self, state: &ClusterState) -> Result<()> {
         if self.driver.writes_config_files() {
             return Ok(());
         }
@@ -178,7 +184,11 @@ impl Operator<'_> {
         Ok(())
     }
 
-    async fn write_configs(&self, state: &ClusterState, config: &NodeConfig) -> Result<()> {
+    pub(crate) async fn write_configs(
+        &self,
+        state: &ClusterState,
+        config: &NodeConfig,
+    ) -> Result<()> {
         let jobs = state
             .nodes
             .iter()

@@ -274,6 +274,7 @@ fn parse_cluster(
         node_config: NodeConfig {
             password,
             redis_config,
+            acl: Default::default(),
         },
         nodes,
     })

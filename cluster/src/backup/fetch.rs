@@ -10,8 +10,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use crate::conn::Target;
-use crate::secret::Password;
+use crate::conn::{Credential, Target};
 
 use super::BackupError;
 
@@ -26,7 +25,7 @@ pub struct Fetched {
 /// save may take a while, but it sends a newline every second meanwhile.
 pub async fn fetch_rdb(
     target: &Target,
-    password: Option<&Password>,
+    credential: &Credential,
     to: &Path,
     idle: Duration,
 ) -> Result<Fetched, BackupError> {
@@ -40,8 +39,8 @@ pub async fn fetch_rdb(
         .map_err(|_| fail(format!("no connection within {idle:?}")))?
         .map_err(|e| fail(format!("cannot connect: {e}")))?;
     let mut conn = BufReader::new(stream);
-    if let Some(p) = password {
-        send(&mut conn, &["AUTH", p.expose()])
+    if let Some(p) = &credential.password {
+        send(&mut conn, &["AUTH", credential.user_name(), p.expose()])
             .await
             .map_err(&fail)?;
         let reply = line(&mut conn, idle).await.map_err(&fail)?;

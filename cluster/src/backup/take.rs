@@ -254,8 +254,8 @@ async fn fetch_shard(
     })?;
     let file = format!("shard-{index:02}.rdb");
     let path = dir.join(&file);
-    let password = conns.password_for(&target).await;
-    let fetched = fetch_rdb(&target, password.as_ref(), &path, req.timeout).await?;
+    let credential = conns.credential_for(&target).await;
+    let fetched = fetch_rdb(&target, &credential, &path, req.timeout).await?;
     let header = std::fs::File::open(&path)
         .map_err(|e| e.to_string())
         .and_then(|f| read_header(std::io::BufReader::new(f)))

@@ -574,6 +574,57 @@ fn epochs(lines: &[NodeLine]) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// Gives the master's `default` user the password `new` (`requirepass`) and, when the cluster
+/// has the operator user, that user another password too, so that redisha can log in neither
+/// way (what a half-finished rotation done by hand leaves); returns what the operator user's
+/// password was (its `#hash`), for `restore_operator`.
+async fn refuse_redisha(address: &str, current: &str, new: &str) -> Option<String> {
+    let mut conn = connect(address, current)
+        .await
+        .unwrap_or_else(|e| panic!("connect {address}: {e}"));
+    let users: Vec<String> = redis::cmd("ACL")
+        .arg("LIST")
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("ACL LIST on {address}: {e}"));
+    let hash = users
+        .iter()
+        .find(|l| l.starts_with("user redisha-operator "))
+        .and_then(|l| l.split_whitespace().find(|t| t.starts_with('#')))
+        .map(str::to_string);
+    if hash.is_some() {
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("redisha-operator")
+            .arg("resetpass")
+            .arg(format!(">{new}"))
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("ACL SETUSER on {address}: {e}"));
+    }
+    drop(conn);
+    config_set_requirepass(address, current, new).await;
+    hash
+}
+
+/// Puts back what `refuse_redisha` changed.
+async fn restore_operator(address: &str, current: &str, original: &str, hash: Option<String>) {
+    config_set_requirepass(address, current, original).await;
+    if let Some(hash) = hash {
+        let mut conn = connect(address, original)
+            .await
+            .unwrap_or_else(|e| panic!("connect {address}: {e}"));
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg("redisha-operator")
+            .arg("resetpass")
+            .arg(hash)
+            .query_async::<()>(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("ACL SETUSER on {address}: {e}"));
+    }
+}
+
 async fn config_set_requirepass(address: &str, current: &str, new: &str) {
     let mut conn = connect(address, current)
         .await
@@ -624,7 +675,7 @@ fn master_with_another_password_is_left_serving() {
         .expect("CLUSTER NODES");
 
     cluster.stage("master's requirepass changed");
-    rt.block_on(config_set_requirepass(&master.address, PASSWORD, other));
+    let operator_hash = rt.block_on(refuse_redisha(&master.address, PASSWORD, other));
     let writer = Writer::start(
         master.address.clone(),
         other.to_string(),
@@ -725,7 +776,12 @@ fn master_with_another_password_is_left_serving() {
     );
 
     // The operator puts the password back; then all is as before.
-    rt.block_on(config_set_requirepass(&master.address, other, PASSWORD));
+    rt.block_on(restore_operator(
+        &master.address,
+        other,
+        PASSWORD,
+        operator_hash,
+    ));
     cluster.assert_recovers(&rt, &s, &keys, Some(other));
     cluster.assert_destroys();
 }

@@ -221,6 +221,7 @@ impl ClusterArgs {
 
         let timeouts = timeouts_of(&m.timeouts, &mut diags, &mut k);
         let tls = super::tls::decode(&m.tls, driver.as_ref(), &mut diags, &mut k);
+        let acl = super::users::decode(m, driver.as_ref(), &mut diags, &mut k);
 
         let restore_from = k.take(&m.restore_from);
         let final_backup = k.take(&m.final_backup);
@@ -250,12 +251,13 @@ impl ClusterArgs {
             _ => None,
         };
         k.0 &= persistence.is_some();
-        let node_config = node_config_of(
+        let mut node_config = node_config_of(
             password.as_deref(),
             merged.as_ref(),
             m.password.is_unknown(),
             &mut diags,
         );
+        node_config.acl = acl.unwrap_or_default();
 
         if diags.has_errors() {
             return Err(diags);
@@ -333,6 +335,7 @@ pub(crate) fn node_config_of(
     let node_config = NodeConfig {
         password: password.map(Password::new),
         redis_config: redis_config.cloned().unwrap_or_default(),
+        acl: Default::default(),
     };
     if !password_unknown && redis_config.is_some() {
         if let Err(e) = node_config.validate() {
@@ -380,6 +383,7 @@ pub fn applied_node_config(state: &ClusterModel) -> NodeConfig {
     NodeConfig {
         password: state.password.value().map(Password::new),
         redis_config,
+        acl: super::users::acl_of(state),
     }
 }
 

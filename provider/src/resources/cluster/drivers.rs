@@ -45,6 +45,11 @@ impl BuiltDriver {
                 let mut d = d
                     .with_cluster(id, name)
                     .map_err(|e| Diagnostic::error("Invalid cluster id", e.to_string()))?;
+                // The operator user's password, when the cluster has one already (a create or
+                // the first apply after an upgrade makes it: `make_operator_password`).
+                d.load_operator_password(false).map_err(|e| {
+                    Diagnostic::error("Cannot read the operator user's password", e.to_string())
+                })?;
                 // The cluster's TLS authority, when it has one already (a create makes it).
                 d.load_authority(false).map_err(|e| {
                     Diagnostic::error("Cannot read the certificate authority", e.to_string())
@@ -66,6 +71,18 @@ impl BuiltDriver {
             d.load_authority(true).map_err(|e| {
                 Diagnostic::error("Cannot make the certificate authority", e.to_string())
                     .at(crate::tfplugin::diagnostics::AttrPath::attr("tls"))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Makes the password of the user redisha works as (`redisha-operator`) if the cluster has
+    /// none yet: a create before any node starts, or the first apply of a cluster made before
+    /// the operator user existed. The aws driver keeps none yet (redisha works as `default`).
+    pub fn make_operator_password(&mut self) -> Result<(), Diagnostics> {
+        if let BuiltDriver::Local(d) = self {
+            d.load_operator_password(true).map_err(|e| {
+                Diagnostic::error("Cannot make the operator user's password", e.to_string())
             })?;
         }
         Ok(())

@@ -26,6 +26,7 @@ mod read;
 mod restore;
 mod tls;
 mod update;
+pub mod users;
 
 use std::time::Duration;
 

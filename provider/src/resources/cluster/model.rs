@@ -7,6 +7,8 @@ use crate::model;
 use crate::tfplugin::framework::Attr;
 use crate::topology::{self, TopologyModel};
 
+use super::users::UserModel;
+
 model! {
     /// One node of `nodes`.
     #[derive(Debug)]
@@ -119,6 +121,8 @@ model! {
         pub cluster_id: Attr<String> = computed("The cluster's unique id, made at create and recorded on every node (local: in the node's          directory, `<data_dir>/<cluster_id>/<node>/`). redisha only ever stops, wipes or          adopts what carries it, and finds the nodes again by it when an apply was interrupted."),
         pub topology: TopologyModel = flatten().adjust(topology::blocks_optional),
         pub password: Attr<String> = optional("Password of the default user (requirepass and masterauth). Changing it rolls over every node.").sensitive(),
+        pub default_user_enabled: Attr<bool> = optional("Default true. `false` switches Redis's `default` user off (`ACL SETUSER default off`): clients must log in as \
+             one of the `user` blocks. redisha keeps working as its own user, `redisha-operator`. Changes apply in place."),
         pub allow_data_loss: Attr<bool> = optional("Default false: apply refuses any action that would lose acknowledged writes, such as              restarting a failed master that has no live replica while append-only persistence is              off (it comes back with its last snapshot at best). Set true to accept that loss."),
         pub redis_config: Attr<BTreeMap<String, String>> = optional("Extra redis.conf settings, e.g. `{ maxmemory-policy = \"allkeys-lru\" }`. Changes roll over replicas first."),
         pub persistence: Attr<String> = optional("What every node keeps on disk: `none` (nothing), `rdb` (snapshots after 1 h if a key changed, 5 min if 100 did, 1 min if 10,000 did; the default) \
@@ -156,6 +160,7 @@ model! {
         pub aws: Attr<AwsModel> = single_block(),
         pub configuration_endpoint: Attr<EndpointModel> = single_block(),
         pub tls: Attr<TlsModel> = single_block(),
+        pub user: Attr<Vec<UserModel>> = list_block(),
         pub timeouts: Attr<TimeoutsModel> = single_block(),
     }
 }

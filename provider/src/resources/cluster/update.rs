@@ -21,6 +21,8 @@ pub(super) async fn update(
 ) -> Outcome<ClusterModel, ClusterState> {
     let args = known_args(&a.config)?;
     let mut located = locate(ctx, &args, a.private, Some(&prior), false, true).await?;
+    // A cluster made before the operator user existed gets it now (converge_acl).
+    located.driver.make_operator_password()?;
     for note in &located.notes {
         info!(cluster = %args.name, %note, "recovered");
     }
@@ -43,11 +45,13 @@ async fn converge(
     } = located;
     // The operator starts from the settings the cluster runs with; reconfigure rolls the
     // new ones out. Both passwords are tried: a rotation may have been cut short.
+    let applied = applied_node_config(prior);
+    let rules_changed = super::users::rules_changed(&applied.acl, &args.node_config.acl);
     let mut op = operator(
         ctx,
         driver,
         args,
-        applied_node_config(prior),
+        applied,
         args.node_config.password.clone(),
         args.timeouts.update,
     );
@@ -86,12 +90,18 @@ async fn converge(
     if !replaced.is_empty() {
         info!(cluster = %args.name, hosts = ?replaced, "replaced onto the new image");
     }
-    if op.config() != &args.node_config {
-        op.reconfigure(state, args.node_config.clone())
-            .await
-            .map_err(|e| {
-                Diagnostics::from(cluster_error("Changing the node settings failed", e))
-            })?;
+    // ACL users (and the operator user on a cluster made before it existed) before the
+    // password: with the operator user in place, a password rotation leaves replication alone.
+    op.set_acl(args.node_config.acl.clone());
+    op.converge_acl(state, rules_changed)
+        .await
+        .map_err(|e| Diagnostics::from(cluster_error("Changing the ACL users failed", e)))?;
+    let mut wanted = args.node_config.clone();
+    wanted.acl = op.config().acl.clone();
+    if op.config() != &wanted {
+        op.reconfigure(state, wanted).await.map_err(|e| {
+            Diagnostics::from(cluster_error("Changing the node settings failed", e))
+        })?;
     }
     // `preferred` <-> `required`: the driver writes the new mode; nodes still in the old one
     // restart, replicas first.

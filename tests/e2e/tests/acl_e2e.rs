@@ -1,0 +1,469 @@
+//! ACL users through Terraform with the local driver: bad `user` blocks are refused at plan
+//! naming `user[i].name` / `user[i].rules`; a read-only user cannot SET while a writer can; the
+//! operator user redisha works as cannot run what it does not need (FLUSHALL, KEYS); no user
+//! password is in clear in the node directories; a user's password rotates in place while a
+//! writer logged in as that user runs with WAIT, with no acknowledged write lost, after which
+//! only the new password works; `default_user_enabled = false` refuses the default user and
+//! the cluster still scales out. Loopback 127.230.Z.H, ports 9800+.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::local_cluster::{our_pids, Cleanup};
+use common::TfDir;
+use redis::AsyncCommands;
+
+const PASSWORD: &str = "aclE2eClusterPw7";
+const READER_PW: &str = "aclE2eReaderPw3";
+const APP_PW_1: &str = "aclE2eAppFirst5";
+const APP_PW_2: &str = "aclE2eAppSecond9";
+const KEYS: usize = 300;
+
+const MAIN_TF: &str = r#"
+terraform {
+  required_providers {
+    redisha = { source = "redisha/redisha" }
+  }
+}
+
+variable "password" {
+  type      = string
+  sensitive = true
+}
+variable "app_password" {
+  type      = string
+  sensitive = true
+}
+variable "reader_password" {
+  type      = string
+  sensitive = true
+}
+variable "shards" { type = number }
+variable "default_user_enabled" { type = bool }
+variable "reader_name" {
+  type    = string
+  default = "reader"
+}
+variable "app_rules" {
+  type    = string
+  default = "~* &* +@all"
+}
+
+resource "redisha_cluster" "acl" {
+  name                 = "acl"
+  shards               = var.shards
+  replicas             = 1
+  node_memory_mb       = 64
+  spread               = "zone"
+  password             = var.password
+  default_user_enabled = var.default_user_enabled
+
+  dynamic "zone" {
+    for_each = ["zone-a", "zone-b", "zone-c"]
+    content {
+      name = zone.value
+      host {
+        name      = "${zone.value}-1"
+        memory_mb = 1024
+        max_nodes = 4
+      }
+    }
+  }
+
+  user {
+    name     = var.reader_name
+    password = var.reader_password
+    rules    = "~* +@read"
+  }
+
+  user {
+    name     = "app"
+    password = var.app_password
+    rules    = var.app_rules
+  }
+
+  local {
+    data_dir       = "${path.root}/.redisha/acl"
+    base_port      = 9800
+    loopback_octet = 230
+  }
+}
+
+output "endpoints" {
+  value = redisha_cluster.acl.endpoints
+}
+
+output "cluster_id" {
+  value = redisha_cluster.acl.cluster_id
+}
+"#;
+
+struct Vars {
+    shards: u32,
+    default_enabled: bool,
+    app_password: &'static str,
+}
+
+fn args(verb: &str, v: &Vars, extra: &[&str]) -> Vec<String> {
+    let mut out = vec![verb.to_string(), "-no-color".into()];
+    out.extend(extra.iter().map(|s| s.to_string()));
+    out.extend([
+        format!("-var=password={PASSWORD}"),
+        format!("-var=reader_password={READER_PW}"),
+        format!("-var=app_password={}", v.app_password),
+        format!("-var=shards={}", v.shards),
+        format!("-var=default_user_enabled={}", v.default_enabled),
+    ]);
+    out
+}
+
+fn run(tf: &TfDir, verb: &str, v: &Vars, extra: &[&str]) -> common::TfOutput {
+    let a = args(verb, v, extra);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let out = tf.run(&a);
+    for secret in [PASSWORD, READER_PW, APP_PW_1, APP_PW_2] {
+        assert!(
+            !out.all().contains(secret),
+            "a password appeared in terraform {verb}'s output"
+        );
+    }
+    out
+}
+
+/// `endpoints` without the scheme.
+fn addresses(tf: &TfDir) -> Vec<String> {
+    common::endpoints(tf)
+        .iter()
+        .map(|e| e.trim_start_matches("redis://").to_string())
+        .collect()
+}
+
+/// A connection to one node logged in as `user` (`None`: the default user).
+async fn node_as(
+    address: &str,
+    user: Option<&str>,
+    password: &str,
+) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let url = match user {
+        Some(u) => format!("redis://{u}:{password}@{address}/"),
+        None => format!("redis://:{password}@{address}/"),
+    };
+    let client = redis::Client::open(url)?;
+    match tokio::time::timeout(
+        Duration::from_secs(3),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(redis::RedisError::from((
+            redis::ErrorKind::IoError,
+            "connect timed out",
+        ))),
+    }
+}
+
+/// The error code of a command run on `address` as `user`, or "OK" when it ran.
+async fn outcome(address: &str, user: Option<&str>, password: &str, cmd: &redis::Cmd) -> String {
+    let mut con = match node_as(address, user, password).await {
+        Ok(c) => c,
+        Err(e) if redisha_cluster::conn::is_auth_error(&e) => return "login: refused".into(),
+        Err(e) => return format!("login: {e}"),
+    };
+    match cmd.query_async::<redis::Value>(&mut con).await {
+        Ok(_) => "OK".into(),
+        Err(e) => e.code().unwrap_or("error").to_string(),
+    }
+}
+
+async fn cluster_as(
+    addresses: &[String],
+    user: &str,
+    password: &str,
+) -> redis::cluster_async::ClusterConnection {
+    let urls: Vec<String> = addresses.iter().map(|a| format!("redis://{a}")).collect();
+    redis::cluster::ClusterClientBuilder::new(urls)
+        .username(user.to_string())
+        .password(password.to_string())
+        .connection_timeout(Duration::from_secs(5))
+        .response_timeout(Duration::from_secs(5))
+        .build()
+        .expect("cluster client")
+        .get_async_connection()
+        .await
+        .expect("connect to the cluster")
+}
+
+async fn missing(addresses: &[String], keys: &[String]) -> Vec<String> {
+    let mut con = cluster_as(addresses, "app", APP_PW_2).await;
+    let mut out = Vec::new();
+    for k in keys {
+        let v: Option<String> = con.get(k).await.unwrap_or(None);
+        if v.is_none() {
+            out.push(k.clone());
+        }
+    }
+    out
+}
+
+/// Writes keys as `app` until `stop`, each followed by `WAIT 1`: the keys a replica
+/// acknowledged. Logs in with the new password, else the old one (a client moving over
+/// during the rotation); follows MOVED.
+async fn writer(addresses: Vec<String>, stop: Arc<AtomicBool>) -> Vec<String> {
+    let mut acknowledged = Vec::new();
+    let mut target = addresses.first().cloned();
+    let mut con: Option<redis::aio::MultiplexedConnection> = None;
+    let mut i = 0usize;
+    // One slot: keys with one hash tag.
+    let tag = "{w}";
+    while !stop.load(Ordering::SeqCst) {
+        if con.is_none() {
+            let a = target
+                .clone()
+                .unwrap_or_else(|| addresses[i % addresses.len()].clone());
+            con = match node_as(&a, Some("app"), APP_PW_2).await {
+                Ok(c) => Some(c),
+                Err(_) => node_as(&a, Some("app"), APP_PW_1).await.ok(),
+            };
+            if con.is_none() {
+                target = None;
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        }
+        let Some(connection) = con.as_mut() else {
+            continue;
+        };
+        let key = format!("{tag}:{i}");
+        i += 1;
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET").arg(&key).arg(i).cmd("WAIT").arg(1).arg(200);
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            pipe.query_async::<(String, i64)>(connection),
+        )
+        .await
+        {
+            Ok(Ok((ok, acks))) if ok == "OK" && acks >= 1 => acknowledged.push(key),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                target = e.redirect_node().map(|(a, _)| a.to_string());
+                con = None;
+            }
+            Err(_) => {
+                target = None;
+                con = None;
+            }
+        }
+    }
+    acknowledged
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn acl_users_are_enforced_rotated_in_place_and_default_can_be_switched_off() {
+    let tf = TfDir::dev(MAIN_TF);
+    let data_dir = tf.path().join(".redisha/acl");
+    let first = Vars {
+        shards: 3,
+        default_enabled: true,
+        app_password: APP_PW_1,
+    };
+    let _cleanup = Cleanup {
+        tf: &tf,
+        data_dir: data_dir.clone(),
+        destroy_args: args("destroy", &first, &["-auto-approve"]),
+    };
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+
+    // Bad blocks are refused at plan, naming the block and attribute.
+    let mut bad = args("plan", &first, &[]);
+    bad.push("-var=reader_name=default".into());
+    bad.push("-var=app_rules=~* >sneaky".into());
+    let bad: Vec<&str> = bad.iter().map(String::as_str).collect();
+    let out = tf.run(&bad);
+    assert!(!out.success(), "plan accepted a user named default");
+    assert!(
+        out.all().contains("user[0].name") && out.all().contains("user[1].rules"),
+        "{}",
+        out.all()
+    );
+    assert!(!out.all().contains("sneaky"), "a password rule was echoed");
+
+    run(&tf, "apply", &first, &["-auto-approve"]).assert_success("create");
+    let nodes = addresses(&tf);
+    assert_eq!(nodes.len(), 6);
+    let cluster_id = tf.output_json()["cluster_id"]
+        .as_str()
+        .expect("cluster_id")
+        .to_string();
+    let operator_pw = std::fs::read_to_string(data_dir.join(&cluster_id).join("operator-password"))
+        .expect("the operator's password beside the cluster record");
+    let operator_pw = operator_pw.trim().to_string();
+
+    rt.block_on(async {
+        let a = &nodes[0];
+        // A read-only user reads but cannot write; the writer can.
+        // Redis checks ACLs before it redirects: a GET it allows is answered or MOVED on any
+        // node, a SET it refuses is NOPERM on every node.
+        let read = outcome(a, Some("reader"), READER_PW, redis::cmd("GET").arg("{x}")).await;
+        assert!(read == "OK" || read == "MOVED", "GET as reader: {read}");
+        assert_eq!(
+            outcome(
+                a,
+                Some("reader"),
+                READER_PW,
+                redis::cmd("SET").arg("{x}").arg(1)
+            )
+            .await,
+            "NOPERM"
+        );
+        assert_eq!(
+            outcome(a, Some("reader"), "wrong", &redis::cmd("PING")).await,
+            "login: refused"
+        );
+        // The operator does its work but not what it does not need.
+        assert_eq!(
+            outcome(
+                a,
+                Some("redisha-operator"),
+                &operator_pw,
+                redis::cmd("CLUSTER").arg("NODES")
+            )
+            .await,
+            "OK"
+        );
+        for forbidden in ["FLUSHALL", "KEYS", "SHUTDOWN", "FLUSHDB"] {
+            let mut cmd = redis::cmd(forbidden);
+            if forbidden == "KEYS" {
+                cmd.arg("*");
+            }
+            assert_eq!(
+                outcome(a, Some("redisha-operator"), &operator_pw, &cmd).await,
+                "NOPERM",
+                "the operator user may run {forbidden}"
+            );
+        }
+        let mut con = cluster_as(&nodes, "app", APP_PW_1).await;
+        for i in 0..KEYS {
+            let () = con.set(format!("acl:{i}"), "v").await.expect("SET as app");
+        }
+    });
+    let written: Vec<String> = (0..KEYS).map(|i| format!("acl:{i}")).collect();
+
+    // Node directories keep hashes of the users' passwords, never the passwords.
+    for file in walk(&data_dir) {
+        let text = String::from_utf8_lossy(&std::fs::read(&file).unwrap_or_default()).to_string();
+        for secret in [READER_PW, APP_PW_1] {
+            assert!(
+                !text.contains(secret),
+                "{} holds a user's password",
+                file.display()
+            );
+        }
+    }
+    let again = run(&tf, "plan", &first, &["-detailed-exitcode"]);
+    assert!(
+        again.success(),
+        "a plan after create is not empty: {}",
+        again.all()
+    );
+
+    // Rotation of app's password with a writer logged in as app.
+    let rotated = Vars {
+        app_password: APP_PW_2,
+        ..first
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let w = rt.spawn(writer(nodes.clone(), stop.clone()));
+    std::thread::sleep(Duration::from_secs(1));
+    let applied = run(&tf, "apply", &rotated, &["-auto-approve"]);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    let acknowledged = rt.block_on(w).expect("writer");
+    applied.assert_success("rotate app's password");
+    assert!(
+        acknowledged.len() > 20,
+        "the writer barely wrote: {}",
+        acknowledged.len()
+    );
+    let lost = rt.block_on(missing(&nodes, &acknowledged));
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost in the rotation",
+        lost.len()
+    );
+    rt.block_on(async {
+        for a in &nodes {
+            assert_eq!(
+                outcome(a, Some("app"), APP_PW_1, &redis::cmd("PING")).await,
+                "login: refused",
+                "{a}"
+            );
+            assert_eq!(
+                outcome(a, Some("app"), APP_PW_2, &redis::cmd("PING")).await,
+                "OK",
+                "{a}"
+            );
+        }
+    });
+
+    // The default user switched off; the cluster still scales (MIGRATE as the operator).
+    let no_default = Vars {
+        shards: 4,
+        default_enabled: false,
+        app_password: APP_PW_2,
+    };
+    run(&tf, "apply", &no_default, &["-auto-approve"]).assert_success("default off, 4 shards");
+    let nodes = addresses(&tf);
+    assert_eq!(nodes.len(), 8);
+    rt.block_on(async {
+        for a in &nodes {
+            assert_eq!(
+                outcome(a, None, PASSWORD, &redis::cmd("PING")).await,
+                "login: refused",
+                "default still logs in on {a}"
+            );
+            assert_eq!(
+                outcome(a, Some("app"), APP_PW_2, &redis::cmd("PING")).await,
+                "OK",
+                "{a}"
+            );
+        }
+    });
+    let lost = rt.block_on(missing(&nodes, &written));
+    assert!(
+        lost.is_empty(),
+        "{} keys lost scaling out with default off",
+        lost.len()
+    );
+    let again = run(&tf, "plan", &no_default, &["-detailed-exitcode"]);
+    assert!(
+        again.success(),
+        "a plan after the scale-out is not empty: {}",
+        again.all()
+    );
+
+    run(&tf, "destroy", &no_default, &["-auto-approve"]).assert_success("destroy");
+    assert!(our_pids(&data_dir).is_empty());
+}

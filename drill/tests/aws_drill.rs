@@ -50,7 +50,7 @@ fn driver_config(fx: &Fixture, base: u16) -> AwsDriverConfig {
 fn node_config() -> NodeConfig {
     let mut config = NodeConfig {
         password: Some(Password::new(PASSWORD)),
-        redis_config: Default::default(),
+        ..NodeConfig::default()
     };
     config
         .redis_config

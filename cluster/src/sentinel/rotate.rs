@@ -132,7 +132,7 @@ impl SentinelOperator<'_> {
         for m in &state.sentinels {
             let t = m.target();
             let _: String = conns.query(&t, &redis::cmd("PING"), "PING").await?;
-            if conns.password_for(&t).await.is_some() {
+            if conns.credential_for(&t).await.password.is_some() {
                 let _: redis::Value = conns
                     .query(
                         &t,

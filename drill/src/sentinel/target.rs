@@ -248,6 +248,8 @@ fn parse_sentinel(
         node_config: NodeConfig {
             password,
             redis_config: redis_config_of(attrs),
+            // Sentinel mode has no ACL users of its own: the data nodes' `default` user.
+            acl: Default::default(),
         },
         sentinel_password,
         settings,

@@ -95,8 +95,8 @@ pub struct LocalDriver {
     /// cluster's authority that issues their certificates.
     tls_mode: Option<crate::tls::TlsMode>,
     /// The user's certificate, when the nodes present it instead of certificates from the
-    /// cluster's own authority.
-    supplied_cert: Option<crate::tls_supplied::SuppliedCert>,
+    /// cluster's own authority. Shared: it is three PEM texts, and drivers are cloned.
+    supplied_cert: Option<Arc<crate::tls_supplied::SuppliedCert>>,
     tls: Option<Arc<crate::tls::TlsConfig>>,
     /// Whether `redis_server` was built with TLS, probed once when TLS is on.
     server_tls: Arc<OnceLock<Result<bool, String>>>,
@@ -121,7 +121,7 @@ impl LocalDriver {
     /// The driver with the nodes presenting the user's certificate rather than certificates
     /// from the cluster's own authority (`None`: the authority issues them).
     pub fn with_supplied_cert(mut self, cert: Option<crate::tls_supplied::SuppliedCert>) -> Self {
-        self.supplied_cert = cert;
+        self.supplied_cert = cert.map(Arc::new);
         self.tls = None;
         self
     }
@@ -152,7 +152,7 @@ impl LocalDriver {
             // Nothing to make or keep: the user's certificate is in the configuration.
             self.tls = Some(Arc::new(crate::tls::TlsConfig {
                 mode,
-                source: crate::tls::CertSource::Supplied(cert.clone()),
+                source: crate::tls::CertSource::Supplied(cert.as_ref().clone()),
             }));
             return Ok(None);
         }

@@ -129,6 +129,20 @@ fn key_secret(path: &Path) -> Secret {
     }
 }
 
+/// Text around the first secret found in `text`, the secret itself masked, for the report.
+fn around(text: &[u8], secrets: &[Secret]) -> String {
+    for n in secrets.iter().flat_map(|s| &s.needles) {
+        if let Some(i) = text.windows(n.len()).position(|w| w == n.as_slice()) {
+            let from = i.saturating_sub(200);
+            let to = (i + n.len() + 80).min(text.len());
+            let before = String::from_utf8_lossy(&text[from..i]);
+            let after = String::from_utf8_lossy(&text[i + n.len()..to]);
+            return format!("{before}<SECRET>{after}");
+        }
+    }
+    String::new()
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -169,6 +183,16 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The command lines of the processes running from `data_dir` now; one ended by a roll may
+/// linger as a zombie (no command line) until something reaps it.
+fn command_lines(data_dir: &Path) -> Vec<(u32, Vec<u8>)> {
+    our_pids(data_dir)
+        .into_iter()
+        .filter_map(|pid| Some((pid, std::fs::read(format!("/proc/{pid}/cmdline")).ok()?)))
+        .filter(|(_, c)| !c.is_empty())
+        .collect()
+}
+
 fn mode(path: &Path) -> u32 {
     let meta = std::fs::metadata(path).expect("stat");
     std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777
@@ -180,10 +204,20 @@ fn without_sensitive_password(json: &mut serde_json::Value) {
     match json {
         serde_json::Value::Object(map) => {
             if map.get("type").and_then(|t| t.as_str()) == Some("redisha_cluster") {
-                for key in ["values", "attributes"] {
-                    if let Some(v) = map.get_mut(key).and_then(|v| v.as_object_mut()) {
-                        v.remove("password");
+                // `show -json`: the resource's `values`; the state file: each instance's
+                // `attributes`.
+                let instances = map
+                    .get_mut("instances")
+                    .and_then(|i| i.as_array_mut())
+                    .map(|list| list.iter_mut().collect::<Vec<_>>())
+                    .unwrap_or_default();
+                for holder in instances {
+                    if let Some(a) = holder.get_mut("attributes").and_then(|v| v.as_object_mut()) {
+                        a.remove("password");
                     }
+                }
+                if let Some(v) = map.get_mut("values").and_then(|v| v.as_object_mut()) {
+                    v.remove("password");
                 }
             }
             for v in map.values_mut() {
@@ -200,10 +234,13 @@ fn no_password_or_private_key_anywhere_terraform_or_the_nodes_show() {
     let mut tf = TfDir::dev(&main_tf("noeviction"));
     let log = tf.path().join("tf-trace.log");
     tf.env.push(("TF_LOG".into(), "trace".into()));
+    // Through the environment, as a pipeline would pass it: Terraform logs its command-line
+    // arguments, so a `-var=password=...` would be in the log by Terraform's own doing.
+    tf.env.push(("TF_VAR_password".into(), PASSWORD.into()));
     tf.env
         .push(("TF_LOG_PATH".into(), log.display().to_string()));
     let data_dir = tf.path().join(".redisha/scan");
-    let pass = format!("-var=password={PASSWORD}");
+    let pass = "-input=false".to_string();
     let _cleanup = Cleanup {
         tf: &tf,
         data_dir: data_dir.clone(),
@@ -229,10 +266,12 @@ fn no_password_or_private_key_anywhere_terraform_or_the_nodes_show() {
         "apply of a change",
     )
     .assert_success("change");
-    let pids = our_pids(&data_dir);
+    // Every process redisha started, with the cluster whole: 6 nodes, 6 exporters.
+    let mut cmdlines = command_lines(&data_dir);
     assert!(
-        pids.len() >= 12,
-        "6 nodes and 6 exporters expected, found {pids:?}"
+        cmdlines.len() >= 12,
+        "6 nodes and 6 exporters expected, read {} command lines",
+        cmdlines.len()
     );
     // A deliberately failing apply: a value the nodes refuse at CONFIG SET.
     std::fs::write(tf.path().join("main.tf"), main_tf("no-such-policy")).expect("main.tf");
@@ -286,13 +325,13 @@ fn no_password_or_private_key_anywhere_terraform_or_the_nodes_show() {
     let mut leaks = Vec::new();
     for (what, text) in &shown {
         for s in found(&secrets, text) {
-            leaks.push(format!("{s} in {what}"));
+            leaks.push(format!("{s} in {what}: ...{}...", around(text, &secrets)));
         }
     }
-    for pid in &pids {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        assert!(!cmdline.is_empty(), "pid {pid} has no command line");
-        for s in found(&secrets, &cmdline) {
+    // The processes running after the failing apply too (it may restart some).
+    cmdlines.extend(command_lines(&data_dir));
+    for (pid, cmdline) in &cmdlines {
+        for s in found(&secrets, cmdline) {
             leaks.push(format!("{s} in the arguments of pid {pid}"));
         }
     }

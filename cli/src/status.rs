@@ -46,6 +46,10 @@ struct StatusArgs {
     once: bool,
     #[arg(long, value_enum, default_value_t = StatusFormat::Text)]
     format: StatusFormat,
+    /// The certificate (PEM file) of a TLS cluster's authority, to connect over TLS and verify
+    /// the nodes with; default: `tls_ca_cert_pem` from the state, if it has one.
+    #[arg(long)]
+    cacert: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -61,6 +65,8 @@ struct FromState {
     layout: Vec<PlannedNode>,
     endpoints: Vec<String>,
     password: Option<String>,
+    /// `tls_ca_cert_pem`: set when the cluster speaks TLS.
+    ca_cert_pem: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -81,10 +87,22 @@ fn run(args: StatusArgs) -> Result<bool> {
         Some(path) => read_state(path, args.cluster.as_deref())?,
         None => FromState::default(),
     };
-    let seeds = if args.seeds.is_empty() {
+    let seeds: Vec<String> = if args.seeds.is_empty() {
         from_state.endpoints.clone()
     } else {
         args.seeds.clone()
+    };
+    // A TLS cluster's endpoints say `rediss://`; whether to speak TLS follows from the CA.
+    let seeds: Vec<String> = seeds
+        .iter()
+        .map(|s| s.strip_prefix("rediss://").unwrap_or(s).to_string())
+        .collect();
+    let ca_cert_pem = match &args.cacert {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --cacert {}", path.display()))?,
+        ),
+        None => from_state.ca_cert_pem.clone(),
     };
     if seeds.is_empty() {
         bail!("give a node's address with --seed host:port, or the Terraform state with --state terraform.tfstate");
@@ -104,6 +122,7 @@ fn run(args: StatusArgs) -> Result<bool> {
     let options = Options {
         connect_timeout: Duration::from_secs(2),
         command_timeout: Duration::from_secs(2),
+        tls: ca_cert_pem.map(|ca_cert_pem| redisha_cluster::tls::ClientTls { ca_cert_pem }),
         ..Options::default()
     };
     let fetch = || {
@@ -227,6 +246,7 @@ fn cluster_of(attributes: &Value) -> Option<FromState> {
             .filter_map(|e| e.as_str().map(str::to_string))
             .collect(),
         password: text(attributes, "password"),
+        ca_cert_pem: text(attributes, "tls_ca_cert_pem"),
     })
 }
 

@@ -380,6 +380,12 @@ pub trait Driver: Send + Sync {
         None
     }
 
+    /// Whether `node`'s certificate must be replaced by a restart: an issued one close to
+    /// expiry (or no longer naming the node or its authority), a supplied one changed.
+    fn cert_due(&self, _node: &NodeHandle) -> bool {
+        false
+    }
+
     /// Whether the node's process exists.
     async fn inspect_node(&self, node: &NodeHandle) -> Result<ProcessState, DriverError>;
 

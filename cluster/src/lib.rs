@@ -31,6 +31,7 @@ pub mod sentinel;
 pub mod state;
 pub mod tls;
 pub mod tls_roll;
+pub mod tls_supplied;
 
 pub use driver::{
     Driver, DriverError, HostHandle, HostPlan, NodeConfig, NodeHandle, NodePlan, OutdatedHost,

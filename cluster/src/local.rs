@@ -95,6 +95,9 @@ pub struct LocalDriver {
     /// TLS on every node (`tls { }`): the mode, and once loaded (`load_authority`) the
     /// cluster's authority that issues their certificates.
     tls_mode: Option<crate::tls::TlsMode>,
+    /// The user's certificate, when the nodes present it instead of certificates from the
+    /// cluster's own authority. Shared: it is three PEM texts, and drivers are cloned.
+    supplied_cert: Option<Arc<crate::tls_supplied::SuppliedCert>>,
     tls: Option<Arc<crate::tls::TlsConfig>>,
     /// Whether `redis_server` was built with TLS, probed once when TLS is on.
     server_tls: Arc<OnceLock<Result<bool, String>>>,
@@ -112,6 +115,7 @@ impl LocalDriver {
             cluster: None,
             engine: Arc::default(),
             tls_mode: None,
+            supplied_cert: None,
             tls: None,
             server_tls: Arc::default(),
             operator_password: None,
@@ -142,6 +146,14 @@ impl LocalDriver {
         Ok(Some(password))
     }
 
+    /// The driver with the nodes presenting the user's certificate rather than certificates
+    /// from the cluster's own authority (`None`: the authority issues them).
+    pub fn with_supplied_cert(mut self, cert: Option<crate::tls_supplied::SuppliedCert>) -> Self {
+        self.supplied_cert = cert.map(Arc::new);
+        self.tls = None;
+        self
+    }
+
     /// The driver with TLS in `mode` on every node it starts or writes the config of (`None`:
     /// plain text). Nodes start only once the authority is loaded (`load_authority`).
     pub fn with_tls(mut self, mode: Option<crate::tls::TlsMode>) -> Self {
@@ -164,6 +176,14 @@ impl LocalDriver {
         let (Some(mode), Some((id, _))) = (self.tls_mode, &self.cluster) else {
             return Ok(None);
         };
+        if let Some(cert) = &self.supplied_cert {
+            // Nothing to make or keep: the user's certificate is in the configuration.
+            self.tls = Some(Arc::new(crate::tls::TlsConfig {
+                mode,
+                source: crate::tls::CertSource::Supplied(cert.as_ref().clone()),
+            }));
+            return Ok(None);
+        }
         let dir = self.config.data_dir.join(id);
         let authority = match tls_files::read_authority(&dir, id)? {
             Some(a) => a,
@@ -176,7 +196,7 @@ impl LocalDriver {
         };
         self.tls = Some(Arc::new(crate::tls::TlsConfig {
             mode,
-            authority: authority.clone(),
+            source: crate::tls::CertSource::Generated(authority.clone()),
         }));
         Ok(Some(authority))
     }
@@ -1073,6 +1093,13 @@ impl Driver for LocalDriver {
     fn cert_info(&self, node: &NodeHandle) -> Option<crate::tls::NodeCertInfo> {
         self.tls_mode?;
         node_cert_info(node.data_dir.as_ref()?)
+    }
+
+    fn cert_due(&self, node: &NodeHandle) -> bool {
+        let (Some(tls), Some(info)) = (&self.tls, self.cert_info(node)) else {
+            return false;
+        };
+        !info.still_fits(&node.ip, &tls.source)
     }
 
     async fn inspect_node(&self, node: &NodeHandle) -> Result<ProcessState, DriverError> {

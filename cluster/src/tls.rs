@@ -77,6 +77,8 @@ pub enum TlsError {
     BadKey(String),
     #[error("tls: the certificate authority's certificate is not PEM")]
     BadCert,
+    #[error("tls: the supplied certificate cannot be used: {0}")]
+    Supplied(String),
 }
 
 /// The certificate authority that issues the node certificates. Its key is a secret (Debug
@@ -228,6 +230,8 @@ pub struct NodeCert {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeCertInfo {
     pub address: String,
+    /// The fingerprint of the authority that issued it, or of the supplied certificate
+    /// (`CertSource::fingerprint`).
     pub ca_fingerprint: String,
     pub not_after_unix: i64,
 }
@@ -240,28 +244,79 @@ impl NodeCertInfo {
 
     /// The expiry as an RFC 3339 UTC time (`2027-11-26T06:10:00Z`).
     pub fn not_after_rfc3339(&self) -> String {
-        time::OffsetDateTime::from_unix_timestamp(self.not_after_unix)
-            .ok()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_default()
+        rfc3339(self.not_after_unix)
     }
 
-    /// Whether a node at `address` under `ca` keeps this certificate.
-    pub fn still_fits(&self, address: &str, ca: &CertAuthority) -> bool {
-        self.address == address
-            && self.ca_fingerprint == ca.fingerprint()
-            && self.days_left() >= i64::from(REISSUE_BEFORE_DAYS)
+    /// Whether a node at `address` whose certificates come from `source` keeps this
+    /// certificate: an issued one while it names the address, comes from the same authority
+    /// and has [`REISSUE_BEFORE_DAYS`] left; a supplied one while it is the one supplied
+    /// (redisha cannot renew it: the plan warns instead).
+    pub fn still_fits(&self, address: &str, source: &CertSource) -> bool {
+        match source {
+            CertSource::Generated(ca) => {
+                self.address == address
+                    && self.ca_fingerprint == ca.fingerprint()
+                    && self.days_left() >= i64::from(REISSUE_BEFORE_DAYS)
+            }
+            CertSource::Supplied(s) => self.ca_fingerprint == s.fingerprint(),
+        }
     }
 }
 
-/// TLS on a cluster's nodes: the mode and the authority whose certificates they use.
+/// Where the nodes' certificates come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertSource {
+    /// The cluster's own authority issues each node a certificate naming its address.
+    Generated(CertAuthority),
+    /// The user's certificate, presented by every node (`tls { cert_pem, ... }`).
+    Supplied(crate::tls_supplied::SuppliedCert),
+}
+
+impl CertSource {
+    /// What clients verify the nodes with (PEM).
+    pub fn ca_cert_pem(&self) -> &str {
+        match self {
+            CertSource::Generated(a) => a.cert_pem(),
+            CertSource::Supplied(s) => &s.ca_cert_pem,
+        }
+    }
+
+    /// What a node's certificate record names as where it came from: the authority's
+    /// fingerprint, or the supplied certificate's.
+    pub fn fingerprint(&self) -> String {
+        match self {
+            CertSource::Generated(a) => a.fingerprint(),
+            CertSource::Supplied(s) => s.fingerprint(),
+        }
+    }
+
+    /// The certificate and key of a node at `address`: issued now, or the supplied one.
+    pub fn node_cert(&self, address: &str) -> Result<NodeCert, TlsError> {
+        match self {
+            CertSource::Generated(a) => a.issue(address, NODE_CERT_DAYS),
+            CertSource::Supplied(s) => {
+                let info = s
+                    .check(&[], crate::identity::unix_now())
+                    .map_err(|e| TlsError::Supplied(e.to_string()))?;
+                Ok(NodeCert {
+                    cert_pem: s.cert_pem.clone(),
+                    key_pem: s.key_pem.clone(),
+                    info: NodeCertInfo {
+                        address: address.to_string(),
+                        ca_fingerprint: s.fingerprint(),
+                        not_after_unix: info.not_after_unix,
+                    },
+                })
+            }
+        }
+    }
+}
+
+/// TLS on a cluster's nodes: the mode and where their certificates come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
     pub mode: TlsMode,
-    pub authority: CertAuthority,
+    pub source: CertSource,
 }
 
 /// Where a node's TLS files are.
@@ -305,7 +360,7 @@ impl TlsConfig {
     /// What a client needs to verify the nodes.
     pub fn client(&self) -> ClientTls {
         ClientTls {
-            ca_cert_pem: self.authority.cert_pem.clone(),
+            ca_cert_pem: self.source.ca_cert_pem().to_string(),
         }
     }
 }
@@ -369,6 +424,17 @@ pub fn server_has_tls(binary: &Path) -> Result<bool, String> {
     Ok(text.contains("Failed to configure TLS") || text.contains("tls-ca-cert-file"))
 }
 
+/// A Unix time as RFC 3339 UTC (`2027-11-26T06:10:00Z`; empty if out of range).
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -390,11 +456,12 @@ mod tests {
         assert_eq!(node.info.ca_fingerprint, ca.fingerprint());
         assert!((19..=20).contains(&node.info.days_left()));
         // Too close to expiry to keep; another address or authority does not fit either.
-        assert!(!node.info.still_fits("127.0.220.1", &ca));
+        let source = CertSource::Generated(ca.clone());
+        assert!(!node.info.still_fits("127.0.220.1", &source));
         let long = ca.issue("127.0.220.1", NODE_CERT_DAYS).unwrap();
-        assert!(long.info.still_fits("127.0.220.1", &ca));
-        assert!(!long.info.still_fits("127.0.220.2", &ca));
-        let other = CertAuthority::generate("fedcba9876543210").unwrap();
+        assert!(long.info.still_fits("127.0.220.1", &source));
+        assert!(!long.info.still_fits("127.0.220.2", &source));
+        let other = CertSource::Generated(CertAuthority::generate("fedcba9876543210").unwrap());
         assert!(!long.info.still_fits("127.0.220.1", &other));
     }
 
@@ -424,13 +491,13 @@ mod tests {
         };
         let required = TlsConfig {
             mode: TlsMode::Required,
-            authority: ca.clone(),
+            source: CertSource::Generated(ca.clone()),
         }
         .redis_conf_lines(9700, &files);
         assert!(required.contains("port 0\ntls-port 9700\ncluster-port 19700\n"));
         let preferred = TlsConfig {
             mode: TlsMode::Preferred,
-            authority: ca,
+            source: CertSource::Generated(ca),
         }
         .redis_conf_lines(9700, &files);
         assert!(preferred.contains("port 10700\ntls-port 9700\ncluster-port 19700\n"));

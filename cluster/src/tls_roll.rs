@@ -9,7 +9,7 @@ use tracing::info;
 use crate::error::Result;
 use crate::ops::Operator;
 use crate::state::ClusterState;
-use crate::tls::{TlsMode, REISSUE_BEFORE_DAYS};
+use crate::tls::TlsMode;
 
 impl Operator<'_> {
     /// Restarts, one shard copy at a time, every node whose plain-text port differs from what
@@ -61,21 +61,18 @@ impl Operator<'_> {
             .min_by_key(|(_, info)| info.not_after_unix)
     }
 
-    /// The nodes whose certificate is due for reissue.
+    /// The nodes whose certificate is due for replacement (`Driver::cert_due`).
     pub fn certs_due(&self, state: &ClusterState) -> std::collections::BTreeSet<String> {
         state
             .nodes
             .iter()
-            .filter(|n| {
-                self.driver
-                    .cert_info(&n.handle)
-                    .is_some_and(|i| i.days_left() < i64::from(REISSUE_BEFORE_DAYS))
-            })
+            .filter(|n| self.driver.cert_due(&n.handle))
             .map(|n| n.name.clone())
             .collect()
     }
 
-    /// Reissues the certificates due and restarts their nodes onto them, replicas first.
+    /// Restarts the nodes whose certificate is due onto a new one (reissued, or the newly
+    /// supplied one), replicas first.
     pub async fn rotate_certs(&self, state: &ClusterState) -> Result<()> {
         let due = self.certs_due(state);
         if due.is_empty() {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::{read_json, write_private_file, LocalDriver};
 use crate::driver::{DriverError, NodeHandle};
 use crate::secret::Password;
-use crate::tls::{CertAuthority, NodeCertInfo, TlsConfig, TlsFiles, NODE_CERT_DAYS};
+use crate::tls::{CertAuthority, NodeCertInfo, TlsConfig, TlsFiles};
 
 pub const TLS_CA_FILE: &str = "tls-ca.crt";
 pub const TLS_CERT_FILE: &str = "tls-node.crt";
@@ -121,21 +121,21 @@ impl LocalDriver {
                 }
             })
         };
-        write(&paths.ca_cert, tls.authority.cert_pem().as_bytes())?;
+        write(&paths.ca_cert, tls.source.ca_cert_pem().as_bytes())?;
         let info = read_json::<NodeCertInfo>(&paths.info);
         let present = paths.cert.is_file() && paths.key.is_file() && info.is_some();
-        let fits = info.is_some_and(|i| i.still_fits(&node.ip, &tls.authority));
+        let fits = info.is_some_and(|i| i.still_fits(&node.ip, &tls.source));
         if present && (fits || !at_start) {
             return Ok(false);
         }
-        let cert = tls.authority.issue(&node.ip, NODE_CERT_DAYS)?;
+        let cert = tls.source.node_cert(&node.ip)?;
         // The key first: a certificate on disk always has its key beside it.
         write(&paths.key, cert.key_pem.expose().as_bytes())?;
         write(&paths.cert, cert.cert_pem.as_bytes())?;
         let info = serde_json::to_vec_pretty(&cert.info)
             .map_err(|e| DriverError::Other(format!("cannot encode a record: {e}")))?;
         write(&paths.info, &info)?;
-        tracing::info!(node = %node.name, days = NODE_CERT_DAYS, "node certificate issued");
+        tracing::info!(node = %node.name, days = cert.info.days_left(), "node certificate written");
         Ok(true)
     }
 }

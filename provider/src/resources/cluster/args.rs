@@ -82,6 +82,8 @@ pub struct ClusterArgs {
     pub endpoint: Option<EndpointSpec>,
     /// `tls { mode }`: `None` for plain text.
     pub tls: Option<redisha_cluster::tls::TlsMode>,
+    /// `tls { ca_cert_pem, cert_pem, key_pem }`: the user's certificate, if supplied.
+    pub tls_cert: Option<redisha_cluster::tls_supplied::SuppliedCert>,
 }
 
 impl ClusterArgs {
@@ -222,6 +224,7 @@ impl ClusterArgs {
         let timeouts = timeouts_of(&m.timeouts, &mut diags, &mut k);
         let tls = super::tls::decode(&m.tls, driver.as_ref(), &mut diags, &mut k);
         let acl = super::users::decode(m, driver.as_ref(), &mut diags, &mut k);
+        let tls_cert = super::tls::decode_supplied(&m.tls, &mut diags, &mut k);
 
         let restore_from = k.take(&m.restore_from);
         let final_backup = k.take(&m.final_backup);
@@ -278,6 +281,7 @@ impl ClusterArgs {
                     final_backup,
                     endpoint,
                     tls,
+                    tls_cert,
                 }))
             }
             _ => Ok(None),

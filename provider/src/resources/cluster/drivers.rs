@@ -91,7 +91,7 @@ impl BuiltDriver {
     /// The certificate of the cluster's TLS authority, once loaded.
     pub fn tls_ca_cert(&self) -> Option<String> {
         match self {
-            BuiltDriver::Local(d) => d.tls().map(|t| t.authority.cert_pem().to_string()),
+            BuiltDriver::Local(d) => d.tls().map(|t| t.source.ca_cert_pem().to_string()),
             BuiltDriver::Aws(_) => None,
         }
     }
@@ -246,7 +246,11 @@ pub async fn build(
 ) -> Result<(BuiltDriver, Request), Diagnostics> {
     match &args.driver {
         DriverArgs::Local(config) => Ok((
-            BuiltDriver::Local(LocalDriver::new(config.clone()).with_tls(args.tls)),
+            BuiltDriver::Local(
+                LocalDriver::new(config.clone())
+                    .with_tls(args.tls)
+                    .with_supplied_cert(args.tls_cert.clone()),
+            ),
             args.request.clone(),
         )),
         DriverArgs::Aws(aws) => {

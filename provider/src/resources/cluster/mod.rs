@@ -202,7 +202,13 @@ async fn finish(
     let nodes = nodes::observed(&state, &observation);
     let mut new_state = with_cluster(config, name, id_value(&state), nodes, report.into());
     new_state.tls_ca_cert_pem = tls::ca_cert_value(&driver, args.tls.is_some());
-    new_state.tls_cert_expiry = tls::cert_expiry_value(&op, &state, args.tls.is_some(), false);
+    new_state.tls_cert_expiry = tls::cert_expiry_value(
+        &op,
+        &state,
+        args.tls.is_some(),
+        args.tls_cert.as_ref(),
+        false,
+    );
     Ok(Applied {
         state: new_state,
         private: Some(state),

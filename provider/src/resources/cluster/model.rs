@@ -96,11 +96,25 @@ model! {
 model! {
     pub struct TlsModel("TLS for client connections, replication and the cluster bus (`tls-port`, `tls-replication`, `tls-cluster`), \
          with certificates from a certificate authority redisha makes for the cluster: each node gets its own, with its address in \
-         the subject alternative names, valid 365 days and reissued when fewer than 30 are left. Clients verify the nodes with \
+         the subject alternative names, valid 365 days and reissued when fewer than 30 are left. Or, with `ca_cert_pem`, `cert_pem` and \
+         `key_pem`, every node presents your certificate (from your own PKI) instead. Clients verify the nodes with \
          `tls_ca_cert_pem` (e.g. `redis-cli --tls --cacert ca.pem`). Each node's port is its TLS port in both modes; `endpoints` \
-         say `rediss://`. Adding or removing the block on an existing cluster is refused (create a new one).") {
+         say `rediss://`. Adding or removing the block on an existing cluster is refused (create a new one), and so is a switch \
+         between generated and supplied certificates.") {
         pub mode: Attr<String> = required("`preferred`: TLS on each node's port, plain text too on the node's port + 1000. `required`: TLS only \
              (the plain-text port is closed). Changing it applies in place as a rolling restart, replicas first."),
+        pub ca_cert_pem: Attr<String> = optional("Your certificate authority (PEM; several certificates allowed, e.g. an old and a new authority \
+             while one replaces the other): the nodes verify each other with it and `tls_ca_cert_pem` repeats it for clients. Set \
+             together with `cert_pem` and `key_pem`, e.g. `file(\"ca.pem\")`."),
+        pub cert_pem: Attr<String> = optional("The certificate every node presents (PEM, intermediates after it), issued by `ca_cert_pem`. \
+             The plan checks that it names every node's address in its subject alternative names (IP or DNS), is valid now, \
+             and allows both serverAuth and clientAuth (nodes present it to each other on the cluster bus); `tls_cert_expiry` shows \
+             when it expires, and plans warn in its last 30 days (redisha cannot renew it). A new certificate or authority applies \
+             as a rolling restart, replicas first; to replace the authority, first add the new one to `ca_cert_pem` beside the old, \
+             then change the certificate, then drop the old authority (the plan refuses a step that nodes on either side of the \
+             roll would not accept)."),
+        pub key_pem: Attr<String> = optional("The private key of `cert_pem` (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC; RSA, ECDSA P-256/P-384 \
+             or Ed25519). Kept in Terraform state as a sensitive value and in each node's directory (mode 0600); never shown.").sensitive(),
     }
 }
 
@@ -149,11 +163,11 @@ model! {
         pub configuration_endpoint_address: Attr<String> = computed("With `configuration_endpoint`: `name:port` for cluster-aware clients (the first node of every instance \
              listens on 6379). Null otherwise."),
         pub tls_ca_cert_pem: Attr<String> = computed("With `tls`: the certificate (PEM) of the cluster's certificate authority, which issued every node's \
-             certificate; give it to clients to verify the nodes. Its key never leaves the cluster (local: `<data_dir>/<cluster_id>/`, mode 0600). \
-             Null without `tls`."),
-        pub tls_cert_expiry: Attr<String> = computed("With `tls`: when the node certificate that expires first does (RFC 3339, UTC). A plan within 30 days of it \
-             says how many days are left and shows this as known after apply: apply reissues those certificates and restarts their \
-             nodes onto them, replicas first. Null without `tls`."),
+             certificate, or your `tls.ca_cert_pem`; give it to clients to verify the nodes. A generated authority's key never leaves the cluster \
+             (local: `<data_dir>/<cluster_id>/`, mode 0600). Null without `tls`."),
+        pub tls_cert_expiry: Attr<String> = computed("With `tls`: when the node certificate that expires first does (RFC 3339, UTC; with `tls.cert_pem`, \
+             when that certificate does). A plan within 30 days of it says how many days are left; for generated certificates it shows this \
+             as known after apply: apply reissues those certificates and restarts their nodes onto them, replicas first. Null without `tls`."),
         pub placement_report: Attr<String> = computed("The planner's what-if report, markdown."),
         pub metrics: Attr<MetricsModel> = single_block(),
         pub local: Attr<LocalModel> = single_block(),

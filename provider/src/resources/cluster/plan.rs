@@ -98,7 +98,11 @@ pub(super) async fn plan(
             prior.and_then(super::tls::applied_mode),
             args.tls,
         )?);
-        diagnostics.extend(super::tls::plan_certs(&op, &current));
+        diagnostics.extend(super::tls::plan_certs(
+            &op,
+            &current,
+            args.tls_cert.is_some(),
+        ));
         let (said, hosts) = host_change(&op, &current).await?;
         diagnostics.extend(said);
         replacing = hosts;
@@ -135,6 +139,12 @@ pub(super) async fn plan(
         &replacing,
         nodes::planned(&request, &planned.placement, &current, prior_nodes, &driver),
     );
+    // A supplied certificate must name every node it will serve.
+    diagnostics.extend(super::tls::check_supplied(
+        args.tls_cert.as_ref(),
+        prior.filter(|_| !creating),
+        &nodes,
+    )?);
     // While slots are half-moved, who serves them settles as the cluster gossips (and as
     // apply finishes them), so the slot layout is only known after apply: a value planned
     // now could differ from Terraform's second plan at apply time.
@@ -161,6 +171,7 @@ pub(super) async fn plan(
         &op,
         &current,
         args.tls.is_some(),
+        args.tls_cert.as_ref(),
         creating || !op.certs_due(&current).is_empty(),
     );
     Ok(Planned { state, diagnostics })

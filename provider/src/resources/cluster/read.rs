@@ -46,7 +46,13 @@ pub(super) async fn read(
         info!(cluster = %args.name, drift = %d, "drift");
     }
     let (nodes, endpoints) = nodes::observed(&state, &observation);
-    let tls_cert_expiry = super::tls::cert_expiry_value(&op, &state, args.tls.is_some(), false);
+    let tls_cert_expiry = super::tls::cert_expiry_value(
+        &op,
+        &state,
+        args.tls.is_some(),
+        args.tls_cert.as_ref(),
+        false,
+    );
     let cluster_id = match state.cluster_id.as_str() {
         "" => old.cluster_id.clone(),
         id => Attr::Known(id.to_string()),

@@ -1,8 +1,10 @@
 //! The `tls { }` block of `redisha_cluster`: its mode as the driver takes it, the changes a
 //! plan accepts (`preferred` <-> `required` in place; TLS on or off only with a new cluster),
-//! and the `tls_ca_cert_pem` attribute clients verify the nodes with.
+//! the user's own certificate (`ca_cert_pem`, `cert_pem`, `key_pem`) and its checks against
+//! the planned nodes, and the `tls_ca_cert_pem` attribute clients verify the nodes with.
 
 use redisha_cluster::tls::TlsMode;
+use redisha_cluster::tls_supplied::{SuppliedCert, SuppliedCertError, SuppliedField};
 
 use crate::tfplugin::diagnostics::{AttrPath, Diagnostic, Diagnostics};
 use crate::tfplugin::framework::model::AllKnown;
@@ -10,7 +12,7 @@ use crate::tfplugin::framework::Attr;
 
 use super::args::DriverArgs;
 use super::drivers::BuiltDriver;
-use super::model::{ClusterModel, TlsModel};
+use super::model::{ClusterModel, NodeValue, TlsModel};
 
 fn at() -> AttrPath {
     AttrPath::attr("tls")
@@ -52,6 +54,161 @@ pub(super) fn decode(
         );
     }
     parsed
+}
+
+/// The user's certificate when the `tls` block supplies one (`ca_cert_pem`, `cert_pem` and
+/// `key_pem`, all three or none), checked as far as it can be without the node addresses.
+pub(super) fn decode_supplied(
+    block: &Attr<TlsModel>,
+    diags: &mut Diagnostics,
+    k: &mut AllKnown,
+) -> Option<SuppliedCert> {
+    let Attr::Known(block) = block else {
+        return None;
+    };
+    let fields = [
+        ("ca_cert_pem", &block.ca_cert_pem),
+        ("cert_pem", &block.cert_pem),
+        ("key_pem", &block.key_pem),
+    ];
+    if fields.iter().all(|(_, a)| a.is_null()) {
+        return None;
+    }
+    let missing: Vec<&str> = fields
+        .iter()
+        .filter(|(_, a)| a.is_null())
+        .map(|(n, _)| *n)
+        .collect();
+    for name in &missing {
+        diags.push(
+            Diagnostic::error(
+                "Incomplete supplied certificate",
+                format!("tls.{name}: ca_cert_pem, cert_pem and key_pem go together: set all three to have the nodes present your certificate, or none to have redisha make a certificate authority for the cluster"),
+            )
+            .at(at().then(name)),
+        );
+    }
+    let (ca, cert, key) = (
+        k.take(&block.ca_cert_pem),
+        k.take(&block.cert_pem),
+        k.take(&block.key_pem),
+    );
+    let supplied = SuppliedCert {
+        ca_cert_pem: ca?,
+        cert_pem: cert?,
+        key_pem: redisha_cluster::secret::Password::new(key?),
+    };
+    if let Err(e) = supplied.check(&[], redisha_cluster::identity::unix_now()) {
+        diags.push(supplied_error("Unusable TLS certificate", &e));
+        return None;
+    }
+    Some(supplied)
+}
+
+fn supplied_error(summary: &str, e: &SuppliedCertError) -> Diagnostic {
+    let field = match e.field() {
+        SuppliedField::CaCert => "ca_cert_pem",
+        SuppliedField::Cert => "cert_pem",
+        SuppliedField::Key => "key_pem",
+    };
+    Diagnostic::error(summary, e.to_string()).at(at().then(field))
+}
+
+/// The certificate a state was applied with, if the user supplied one.
+fn applied_supplied(state: &ClusterModel) -> Option<SuppliedCert> {
+    let mut diags = Diagnostics::new();
+    decode_supplied(&state.tls, &mut diags, &mut AllKnown::default())
+}
+
+/// The plan's checks of a supplied certificate against the nodes it will serve: it names
+/// every planned address; it expires in more than 30 days (else a warning: redisha cannot
+/// renew it); a switch between generated and supplied certificates is refused; and a new
+/// certificate or bundle is accepted only if nodes on both sides of the rolling restart
+/// accept each other (the new bundle verifies the old certificate, the old bundle the new).
+pub(super) fn check_supplied(
+    wanted: Option<&SuppliedCert>,
+    prior: Option<&ClusterModel>,
+    nodes: &Attr<Vec<NodeValue>>,
+) -> Result<Diagnostics, Diagnostics> {
+    let prior_tls = prior.filter(|p| matches!(p.tls, Attr::Known(_)));
+    let prior_cert = prior_tls.and_then(applied_supplied);
+    if let Some(p) = prior_tls {
+        if wanted.is_some() != prior_cert.is_some() && applied_mode(p).is_some() {
+            return Err(Diagnostic::error(
+                "Certificates cannot switch between generated and supplied in place",
+                "tls: the nodes trust only the authority their certificates come from, so during a rolling restart the nodes on the new certificates and those on the old ones would refuse each other. Create a new cluster (for example with restore_from a backup of this one), or put ca_cert_pem, cert_pem and key_pem back as they were.",
+            )
+            .at(at())
+            .into());
+        }
+    }
+    let Some(cert) = wanted else {
+        return Ok(Diagnostics::new());
+    };
+    let addresses: Vec<String> = match nodes {
+        Attr::Known(list) => list
+            .iter()
+            .filter_map(|n| n.address.value())
+            .map(|a| {
+                a.rsplit_once(':')
+                    .map_or(a.as_str(), |(h, _)| h)
+                    .to_string()
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+        _ => Vec::new(),
+    };
+    let now = redisha_cluster::identity::unix_now();
+    let info = cert
+        .check(&addresses, now)
+        .map_err(|e| Diagnostics::from(supplied_error("Unusable TLS certificate", &e)))?;
+    if let Some(old) = prior_cert.filter(|old| old != cert) {
+        let old_on_new = SuppliedCert {
+            ca_cert_pem: cert.ca_cert_pem.clone(),
+            ..old.clone()
+        };
+        let new_on_old = SuppliedCert {
+            ca_cert_pem: old.ca_cert_pem.clone(),
+            ..cert.clone()
+        };
+        let refused = |which: &str, e: SuppliedCertError, field: &str| {
+            Diagnostics::from(
+                Diagnostic::error(
+                    "The new certificate cannot be rolled out node by node",
+                    format!("tls.{field}: during the rolling restart, nodes already on the new settings and nodes still on the old ones must accept each other, but {which} ({e}). Change in steps: first add the new authority to ca_cert_pem beside the old one, apply; then change cert_pem and key_pem, apply; then remove the old authority, apply."),
+                )
+                .at(at().then(field)),
+            )
+        };
+        old_on_new.check(&addresses, now).map_err(|e| {
+            refused(
+                "the new ca_cert_pem does not verify the certificate the nodes have now",
+                e,
+                "ca_cert_pem",
+            )
+        })?;
+        new_on_old.check(&addresses, now).map_err(|e| {
+            refused(
+                "the ca_cert_pem the nodes have now does not verify the new certificate",
+                e,
+                "cert_pem",
+            )
+        })?;
+    }
+    let days = (info.not_after_unix - now as i64).div_euclid(86_400);
+    if days < i64::from(redisha_cluster::tls::REISSUE_BEFORE_DAYS) {
+        return Ok(Diagnostic::warning(
+            format!("The supplied TLS certificate expires in {days} days"),
+            format!(
+                "tls.cert_pem expires at {}; redisha cannot renew a certificate it did not issue: put a renewed one in cert_pem and key_pem (apply restarts the nodes onto it, replicas first)",
+                redisha_cluster::tls::rfc3339(info.not_after_unix)
+            ),
+        )
+        .at(at().then("cert_pem"))
+        .into());
+    }
+    Ok(Diagnostics::new())
 }
 
 /// The TLS mode a state was applied with.
@@ -127,6 +284,7 @@ pub(super) fn with_endpoints(mut model: ClusterModel) -> ClusterModel {
 pub(super) fn plan_certs(
     op: &redisha_cluster::Operator<'_>,
     state: &redisha_cluster::ClusterState,
+    supplied: bool,
 ) -> Diagnostics {
     let Some((node, info)) = op.earliest_cert_expiry(state) else {
         return Diagnostics::new();
@@ -137,6 +295,17 @@ pub(super) fn plan_certs(
         return Diagnostics::new();
     }
     let names: Vec<&str> = due.iter().map(String::as_str).collect();
+    if supplied {
+        return Diagnostic::warning(
+            format!("Apply restarts {} node(s) onto the new certificate", due.len()),
+            format!(
+                "tls.cert_pem or tls.ca_cert_pem changed: the nodes load them at start, so apply restarts them one shard copy at a time, replicas first: {}",
+                names.join(", ")
+            ),
+        )
+        .at(at())
+        .into();
+    }
     Diagnostic::warning(
         format!("Node certificates expire in {days} days (first: {node})"),
         format!(
@@ -150,16 +319,24 @@ pub(super) fn plan_certs(
     .into()
 }
 
-/// `tls_cert_expiry` as the certificates on the nodes say now; unknown when apply will
-/// reissue some (`rotating`) or none is readable yet; null without TLS.
+/// `tls_cert_expiry`: a supplied certificate's own expiry (known at plan); else as the
+/// certificates on the nodes say now, unknown when apply will reissue some (`rotating`) or
+/// none is readable yet; null without TLS.
 pub(super) fn cert_expiry_value(
     op: &redisha_cluster::Operator<'_>,
     state: &redisha_cluster::ClusterState,
     tls_on: bool,
+    supplied: Option<&SuppliedCert>,
     rotating: bool,
 ) -> Attr<String> {
     if !tls_on {
         return Attr::Null;
+    }
+    if let Some(cert) = supplied {
+        return match cert.check(&[], redisha_cluster::identity::unix_now()) {
+            Ok(info) => Attr::Known(redisha_cluster::tls::rfc3339(info.not_after_unix)),
+            Err(_) => Attr::Unknown,
+        };
     }
     match op.earliest_cert_expiry(state) {
         Some((_, info)) if !rotating => Attr::Known(info.not_after_rfc3339()),

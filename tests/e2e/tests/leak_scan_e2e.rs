@@ -193,6 +193,10 @@ fn command_lines(data_dir: &Path) -> Vec<(u32, Vec<u8>)> {
         .collect()
 }
 
+fn pids(cmdlines: &[(u32, Vec<u8>)]) -> std::collections::BTreeSet<u32> {
+    cmdlines.iter().map(|(pid, _)| *pid).collect()
+}
+
 fn mode(path: &Path) -> u32 {
     let meta = std::fs::metadata(path).expect("stat");
     std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777
@@ -277,6 +281,24 @@ fn no_password_or_private_key_anywhere_terraform_or_the_nodes_show() {
     std::fs::write(tf.path().join("main.tf"), main_tf("no-such-policy")).expect("main.tf");
     let failed = run(&["apply", "-auto-approve", "-no-color"], "failing apply");
     assert!(!failed.success(), "an invalid maxmemory-policy was applied");
+    // The refused value stops nothing: no node was restarted into a config it cannot start
+    // with, and the error names what to fix.
+    // (Terraform wraps a diagnostic's lines.)
+    let said = failed
+        .all()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        said.contains("redis_config") && said.contains("no node was restarted"),
+        "{said}"
+    );
+    let after_failure = command_lines(&data_dir);
+    assert_eq!(
+        pids(&after_failure),
+        pids(&cmdlines),
+        "the failing apply stopped or restarted processes"
+    );
     std::fs::write(tf.path().join("main.tf"), main_tf("allkeys-lru")).expect("main.tf");
 
     let mut show = tf.run(&["show", "-json"]);

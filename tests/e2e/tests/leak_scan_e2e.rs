@@ -193,8 +193,13 @@ fn command_lines(data_dir: &Path) -> Vec<(u32, Vec<u8>)> {
         .collect()
 }
 
-fn pids(cmdlines: &[(u32, Vec<u8>)]) -> std::collections::BTreeSet<u32> {
-    cmdlines.iter().map(|(pid, _)| *pid).collect()
+/// The pids of the redis-server processes among `cmdlines` (the exporters are left out).
+fn node_pids(cmdlines: &[(u32, Vec<u8>)]) -> std::collections::BTreeSet<u32> {
+    cmdlines
+        .iter()
+        .filter(|(_, c)| String::from_utf8_lossy(c).contains("redis-server"))
+        .map(|(pid, _)| *pid)
+        .collect()
 }
 
 fn mode(path: &Path) -> u32 {
@@ -295,10 +300,11 @@ fn no_password_or_private_key_anywhere_terraform_or_the_nodes_show() {
     );
     let after_failure = command_lines(&data_dir);
     assert_eq!(
-        pids(&after_failure),
-        pids(&cmdlines),
-        "the failing apply stopped or restarted processes"
+        node_pids(&after_failure),
+        node_pids(&cmdlines),
+        "the failing apply stopped or restarted nodes"
     );
+    assert_eq!(node_pids(&after_failure).len(), 6, "six nodes run");
     std::fs::write(tf.path().join("main.tf"), main_tf("allkeys-lru")).expect("main.tf");
 
     let mut show = tf.run(&["show", "-json"]);

@@ -61,6 +61,20 @@ pub struct HostHandle {
     pub extra: BTreeMap<String, String>,
 }
 
+impl HostHandle {
+    /// The host a node's record names, at the address its node binds (what recovery knows of
+    /// a host when only the driver's records are left).
+    pub fn of_record(record: &crate::identity::NodeRecord, address: &str) -> HostHandle {
+        HostHandle {
+            name: record.host.clone(),
+            zone: record.zone.clone(),
+            address: address.to_string(),
+            instance_id: None,
+            extra: Default::default(),
+        }
+    }
+}
+
 /// What exists for a node: enough for the cluster code to connect to it and for the driver
 /// to stop it again from a new process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -103,13 +103,7 @@ fn merge_discovered(
     let dropped = before - state.nodes.len();
     for (handle, record) in found {
         if state.host(&record.host).is_none() {
-            state.hosts.push(HostHandle {
-                name: record.host.clone(),
-                zone: record.zone.clone(),
-                address: handle.ip.clone(),
-                instance_id: None,
-                extra: Default::default(),
-            });
+            state.hosts.push(HostHandle::of_record(&record, &handle.ip));
         }
         match state.node_mut(&record.name) {
             Some(n) => n.handle = handle,

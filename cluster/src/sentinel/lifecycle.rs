@@ -436,7 +436,7 @@ impl SentinelOperator<'_> {
     }
 
     /// Stops every process (sentinels first, so none fails over a primary being stopped),
-    /// wipes their data and removes the hosts.
+    /// wipes their data, removes the hosts and then the deployment's record.
     pub async fn destroy(&self, state: &mut SentinelState) -> Result<()> {
         let driver = self.op.driver;
         for m in state.sentinels.iter().chain(state.data.iter()) {
@@ -447,6 +447,10 @@ impl SentinelOperator<'_> {
             driver.remove_host(h).await?;
         }
         *state = SentinelState::default();
+        // The deployment's record goes last: until then it is what finds the processes.
+        if !self.cluster_id.is_empty() {
+            driver.forget_cluster(&self.cluster_id).await?;
+        }
         Ok(())
     }
 }

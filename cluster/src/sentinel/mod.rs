@@ -11,6 +11,7 @@
 
 mod lifecycle;
 mod observe;
+mod recover;
 mod reshape;
 mod rotate;
 

@@ -277,6 +277,26 @@ impl SentinelOperator<'_> {
         Ok(())
     }
 
+    /// The end of every update. An update that resumes a killed one may have no shape change
+    /// left, while its sentinels still remember a process it removed (killed before the
+    /// reset) or have not yet learned one it added: those remembering too much are reset, and
+    /// every sentinel must then see exactly what runs, as after an uninterrupted reshape.
+    pub async fn settle(&self, state: &SentinelState) -> Result<()> {
+        let replicas = state.data.len().saturating_sub(1);
+        let peers = state.sentinels.len().saturating_sub(1);
+        let view = self.observe(state).await;
+        let stale = view
+            .sentinels
+            .iter()
+            .any(|s| s.up && (s.replicas_seen > replicas || s.peers_seen > peers));
+        if stale {
+            info!("sentinels remember processes that are gone: resetting them one at a time");
+            self.wait_sentinels_agree(state).await?;
+            self.reset_sentinels(state).await?;
+        }
+        self.wait_sentinels_agree(state).await
+    }
+
     /// `SENTINEL RESET` on one sentinel at a time, each waited for until it knows exactly the
     /// replicas and peers that run (it relearns replicas from the primary's INFO, peers from
     /// their hello messages every 2 s): the others keep the quorum meanwhile.

@@ -12,6 +12,10 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::local_cluster::{our_pids, Cleanup};
+use common::sentinel::{
+    addresses, ask_sentinel, assert_readable, connect, monitoring, primary_by,
+    resource_values as values, write_acknowledged,
+};
 use common::TfDir;
 use serde_json::Value as Json;
 
@@ -20,6 +24,7 @@ const BASE_PORT: u16 = 7900;
 const FIRST: &str = "sentinel-e2e-Secret-1";
 const SECOND: &str = "sentinel-e2e-Secret-2";
 const KEYS: usize = 200;
+const MASTER: &str = "orders";
 
 /// The resource example, with this test's addresses and a quick `down_after_ms`.
 fn main_tf() -> String {
@@ -104,93 +109,10 @@ fn run(tf: &TfDir, verb: &str, password: &str, extra: &[&str]) -> common::TfOutp
     out
 }
 
-/// The resource's attributes as `terraform show -json` has them.
-fn values(tf: &TfDir) -> Json {
-    let out = tf.run(&["show", "-json"]);
-    out.assert_success("terraform show -json");
-    let v: Json = serde_json::from_str(&out.stdout).expect("show -json is JSON");
-    v["values"]["root_module"]["resources"][0]["values"].clone()
-}
-
-async fn connect(
-    address: &str,
-    password: &str,
-) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-    redis::Client::open(format!("redis://:{password}@{address}/"))?
-        .get_multiplexed_async_connection()
-        .await
-}
-
-/// One `SENTINEL <sub> orders` on a sentinel, logged in with `password` (none: without).
-async fn ask_sentinel<T: redis::FromRedisValue>(
-    sentinel: &str,
-    password: Option<&str>,
-    sub: &str,
-) -> redis::RedisResult<T> {
-    let url = match password {
-        Some(p) => format!("redis://:{p}@{sentinel}/"),
-        None => format!("redis://{sentinel}/"),
-    };
-    let mut con = redis::Client::open(url)?
-        .get_multiplexed_async_connection()
-        .await?;
-    redis::cmd("SENTINEL")
-        .arg(sub)
-        .arg("orders")
-        .query_async(&mut con)
-        .await
-}
-
-/// The primary a sentinel names.
-async fn primary_by(sentinel: &str, password: &str) -> Option<String> {
-    let a: Vec<String> = ask_sentinel(sentinel, Some(password), "GET-MASTER-ADDR-BY-NAME")
-        .await
-        .ok()?;
-    (a.len() == 2).then(|| format!("{}:{}", a[0], a[1]))
-}
-
-/// Every sentinel names `primary`, knows exactly `replicas` replicas and `peers` other
-/// sentinels, none of them down, and has the quorum it needs (`SENTINEL CKQUORUM`).
-async fn monitoring(sentinels: &[String], password: &str, primary: &str, replicas: usize) {
-    let peers = sentinels.len() - 1;
-    for s in sentinels {
-        assert_eq!(
-            primary_by(s, password).await.as_deref(),
-            Some(primary),
-            "{s}"
-        );
-        let known: Vec<std::collections::HashMap<String, String>> =
-            ask_sentinel(s, Some(password), "REPLICAS")
-                .await
-                .expect("SENTINEL REPLICAS");
-        assert_eq!(known.len(), replicas, "{s} knows {known:?}");
-        let others: Vec<std::collections::HashMap<String, String>> =
-            ask_sentinel(s, Some(password), "SENTINELS")
-                .await
-                .expect("SENTINEL SENTINELS");
-        assert_eq!(others.len(), peers, "{s} knows {others:?}");
-        for o in &others {
-            assert!(
-                // Down means flagged `s_down`/`o_down` (no answer for down-after-milliseconds).
-                // `disconnected` is transient: a sentinel just (re)started or reset has not
-                // opened its links to a peer yet. `master_down` is that peer's vote on the
-                // primary.
-                !o.get("flags")
-                    .is_some_and(|f| f.split(',').any(|x| ["s_down", "o_down"].contains(&x))),
-                "{s} sees a peer down: {o:?}"
-            );
-        }
-        let quorum: String = ask_sentinel(s, Some(password), "CKQUORUM")
-            .await
-            .expect("SENTINEL CKQUORUM");
-        assert!(quorum.starts_with("OK"), "{s}: {quorum}");
-    }
-}
-
 /// Every sentinel takes `SENTINEL FAILOVER` only from a client with its password.
 async fn refuses_without_password(sentinels: &[String], wrong: &[&str]) {
     for s in sentinels {
-        let open = ask_sentinel::<()>(s, None, "FAILOVER").await;
+        let open = ask_sentinel::<()>(s, None, MASTER, "FAILOVER").await;
         assert!(
             open.as_ref()
                 .is_err_and(|e| e.to_string().contains("NOAUTH")),
@@ -198,22 +120,13 @@ async fn refuses_without_password(sentinels: &[String], wrong: &[&str]) {
         );
         for w in wrong {
             assert!(
-                ask_sentinel::<()>(s, Some(w), "FAILOVER").await.is_err(),
+                ask_sentinel::<()>(s, Some(w), MASTER, "FAILOVER")
+                    .await
+                    .is_err(),
                 "{s} takes SENTINEL FAILOVER with a wrong password"
             );
         }
     }
-}
-
-/// The data nodes and the sentinels of `values`' `nodes`.
-fn addresses(v: &Json, kind: &str) -> Vec<String> {
-    v["nodes"]
-        .as_array()
-        .expect("nodes")
-        .iter()
-        .filter(|n| n["kind"] == kind)
-        .filter_map(|n| n["address"].as_str().map(String::from))
-        .collect()
 }
 
 #[test]
@@ -249,7 +162,7 @@ fn sentinel_deployment_fails_over_shows_drift_is_restored_rotated_and_destroyed(
         .unwrap_or("")
         .contains("any one zone: yes"));
     let cluster_id = v["cluster_id"].as_str().expect("cluster_id").to_string();
-    rt.block_on(monitoring(&sentinels, FIRST, &planned, 2));
+    rt.block_on(monitoring(&sentinels, FIRST, MASTER, &planned, 2));
     rt.block_on(refuses_without_password(&sentinels, &[SECOND]));
     let nodes = v["nodes"].as_array().expect("nodes").clone();
     let primary_zone = nodes
@@ -260,31 +173,7 @@ fn sentinel_deployment_fails_over_shows_drift_is_restored_rotated_and_destroyed(
         .to_string();
 
     // Writes acknowledged by a replica.
-    let acked: Vec<String> = rt.block_on(async {
-        let mut con = connect(&planned, FIRST)
-            .await
-            .expect("connect to the primary");
-        let mut acked = Vec::new();
-        for i in 0..KEYS {
-            let key = format!("order:{i}");
-            let _: () = redis::cmd("SET")
-                .arg(&key)
-                .arg(i)
-                .query_async(&mut con)
-                .await
-                .expect("SET");
-            let n: i64 = redis::cmd("WAIT")
-                .arg(1)
-                .arg(1000)
-                .query_async(&mut con)
-                .await
-                .expect("WAIT");
-            if n >= 1 {
-                acked.push(key);
-            }
-        }
-        acked
-    });
+    let acked = rt.block_on(write_acknowledged(&planned, FIRST, "order", KEYS));
     assert!(acked.len() > KEYS / 2);
 
     // 2. The primary's zone dies: every process there, by its pid.
@@ -338,26 +227,14 @@ fn sentinel_deployment_fails_over_shows_drift_is_restored_rotated_and_destroyed(
         .collect();
     let start = Instant::now();
     let promoted = loop {
-        let named = rt.block_on(primary_by(live[0], FIRST));
+        let named = rt.block_on(primary_by(live[0], FIRST, MASTER));
         if let Some(p) = named.filter(|p| *p != planned) {
             break p;
         }
         assert!(start.elapsed() < Duration::from_secs(60), "no failover");
         std::thread::sleep(Duration::from_millis(200));
     };
-    rt.block_on(async {
-        let mut con = connect(&promoted, FIRST)
-            .await
-            .expect("connect to the new primary");
-        for key in &acked {
-            let v: Option<String> = redis::cmd("GET")
-                .arg(key)
-                .query_async(&mut con)
-                .await
-                .expect("GET");
-            assert!(v.is_some(), "{key} was acknowledged and is lost");
-        }
-    });
+    rt.block_on(assert_readable(&promoted, FIRST, &acked));
 
     // 4. The plan shows the drift: another primary, processes down.
     let plan = run(&tf, "plan", FIRST, &["-detailed-exitcode"]);
@@ -374,7 +251,7 @@ fn sentinel_deployment_fails_over_shows_drift_is_restored_rotated_and_destroyed(
         .unwrap()
         .iter()
         .all(|n| n["status"] == "up"));
-    rt.block_on(monitoring(&sentinels, FIRST, &planned, 2));
+    rt.block_on(monitoring(&sentinels, FIRST, MASTER, &planned, 2));
     let after = run(&tf, "plan", FIRST, &["-detailed-exitcode"]);
     assert_eq!(after.code, Some(0), "nothing left to do:\n{}", after.all());
 
@@ -399,7 +276,7 @@ fn sentinel_deployment_fails_over_shows_drift_is_restored_rotated_and_destroyed(
         assert!(!old, "the old password still works");
     });
     // The sentinels moved to the new password with it, and still monitor with a quorum.
-    rt.block_on(monitoring(&sentinels, SECOND, &planned, 2));
+    rt.block_on(monitoring(&sentinels, SECOND, MASTER, &planned, 2));
     rt.block_on(refuses_without_password(&sentinels, &[FIRST]));
 
     // 7. The shape grows in place: zone-d with a replica, two more sentinels.
@@ -423,7 +300,7 @@ fn sentinel_deployment_fails_over_shows_drift_is_restored_rotated_and_destroyed(
     let data = addresses(&v, "data");
     let sentinels = addresses(&v, "sentinel");
     assert_eq!((data.len(), sentinels.len()), (4, 5), "{v}");
-    rt.block_on(monitoring(&sentinels, SECOND, &planned, 3));
+    rt.block_on(monitoring(&sentinels, SECOND, MASTER, &planned, 3));
     let grown_nodes = v["nodes"].as_array().expect("nodes").clone();
     let zone_d = grown_nodes
         .iter()
@@ -456,13 +333,13 @@ fn sentinel_deployment_fails_over_shows_drift_is_restored_rotated_and_destroyed(
                 .expect("CONFIG SET replica-priority");
         }
         // The old primary is demoted by the failover itself, before it could be picked.
-        let _: () = ask_sentinel(&sentinels[0], Some(SECOND), "FAILOVER")
+        let _: () = ask_sentinel(&sentinels[0], Some(SECOND), MASTER, "FAILOVER")
             .await
             .expect("SENTINEL FAILOVER");
     });
     let start = Instant::now();
     for s in &sentinels {
-        while rt.block_on(primary_by(s, SECOND)).as_deref() != Some(zone_d.as_str()) {
+        while rt.block_on(primary_by(s, SECOND, MASTER)).as_deref() != Some(zone_d.as_str()) {
             assert!(
                 start.elapsed() < Duration::from_secs(60),
                 "no failover to zone-d"
@@ -502,18 +379,8 @@ fn sentinel_deployment_fails_over_shows_drift_is_restored_rotated_and_destroyed(
             .all(|n| n["zone"] != "zone-d" && n["status"] == "up"),
         "{v}"
     );
-    rt.block_on(monitoring(&sentinels, SECOND, &planned, 2));
-    rt.block_on(async {
-        let mut con = connect(&planned, SECOND).await.expect("connect");
-        for key in &acked {
-            let v: Option<String> = redis::cmd("GET")
-                .arg(key)
-                .query_async(&mut con)
-                .await
-                .expect("GET");
-            assert!(v.is_some(), "{key} was acknowledged and is lost");
-        }
-    });
+    rt.block_on(monitoring(&sentinels, SECOND, MASTER, &planned, 2));
+    rt.block_on(assert_readable(&planned, SECOND, &acked));
     let after = run(
         &tf,
         "plan",

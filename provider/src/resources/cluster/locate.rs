@@ -86,15 +86,26 @@ pub async fn resumable_create(
     driver: &BuiltDriver,
     args: &ClusterArgs,
 ) -> Result<Option<ClusterRecord>, Diagnostics> {
-    let found = driver.driver().find_clusters().await.map_err(|e| {
+    let (place, at) = record_place(args);
+    resumable_create_in(driver.driver(), &args.name, place, at).await
+}
+
+/// [`resumable_create`] for any resource whose driver keeps records: `place` names where (in
+/// words), `at` the attribute that chooses it.
+pub async fn resumable_create_in(
+    driver: &dyn redisha_cluster::Driver,
+    name: &str,
+    place: &str,
+    at: AttrPath,
+) -> Result<Option<ClusterRecord>, Diagnostics> {
+    let found = driver.find_clusters().await.map_err(|e| {
         Diagnostics::from(Diagnostic::error(
             "Cannot look for existing clusters",
             e.to_string(),
         ))
     })?;
-    let (place, _) = record_place(args);
     let mut resumable = None;
-    for record in found.into_iter().filter(|r| r.name == args.name) {
+    for record in found.into_iter().filter(|r| r.name == name) {
         if record.status == ClusterStatus::Ready {
             return Err(Diagnostic::error(
                 format!("Another cluster of this name lives in this {place}"),
@@ -103,7 +114,7 @@ pub async fn resumable_create(
                     record.name, record.cluster_id, record.cluster_id
                 ),
             )
-            .at(data_dir_path(args))
+            .at(at.clone())
             .into());
         }
         if !record.is_abandoned_create() {
@@ -118,7 +129,7 @@ pub async fn resumable_create(
                     redisha_cluster::identity::CREATE_LEASE.as_secs(),
                 ),
             )
-            .at(data_dir_path(args))
+            .at(at.clone())
             .into());
         }
         resumable.get_or_insert(record);

@@ -10,22 +10,24 @@
 //! put the planned primary back. The processes' handles travel in the private state.
 
 pub mod args;
+mod locate;
 pub mod model;
 
 use async_trait::async_trait;
 use redisha_cluster::sentinel::{
     Member, Reshape, SentinelObservation, SentinelOperator, SentinelState,
 };
-use redisha_cluster::{LocalDriver, NodeConfig, Operator, Password};
+use redisha_cluster::{LocalDriver, Operator, Password};
 use redisha_planner as planner;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
-use crate::resources::cluster::locate;
+use crate::resources::cluster::locate as cluster_locate;
 use crate::tfplugin::diagnostics::{Diagnostic, Diagnostics};
 use crate::tfplugin::framework::typed::{ApplyArgs, Outcome, PlanArgs};
 use crate::tfplugin::framework::{Applied, Attr, Context, Failed, Planned, Private, Resource};
 use crate::topology;
+use redisha_cluster::identity::{ClusterRecord, ClusterStatus};
 
 use args::SentinelArgs;
 use model::{ProcessValue, SentinelModel};
@@ -69,6 +71,15 @@ fn error(summary: &str, e: impl std::fmt::Display) -> Diagnostics {
     Diagnostic::error(summary, e.to_string()).into()
 }
 
+/// Neither private state nor a `cluster_id` attribute: nothing can be proven this resource's.
+fn no_id() -> Diagnostics {
+    Diagnostic::error(
+        "Cannot find the sentinel deployment",
+        "The resource has neither private state nor a cluster_id, so redisha cannot tell which processes are its own and touches none. Fix: `terraform state rm` the resource and stop its processes yourself, or restore the state file that has its cluster_id.",
+    )
+    .into()
+}
+
 /// The plan; for a running deployment, with its processes as the previous placement, so
 /// that those that still fit stay where they are under their names.
 fn place(
@@ -110,13 +121,12 @@ fn operator<'a>(
     ctx: &Context,
     driver: &'a LocalDriver,
     args: &SentinelArgs,
-    config: NodeConfig,
     timeout: std::time::Duration,
     cluster_id: &str,
 ) -> SentinelOperator<'a> {
-    let options = locate::options(ctx, timeout, false);
+    let options = cluster_locate::options(ctx, timeout, false);
     SentinelOperator::new(
-        Operator::with_options(driver, config, options),
+        Operator::with_options(driver, args.node_config.clone(), options),
         args.settings.clone(),
         cluster_id,
     )
@@ -314,7 +324,7 @@ impl Resource for SentinelResource {
 
     async fn plan(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         args: PlanArgs<SentinelModel, SentinelPrivate>,
     ) -> Result<Planned<SentinelModel>, Diagnostics> {
         let Some(a) = SentinelArgs::from_model(&args.config)? else {
@@ -323,9 +333,23 @@ impl Resource for SentinelResource {
                 diagnostics: Diagnostics::new(),
             });
         };
+        // Without private state (a provider killed mid-apply drops it) the driver still
+        // finds the processes by the deployment's id.
+        let recovered = match (&args.private, &args.prior, args.creating()) {
+            (None, Some(prior), false) => match locate::existing_id(None, prior.cluster_id.value())
+            {
+                Some(id) => {
+                    let driver = driver_for(&a, &id)?;
+                    let op = operator(ctx, &driver, &a, a.timeouts.update, &id);
+                    Some(locate::recovered(&op, None, &id).await?)
+                }
+                None => None,
+            },
+            _ => None,
+        };
         let running = match (&args.private, args.creating()) {
             (Some(private), false) => Some(private),
-            _ => None,
+            _ => recovered.as_ref(),
         };
         let plan = place(&a, running.map(|p| &p.state))?;
         let mut diagnostics = Diagnostics::new();
@@ -367,39 +391,42 @@ impl Resource for SentinelResource {
             .sentinel
             .clone()
             .ok_or_else(|| error("No sentinel plan", "the planner placed no sentinels"))?;
-        let cluster_id = match a.private {
-            Some(p) if !p.cluster_id.is_empty() => p.cluster_id,
-            _ => redisha_cluster::identity::new_cluster_id()
-                .map_err(|e| error("Cannot make a cluster id", e))?,
+        let (cluster_id, resuming) = match a.private {
+            Some(p) if !p.cluster_id.is_empty() => (p.cluster_id, false),
+            _ => locate::id_for_create(&args).await?,
         };
         let driver = driver_for(&args, &cluster_id)?;
-        let op = operator(
-            ctx,
-            &driver,
-            &args,
-            args.node_config.clone(),
-            args.timeouts.create,
-            &cluster_id,
-        );
-        let mut private = SentinelPrivate {
-            cluster_id: cluster_id.clone(),
-            state: SentinelState::default(),
+        // The record comes before any process: a create killed from here on is found and
+        // resumed by the next apply (Terraform records nothing for it).
+        locate::record(&driver, &cluster_id, &args.name, ClusterStatus::Creating).await?;
+        let op = operator(ctx, &driver, &args, args.timeouts.create, &cluster_id);
+        let mut private = if resuming {
+            locate::recovered(&op, None, &cluster_id).await?
+        } else {
+            SentinelPrivate {
+                cluster_id: cluster_id.clone(),
+                state: SentinelState::default(),
+            }
         };
-        info!(name = %args.name, %cluster_id, "creating sentinel deployment");
-        if let Err(e) = op
-            .create(
+        info!(name = %args.name, %cluster_id, resuming, "creating sentinel deployment");
+        let holding = ClusterRecord::new(&cluster_id, &args.name, ClusterStatus::Creating);
+        let cancel = op.operator().options().cancel.clone();
+        let created = tokio::select! {
+            created = op.create(
                 &args.request,
                 &plan.placement,
                 &sentinel.sentinels,
                 &mut private.state,
-            )
-            .await
-        {
+            ) => created,
+            never = redisha_cluster::lease::hold_create(&driver, &holding, &cancel) => match never {},
+        };
+        if let Err(e) = created {
             return Err(
                 Failure::from(error("Creating the sentinel deployment failed", e))
                     .with_private(private),
             );
         }
+        locate::record(&driver, &cluster_id, &args.name, ClusterStatus::Ready).await?;
         applied(&op, &a.config, &args, private, &plan).await
     }
 
@@ -410,25 +437,16 @@ impl Resource for SentinelResource {
         a: ApplyArgs<SentinelModel, SentinelPrivate>,
     ) -> Outcome<SentinelModel, SentinelPrivate> {
         let args = known_args(&a.config)?;
-        let Some(mut private) = a.private else {
-            return Err(error(
-                "No record of the deployment's processes",
-                "The private state is missing; replace the resource (`terraform apply -replace=...`).",
-            )
-            .into());
+        let Some(cluster_id) = locate::existing_id(a.private.as_ref(), prior.cluster_id.value())
+        else {
+            return Err(no_id().into());
         };
+        let driver = driver_for(&args, &cluster_id)?;
+        let old_password = prior.password.value().map(Password::new);
+        let mut op = operator(ctx, &driver, &args, args.timeouts.update, &cluster_id);
+        let mut private = locate::recovered(&op, a.private, &cluster_id).await?;
         let plan = place(&args, Some(&private.state))?;
         let change = reshape_of(&plan, &private.state);
-        let driver = driver_for(&args, &private.cluster_id)?;
-        let old_password = prior.password.value().map(Password::new);
-        let mut op = operator(
-            ctx,
-            &driver,
-            &args,
-            args.node_config.clone(),
-            args.timeouts.update,
-            &private.cluster_id,
-        );
         // Both passwords work to connect: a rotation cut short leaves either.
         let rotating = old_password != args.node_config.password;
         let old_sentinel_password = sentinel_password_of(&prior);
@@ -460,6 +478,7 @@ impl Resource for SentinelResource {
             if op.restore_primary(&private.state).await? {
                 info!(name = %args.name, "the planned primary is back");
             }
+            op.settle(&private.state).await?;
             Ok::<_, redisha_cluster::ClusterError>(())
         }
         .await;
@@ -478,19 +497,15 @@ impl Resource for SentinelResource {
         prior: SentinelModel,
         private: Option<SentinelPrivate>,
     ) -> Result<(), Failure> {
-        let Some(mut private) = private else {
+        let args = known_args(&prior)?;
+        // Without an id there is nothing this resource can prove its own.
+        let Some(cluster_id) = locate::existing_id(private.as_ref(), prior.cluster_id.value())
+        else {
             return Ok(());
         };
-        let args = known_args(&prior)?;
-        let driver = driver_for(&args, &private.cluster_id)?;
-        let op = operator(
-            ctx,
-            &driver,
-            &args,
-            args.node_config.clone(),
-            args.timeouts.delete,
-            &private.cluster_id,
-        );
+        let driver = driver_for(&args, &cluster_id)?;
+        let op = operator(ctx, &driver, &args, args.timeouts.delete, &cluster_id);
+        let mut private = locate::recovered(&op, private, &cluster_id).await?;
         if let Err(e) = op.destroy(&mut private.state).await {
             return Err(
                 Failure::from(error("Destroying the sentinel deployment failed", e))
@@ -506,21 +521,16 @@ impl Resource for SentinelResource {
         state: SentinelModel,
         private: Option<SentinelPrivate>,
     ) -> Result<Option<Applied<SentinelModel, SentinelPrivate>>, Failure> {
-        let (Some(private), Ok(Some(args))) = (private, SentinelArgs::from_model(&state)) else {
-            return Ok(Some(Applied {
-                state,
-                private: None,
-            }));
+        let Ok(Some(args)) = SentinelArgs::from_model(&state) else {
+            return Ok(Some(Applied { state, private }));
         };
-        let driver = driver_for(&args, &private.cluster_id)?;
-        let op = operator(
-            ctx,
-            &driver,
-            &args,
-            args.node_config.clone(),
-            args.timeouts.update,
-            &private.cluster_id,
-        );
+        let Some(cluster_id) = locate::existing_id(private.as_ref(), state.cluster_id.value())
+        else {
+            return Ok(Some(Applied { state, private }));
+        };
+        let driver = driver_for(&args, &cluster_id)?;
+        let op = operator(ctx, &driver, &args, args.timeouts.update, &cluster_id);
+        let private = locate::recovered(&op, private, &cluster_id).await?;
         let seen = op.observe(&private.state).await;
         let report = state.placement_report.value().cloned().unwrap_or_default();
         Ok(Some(Applied {

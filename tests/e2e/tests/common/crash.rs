@@ -369,7 +369,8 @@ pub fn run_killed_at(mut cmd: std::process::Command, log: &Path, kill: Kill) -> 
     }
 }
 
-/// Removes every redisha_cluster resource's private state (the driver's handles) from
+/// Removes every redisha_cluster and redisha_sentinel resource's private state (the driver's
+/// handles) from
 /// `dir`/terraform.tfstate, as a hand-edited or restored state file would be, and bumps
 /// `serial`. Returns whether there was any.
 #[track_caller]
@@ -379,7 +380,7 @@ pub fn drop_private_state(dir: &Path) -> bool {
     let mut state: Json = serde_json::from_str(&text).expect("terraform.tfstate is JSON");
     let mut dropped = 0;
     for resource in state["resources"].as_array_mut().into_iter().flatten() {
-        if resource["type"] != "redisha_cluster" {
+        if resource["type"] != "redisha_cluster" && resource["type"] != "redisha_sentinel" {
             continue;
         }
         for instance in resource["instances"].as_array_mut().into_iter().flatten() {

@@ -14,6 +14,7 @@
 
 pub mod crash;
 pub mod local_cluster;
+pub mod sentinel;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

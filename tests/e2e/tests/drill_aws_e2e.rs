@@ -232,7 +232,7 @@ fn the_drill_command_stops_a_zone_of_an_aws_cluster_from_its_terraform_directory
     assert_eq!(out.code, Some(0), "the drill passes:\n{}", out.all());
     let report: Json = serde_json::from_str(&out.stdout).expect("the JSON report");
     eprintln!("{report:#}");
-    assert_eq!(report["failure"]["action"], "stop");
+    assert_eq!(report["failure"]["action"]["action"], "stop");
     assert_eq!(report["heal_timed_out"], false);
     let shards = report["shards"].as_array().expect("shards");
     assert_eq!(shards.len(), 3);

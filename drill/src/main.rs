@@ -179,7 +179,7 @@ async fn drill(cli: Cli) -> anyhow::Result<Outcome> {
             if action != Action::Stop {
                 anyhow::bail!("{}: {}", target.address, aws_refusal(action));
             }
-            aws_drill(&cli, target, scope).await
+            aws_drill(&cli, *target, scope).await
         }
         AnyTarget::Cluster(target) => {
             local_only(&target.address, action, aws_only)?;

@@ -108,8 +108,9 @@ pub(crate) struct StateFile {
 /// What the state holds: a cluster or a sentinel-mode deployment.
 pub enum AnyTarget {
     Cluster(Target),
-    /// A `redisha_cluster` with an `aws { }` block.
-    Aws(crate::aws_target::AwsTarget),
+    /// A `redisha_cluster` with an `aws { }` block (boxed: the driver's configuration is
+    /// large).
+    Aws(Box<crate::aws_target::AwsTarget>),
     Sentinel(crate::sentinel::SentinelTarget),
 }
 
@@ -130,7 +131,8 @@ pub fn read_any(
         crate::sentinel::SentinelTarget::parse(&state, res, password, sentinel_password)
             .map(AnyTarget::Sentinel)
     } else if !single(&state.instance(res)?.0["aws"]).is_null() {
-        crate::aws_target::AwsTarget::parse(&state, res, password).map(AnyTarget::Aws)
+        crate::aws_target::AwsTarget::parse(&state, res, password)
+            .map(|t| AnyTarget::Aws(Box::new(t)))
     } else {
         state.cluster(res, password).map(AnyTarget::Cluster)
     }

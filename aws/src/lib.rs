@@ -7,10 +7,12 @@
 //!   `read_hosts` (drift), `destroy`, `claim` (a cluster made before ids) and
 //!   `host_memory_mib`; it acts only on what carries the cluster's id in its VPC.
 //! - [`power`]: a zone's instances stopped and started again (the failure drills).
+//! - [`candidates`]: the planner request (the subnets' zones, candidate instances per zone).
 //! - [`topology()`]: zones and subnets of a VPC.
 //! - `testing` (feature `testing`, for tests only): moto_server, an EC2 client for it and a
 //!   VPC fixture.
 
+pub mod candidates;
 pub mod client;
 pub mod dns_endpoint;
 pub mod driver;

@@ -43,11 +43,26 @@ impl DrillDriver<'_> {
                 "stop is the aws driver's failure (its EC2 instances); on the local driver crash a --zone or --host".into(),
             )),
             (DrillDriver::Aws { .. }, Action::Stop) | (DrillDriver::Local(_), _) => Ok(()),
-            (DrillDriver::Aws { .. }, other) => Err(DrillError::Failure(format!(
-                "the aws driver's drill is `stop` (StopInstances of a zone's or a host's instances); {} is a local-driver drill",
-                other.as_str()
-            ))),
+            (DrillDriver::Aws { .. }, other) => Err(DrillError::Failure(aws_refusal(other))),
         }
+    }
+}
+
+/// Why `action` cannot run on the aws driver, and what to run instead. Signals and nftables
+/// rules act on this machine: the aws driver's nodes run on EC2 instances.
+pub fn aws_refusal(action: Action) -> String {
+    let instead = "on the aws driver run `redisha-drill stop --zone ZONE` (or `--host HOST`): StopInstances of the cluster's instances there, started again after --seconds";
+    match action {
+        Action::Crash => format!(
+            "`crash` sends SIGKILL to node processes on this machine, and the aws driver's nodes run on EC2 instances; {instead}, which is a crash of the whole instance"
+        ),
+        Action::Hang => format!(
+            "`hang` (SIGSTOP) needs the node processes on this machine, and the aws driver's nodes run on EC2 instances; it has no aws equivalent in the drill; {instead}"
+        ),
+        Action::Partition => format!(
+            "`partition` installs nftables rules on this machine, which cannot cut EC2 instances from each other; {instead}, or cut the zone's subnets yourself (a network ACL) and watch with `redisha status`"
+        ),
+        Action::Stop => "stop is the aws driver's own drill".to_string(),
     }
 }
 
@@ -64,6 +79,23 @@ mod tests {
         assert!(refused.to_string().contains("aws driver"), "{refused}");
         for action in [Action::Crash, Action::Hang, Action::Partition] {
             assert!(local.check(action).is_ok(), "{action:?}");
+        }
+    }
+
+    #[test]
+    fn aws_refusals_name_the_failure_and_the_stop_to_use_instead() {
+        for (action, says) in [
+            (Action::Crash, "SIGKILL"),
+            (Action::Hang, "SIGSTOP"),
+            (Action::Partition, "nftables"),
+        ] {
+            let refusal = aws_refusal(action);
+            assert!(
+                refusal.starts_with(&format!("`{}`", action.as_str())),
+                "{refusal}"
+            );
+            assert!(refusal.contains(says), "{refusal}");
+            assert!(refusal.contains("redisha-drill stop --zone"), "{refusal}");
         }
     }
 }

@@ -81,6 +81,18 @@ pub struct DrillReport {
     pub survivors_ok_after_ms: Option<f64>,
     /// From the heal until every node said `cluster_state:ok`.
     pub all_ok_after_heal_ms: Option<f64>,
+    /// How long the drill waited for that.
+    #[serde(default)]
+    pub heal_timeout_ms: u64,
+    /// Not every node said `cluster_state:ok` within `heal_timeout_ms` (an EC2 instance still
+    /// booting, say): what came after the window (the restore, the read-back) is what an
+    /// unfinished heal left, so the drill is inconclusive rather than failed.
+    #[serde(default)]
+    pub heal_timed_out: bool,
+    /// Shards whose writes could not be read back after a heal that ran out of time (no
+    /// master to read from): their lost counts are unknown, not 0.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unverified_shards: Vec<u32>,
     /// When the failure took hold and when it was healed, in ms since the Unix epoch: lines
     /// the drill's timeline up with other clients' and logs' (the drill's own figures are
     /// measured on a monotonic clock from its start).
@@ -103,7 +115,39 @@ impl DrillReport {
     /// The drill passed: prediction and observation agree, no acknowledged write was lost and
     /// the cluster is back to its planned layout.
     pub fn passed(&self) -> bool {
-        self.disagreements.is_empty() && self.acked_lost() == 0 && self.restore.planned_layout
+        !self.heal_timed_out
+            && self.disagreements.is_empty()
+            && self.acked_lost() == 0
+            && self.restore.planned_layout
+    }
+
+    /// The word for the result: pass, FAIL, or INCONCLUSIVE when the heal ran out of time.
+    pub fn result(&self) -> &'static str {
+        if self.passed() {
+            "pass"
+        } else if self.heal_timed_out {
+            "INCONCLUSIVE"
+        } else {
+            "FAIL"
+        }
+    }
+
+    /// Why the result is inconclusive, in words: the heal's bound and what to do.
+    fn heal_note(&self) -> Option<String> {
+        self.heal_timed_out.then(|| {
+            let unread = if self.unverified_shards.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; the writes of shards {:?} could not be read back (no master yet), so their losses are unknown",
+                    self.unverified_shards
+                )
+            };
+            format!(
+                "the heal ran out of time: not every node said cluster_state:ok within {:.0} s of it{unread}. That is not a disagreement with the plan: give the heal more time (--heal-timeout; EC2 instances take minutes to boot) and run the drill again",
+                self.heal_timeout_ms as f64 / 1000.0
+            )
+        })
     }
 }
 
@@ -143,7 +187,7 @@ pub fn render_text(r: &DrillReport) -> String {
     for s in &r.shards {
         let _ = writeln!(
             o,
-            "shard {} (master {}{}): longest write gap {:.0} ms; writes acked {}, unacked {}, failed {}; acked lost {}, unacked lost {}; longest read gap {:.0} ms; writable predicted {} observed {}",
+            "shard {} (master {}{}): longest write gap {:.0} ms; writes acked {}, unacked {}, failed {}; {}; longest read gap {:.0} ms; writable predicted {} observed {}",
             s.shard,
             s.planned_master,
             if s.master_hit { ", hit" } else { "" },
@@ -151,8 +195,11 @@ pub fn render_text(r: &DrillReport) -> String {
             s.writes_acked,
             s.writes_unacked,
             s.writes_failed,
-            s.acked_lost,
-            s.unacked_lost,
+            if r.unverified_shards.contains(&s.shard) {
+                "not read back (lost unknown)".to_string()
+            } else {
+                format!("acked lost {}, unacked lost {}", s.acked_lost, s.unacked_lost)
+            },
             s.longest_read_gap_ms,
             s.predicted_writable,
             s.observed_writable
@@ -168,7 +215,10 @@ pub fn render_text(r: &DrillReport) -> String {
             );
         }
     }
-    restore_and_verdict(&mut o, &r.restore, &r.disagreements, r.passed());
+    if let Some(note) = r.heal_note() {
+        let _ = writeln!(o, "heal: {note}");
+    }
+    restore_and_verdict(&mut o, &r.restore, &r.disagreements, r.result());
     o
 }
 
@@ -177,7 +227,7 @@ pub(crate) fn restore_and_verdict(
     o: &mut String,
     restore: &Restore,
     disagreements: &[String],
-    passed: bool,
+    result: &str,
 ) {
     let _ = writeln!(
         o,
@@ -199,7 +249,7 @@ pub(crate) fn restore_and_verdict(
     for d in disagreements {
         let _ = writeln!(o, "DISAGREES: {d}");
     }
-    let _ = writeln!(o, "result: {}", if passed { "pass" } else { "FAIL" });
+    let _ = writeln!(o, "result: {result}");
 }
 
 pub fn render_markdown(r: &DrillReport) -> String {
@@ -275,14 +325,97 @@ pub fn render_markdown(r: &DrillReport) -> String {
     for d in &r.disagreements {
         let _ = writeln!(o, "\n**Disagrees:** {d}");
     }
-    let _ = writeln!(
-        o,
-        "\n**Result: {}**",
-        if r.passed() { "pass" } else { "fail" }
-    );
+    if let Some(note) = r.heal_note() {
+        let _ = writeln!(o, "\n**Heal:** {note}.");
+    }
+    let _ = writeln!(o, "\n**Result: {}**", r.result().to_lowercase());
     o
 }
 
 pub fn render_json(r: &DrillReport) -> String {
     serde_json::to_string_pretty(r).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::failure::{Action, Scope};
+
+    fn report(heal_timed_out: bool, unverified: Vec<u32>) -> DrillReport {
+        let verdict = Verdict {
+            masters_lost: 1,
+            replicas_promoted: 1,
+            master_majority_survives: true,
+            writable_slots: 16384,
+            writable_shards: vec![0],
+        };
+        DrillReport {
+            cluster: "shop".into(),
+            failure: Failure {
+                action: Action::Stop,
+                scope: Scope::Zone("z1".into()),
+                window: std::time::Duration::from_secs(5),
+            },
+            label: "stop zone z1".into(),
+            node_timeout_ms: 1000,
+            wait_ms: 50,
+            hit_nodes: vec!["s0-0".into()],
+            predicted: verdict.clone(),
+            observed: verdict,
+            disagreements: Vec::new(),
+            survivors_ok_after_ms: Some(2000.0),
+            all_ok_after_heal_ms: (!heal_timed_out).then_some(7000.0),
+            heal_timeout_ms: 367_000,
+            heal_timed_out,
+            unverified_shards: unverified,
+            failed_at_unix_ms: 0.0,
+            healed_at_unix_ms: 0.0,
+            shards: vec![ShardReport {
+                shard: 0,
+                planned_master: "s0-0".into(),
+                master_hit: true,
+                longest_write_gap_ms: 2000.0,
+                writes_acked: 10,
+                writes_unacked: 0,
+                writes_failed: 3,
+                acked_lost: 0,
+                unacked_lost: 0,
+                longest_read_gap_ms: 2000.0,
+                reads_failed: 0,
+                serving_at_end: Some("s0-1".into()),
+                predicted_writable: true,
+                observed_writable: true,
+                cut_side: None,
+            }],
+            restore: Restore {
+                took_ms: 100.0,
+                actions: Vec::new(),
+                planned_layout: !heal_timed_out,
+                drift: Vec::new(),
+                error: None,
+            },
+            log: None,
+        }
+    }
+
+    #[test]
+    fn a_heal_that_ran_out_of_time_is_inconclusive_not_a_disagreement() {
+        assert_eq!(report(false, Vec::new()).result(), "pass");
+        let r = report(true, vec![0]);
+        assert!(!r.passed());
+        assert_eq!(r.result(), "INCONCLUSIVE");
+        let text = render_text(&r);
+        assert!(text.contains("the heal ran out of time"), "{text}");
+        assert!(text.contains("within 367 s"), "{text}");
+        assert!(text.contains("--heal-timeout"), "{text}");
+        assert!(text.contains("not read back"), "{text}");
+        assert!(!text.contains("DISAGREES"), "{text}");
+        assert!(text.contains("result: INCONCLUSIVE"), "{text}");
+        let markdown = render_markdown(&r);
+        assert!(markdown.contains("**Result: inconclusive**"), "{markdown}");
+        let json: serde_json::Value =
+            serde_json::from_str(&render_json(&r)).expect("the JSON report");
+        assert_eq!(json["heal_timed_out"], true);
+        assert_eq!(json["unverified_shards"], serde_json::json!([0]));
+    }
 }

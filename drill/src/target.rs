@@ -108,6 +108,9 @@ pub(crate) struct StateFile {
 /// What the state holds: a cluster or a sentinel-mode deployment.
 pub enum AnyTarget {
     Cluster(Target),
+    /// A `redisha_cluster` with an `aws { }` block (boxed: the driver's configuration is
+    /// large).
+    Aws(Box<crate::aws_target::AwsTarget>),
     Sentinel(crate::sentinel::SentinelTarget),
 }
 
@@ -127,6 +130,9 @@ pub fn read_any(
     if res["type"] == "redisha_sentinel" {
         crate::sentinel::SentinelTarget::parse(&state, res, password, sentinel_password)
             .map(AnyTarget::Sentinel)
+    } else if !single(&state.instance(res)?.0["aws"]).is_null() {
+        crate::aws_target::AwsTarget::parse(&state, res, password)
+            .map(|t| AnyTarget::Aws(Box::new(t)))
     } else {
         state.cluster(res, password).map(AnyTarget::Cluster)
     }
@@ -248,7 +254,7 @@ fn parse_cluster(
     let cluster_id = text("cluster_id").ok_or(format!("{address}: no `cluster_id`"))?;
     if !single(&attrs["aws"]).is_null() {
         return Err(format!(
-            "{address} uses the aws driver: its drill (a zone's instances stopped) runs through the library (redisha_drill::run with DrillDriver::Aws, drill/tests/aws_drill.rs), not this command yet"
+            "{address} uses the aws driver: read it with `read_any` (an `AwsTarget`), whose drill stops a zone's instances"
         ));
     }
     let mut local = local_of(attrs, working_dir, &name);
@@ -283,7 +289,7 @@ fn parse_cluster(
 /// `redis_config` with the persistence arguments (`persistence`, `appendfsync`,
 /// `min_replicas_*`) merged in as the provider merges them: the nodes run with both, and a
 /// node the drill's restore restarts must come back with the same settings.
-fn with_persistence(
+pub(crate) fn with_persistence(
     attrs: &Value,
     given: BTreeMap<String, String>,
 ) -> std::result::Result<BTreeMap<String, String>, String> {
@@ -374,11 +380,14 @@ pub(crate) fn need(attrs: &Value, key: &str) -> std::result::Result<u64, String>
 /// The planner request the resource was planned with (sentinel mode: one shard, and the
 /// caller adds `sentinel`).
 pub(crate) fn request_of(attrs: &Value, shards: u32) -> std::result::Result<Request, String> {
-    let need = |key: &str| need(attrs, key);
-    let spread = match attrs["spread"].as_str() {
-        Some(s) => s.parse::<Spread>()?,
-        None => Spread::default(),
-    };
+    Ok(Request {
+        zones: zones_of(attrs)?,
+        ..shape_of(attrs, shards)?
+    })
+}
+
+/// The `zone { host { } }` blocks (the local driver's topology).
+fn zones_of(attrs: &Value) -> std::result::Result<Vec<ZoneSpec>, String> {
     let mut zones = Vec::new();
     for z in attrs["zone"].as_array().ok_or("no `zone` blocks")? {
         let mut hosts = Vec::new();
@@ -395,6 +404,17 @@ pub(crate) fn request_of(attrs: &Value, shards: u32) -> std::result::Result<Requ
             hosts,
         });
     }
+    Ok(zones)
+}
+
+/// The request without zones: shards, replicas, memory, spread and partitions (on the aws
+/// driver the zones and hosts come from EC2).
+pub(crate) fn shape_of(attrs: &Value, shards: u32) -> std::result::Result<Request, String> {
+    let need = |key: &str| need(attrs, key);
+    let spread = match attrs["spread"].as_str() {
+        Some(s) => s.parse::<Spread>()?,
+        None => Spread::default(),
+    };
     let partitions = attrs["partition"]
         .as_array()
         .map(|ps| {
@@ -420,7 +440,7 @@ pub(crate) fn request_of(attrs: &Value, shards: u32) -> std::result::Result<Requ
             node_memory_mb: need("node_memory_mb")?,
             spread,
         },
-        zones,
+        zones: Vec::new(),
         partitions,
         sentinel: None,
     })

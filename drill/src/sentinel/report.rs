@@ -141,7 +141,12 @@ pub fn render_text(r: &SentinelDrillReport) -> String {
             ms(i.last_accepted_after_ms)
         );
     }
-    restore_and_verdict(&mut o, &r.restore, &r.disagreements, r.passed());
+    restore_and_verdict(
+        &mut o,
+        &r.restore,
+        &r.disagreements,
+        if r.passed() { "pass" } else { "FAIL" },
+    );
     o
 }
 

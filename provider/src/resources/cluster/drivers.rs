@@ -9,7 +9,7 @@
 use redisha_aws::dns_endpoint::EndpointSpec;
 use redisha_aws::{AwsDriver, AwsDriverConfig, AwsError, DataVolume, HostStatus};
 use redisha_cluster::{ClusterState, Driver, HostPlan, LocalDriver, NodePlan};
-use redisha_planner::{HostSpec, PlanError, Request, ZoneSpec};
+use redisha_planner::Request;
 use tracing::info;
 
 use crate::aws_errors;
@@ -316,102 +316,32 @@ fn aws_config(
     Ok(config)
 }
 
-/// How many nodes one instance may run: `max_nodes_per_instance`, else as many as its memory
-/// holds (at least one).
-fn nodes_per_instance(aws: &AwsArgs, memory_mib: u64, node_memory_mb: u64) -> u32 {
-    match aws.max_nodes_per_instance {
-        Some(max) => max.max(1),
-        None => {
-            let fit = memory_mib / node_memory_mb.max(1);
-            u32::try_from(fit).unwrap_or(u32::MAX).clamp(1, 1000)
-        }
-    }
-}
-
-fn div_ceil(a: u64, b: u64) -> u64 {
-    a.div_ceil(b.max(1))
-}
-
-/// The candidate index of a host named `<zone>-<n>`.
-fn candidate_index(zone: &str, host: &str) -> Option<u64> {
-    host.strip_prefix(zone)?.strip_prefix('-')?.parse().ok()
-}
-
-fn with_candidates(
-    base: &Request,
-    zones: &[String],
-    per_zone: &[u64],
-    memory_mb: u64,
-    max_nodes: u32,
-) -> Request {
-    let mut request = base.clone();
-    request.zones = zones
-        .iter()
-        .zip(per_zone)
-        .map(|(zone, count)| ZoneSpec {
-            name: zone.clone(),
-            hosts: (1..=*count)
-                .map(|n| HostSpec {
-                    name: format!("{zone}-{n}"),
-                    memory_mb,
-                    max_nodes,
-                    rack: None,
-                })
-                .collect(),
-        })
-        .collect();
-    request
-}
-
 /// The planner request for the aws driver: the config's shape, the subnets' zones, and enough
-/// candidate instances per zone for the planner to place every node.
+/// candidate instances per zone for the planner to place every node
+/// (`redisha_aws::candidates`, which the drill's restore plans with too).
 async fn aws_request(
     driver: &AwsDriver,
     args: &ClusterArgs,
     aws: &AwsArgs,
     state: Option<&ClusterState>,
 ) -> Result<Request, Diagnostics> {
-    let zones = driver.zones().await.map_err(aws_diags)?;
-    let memory = driver.host_memory_mib().await.map_err(aws_diags)?;
-    let cluster = &args.request.cluster;
-    let max_nodes = nodes_per_instance(aws, memory, cluster.node_memory_mb);
-    let total = u64::from(cluster.shards) * (1 + u64::from(cluster.replicas));
-    let zone_count = u64::try_from(zones.len()).unwrap_or(1).max(1);
-    let first_guess = div_ceil(div_ceil(total, zone_count), u64::from(max_nodes)).max(1);
-
-    // Hosts already in state stay candidates, whatever the count, so the planner re-plans
-    // from the placement in state and the cluster code finds their zone.
-    let floor: Vec<u64> = zones
-        .iter()
-        .map(|zone| {
-            state
-                .into_iter()
-                .flat_map(|s| {
-                    s.nodes
-                        .iter()
-                        .map(|n| n.host.as_str())
-                        .chain(s.hosts.iter().map(|h| h.name.as_str()))
-                })
-                .filter_map(|h| candidate_index(zone, h))
-                .max()
-                .unwrap_or(0)
+    let known: Vec<String> = state
+        .into_iter()
+        .flat_map(|s| {
+            s.nodes
+                .iter()
+                .map(|n| n.host.clone())
+                .chain(s.hosts.iter().map(|h| h.name.clone()))
         })
         .collect();
-
-    // If the planner finds the first guess too tight (spread or partition constraints can need
-    // more hosts than memory alone), double it, up to one instance per node.
-    let mut per_host_zone = first_guess;
-    loop {
-        let counts: Vec<u64> = floor.iter().map(|f| per_host_zone.max(*f)).collect();
-        let request = with_candidates(&args.request, &zones, &counts, memory, max_nodes);
-        match redisha_planner::plan(&request, None) {
-            Err(PlanError::Infeasible { .. }) if per_host_zone < total.max(1) => {
-                per_host_zone = (per_host_zone * 2).min(total.max(1));
-            }
-            // Feasible, or an error the planner reports the same way on the final request.
-            _ => return Ok(request),
-        }
-    }
+    redisha_aws::candidates::planner_request(
+        driver,
+        &args.request,
+        aws.max_nodes_per_instance,
+        &known,
+    )
+    .await
+    .map_err(aws_diags)
 }
 
 /// An aws error as a diagnostic on the attribute it names (when this resource has it).
@@ -460,53 +390,5 @@ mod tests {
             let d = aws_diags(config(field, "bad"));
             assert_eq!(d.iter().next().and_then(|d| d.path.clone()), None);
         }
-    }
-
-    #[test]
-    fn candidates_are_numbered_per_zone() {
-        assert_eq!(candidate_index("us-east-1a", "us-east-1a-3"), Some(3));
-        assert_eq!(candidate_index("us-east-1a", "us-east-1ab-3"), None);
-        let base = Request {
-            cluster: redisha_planner::ClusterSpec {
-                shards: 3,
-                replicas: 1,
-                node_memory_mb: 256,
-                spread: Default::default(),
-                survive: Default::default(),
-            },
-            zones: Vec::new(),
-            partitions: Vec::new(),
-            sentinel: None,
-        };
-        let r = with_candidates(&base, &["a".into(), "b".into()], &[2, 1], 2048, 8);
-        let names: Vec<_> = r
-            .zones
-            .iter()
-            .flat_map(|z| z.hosts.iter().map(|h| h.name.clone()))
-            .collect();
-        assert_eq!(names, ["a-1", "a-2", "b-1"]);
-    }
-
-    #[test]
-    fn memory_decides_nodes_per_instance_unless_capped() {
-        let mut aws = AwsArgs {
-            subnet_ids: vec!["subnet-1".into()],
-            instance_type: "t3.small".into(),
-            ami: "ami-1".into(),
-            redis_package: None,
-            key_name: None,
-            allowed_cidrs: Vec::new(),
-            monitoring_cidrs: Vec::new(),
-            allowed_security_group_ids: Vec::new(),
-            placement_group: None,
-            instance_profile: None,
-            max_nodes_per_instance: None,
-            tags: Default::default(),
-            data_volume: None,
-        };
-        assert_eq!(nodes_per_instance(&aws, 2048, 256), 8);
-        assert_eq!(nodes_per_instance(&aws, 1024, 4096), 1);
-        aws.max_nodes_per_instance = Some(2);
-        assert_eq!(nodes_per_instance(&aws, 2048, 256), 2);
     }
 }

@@ -60,11 +60,18 @@ pub fn redisha_status_binary() -> PathBuf {
         .clone()
 }
 
-/// `redisha-drill`.
+/// `redisha-drill`, with the test-only address map (tests/drill_aws_e2e.rs reaches the aws
+/// driver's nodes at loopback stand-ins), as the workspace build makes it.
 pub fn drill_binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
-        .get_or_init(|| workspace_binary("redisha-drill", "redisha-drill", &[]))
+        .get_or_init(|| {
+            workspace_binary(
+                "redisha-drill",
+                "redisha-drill",
+                &["--features", "test-address-map"],
+            )
+        })
         .clone()
 }
 

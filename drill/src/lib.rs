@@ -22,6 +22,7 @@ mod route;
 pub mod run;
 pub mod score;
 pub mod sentinel;
+mod state_acl;
 pub mod target;
 pub mod watch;
 

@@ -149,6 +149,8 @@ async fn run(moto: &Moto) {
     for _ in 0..3 {
         let m = take_backup(&BackupRequest {
             seeds: state.endpoints(),
+            user: None,
+            operator_password: None,
             password: None,
             cluster_id: id.into(),
             store: &store,

@@ -29,6 +29,10 @@ pub struct Args {
     /// A file holding the password (its first line), instead of REDISHA_PASSWORD.
     #[arg(long)]
     pub password_file: Option<PathBuf>,
+    /// The ACL user to log in as (default: `default`); needed with `default_user_enabled =
+    /// false`: a user with `-@all +info +cluster|nodes +replconf +sync +psync`.
+    #[arg(long)]
+    pub user: Option<String>,
     /// AWS region for S3 (default: AWS_REGION).
     #[arg(long)]
     pub region: Option<String>,
@@ -85,7 +89,9 @@ pub async fn run(args: Args) -> Result<String> {
     let started = Instant::now();
     let request = BackupRequest {
         seeds: args.endpoints.clone(),
+        user: args.user.clone(),
         password: password(&args)?,
+        operator_password: None,
         cluster_id: args.cluster_id.clone(),
         store: store.as_ref(),
         retain: args.retain,

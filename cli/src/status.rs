@@ -7,7 +7,8 @@
 //! `redisha_cluster` gives the plan's layout (zone, host, shard and planned role of every
 //! address): without it nodes show without zones and no master can be found in a wrong zone.
 //! The password comes from `REDISHA_PASSWORD` (never an argument: anyone can read those), else
-//! from the state, which holds it anyway.
+//! from the state, which holds it anyway; `REDISHA_USER` names the user it is for (default:
+//! `default`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -22,8 +23,11 @@ use redisha_cluster::{Options, Password, PlannedNode};
 use redisha_planner::Role;
 use serde_json::Value;
 
-/// The environment variable holding the cluster password.
+/// The environment variable holding the cluster password (with `REDISHA_USER`, that user's).
 const PASSWORD_ENV: &str = "REDISHA_PASSWORD";
+/// The environment variable naming the user to log in as (default: `default`); with
+/// `default_user_enabled = false`, a declared user allowed `INFO` and `CLUSTER`.
+const USER_ENV: &str = "REDISHA_USER";
 
 /// The live cluster by zone, host and node, refreshed every second; problems marked. The
 /// password comes from the REDISHA_PASSWORD environment variable (or the state). With --once
@@ -123,6 +127,7 @@ fn run(args: StatusArgs) -> Result<bool> {
         connect_timeout: Duration::from_secs(2),
         command_timeout: Duration::from_secs(2),
         tls: ca_cert_pem.map(|ca_cert_pem| redisha_cluster::tls::ClientTls { ca_cert_pem }),
+        user: std::env::var(USER_ENV).ok().filter(|u| !u.is_empty()),
         ..Options::default()
     };
     let fetch = || {

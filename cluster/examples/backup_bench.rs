@@ -188,6 +188,8 @@ async fn main() -> anyhow::Result<()> {
         let started = Instant::now();
         let manifest = take_backup(&BackupRequest {
             seeds: state.endpoints(),
+            user: None,
+            operator_password: None,
             password: None,
             cluster_id: state.cluster_id.clone(),
             store: &store,

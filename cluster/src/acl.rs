@@ -55,6 +55,40 @@ pub const OPERATOR_RULES: &[&str] = &[
     "+sync",
 ];
 
+/// The user the metrics exporters log in as (with the operator user; without it they log in
+/// as `default`): they read `INFO` and little else, so the password an exporter holds gives
+/// neither data nor settings.
+pub const EXPORTER_USER: &str = "redisha-exporter";
+
+/// What the exporter user may do: what `prometheus-redis-exporter -redis-only-metrics` runs
+/// and needs. Not `CONFIG GET` (it shows `masterauth`, the operator's password) nor
+/// `SLOWLOG GET` (it shows the arguments of slow commands: keys and values); the exporter does
+/// without both and still reports `redis_up 1`.
+/// (`permission_args` starts every user from `-@all`.)
+pub const EXPORTER_RULES: &[&str] = &[
+    "+info",
+    "+ping",
+    "+cluster|info",
+    "+latency|latest",
+    "+slowlog|len",
+    "+client|setname",
+];
+
+/// The exporter user's password, made from the operator user's (a SHA-256 of a label and
+/// it): no second secret to keep, and it reveals nothing of the operator's.
+pub fn exporter_password(operator: &Password) -> Password {
+    let digest = Sha256::new()
+        .chain_update(b"redisha-exporter\0")
+        .chain_update(operator.expose().as_bytes())
+        .finalize();
+    Password::new(
+        digest
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>(),
+    )
+}
+
 /// One user a cluster declares.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AclUser {
@@ -103,6 +137,24 @@ impl AclConfig {
         Self::permission_args(&rules)
     }
 
+    /// The exporter user's `ACL SETUSER` arguments without its password.
+    pub fn exporter_args() -> Vec<String> {
+        let rules: Vec<String> = EXPORTER_RULES.iter().map(|s| s.to_string()).collect();
+        Self::permission_args(&rules)
+    }
+
+    /// Who the metrics exporters log in as: the exporter user when the cluster has the
+    /// operator user, else `default` with the cluster password `password`.
+    pub fn exporter_login(
+        &self,
+        password: Option<&Password>,
+    ) -> (Option<&'static str>, Option<Password>) {
+        match &self.operator_password {
+            Some(op) => (Some(EXPORTER_USER), Some(exporter_password(op))),
+            None => (None, password.cloned()),
+        }
+    }
+
     /// The redis.conf lines of the users, `masteruser` and `masterauth` (with the operator) and
     /// `default` switched off; `password` is the cluster password (`default`'s). Holds the
     /// operator's password in clear (`masterauth`): write it mode 0600.
@@ -119,6 +171,11 @@ impl AclConfig {
                 crate::driver::quote_conf(op.expose())
             ));
             out.push_str(&user_line(OPERATOR_USER, &Self::operator_args(), Some(op)));
+            out.push_str(&user_line(
+                EXPORTER_USER,
+                &Self::exporter_args(),
+                Some(&exporter_password(op)),
+            ));
         } else if let Some(p) = password {
             out.push_str(&format!(
                 "masterauth {}\n",
@@ -177,9 +234,9 @@ pub fn check_user_name(name: &str) -> Result<(), String> {
     if name == "default" {
         return Err("`default` is Redis's own user: set `password` and `default_user_enabled` for it instead".into());
     }
-    if name == OPERATOR_USER {
+    if name == OPERATOR_USER || name == EXPORTER_USER {
         return Err(format!(
-            "{OPERATOR_USER:?} is the user redisha works as; choose another name"
+            "{name:?} is a user redisha keeps for itself (its own work, the metrics exporters); choose another name"
         ));
     }
     if !name
@@ -265,7 +322,14 @@ mod tests {
     #[test]
     fn names_of_redis_and_redisha_and_with_spaces_are_refused() {
         assert!(check_user_name("app-reader").is_ok());
-        for bad in ["", "default", OPERATOR_USER, "two words", "a\nb"] {
+        for bad in [
+            "",
+            "default",
+            OPERATOR_USER,
+            EXPORTER_USER,
+            "two words",
+            "a\nb",
+        ] {
             assert!(check_user_name(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -313,6 +377,14 @@ mod tests {
         assert!(text.contains(&format!("#{}", password_hash(&Password::new("userpw")))));
         assert!(text.contains("masteruser redisha-operator\nmasterauth oppw\n"));
         assert!(text.contains("user default #"), "{text}");
+        // The exporter's user, with its derived password's hash only.
+        let exporter = exporter_password(&Password::new("oppw"));
+        assert_ne!(exporter.expose(), "oppw");
+        assert!(!text.contains(exporter.expose()), "{text}");
+        assert!(text.contains(&format!(
+            "user redisha-exporter #{} on resetkeys resetchannels -@all +info",
+            password_hash(&exporter)
+        )));
         assert!(!text.contains("requirepass"));
         // Without the operator or the switch, what clusters had before.
         let plain = AclConfig::default().render_lines(Some(&Password::new("pw")));

@@ -4,20 +4,26 @@
 //! 1. the operator user exists on every node; replication logs in as it (`masteruser`);
 //! 2. every declared user has its permissions and its new password, besides any old one;
 //!    config files carry the users for the next start;
-//! 3. old passwords, and users no longer declared, are removed (two-password rotation: a
-//!    client moves to the new password any time between phases 2 and 3);
+//! 3. old passwords, and users no longer declared that redisha made, are removed
+//!    (two-password rotation: a client moves to the new password any time between phases 2
+//!    and 3);
 //! 4. `default` is switched off or on.
 //!
 //! Which phase has work left is read from the nodes (`ACL LIST`), not remembered: a changed
 //! rule is the one difference that cannot be read back, so the caller says whether rules
 //! changed since the last apply.
+//!
+//! Which users are redisha's is remembered (`ClusterState::acl_users`, the names some apply
+//! declared): the nodes cannot tell a user redisha made from one an administrator made with
+//! `ACL SETUSER`, and redisha never deletes what it has not proven its own. A user on the
+//! nodes that is neither declared nor remembered is left alone and named in a warning.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use futures::future::join_all;
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::acl::{password_hash, AclConfig, OPERATOR_USER};
+use crate::acl::{exporter_password, password_hash, AclConfig, EXPORTER_USER, OPERATOR_USER};
 use crate::conn::Target;
 use crate::error::{ClusterError, Result};
 use crate::ops::Operator;
@@ -67,9 +73,11 @@ impl Operator<'_> {
     /// Makes every node's users what `self.config().acl` says (see the module docs).
     /// `rules_changed`: the declared users' rules differ from the last apply's. Returns whether
     /// anything was changed.
+    /// `state.acl_users` names the users redisha made; it names the declared ones once this
+    /// returns.
     pub async fn converge_acl(
         &mut self,
-        state: &ClusterState,
+        state: &mut ClusterState,
         rules_changed: bool,
     ) -> Result<bool> {
         let acl = self.config.acl.clone();
@@ -80,24 +88,41 @@ impl Operator<'_> {
         }
         let listed = self.acl_lists(state).await?;
         let wanted = wanted_users(&acl);
+        let declared: BTreeSet<String> = acl.users.iter().map(|u| u.name.clone()).collect();
+        // Remembered before any user is made: a failed apply's private state keeps them.
+        let mut ours = state.acl_users.clone().unwrap_or_default();
+        ours.extend(declared.iter().cloned());
+        state.acl_users = Some(ours.clone());
+        let foreign = foreign_users(&listed, &wanted, &ours);
+        if !foreign.is_empty() {
+            warn!(users = ?foreign, "ACL: users redisha did not make are left alone");
+        }
         let mut changed = false;
 
         // 1. The operator user, then replication as it.
         if let Some(op) = &acl.operator_password {
             let hash = password_hash(op);
+            let exporter_hash = password_hash(&exporter_password(op));
             let missing = listed.values().any(|users| {
                 users
                     .get(OPERATOR_USER)
                     .is_none_or(|u| !u.hashes.contains(&hash))
+                    || users
+                        .get(EXPORTER_USER)
+                        .is_none_or(|u| !u.hashes.contains(&exporter_hash))
             });
-            // Always set: its rules may have changed with redisha's version, which ACL LIST
+            // Always set: their rules may have changed with redisha's version, which ACL LIST
             // cannot be compared with; setting the same again changes nothing.
             if missing {
-                info!("ACL: the operator user is made on every node");
+                info!("ACL: the operator and exporter users are made on every node");
             }
             let mut args = AclConfig::operator_args();
             args.push(format!("#{hash}"));
             self.setuser_all(state, OPERATOR_USER, &args).await?;
+            // The exporters move to their user when the config files are written below.
+            let mut args = AclConfig::exporter_args();
+            args.push(format!("#{exporter_hash}"));
+            self.setuser_all(state, EXPORTER_USER, &args).await?;
             changed |= missing;
             if missing || self.masteruser_differs(state).await? {
                 // Both in one CONFIG SET: a replica never pairs the new user with the old
@@ -137,8 +162,8 @@ impl Operator<'_> {
             }
             changed = true;
         }
-        // 3. Old passwords and undeclared users removed.
-        let stale = stale_entries(&listed, &wanted);
+        // 3. Old passwords, and users redisha made that are no longer declared, removed.
+        let stale = stale_entries(&listed, &wanted, &ours);
         let default_wrong = listed.values().any(|users| {
             users
                 .get("default")
@@ -171,6 +196,7 @@ impl Operator<'_> {
             }
             changed = true;
         }
+        state.acl_users = Some(declared);
         if !stale.is_empty() {
             self.checkpoint("acl.old_removed")?;
         }
@@ -187,6 +213,21 @@ impl Operator<'_> {
             changed = true;
         }
         Ok(changed)
+    }
+
+    /// The users on the nodes that are neither declared (`self.config().acl`), nor in `ours`
+    /// (the ones redisha made), nor `default` or the operator user: what apply leaves alone.
+    pub async fn foreign_acl_users(
+        &self,
+        state: &ClusterState,
+        ours: &BTreeSet<String>,
+    ) -> Result<BTreeSet<String>> {
+        let listed = self.acl_lists(state).await?;
+        Ok(foreign_users(
+            &listed,
+            &wanted_users(&self.config.acl),
+            ours,
+        ))
     }
 
     /// Every node's users.
@@ -263,6 +304,10 @@ fn wanted_users(acl: &AclConfig) -> BTreeMap<String, Option<String>> {
         .collect();
     if let Some(op) = &acl.operator_password {
         out.insert(OPERATOR_USER.to_string(), Some(password_hash(op)));
+        out.insert(
+            EXPORTER_USER.to_string(),
+            Some(password_hash(&exporter_password(op))),
+        );
     }
     out
 }
@@ -275,18 +320,21 @@ enum Stale {
     Hash(String, String),
 }
 
-/// Per node, the users and passwords to remove. `default` is never removed; its passwords
-/// belong to the cluster password's own rotation.
+/// Per node, the users and passwords to remove: users only when `ours` names them (redisha
+/// made them). `default` is never removed; its passwords belong to the cluster password's
+/// own rotation.
 fn stale_entries(
     listed: &BTreeMap<String, BTreeMap<String, ListedUser>>,
     wanted: &BTreeMap<String, Option<String>>,
+    ours: &BTreeSet<String>,
 ) -> BTreeMap<String, Vec<Stale>> {
     let mut out = BTreeMap::new();
     for (node, users) in listed {
         let mut entries = Vec::new();
         for (name, user) in users.iter().filter(|(n, _)| n.as_str() != "default") {
             match wanted.get(name) {
-                None => entries.push(Stale::User(name.clone())),
+                None if ours.contains(name) => entries.push(Stale::User(name.clone())),
+                None => {}
                 Some(keep) => entries.extend(
                     user.hashes
                         .iter()
@@ -300,6 +348,22 @@ fn stale_entries(
         }
     }
     out
+}
+
+/// The users some node has that are neither wanted, nor `default` or redisha's own, nor in
+/// `ours`.
+fn foreign_users(
+    listed: &BTreeMap<String, BTreeMap<String, ListedUser>>,
+    wanted: &BTreeMap<String, Option<String>>,
+    ours: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    listed
+        .values()
+        .flat_map(BTreeMap::keys)
+        .filter(|n| !matches!(n.as_str(), "default" | OPERATOR_USER | EXPORTER_USER))
+        .filter(|n| !wanted.contains_key(*n) && !ours.contains(*n))
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]
@@ -323,9 +387,23 @@ mod tests {
         );
     }
 
-    #[test]
-    fn old_passwords_and_undeclared_users_are_stale_but_never_default() {
-        let acl = AclConfig {
+    fn listed_node(users: &[(&str, &[&str])]) -> BTreeMap<String, ListedUser> {
+        users
+            .iter()
+            .map(|(name, hashes)| {
+                (
+                    name.to_string(),
+                    ListedUser {
+                        enabled: true,
+                        hashes: hashes.iter().map(|h| h.to_string()).collect(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn reader_acl() -> AclConfig {
+        AclConfig {
             users: vec![AclUser {
                 name: "reader".into(),
                 password: Password::new("new"),
@@ -333,33 +411,63 @@ mod tests {
             }],
             default_user_disabled: false,
             operator_password: None,
-        };
+        }
+    }
+
+    #[test]
+    fn old_passwords_and_removed_users_redisha_made_are_stale_but_never_default() {
         let new_hash = password_hash(&Password::new("new"));
-        let node = BTreeMap::from([
-            (
-                "default".to_string(),
-                ListedUser {
-                    enabled: true,
-                    hashes: BTreeSet::from(["d1".to_string()]),
-                },
-            ),
-            (
-                "reader".to_string(),
-                ListedUser {
-                    enabled: true,
-                    hashes: BTreeSet::from(["old".to_string(), new_hash]),
-                },
-            ),
-            ("gone".to_string(), ListedUser::default()),
+        let node = listed_node(&[
+            ("default", &["d1"]),
+            ("reader", &["old", &new_hash]),
+            ("gone", &[]),
         ]);
         let listed = BTreeMap::from([("n1".to_string(), node)]);
-        let stale = stale_entries(&listed, &wanted_users(&acl));
+        let ours = BTreeSet::from(["reader".to_string(), "gone".to_string()]);
+        let stale = stale_entries(&listed, &wanted_users(&reader_acl()), &ours);
         assert_eq!(
             stale["n1"],
             vec![
                 Stale::User("gone".into()),
                 Stale::Hash("reader".into(), "old".into())
             ]
+        );
+        assert!(foreign_users(&listed, &wanted_users(&reader_acl()), &ours).is_empty());
+    }
+
+    #[test]
+    fn a_user_redisha_did_not_make_is_left_alone_and_named() {
+        let new_hash = password_hash(&Password::new("new"));
+        // One node has a hand-made user, another one redisha made before its removal from
+        // the configuration, a third nothing extra.
+        let listed = BTreeMap::from([
+            (
+                "n1".to_string(),
+                listed_node(&[("reader", &[&new_hash]), ("admin", &["a1"])]),
+            ),
+            (
+                "n2".to_string(),
+                listed_node(&[("reader", &[&new_hash]), ("old-app", &["o1"])]),
+            ),
+            ("n3".to_string(), listed_node(&[("reader", &[&new_hash])])),
+        ]);
+        let ours = BTreeSet::from(["reader".to_string(), "old-app".to_string()]);
+        let wanted = wanted_users(&reader_acl());
+        let stale = stale_entries(&listed, &wanted, &ours);
+        assert_eq!(
+            stale,
+            BTreeMap::from([("n2".to_string(), vec![Stale::User("old-app".into())])])
+        );
+        assert_eq!(
+            foreign_users(&listed, &wanted, &ours),
+            BTreeSet::from(["admin".to_string()])
+        );
+        // With nothing remembered (a lost private state), nothing undeclared is deleted.
+        let stale = stale_entries(&listed, &wanted, &BTreeSet::new());
+        assert!(stale.is_empty(), "{stale:?}");
+        assert_eq!(
+            foreign_users(&listed, &wanted, &BTreeSet::new()),
+            BTreeSet::from(["admin".to_string(), "old-app".to_string()])
         );
     }
 }

@@ -108,6 +108,9 @@ pub struct Conns {
     operator: Vec<Password>,
     /// The `default` user's candidate passwords, the configured one first.
     passwords: Vec<Option<Password>>,
+    /// Who logs in with `passwords`: `None` is `default`; a declared user for tools that work
+    /// as one (a backup, a drill's clients) when `default` is off.
+    user: Option<String>,
     connect_timeout: Duration,
     response_timeout: Duration,
     cache: Arc<Mutex<HashMap<String, MultiplexedConnection>>>,
@@ -126,6 +129,7 @@ impl Conns {
         Conns {
             operator: Vec::new(),
             passwords: vec![password],
+            user: None,
             connect_timeout,
             response_timeout,
             cache: Default::default(),
@@ -157,7 +161,10 @@ impl Conns {
             user: Some(crate::acl::OPERATOR_USER.to_string()),
             password: Some(p.clone()),
         });
-        let default = self.passwords.iter().cloned().map(Credential::default_user);
+        let default = self.passwords.iter().cloned().map(|password| Credential {
+            user: self.user.clone(),
+            password,
+        });
         operator.chain(default).collect()
     }
 
@@ -176,6 +183,19 @@ impl Conns {
             .or(all.first())
             .cloned()
             .unwrap_or_else(|| Credential::default_user(None))
+    }
+
+    /// Logs in as `user` (`None`: `default`) with the passwords, instead of `default`.
+    pub fn set_user(&mut self, user: Option<String>) {
+        self.user = user;
+        self.forget();
+    }
+
+    /// Connections that log in as `credential` (after the operator user, if it is set).
+    pub fn logging_in_as(mut self, credential: &Credential) -> Self {
+        self.set_passwords(vec![credential.password.clone()]);
+        self.set_user(credential.user.clone());
+        self
     }
 
     pub fn set_password(&mut self, password: Option<Password>) {

@@ -131,6 +131,7 @@ pub async fn health(
         options.command_timeout,
     );
     conns.set_tls(options.tls.clone());
+    conns.set_user(options.user.clone());
     let lines = discover(&conns, seeds).await?;
     let targets: Vec<Target> = lines
         .iter()

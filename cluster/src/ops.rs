@@ -66,6 +66,9 @@ pub struct Options {
     /// TLS for what connects without a driver (health, import, status): the cluster's
     /// authority to verify the nodes with. An operator takes TLS from its driver instead.
     pub tls: Option<crate::tls::ClientTls>,
+    /// The user what connects without a driver (health, status) logs in as, with the password
+    /// it is given: with `default` off, a declared user. `None`: `default`.
+    pub user: Option<String>,
 }
 
 /// A shared stop flag. Cloning shares it.
@@ -101,6 +104,7 @@ impl Default for Options {
             allow_data_loss: false,
             stop_at: None,
             tls: None,
+            user: None,
         }
     }
 }

@@ -1,6 +1,8 @@
 //! What the provider stores in Terraform state for a cluster: the driver's handles plus each
 //! node's planner identity and redis node id.
 
+use std::collections::BTreeSet;
+
 use redisha_planner::{Node, Placement, Request, Role, SlotRange};
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +24,13 @@ pub struct ClusterState {
     pub driver: String,
     pub hosts: Vec<HostHandle>,
     pub nodes: Vec<ClusterNode>,
+    /// The ACL users redisha made on the nodes (the names `user` blocks declared at some
+    /// apply): a user no longer declared is deleted only if it is named here, so one made by
+    /// hand is left alone. `None`: not known (a private state lost or written by an older
+    /// provider, an imported cluster); the caller then counts only the users the last applied
+    /// configuration declared as redisha's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl_users: Option<BTreeSet<String>>,
 }
 
 /// One node: where the plan put it and what exists.

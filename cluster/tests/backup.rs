@@ -190,6 +190,8 @@ fn backup_request<'a>(
 ) -> BackupRequest<'a> {
     BackupRequest {
         seeds: state.endpoints(),
+        user: None,
+        operator_password: None,
         password: Some(Password::new("backup-test-pw")),
         cluster_id: state.cluster_id.clone(),
         store,

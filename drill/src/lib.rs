@@ -25,6 +25,7 @@ mod route;
 pub mod run;
 pub mod score;
 pub mod sentinel;
+mod state_acl;
 pub mod target;
 pub mod timing;
 pub mod watch;

@@ -10,9 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use redisha_cluster::conn::Credential;
 use redisha_cluster::conn::Target;
 use redisha_cluster::migrate_exec::key_slot;
-use redisha_cluster::{ClusterState, Password};
+use redisha_cluster::ClusterState;
 use redisha_planner::Role;
 use serde::{Deserialize, Serialize};
 
@@ -138,21 +139,21 @@ impl Traffic {
     pub fn start(
         &self,
         loads: &[ShardLoad],
-        password: Option<Password>,
+        login: Credential,
         wait: Duration,
     ) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = Vec::new();
         for load in loads {
-            let (t, l, p) = (self.clone(), load.clone(), password.clone());
+            let (t, l, p) = (self.clone(), load.clone(), login.clone());
             tasks.push(tokio::spawn(async move { t.write_loop(l, p, wait).await }));
-            let (t, l, p) = (self.clone(), load.clone(), password.clone());
+            let (t, l, p) = (self.clone(), load.clone(), login.clone());
             tasks.push(tokio::spawn(async move { t.read_loop(l, p).await }));
         }
         tasks
     }
 
-    async fn write_loop(self, load: ShardLoad, password: Option<Password>, wait: Duration) {
-        let mut route = Route::new(load.nodes.clone(), load.master, password);
+    async fn write_loop(self, load: ShardLoad, login: Credential, wait: Duration) {
+        let mut route = Route::new(load.nodes.clone(), load.master, &login);
         // A write's reply bound: WAIT's own timeout plus time for the master to answer.
         let bound = wait + Duration::from_millis(200);
         let mut seq = 0u64;
@@ -198,8 +199,8 @@ impl Traffic {
         }
     }
 
-    async fn read_loop(self, load: ShardLoad, password: Option<Password>) {
-        let mut route = Route::new(load.nodes.clone(), load.master, password);
+    async fn read_loop(self, load: ShardLoad, login: Credential) {
+        let mut route = Route::new(load.nodes.clone(), load.master, &login);
         let bound = Duration::from_millis(200);
         let mut n = 0u64;
         while !self.stopped() {
@@ -232,9 +233,9 @@ impl Traffic {
 pub async fn verify(
     load: &ShardLoad,
     events: &[Event],
-    password: Option<Password>,
+    login: &Credential,
 ) -> Result<(Vec<u64>, Vec<u64>), String> {
-    let mut route = Route::new(load.nodes.clone(), load.master, password);
+    let mut route = Route::new(load.nodes.clone(), load.master, login);
     if !route.reroute("").await {
         return Err(format!(
             "shard {}: no writable master to read back from",

@@ -97,6 +97,12 @@ struct Cli {
     sentinel_password_env: String,
 }
 
+/// The environment variables naming the user the drill's traffic logs in as, and its password
+/// (default: the `default` user with the cluster password). A cluster with
+/// `default_user_enabled = false` needs one, as its clients do.
+const USER_ENV: &str = "REDISHA_USER";
+const USER_PASSWORD_ENV: &str = "REDISHA_USER_PASSWORD";
+
 fn main() {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -242,6 +248,13 @@ fn options(cli: &Cli) -> DrillOptions {
     let opts = DrillOptions {
         wait: Duration::from_millis(cli.wait_ms),
         log_file: cli.log.clone(),
+        client: std::env::var(USER_ENV)
+            .ok()
+            .filter(|u| !u.is_empty())
+            .map(|user| redisha_cluster::conn::Credential {
+                user: Some(user),
+                password: password_from_env(USER_PASSWORD_ENV),
+            }),
         ..DrillOptions::default()
     };
     let cancel = opts.cancel.clone();

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use redis::aio::MultiplexedConnection;
-use redisha_cluster::conn::{parse_info, Conns, Target};
-use redisha_cluster::Password;
+use redisha_cluster::conn::{parse_info, Conns, Credential, Target};
 
 /// A probe's reply bound for a node that answered last time, and for one that did not (a
 /// hung node must not slow every round down).
@@ -24,13 +23,14 @@ pub struct Route {
 }
 
 impl Route {
-    pub fn new(nodes: Vec<Target>, current: usize, password: Option<Password>) -> Self {
+    /// Connections log in as `login` (a client's user, or `default`).
+    pub fn new(nodes: Vec<Target>, current: usize, login: &Credential) -> Self {
         let silent = vec![false; nodes.len()];
         Route {
             nodes,
             current,
             silent,
-            conns: Conns::new(password, Duration::from_millis(200), PROBE_TIMEOUT),
+            conns: Conns::new(None, Duration::from_millis(200), PROBE_TIMEOUT).logging_in_as(login),
         }
     }
 

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use redisha_aws::AwsDriver;
+use redisha_cluster::conn::Credential;
 use redisha_cluster::{Cancel, ClusterState, NodeConfig, Operator, Options};
 use redisha_planner::{migrate, plan, Request, Role};
 
@@ -38,6 +39,10 @@ pub struct DrillOptions {
     pub cancel: Cancel,
     /// Where to write every request of the traffic (JSON lines).
     pub log_file: Option<PathBuf>,
+    /// Who the traffic logs in as, as a client would: a declared user and its password.
+    /// `None`: `default` with the cluster password. A cluster with `default_user_enabled =
+    /// false` needs one.
+    pub client: Option<Credential>,
 }
 
 impl Default for DrillOptions {
@@ -49,6 +54,7 @@ impl Default for DrillOptions {
             operator: Options::default(),
             cancel: Cancel::default(),
             log_file: None,
+            client: None,
         }
     }
 }
@@ -77,7 +83,12 @@ pub async fn run<'a>(
 ) -> Result<DrillReport> {
     let driver = driver.into();
     driver.check(failure.action)?;
-    let password = config.password.clone();
+    // The traffic logs in as a client would; the drill's own work (layout, restore) as the
+    // operator user, through `op`.
+    let login = opts
+        .client
+        .clone()
+        .unwrap_or_else(|| Credential::default_user(config.password.clone()));
     let hit = hit_nodes(request, &state, &failure.scope)?;
     let outcome = prediction(request, &state, &failure.scope)?;
     let expected = predicted(&state, &hit, &outcome);
@@ -103,9 +114,9 @@ pub async fn run<'a>(
     let loads = plan_load(&state);
     let traffic = Traffic::new(Instant::now());
     let started_unix_ms = unix_ms_now();
-    let tasks = traffic.start(&loads, password.clone(), opts.wait);
+    let tasks = traffic.start(&loads, login.clone(), opts.wait);
     let targets = state.targets();
-    let (samples, watcher) = watch::start(&traffic, targets, password.clone());
+    let (samples, watcher) = watch::start(&traffic, targets, login.clone());
     tokio::time::sleep(opts.warm_up).await;
 
     let broken = breaker.inject(failure.action, &state.cluster_id).await?;
@@ -161,7 +172,7 @@ pub async fn run<'a>(
     let mut lost = Vec::new();
     let mut unverified = Vec::new();
     for load in &loads {
-        match verify(load, &events, password.clone()).await {
+        match verify(load, &events, &login).await {
             Ok(l) => lost.push(l),
             // After a heal that ran out of time a shard may have no master yet: its writes are
             // unread, not lost.
@@ -317,11 +328,12 @@ pub(crate) fn unix_ms_now() -> f64 {
 
 /// A partition's rules name host addresses: every node must send from its own.
 async fn check_source_addresses(op: &Operator<'_>, state: &ClusterState) -> Result<()> {
-    let conns = redisha_cluster::conn::Conns::new(
+    let mut conns = redisha_cluster::conn::Conns::new(
         op.config().password.clone(),
         Duration::from_secs(2),
         Duration::from_secs(2),
     );
+    conns.set_operator_passwords(op.config().acl.operator_password.iter().cloned().collect());
     check_sends_from_own_address(
         &conns,
         state

@@ -50,8 +50,11 @@ impl Target {
     /// The local driver of this cluster and its state, rebuilt the way the provider rebuilds
     /// it before every apply: the driver's node records plus the live cluster.
     pub async fn locate(&self, options: Options) -> Result<(LocalDriver, ClusterState)> {
-        let driver =
+        let mut driver =
             LocalDriver::new(self.local.clone()).with_cluster(&self.cluster_id, &self.name)?;
+        // The drill's own work (layout checks, the restore) logs in as the operator user, as
+        // the provider does: it works with `default` off.
+        driver.load_operator_password(false)?;
         let mut state = ClusterState {
             cluster_id: self.cluster_id.clone(),
             name: self.name.clone(),
@@ -270,6 +273,7 @@ fn parse_cluster(
     let request =
         request_of(attrs, need(attrs, "shards")? as u32).map_err(|e| format!("{address}: {e}"))?;
     let nodes = node_names(attrs);
+    let acl = crate::state_acl::acl_of(attrs).map_err(|e| format!("{address}: {e}"))?;
     Ok(Target {
         state_file: PathBuf::new(),
         address,
@@ -280,7 +284,7 @@ fn parse_cluster(
         node_config: NodeConfig {
             password,
             redis_config,
-            acl: Default::default(),
+            acl,
         },
         nodes,
     })

@@ -5,8 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::join_all;
-use redisha_cluster::conn::{Conns, Target};
-use redisha_cluster::Password;
+use redisha_cluster::conn::{Conns, Credential, Target};
 use serde::{Deserialize, Serialize};
 
 use crate::load::Traffic;
@@ -25,12 +24,12 @@ pub struct Sample {
 pub fn start(
     traffic: &Traffic,
     targets: Vec<Target>,
-    password: Option<Password>,
+    login: Credential,
 ) -> (Arc<Mutex<Vec<Sample>>>, tokio::task::JoinHandle<()>) {
     let log: Arc<Mutex<Vec<Sample>>> = Default::default();
     let (t, l) = (traffic.clone(), log.clone());
     let task = tokio::spawn(async move {
-        let conns = Conns::new(password, REPLY_BOUND, REPLY_BOUND);
+        let conns = Conns::new(None, REPLY_BOUND, REPLY_BOUND).logging_in_as(&login);
         while !t.is_stopped() {
             let answers = join_all(targets.iter().map(|target| {
                 let conns = &conns;

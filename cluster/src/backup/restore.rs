@@ -287,6 +287,8 @@ pub struct LoadRequest<'a> {
     /// host:port of nodes of the new cluster.
     pub seeds: Vec<String>,
     pub password: Option<Password>,
+    /// The operator user's password (tried first): the new cluster may have `default` off.
+    pub operator_password: Option<Password>,
     /// The redis-server binary that opens each snapshot (it must read the backup's RDB
     /// version, and write DUMP payloads the new cluster's engine accepts).
     pub redis_server: &'a Path,
@@ -300,7 +302,8 @@ pub struct LoadRequest<'a> {
 /// that already exists is replaced, so a load cut short can simply run again. Returns the
 /// number of keys written.
 pub async fn load_keys(staged: &Staged, req: &LoadRequest<'_>) -> Result<u64, BackupError> {
-    let conns = Conns::new(req.password.clone(), req.connect_timeout, req.timeout);
+    let mut conns = Conns::new(req.password.clone(), req.connect_timeout, req.timeout);
+    conns.set_operator_passwords(req.operator_password.iter().cloned().collect());
     let (masters, owner) = slot_owners(&conns, &req.seeds).await?;
     // Every snapshot at once: each has its own scratch server, and the writes of all of them
     // spread over every master.
@@ -449,6 +452,7 @@ pub async fn create_restored(
     let load = LoadRequest {
         seeds: state.nodes.iter().map(|n| n.address()).collect(),
         password: op.config.password.clone(),
+        operator_password: op.config.acl.operator_password.clone(),
         redis_server,
         batch: 1000,
         timeout: op.options.timeout,

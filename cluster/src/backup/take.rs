@@ -9,7 +9,7 @@ use futures::future::join_all;
 use redisha_planner::SLOT_COUNT;
 use tracing::info;
 
-use crate::conn::{split_address, Conns, NodeLine, Target};
+use crate::conn::{split_address, Conns, Credential, NodeLine, Target};
 use crate::engine::Engine;
 use crate::identity::{is_cluster_id, unix_now};
 use crate::secret::Password;
@@ -24,7 +24,12 @@ use super::{new_backup_id, BackupError};
 pub struct BackupRequest<'a> {
     /// host:port of one or more nodes of the cluster.
     pub seeds: Vec<String>,
+    /// Who logs in: `user` (`None`: `default`) with `password`.
+    pub user: Option<String>,
     pub password: Option<Password>,
+    /// The operator user's password, when the caller has it (`final_backup`): tried first, so
+    /// the backup works with `default` off and no user of its own.
+    pub operator_password: Option<Password>,
     /// The cluster's id (`cluster_id` of `redisha_cluster`): the backups' folder in the store.
     pub cluster_id: String,
     pub store: &'a dyn Store,
@@ -63,11 +68,12 @@ pub async fn take_backup(req: &BackupRequest<'_>) -> Result<Manifest, BackupErro
             req.cluster_id
         )));
     }
-    let conns = Conns::new(
-        req.password.clone(),
-        req.connect_timeout,
-        req.command_timeout,
-    );
+    let mut conns =
+        Conns::new(None, req.connect_timeout, req.command_timeout).logging_in_as(&Credential {
+            user: req.user.clone(),
+            password: req.password.clone(),
+        });
+    conns.set_operator_passwords(req.operator_password.iter().cloned().collect());
     let started_at = unix_now();
     let shards = shards(&conns, &req.seeds).await?;
     // Writes acknowledged before this point must be in the backup: each replica is waited

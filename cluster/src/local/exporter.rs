@@ -5,7 +5,8 @@
 //! `exporter.pid` in the node's directory and counts only while /proc shows an exporter whose
 //! arguments name that directory's password file. The password reaches the exporter through
 //! that mode-0600 file (`-redis.password-file`), never through its arguments, which any user
-//! can read. The exporter is not our child: a shell starts it in its own session and exits, so
+//! can read. With the operator user the exporter logs in as `redisha-exporter`, which may
+//! read `INFO` and little else (`acl::EXPORTER_RULES`), so it works with `default` off. The exporter is not our child: a shell starts it in its own session and exits, so
 //! it outlives the provider like the daemonized redis-server and leaves no zombie behind.
 
 use std::path::{Path, PathBuf};
@@ -141,9 +142,19 @@ impl LocalDriver {
             "redis"
         };
         let uri = format!("{scheme}://{}", node.address());
-        let passwords = serde_json::json!({
-            uri.clone(): config.password.as_ref().map_or("", |p| p.expose()),
-        });
+        let (user, password) = config.acl.exporter_login(config.password.as_ref());
+        let password = password.as_ref().map_or("", |p| p.expose());
+        // Exporter versions look the password up by the address as given, or (newer ones,
+        // with a user) by the address with the user in it: both keys.
+        let mut passwords = serde_json::Map::new();
+        passwords.insert(uri.clone(), password.into());
+        if let Some(u) = user {
+            passwords.insert(
+                format!("{scheme}://{u}@{}", node.address()),
+                password.into(),
+            );
+        }
+        let passwords = serde_json::Value::Object(passwords);
         self.write_config_file(&password_file, &passwords.to_string(), &node.name)?;
         let io = |context: &str| {
             let context = context.to_string();
@@ -168,6 +179,8 @@ impl LocalDriver {
             .arg(format!("-redis.addr={uri}"))
             .arg(format!("-web.listen-address={listen}"))
             .arg(format!("-redis.password-file={}", password_file.display()))
+            // The user's name only; its password is in the file.
+            .args(user.map(|u| format!("-redis.user={u}")))
             .arg("-redis-only-metrics")
             .args(self.tls().map(|_| {
                 format!(

@@ -28,7 +28,9 @@ model! {
          Destroying the resource keeps the backup.") {
         pub cluster_id: Attr<String> = required("The cluster's `cluster_id` (`redisha_cluster.x.cluster_id`): names the backups' folder. Changing it takes a new backup.").requires_replace(),
         pub endpoints: Attr<Vec<String>> = required("host:port of one or more of the cluster's nodes (`redisha_cluster.x.endpoints`)."),
-        pub password: Attr<String> = optional("The cluster password, if it has one.").sensitive(),
+        pub password: Attr<String> = optional("The cluster password, if it has one; with `user`, that user's password.").sensitive(),
+        pub user: Attr<String> = optional("The ACL user to log in as (default: `default`). With `default_user_enabled = false`, a `user` of the \
+             cluster allowed to take snapshots: rules `-@all +info +cluster|nodes +replconf +sync +psync`."),
         pub destination: Attr<String> = required("A directory, or `s3://bucket/prefix` (with the provider block's AWS connection). \
              The backup goes to `<destination>/<cluster_id>/<backup_id>/`. Changing it takes a new backup.").requires_replace(),
         pub retain: Attr<u32> = optional("Backups of this cluster kept in `destination`, this one included; older ones are removed. Default 7."),
@@ -93,6 +95,15 @@ fn endpoint_list(m: &BackupModel) -> Result<Vec<String>, Diagnostic> {
     Ok(list)
 }
 
+/// Who a backup logs in as: `user` (`None`: `default`) with `password`, after the operator
+/// user when its password is known (`final_backup`).
+#[derive(Default)]
+pub struct BackupLogin {
+    pub user: Option<String>,
+    pub password: Option<Password>,
+    pub operator_password: Option<Password>,
+}
+
 /// Takes a backup of the cluster at `endpoints` into `destination`; what `final_backup` of
 /// `redisha_cluster` uses too. Returns the backup's location and manifest.
 pub async fn backup_to(
@@ -101,13 +112,15 @@ pub async fn backup_to(
     at: &AttrPath,
     cluster_id: &str,
     endpoints: Vec<String>,
-    password: Option<Password>,
+    login: BackupLogin,
     retain: Option<u32>,
 ) -> Result<(String, Manifest), Diagnostics> {
     let store = backups::open(ctx, destination, at).await?;
     let request = BackupRequest {
         seeds: endpoints,
-        password,
+        user: login.user,
+        password: login.password,
+        operator_password: login.operator_password,
         cluster_id: cluster_id.to_string(),
         store: store.as_ref(),
         retain,
@@ -206,7 +219,11 @@ impl Resource for BackupResource {
             &AttrPath::attr("destination"),
             cluster_id,
             endpoints,
-            c.password.value().map(Password::new),
+            BackupLogin {
+                user: c.user.value().cloned(),
+                password: c.password.value().map(Password::new),
+                operator_password: None,
+            },
             Some(retain),
         )
         .await?;

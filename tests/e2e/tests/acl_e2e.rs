@@ -4,7 +4,11 @@
 //! password is in clear in the node directories; a user's password rotates in place while a
 //! writer logged in as that user runs with WAIT, with no acknowledged write lost, after which
 //! only the new password works; `default_user_enabled = false` refuses the default user and
-//! the cluster still scales out. Loopback 127.230.Z.H, ports 9800+.
+//! the cluster still scales out; a user made by hand survives an apply (named in the plan's
+//! warning) while a declared user whose block is removed is deleted; with `default` off the
+//! metrics exporters scrape (as `redisha-exporter`), `redisha_backup` backs up as a declared
+//! user, `final_backup` as the operator user, and `redisha-drill` runs a zone crash with its
+//! clients logged in as a declared user. Loopback 127.230.Z.H, ports 9800+.
 
 mod common;
 
@@ -21,6 +25,8 @@ const PASSWORD: &str = "aclE2eClusterPw7";
 const READER_PW: &str = "aclE2eReaderPw3";
 const APP_PW_1: &str = "aclE2eAppFirst5";
 const APP_PW_2: &str = "aclE2eAppSecond9";
+const HANDMADE_PW: &str = "aclE2eHandmadePw4";
+const BACKUP_PW: &str = "aclE2eBackupPw6";
 const KEYS: usize = 300;
 
 const MAIN_TF: &str = r#"
@@ -48,6 +54,15 @@ variable "reader_name" {
   type    = string
   default = "reader"
 }
+variable "with_reader" { type = bool }
+variable "backup_password" {
+  type      = string
+  sensitive = true
+}
+variable "backups" {
+  type    = bool
+  default = false
+}
 variable "app_rules" {
   type    = string
   default = "~* &* +@all"
@@ -74,10 +89,13 @@ resource "redisha_cluster" "acl" {
     }
   }
 
-  user {
-    name     = var.reader_name
-    password = var.reader_password
-    rules    = "~* +@read"
+  dynamic "user" {
+    for_each = var.with_reader ? [var.reader_name] : []
+    content {
+      name     = user.value
+      password = var.reader_password
+      rules    = "~* +@read"
+    }
   }
 
   user {
@@ -86,11 +104,31 @@ resource "redisha_cluster" "acl" {
     rules    = var.app_rules
   }
 
+  # What a backup needs: the shards, the replicas' offsets and a snapshot.
+  user {
+    name     = "backup"
+    password = var.backup_password
+    rules    = "+info +cluster|nodes +replconf +sync +psync"
+  }
+
+  final_backup = var.backups ? "${path.root}/backups" : null
+
+  metrics {}
+
   local {
     data_dir       = "${path.root}/.redisha/acl"
     base_port      = 9800
     loopback_octet = 230
   }
+}
+
+resource "redisha_backup" "now" {
+  count       = var.backups ? 1 : 0
+  cluster_id  = redisha_cluster.acl.cluster_id
+  endpoints   = redisha_cluster.acl.endpoints
+  user        = "backup"
+  password    = var.backup_password
+  destination = "${path.root}/backups"
 }
 
 output "endpoints" {
@@ -106,6 +144,8 @@ struct Vars {
     shards: u32,
     default_enabled: bool,
     app_password: &'static str,
+    with_reader: bool,
+    backups: bool,
 }
 
 fn args(verb: &str, v: &Vars, extra: &[&str]) -> Vec<String> {
@@ -117,6 +157,9 @@ fn args(verb: &str, v: &Vars, extra: &[&str]) -> Vec<String> {
         format!("-var=app_password={}", v.app_password),
         format!("-var=shards={}", v.shards),
         format!("-var=default_user_enabled={}", v.default_enabled),
+        format!("-var=with_reader={}", v.with_reader),
+        format!("-var=backup_password={BACKUP_PW}"),
+        format!("-var=backups={}", v.backups),
     ]);
     out
 }
@@ -125,7 +168,14 @@ fn run(tf: &TfDir, verb: &str, v: &Vars, extra: &[&str]) -> common::TfOutput {
     let a = args(verb, v, extra);
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     let out = tf.run(&a);
-    for secret in [PASSWORD, READER_PW, APP_PW_1, APP_PW_2] {
+    for secret in [
+        PASSWORD,
+        READER_PW,
+        APP_PW_1,
+        APP_PW_2,
+        HANDMADE_PW,
+        BACKUP_PW,
+    ] {
         assert!(
             !out.all().contains(secret),
             "a password appeared in terraform {verb}'s output"
@@ -178,6 +228,27 @@ async fn outcome(address: &str, user: Option<&str>, password: &str, cmd: &redis:
         Ok(_) => "OK".into(),
         Err(e) => e.code().unwrap_or("error").to_string(),
     }
+}
+
+/// `cmd` run on `address` as the operator user: "OK" or the error code.
+async fn acl_as_operator(address: &str, operator_pw: &str, cmd: &redis::Cmd) -> String {
+    outcome(address, Some("redisha-operator"), operator_pw, cmd).await
+}
+
+/// The user names `ACL LIST` shows on `address`.
+async fn user_names(address: &str, operator_pw: &str) -> Vec<String> {
+    let mut con = node_as(address, Some("redisha-operator"), operator_pw)
+        .await
+        .expect("log in as the operator");
+    let lines: Vec<String> = redis::cmd("ACL")
+        .arg("LIST")
+        .query_async(&mut con)
+        .await
+        .expect("ACL LIST");
+    lines
+        .iter()
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .collect()
 }
 
 async fn cluster_as(
@@ -288,6 +359,8 @@ fn acl_users_are_enforced_rotated_in_place_and_default_can_be_switched_off() {
         shards: 3,
         default_enabled: true,
         app_password: APP_PW_1,
+        with_reader: true,
+        backups: false,
     };
     let _cleanup = Cleanup {
         tf: &tf,
@@ -433,6 +506,8 @@ fn acl_users_are_enforced_rotated_in_place_and_default_can_be_switched_off() {
         shards: 4,
         default_enabled: false,
         app_password: APP_PW_2,
+        with_reader: true,
+        backups: false,
     };
     run(&tf, "apply", &no_default, &["-auto-approve"]).assert_success("default off, 4 shards");
     let nodes = addresses(&tf);
@@ -464,6 +539,122 @@ fn acl_users_are_enforced_rotated_in_place_and_default_can_be_switched_off() {
         again.all()
     );
 
-    run(&tf, "destroy", &no_default, &["-auto-approve"]).assert_success("destroy");
+    // A user made by hand is left alone (and named at plan); a declared user whose block is
+    // removed is deleted.
+    rt.block_on(async {
+        for a in &nodes {
+            let made = acl_as_operator(
+                a,
+                &operator_pw,
+                redis::cmd("ACL")
+                    .arg("SETUSER")
+                    .arg("handmade")
+                    .arg("on")
+                    .arg(format!(">{HANDMADE_PW}"))
+                    .arg("+ping"),
+            )
+            .await;
+            assert_eq!(made, "OK", "ACL SETUSER handmade on {a}");
+        }
+    });
+    // With `default` off, the exporters scrape as their own user.
+    for a in &nodes {
+        let (ip, port) = a.rsplit_once(':').expect("host:port");
+        let port: u16 = port.parse().expect("port");
+        let metrics = common::scrape(&format!("{ip}:{}", port + 20000));
+        assert_eq!(
+            common::sample(&metrics, "redis_up"),
+            Some(1.0),
+            "the exporter of {a} cannot log in"
+        );
+    }
+
+    // The reader's block removed, and a backup taken as the declared `backup` user (the
+    // resource) and one as the operator user at destroy (`final_backup`).
+    let no_reader = Vars {
+        with_reader: false,
+        backups: true,
+        ..no_default
+    };
+    let planned = run(&tf, "plan", &no_reader, &[]);
+    planned.assert_success("plan without the reader");
+    assert!(
+        planned
+            .all()
+            .contains("ACL users redisha did not make are left alone")
+            && planned.all().contains("\"handmade\""),
+        "the plan does not name the hand-made user: {}",
+        planned.all()
+    );
+    run(&tf, "apply", &no_reader, &["-auto-approve"]).assert_success("reader removed");
+    rt.block_on(async {
+        for a in &nodes {
+            let users = user_names(a, &operator_pw).await;
+            assert!(users.contains(&"handmade".to_string()), "{a}: {users:?}");
+            assert!(!users.contains(&"reader".to_string()), "{a}: {users:?}");
+            assert_eq!(
+                outcome(a, Some("handmade"), HANDMADE_PW, &redis::cmd("PING")).await,
+                "OK",
+                "{a}"
+            );
+        }
+    });
+    let again = run(&tf, "plan", &no_reader, &["-detailed-exitcode"]);
+    assert!(
+        again.success(),
+        "a plan after removing the reader is not empty: {}",
+        again.all()
+    );
+
+    // A drill with `default` off: its clients log in as `app`, its own work as the operator.
+    let drill = std::process::Command::new(common::drill_binary())
+        .current_dir(tf.path())
+        .args(["crash", "--zone", "zone-a", "--format", "json"])
+        .env("REDISHA_PASSWORD", PASSWORD)
+        .env("REDISHA_USER", "app")
+        .env("REDISHA_USER_PASSWORD", APP_PW_2)
+        .output()
+        .expect("run redisha-drill");
+    let stdout = String::from_utf8_lossy(&drill.stdout);
+    let stderr = String::from_utf8_lossy(&drill.stderr);
+    for secret in [PASSWORD, APP_PW_2] {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "a password in the drill's output"
+        );
+    }
+    assert_eq!(
+        drill.status.code(),
+        Some(0),
+        "the drill with default off:\n{stdout}\n{stderr}"
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("the drill's report");
+    let shards = report["shards"].as_array().expect("shards");
+    assert_eq!(shards.len(), 4, "{report}");
+    for shard in shards {
+        assert_eq!(shard["acked_lost"], 0, "{report}");
+        assert!(shard["writes_acked"].as_u64().unwrap_or(0) > 0, "{report}");
+    }
+    assert!(
+        report["disagreements"]
+            .as_array()
+            .is_some_and(|d| d.is_empty()),
+        "{report}"
+    );
+    let again = run(&tf, "plan", &no_reader, &["-detailed-exitcode"]);
+    assert!(
+        again.success(),
+        "a plan after the drill is not empty: {}",
+        again.all()
+    );
+
+    run(&tf, "destroy", &no_reader, &["-auto-approve"]).assert_success("destroy");
+    let backups = std::fs::read_dir(tf.path().join("backups").join(&cluster_id))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(
+        backups, 2,
+        "the resource's backup and the final one, both with default off"
+    );
     assert!(our_pids(&data_dir).is_empty());
 }

@@ -1,15 +1,18 @@
-//! No secret where it can leak: a cluster with a password, TLS (a generated authority) and
-//! metrics exporters goes through plan, apply, a change, `terraform show -json`,
+//! No secret where it can leak: a cluster with a password, a `user` block, `default` switched
+//! off, TLS (a generated authority) and metrics exporters goes through plan, apply, a change, `terraform show -json`,
 //! `terraform output -json` and a deliberately failing apply, with `TF_LOG=trace` logs (core
 //! and provider) captured to a file. Then every one of those texts, the process arguments of
 //! every process redisha started (`/proc/<pid>/cmdline`: redis-server and the exporters) and
 //! every file under the data directory except the mode-0600 config and key files are searched
-//! for the password and for every private key (the authority's and each node's): each PEM
+//! for the passwords (the cluster's, the user's, the operator user's and the exporter user's)
+//! and for every private key (the authority's and each node's): each PEM
 //! body line (the base64 of the DER, as a PEM or an unbroken base64 copy would carry it) and
 //! the raw private scalar. The only place allowed to hold a secret is the one Terraform must
-//! keep: the sensitive `password` attribute in the state (and so in `terraform show -json`,
-//! which prints state values, sensitive ones included); the scan removes exactly that value
-//! there and requires nothing else. No key is in any Terraform file at all. Loopback
+//! keep: the sensitive `password` and `user[*].password` attributes in the state (and so in
+//! `terraform show -json`, which prints state values, sensitive ones included); the scan
+//! removes exactly those values there and requires nothing else. No key is in any Terraform
+//! file at all. `redisha status` reads the cluster over TLS as the declared user, with the
+//! authority from the state and from `--cacert`, and finds every node healthy. Loopback
 //! 127.241.Z.H, ports 9920+.
 
 mod common;
@@ -20,6 +23,7 @@ use common::local_cluster::{our_pids, Cleanup};
 use common::TfDir;
 
 const PASSWORD: &str = "leak-scan-Pw-5f3a9c71e2";
+const USER_PASSWORD: &str = "leak-scan-UserPw-8d24b06e";
 
 fn main_tf(policy: &str) -> String {
     format!(
@@ -35,6 +39,11 @@ variable "password" {{
   sensitive = true
 }}
 
+variable "user_password" {{
+  type      = string
+  sensitive = true
+}}
+
 resource "redisha_cluster" "scan" {{
   name           = "scan"
   shards         = 3
@@ -43,6 +52,13 @@ resource "redisha_cluster" "scan" {{
   spread         = "zone"
   password       = var.password
   redis_config   = {{ "maxmemory-policy" = "{policy}" }}
+
+  default_user_enabled = false
+  user {{
+    name     = "app"
+    password = var.user_password
+    rules    = "~* +@all"
+  }}
 
   dynamic "zone" {{
     for_each = ["zone-a", "zone-b", "zone-c"]
@@ -87,10 +103,10 @@ struct Secret {
     needles: Vec<Vec<u8>>,
 }
 
-fn password_secret() -> Secret {
+fn password_secret(what: &str, password: &str) -> Secret {
     Secret {
-        what: "the password".into(),
-        needles: vec![PASSWORD.as_bytes().to_vec()],
+        what: what.into(),
+        needles: vec![password.as_bytes().to_vec()],
     }
 }
 
@@ -207,8 +223,25 @@ fn mode(path: &Path) -> u32 {
     std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777
 }
 
-/// `json` without the value of every `password` attribute of a `redisha_cluster` (the
-/// sensitive attribute Terraform keeps in state and prints in `show -json`).
+/// The sensitive passwords of a `redisha_cluster`'s attributes removed: `password` and each
+/// `user` block's.
+fn remove_passwords(attributes: &mut serde_json::Map<String, serde_json::Value>) {
+    attributes.remove("password");
+    for user in attributes
+        .get_mut("user")
+        .and_then(|u| u.as_array_mut())
+        .into_iter()
+        .flatten()
+    {
+        if let Some(u) = user.as_object_mut() {
+            u.remove("password");
+        }
+    }
+}
+
+/// `json` without the value of every sensitive password attribute of a `redisha_cluster`
+/// (`password` and `user[*].password`, which Terraform keeps in state and prints in
+/// `show -json`).
 fn without_sensitive_password(json: &mut serde_json::Value) {
     match json {
         serde_json::Value::Object(map) => {
@@ -222,11 +255,11 @@ fn without_sensitive_password(json: &mut serde_json::Value) {
                     .unwrap_or_default();
                 for holder in instances {
                     if let Some(a) = holder.get_mut("attributes").and_then(|v| v.as_object_mut()) {
-                        a.remove("password");
+                        remove_passwords(a);
                     }
                 }
                 if let Some(v) = map.get_mut("values").and_then(|v| v.as_object_mut()) {
-                    v.remove("password");
+                    remove_passwords(v);
                 }
             }
             for v in map.values_mut() {
@@ -246,6 +279,8 @@ fn no_password_or_private_key_anywhere_terraform_or_the_nodes_show() {
     // Through the environment, as a pipeline would pass it: Terraform logs its command-line
     // arguments, so a `-var=password=...` would be in the log by Terraform's own doing.
     tf.env.push(("TF_VAR_password".into(), PASSWORD.into()));
+    tf.env
+        .push(("TF_VAR_user_password".into(), USER_PASSWORD.into()));
     tf.env
         .push(("TF_LOG_PATH".into(), log.display().to_string()));
     let data_dir = tf.path().join(".redisha/scan");
@@ -314,10 +349,12 @@ fn no_password_or_private_key_anywhere_terraform_or_the_nodes_show() {
     shown.push(("terraform output -json".into(), outputs.all().into_bytes()));
     let mut show_json: serde_json::Value =
         serde_json::from_str(&show.stdout).expect("show -json is JSON");
-    assert!(
-        show.stdout.contains(PASSWORD),
-        "show -json is expected to print the sensitive password (else this scan proves nothing there)"
-    );
+    for p in [PASSWORD, USER_PASSWORD] {
+        assert!(
+            show.stdout.contains(p),
+            "show -json is expected to print the sensitive passwords (else this scan proves nothing there)"
+        );
+    }
     without_sensitive_password(&mut show_json);
     show.stdout = show_json.to_string();
     shown.push((
@@ -333,6 +370,49 @@ fn no_password_or_private_key_anywhere_terraform_or_the_nodes_show() {
         "terraform.tfstate, less the sensitive password".into(),
         state.to_string().into_bytes(),
     ));
+    // `redisha status` over TLS, as the declared user (`default` is off): the authority from
+    // the state, then from a file (`--cacert`); every node healthy either way.
+    let ca = tf.output_json()["ca"]
+        .as_str()
+        .expect("the ca output")
+        .to_string();
+    let ca_file = tf.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca).expect("ca.pem");
+    let state_file = tf.path().join("terraform.tfstate");
+    for cacert in [None, Some(&ca_file)] {
+        let mut cmd = std::process::Command::new(common::redisha_status_binary());
+        cmd.args(["--once", "--format", "json", "--state"])
+            .arg(&state_file)
+            .env("REDISHA_USER", "app")
+            .env("REDISHA_PASSWORD", USER_PASSWORD);
+        if let Some(f) = cacert {
+            cmd.arg("--cacert").arg(f);
+        }
+        let out = cmd.output().expect("run redisha status");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let report: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!(
+                "status printed no JSON ({e}): {text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "status with {cacert:?}: {report}"
+        );
+        let nodes = report["nodes"].as_array().expect("nodes");
+        assert_eq!(nodes.len(), 6, "{report}");
+        assert!(
+            nodes.iter().all(|n| n["alive"] == true),
+            "status with {cacert:?}: {report}"
+        );
+        assert_eq!(report["cluster_state"], "ok", "{report}");
+        let mut said = out.stdout.clone();
+        said.extend(&out.stderr);
+        shown.push((format!("redisha status (--cacert {cacert:?})"), said));
+    }
+
     let log_text = std::fs::read(&log).expect("the trace log");
     assert!(
         String::from_utf8_lossy(&log_text).contains("\"@module\":\"redisha\"")
@@ -341,8 +421,24 @@ fn no_password_or_private_key_anywhere_terraform_or_the_nodes_show() {
     );
     shown.push(("TF_LOG=trace log".into(), log_text));
 
-    // The secrets: the password, the authority's key and every node's key.
-    let mut secrets = vec![password_secret()];
+    // The secrets: the passwords (the cluster's, the user's, the operator user's and the
+    // exporter user's), the authority's key and every node's key.
+    let cluster_id = show_json["values"]["root_module"]["resources"][0]["values"]["cluster_id"]
+        .as_str()
+        .expect("cluster_id in show -json")
+        .to_string();
+    let operator_pw = std::fs::read_to_string(data_dir.join(&cluster_id).join("operator-password"))
+        .expect("the operator user's password beside the cluster record");
+    let operator_pw = operator_pw.trim().to_string();
+    let exporter_pw = redisha_cluster::acl::exporter_password(&redisha_cluster::Password::new(
+        operator_pw.clone(),
+    ));
+    let mut secrets = vec![
+        password_secret("the password", PASSWORD),
+        password_secret("the user's password", USER_PASSWORD),
+        password_secret("the operator user's password", &operator_pw),
+        password_secret("the exporter user's password", exporter_pw.expose()),
+    ];
     let keys: Vec<PathBuf> = walk(&data_dir)
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "key"))

@@ -7,12 +7,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::local_cluster::{our_pids, Cleanup};
-use common::{redisha_status_binary, TfDir};
+use common::{redisha_status_binary, sample, scrape, TfDir};
 use serde_json::Value as Json;
 
 const OCTET: u8 = 111;
@@ -77,25 +76,6 @@ output "reader_endpoints" {{
 }}
 "#
     )
-}
-
-/// The body of `GET /metrics` at `address`.
-fn scrape(address: &str) -> String {
-    let mut s = std::net::TcpStream::connect(address)
-        .unwrap_or_else(|e| panic!("no exporter at {address}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").expect("request");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("response");
-    text
-}
-
-/// The value of the sample `metric` (without labels).
-fn sample(text: &str, metric: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{metric} ")))
-        .and_then(|v| v.trim().parse().ok())
 }
 
 /// `redisha status --once --format json` on the state (the program `redisha-status`): its exit

@@ -25,6 +25,15 @@ pub(super) async fn create(
     for note in &located.notes {
         info!(cluster = %args.name, %note, "recovered");
     }
+    // The nodes start with the declared users: redisha's from now on.
+    located.state.acl_users = Some(
+        args.node_config
+            .acl
+            .users
+            .iter()
+            .map(|u| u.name.clone())
+            .collect(),
+    );
     let result = form(ctx, &args, &mut located).await;
     finish(ctx, &args, &a.config, true, located, result).await
 }

@@ -42,7 +42,10 @@ pub(super) async fn delete(
     let Located {
         driver, mut state, ..
     } = located;
-    if let Err(d) = super::restore::final_backup(ctx, &args, &state, password_again).await {
+    let operator_password = driver.driver().operator_password();
+    if let Err(d) =
+        super::restore::final_backup(ctx, &args, &state, password_again, operator_password).await
+    {
         return Err(Failure::from(d).with_private(state));
     }
     if let Err(d) = driver.withdraw_endpoint(args.endpoint.as_ref()).await {

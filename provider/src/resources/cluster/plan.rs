@@ -103,6 +103,11 @@ pub(super) async fn plan(
             &current,
             args.tls_cert.is_some(),
         ));
+        if let Some(p) = prior {
+            diagnostics.extend(
+                super::users::foreign_warning(&op, &current, &applied_node_config(p).acl).await,
+            );
+        }
         let (said, hosts) = host_change(&op, &current).await?;
         diagnostics.extend(said);
         replacing = hosts;

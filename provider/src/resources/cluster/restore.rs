@@ -85,6 +85,7 @@ pub(super) async fn final_backup(
     args: &ClusterArgs,
     state: &ClusterState,
     password: Option<redisha_cluster::Password>,
+    operator_password: Option<redisha_cluster::Password>,
 ) -> Result<(), Diagnostics> {
     let Some(destination) = &args.final_backup else {
         return Ok(());
@@ -99,7 +100,11 @@ pub(super) async fn final_backup(
         &at,
         &state.cluster_id,
         state.nodes.iter().map(|n| n.address()).collect(),
-        password,
+        crate::resources::backup::BackupLogin {
+            user: None,
+            password,
+            operator_password,
+        },
         None,
     )
     .await

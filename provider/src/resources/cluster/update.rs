@@ -47,6 +47,9 @@ async fn converge(
     // new ones out. Both passwords are tried: a rotation may have been cut short.
     let applied = applied_node_config(prior);
     let rules_changed = super::users::rules_changed(&applied.acl, &args.node_config.acl);
+    // The users the prior state declared are redisha's even if the private state that
+    // remembers them was lost.
+    state.acl_users = Some(super::users::ours(state.acl_users.as_ref(), &applied.acl));
     let mut op = operator(
         ctx,
         driver,

@@ -4,7 +4,8 @@
 use std::collections::BTreeSet;
 
 use redisha_cluster::acl::{check_user_name, parse_rules, AclConfig, AclUser};
-use redisha_cluster::Password;
+use redisha_cluster::{ClusterState, Operator, Password};
+use tracing::warn;
 
 use crate::model;
 use crate::tfplugin::diagnostics::{AttrPath, Diagnostic, Diagnostics};
@@ -17,8 +18,8 @@ use super::model::ClusterModel;
 model! {
     pub struct UserModel("An ACL user every node has (as ElastiCache's users): clients log in with `AUTH name password`. \
          Adding, removing or changing one applies in place on every node. A changed password is added first and the old \
-         one removed after (two-password rotation), so clients may move over during the apply. Users on the nodes that no \
-         block declares are deleted. Local driver only for now.") {
+         one removed after (two-password rotation), so clients may move over during the apply. A user whose block is removed \
+         is deleted; users made on the nodes by hand (`ACL SETUSER`) are left alone and named in a plan warning. Local driver only for now.") {
         pub name: Attr<String> = required("User name: letters, digits and `- _ . @ :`; not `default` and not `redisha-operator` (the user redisha works as)."),
         pub password: Attr<String> = required("The user's password. The nodes' config files keep only its SHA-256.").sensitive(),
         pub rules: Attr<String> = required("ACL rules, space separated, as `ACL SETUSER` takes them (ElastiCache's access string), e.g. \
@@ -140,4 +141,49 @@ pub(super) fn rules_changed(prior: &AclConfig, wanted: &AclConfig) -> bool {
             .collect::<Vec<_>>()
     };
     rules(prior) != rules(wanted)
+}
+
+/// The users redisha counts as its own on a cluster: those it remembers making
+/// (`ClusterState::acl_users`) and those the prior state declared, which stand in when the
+/// private state that remembers them was lost.
+pub(super) fn ours(remembered: Option<&BTreeSet<String>>, prior: &AclConfig) -> BTreeSet<String> {
+    let mut out = remembered.cloned().unwrap_or_default();
+    out.extend(prior.users.iter().map(|u| u.name.clone()));
+    out
+}
+
+/// The plan's warning naming the users on the nodes that apply leaves alone because redisha
+/// did not make them (none when there are none, or the nodes cannot be asked now: apply asks
+/// again).
+pub(super) async fn foreign_warning(
+    op: &Operator<'_>,
+    state: &ClusterState,
+    prior: &AclConfig,
+) -> Diagnostics {
+    let ours = ours(state.acl_users.as_ref(), prior);
+    let foreign = match op.foreign_acl_users(state, &ours).await {
+        Ok(f) if !f.is_empty() => f,
+        Ok(_) => return Diagnostics::new(),
+        Err(e) => {
+            warn!(error = %e, "cannot list the nodes' ACL users at plan");
+            return Diagnostics::new();
+        }
+    };
+    let names: Vec<String> = foreign.iter().map(|n| format!("{n:?}")).collect();
+    let mut detail = format!(
+        "The nodes have ACL users that no `user` block declares and that redisha did not make: {}. \
+         Apply leaves them alone (redisha deletes only users it made, once their block is removed). \
+         The config files redisha writes do not carry them, so a node redisha restarts comes back without them: \
+         declare them in a `user` block to keep them, or delete them with `ACL DELUSER` on every node.",
+        names.join(", ")
+    );
+    if state.acl_users.is_none() {
+        detail.push_str(
+            " redisha's record of the users it made is not in the private state (lost, written by an older \
+             provider, or an imported cluster), so only the users the last applied configuration declared count as its own.",
+        );
+    }
+    Diagnostic::warning("ACL users redisha did not make are left alone", detail)
+        .at(at())
+        .into()
 }

@@ -316,3 +316,23 @@ pub fn endpoints(tf: &TfDir) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// The body of `GET /metrics` at `address` (a metrics exporter).
+pub fn scrape(address: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(address)
+        .unwrap_or_else(|e| panic!("no exporter at {address}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").expect("request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("response");
+    text
+}
+
+/// The value of the sample `metric` (without labels) in a scrape.
+pub fn sample(text: &str, metric: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{metric} ")))
+        .and_then(|v| v.trim().parse().ok())
+}

@@ -267,7 +267,7 @@ pub async fn build(
 }
 
 /// `AwsDriverConfig` from the `aws { }` block (plus the test-only address map, see docs).
-fn aws_config(
+pub(crate) fn aws_config(
     name: &str,
     aws: &AwsArgs,
     timeouts: &Timeouts,
@@ -371,9 +371,28 @@ async fn aws_request(
     aws: &AwsArgs,
     state: Option<&ClusterState>,
 ) -> Result<Request, Diagnostics> {
+    let known: Vec<&str> = state
+        .into_iter()
+        .flat_map(|s| {
+            s.nodes
+                .iter()
+                .map(|n| n.host.as_str())
+                .chain(s.hosts.iter().map(|h| h.name.as_str()))
+        })
+        .collect();
+    aws_request_with(driver, &args.request, aws, &known).await
+}
+
+/// [`aws_request`] for any request (sentinel mode's too): `known` names the hosts that exist.
+pub(crate) async fn aws_request_with(
+    driver: &AwsDriver,
+    base: &Request,
+    aws: &AwsArgs,
+    known: &[&str],
+) -> Result<Request, Diagnostics> {
     let zones = driver.zones().await.map_err(aws_diags)?;
     let memory = driver.host_memory_mib().await.map_err(aws_diags)?;
-    let cluster = &args.request.cluster;
+    let cluster = &base.cluster;
     let max_nodes = nodes_per_instance(aws, memory, cluster.node_memory_mb);
     let total = u64::from(cluster.shards) * (1 + u64::from(cluster.replicas));
     let zone_count = u64::try_from(zones.len()).unwrap_or(1).max(1);
@@ -384,14 +403,8 @@ async fn aws_request(
     let floor: Vec<u64> = zones
         .iter()
         .map(|zone| {
-            state
-                .into_iter()
-                .flat_map(|s| {
-                    s.nodes
-                        .iter()
-                        .map(|n| n.host.as_str())
-                        .chain(s.hosts.iter().map(|h| h.name.as_str()))
-                })
+            known
+                .iter()
                 .filter_map(|h| candidate_index(zone, h))
                 .max()
                 .unwrap_or(0)
@@ -403,7 +416,7 @@ async fn aws_request(
     let mut per_host_zone = first_guess;
     loop {
         let counts: Vec<u64> = floor.iter().map(|f| per_host_zone.max(*f)).collect();
-        let request = with_candidates(&args.request, &zones, &counts, memory, max_nodes);
+        let request = with_candidates(base, &zones, &counts, memory, max_nodes);
         match redisha_planner::plan(&request, None) {
             Err(PlanError::Infeasible { .. }) if per_host_zone < total.max(1) => {
                 per_host_zone = (per_host_zone * 2).min(total.max(1));

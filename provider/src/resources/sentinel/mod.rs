@@ -10,13 +10,14 @@
 //! put the planned primary back. The processes' handles travel in the private state.
 
 pub mod args;
+mod drivers;
 pub mod model;
 
 use async_trait::async_trait;
 use redisha_cluster::sentinel::{
     Member, Reshape, SentinelObservation, SentinelOperator, SentinelState,
 };
-use redisha_cluster::{LocalDriver, NodeConfig, Operator, Password};
+use redisha_cluster::{NodeConfig, Operator, Password};
 use redisha_planner as planner;
 use serde::{Deserialize, Serialize};
 use tracing::info;
@@ -28,6 +29,7 @@ use crate::tfplugin::framework::{Applied, Attr, Context, Failed, Planned, Privat
 use crate::topology;
 
 use args::SentinelArgs;
+use drivers::SentinelDriver;
 use model::{ProcessValue, SentinelModel};
 
 pub const TYPE_NAME: &str = "redisha_sentinel";
@@ -72,14 +74,14 @@ fn error(summary: &str, e: impl std::fmt::Display) -> Diagnostics {
 /// The plan; for a running deployment, with its processes as the previous placement, so
 /// that those that still fit stay where they are under their names.
 fn place(
-    args: &SentinelArgs,
+    request: &planner::Request,
     running: Option<&SentinelState>,
 ) -> Result<planner::Plan, Diagnostics> {
     let previous = running.map(SentinelState::placement);
     let sentinels = running
         .map(SentinelState::placed_sentinels)
         .unwrap_or_default();
-    planner::plan_with_sentinels(&args.request, previous.as_ref(), &sentinels)
+    planner::plan_with_sentinels(request, previous.as_ref(), &sentinels)
         .map_err(topology::plan_error_diags)
 }
 
@@ -100,15 +102,9 @@ fn report_of(plan: &planner::Plan) -> String {
         .unwrap_or_default()
 }
 
-fn driver_for(args: &SentinelArgs, cluster_id: &str) -> Result<LocalDriver, Diagnostics> {
-    LocalDriver::new(args.local.clone())
-        .with_cluster(cluster_id, &args.name)
-        .map_err(|e| error("Invalid cluster id", e))
-}
-
 fn operator<'a>(
     ctx: &Context,
-    driver: &'a LocalDriver,
+    driver: &'a SentinelDriver,
     args: &SentinelArgs,
     config: NodeConfig,
     timeout: std::time::Duration,
@@ -116,7 +112,7 @@ fn operator<'a>(
 ) -> SentinelOperator<'a> {
     let options = locate::options(ctx, timeout, false);
     SentinelOperator::new(
-        Operator::with_options(driver, config, options),
+        Operator::with_options(driver.driver(), config, options),
         args.settings.clone(),
         cluster_id,
     )
@@ -306,15 +302,16 @@ impl Resource for SentinelResource {
 
     async fn validate(&self, _ctx: &Context, config: &SentinelModel) -> Diagnostics {
         match SentinelArgs::from_model(config) {
-            Ok(Some(a)) => topology::validate(&a.request),
-            Ok(None) => Diagnostics::new(),
+            // On aws the zones come from the subnets: the planner checks them at plan.
+            Ok(Some(a)) if !a.request.zones.is_empty() => topology::validate(&a.request),
+            Ok(_) => Diagnostics::new(),
             Err(d) => d,
         }
     }
 
     async fn plan(
         &self,
-        _ctx: &Context,
+        ctx: &Context,
         args: PlanArgs<SentinelModel, SentinelPrivate>,
     ) -> Result<Planned<SentinelModel>, Diagnostics> {
         let Some(a) = SentinelArgs::from_model(&args.config)? else {
@@ -327,7 +324,8 @@ impl Resource for SentinelResource {
             (Some(private), false) => Some(private),
             _ => None,
         };
-        let plan = place(&a, running.map(|p| &p.state))?;
+        let (_, request) = drivers::build(ctx, &a, None, running.map(|p| &p.state)).await?;
+        let plan = place(&request, running.map(|p| &p.state))?;
         let mut diagnostics = Diagnostics::new();
         for w in &plan.warnings {
             diagnostics.push(Diagnostic::warning("Sentinel placement", w.clone()));
@@ -362,17 +360,17 @@ impl Resource for SentinelResource {
         a: ApplyArgs<SentinelModel, SentinelPrivate>,
     ) -> Outcome<SentinelModel, SentinelPrivate> {
         let args = known_args(&a.config)?;
-        let plan = place(&args, None)?;
-        let sentinel = plan
-            .sentinel
-            .clone()
-            .ok_or_else(|| error("No sentinel plan", "the planner placed no sentinels"))?;
         let cluster_id = match a.private {
             Some(p) if !p.cluster_id.is_empty() => p.cluster_id,
             _ => redisha_cluster::identity::new_cluster_id()
                 .map_err(|e| error("Cannot make a cluster id", e))?,
         };
-        let driver = driver_for(&args, &cluster_id)?;
+        let (driver, request) = drivers::build(ctx, &args, Some(&cluster_id), None).await?;
+        let plan = place(&request, None)?;
+        let sentinel = plan
+            .sentinel
+            .clone()
+            .ok_or_else(|| error("No sentinel plan", "the planner placed no sentinels"))?;
         let op = operator(
             ctx,
             &driver,
@@ -388,7 +386,7 @@ impl Resource for SentinelResource {
         info!(name = %args.name, %cluster_id, "creating sentinel deployment");
         if let Err(e) = op
             .create(
-                &args.request,
+                &request,
                 &plan.placement,
                 &sentinel.sentinels,
                 &mut private.state,
@@ -417,9 +415,10 @@ impl Resource for SentinelResource {
             )
             .into());
         };
-        let plan = place(&args, Some(&private.state))?;
+        let (driver, request) =
+            drivers::build(ctx, &args, Some(&private.cluster_id), Some(&private.state)).await?;
+        let plan = place(&request, Some(&private.state))?;
         let change = reshape_of(&plan, &private.state);
-        let driver = driver_for(&args, &private.cluster_id)?;
         let old_password = prior.password.value().map(Password::new);
         let mut op = operator(
             ctx,
@@ -454,8 +453,7 @@ impl Resource for SentinelResource {
             {
                 op.rotate_sentinel_password(&private.state).await?;
             }
-            op.reshape(&args.request, &change, &mut private.state)
-                .await?;
+            op.reshape(&request, &change, &mut private.state).await?;
             op.apply_sentinel_settings(&private.state).await?;
             if op.restore_primary(&private.state).await? {
                 info!(name = %args.name, "the planned primary is back");
@@ -482,7 +480,11 @@ impl Resource for SentinelResource {
             return Ok(());
         };
         let args = known_args(&prior)?;
-        let driver = driver_for(&args, &private.cluster_id)?;
+        let (driver, _) =
+            drivers::build(ctx, &args, Some(&private.cluster_id), Some(&private.state)).await?;
+        if let Some(done) = driver.destroy_all(&private.state).await {
+            return done.map_err(|d| Failure::from(d).with_private(private));
+        }
         let op = operator(
             ctx,
             &driver,
@@ -512,7 +514,8 @@ impl Resource for SentinelResource {
                 private: None,
             }));
         };
-        let driver = driver_for(&args, &private.cluster_id)?;
+        let (driver, _) =
+            drivers::build(ctx, &args, Some(&private.cluster_id), Some(&private.state)).await?;
         let op = operator(
             ctx,
             &driver,

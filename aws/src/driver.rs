@@ -13,7 +13,7 @@ use aws_sdk_ec2::types::InstanceStateName;
 use redisha_cluster::identity::NodeRecord;
 use redisha_cluster::{
     ClusterRecord, Driver, DriverError, HostHandle, HostPlan, NodeConfig, NodeHandle, NodePlan,
-    OutdatedHost, ProcessState,
+    OutdatedHost, ProcessKind, ProcessState,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
@@ -29,7 +29,7 @@ use crate::security_group::{self, tag};
 use crate::settings::{AwsDriverConfig, AwsSettings, DEFAULT_REDIS_PACKAGE};
 use crate::topology::{resolve_subnets, ResolvedSubnet};
 use crate::user_data::{self, node_port, UserDataInput, MAX_USER_DATA};
-use crate::{instance_profile, secrets};
+use crate::{instance_profile, secrets, sentinel_procs};
 
 /// `HostHandle::extra` keys.
 pub const EXTRA_GENERATION: &str = "generation";
@@ -127,6 +127,8 @@ pub struct AwsDriver {
     /// Security group ids named in state: proof, when claiming a cluster made before ids, that
     /// the group of the old name is this cluster's and not another state's of the same name.
     known_groups: Mutex<BTreeSet<String>>,
+    /// Sentinel mode ([`crate::sentinel_procs`]): the first boot starts no process.
+    sentinel_mode: bool,
 }
 
 impl AwsDriver {
@@ -146,7 +148,19 @@ impl AwsDriver {
             prepared: Mutex::new(None),
             known: Mutex::new(BTreeMap::new()),
             known_groups: Mutex::new(BTreeSet::new()),
+            sentinel_mode: false,
         })
+    }
+
+    /// The driver of a sentinel-mode deployment: instances boot without starting a process,
+    /// and Run Command starts each one in the operator's order ([`crate::sentinel_procs`]).
+    pub fn for_sentinel_mode(mut self) -> Self {
+        self.sentinel_mode = true;
+        self
+    }
+
+    pub(crate) fn clients(&self) -> &AwsClients {
+        &self.client
     }
 
     /// The driver acting for cluster `cluster_id` (see [`AwsDriverConfig::cluster_id`]), once the
@@ -419,6 +433,7 @@ impl AwsDriver {
         let ports: Vec<u16> = host
             .nodes
             .iter()
+            .filter(|_| !self.sentinel_mode)
             .map(|n| self.port_on(&host.name, n.index_on_host))
             .collect();
         let document = user_data::render(&UserDataInput {
@@ -671,7 +686,9 @@ impl AwsDriver {
         let (password_parameter_deleted, instance_profile_deleted) =
             match self.config.cluster_id.as_deref() {
                 Some(id) => (
-                    secrets::delete_password(&self.client.ssm, cluster, id).await?,
+                    // A sentinel-mode deployment's sentinel password goes with it.
+                    secrets::delete_sentinel_password(&self.client.ssm, cluster, id).await?
+                        | secrets::delete_password(&self.client.ssm, cluster, id).await?,
                     instance_profile::delete(&self.client.iam, id).await?,
                 ),
                 None => (false, false),
@@ -893,7 +910,7 @@ impl AwsDriver {
     }
 
     /// The id the driver acts for; records are written and read only under it.
-    fn acting_id(&self, what: &str) -> Result<&str, AwsError> {
+    pub(crate) fn acting_id(&self, what: &str) -> Result<&str, AwsError> {
         self.config.cluster_id.as_deref().ok_or_else(|| {
             AwsError::config(
                 Field::ClusterId,
@@ -1139,6 +1156,21 @@ impl AwsDriver {
         Ok(out)
     }
 
+    /// With stand-ins configured (the test-only address map), never fall back to an
+    /// instance's private address.
+    pub(crate) fn check_stand_in(&self, host: &HostHandle) -> Result<(), DriverError> {
+        if !self.config.address_override.is_empty()
+            && !self.config.address_override.contains_key(&host.name)
+        {
+            return Err(DriverError::Other(format!(
+                "address_override ({}): no entry for host {}; add one or unset the map",
+                crate::settings::ADDRESS_MAP_ENV,
+                host.name
+            )));
+        }
+        Ok(())
+    }
+
     /// Where the cluster code reaches node `index_on_host` of `host`.
     pub fn node_address(&self, host: &HostHandle, index_on_host: u16) -> (String, u16) {
         match self.config.address_override.get(&host.name) {
@@ -1151,7 +1183,7 @@ impl AwsDriver {
     }
 
     /// The port node `index_on_host` of `host` listens on, on its instance.
-    fn port_on(&self, host: &str, index_on_host: u16) -> u16 {
+    pub(crate) fn port_on(&self, host: &str, index_on_host: u16) -> u16 {
         match self.config.address_override.get(host) {
             Some(over) => over.base_port.saturating_add(index_on_host),
             None => node_port(index_on_host),
@@ -1160,13 +1192,16 @@ impl AwsDriver {
 
     /// The address a host's nodes bind to and announce, when the test-only address map fixes
     /// it (a loopback stand-in); otherwise they announce the instance's private address.
-    fn fixed_ip(&self, host: &str) -> Option<std::net::IpAddr> {
+    pub(crate) fn fixed_ip(&self, host: &str) -> Option<std::net::IpAddr> {
         self.config.address_override.get(host).map(|over| over.ip)
     }
 
     /// The host's running instance (of the cluster's id, in its VPC; the one state names
     /// first), if there is one.
-    async fn running_instance(&self, host: &str) -> Result<Option<ClusterInstance>, AwsError> {
+    pub(crate) async fn running_instance(
+        &self,
+        host: &str,
+    ) -> Result<Option<ClusterInstance>, AwsError> {
         let prepared = self.prepare(&[], false).await?;
         let found =
             instances::find_instances(&self.client, &self.scope(&prepared), Some(host)).await?;
@@ -1178,7 +1213,7 @@ impl AwsDriver {
     }
 
     /// Runs a node command on `instance` (see [`run_command::run`]).
-    async fn run_on(
+    pub(crate) async fn run_on(
         &self,
         instance: &ClusterInstance,
         node: &str,
@@ -1211,7 +1246,7 @@ impl AwsDriver {
 
     /// Waits until the node at `address` answers (`up`) or no longer does, for what Run
     /// Command reported: moto, and an agent that lost its output, say "Success" regardless.
-    async fn wait_for_node(
+    pub(crate) async fn wait_for_node(
         &self,
         node: &str,
         host: &str,
@@ -1311,16 +1346,7 @@ impl Driver for AwsDriver {
         node: &NodePlan,
         config: &NodeConfig,
     ) -> Result<NodeHandle, DriverError> {
-        if !self.config.address_override.is_empty()
-            && !self.config.address_override.contains_key(&host.name)
-        {
-            // With stand-ins configured, never fall back to an instance's private address.
-            return Err(DriverError::Other(format!(
-                "address_override ({}): no entry for host {}; add one or unset the map",
-                crate::settings::ADDRESS_MAP_ENV,
-                host.name
-            )));
-        }
+        self.check_stand_in(host)?;
         let (ip, port) = self.node_address(host, node.index_on_host);
         let address = format_address(&ip, port);
         let handle = NodeHandle {
@@ -1389,7 +1415,11 @@ impl Driver for AwsDriver {
             );
             return Ok(());
         };
-        let script = node_commands::stop(&self.config.cluster_name, &node.name, node.port);
+        let script = if sentinel_procs::is_sentinel(node) {
+            self.sentinel_script(node, false)
+        } else {
+            node_commands::stop(&self.config.cluster_name, &node.name, node.port)
+        };
         let timeout = self.config.timeouts.update;
         self.run_on(
             &instance,
@@ -1405,6 +1435,26 @@ impl Driver for AwsDriver {
             .await?;
         tracing::info!(node = node.name, address, "node stopped");
         Ok(())
+    }
+
+    async fn start_process(
+        &self,
+        host: &HostHandle,
+        node: &NodePlan,
+        kind: &ProcessKind,
+        config: &NodeConfig,
+    ) -> Result<NodeHandle, DriverError> {
+        self.start_sentinel_mode_process(host, node, kind, config)
+            .await
+    }
+
+    async fn write_process_config(
+        &self,
+        node: &NodeHandle,
+        kind: &ProcessKind,
+        config: &NodeConfig,
+    ) -> Result<(), DriverError> {
+        self.write_sentinel_mode_config(node, kind, config).await
     }
 
     async fn inspect_node(&self, _node: &NodeHandle) -> Result<ProcessState, DriverError> {
@@ -1449,7 +1499,11 @@ impl Driver for AwsDriver {
             );
             return Ok(());
         };
-        let script = node_commands::remove(&self.config.cluster_name, &node.name, node.port);
+        let script = if sentinel_procs::is_sentinel(node) {
+            self.sentinel_script(node, true)
+        } else {
+            node_commands::remove(&self.config.cluster_name, &node.name, node.port)
+        };
         let timeout = self.config.timeouts.update;
         self.run_on(
             &instance,
@@ -1514,7 +1568,7 @@ impl Driver for AwsDriver {
     }
 }
 
-fn format_address(ip: &str, port: u16) -> String {
+pub(crate) fn format_address(ip: &str, port: u16) -> String {
     if ip.contains(':') {
         format!("[{ip}]:{port}")
     } else {

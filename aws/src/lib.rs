@@ -27,6 +27,7 @@ pub mod run_command;
 pub mod s3_store;
 pub mod secrets;
 pub mod security_group;
+pub mod sentinel_procs;
 pub mod settings;
 #[cfg(feature = "testing")]
 pub mod testing;

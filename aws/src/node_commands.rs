@@ -44,7 +44,7 @@ pub struct NodeSetup<'a> {
 
 /// The header of every script: stop at the first failure, files private by default. No
 /// `set -x`: the scripts handle a file holding the password.
-const HEADER: &str = "#!/bin/sh\nset -eu\numask 077\n";
+pub(crate) const HEADER: &str = "#!/bin/sh\nset -eu\numask 077\n";
 
 /// The node setup as a script of its own (the user data's `redisha-node-setup`).
 pub fn setup_script(setup: &NodeSetup<'_>) -> String {
@@ -75,7 +75,7 @@ pub fn node_setup(setup: &NodeSetup<'_>) -> String {
 }
 
 /// The instance's private address, from the instance metadata service (IMDSv2).
-const IP_FROM_METADATA: &str = r#"TOKEN=$(curl -sS -X PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 300')
+pub(crate) const IP_FROM_METADATA: &str = r#"TOKEN=$(curl -sS -X PUT http://169.254.169.254/latest/api/token -H 'X-aws-ec2-metadata-token-ttl-seconds: 300')
 IP=$(curl -sS -H "X-aws-ec2-metadata-token: $TOKEN" http://169.254.169.254/latest/meta-data/local-ipv4)
 BIND=0.0.0.0
 "#;
@@ -250,20 +250,20 @@ pub fn addressed_to(script: &str) -> Option<&str> {
 /// Every command first lets the first boot's setup finish (an instance launched moments ago
 /// may still be installing redis-server), so that it never races it: a stop sent then would
 /// otherwise be undone by the first boot starting the node afterwards.
-const WAIT_FOR_FIRST_BOOT: &str = "if command -v cloud-init >/dev/null 2>&1; then cloud-init status --wait >/dev/null 2>&1 || true; fi\n";
+pub(crate) const WAIT_FOR_FIRST_BOOT: &str = "if command -v cloud-init >/dev/null 2>&1; then cloud-init status --wait >/dev/null 2>&1 || true; fi\n";
 
 /// The systemd unit template of the nodes.
 const UNIT_TEMPLATE: &str = "/etc/systemd/system/redisha-node@.service";
 
 /// The first line after the header: who sent the command and what for (it shows in the SSM
 /// console next to the command).
-fn about(cluster: &str, action: NodeAction, node: &str) -> String {
+pub(crate) fn about(cluster: &str, action: NodeAction, node: &str) -> String {
     format!("# redisha cluster {cluster}: {action} node {node}\n")
 }
 
 /// Writes `/etc/redisha/shared.conf` (the shared settings, without the password) in one
 /// rename, the redis user's and mode 0600.
-fn write_shared(config: &NodeConfig) -> String {
+pub(crate) fn write_shared(config: &NodeConfig) -> String {
     let shared = NodeConfig {
         password: None,
         ..config.clone()

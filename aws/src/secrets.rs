@@ -28,13 +28,69 @@ pub async fn put_password(
     password: &str,
 ) -> Result<(), AwsError> {
     let name = parameter_name(cluster, cluster_id);
+    put_secret(
+        ssm,
+        cluster,
+        cluster_id,
+        &name,
+        "the node password",
+        password,
+    )
+    .await
+}
+
+/// Sentinel mode: the sentinels' own password, beside the node password (the sentinels read
+/// both when their config is first written; see [`crate::sentinel_procs`]).
+pub fn sentinel_parameter_name(cluster: &str, cluster_id: &str) -> String {
+    format!(
+        "{}/sentinel-password",
+        parameter_prefix(cluster, cluster_id)
+    )
+}
+
+/// Writes (or overwrites) the sentinels' password.
+pub async fn put_sentinel_password(
+    ssm: &aws_sdk_ssm::Client,
+    cluster: &str,
+    cluster_id: &str,
+    password: &str,
+) -> Result<(), AwsError> {
+    let name = sentinel_parameter_name(cluster, cluster_id);
+    put_secret(
+        ssm,
+        cluster,
+        cluster_id,
+        &name,
+        "the sentinels' password",
+        password,
+    )
+    .await
+}
+
+/// Deletes the sentinels' password parameter; a missing one is fine (a cluster in cluster
+/// mode has none).
+pub async fn delete_sentinel_password(
+    ssm: &aws_sdk_ssm::Client,
+    cluster: &str,
+    cluster_id: &str,
+) -> Result<bool, AwsError> {
+    delete_secret(ssm, &sentinel_parameter_name(cluster, cluster_id)).await
+}
+
+/// A SecureString of the cluster, tagged with its name and id.
+async fn put_secret(
+    ssm: &aws_sdk_ssm::Client,
+    cluster: &str,
+    cluster_id: &str,
+    name: &str,
+    what: &str,
+    value: &str,
+) -> Result<(), AwsError> {
     ssm.put_parameter()
-        .name(&name)
-        .description(format!(
-            "redisha cluster {cluster} ({cluster_id}): the node password"
-        ))
+        .name(name)
+        .description(format!("redisha cluster {cluster} ({cluster_id}): {what}"))
         .r#type(ParameterType::SecureString)
-        .value(password)
+        .value(value)
         .overwrite(true)
         .send()
         .await
@@ -42,13 +98,13 @@ pub async fn put_password(
     // PutParameter takes tags only when it creates; tagging again is idempotent.
     ssm.add_tags_to_resource()
         .resource_type(aws_sdk_ssm::types::ResourceTypeForTagging::Parameter)
-        .resource_id(&name)
+        .resource_id(name)
         .tags(ssm_tag(CLUSTER_TAG, cluster)?)
         .tags(ssm_tag(CLUSTER_ID_TAG, cluster_id)?)
         .send()
         .await
         .map_err(api("ssm:AddTagsToResource"))?;
-    tracing::debug!(parameter = name, "password stored in SSM Parameter Store");
+    tracing::debug!(parameter = name, "{what} stored in SSM Parameter Store");
     Ok(())
 }
 
@@ -58,8 +114,11 @@ pub async fn delete_password(
     cluster: &str,
     cluster_id: &str,
 ) -> Result<bool, AwsError> {
-    let name = parameter_name(cluster, cluster_id);
-    match ssm.delete_parameter().name(&name).send().await {
+    delete_secret(ssm, &parameter_name(cluster, cluster_id)).await
+}
+
+async fn delete_secret(ssm: &aws_sdk_ssm::Client, name: &str) -> Result<bool, AwsError> {
+    match ssm.delete_parameter().name(name).send().await {
         Ok(_) => Ok(true),
         Err(e) => {
             let err = api("ssm:DeleteParameter")(e);

@@ -253,6 +253,26 @@ def main():
         pass
     os.rename(AUTH + ".new", AUTH)
     write_exporter_passwords(password)
+    return write_sentinel_password()
+
+
+def write_sentinel_password():
+    """Sentinel mode: the sentinels' own password, for the config their first start writes."""
+    target = "/etc/redisha/sentinel-password"
+    if not os.path.exists(target + "-parameter"):
+        return 0
+    with open(target + "-parameter") as f:
+        name = f.read().strip()
+    try:
+        password = get_parameter(name)
+    except Exception as e:
+        print("redisha-password: cannot read %s: %s" % (name, type(e).__name__), file=sys.stderr)
+        return 0 if os.path.exists(target) else 1
+    old = os.umask(0o077)
+    with open(target + ".new", "w") as f:
+        f.write(password)
+    os.umask(old)
+    os.rename(target + ".new", target)
     return 0
 
 

@@ -698,6 +698,17 @@ with open("/etc/redisha/auth.conf.new", "w") as f:
     f.write('requirepass "%s"\nmasterauth "%s"\n' % (password, password))
 os.umask(old)
 os.rename("/etc/redisha/auth.conf.new", "/etc/redisha/auth.conf")
+# Sentinel mode: the sentinels' password, as the product's helper writes it.
+if os.path.exists("/etc/redisha/sentinel-password-parameter"):
+    with open("/etc/redisha/sentinel-password-parameter") as f:
+        name = f.read().strip()
+    req.data = json.dumps({{"Name": name, "WithDecryption": True}}).encode()
+    password = json.loads(urllib.request.urlopen(req, timeout=10).read())["Parameter"]["Value"]
+    old = os.umask(0o077)
+    with open("/etc/redisha/sentinel-password.new", "w") as f:
+        f.write(password)
+    os.umask(old)
+    os.rename("/etc/redisha/sentinel-password.new", "/etc/redisha/sentinel-password")
 "#
     )
 }

@@ -249,16 +249,19 @@ impl SentinelOperator<'_> {
             .await
     }
 
-    /// Restarts every process the driver proves stopped: a data node as a replica of the
-    /// primary Sentinel names now, a sentinel from its own config file (it keeps its id and
-    /// what it learned). Nothing is failed over here: Sentinel does that.
+    /// Restarts every process proven failed: stopped per the driver, or, when the driver
+    /// cannot see processes (aws), not answering and counted down by a majority of the
+    /// sentinels (then stopped through the driver first, which ends a hung one). A data node
+    /// comes back as a replica of the primary Sentinel names now, a sentinel from its own
+    /// config file (it keeps its id and what it learned). Nothing is failed over here:
+    /// Sentinel does that.
     pub async fn repair(&self, state: &mut SentinelState) -> Result<SentinelRepair> {
         let mut report = SentinelRepair::default();
         let view = self.observe(state).await;
         let current = view.primary.as_deref().and_then(crate::conn::split_address);
-        let driver = self.op.driver;
         for m in state.data.clone() {
-            if driver.inspect_node(&m.handle).await? != ProcessState::Stopped {
+            let answers = view.data.iter().any(|d| d.name == m.handle.name && d.up);
+            if !self.proven_failed(&m, answers, &view, state).await? {
                 continue;
             }
             // The node comes back as a replica of the current primary, never as a primary
@@ -282,7 +285,11 @@ impl SentinelOperator<'_> {
             replace_handle(&mut state.data, handle);
         }
         for m in state.sentinels.clone() {
-            if driver.inspect_node(&m.handle).await? != ProcessState::Stopped {
+            let answers = view
+                .sentinels
+                .iter()
+                .any(|s| s.name == m.handle.name && s.up);
+            if !self.proven_failed(&m, answers, &view, state).await? {
                 continue;
             }
             let primary = current.clone().or_else(|| {
@@ -302,6 +309,30 @@ impl SentinelOperator<'_> {
             self.wait_sentinels_agree(state).await?;
         }
         Ok(report)
+    }
+
+    /// Whether `m` is proven failed (see [`SentinelOperator::repair`]); a process proven so
+    /// by the sentinels alone is stopped through the driver, so that it is stopped for sure.
+    async fn proven_failed(
+        &self,
+        m: &Member,
+        answers: bool,
+        view: &super::SentinelObservation,
+        state: &SentinelState,
+    ) -> Result<bool> {
+        let driver = self.op.driver;
+        match driver.inspect_node(&m.handle).await? {
+            ProcessState::Stopped => Ok(true),
+            ProcessState::Running { .. } => Ok(false),
+            ProcessState::Unknown => {
+                if answers || !view.counted_down(&m.address(), state.sentinels.len()) {
+                    return Ok(false);
+                }
+                info!(process = %m.handle.name, address = %m.address(), "not answering and counted down by a majority of the sentinels; stopping it before the restart");
+                driver.stop_node(&m.handle).await?;
+                Ok(true)
+            }
+        }
     }
 
     /// Puts the planned primary back when Sentinel promoted another node: the planned node

@@ -27,6 +27,10 @@ pub struct SentinelView {
     /// already the newest, so its peers' hellos never move it).
     #[serde(default)]
     pub failing_over: bool,
+    /// `ip:port` of the replicas and peer sentinels this sentinel counts down (`s_down`): what
+    /// proves a process failed when the driver cannot see processes (aws).
+    #[serde(default)]
+    pub down: Vec<String>,
 }
 
 /// One data node's own view of its role.
@@ -56,6 +60,31 @@ impl SentinelObservation {
     pub fn primary_node(&self) -> Option<&DataView> {
         let p = self.primary.as_deref()?;
         self.data.iter().find(|d| d.address == p)
+    }
+}
+
+/// The `ip:port` of the entries (of `SENTINEL REPLICAS` or `SENTINEL SENTINELS`) flagged
+/// subjectively down.
+fn flagged_down(entries: &[HashMap<String, String>]) -> Vec<String> {
+    entries
+        .iter()
+        .filter(|e| {
+            e.get("flags")
+                .is_some_and(|f| f.split(',').any(|x| x == "s_down"))
+        })
+        .filter_map(|e| Some(format!("{}:{}", e.get("ip")?, e.get("port")?)))
+        .collect()
+}
+
+impl SentinelObservation {
+    /// Whether a strict majority of all `sentinels` sentinels counts `address` down.
+    pub fn counted_down(&self, address: &str, sentinels: usize) -> bool {
+        let votes = self
+            .sentinels
+            .iter()
+            .filter(|s| s.down.iter().any(|d| d == address))
+            .count();
+        votes > sentinels / 2
     }
 }
 
@@ -108,6 +137,7 @@ impl SentinelOperator<'_> {
             replicas_seen: 0,
             peers_seen: 0,
             failing_over: false,
+            down: Vec::new(),
         };
         if !view.up {
             conns.drop_conn(&t).await;
@@ -120,7 +150,9 @@ impl SentinelOperator<'_> {
                 "SENTINEL REPLICAS",
             )
             .await;
-        view.replicas_seen = replicas.map(|r| r.len()).unwrap_or(0);
+        let replicas = replicas.unwrap_or_default();
+        view.replicas_seen = replicas.len();
+        view.down.extend(flagged_down(&replicas));
         let peers: crate::error::Result<Vec<HashMap<String, String>>> = conns
             .query(
                 &t,
@@ -128,7 +160,9 @@ impl SentinelOperator<'_> {
                 "SENTINEL SENTINELS",
             )
             .await;
-        view.peers_seen = peers.map(|p| p.len()).unwrap_or(0);
+        let peers = peers.unwrap_or_default();
+        view.peers_seen = peers.len();
+        view.down.extend(flagged_down(&peers));
         let master: crate::error::Result<HashMap<String, String>> = conns
             .query(
                 &t,

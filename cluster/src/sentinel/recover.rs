@@ -84,7 +84,9 @@ fn merge_found(
             &mut state.data
         };
         match list.iter_mut().find(|m| m.handle.name == record.name) {
-            Some(m) => m.handle = handle,
+            // Only what the driver sees now: the cached handle may carry more than a
+            // record tells (the config file a driver dispatches on).
+            Some(m) => m.handle.pid = handle.pid,
             None => {
                 notes.push(format!(
                     "{} {} found on host {} (zone {}): taken into state",

@@ -526,7 +526,7 @@ fn aws_metrics_fixed(block: &MetricsModel, at: &AttrPath, diags: &mut Diagnostic
     }
 }
 
-fn decode_aws(
+pub(crate) fn decode_aws(
     block: &AwsModel,
     at: &AttrPath,
     diags: &mut Diagnostics,

@@ -267,7 +267,7 @@ pub async fn build(
 }
 
 /// `AwsDriverConfig` from the `aws { }` block (plus the test-only address map, see docs).
-fn aws_config(
+pub(crate) fn aws_config(
     name: &str,
     aws: &AwsArgs,
     timeouts: &Timeouts,
@@ -334,14 +334,19 @@ async fn aws_request(
                 .chain(s.hosts.iter().map(|h| h.name.clone()))
         })
         .collect();
-    redisha_aws::candidates::planner_request(
-        driver,
-        &args.request,
-        aws.max_nodes_per_instance,
-        &known,
-    )
-    .await
-    .map_err(aws_diags)
+    aws_request_with(driver, &args.request, aws, &known).await
+}
+
+/// [`aws_request`] for any request (sentinel mode's too): `known` names the hosts that exist.
+pub(crate) async fn aws_request_with(
+    driver: &AwsDriver,
+    base: &Request,
+    aws: &AwsArgs,
+    known: &[String],
+) -> Result<Request, Diagnostics> {
+    redisha_aws::candidates::planner_request(driver, base, aws.max_nodes_per_instance, known)
+        .await
+        .map_err(aws_diags)
 }
 
 /// An aws error as a diagnostic on the attribute it names (when this resource has it).

@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 
 use redisha_cluster::sentinel::SentinelSettings;
-use redisha_cluster::{LocalConfig, NodeConfig, Password};
+use redisha_cluster::{NodeConfig, Password};
 use redisha_planner::{Request, SentinelSpec};
 
 use crate::resources::cluster::args::{
-    check_name, decode_local, node_config_of, timeouts_of, Timeouts,
+    check_name, decode_aws, decode_local, node_config_of, timeouts_of, DriverArgs, Timeouts,
 };
 use crate::tfplugin::diagnostics::{AttrPath, Diagnostic, Diagnostics};
 use crate::tfplugin::framework::model::AllKnown;
@@ -25,7 +25,8 @@ pub struct SentinelArgs {
     pub node_config: NodeConfig,
     /// `sentinel_password`; `None`: the sentinels use `password`.
     pub sentinel_password: Option<Password>,
-    pub local: LocalConfig,
+    /// `local { }` or `aws { }` (for aws, `request` has no zones: they come from the subnets).
+    pub driver: DriverArgs,
     pub timeouts: Timeouts,
     pub settings: SentinelSettings,
 }
@@ -137,25 +138,47 @@ impl SentinelArgs {
             r
         });
 
-        let local = match &m.local {
-            Attr::Unknown => {
+        let driver = match (&m.local, &m.aws) {
+            (Attr::Unknown, _) | (_, Attr::Unknown) => {
                 k.0 = false;
                 None
             }
-            Attr::Known(l) => {
+            (Attr::Known(l), Attr::Null) => {
                 decode_local(l, name.as_deref(), &root.then("local"), &mut diags, &mut k)
+                    .map(DriverArgs::Local)
             }
-            Attr::Null => {
+            (Attr::Null, Attr::Known(aws)) => {
+                decode_aws(aws, &root.then("aws"), &mut diags, &mut k).map(DriverArgs::Aws)
+            }
+            _ => {
                 diags.push(
                     Diagnostic::error(
-                        "A local block is needed",
-                        "redisha_sentinel runs on the local driver for now: add `local { }` (redis-server and Redis Sentinel processes on this machine). The aws driver does not run sentinel mode yet.",
+                        "Exactly one driver block",
+                        "redisha_sentinel needs exactly one of `local { }` (redis-server and Redis Sentinel processes on this machine) or `aws { }` (EC2 instances).",
                     )
                     .at(root.clone()),
                 );
                 None
             }
         };
+        // Zones are written for the local driver and come from the subnets on aws.
+        match (&driver, &request) {
+            (Some(DriverArgs::Local(_)), Some(req)) if req.zones.is_empty() => diags.push(
+                Diagnostic::error(
+                    "No zone",
+                    "zone: the local driver needs at least one `zone { host { ... } }` block describing where processes may run.",
+                )
+                .at(root.then("zone")),
+            ),
+            (Some(DriverArgs::Aws(_)), Some(req)) if !req.zones.is_empty() => diags.push(
+                Diagnostic::error(
+                    "Zones come from the subnets",
+                    "zone: with the aws driver the zones and hosts come from aws.subnet_ids and aws.instance_type; remove the zone blocks.",
+                )
+                .at(root.then("zone")),
+            ),
+            _ => {}
+        }
         let timeouts = timeouts_of(&m.timeouts, &mut diags, &mut k);
         let node_config = node_config_of(
             password.as_deref(),
@@ -169,13 +192,13 @@ impl SentinelArgs {
         if !k.all_known() {
             return Ok(None);
         }
-        match (name, request, local, timeouts) {
-            (Some(name), Some(request), Some(local), Some(timeouts)) => Ok(Some(SentinelArgs {
+        match (name, request, driver, timeouts) {
+            (Some(name), Some(request), Some(driver), Some(timeouts)) => Ok(Some(SentinelArgs {
                 name,
                 request,
                 node_config,
                 sentinel_password,
-                local,
+                driver,
                 timeouts,
                 settings,
             })),

@@ -10,14 +10,16 @@
 //! put the planned primary back. The processes' handles travel in the private state.
 
 pub mod args;
+mod drivers;
 mod locate;
 pub mod model;
 
 use async_trait::async_trait;
+use redisha_cluster::identity::{ClusterRecord, ClusterStatus};
 use redisha_cluster::sentinel::{
     Member, Reshape, SentinelObservation, SentinelOperator, SentinelState,
 };
-use redisha_cluster::{LocalDriver, Operator, Password};
+use redisha_cluster::{Operator, Password};
 use redisha_planner as planner;
 use serde::{Deserialize, Serialize};
 use tracing::info;
@@ -27,9 +29,9 @@ use crate::tfplugin::diagnostics::{Diagnostic, Diagnostics};
 use crate::tfplugin::framework::typed::{ApplyArgs, Outcome, PlanArgs};
 use crate::tfplugin::framework::{Applied, Attr, Context, Failed, Planned, Private, Resource};
 use crate::topology;
-use redisha_cluster::identity::{ClusterRecord, ClusterStatus};
 
 use args::SentinelArgs;
+use drivers::SentinelDriver;
 use model::{ProcessValue, SentinelModel};
 
 pub const TYPE_NAME: &str = "redisha_sentinel";
@@ -83,14 +85,14 @@ fn no_id() -> Diagnostics {
 /// The plan; for a running deployment, with its processes as the previous placement, so
 /// that those that still fit stay where they are under their names.
 fn place(
-    args: &SentinelArgs,
+    request: &planner::Request,
     running: Option<&SentinelState>,
 ) -> Result<planner::Plan, Diagnostics> {
     let previous = running.map(SentinelState::placement);
     let sentinels = running
         .map(SentinelState::placed_sentinels)
         .unwrap_or_default();
-    planner::plan_with_sentinels(&args.request, previous.as_ref(), &sentinels)
+    planner::plan_with_sentinels(request, previous.as_ref(), &sentinels)
         .map_err(topology::plan_error_diags)
 }
 
@@ -111,22 +113,16 @@ fn report_of(plan: &planner::Plan) -> String {
         .unwrap_or_default()
 }
 
-fn driver_for(args: &SentinelArgs, cluster_id: &str) -> Result<LocalDriver, Diagnostics> {
-    LocalDriver::new(args.local.clone())
-        .with_cluster(cluster_id, &args.name)
-        .map_err(|e| error("Invalid cluster id", e))
-}
-
 fn operator<'a>(
     ctx: &Context,
-    driver: &'a LocalDriver,
+    driver: &'a SentinelDriver,
     args: &SentinelArgs,
     timeout: std::time::Duration,
     cluster_id: &str,
 ) -> SentinelOperator<'a> {
     let options = cluster_locate::options(ctx, timeout, false);
     SentinelOperator::new(
-        Operator::with_options(driver, args.node_config.clone(), options),
+        Operator::with_options(driver.driver(), args.node_config.clone(), options),
         args.settings.clone(),
         cluster_id,
     )
@@ -316,8 +312,9 @@ impl Resource for SentinelResource {
 
     async fn validate(&self, _ctx: &Context, config: &SentinelModel) -> Diagnostics {
         match SentinelArgs::from_model(config) {
-            Ok(Some(a)) => topology::validate(&a.request),
-            Ok(None) => Diagnostics::new(),
+            // On aws the zones come from the subnets: the planner checks them at plan.
+            Ok(Some(a)) if !a.request.zones.is_empty() => topology::validate(&a.request),
+            Ok(_) => Diagnostics::new(),
             Err(d) => d,
         }
     }
@@ -339,9 +336,14 @@ impl Resource for SentinelResource {
             (None, Some(prior), false) => match locate::existing_id(None, prior.cluster_id.value())
             {
                 Some(id) => {
-                    let driver = driver_for(&a, &id)?;
+                    let (driver, _) = drivers::build(ctx, &a, Some(&id), None).await?;
                     let op = operator(ctx, &driver, &a, a.timeouts.update, &id);
-                    Some(locate::recovered(&op, None, &id).await?)
+                    match driver {
+                        drivers::SentinelDriver::Local(_) => {
+                            Some(locate::recovered(&op, &driver, None, &id).await?)
+                        }
+                        drivers::SentinelDriver::Aws(_) => None,
+                    }
                 }
                 None => None,
             },
@@ -351,7 +353,8 @@ impl Resource for SentinelResource {
             (Some(private), false) => Some(private),
             _ => recovered.as_ref(),
         };
-        let plan = place(&a, running.map(|p| &p.state))?;
+        let (_, request) = drivers::build(ctx, &a, None, running.map(|p| &p.state)).await?;
+        let plan = place(&request, running.map(|p| &p.state))?;
         let mut diagnostics = Diagnostics::new();
         for w in &plan.warnings {
             diagnostics.push(Diagnostic::warning("Sentinel placement", w.clone()));
@@ -386,22 +389,28 @@ impl Resource for SentinelResource {
         a: ApplyArgs<SentinelModel, SentinelPrivate>,
     ) -> Outcome<SentinelModel, SentinelPrivate> {
         let args = known_args(&a.config)?;
-        let plan = place(&args, None)?;
-        let sentinel = plan
-            .sentinel
-            .clone()
-            .ok_or_else(|| error("No sentinel plan", "the planner placed no sentinels"))?;
         let (cluster_id, resuming) = match a.private {
             Some(p) if !p.cluster_id.is_empty() => (p.cluster_id, false),
             _ => locate::id_for_create(&args).await?,
         };
-        let driver = driver_for(&args, &cluster_id)?;
+        let (driver, request) = drivers::build(ctx, &args, Some(&cluster_id), None).await?;
+        let plan = place(&request, None)?;
+        let sentinel = plan
+            .sentinel
+            .clone()
+            .ok_or_else(|| error("No sentinel plan", "the planner placed no sentinels"))?;
         // The record comes before any process: a create killed from here on is found and
         // resumed by the next apply (Terraform records nothing for it).
-        locate::record(&driver, &cluster_id, &args.name, ClusterStatus::Creating).await?;
+        locate::record(
+            driver.driver(),
+            &cluster_id,
+            &args.name,
+            ClusterStatus::Creating,
+        )
+        .await?;
         let op = operator(ctx, &driver, &args, args.timeouts.create, &cluster_id);
         let mut private = if resuming {
-            locate::recovered(&op, None, &cluster_id).await?
+            locate::recovered(&op, &driver, None, &cluster_id).await?
         } else {
             SentinelPrivate {
                 cluster_id: cluster_id.clone(),
@@ -413,12 +422,12 @@ impl Resource for SentinelResource {
         let cancel = op.operator().options().cancel.clone();
         let created = tokio::select! {
             created = op.create(
-                &args.request,
+                &request,
                 &plan.placement,
                 &sentinel.sentinels,
                 &mut private.state,
             ) => created,
-            never = redisha_cluster::lease::hold_create(&driver, &holding, &cancel) => match never {},
+            never = redisha_cluster::lease::hold_create(driver.driver(), &holding, &cancel) => match never {},
         };
         if let Err(e) = created {
             return Err(
@@ -426,7 +435,13 @@ impl Resource for SentinelResource {
                     .with_private(private),
             );
         }
-        locate::record(&driver, &cluster_id, &args.name, ClusterStatus::Ready).await?;
+        locate::record(
+            driver.driver(),
+            &cluster_id,
+            &args.name,
+            ClusterStatus::Ready,
+        )
+        .await?;
         applied(&op, &a.config, &args, private, &plan).await
     }
 
@@ -441,12 +456,25 @@ impl Resource for SentinelResource {
         else {
             return Err(no_id().into());
         };
-        let driver = driver_for(&args, &cluster_id)?;
+        let (driver, _) = drivers::build(
+            ctx,
+            &args,
+            Some(&cluster_id),
+            a.private.as_ref().map(|p| &p.state),
+        )
+        .await?;
+        locate::aws_needs_private(&driver, a.private.as_ref())?;
+        let mut private = {
+            let op = operator(ctx, &driver, &args, args.timeouts.update, &cluster_id);
+            locate::recovered(&op, &driver, a.private, &cluster_id).await?
+        };
+        // The request again, from what runs (on aws, the hosts found stay candidates).
+        let (driver, request) =
+            drivers::build(ctx, &args, Some(&cluster_id), Some(&private.state)).await?;
+        let plan = place(&request, Some(&private.state))?;
+        let change = reshape_of(&plan, &private.state);
         let old_password = prior.password.value().map(Password::new);
         let mut op = operator(ctx, &driver, &args, args.timeouts.update, &cluster_id);
-        let mut private = locate::recovered(&op, a.private, &cluster_id).await?;
-        let plan = place(&args, Some(&private.state))?;
-        let change = reshape_of(&plan, &private.state);
         // Both passwords work to connect: a rotation cut short leaves either.
         let rotating = old_password != args.node_config.password;
         let old_sentinel_password = sentinel_password_of(&prior);
@@ -472,8 +500,7 @@ impl Resource for SentinelResource {
             {
                 op.rotate_sentinel_password(&private.state).await?;
             }
-            op.reshape(&args.request, &change, &mut private.state)
-                .await?;
+            op.reshape(&request, &change, &mut private.state).await?;
             op.apply_sentinel_settings(&private.state).await?;
             if op.restore_primary(&private.state).await? {
                 info!(name = %args.name, "the planned primary is back");
@@ -503,9 +530,21 @@ impl Resource for SentinelResource {
         else {
             return Ok(());
         };
-        let driver = driver_for(&args, &cluster_id)?;
+        let (driver, _) = drivers::build(
+            ctx,
+            &args,
+            Some(&cluster_id),
+            private.as_ref().map(|p| &p.state),
+        )
+        .await?;
+        let mut private = {
+            let op = operator(ctx, &driver, &args, args.timeouts.delete, &cluster_id);
+            locate::recovered(&op, &driver, private, &cluster_id).await?
+        };
+        if let Some(done) = driver.destroy_all(&private.state).await {
+            return done.map_err(|d| Failure::from(d).with_private(private));
+        }
         let op = operator(ctx, &driver, &args, args.timeouts.delete, &cluster_id);
-        let mut private = locate::recovered(&op, private, &cluster_id).await?;
         if let Err(e) = op.destroy(&mut private.state).await {
             return Err(
                 Failure::from(error("Destroying the sentinel deployment failed", e))
@@ -528,9 +567,18 @@ impl Resource for SentinelResource {
         else {
             return Ok(Some(Applied { state, private }));
         };
-        let driver = driver_for(&args, &cluster_id)?;
+        let (driver, _) = drivers::build(
+            ctx,
+            &args,
+            Some(&cluster_id),
+            private.as_ref().map(|p| &p.state),
+        )
+        .await?;
+        if private.is_none() && matches!(driver, drivers::SentinelDriver::Aws(_)) {
+            return Ok(Some(Applied { state, private }));
+        }
         let op = operator(ctx, &driver, &args, args.timeouts.update, &cluster_id);
-        let private = locate::recovered(&op, private, &cluster_id).await?;
+        let private = locate::recovered(&op, &driver, private, &cluster_id).await?;
         let seen = op.observe(&private.state).await;
         let report = state.placement_report.value().cloned().unwrap_or_default();
         Ok(Some(Applied {

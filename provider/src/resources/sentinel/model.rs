@@ -1,12 +1,12 @@
 //! The `redisha_sentinel` model: the topology (as `redisha_cluster` writes it, without
-//! shards: sentinel mode has one), the sentinel settings, the password, the local driver block,
+//! shards: sentinel mode has one), the sentinel settings, the password, the driver block,
 //! and what apply learns (the primary as Sentinel sees it, the sentinels' addresses, every
 //! process).
 
 use std::collections::BTreeMap;
 
 use crate::model;
-use crate::resources::cluster::model::{LocalModel, TimeoutsModel};
+use crate::resources::cluster::model::{AwsModel, LocalModel, TimeoutsModel};
 use crate::tfplugin::framework::Attr;
 use crate::topology::{PartitionModel, SurviveModel, ZoneModel};
 
@@ -42,13 +42,13 @@ model! {
          applications that cannot use Redis Cluster (several databases, multi-key commands, clients \
          without cluster support). Sentinel decides failovers; apply restarts processes that are proven \
          stopped and puts the planned primary back with `SENTINEL FAILOVER`.") {
-        pub name: Attr<String> = required("Deployment name: names the data directory. Changing it replaces the deployment.").requires_replace(),
+        pub name: Attr<String> = required("Deployment name: names the data directory (local) or the instances, security group and SSM parameters (aws). Changing it replaces the deployment.").requires_replace(),
         pub id: Attr<String> = computed("The deployment name."),
         pub cluster_id: Attr<String> = computed("The deployment's unique id, made at create; its processes' directories are `<data_dir>/<cluster_id>/<process>/`."),
         pub replicas: Attr<u32> = required("Replicas of the primary."),
         pub node_memory_mb: Attr<u64> = required("Memory each redis-server data node needs, in MiB."),
         pub spread: Attr<String> = optional("Failure domain two data nodes never share: `host`, `rack` or `zone` (default)."),
-        pub zone: Attr<Vec<ZoneModel>> = list_block().min_items(1),
+        pub zone: Attr<Vec<ZoneModel>> = list_block(),
         pub partition: Attr<Vec<PartitionModel>> = list_block(),
         pub survive: Attr<SurviveModel> = single_block(),
         pub sentinel: Attr<SentinelSettingsModel> = single_block(),
@@ -61,6 +61,7 @@ model! {
         pub nodes: Attr<Vec<ProcessValue>> = computed("Every process: `name`, `kind` (`data` or `sentinel`), `address`, `role` (`primary`, `replica` or `sentinel`), `status` (`up` or `down`), `zone`, `host`."),
         pub placement_report: Attr<String> = computed("The planner's sentinel report, markdown: per failure, sentinels left against the quorum, whether Sentinel fails over, and where an old primary keeps running cut off."),
         pub local: Attr<LocalModel> = single_block(),
+        pub aws: Attr<AwsModel> = single_block(),
         pub timeouts: Attr<TimeoutsModel> = single_block(),
     }
 }

@@ -1,0 +1,485 @@
+//! Sentinel mode on the aws driver, through the cluster crate's sentinel operator: one
+//! instance per zone (moto), each running a data node and a sentinel started by SSM Run
+//! Command. The test-only SSM runner executes the product's scripts on this machine, in a
+//! mount namespace per instance, with real redis-server and Redis Sentinel
+//! (`redis-server --sentinel`) bound to the loopback stand-ins 127.190.Z.1 (ports 28500+ for
+//! data nodes, 100 above for sentinels).
+//!
+//! Create; the primary's process killed (SIGKILL by the pid the runner's systemctl recorded);
+//! the sentinels fail over without losing a WAIT-acknowledged write; repair (the driver cannot
+//! see processes: the sentinels' majority counting it down is the proof) brings it back as a
+//! replica; the planned primary is put back; both passwords rotate; destroy leaves no
+//! instance and no SSM parameter. No password is ever in user data, a Run Command or a tag.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Fixture, FixtureConfig, Moto};
+use redisha_aws::testing::ssm_runner::SsmRunner;
+use redisha_aws::testing::{map_hosts, readable_user_data};
+use redisha_aws::{secrets, AwsClients, AwsDriver};
+use redisha_cluster::sentinel::{SentinelOperator, SentinelSettings, SentinelState};
+use redisha_cluster::{NodeConfig, Operator, Options, Password};
+use redisha_planner::{HostSpec, Request, SentinelSpec, Spread, ZoneSpec};
+
+const CLUSTER: &str = "awssent";
+const CLUSTER_ID: &str = "00000000000000f5";
+const PASSWORD: &str = "aws-sentinel-Data-1";
+const SENTINEL_PASSWORD: &str = "aws-sentinel-Own-2";
+const ROTATED: &str = "aws-sentinel-Data-3";
+const SENTINEL_ROTATED: &str = "aws-sentinel-Own-4";
+const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
+const MASTER: &str = "orders";
+const KEYS: usize = 200;
+
+/// The stand-in addresses 127.190.Z.1, one a zone.
+fn stand_ins() -> Vec<String> {
+    (1..=ZONES.len())
+        .map(|z| format!("127.190.{z}.1"))
+        .collect()
+}
+
+/// A base port in 28500-28589 free on every stand-in, with the sentinels' 100 above.
+fn free_base_port() -> u16 {
+    (28500..28590)
+        .find(|p| {
+            stand_ins().iter().all(|ip| {
+                [*p, p + 100]
+                    .iter()
+                    .all(|q| std::net::TcpListener::bind((ip.as_str(), *q)).is_ok())
+            })
+        })
+        .expect("a free port in 28500-28589 on 127.190.Z.1")
+}
+
+/// One host per zone (`<zone>-1`), a primary with two replicas spread over the zones, and
+/// three sentinels.
+fn request() -> Request {
+    Request {
+        cluster: redisha_planner::ClusterSpec {
+            shards: 1,
+            replicas: 2,
+            node_memory_mb: 64,
+            spread: Spread::Zone,
+            survive: Default::default(),
+        },
+        zones: ZONES
+            .iter()
+            .map(|z| ZoneSpec {
+                name: z.to_string(),
+                hosts: vec![HostSpec {
+                    name: format!("{z}-1"),
+                    memory_mb: 2048,
+                    max_nodes: 2,
+                    rack: None,
+                }],
+            })
+            .collect(),
+        partitions: Vec::new(),
+        sentinel: Some(SentinelSpec::default()),
+    }
+}
+
+fn settings() -> SentinelSettings {
+    SentinelSettings {
+        master_name: MASTER.into(),
+        quorum: 2,
+        // Short, so the test's failover is quick; production keeps 5 s.
+        down_after_ms: 1500,
+        failover_timeout_ms: 10_000,
+        ..SentinelSettings::default()
+    }
+}
+
+fn config(password: &str) -> NodeConfig {
+    NodeConfig {
+        password: Some(Password::new(password)),
+        ..NodeConfig::default()
+    }
+}
+
+fn driver(client: &AwsClients, fx: &Fixture, base: u16) -> AwsDriver {
+    let mut c = fx.config_with_id(CLUSTER, CLUSTER_ID);
+    map_hosts(&mut c, &ZONES, &stand_ins(), base);
+    AwsDriver::with_client(client.clone(), c)
+        .expect("driver")
+        .for_sentinel_mode()
+}
+
+fn operator<'a>(
+    driver: &'a AwsDriver,
+    password: &str,
+    sentinel_password: &str,
+) -> SentinelOperator<'a> {
+    let op = Operator::with_options(
+        driver,
+        config(password),
+        Options {
+            timeout: Duration::from_secs(120),
+            ..Options::default()
+        },
+    );
+    SentinelOperator::new(op, settings(), CLUSTER_ID)
+        .with_sentinel_password(Some(Password::new(sentinel_password)))
+}
+
+async fn redis_login(
+    address: &str,
+    password: &str,
+) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    redis::Client::open(format!("redis://:{password}@{address}/"))?
+        .get_multiplexed_async_connection()
+        .await
+}
+
+/// What a sentinel at `address` names as the primary, logged in with `password`.
+async fn sentinel_primary(address: &str, password: &str) -> Result<String, String> {
+    let mut con = redis_login(address, password)
+        .await
+        .map_err(|e| e.to_string())?;
+    let reply: Vec<String> = redis::cmd("SENTINEL")
+        .arg("GET-MASTER-ADDR-BY-NAME")
+        .arg(MASTER)
+        .query_async(&mut con)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(reply.join(":"))
+}
+
+async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The SSM parameter's value, `None` when it does not exist.
+async fn parameter(client: &AwsClients, name: &str) -> Option<String> {
+    let out = client
+        .ssm
+        .get_parameter()
+        .name(name)
+        .with_decryption(true)
+        .send()
+        .await
+        .ok()?;
+    out.parameter().and_then(|p| p.value()).map(str::to_string)
+}
+
+/// Every text the product sent or left where others read it: the Run Command scripts, the
+/// instances' user data and tags.
+async fn public_texts(client: &AwsClients) -> Vec<String> {
+    let mut out = Vec::new();
+    let commands = client
+        .ssm
+        .list_commands()
+        .send()
+        .await
+        .expect("ListCommands");
+    for c in commands.commands() {
+        if let Some(lines) = c.parameters().and_then(|p| p.get("commands")) {
+            out.push(lines.join("\n"));
+        }
+    }
+    for i in common::instances_in(client, CLUSTER, &["pending", "running"]).await {
+        let id = i.instance_id().unwrap_or_default();
+        out.push(readable_user_data(client, id).await);
+        for t in i.tags() {
+            out.push(format!("{:?}={:?}", t.key(), t.value()));
+        }
+    }
+    out
+}
+
+/// Prints what the SSM runner ran, and the processes' logs, when the test fails.
+struct ReportOnFailure<'a>(&'a SsmRunner);
+
+impl Drop for ReportOnFailure<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("SSM runner:\n{}", self.0.report());
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_mode_on_instances_fails_over_repairs_restores_rotates_and_goes() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    let Some(moto) = Moto::start() else { return };
+    let client = moto.client().await;
+    let fx = Fixture::create(&client, &ZONES).await;
+    let runner = SsmRunner::booting(moto.port, CLUSTER);
+    let _report = ReportOnFailure(&runner);
+    tokio::time::timeout(Duration::from_secs(600), run(&client, &fx, &runner))
+        .await
+        .expect("test timed out");
+}
+
+async fn run(client: &AwsClients, fx: &Fixture, runner: &SsmRunner) {
+    let base = free_base_port();
+    let req = request();
+    let plan = redisha_planner::plan(&req, None).expect("plan");
+    let sentinels = plan.sentinel.clone().expect("sentinel plan").sentinels;
+    let driver = driver(client, fx, base);
+    let sop = operator(&driver, PASSWORD, SENTINEL_PASSWORD);
+    let mut state = SentinelState::default();
+    sop.create(&req, &plan.placement, &sentinels, &mut state)
+        .await
+        .expect("create");
+
+    // One instance per host of the plan, each carrying the cluster id; a data node and a
+    // sentinel on each, at the stand-ins.
+    let instances = common::instances_in(client, CLUSTER, &["running"]).await;
+    assert_eq!(instances.len(), 3);
+    for i in &instances {
+        assert!(
+            i.tags()
+                .iter()
+                .any(|t| t.key() == Some("redisha:cluster-id") && t.value() == Some(CLUSTER_ID)),
+            "{:?} carries the cluster id",
+            i.instance_id()
+        );
+    }
+    assert_eq!(state.data.len(), 3);
+    assert_eq!(state.sentinels.len(), 3);
+    let planned = state.planned_primary().cloned().expect("planned primary");
+    let view = sop.observe(&state).await;
+    assert_eq!(view.primary.as_deref(), Some(planned.address().as_str()));
+    for m in &state.sentinels {
+        assert_eq!(m.handle.port, base + 100, "{}", m.handle.name);
+        assert_eq!(
+            sentinel_primary(&m.address(), SENTINEL_PASSWORD).await,
+            Ok(planned.address())
+        );
+        let refused = sentinel_primary(&m.address(), PASSWORD).await;
+        assert!(refused.is_err(), "the sentinel takes the data password");
+    }
+    // The write guard: an isolated primary stops taking writes.
+    let mut con = redis_login(&planned.address(), PASSWORD)
+        .await
+        .expect("connect");
+    let guard: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("min-replicas-to-write")
+        .query_async(&mut con)
+        .await
+        .expect("CONFIG GET");
+    assert_eq!(guard.get(1).map(String::as_str), Some("1"));
+    // The passwords travel through SSM only.
+    assert_eq!(
+        parameter(client, &secrets::parameter_name(CLUSTER, CLUSTER_ID)).await,
+        Some(PASSWORD.to_string())
+    );
+    assert_eq!(
+        parameter(
+            client,
+            &secrets::sentinel_parameter_name(CLUSTER, CLUSTER_ID)
+        )
+        .await,
+        Some(SENTINEL_PASSWORD.to_string())
+    );
+    for text in public_texts(client).await {
+        assert!(!text.contains(PASSWORD), "a password in {text}");
+        assert!(!text.contains(SENTINEL_PASSWORD), "a password in {text}");
+    }
+
+    // Writes a replica acknowledged (WAIT 1) before the primary dies.
+    let mut acked = Vec::new();
+    for i in 0..KEYS {
+        let key = format!("k{i}");
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg(i)
+            .query_async(&mut con)
+            .await
+            .expect("SET");
+        let n: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(1000)
+            .query_async(&mut con)
+            .await
+            .expect("WAIT");
+        if n >= 1 {
+            acked.push(key);
+        }
+    }
+    assert!(acked.len() > KEYS / 2, "only {} acknowledged", acked.len());
+    drop(con);
+
+    // The primary's process dies (SIGKILL of the pid the runner's systemctl recorded).
+    let host = state.host(&planned.handle.host).expect("host").clone();
+    let machine = runner
+        .machine(host.instance_id.as_deref().expect("instance id"))
+        .expect("the primary's machine");
+    let pid = machine
+        .pid_of(&format!("redisha-node@{}", planned.handle.port))
+        .expect("the primary runs");
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let new_primary = wait_for(
+        "the sentinels to promote a replica",
+        Duration::from_secs(60),
+        || async {
+            let v = sop.observe(&state).await;
+            v.primary.filter(|p| *p != planned.address())
+        },
+    )
+    .await;
+    let mut con = redis_login(&new_primary, PASSWORD).await.expect("connect");
+    let mut lost = 0;
+    for key in &acked {
+        let v: Option<String> = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut con)
+            .await
+            .expect("GET");
+        lost += usize::from(v.is_none());
+    }
+    assert_eq!(
+        lost,
+        0,
+        "{lost} of {} acknowledged writes lost",
+        acked.len()
+    );
+    drop(con);
+
+    // Repair: the driver cannot see the process, so it waits for the sentinels' proof (a
+    // majority counts it down), then stops and restarts it as a replica of the new primary.
+    wait_for(
+        "a majority of sentinels to count the old primary down",
+        Duration::from_secs(30),
+        || async {
+            let v = sop.observe(&state).await;
+            v.counted_down(&planned.address(), state.sentinels.len())
+                .then_some(())
+        },
+    )
+    .await;
+    let report = sop.repair(&mut state).await.expect("repair");
+    assert_eq!(
+        report.actions,
+        vec![format!(
+            "restarted {} as a replica of {new_primary}",
+            planned.handle.name
+        )]
+    );
+    let view = sop.observe(&state).await;
+    let old = view
+        .data
+        .iter()
+        .find(|d| d.name == planned.handle.name)
+        .expect("the old primary");
+    assert_eq!((old.role.as_str(), old.link_up), ("replica", true));
+    // Nothing else is proven failed: a second repair does nothing.
+    let again = sop.repair(&mut state).await.expect("repair again");
+    assert!(again.actions.is_empty(), "{:?}", again.actions);
+
+    // The planned primary is put back by Sentinel itself.
+    assert!(sop.restore_primary(&state).await.expect("restore"));
+    assert_eq!(
+        sop.observe(&state).await.primary.as_deref(),
+        Some(planned.address().as_str())
+    );
+
+    // Both passwords rotate; the old ones work nowhere, SSM holds the new ones.
+    let mut rotated = operator(&driver, ROTATED, SENTINEL_ROTATED);
+    rotated.also_accept_on_sentinels([Some(Password::new(SENTINEL_PASSWORD))]);
+    rotated
+        .rotate_password(&state, Some(Password::new(PASSWORD)))
+        .await
+        .expect("rotate");
+    rotated
+        .rotate_sentinel_password(&state)
+        .await
+        .expect("rotate the sentinels' password");
+    for m in &state.data {
+        assert!(
+            redis_login(&m.address(), ROTATED).await.is_ok(),
+            "{}",
+            m.handle.name
+        );
+        let mut old = redis_login(&m.address(), PASSWORD).await;
+        if let Ok(con) = old.as_mut() {
+            let ping: redis::RedisResult<String> = redis::cmd("PING").query_async(con).await;
+            assert!(
+                ping.is_err(),
+                "{} still takes the old password",
+                m.handle.name
+            );
+        }
+    }
+    for m in &state.sentinels {
+        assert_eq!(
+            sentinel_primary(&m.address(), SENTINEL_ROTATED).await,
+            Ok(planned.address())
+        );
+        assert!(sentinel_primary(&m.address(), SENTINEL_PASSWORD)
+            .await
+            .is_err());
+    }
+    assert_eq!(
+        parameter(client, &secrets::parameter_name(CLUSTER, CLUSTER_ID)).await,
+        Some(ROTATED.to_string())
+    );
+    assert_eq!(
+        parameter(
+            client,
+            &secrets::sentinel_parameter_name(CLUSTER, CLUSTER_ID)
+        )
+        .await,
+        Some(SENTINEL_ROTATED.to_string())
+    );
+    for text in public_texts(client).await {
+        for secret in [PASSWORD, SENTINEL_PASSWORD, ROTATED, SENTINEL_ROTATED] {
+            assert!(!text.contains(secret), "a password in {text}");
+        }
+    }
+
+    // Destroy: no instance, no parameter, no process left.
+    let report = driver.destroy().await.expect("destroy");
+    assert_eq!(report.terminated.len(), 3);
+    assert!(report.security_group_deleted);
+    assert!(common::live_instances(client, CLUSTER).await.is_empty());
+    assert_eq!(
+        parameter(client, &secrets::parameter_name(CLUSTER, CLUSTER_ID)).await,
+        None
+    );
+    assert_eq!(
+        parameter(
+            client,
+            &secrets::sentinel_parameter_name(CLUSTER, CLUSTER_ID)
+        )
+        .await,
+        None
+    );
+    wait_for(
+        "every process to end with its instance",
+        Duration::from_secs(20),
+        || async {
+            let mut any = false;
+            for m in state.data.iter().chain(&state.sentinels) {
+                any |= tokio::net::TcpStream::connect(m.address()).await.is_ok();
+            }
+            (!any).then_some(())
+        },
+    )
+    .await;
+}

@@ -6,6 +6,10 @@
 //! placement arguments shared by the cluster resource and the placement data source) and
 //! `logging` (hclog lines for Terraform's log). Only this side knows HCL names.
 
+// The cluster resource's apply nests deep futures (locate, recover, operator calls); clippy
+// computes their layout and needs more than the default 128 levels.
+#![recursion_limit = "256"]
+
 pub mod aws_errors;
 pub mod backups;
 pub mod data_sources;

@@ -552,14 +552,22 @@ impl Operator<'_> {
     /// `migrate_batch` keys per slot, asks their sizes (MEMORY USAGE: O(1) for strings, 5
     /// samples of an aggregate), and MIGRATEs them in batches bounded by `migrate_batch`
     /// keys and `migrate_batch_bytes` bytes; it leaves keys above `migrate_big_key_bytes` to
-    /// the piecewise copy, and returns after the batch that used up `migrate_call_time`, so
-    /// one call blocks the source for about that long plus one batch (the source serves
-    /// other clients between calls). Keys never travel through
-    /// redisha, and a call costs one round trip however many keys it moves: listing and
-    /// sizing keys from here took more time than moving them.
+    /// the piecewise copy. Keys never travel through redisha, and a call costs one round trip
+    /// however many keys it moves: listing and sizing keys from here took more time than
+    /// moving them.
+    ///
+    /// `CALLS_IN_FLIGHT` calls are queued on the source at a time, so when one ends the next
+    /// is already there: the source does not sit idle for a round trip to redisha between
+    /// calls (a few ms on loopback, far more when Terraform runs far from the nodes, and
+    /// whenever redisha's process waits for a core). Each call returns after the batch that
+    /// used up its share of `migrate_call_time`, so the calls queued together block the
+    /// source for about `migrate_call_time` plus a batch each, as one call did before; the
+    /// source serves other clients between rounds.
     ///
     /// A call that fails with a transient error (IOERR, timeout, TRYAGAIN) is made again
     /// (it lists again, so nothing is moved twice or skipped), a bounded number of times.
+    /// Keys too big for MIGRATE are moved once no call is running on the source: their copy
+    /// pauses the source's writes, which would hold a queued call back.
     async fn move_keys(
         &self,
         src: &Target,
@@ -567,39 +575,52 @@ impl Operator<'_> {
         slots: Vec<u16>,
         progress: &Progress,
     ) -> Result<()> {
+        use futures::stream::{FuturesUnordered, StreamExt};
         let mut pending: std::collections::VecDeque<u16> = slots.into();
         let mut failures = 0u32;
         // The password the destination accepts: during a rotation it may still be the old one.
         let dst_credential = self.conns.credential_for(dst).await;
         let script = self.move_keys_script(&dst_credential);
-        while !pending.is_empty() {
-            let take = pending.len().min(SCRIPT_SLOTS);
-            let slots: Vec<u16> = pending.drain(..take).collect();
-            let mut eval = redis::cmd("EVAL");
-            eval.arg(&script)
-                .arg(0)
-                .arg(&dst.ip)
-                .arg(dst.port)
-                .arg(u64::try_from(self.options.migrate_timeout.as_millis()).unwrap_or(u64::MAX))
-                .arg(self.options.migrate_batch.max(1))
-                .arg(self.options.migrate_batch_bytes.max(1))
-                .arg(self.options.migrate_big_key_bytes)
-                .arg(u64::try_from(self.options.migrate_call_time.as_millis()).unwrap_or(u64::MAX));
-            for s in &slots {
-                eval.arg(*s);
+        let budget = self.options.migrate_call_time / CALLS_IN_FLIGHT as u32;
+        let mut in_flight = FuturesUnordered::new();
+        // Big keys found by calls, moved when no call runs; slots they leave to count.
+        let mut big: Vec<(u16, Vec<u8>, u64)> = Vec::new();
+        let mut emptied_after_big = 0u64;
+        let mut fatal: Option<crate::error::ClusterError> = None;
+        loop {
+            while fatal.is_none() && big.is_empty() && in_flight.len() < CALLS_IN_FLIGHT {
+                let take = pending.len().min(SCRIPT_SLOTS);
+                if take == 0 {
+                    break;
+                }
+                let slots: Vec<u16> = pending.drain(..take).collect();
+                in_flight.push(self.move_keys_call(src, dst, &script, slots, budget));
             }
-            let timeout = self.options.migrate_call_time
-                + self.migrate_reply_timeout(slots.len(), self.options.migrate_batch_bytes);
-            let reply: Result<MoveReply> = self
-                .conns
-                .query_within(src, &eval, "MIGRATE (script)", timeout)
-                .await;
+            let Some((slots, reply)) = in_flight.next().await else {
+                if let Some(e) = fatal {
+                    return Err(e);
+                }
+                if big.is_empty() {
+                    break;
+                }
+                for (slot, key, size) in std::mem::take(&mut big) {
+                    self.move_big_key(src, dst, slot, &key, size).await?;
+                    progress.moved(1, size);
+                    progress.maybe_log(self.options.progress_interval);
+                }
+                progress.emptied(std::mem::take(&mut emptied_after_big));
+                continue;
+            };
             let reply = match reply {
                 Ok(r) => {
                     failures = 0;
                     r
                 }
-                Err(e) if is_transient(&e) && failures + 1 < self.options.migrate_attempts => {
+                Err(e)
+                    if fatal.is_none()
+                        && is_transient(&e)
+                        && failures + 1 < self.options.migrate_attempts =>
+                {
                     failures += 1;
                     let pause = backoff(failures);
                     tracing::warn!(error = %e, attempt = failures, ?pause, "moving keys failed; retrying");
@@ -609,16 +630,22 @@ impl Operator<'_> {
                     }
                     continue;
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    // Let the other call on the source end first: nothing of this move keeps
+                    // running once it returns.
+                    fatal.get_or_insert(e);
+                    continue;
+                }
             };
             progress.moved(reply.keys, reply.bytes);
             progress.maybe_log(self.options.progress_interval);
-            for (slot, key, size) in reply.big {
-                self.move_big_key(src, dst, slot, &key, size).await?;
-                progress.moved(1, size);
-                progress.maybe_log(self.options.progress_interval);
+            let emptied = (slots.len() - reply.unreached.len() - reply.again.len()) as u64;
+            if reply.big.is_empty() {
+                progress.emptied(emptied);
+            } else {
+                emptied_after_big += emptied;
+                big.extend(reply.big);
             }
-            progress.emptied((slots.len() - reply.unreached.len() - reply.again.len()) as u64);
             // Slots not reached, then slots that may hold more keys, go round again.
             for s in reply.unreached.into_iter().rev() {
                 pending.push_front(s);
@@ -626,6 +653,40 @@ impl Operator<'_> {
             pending.extend(reply.again);
         }
         Ok(())
+    }
+
+    /// One call of `MOVE_KEYS` on `src` for `slots`, with `budget` of time; returns the
+    /// slots with the reply, for the caller to queue again what the call did not finish.
+    async fn move_keys_call(
+        &self,
+        src: &Target,
+        dst: &Target,
+        script: &str,
+        slots: Vec<u16>,
+        budget: Duration,
+    ) -> (Vec<u16>, Result<MoveReply>) {
+        let mut eval = redis::cmd("EVAL");
+        eval.arg(script)
+            .arg(0)
+            .arg(&dst.ip)
+            .arg(dst.port)
+            .arg(u64::try_from(self.options.migrate_timeout.as_millis()).unwrap_or(u64::MAX))
+            .arg(self.options.migrate_batch.max(1))
+            .arg(self.options.migrate_batch_bytes.max(1))
+            .arg(self.options.migrate_big_key_bytes)
+            .arg(u64::try_from(budget.as_millis()).unwrap_or(u64::MAX).max(1));
+        for s in &slots {
+            eval.arg(*s);
+        }
+        // A call may wait behind the other calls queued on the source.
+        let timeout = self.options.migrate_call_time * 2
+            + self.migrate_reply_timeout(slots.len(), self.options.migrate_batch_bytes)
+                * CALLS_IN_FLIGHT as u32;
+        let reply = self
+            .conns
+            .query_within(src, &eval, "MIGRATE (script)", timeout)
+            .await;
+        (slots, reply)
     }
 
     /// The script's text. The user and password for MIGRATE's AUTH2 are written at its end as
@@ -1180,6 +1241,9 @@ fn lua_string(text: &str) -> String {
 
 /// Slots one script call takes at most.
 const SCRIPT_SLOTS: usize = 256;
+
+/// Script calls of one move queued on the source at a time (see `move_keys`).
+const CALLS_IN_FLIGHT: usize = 2;
 
 /// Runs on the source (see `move_keys`). ARGV: host, port, MIGRATE timeout (ms), keys per
 /// batch, bytes per batch, big-key threshold, time per call (ms), then the slots. `run(user, auth)`

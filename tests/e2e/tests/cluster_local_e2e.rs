@@ -93,12 +93,14 @@ async fn write_keys(endpoints: &[String], password: &str) {
 
 /// Every key reads back with its value. Keys a client cannot read are retried on a fresh
 /// client, as an application reconnects: the redis crate's cluster client can get stuck
-/// refreshing its slot map right after a failover although the cluster serves every key.
+/// refreshing its slot map right after a failover although the cluster serves every key
+/// (seen once in CI: 1,340 keys unreadable after three attempts 0.5 s apart), so the attempts
+/// back off over about 10 s; a failure reports what each node says of the cluster.
 async fn assert_keys(endpoints: &[String], password: &str, when: &str) {
     let mut missing: Vec<usize> = (0..KEYS).collect();
-    for attempt in 0..3 {
+    for attempt in 0..6u64 {
         if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
         }
         let Ok(mut conn) =
             tokio::time::timeout(Duration::from_secs(10), client(endpoints, password)).await
@@ -130,12 +132,49 @@ async fn assert_keys(endpoints: &[String], password: &str, when: &str) {
             break;
         }
     }
-    assert_eq!(
-        missing.len(),
-        0,
-        "{} of {KEYS} keys unreadable {when}",
-        missing.len()
-    );
+    if !missing.is_empty() {
+        let views = cluster_views(endpoints, password).await;
+        panic!(
+            "{} of {KEYS} keys unreadable {when} (first: key:{}); what the nodes say:\n{views}",
+            missing.len(),
+            missing[0]
+        );
+    }
+}
+
+/// `CLUSTER INFO`'s state and `CLUSTER NODES` of each endpoint, for a failure message.
+async fn cluster_views(endpoints: &[String], password: &str) -> String {
+    let mut out = String::new();
+    for e in endpoints {
+        let view = async {
+            let client = redis::Client::open(format!("redis://:{password}@{e}")).ok()?;
+            let mut c = client.get_multiplexed_async_connection().await.ok()?;
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async(&mut c)
+                .await
+                .ok()?;
+            let nodes: String = redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query_async(&mut c)
+                .await
+                .ok()?;
+            let state = info
+                .lines()
+                .find(|l| l.starts_with("cluster_state"))
+                .unwrap_or("");
+            Some(format!("{state}\n{nodes}"))
+        };
+        let view = tokio::time::timeout(Duration::from_secs(3), view)
+            .await
+            .ok()
+            .flatten();
+        out.push_str(&format!(
+            "--- {e}: {}\n",
+            view.as_deref().unwrap_or("no answer")
+        ));
+    }
+    out
 }
 
 fn masters_by_zone(nodes: &[Json]) -> Vec<String> {

@@ -302,3 +302,51 @@ fn five_sentinels_over_five_zones_take_one_zone_each() {
     assert_eq!(s.report.majority, 3);
     assert!(s.report.survives_any_zone);
 }
+
+#[test]
+fn the_report_lists_sentinels_by_name_in_whatever_order_they_were_placed() {
+    let zones: Vec<_> = ["a", "b", "c", "d"]
+        .iter()
+        .map(|z| {
+            zone(
+                z,
+                &[(&format!("{z}1"), 8192, 1), (&format!("{z}2"), 8192, 1)],
+            )
+        })
+        .collect();
+    let mut req = sentinel_request(3, zones);
+    req.sentinel = Some(SentinelSpec {
+        count: 5,
+        ..SentinelSpec::default()
+    });
+    let placed = plan(&req, None).unwrap().sentinel.unwrap();
+    // As an apply that grew 3 sentinels to 5 holds them: grouped by zone.
+    let mut grown = placed.clone();
+    grown
+        .sentinels
+        .sort_by(|x, y| x.zone.cmp(&y.zone).then(y.name.cmp(&x.name)));
+    assert_ne!(
+        grown.sentinels, placed.sentinels,
+        "the test needs another order"
+    );
+    let text = redisha_planner::sentinel::render::render_markdown(&placed);
+    assert_eq!(
+        redisha_planner::sentinel::render::render_markdown(&grown),
+        text
+    );
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("| sentinel-"))
+        .map(|l| l.split('|').nth(1).unwrap_or("").trim())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            "sentinel-1",
+            "sentinel-2",
+            "sentinel-3",
+            "sentinel-4",
+            "sentinel-5"
+        ]
+    );
+}

@@ -71,6 +71,12 @@ pub fn render_text(plan: &SentinelPlan) -> String {
     out
 }
 
+/// `sentinel-10` after `sentinel-9`: the name without its trailing number, then the number.
+fn natural_key(name: &str) -> (&str, u64) {
+    let stem = name.trim_end_matches(|c: char| c.is_ascii_digit());
+    (stem, name[stem.len()..].parse().unwrap_or(0))
+}
+
 pub fn render_markdown(plan: &SentinelPlan) -> String {
     let r = &plan.report;
     let mut out = String::new();
@@ -81,7 +87,12 @@ pub fn render_markdown(plan: &SentinelPlan) -> String {
         r.sentinels, r.quorum, r.majority, r.min_replicas_to_write
     );
     let _ = writeln!(out, "| sentinel | host | zone |\n|---|---|---|");
-    for s in &plan.sentinels {
+    // By name, in number order: the plan lists sentinels in the order they were placed, which
+    // differs between the apply that grew a deployment and a later plan of the same shape, and
+    // the report must then read the same (Terraform would show a change).
+    let mut sentinels: Vec<_> = plan.sentinels.iter().collect();
+    sentinels.sort_by_key(|s| natural_key(&s.name));
+    for s in sentinels {
         let _ = writeln!(out, "| {} | {} | {} |", s.name, s.host, s.zone);
     }
     let _ = writeln!(

@@ -7,7 +7,7 @@
 //! acknowledged before the fault reads back, exactly the processes the state knows are
 //! running, and destroy leaves none.
 //!
-//! Sentinel tests take 127.140-149: these 143 and 144, data ports 7900+.
+//! Sentinel tests take 127.140-149: these 143, 144 and 145, data ports 7900+.
 
 mod common;
 
@@ -384,18 +384,7 @@ fn sentinel_shrink_and_rotation_killed_midway_are_finished_by_the_next_apply() {
     );
     let primary = d.assert_converged(&rt, rotated, &acked);
     let v = resource_values(&d.tf);
-    for address in addresses(&v, "data") {
-        let old = rt.block_on(async {
-            match connect(&address, FIRST).await {
-                Ok(mut c) => redis::cmd("PING")
-                    .query_async::<String>(&mut c)
-                    .await
-                    .is_ok(),
-                Err(_) => false,
-            }
-        });
-        assert!(!old, "{address} still takes the old password");
-    }
+    assert_refused(&rt, &addresses(&v, "data"), FIRST);
     assert!(!primary.is_empty());
     // Plan and destroy without private state find every process too.
     assert!(
@@ -405,4 +394,79 @@ fn sentinel_shrink_and_rotation_killed_midway_are_finished_by_the_next_apply() {
     d.assert_plan_clean(rotated);
     // (A plan writes no state: destroy starts without private state too.)
     d.assert_destroys(rotated);
+}
+
+/// A create killed once its hosts were provisioned and again once its replicas synced; a
+/// shrink killed once the primary was known to stay and again after the first sentinel was
+/// reset; a rotation of the password the sentinels share, killed once the sentinels accepted
+/// both passwords and again once they sent the new one to their peers. The shrink and the
+/// rotation start without private state.
+#[test]
+fn sentinel_kills_between_the_other_steps_are_finished_by_the_next_apply() {
+    let rt = runtime();
+    let d = Deployment::new(145);
+    let rotated = Shape {
+        password: SECOND,
+        ..SMALL
+    };
+    let _cleanup = cleanup(&d, rotated);
+
+    d.converge_after_kills(
+        SMALL,
+        &[
+            Kill::at("sentinel.hosts_provisioned", 1),
+            Kill::at("sentinel.replicas_synced", 1),
+        ],
+        false,
+    );
+    d.assert_converged(&rt, SMALL, &[]);
+    d.apply(GROWN);
+    let primary = d.assert_converged(&rt, GROWN, &[]);
+    let acked = rt.block_on(write_acknowledged(&primary, FIRST, "before-shrink", KEYS));
+    assert!(
+        acked.len() > KEYS / 2,
+        "only {} writes acknowledged",
+        acked.len()
+    );
+
+    d.converge_after_kills(
+        SMALL,
+        &[
+            Kill::at("sentinel.reshape.primary_kept", 1),
+            Kill::at("sentinel.reshape.sentinel_reset", 1),
+        ],
+        true,
+    );
+    d.assert_converged(&rt, SMALL, &acked);
+
+    d.converge_after_kills(
+        rotated,
+        &[
+            Kill::at("sentinel.rotate.sentinels_accept_both", 1),
+            Kill::at("sentinel.rotate.sentinels_send_new", 1),
+        ],
+        true,
+    );
+    d.assert_converged(&rt, rotated, &acked);
+    let v = resource_values(&d.tf);
+    assert_refused(&rt, &addresses(&v, "data"), FIRST);
+    assert_refused(&rt, &addresses(&v, "sentinel"), FIRST);
+    d.assert_destroys(rotated);
+}
+
+/// No process at `addresses` takes `password` any more.
+#[track_caller]
+fn assert_refused(rt: &tokio::runtime::Runtime, addresses: &[String], password: &str) {
+    for address in addresses {
+        let taken = rt.block_on(async {
+            match connect(address, password).await {
+                Ok(mut c) => redis::cmd("PING")
+                    .query_async::<String>(&mut c)
+                    .await
+                    .is_ok(),
+                Err(_) => false,
+            }
+        });
+        assert!(!taken, "{address} still takes the old password");
+    }
 }

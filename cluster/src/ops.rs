@@ -34,8 +34,9 @@ pub struct Options {
     /// Bytes (as MEMORY USAGE counts them) moved per MIGRATE: bounds how long one MIGRATE
     /// blocks the two nodes, whatever the key sizes.
     pub migrate_batch_bytes: u64,
-    /// How long one call of the key-moving script runs on a source before it lets other
-    /// clients in (it finishes the MIGRATE batch it is in).
+    /// How long the key-moving script runs on a source before it lets other clients in (it
+    /// finishes the MIGRATE batch it is in): two calls of half this time each are queued on
+    /// the source at a time, so that it never waits for redisha between calls.
     pub migrate_call_time: Duration,
     /// Keys bigger than this are copied piece by piece instead of with one MIGRATE, which
     /// would block both nodes for the whole key (about 2.4 s for a 144 MB hash here, more

@@ -677,28 +677,33 @@ async fn poll_once(
     }
 }
 
-/// The stand-in for `/usr/local/sbin/redisha-password` (see the module doc): the parameter
-/// from moto's SSM, written as the product's helper writes it.
+/// The stand-in for `/usr/local/sbin/redisha-password` (see the module doc): the product's
+/// helper with its SSM transport (SigV4 with the instance profile's credentials from the
+/// metadata service) swapped for one that asks moto's SSM on loopback. Everything else (the
+/// files it writes, when it waits, what it keeps) is the product's text.
 pub fn password_stub(moto_port: u16) -> String {
-    format!(
-        r#"#!/usr/bin/python3
-# Test stub of redisha-password: reads the parameter from moto's SSM on loopback.
-import json, os, urllib.request
-with open("/etc/redisha/password-parameter") as f:
-    name = f.read().strip()
-req = urllib.request.Request(
-    "http://127.0.0.1:{moto_port}/",
-    data=json.dumps({{"Name": name, "WithDecryption": True}}).encode(),
-    headers={{"Content-Type": "application/x-amz-json-1.1",
-             "X-Amz-Target": "AmazonSSM.GetParameter",
-             "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/ssm/aws4_request, SignedHeaders=host, Signature=0"}})
-password = json.loads(urllib.request.urlopen(req, timeout=10).read())["Parameter"]["Value"]
-old = os.umask(0o077)
-with open("/etc/redisha/auth.conf.new", "w") as f:
-    f.write('requirepass "%s"\nmasterauth "%s"\n' % (password, password))
-os.umask(old)
-os.rename("/etc/redisha/auth.conf.new", "/etc/redisha/auth.conf")
+    const BEGIN: &str = "# SSM transport\n";
+    const END: &str = "# end of SSM transport\n";
+    let product = user_data::FETCH_PASSWORD;
+    let (Some(start), Some(end)) = (product.find(BEGIN), product.find(END)) else {
+        panic!("the password helper lost its SSM transport markers");
+    };
+    let transport = format!(
+        r#"# SSM transport (test stub: moto on loopback)
+def get_parameter(name):
+    req = urllib.request.Request(
+        "http://127.0.0.1:{moto_port}/",
+        data=json.dumps({{"Name": name, "WithDecryption": True}}).encode(),
+        headers={{"Content-Type": "application/x-amz-json-1.1",
+                 "X-Amz-Target": "AmazonSSM.GetParameter",
+                 "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/ssm/aws4_request, SignedHeaders=host, Signature=0"}})
+    return json.loads(urllib.request.urlopen(req, timeout=10).read())["Parameter"]["Value"]
 "#
+    );
+    format!(
+        "{}{transport}{}",
+        &product[..start],
+        &product[end + END.len()..]
     )
 }
 

@@ -112,19 +112,32 @@ fn write_file(doc: &mut String, path: &str, mode: &str, content: &str) {
 const LITERAL_INDENT: &str = "      ";
 
 /// A script (redisha's own text, no secret) as a YAML literal block rather than base64: a
-/// quarter smaller, and EC2 limits user data to 16 KB.
+/// quarter smaller, and EC2 limits user data to 16 KB. For the same reason its whole-line
+/// comments stay out (not the `#!` line): they are read in this crate's source.
 fn write_script(doc: &mut String, path: &str, content: &str) {
     let _ = writeln!(doc, "  - path: {path}");
     doc.push_str("    permissions: '0700'\n");
     doc.push_str("    owner: root:root\n");
     doc.push_str("    content: |\n");
-    for line in content.lines() {
+    for line in without_comments(content).lines() {
         if line.is_empty() {
             doc.push('\n');
         } else {
             let _ = writeln!(doc, "{LITERAL_INDENT}{line}");
         }
     }
+}
+
+/// `script` without its whole-line comments (but the `#!` line).
+fn without_comments(script: &str) -> String {
+    script
+        .lines()
+        .filter(|line| {
+            let code = line.trim_start();
+            !code.starts_with('#') || code.starts_with("#!")
+        })
+        .map(|line| format!("{line}\n"))
+        .collect()
 }
 
 /// The files of a document made by [`render`], decoded: (path, content), in order.
@@ -537,7 +550,7 @@ mod tests {
             zone: "us-east-1a",
             security: "",
         });
-        assert_eq!(setup, shared);
+        assert_eq!(setup, without_comments(&shared));
         let runcmd = doc.split("runcmd:\n").nth(1).expect("runcmd");
         assert_eq!(
             runcmd,

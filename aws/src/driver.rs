@@ -129,6 +129,8 @@ pub struct AwsDriver {
     known_groups: Mutex<BTreeSet<String>>,
     /// Sentinel mode ([`crate::sentinel_procs`]): the first boot starts no process.
     sentinel_mode: bool,
+    /// TLS and ACL: what was loaded from SSM for the cluster ([`crate::security`]).
+    security: crate::security::Security,
 }
 
 impl AwsDriver {
@@ -149,6 +151,7 @@ impl AwsDriver {
             known: Mutex::new(BTreeMap::new()),
             known_groups: Mutex::new(BTreeSet::new()),
             sentinel_mode: false,
+            security: Default::default(),
         })
     }
 
@@ -215,6 +218,15 @@ impl AwsDriver {
             }
         }
         Ok(out)
+    }
+
+    pub(crate) fn security(&self) -> &crate::security::Security {
+        &self.security
+    }
+
+    /// Whether the node at `address` answers (over TLS when the nodes speak it).
+    async fn node_answers(&self, address: &str) -> bool {
+        crate::probe::answers_with(address, self.client_tls_loaded().as_ref()).await
     }
 
     pub fn config(&self) -> &AwsDriverConfig {
@@ -436,7 +448,10 @@ impl AwsDriver {
             .filter(|_| !self.sentinel_mode)
             .map(|n| self.port_on(&host.name, n.index_on_host))
             .collect();
+        self.store_node_secrets(config).await?;
+        let security = self.security_setup(&host.name, config)?;
         let document = user_data::render(&UserDataInput {
+            security: &security,
             cluster: &self.config.cluster_name,
             password_parameter: &access.password_parameter,
             host,
@@ -485,7 +500,20 @@ impl AwsDriver {
                 };
                 match instances::launch(&self.client, &spec).await {
                     Ok(instance) if instance.is_gone() => generation += 1,
-                    Ok(instance) => return Ok(instance),
+                    Ok(instance) => {
+                        // The certificates name the node's address, known now (the node
+                        // setup waits for them).
+                        let address = self
+                            .fixed_ip(&host.name)
+                            .map(|ip| ip.to_string())
+                            .or_else(|| instance.private_ip.clone());
+                        if let Some(address) = address {
+                            for port in &ports {
+                                self.ensure_node_cert(&host.name, *port, &address).await?;
+                            }
+                        }
+                        return Ok(instance);
+                    }
                     Err(e)
                         if is_profile_not_yet_visible(&e)
                             && tokio::time::Instant::now() < profile_deadline =>
@@ -685,15 +713,22 @@ impl AwsDriver {
         // The parameter and the role are named from the id: a cluster without one has none.
         let (password_parameter_deleted, instance_profile_deleted) =
             match self.config.cluster_id.as_deref() {
-                Some(id) => (
+                Some(id) => {
                     // A sentinel-mode deployment's sentinel password goes with it.
-                    secrets::delete_sentinel_password(&self.client.ssm, cluster, id).await?
-                        | secrets::delete_password(&self.client.ssm, cluster, id).await?,
-                    instance_profile::delete(&self.client.iam, id).await?,
-                ),
+                    let password = secrets::delete_sentinel_password(&self.client.ssm, cluster, id)
+                        .await?
+                        | secrets::delete_password(&self.client.ssm, cluster, id).await?;
+                    // The rest: operator password, TLS authority and certificates, ACL lines.
+                    secrets::delete_all(&self.client.ssm, cluster, id).await?;
+                    (
+                        password,
+                        instance_profile::delete(&self.client.iam, id).await?,
+                    )
+                }
                 None => (false, false),
             };
         *self.stored_password.lock().await = None;
+        self.forget_security().await;
         *self.profile.lock().await = None;
         tracing::info!(
             cluster,
@@ -1257,7 +1292,7 @@ impl AwsDriver {
     ) -> Result<(), AwsError> {
         let started = tokio::time::Instant::now();
         let mut next_progress = started + Duration::from_secs(30);
-        while crate::probe::answers(address).await != up {
+        while self.node_answers(address).await != up {
             let now = tokio::time::Instant::now();
             if now >= started + timeout {
                 return Err(AwsError::Timeout {
@@ -1360,7 +1395,7 @@ impl Driver for AwsDriver {
             config_file: None,
         };
         // A running node is left running (first boot started it, or an earlier apply).
-        if crate::probe::answers(&address).await {
+        if self.node_answers(&address).await {
             tracing::info!(node = node.name, host = host.name, address, "node answers");
             return Ok(handle);
         }
@@ -1376,10 +1411,14 @@ impl Driver for AwsDriver {
                 })?;
         let parameter = self.store_password(config).await?.unwrap_or_default();
         let ports = [self.port_on(&host.name, node.index_on_host)];
+        self.store_node_secrets(config).await?;
+        self.ensure_node_cert(&host.name, port, &handle.ip).await?;
+        let security = self.security_setup(&host.name, config)?;
         let script = node_commands::start(
             &self.config.cluster_name,
             &node.name,
             &NodeSetup {
+                security: &security,
                 ports: &ports,
                 rejoin_delay_secs: user_data::rejoin_delay_secs(config),
                 password_parameter: &parameter,
@@ -1457,6 +1496,22 @@ impl Driver for AwsDriver {
         self.write_sentinel_mode_config(node, kind, config).await
     }
 
+    fn operator_password(&self) -> Option<redisha_cluster::Password> {
+        self.operator_password_loaded()
+    }
+
+    fn client_tls(&self) -> Option<redisha_cluster::tls::ClientTls> {
+        self.client_tls_loaded()
+    }
+
+    fn cert_info(&self, node: &NodeHandle) -> Option<redisha_cluster::tls::NodeCertInfo> {
+        self.cert_info_of(node)
+    }
+
+    fn cert_due(&self, node: &NodeHandle) -> bool {
+        self.cert_due_of(node)
+    }
+
     async fn inspect_node(&self, _node: &NodeHandle) -> Result<ProcessState, DriverError> {
         // Processes on an instance are not visible from here; the cluster code asks redis.
         Ok(ProcessState::Unknown)
@@ -1472,6 +1527,7 @@ impl Driver for AwsDriver {
         config: &NodeConfig,
     ) -> Result<(), DriverError> {
         self.store_password(config).await?;
+        self.store_node_secrets(config).await?;
         let Some(instance) = self.running_instance(&node.host).await? else {
             return Ok(());
         };

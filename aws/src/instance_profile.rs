@@ -22,11 +22,15 @@ pub fn role_name(cluster_id: &str) -> String {
 
 const TRUST_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
 
-/// Reading the cluster's own parameters, nothing else.
+/// Reading what the cluster's nodes need, nothing else: the password, the sentinels' password
+/// (sentinel mode, [`crate::sentinel_procs`]) and what is under `<prefix>/node/` (ACL lines, the authority's certificate, node certificates; see
+/// [`crate::node_secrets`]). Not the TLS authority's key nor the operator user's own
+/// parameter, which the provider alone reads: a node that is broken into cannot issue
+/// certificates.
 pub fn node_policy(cluster: &str, cluster_id: &str) -> String {
+    let prefix = parameter_prefix(cluster, cluster_id);
     format!(
-        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":["ssm:GetParameter","ssm:GetParameters"],"Resource":"arn:aws:ssm:*:*:parameter{}/*"}}]}}"#,
-        parameter_prefix(cluster, cluster_id)
+        r#"{{"Version":"2012-10-17","Statement":[{{"Effect":"Allow","Action":["ssm:GetParameter","ssm:GetParameters"],"Resource":["arn:aws:ssm:*:*:parameter{prefix}/password","arn:aws:ssm:*:*:parameter{prefix}/sentinel-password","arn:aws:ssm:*:*:parameter{prefix}/node/*"]}}]}}"#
     )
 }
 

@@ -20,17 +20,20 @@ pub mod error;
 pub mod instance_profile;
 pub mod instances;
 pub mod node_commands;
+pub mod node_secrets;
 pub mod power;
 mod probe;
 pub mod records;
 pub mod run_command;
 pub mod s3_store;
 pub mod secrets;
+pub mod security;
 pub mod security_group;
 pub mod sentinel_procs;
 pub mod settings;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod tls_material;
 pub mod topology;
 pub mod user_data;
 

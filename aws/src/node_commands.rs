@@ -40,6 +40,9 @@ pub struct NodeSetup<'a> {
     /// The instance's availability zone: nodes whose engine knows `availability-zone`
     /// (Valkey 8.1 and later) announce it, so clients can read from replicas in their zone.
     pub zone: &'a str,
+    /// What the cluster's ACL and TLS add ([`crate::node_secrets::setup_fragment`]; empty
+    /// without either).
+    pub security: &'a str,
 }
 
 /// The header of every script: stop at the first failure, files private by default. No
@@ -69,6 +72,7 @@ pub fn node_setup(setup: &NodeSetup<'_>) -> String {
         }
         None => out.push_str(IP_FROM_METADATA),
     }
+    out.push_str(setup.security);
     out.push_str(NODE_SETUP);
     out.push_str(EXPORTER_SETUP);
     out
@@ -140,6 +144,10 @@ cluster-announce-ip $IP
 include /etc/redisha/shared.conf
 include /etc/redisha/auth.conf
 CONF
+    # TLS ports and files, and the ACL users, in the node's own file: CONFIG REWRITE writes
+    # them there, and Redis refuses a user defined twice (see crate::node_secrets).
+    if [ -f /etc/redisha/tls-$PORT.conf ]; then cat /etc/redisha/tls-$PORT.conf >> /etc/redisha/node-$PORT.conf; fi
+    if [ -f /etc/redisha/users.conf ]; then cat /etc/redisha/users.conf >> /etc/redisha/node-$PORT.conf; fi
     if [ -n "$AZ_KNOWN" ] && [ -n "$ZONE" ]; then
       echo "availability-zone $ZONE" >> /etc/redisha/node-$PORT.conf
     fi
@@ -161,6 +169,13 @@ const EXPORTER_SETUP: &str = r#"if [ -x /usr/bin/prometheus-redis-exporter ] && 
   # The package's own instance scrapes localhost:6379 without a password: ours replace it.
   systemctl disable --now prometheus-redis-exporter >/dev/null 2>&1 || true
   if [ "$BIND" = 0.0.0.0 ]; then NODE_HOST=127.0.0.1; else NODE_HOST="$BIND"; fi
+  # With TLS the nodes speak nothing else: the exporter verifies them with the authority.
+  SCHEME=redis
+  EXPORTER_TLS=""
+  if [ -f /etc/redisha/tls/ca.crt ]; then
+    SCHEME=rediss
+    EXPORTER_TLS=" -tls-ca-cert-file=/etc/redisha/tls/ca.crt"
+  fi
   mkdir -p /etc/redisha-exporter
   printf '%s\n' "$NODE_HOST" > /etc/redisha-exporter/node-host
   touch /etc/redisha-exporter/ports
@@ -168,6 +183,12 @@ const EXPORTER_SETUP: &str = r#"if [ -x /usr/bin/prometheus-redis-exporter ] && 
     grep -qx "$PORT" /etc/redisha-exporter/ports || echo "$PORT" >> /etc/redisha-exporter/ports
   done
   /usr/local/sbin/redisha-password
+  # With the operator user they log in as redisha-exporter, whose password redisha-password
+  # then writes into their password file (the user's name is no secret: an argument).
+  EXPORTER_USER=""
+  if grep -qs " /etc/redisha/exporter-password" /etc/redisha/secret-parameters; then
+    EXPORTER_USER=" -redis.user=redisha-exporter"
+  fi
   chown -R prometheus /etc/redisha-exporter
   chmod 0700 /etc/redisha-exporter
   for PORT in $PORTS; do
@@ -179,7 +200,7 @@ After=redisha-node@$PORT.service
 [Service]
 User=prometheus
 ExecStartPre=+/usr/local/sbin/redisha-password
-ExecStart=/usr/bin/prometheus-redis-exporter -redis.addr=redis://$NODE_HOST:$PORT -web.listen-address=$BIND:$((PORT + EXPORTER_OFFSET)) -redis.password-file=/etc/redisha-exporter/password.json -redis-only-metrics
+ExecStart=/usr/bin/prometheus-redis-exporter -redis.addr=$SCHEME://$NODE_HOST:$PORT$EXPORTER_TLS -web.listen-address=$BIND:$((PORT + EXPORTER_OFFSET)) -redis.password-file=/etc/redisha-exporter/password.json$EXPORTER_USER -redis-only-metrics
 Restart=always
 RestartSec=5
 
@@ -264,11 +285,7 @@ pub(crate) fn about(cluster: &str, action: NodeAction, node: &str) -> String {
 /// Writes `/etc/redisha/shared.conf` (the shared settings, without the password) in one
 /// rename, the redis user's and mode 0600.
 pub(crate) fn write_shared(config: &NodeConfig) -> String {
-    let shared = NodeConfig {
-        password: None,
-        ..config.clone()
-    }
-    .render_shared_lines();
+    let shared = crate::node_secrets::without_secrets(config).render_shared_lines();
     let b64 = base64::engine::general_purpose::STANDARD.encode(shared);
     format!(
         "mkdir -p /etc/redisha\n\
@@ -331,9 +348,11 @@ pub fn remove(cluster: &str, node: &str, port: u16) -> String {
          if [ -f /etc/redisha-exporter/ports ]; then\n  \
          grep -vx {port} /etc/redisha-exporter/ports > /etc/redisha-exporter/ports.new || true\n  \
          mv /etc/redisha-exporter/ports.new /etc/redisha-exporter/ports\nfi\n\
+         {}\
          if ! ls /etc/redisha/node-*.conf >/dev/null 2>&1; then\n  \
          rm -f {UNIT_TEMPLATE}\n  systemctl daemon-reload\nfi\n",
-        about(cluster, NodeAction::Remove, node)
+        about(cluster, NodeAction::Remove, node),
+        crate::node_secrets::remove_fragment(port)
     )
 }
 
@@ -349,6 +368,7 @@ mod tests {
             password_parameter: "/redisha/shop/0123456789abcdef/password",
             fixed_ip: None,
             zone: "us-east-1a",
+            security: "",
         }
     }
 

@@ -47,3 +47,19 @@ pub async fn answers(address: &str) -> bool {
         _ => false,
     }
 }
+
+/// [`answers`], over TLS verified with `tls` when the nodes speak it (a node in TLS mode
+/// answers nothing in plain text on its port).
+pub async fn answers_with(address: &str, tls: Option<&redisha_cluster::tls::ClientTls>) -> bool {
+    let Some(tls) = tls else {
+        return answers(address).await;
+    };
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return false;
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    redisha_cluster::conn::answers_ping(host, port, Some(tls), ATTEMPT).await
+}

@@ -28,13 +28,16 @@ pub async fn put_password(
     password: &str,
 ) -> Result<(), AwsError> {
     let name = parameter_name(cluster, cluster_id);
-    put_secret(
+    put_parameter(
         ssm,
-        cluster,
-        cluster_id,
+        Owner {
+            cluster,
+            cluster_id,
+        },
         &name,
-        "the node password",
         password,
+        Kind::Secret,
+        "the node password",
     )
     .await
 }
@@ -56,13 +59,16 @@ pub async fn put_sentinel_password(
     password: &str,
 ) -> Result<(), AwsError> {
     let name = sentinel_parameter_name(cluster, cluster_id);
-    put_secret(
+    put_parameter(
         ssm,
-        cluster,
-        cluster_id,
+        Owner {
+            cluster,
+            cluster_id,
+        },
         &name,
-        "the sentinels' password",
         password,
+        Kind::Secret,
+        "the sentinels' password",
     )
     .await
 }
@@ -77,24 +83,50 @@ pub async fn delete_sentinel_password(
     delete_secret(ssm, &sentinel_parameter_name(cluster, cluster_id)).await
 }
 
-/// A SecureString of the cluster, tagged with its name and id.
-async fn put_secret(
+/// The cluster a parameter belongs to (its tags).
+#[derive(Debug, Clone, Copy)]
+pub struct Owner<'a> {
+    pub cluster: &'a str,
+    pub cluster_id: &'a str,
+}
+
+/// Whether a parameter's value is a secret (a SecureString, encrypted with the account's SSM
+/// key) or a plain record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Secret,
+    Plain,
+}
+
+/// Writes (or overwrites) the parameter `name` of the cluster `owner`, tagged with its name
+/// and id. `what` is its description's end. Values over the standard tier's 4 KB (many ACL
+/// users) go to the advanced tier (intelligent tiering decides).
+pub async fn put_parameter(
     ssm: &aws_sdk_ssm::Client,
-    cluster: &str,
-    cluster_id: &str,
+    owner: Owner<'_>,
     name: &str,
-    what: &str,
     value: &str,
+    kind: Kind,
+    what: &str,
 ) -> Result<(), AwsError> {
-    ssm.put_parameter()
+    let Owner {
+        cluster,
+        cluster_id,
+    } = owner;
+    let mut put = ssm
+        .put_parameter()
         .name(name)
         .description(format!("redisha cluster {cluster} ({cluster_id}): {what}"))
-        .r#type(ParameterType::SecureString)
+        .r#type(match kind {
+            Kind::Secret => ParameterType::SecureString,
+            Kind::Plain => ParameterType::String,
+        })
         .value(value)
-        .overwrite(true)
-        .send()
-        .await
-        .map_err(api("ssm:PutParameter"))?;
+        .overwrite(true);
+    if value.len() > 4096 {
+        put = put.tier(aws_sdk_ssm::types::ParameterTier::IntelligentTiering);
+    }
+    put.send().await.map_err(api("ssm:PutParameter"))?;
     // PutParameter takes tags only when it creates; tagging again is idempotent.
     ssm.add_tags_to_resource()
         .resource_type(aws_sdk_ssm::types::ResourceTypeForTagging::Parameter)
@@ -106,6 +138,86 @@ async fn put_secret(
         .map_err(api("ssm:AddTagsToResource"))?;
     tracing::debug!(parameter = name, "{what} stored in SSM Parameter Store");
     Ok(())
+}
+
+/// The value of parameter `name` (decrypted), `None` when there is none.
+pub async fn get_parameter(
+    ssm: &aws_sdk_ssm::Client,
+    name: &str,
+) -> Result<Option<String>, AwsError> {
+    match ssm
+        .get_parameter()
+        .name(name)
+        .with_decryption(true)
+        .send()
+        .await
+    {
+        Ok(found) => Ok(found
+            .parameter()
+            .and_then(|p| p.value())
+            .map(str::to_string)),
+        Err(e) => {
+            let err = api("ssm:GetParameter")(e);
+            if err.code() == Some("ParameterNotFound") {
+                Ok(None)
+            } else {
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Every parameter under `path` (at any depth), as (name, decrypted value).
+pub async fn parameters_under(
+    ssm: &aws_sdk_ssm::Client,
+    path: &str,
+) -> Result<Vec<(String, String)>, AwsError> {
+    let mut out = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let page = ssm
+            .get_parameters_by_path()
+            .path(path)
+            .recursive(true)
+            .with_decryption(true)
+            .set_next_token(next.take())
+            .send()
+            .await
+            .map_err(api("ssm:GetParametersByPath"))?;
+        for p in page.parameters() {
+            if let (Some(name), Some(value)) = (p.name(), p.value()) {
+                out.push((name.to_string(), value.to_string()));
+            }
+        }
+        match page.next_token() {
+            Some(t) if !t.is_empty() => next = Some(t.to_string()),
+            _ => return Ok(out),
+        }
+    }
+}
+
+/// Deletes every parameter of the cluster (everything under [`parameter_prefix`]: the
+/// password, the operator user's password, the TLS authority and the nodes' certificates);
+/// returns their names. Destroy may run twice: nothing left is fine.
+pub async fn delete_all(
+    ssm: &aws_sdk_ssm::Client,
+    cluster: &str,
+    cluster_id: &str,
+) -> Result<Vec<String>, AwsError> {
+    let names: Vec<String> = parameters_under(ssm, &parameter_prefix(cluster, cluster_id))
+        .await?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    // DeleteParameters takes at most 10 names.
+    for chunk in names.chunks(10) {
+        ssm.delete_parameters()
+            .set_names(Some(chunk.to_vec()))
+            .send()
+            .await
+            .map_err(api("ssm:DeleteParameters"))?;
+    }
+    Ok(names)
 }
 
 /// Deletes the cluster's password parameter; a missing one is fine (destroy may run twice).

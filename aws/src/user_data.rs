@@ -38,6 +38,8 @@ pub struct UserDataInput<'a> {
     pub ports: &'a [u16],
     /// See [`NodeSetup::fixed_ip`].
     pub fixed_ip: Option<IpAddr>,
+    /// See [`NodeSetup::security`].
+    pub security: &'a str,
 }
 
 /// The port of node `index_on_host` on an instance.
@@ -50,11 +52,7 @@ pub fn node_port(index_on_host: u16) -> u16 {
 /// that Run Command also runs for a node added later ([`crate::node_commands`]).
 pub fn render(input: &UserDataInput<'_>) -> String {
     // The password is not rendered here: it comes from SSM at each start (auth.conf).
-    let shared = NodeConfig {
-        password: None,
-        ..input.config.clone()
-    }
-    .render_shared_lines();
+    let shared = crate::node_secrets::without_secrets(input.config).render_shared_lines();
     let ports: Vec<String> = input.ports.iter().map(u16::to_string).collect();
 
     let mut install = String::new();
@@ -71,6 +69,7 @@ pub fn render(input: &UserDataInput<'_>) -> String {
         password_parameter: input.password_parameter,
         fixed_ip: input.fixed_ip,
         zone: &input.host.zone,
+        security: input.security,
     });
 
     let mut doc = String::new();
@@ -85,9 +84,9 @@ pub fn render(input: &UserDataInput<'_>) -> String {
     );
     doc.push_str("write_files:\n");
     write_file(&mut doc, SHARED_CONF, "0600", &shared);
-    write_file(&mut doc, INSTALL_SCRIPT, "0700", &install);
-    write_file(&mut doc, NODE_SETUP_SCRIPT, "0700", &node_setup);
-    write_file(&mut doc, PASSWORD_SCRIPT, "0700", FETCH_PASSWORD);
+    write_script(&mut doc, INSTALL_SCRIPT, &install);
+    write_script(&mut doc, NODE_SETUP_SCRIPT, &node_setup);
+    write_script(&mut doc, PASSWORD_SCRIPT, FETCH_PASSWORD);
     doc.push_str("runcmd:\n");
     let _ = writeln!(doc, "  - [{INSTALL_SCRIPT}]");
     let _ = writeln!(doc, "  - [{NODE_SETUP_SCRIPT}]");
@@ -109,14 +108,64 @@ fn write_file(doc: &mut String, path: &str, mode: &str, content: &str) {
     let _ = writeln!(doc, "    content: {}", b64.encode(content));
 }
 
+/// How deep a script's lines are indented in the document (under `content: |`).
+const LITERAL_INDENT: &str = "      ";
+
+/// A script (redisha's own text, no secret) as a YAML literal block rather than base64: a
+/// quarter smaller, and EC2 limits user data to 16 KB. For the same reason its whole-line
+/// comments stay out (not the `#!` line): they are read in this crate's source.
+fn write_script(doc: &mut String, path: &str, content: &str) {
+    let _ = writeln!(doc, "  - path: {path}");
+    doc.push_str("    permissions: '0700'\n");
+    doc.push_str("    owner: root:root\n");
+    doc.push_str("    content: |\n");
+    for line in without_comments(content).lines() {
+        if line.is_empty() {
+            doc.push('\n');
+        } else {
+            let _ = writeln!(doc, "{LITERAL_INDENT}{line}");
+        }
+    }
+}
+
+/// `script` without its whole-line comments (but the `#!` line).
+fn without_comments(script: &str) -> String {
+    script
+        .lines()
+        .filter(|line| {
+            let code = line.trim_start();
+            !code.starts_with('#') || code.starts_with("#!")
+        })
+        .map(|line| format!("{line}\n"))
+        .collect()
+}
+
 /// The files of a document made by [`render`], decoded: (path, content), in order.
 pub fn files(document: &str) -> Vec<(String, String)> {
     let b64 = base64::engine::general_purpose::STANDARD;
     let mut out = Vec::new();
     let mut path = None;
-    for line in document.lines().map(str::trim) {
+    let mut literal: Option<(String, String)> = None;
+    for raw in document.lines() {
+        if let Some((_, text)) = literal.as_mut() {
+            if raw.is_empty() {
+                text.push('\n');
+                continue;
+            }
+            if let Some(line) = raw.strip_prefix(LITERAL_INDENT) {
+                text.push_str(line);
+                text.push('\n');
+                continue;
+            }
+            out.extend(literal.take());
+        }
+        let line = raw.trim();
         if let Some(p) = line.strip_prefix("- path: ") {
             path = Some(p.to_string());
+        } else if line == "content: |" {
+            if let Some(p) = path.take() {
+                literal = Some((p, String::new()));
+            }
         } else if let Some(c) = line.strip_prefix("content: ") {
             let Some(p) = path.take() else { continue };
             let content = b64
@@ -126,6 +175,7 @@ pub fn files(document: &str) -> Vec<(String, String)> {
             out.push((p, content));
         }
     }
+    out.extend(literal.take());
     out
 }
 
@@ -182,11 +232,19 @@ mountpoint -q /var/lib/redisha || mount /var/lib/redisha
 /// credentials and writes `/etc/redisha/auth.conf`. Standard library only (SigV4 by hand):
 /// the AMI may have no AWS CLI, but every cloud-init image has python3. Keeps the last file
 /// when SSM does not answer, so a node still starts during an SSM outage.
-const FETCH_PASSWORD: &str = r#"#!/usr/bin/env python3
-import datetime, hashlib, hmac, json, os, sys, urllib.request
+pub const FETCH_PASSWORD: &str = r#"#!/usr/bin/env python3
+import datetime, hashlib, hmac, json, os, sys, time, urllib.request
 
-IMDS = "http://169.254.169.254/latest"
 AUTH = "/etc/redisha/auth.conf"
+# What else the node setup listed (crate::node_secrets): "<parameter> <file> [wait]".
+SECRET_LIST = "/etc/redisha/secret-parameters"
+CA_FILE = "/etc/redisha/tls/ca.crt"
+# The exporter user's password, when the node setup lists it (crate::node_secrets).
+EXPORTER_LOGIN = "/etc/redisha/exporter-password"
+
+
+# SSM transport
+IMDS = "http://169.254.169.254/latest"
 
 
 def imds(path, token):
@@ -225,6 +283,61 @@ def get_parameter(name):
                                 % (creds["AccessKeyId"], scope, names, signature))
     req = urllib.request.Request("https://" + host + "/", data=body.encode(), headers=headers)
     return json.loads(urllib.request.urlopen(req, timeout=10).read())["Parameter"]["Value"]
+# end of SSM transport
+
+
+def secret_files():
+    out = []
+    if os.path.exists(SECRET_LIST):
+        with open(SECRET_LIST) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 2:
+                    out.append((parts[0], parts[1], "wait" in parts[2:]))
+    return out
+
+
+def write_private(path, text, owner):
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    old = os.umask(0o077)
+    with open(path + ".new", "w") as f:
+        f.write(text)
+    os.umask(old)
+    try:
+        import pwd
+        user = pwd.getpwnam(owner)
+        os.chown(directory, user.pw_uid, user.pw_gid)
+        os.chown(path + ".new", user.pw_uid, user.pw_gid)
+    except KeyError:
+        pass
+    os.rename(path + ".new", path)
+
+
+def fetch_files(files):
+    """Each listed parameter into its file. A node's certificate is issued once its instance
+    has its address: a new instance waits for it. When SSM does not answer, a file written
+    before is kept."""
+    for name, path, wait in files:
+        deadline = time.time() + (300 if wait and not os.path.exists(path) else 0)
+        while True:
+            try:
+                value = get_parameter(name)
+                break
+            except Exception as e:
+                if time.time() < deadline:
+                    time.sleep(2)
+                    continue
+                if os.path.exists(path):
+                    print("redisha-password: SSM unreachable (%s); keeping %s" % (type(e).__name__, path),
+                          file=sys.stderr)
+                    value = None
+                    break
+                print("redisha-password: cannot read %s: %s" % (name, type(e).__name__), file=sys.stderr)
+                return 1
+        if value is not None:
+            write_private(path, value, "redis")
+    return 0
 
 
 def main():
@@ -240,19 +353,20 @@ def main():
             return 0
         print("redisha-password: cannot read %s: %s" % (name, type(e).__name__), file=sys.stderr)
         return 1
-    old = os.umask(0o077)
-    with open(AUTH + ".new", "w") as f:
+    files = secret_files()
+    # With ACL users, auth.conf comes whole from SSM (the operator user's masterauth).
+    if AUTH not in [path for _, path, _ in files]:
+        text = ""
         if password is not None:
-            f.write('requirepass "%s"\nmasterauth "%s"\n' % (password, password))
-    os.umask(old)
-    try:
-        import pwd
-        user = pwd.getpwnam("redis")
-        os.chown(AUTH + ".new", user.pw_uid, user.pw_gid)
-    except KeyError:
-        pass
-    os.rename(AUTH + ".new", AUTH)
-    write_exporter_passwords(password)
+            text = 'requirepass "%s"\nmasterauth "%s"\n' % (password, password)
+        write_private(AUTH, text, "redis")
+    if fetch_files(files):
+        return 1
+    exporter = password
+    if EXPORTER_LOGIN in [path for _, path, _ in files] and os.path.exists(EXPORTER_LOGIN):
+        with open(EXPORTER_LOGIN) as f:
+            exporter = f.read().strip()
+    write_exporter_passwords(exporter)
     return write_sentinel_password()
 
 
@@ -290,7 +404,8 @@ def write_exporter_passwords(password):
     target = directory + "/password.json"
     old = os.umask(0o077)
     with open(target + ".new", "w") as f:
-        json.dump({"redis://%s:%s" % (host, p): password or "" for p in ports}, f)
+        scheme = "rediss" if os.path.exists(CA_FILE) else "redis"
+        json.dump({"%s://%s:%s" % (scheme, host, p): password or "" for p in ports}, f)
     os.umask(old)
     try:
         import pwd
@@ -386,6 +501,7 @@ mod tests {
             redis_package: "redis-server",
             ports: &[6379, 6380],
             fixed_ip: None,
+            security: "",
         })
     }
 
@@ -432,8 +548,9 @@ mod tests {
             password_parameter: "/redisha/shop/0123456789abcdef/password",
             fixed_ip: None,
             zone: "us-east-1a",
+            security: "",
         });
-        assert_eq!(setup, shared);
+        assert_eq!(setup, without_comments(&shared));
         let runcmd = doc.split("runcmd:\n").nth(1).expect("runcmd");
         assert_eq!(
             runcmd,

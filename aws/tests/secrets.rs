@@ -104,9 +104,15 @@ async fn the_password_is_in_ssm_not_in_user_data_and_goes_with_its_cluster() {
     let document = policy.policy_document();
     let document = percent_decode(document);
     assert!(
-        document.contains(&format!("parameter/redisha/cache/{id}/*")),
+        document.contains(&format!("parameter/redisha/cache/{id}/password\"")),
         "{document}"
     );
+    assert!(
+        document.contains(&format!("parameter/redisha/cache/{id}/node/*")),
+        "{document}"
+    );
+    // Not the TLS authority nor the operator user's parameter: the provider's alone.
+    assert!(!document.contains(&format!("{id}/*")), "{document}");
 
     // A rotation writes the parameter once (whatever the number of nodes).
     let node = NodeHandle {

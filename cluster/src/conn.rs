@@ -487,6 +487,32 @@ pub fn install_crypto_provider() {
     });
 }
 
+/// Whether a node at `ip:port` answers PING within `within`, over TLS verified with `tls`
+/// when given (a NOAUTH or WRONGPASS answer counts: the node is up, logging in is someone
+/// else's business). For drivers waiting on a node they started on a machine of their own.
+pub async fn answers_ping(ip: &str, port: u16, tls: Option<&ClientTls>, within: Duration) -> bool {
+    let target = Target::new("probe", ip, port);
+    let client = match tls {
+        None => Client::open(ConnectionInfo {
+            addr: ConnectionAddr::Tcp(ip.to_string(), port),
+            redis: RedisConnectionInfo::default(),
+        }),
+        Some(tls) => tls_client(tls, &target, RedisConnectionInfo::default()),
+    };
+    let Ok(client) = client else {
+        return false;
+    };
+    let attempt = async {
+        let mut con = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<()>(&mut con).await
+    };
+    match tokio::time::timeout(within, attempt).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => is_auth_error(&e) && e.code().is_some(),
+        Err(_) => false,
+    }
+}
+
 /// Whether redis refused the credentials (as opposed to being unreachable or busy).
 pub fn is_auth_error(e: &redis::RedisError) -> bool {
     if e.kind() == redis::ErrorKind::AuthenticationFailed {

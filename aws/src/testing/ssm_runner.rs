@@ -64,6 +64,9 @@ const OVERLAID: [&str; 4] = ["/etc", "/var/lib", "/usr/local", "/run"];
 pub struct Machine {
     holder: Child,
     dir: tempfile::TempDir,
+    /// The namespace's identity (`mnt:[<inode>]`): what proves that a pid the shim recorded
+    /// is still one of this machine's processes, and not a reused pid.
+    namespace: Option<std::path::PathBuf>,
 }
 
 impl Machine {
@@ -112,7 +115,12 @@ impl Machine {
                 String::from_utf8_lossy(&out.stderr)
             )));
         }
-        Ok(Machine { holder, dir })
+        let namespace = mount_namespace(holder.id());
+        Ok(Machine {
+            holder,
+            dir,
+            namespace,
+        })
     }
 
     /// Runs `script` with `sh` as root inside the machine, as the SSM agent's
@@ -162,13 +170,36 @@ impl Machine {
         alive(pid).then_some(pid)
     }
 
+    /// Every process the shim started that still runs: (unit, pid).
+    pub fn running(&self) -> Vec<(String, u32)> {
+        let Ok(entries) = std::fs::read_dir(self.dir.path().join("pids")) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let unit = name.strip_suffix(".pid")?.to_string();
+                let pid = std::fs::read_to_string(entry.path())
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()?;
+                (alive(pid) && self.owns(pid)).then_some((unit, pid))
+            })
+            .collect()
+    }
+
     /// Ends every process the shim started (by its recorded pid): the instance stopped or
     /// terminated.
     pub fn halt(&self) {
         self.end_recorded(end_pid);
     }
 
-    /// Ends every pid the shim recorded with `end`, and forgets them.
+    /// Ends every pid the shim recorded with `end` (nodes, sentinels and metrics exporters
+    /// alike: an instance that stops runs nothing), and forgets them. A pid is ended only while
+    /// it is still in this machine's mount namespace, so a pid reused by another process is
+    /// left alone.
     fn end_recorded(&self, end: fn(u32)) {
         let Ok(entries) = std::fs::read_dir(self.dir.path().join("pids")) else {
             return;
@@ -177,11 +208,16 @@ impl Machine {
             let pid = std::fs::read_to_string(entry.path())
                 .ok()
                 .and_then(|t| t.trim().parse::<u32>().ok());
-            if let Some(pid) = pid {
+            if let Some(pid) = pid.filter(|&p| self.owns(p)) {
                 end(pid);
             }
             let _ = std::fs::remove_file(entry.path());
         }
+    }
+
+    /// Whether `pid` is a process of this machine (in its mount namespace).
+    fn owns(&self, pid: u32) -> bool {
+        self.namespace.is_some() && mount_namespace(pid) == self.namespace
     }
 
     /// The power going off (the instance stopped): SIGKILL of every process the shim
@@ -270,24 +306,21 @@ fn alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// SIGKILL of `pid`, only if it is a redis-server (as [`end_pid`]).
+/// The mount namespace of `pid` (`mnt:[<inode>]`), if it runs and can be read.
+fn mount_namespace(pid: u32) -> Option<std::path::PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()
+}
+
+/// SIGKILL of `pid` (a process of the machine, see [`Machine::end_recorded`]).
 fn kill_pid(pid: u32) {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    if !String::from_utf8_lossy(&cmdline).contains("redis-server") {
-        return;
-    }
     let _ = Command::new("kill")
         .args(["-KILL", &pid.to_string()])
         .status();
 }
 
-/// Ends `pid` (TERM, then KILL after 5 s), only if it is a redis-server: the shim's pid
-/// files name nothing else, and a reused pid is left alone.
+/// Ends `pid` (TERM, then KILL after 5 s; a process of the machine, see
+/// [`Machine::end_recorded`]).
 fn end_pid(pid: u32) {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    if !String::from_utf8_lossy(&cmdline).contains("redis-server") {
-        return;
-    }
     let _ = Command::new("kill").arg(pid.to_string()).status();
     let deadline = Instant::now() + Duration::from_secs(5);
     while alive(pid) && Instant::now() < deadline {
@@ -413,6 +446,24 @@ impl SsmRunner {
             }
         }
         out
+    }
+
+    /// Every process the shim started on any machine that still runs: (instance, unit, pid).
+    pub fn running(&self) -> Vec<(String, String, u32)> {
+        let machines: Vec<(String, Arc<Machine>)> = self
+            .lock()
+            .machines
+            .iter()
+            .map(|(id, m)| (id.clone(), m.clone()))
+            .collect();
+        machines
+            .into_iter()
+            .flat_map(|(id, m)| {
+                m.running()
+                    .into_iter()
+                    .map(move |(unit, pid)| (id.clone(), unit, pid))
+            })
+            .collect()
     }
 
     /// The machine of `instance_id`, once a command or its first boot made it.
@@ -677,39 +728,33 @@ async fn poll_once(
     }
 }
 
-/// The stand-in for `/usr/local/sbin/redisha-password` (see the module doc): the parameter
-/// from moto's SSM, written as the product's helper writes it.
+/// The stand-in for `/usr/local/sbin/redisha-password` (see the module doc): the product's
+/// helper with its SSM transport (SigV4 with the instance profile's credentials from the
+/// metadata service) swapped for one that asks moto's SSM on loopback. Everything else (the
+/// files it writes, when it waits, what it keeps) is the product's text.
 pub fn password_stub(moto_port: u16) -> String {
-    format!(
-        r#"#!/usr/bin/python3
-# Test stub of redisha-password: reads the parameter from moto's SSM on loopback.
-import json, os, urllib.request
-with open("/etc/redisha/password-parameter") as f:
-    name = f.read().strip()
-req = urllib.request.Request(
-    "http://127.0.0.1:{moto_port}/",
-    data=json.dumps({{"Name": name, "WithDecryption": True}}).encode(),
-    headers={{"Content-Type": "application/x-amz-json-1.1",
-             "X-Amz-Target": "AmazonSSM.GetParameter",
-             "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/ssm/aws4_request, SignedHeaders=host, Signature=0"}})
-password = json.loads(urllib.request.urlopen(req, timeout=10).read())["Parameter"]["Value"]
-old = os.umask(0o077)
-with open("/etc/redisha/auth.conf.new", "w") as f:
-    f.write('requirepass "%s"\nmasterauth "%s"\n' % (password, password))
-os.umask(old)
-os.rename("/etc/redisha/auth.conf.new", "/etc/redisha/auth.conf")
-# Sentinel mode: the sentinels' password, as the product's helper writes it.
-if os.path.exists("/etc/redisha/sentinel-password-parameter"):
-    with open("/etc/redisha/sentinel-password-parameter") as f:
-        name = f.read().strip()
-    req.data = json.dumps({{"Name": name, "WithDecryption": True}}).encode()
-    password = json.loads(urllib.request.urlopen(req, timeout=10).read())["Parameter"]["Value"]
-    old = os.umask(0o077)
-    with open("/etc/redisha/sentinel-password.new", "w") as f:
-        f.write(password)
-    os.umask(old)
-    os.rename("/etc/redisha/sentinel-password.new", "/etc/redisha/sentinel-password")
+    const BEGIN: &str = "# SSM transport\n";
+    const END: &str = "# end of SSM transport\n";
+    let product = user_data::FETCH_PASSWORD;
+    let (Some(start), Some(end)) = (product.find(BEGIN), product.find(END)) else {
+        panic!("the password helper lost its SSM transport markers");
+    };
+    let transport = format!(
+        r#"# SSM transport (test stub: moto on loopback)
+def get_parameter(name):
+    req = urllib.request.Request(
+        "http://127.0.0.1:{moto_port}/",
+        data=json.dumps({{"Name": name, "WithDecryption": True}}).encode(),
+        headers={{"Content-Type": "application/x-amz-json-1.1",
+                 "X-Amz-Target": "AmazonSSM.GetParameter",
+                 "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20240101/us-east-1/ssm/aws4_request, SignedHeaders=host, Signature=0"}})
+    return json.loads(urllib.request.urlopen(req, timeout=10).read())["Parameter"]["Value"]
 "#
+    );
+    format!(
+        "{}{transport}{}",
+        &product[..start],
+        &product[end + END.len()..]
     )
 }
 
@@ -775,7 +820,9 @@ start() {
   set +f
   unit="$1"
   shift
-  ( umask 077; exec "$@" </dev/null >>"$M/log/$unit.log" 2>&1 ) &
+  # As systemd, hand the service no descriptor of ours (a test's lock file among them): the
+  # ones sh can name are closed.
+  ( umask 077; exec "$@" </dev/null >>"$M/log/$unit.log" 2>&1 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- ) &
   echo $! > "$M/pids/$unit.pid"
 }
 stop() {

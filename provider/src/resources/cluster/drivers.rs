@@ -39,7 +39,7 @@ impl BuiltDriver {
     /// The driver acting for cluster `id`: the local driver puts its nodes under
     /// `<data_dir>/<id>/` and touches nothing that carries another id; the aws driver tags
     /// everything it makes with the id and finds only what carries it in the subnets' VPC.
-    pub fn for_cluster(self, id: &str, name: &str) -> Result<Self, Diagnostics> {
+    pub async fn for_cluster(self, id: &str, name: &str) -> Result<Self, Diagnostics> {
         match self {
             BuiltDriver::Local(d) => {
                 let mut d = d
@@ -57,42 +57,75 @@ impl BuiltDriver {
                 })?;
                 Ok(BuiltDriver::Local(d))
             }
-            BuiltDriver::Aws(d) => d
-                .with_cluster_id(id, name)
-                .map(|d| BuiltDriver::Aws(Box::new(d)))
-                .map_err(|e| Diagnostic::error("Invalid cluster id", e.to_string()).into()),
+            BuiltDriver::Aws(d) => {
+                let d = d
+                    .with_cluster_id(id, name)
+                    .map_err(|e| Diagnostic::error("Invalid cluster id", e.to_string()))?;
+                // The operator user's password and the TLS authority, when SSM keeps them
+                // already (a create makes them: `make_operator_password`, `make_authority`).
+                d.load_security(false, false).await.map_err(|e| {
+                    Diagnostics::from(Diagnostic::error(
+                        "Cannot read the cluster's secrets from SSM",
+                        e.to_string(),
+                    ))
+                })?;
+                Ok(BuiltDriver::Aws(Box::new(d)))
+            }
         }
     }
 
     /// Makes the cluster's TLS authority if TLS is on and it has none yet (a create, before
     /// any node starts).
-    pub fn make_authority(&mut self) -> Result<(), Diagnostics> {
-        if let BuiltDriver::Local(d) = self {
-            d.load_authority(true).map_err(|e| {
-                Diagnostic::error("Cannot make the certificate authority", e.to_string())
-                    .at(crate::tfplugin::diagnostics::AttrPath::attr("tls"))
-            })?;
-        }
-        Ok(())
+    pub async fn make_authority(&mut self) -> Result<(), Diagnostics> {
+        let made = match self {
+            BuiltDriver::Local(d) => d
+                .load_authority(true)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            BuiltDriver::Aws(d) if d.tls_wanted() => d
+                .load_security(false, true)
+                .await
+                .map_err(|e| e.to_string()),
+            BuiltDriver::Aws(_) => Ok(()),
+        };
+        made.map_err(|e| {
+            Diagnostic::error("Cannot make the certificate authority", e)
+                .at(crate::tfplugin::diagnostics::AttrPath::attr("tls"))
+                .into()
+        })
     }
 
     /// Makes the password of the user redisha works as (`redisha-operator`) if the cluster has
     /// none yet: a create before any node starts, or the first apply of a cluster made before
-    /// the operator user existed. The aws driver keeps none yet (redisha works as `default`).
-    pub fn make_operator_password(&mut self) -> Result<(), Diagnostics> {
-        if let BuiltDriver::Local(d) = self {
-            d.load_operator_password(true).map_err(|e| {
-                Diagnostic::error("Cannot make the operator user's password", e.to_string())
-            })?;
-        }
-        Ok(())
+    /// the operator user existed. The aws driver makes it (in SSM) once the cluster declares
+    /// users or switches `default` off; until then redisha works as `default` there.
+    pub async fn make_operator_password(&mut self, args: &ClusterArgs) -> Result<(), Diagnostics> {
+        let made = match self {
+            BuiltDriver::Local(d) => d
+                .load_operator_password(true)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            BuiltDriver::Aws(d) => {
+                let acl = &args.node_config.acl;
+                if (!acl.users.is_empty() || acl.default_user_disabled)
+                    && redisha_cluster::Driver::operator_password(d.as_ref()).is_none()
+                {
+                    d.load_security(true, false)
+                        .await
+                        .map_err(|e| e.to_string())
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        made.map_err(|e| Diagnostic::error("Cannot make the operator user's password", e).into())
     }
 
     /// The certificate of the cluster's TLS authority, once loaded.
     pub fn tls_ca_cert(&self) -> Option<String> {
         match self {
             BuiltDriver::Local(d) => d.tls().map(|t| t.source.ca_cert_pem().to_string()),
-            BuiltDriver::Aws(_) => None,
+            BuiltDriver::Aws(d) => d.tls().map(|t| t.source.ca_cert_pem().to_string()),
         }
     }
 
@@ -257,6 +290,7 @@ pub async fn build(
             let settings = aws_settings(ctx, "redisha_cluster's aws driver")?;
             let config = aws_config(&args.name, aws, &args.timeouts)?;
             let driver = AwsDriver::new(&settings, config).await.map_err(aws_diags)?;
+            driver.set_tls_mode(args.tls);
             if let Some(state) = state {
                 driver.remember_hosts(&state.hosts).await;
             }

@@ -166,7 +166,7 @@ pub async fn for_create(
             });
         }
     };
-    let mut driver = driver.for_cluster(&id, &args.name)?;
+    let mut driver = driver.for_cluster(&id, &args.name).await?;
     if write {
         let record = ClusterRecord::new(&id, &args.name, ClusterStatus::Creating);
         driver.driver().record_cluster(&record).await.map_err(|e| {
@@ -176,8 +176,8 @@ pub async fn for_create(
             )
         })?;
         // Beside the record, before any node starts: a resumed create finds it there.
-        driver.make_authority()?;
-        driver.make_operator_password()?;
+        driver.make_authority().await?;
+        driver.make_operator_password(args).await?;
     }
     let mut state = ClusterState::new(driver.driver().kind());
     state.cluster_id = id;
@@ -245,14 +245,14 @@ pub async fn existing(
         (Some(mut c), Some(id)) => {
             c.cluster_id = id.clone();
             c.name = args.name.clone();
-            (driver.for_cluster(&id, &args.name)?, c)
+            (driver.for_cluster(&id, &args.name).await?, c)
         }
         (None, Some(id)) => {
             info!(cluster = %args.name, cluster_id = %id, "no private state: finding the nodes by the cluster id");
             let mut c = ClusterState::new(driver.driver().kind());
             c.cluster_id = id.clone();
             c.name = args.name.clone();
-            (driver.for_cluster(&id, &args.name)?, c)
+            (driver.for_cluster(&id, &args.name).await?, c)
         }
         (Some(c), None) if !write => (driver, c),
         (Some(mut c), None) => {
@@ -262,7 +262,7 @@ pub async fn existing(
             info!(cluster = %args.name, cluster_id = %id, "giving a cluster of an older state its id");
             c.cluster_id = id.clone();
             c.name = args.name.clone();
-            let driver = driver.for_cluster(&id, &args.name)?;
+            let driver = driver.for_cluster(&id, &args.name).await?;
             claim(&driver, &c).await?;
             (driver, c)
         }

@@ -97,12 +97,12 @@ model! {
     pub struct TlsModel("TLS for client connections, replication and the cluster bus (`tls-port`, `tls-replication`, `tls-cluster`), \
          with certificates from a certificate authority redisha makes for the cluster: each node gets its own, with its address in \
          the subject alternative names, valid 365 days and reissued when fewer than 30 are left. Or, with `ca_cert_pem`, `cert_pem` and \
-         `key_pem`, every node presents your certificate (from your own PKI) instead. Clients verify the nodes with \
+         `key_pem`, every node presents your certificate (from your own PKI) instead (local driver only for now). Clients verify the nodes with \
          `tls_ca_cert_pem` (e.g. `redis-cli --tls --cacert ca.pem`). Each node's port is its TLS port in both modes; `endpoints` \
          say `rediss://`. Adding or removing the block on an existing cluster is refused (create a new one), and so is a switch \
          between generated and supplied certificates.") {
         pub mode: Attr<String> = required("`preferred`: TLS on each node's port, plain text too on the node's port + 1000. `required`: TLS only \
-             (the plain-text port is closed). Changing it applies in place as a rolling restart, replicas first."),
+             (the plain-text port is closed). Changing it applies in place as a rolling restart, replicas first. The aws driver runs `required` only."),
         pub ca_cert_pem: Attr<String> = optional("Your certificate authority (PEM; several certificates allowed, e.g. an old and a new authority \
              while one replaces the other): the nodes verify each other with it and `tls_ca_cert_pem` repeats it for clients. Set \
              together with `cert_pem` and `key_pem`, e.g. `file(\"ca.pem\")`."),
@@ -164,7 +164,7 @@ model! {
              listens on 6379). Null otherwise."),
         pub tls_ca_cert_pem: Attr<String> = computed("With `tls`: the certificate (PEM) of the cluster's certificate authority, which issued every node's \
              certificate, or your `tls.ca_cert_pem`; give it to clients to verify the nodes. A generated authority's key never leaves the cluster \
-             (local: `<data_dir>/<cluster_id>/`, mode 0600). Null without `tls`."),
+             (local: `<data_dir>/<cluster_id>/`, mode 0600; aws: an SSM SecureString under `/redisha/<name>/<cluster_id>/`). Null without `tls`."),
         pub tls_cert_expiry: Attr<String> = computed("With `tls`: when the node certificate that expires first does (RFC 3339, UTC; with `tls.cert_pem`, \
              when that certificate does). A plan within 30 days of it says how many days are left; for generated certificates it shows this \
              as known after apply: apply reissues those certificates and restarts their nodes onto them, replicas first. Null without `tls`."),

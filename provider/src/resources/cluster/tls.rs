@@ -33,14 +33,25 @@ pub(super) fn decode(
         Attr::Null => return None,
         Attr::Known(b) => b,
     };
-    if matches!(driver, Some(DriverArgs::Aws(_))) {
-        diags.push(
-            Diagnostic::error(
-                "tls needs the local driver for now",
-                "tls: the aws driver does not set up TLS on its instances yet; remove the tls block, or use the local driver.",
-            )
-            .at(at()),
-        );
+    let aws = matches!(driver, Some(DriverArgs::Aws(_)));
+    if aws {
+        // The user's own certificate must name every node's address, which on aws is an
+        // instance's private address, unknown at plan: refused until it can be checked.
+        for (name, attr) in [
+            ("ca_cert_pem", &block.ca_cert_pem),
+            ("cert_pem", &block.cert_pem),
+            ("key_pem", &block.key_pem),
+        ] {
+            if !attr.is_null() {
+                diags.push(
+                    Diagnostic::error(
+                        "Supplied certificates need the local driver for now",
+                        format!("tls.{name}: the aws driver issues each node a certificate from the cluster's own authority (its address, known only once the instance runs, is in it); remove ca_cert_pem, cert_pem and key_pem, or use the local driver."),
+                    )
+                    .at(at().then(name)),
+                );
+            }
+        }
     }
     let mode = k.take(&block.mode)?;
     let parsed = TlsMode::parse(&mode);
@@ -49,6 +60,15 @@ pub(super) fn decode(
             Diagnostic::error(
                 "Invalid TLS mode",
                 format!("tls.mode: {mode:?} is not a mode; choose \"preferred\" (TLS and plain text both accepted) or \"required\" (TLS only)"),
+            )
+            .at(at().then("mode")),
+        );
+    }
+    if aws && parsed == Some(TlsMode::Preferred) {
+        diags.push(
+            Diagnostic::error(
+                "TLS mode preferred needs the local driver for now",
+                "tls.mode: the aws driver runs TLS in \"required\" mode only (its security group opens no plain-text port beside the TLS one); set mode = \"required\", or use the local driver.",
             )
             .at(at().then("mode")),
         );
@@ -341,5 +361,66 @@ pub(super) fn cert_expiry_value(
     match op.earliest_cert_expiry(state) {
         Some((_, info)) if !rotating => Attr::Known(info.not_after_rfc3339()),
         _ => Attr::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::cluster::args::AwsArgs;
+
+    fn aws() -> DriverArgs {
+        DriverArgs::Aws(AwsArgs {
+            subnet_ids: vec!["subnet-1".into()],
+            instance_type: "t3.small".into(),
+            ami: "ami-1".into(),
+            redis_package: None,
+            key_name: None,
+            allowed_cidrs: Vec::new(),
+            monitoring_cidrs: Vec::new(),
+            allowed_security_group_ids: Vec::new(),
+            placement_group: None,
+            instance_profile: None,
+            max_nodes_per_instance: None,
+            tags: Default::default(),
+            data_volume: None,
+        })
+    }
+
+    fn block(mode: &str, cert: Option<&str>) -> Attr<TlsModel> {
+        let pem = |v: Option<&str>| v.map_or(Attr::Null, |v| Attr::Known(v.to_string()));
+        Attr::Known(TlsModel {
+            mode: Attr::Known(mode.into()),
+            ca_cert_pem: pem(cert),
+            cert_pem: pem(cert),
+            key_pem: pem(cert),
+        })
+    }
+
+    fn errors_at(block: &Attr<TlsModel>) -> Vec<AttrPath> {
+        let mut diags = Diagnostics::new();
+        decode(block, Some(&aws()), &mut diags, &mut AllKnown::default());
+        diags
+            .iter()
+            .filter(|d| d.severity == crate::tfplugin::diagnostics::Severity::Error)
+            .filter_map(|d| d.path.clone())
+            .collect()
+    }
+
+    #[test]
+    fn aws_takes_required_tls_and_refuses_what_it_cannot_do_yet_at_its_attribute() {
+        assert_eq!(errors_at(&block("required", None)), Vec::<AttrPath>::new());
+        assert_eq!(
+            errors_at(&block("preferred", None)),
+            vec![at().then("mode")]
+        );
+        assert_eq!(
+            errors_at(&block("required", Some("pem"))),
+            vec![
+                at().then("ca_cert_pem"),
+                at().then("cert_pem"),
+                at().then("key_pem")
+            ]
+        );
     }
 }

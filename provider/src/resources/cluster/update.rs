@@ -22,7 +22,7 @@ pub(super) async fn update(
     let args = known_args(&a.config)?;
     let mut located = locate(ctx, &args, a.private, Some(&prior), false, true).await?;
     // A cluster made before the operator user existed gets it now (converge_acl).
-    located.driver.make_operator_password()?;
+    located.driver.make_operator_password(&args).await?;
     for note in &located.notes {
         info!(cluster = %args.name, %note, "recovered");
     }

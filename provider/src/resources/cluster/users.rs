@@ -12,14 +12,13 @@ use crate::tfplugin::diagnostics::{AttrPath, Diagnostic, Diagnostics};
 use crate::tfplugin::framework::model::AllKnown;
 use crate::tfplugin::framework::Attr;
 
-use super::args::DriverArgs;
 use super::model::ClusterModel;
 
 model! {
     pub struct UserModel("An ACL user every node has (as ElastiCache's users): clients log in with `AUTH name password`. \
          Adding, removing or changing one applies in place on every node. A changed password is added first and the old \
          one removed after (two-password rotation), so clients may move over during the apply. A user whose block is removed \
-         is deleted; users made on the nodes by hand (`ACL SETUSER`) are left alone and named in a plan warning. Local driver only for now.") {
+         is deleted; users made on the nodes by hand (`ACL SETUSER`) are left alone and named in a plan warning.") {
         pub name: Attr<String> = required("User name: letters, digits and `- _ . @ :`; not `default` and not `redisha-operator` (the user redisha works as)."),
         pub password: Attr<String> = required("The user's password. The nodes' config files keep only its SHA-256.").sensitive(),
         pub rules: Attr<String> = required("ACL rules, space separated, as `ACL SETUSER` takes them (ElastiCache's access string), e.g. \
@@ -36,7 +35,6 @@ fn at() -> AttrPath {
 /// The users and the `default` switch a config asks for; `None` while something is unknown.
 pub(super) fn decode(
     m: &ClusterModel,
-    driver: Option<&DriverArgs>,
     diags: &mut Diagnostics,
     k: &mut AllKnown,
 ) -> Option<AclConfig> {
@@ -49,25 +47,6 @@ pub(super) fn decode(
         Attr::Null => Vec::new(),
         Attr::Known(b) => b.clone(),
     };
-    let is_aws = matches!(driver, Some(DriverArgs::Aws(_)));
-    if is_aws && !blocks.is_empty() {
-        diags.push(
-            Diagnostic::error(
-                "user blocks need the local driver for now",
-                "user: the aws driver does not keep the operator user's password yet, so it cannot manage ACL users; remove the user blocks, or use the local driver.",
-            )
-            .at(at()),
-        );
-    }
-    if is_aws && !default_enabled {
-        diags.push(
-            Diagnostic::error(
-                "default_user_enabled needs the local driver for now",
-                "default_user_enabled: with the aws driver redisha still works as the default user, so it cannot be switched off; remove the setting, or use the local driver.",
-            )
-            .at(AttrPath::attr("default_user_enabled")),
-        );
-    }
     let mut users = Vec::new();
     let mut seen = BTreeSet::new();
     let mut all_known = true;
@@ -129,7 +108,7 @@ pub(super) fn decode(
 /// What a state was applied with (its problems were reported when it was planned).
 pub(super) fn acl_of(state: &ClusterModel) -> AclConfig {
     let mut diags = Diagnostics::new();
-    decode(state, None, &mut diags, &mut AllKnown::default()).unwrap_or_default()
+    decode(state, &mut diags, &mut AllKnown::default()).unwrap_or_default()
 }
 
 /// Whether the users' rules (not their passwords, which the nodes show as hashes) differ.

@@ -31,7 +31,7 @@ pub(super) async fn adopt(
         .into());
     }
     let (driver, _) = drivers::build(ctx, args, None).await?;
-    let driver = driver.for_cluster(id, &args.name)?;
+    let driver = driver.for_cluster(id, &args.name).await?;
     check_instances(&driver, args, id).await?;
 
     // The cluster as the driver finds it by its id, with the live node ids and slots.

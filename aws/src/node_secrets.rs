@@ -1,0 +1,379 @@
+//! What a node reads from SSM besides the cluster password, and where it puts it: the
+//! operator user's `masteruser`/`masterauth` (with `requirepass` or not, as the `default` user
+//! is on or off), the ACL `user` lines (password hashes only), and with TLS the authority's
+//! certificate and each node's own certificate and key.
+//!
+//! Every such value is a parameter under the cluster's path ([`crate::secrets::parameter_prefix`]);
+//! those a node reads are under `<prefix>/node/`, which is all the nodes' role may read besides
+//! the password ([`crate::instance_profile::node_policy`]); the TLS authority and the operator
+//! user's password are kept beside them for the provider only. The node setup lists what its
+//! instance reads in `/etc/redisha/secret-parameters` (`<parameter> <file> [wait]`), and
+//! `redisha-password` ([`crate::user_data`]) writes each file (0600, the redis user's) before
+//! every start of a node, so a restarted node gets what SSM holds now. No value is in user
+//! data, a Run Command, a tag or a process argument.
+//!
+//! Where each goes on the instance, and why there:
+//! - `/etc/redisha/auth.conf` (included by every node's config): scalar settings, which a
+//!   later line may repeat;
+//! - `/etc/redisha/users.conf`: the `user` lines, copied into a node's own config when the node
+//!   is set up, not included: Redis refuses a user defined twice, and `CONFIG REWRITE` (how the
+//!   cluster code persists ACL changes on aws) writes every user into the node's own file;
+//! - `/etc/redisha/tls/ca.crt` and `/etc/redisha/tls/node-<port>.pem` (certificate and key),
+//!   with the node's TLS lines (ports, file paths; no secret) copied into its own config at
+//!   setup, for the same reason (`CONFIG REWRITE` writes `port` and `tls-port` there).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use redisha_cluster::tls::{TlsConfig, TlsFiles};
+use redisha_cluster::NodeConfig;
+
+use crate::secrets::parameter_prefix;
+
+/// Where the node setup lists the parameters its instance reads.
+pub const SECRET_LIST: &str = "/etc/redisha/secret-parameters";
+pub const AUTH_FILE: &str = "/etc/redisha/auth.conf";
+pub const USERS_FILE: &str = "/etc/redisha/users.conf";
+pub const TLS_DIR: &str = "/etc/redisha/tls";
+pub const CA_FILE: &str = "/etc/redisha/tls/ca.crt";
+/// The exporter user's password (`redisha-exporter`), from which `redisha-password` writes the
+/// metrics exporters' password file; its presence in [`SECRET_LIST`] is what makes the
+/// exporters log in as that user.
+pub const EXPORTER_LOGIN_FILE: &str = "/etc/redisha/exporter-password";
+
+/// The file holding node `port`'s certificate and key (one PEM file serves both settings:
+/// OpenSSL reads the certificate and the key from it each by its own PEM header).
+pub fn node_pem_file(port: u16) -> String {
+    format!("{TLS_DIR}/node-{port}.pem")
+}
+
+/// The node's TLS lines, copied into its own config at setup.
+pub fn node_tls_conf_file(port: u16) -> String {
+    format!("/etc/redisha/tls-{port}.conf")
+}
+
+/// The names of a cluster's parameters.
+#[derive(Debug, Clone)]
+pub struct Names {
+    prefix: String,
+}
+
+impl Names {
+    pub fn new(cluster: &str, cluster_id: &str) -> Self {
+        Names {
+            prefix: parameter_prefix(cluster, cluster_id),
+        }
+    }
+
+    /// What the nodes' role may read (besides the password): everything under it.
+    pub fn node_path(&self) -> String {
+        format!("{}/node", self.prefix)
+    }
+
+    /// `auth.conf` as the nodes include it.
+    pub fn auth(&self) -> String {
+        format!("{}/auth", self.node_path())
+    }
+
+    /// The ACL `user` lines.
+    pub fn users(&self) -> String {
+        format!("{}/users", self.node_path())
+    }
+
+    /// The metrics exporters' user's password ([`redisha_cluster::acl::EXPORTER_USER`]).
+    pub fn exporter(&self) -> String {
+        format!("{}/exporter", self.node_path())
+    }
+
+    /// The authority's certificate, as the nodes verify each other with it.
+    pub fn ca_cert(&self) -> String {
+        format!("{}/tls-ca", self.node_path())
+    }
+
+    /// Node `port` of `host`: its certificate and key.
+    pub fn node_cert(&self, host: &str, port: u16) -> String {
+        format!("{}/tls/{host}/{port}", self.node_path())
+    }
+
+    /// What redisha records about node `port` of `host`'s certificate (address, authority,
+    /// expiry; no secret), read at plan for the days left.
+    pub fn cert_info(&self, host: &str, port: u16) -> String {
+        format!("{}/{host}/{port}", self.cert_info_path())
+    }
+
+    pub fn cert_info_path(&self) -> String {
+        format!("{}/tls-info", self.prefix)
+    }
+
+    /// The operator user's password, for the provider (nodes get it inside `auth`).
+    pub fn operator_password(&self) -> String {
+        format!("{}/operator-password", self.prefix)
+    }
+
+    /// The TLS authority: its certificate, then its key (PEM). Never readable by the nodes.
+    pub fn authority(&self) -> String {
+        format!("{}/tls-authority", self.prefix)
+    }
+}
+
+/// `config` as nodes may see it in user data and Run Commands: without the password and the
+/// ACL (its lines hold the operator user's password and the users' hashes; they come from SSM).
+pub fn without_secrets(config: &NodeConfig) -> NodeConfig {
+    NodeConfig {
+        password: None,
+        acl: Default::default(),
+        ..config.clone()
+    }
+}
+
+/// Whether the cluster's nodes get their ACL from SSM: it has the operator user, declared users
+/// or `default` switched off. Otherwise `auth.conf` is made from the password alone, as
+/// clusters made before ACL users have it.
+pub fn acl_in_use(config: &NodeConfig) -> bool {
+    let acl = &config.acl;
+    acl.operator_password.is_some() || acl.default_user_disabled || !acl.users.is_empty()
+}
+
+/// `auth.conf` and the `user` lines of `config` (the cluster code's own rendering, split).
+pub fn auth_and_users(config: &NodeConfig) -> (String, String) {
+    let lines = config.acl.render_lines(config.password.as_ref());
+    let (mut auth, mut users) = (String::new(), String::new());
+    for line in lines.lines() {
+        let out = if line.starts_with("user ") {
+            &mut users
+        } else {
+            &mut auth
+        };
+        out.push_str(line);
+        out.push('\n');
+    }
+    (auth, users)
+}
+
+/// What a node setup needs to know of the cluster's security.
+pub struct SetupSecrets<'a> {
+    pub names: &'a Names,
+    pub host: &'a str,
+    /// Whether the ACL comes from SSM ([`acl_in_use`]).
+    pub acl: bool,
+    pub tls: Option<&'a TlsConfig>,
+}
+
+/// The shell that lists what the node setup reads from SSM and writes each node's TLS lines
+/// (no secret in it: parameter names and file paths). Runs before the node setup's
+/// `redisha-password`, for the ports in `$PORTS`; its size does not grow with them (user data
+/// is limited to 16 KB). Empty when the cluster has neither ACL nor TLS.
+pub fn setup_fragment(secrets: &SetupSecrets<'_>) -> String {
+    if !secrets.acl && secrets.tls.is_none() {
+        return String::new();
+    }
+    let mut out = format!(
+        "mkdir -p /etc/redisha
+\
+         touch {SECRET_LIST}
+\
+         redisha_list() {{ grep -qxF \"$1\" {SECRET_LIST} || echo \"$1\" >> {SECRET_LIST}; }}
+\
+         NODE_PARAMETERS='{}'
+",
+        secrets.names.node_path()
+    );
+    if secrets.acl {
+        let _ = writeln!(out, "redisha_list \"$NODE_PARAMETERS/auth {AUTH_FILE}\"");
+        let _ = writeln!(out, "redisha_list \"$NODE_PARAMETERS/users {USERS_FILE}\"");
+        let _ = writeln!(
+            out,
+            "redisha_list \"$NODE_PARAMETERS/exporter {EXPORTER_LOGIN_FILE}\""
+        );
+    }
+    if let Some(tls) = secrets.tls {
+        let _ = writeln!(out, "redisha_list \"$NODE_PARAMETERS/tls-ca {CA_FILE}\"");
+        let _ = write!(
+            out,
+            "cat > {TLS_TEMPLATE} <<'TLS'\n{}TLS\n",
+            tls_template(tls)
+        );
+        // `wait`: a new instance's certificate is issued once EC2 gave it its address.
+        let _ = write!(
+            out,
+            "for PORT in $PORTS; do\n  \
+             redisha_list \"$NODE_PARAMETERS/tls/{host}/$PORT {TLS_DIR}/node-$PORT.pem wait\"\n  \
+             sed -e \"s/@PORT@/$PORT/g\" -e \"s/@BUS@/$((PORT + BUS_OFFSET))/g\" \
+             -e \"s/@PLAIN@/$((PORT + {plain}))/g\" {TLS_TEMPLATE} > /etc/redisha/tls-$PORT.conf\n\
+             done\n",
+            host = secrets.host,
+            plain = redisha_cluster::tls::PLAINTEXT_PORT_OFFSET,
+        );
+    }
+    out
+}
+
+/// Where the node setup keeps the nodes' TLS lines with their ports left open.
+const TLS_TEMPLATE: &str = "/etc/redisha/tls.conf.in";
+
+/// The cluster code's TLS lines ([`TlsConfig::redis_conf_lines`]) with the node's port, its
+/// bus port and plain-text port as `@PORT@`, `@BUS@` and `@PLAIN@` (the node setup fills them
+/// in per node).
+fn tls_template(tls: &TlsConfig) -> String {
+    const PORT: u16 = 1;
+    let pem = format!("{TLS_DIR}/node-@PORT@.pem");
+    let lines = tls.redis_conf_lines(
+        PORT,
+        &TlsFiles {
+            ca_cert: Path::new(CA_FILE),
+            cert: Path::new(&pem),
+            key: Path::new(&pem),
+        },
+    );
+    let bus = u32::from(PORT) + 10000;
+    let plain = tls.plaintext_port(PORT).unwrap_or(0);
+    lines
+        .lines()
+        .map(|line| match line.split_once(' ') {
+            Some(("tls-port", p)) if p == PORT.to_string() => "tls-port @PORT@".to_string(),
+            Some(("cluster-port", p)) if p == bus.to_string() => "cluster-port @BUS@".to_string(),
+            Some(("port", p)) if p != "0" && p == plain.to_string() => "port @PLAIN@".to_string(),
+            _ => line.to_string(),
+        })
+        .map(|l| l + "\n")
+        .collect()
+}
+
+/// What removing node `port` from its instance also removes: its certificate's entry and
+/// files.
+pub fn remove_fragment(port: u16) -> String {
+    let pem = node_pem_file(port);
+    format!(
+        "if [ -f {SECRET_LIST} ]; then\n  \
+         grep -v ' {pem}' {SECRET_LIST} > {SECRET_LIST}.new || true\n  \
+         mv {SECRET_LIST}.new {SECRET_LIST}\nfi\n\
+         rm -f {pem} {}\n",
+        node_tls_conf_file(port)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redisha_cluster::acl::{AclConfig, AclUser};
+    use redisha_cluster::tls::{CertAuthority, CertSource, TlsMode};
+    use redisha_cluster::Password;
+
+    fn acl_config() -> NodeConfig {
+        NodeConfig {
+            password: Some(Password::new("cluster-pw")),
+            redis_config: Default::default(),
+            acl: AclConfig {
+                users: vec![AclUser {
+                    name: "reader".into(),
+                    password: Password::new("reader-pw"),
+                    rules: vec!["~*".into(), "+@read".into()],
+                }],
+                default_user_disabled: true,
+                operator_password: Some(Password::new("operator-pw")),
+            },
+        }
+    }
+
+    #[test]
+    fn users_go_apart_from_the_scalar_settings_and_hold_hashes_only() {
+        let (auth, users) = auth_and_users(&acl_config());
+        assert!(auth.contains("masteruser redisha-operator\n"), "{auth}");
+        assert!(auth.contains("masterauth operator-pw\n"), "{auth}");
+        assert!(!auth.lines().any(|l| l.starts_with("user ")), "{auth}");
+        assert!(!auth.contains("requirepass"), "default is off: {auth}");
+        // The operator, the metrics exporters' user, `default` (off) and the declared one.
+        assert_eq!(users.lines().count(), 4, "{users}");
+        assert!(users.contains("user redisha-exporter #"), "{users}");
+        assert!(users.lines().all(|l| l.starts_with("user ")), "{users}");
+        for secret in ["cluster-pw", "reader-pw", "operator-pw"] {
+            assert!(!users.contains(secret), "{users}");
+        }
+        assert!(acl_in_use(&acl_config()));
+        assert!(!acl_in_use(&NodeConfig::default()));
+        // What user data and Run Commands may carry has neither.
+        let shared = without_secrets(&acl_config()).render_shared_lines();
+        for secret in ["cluster-pw", "operator-pw", "\nuser ", "masterauth"] {
+            assert!(!shared.contains(secret), "{shared}");
+        }
+    }
+
+    #[test]
+    fn the_setup_lists_its_parameters_and_writes_each_nodes_tls_lines_without_secrets() {
+        let names = Names::new("shop", "0123456789abcdef");
+        let authority = CertAuthority::generate("0123456789abcdef").expect("authority");
+        let tls = TlsConfig {
+            mode: TlsMode::Required,
+            source: CertSource::Generated(authority.clone()),
+        };
+        let text = setup_fragment(&SetupSecrets {
+            names: &names,
+            host: "us-east-1a-1",
+            acl: true,
+            tls: Some(&tls),
+        });
+        assert!(!text.contains("BEGIN"), "no key or certificate: {text}");
+        assert!(!text.contains(&names.authority()), "{text}");
+        // Run for real (in a scratch root): the list and each node's lines are what the
+        // cluster code renders for that port.
+        let root = tempfile::tempdir().expect("temp dir");
+        let r = root.path().display().to_string();
+        let script = format!(
+            "set -eu\nPORTS=\"6379 6380\"\nBUS_OFFSET=10000\n{}",
+            text.replace("/etc/redisha", &format!("{r}/etc/redisha"))
+        );
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .output()
+            .expect("sh");
+        assert!(out.status.success(), "{out:?}\n{script}");
+        // Twice: nothing listed twice.
+        let again = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .output()
+            .expect("sh");
+        assert!(again.status.success());
+        let list = std::fs::read_to_string(format!("{r}{SECRET_LIST}"))
+            .expect("list")
+            .replace(&r, "");
+        assert_eq!(
+            list,
+            "/redisha/shop/0123456789abcdef/node/auth /etc/redisha/auth.conf\n\
+             /redisha/shop/0123456789abcdef/node/users /etc/redisha/users.conf\n\
+             /redisha/shop/0123456789abcdef/node/exporter /etc/redisha/exporter-password\n\
+             /redisha/shop/0123456789abcdef/node/tls-ca /etc/redisha/tls/ca.crt\n\
+             /redisha/shop/0123456789abcdef/node/tls/us-east-1a-1/6379 /etc/redisha/tls/node-6379.pem wait\n\
+             /redisha/shop/0123456789abcdef/node/tls/us-east-1a-1/6380 /etc/redisha/tls/node-6380.pem wait\n"
+        );
+        for port in [6379u16, 6380] {
+            let got = std::fs::read_to_string(format!("{r}/etc/redisha/tls-{port}.conf"))
+                .expect("the node's TLS lines")
+                .replace(&r, "");
+            let pem = node_pem_file(port);
+            let wanted = tls.redis_conf_lines(
+                port,
+                &TlsFiles {
+                    ca_cert: Path::new(CA_FILE),
+                    cert: Path::new(&pem),
+                    key: Path::new(&pem),
+                },
+            );
+            assert_eq!(got, wanted);
+        }
+        // Neither ACL nor TLS: nothing to list, as before.
+        let none = setup_fragment(&SetupSecrets {
+            names: &names,
+            host: "h",
+            acl: false,
+            tls: None,
+        });
+        assert!(none.is_empty());
+        crate::user_data::assert_valid_shell(
+            &format!(
+                "#!/bin/sh\nset -eu\nPORTS=1\nBUS_OFFSET=1\n{text}{}",
+                remove_fragment(6379)
+            ),
+            "the security fragments",
+        );
+    }
+}

@@ -178,6 +178,7 @@ pub async fn for_create(
         // Beside the record, before any node starts: a resumed create finds it there.
         driver.make_authority()?;
         driver.make_operator_password()?;
+        driver.record_operator_generation(args.operator_password_generation)?;
     }
     let mut state = ClusterState::new(driver.driver().kind());
     state.cluster_id = id;

@@ -69,16 +69,23 @@ fn write(dir: &Path, file: &str, cluster_id: &str, text: &str) -> Result<(), Dri
     ))
 }
 
-fn generate(cluster_id: &str) -> Result<Password, DriverError> {
-    crate::acl::generate_password().map_err(io_error(cluster_id, "cannot read /dev/urandom".into()))
+/// Makes a new password and keeps it in `dir` as `file`.
+fn make(dir: &Path, file: &str, cluster_id: &str, what: &str) -> Result<Password, DriverError> {
+    let password = crate::acl::generate_password()
+        .map_err(io_error(cluster_id, "cannot read /dev/urandom".into()))?;
+    write(dir, file, cluster_id, password.expose())?;
+    tracing::info!(cluster_id, "{what}");
+    Ok(password)
 }
 
 /// Makes a new password and keeps it in `dir`.
 pub(super) fn write_new(dir: &Path, cluster_id: &str) -> Result<Password, DriverError> {
-    let password = generate(cluster_id)?;
-    write(dir, OPERATOR_PASSWORD_FILE, cluster_id, password.expose())?;
-    tracing::info!(cluster_id, "operator user password made");
-    Ok(password)
+    make(
+        dir,
+        OPERATOR_PASSWORD_FILE,
+        cluster_id,
+        "operator user password made",
+    )
 }
 
 /// Records that the current password is of `generation`.
@@ -92,10 +99,12 @@ pub(super) fn write_generation(
 
 /// Starts a rotation: a new password kept beside the current one.
 pub(super) fn start_rotation(dir: &Path, cluster_id: &str) -> Result<Password, DriverError> {
-    let password = generate(cluster_id)?;
-    write(dir, NEXT_PASSWORD_FILE, cluster_id, password.expose())?;
-    tracing::info!(cluster_id, "operator user password rotation started");
-    Ok(password)
+    make(
+        dir,
+        NEXT_PASSWORD_FILE,
+        cluster_id,
+        "operator user password rotation started",
+    )
 }
 
 /// Ends a rotation: the new password (`next`) becomes the current one, of `generation` when

@@ -1702,24 +1702,26 @@ pub async fn assert_nodes_healthy(nodes: &[Node], s: &Settings, retired_password
             Err(e) => problems.push(format!("connect: {e}")),
         }
         if let Some(old) = retired_password {
-            if let Ok(mut conn) = connect(addr, old).await {
-                if redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .is_ok()
-                {
-                    problems.push("the old password still works".to_string());
-                }
+            if logs_in(addr, old).await {
+                problems.push("the old password still works".to_string());
             }
         }
         (format!("{} {addr}", n.name), problems)
     });
+    assert_no_problems(checks, "unhealthy nodes").await;
+}
+
+/// Fails the test with every node's problems (`checks`: per node, its name and problems).
+async fn assert_no_problems(
+    checks: impl IntoIterator<Item = impl std::future::Future<Output = (String, Vec<String>)>>,
+    what: &str,
+) {
     let bad: Vec<(String, Vec<String>)> = futures::future::join_all(checks)
         .await
         .into_iter()
         .filter(|(_, p)| !p.is_empty())
         .collect();
-    assert!(bad.is_empty(), "unhealthy nodes: {bad:#?}");
+    assert!(bad.is_empty(), "{what}: {bad:#?}");
 }
 
 /// Whether `login` can log in on `address`: connecting authenticates, and PING proves it
@@ -1762,10 +1764,5 @@ pub async fn assert_logins(nodes: &[Node], s: &Settings, retired: &[Login]) {
         }
         (format!("{} {addr}", n.name), problems)
     });
-    let bad: Vec<(String, Vec<String>)> = futures::future::join_all(checks)
-        .await
-        .into_iter()
-        .filter(|(_, p)| !p.is_empty())
-        .collect();
-    assert!(bad.is_empty(), "logins not as configured: {bad:#?}");
+    assert_no_problems(checks, "logins not as configured").await;
 }

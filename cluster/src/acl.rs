@@ -115,11 +115,33 @@ pub struct AclConfig {
     /// `default_user_enabled = false`: `default` is switched off (`ACL SETUSER default off`).
     pub default_user_disabled: bool,
     /// The operator user's password, when the driver keeps one for the cluster; `None`:
-    /// redisha works as `default`.
+    /// redisha works as `default`. While it rotates, the new one.
     pub operator_password: Option<Password>,
+    /// While the operator user's password rotates: the previous one, which the nodes and
+    /// their config files keep accepting until every node accepts the new one and replication
+    /// uses it (see [`crate::acl_apply`]).
+    pub operator_password_retiring: Option<Password>,
 }
 
 impl AclConfig {
+    /// Takes the operator user's passwords from `other` when this configuration has none:
+    /// they are the driver's to keep, not the user's to configure.
+    pub fn keep_operator_of(&mut self, other: &AclConfig) {
+        if self.operator_password.is_none() {
+            self.operator_password = other.operator_password.clone();
+            self.operator_password_retiring = other.operator_password_retiring.clone();
+        }
+    }
+
+    /// The operator user's passwords the nodes may accept, the current one first.
+    pub fn operator_candidates(&self) -> Vec<Password> {
+        self.operator_password
+            .iter()
+            .chain(&self.operator_password_retiring)
+            .cloned()
+            .collect()
+    }
+
     /// The `ACL SETUSER` arguments (after the name) that make `user`'s permissions exactly
     /// `rules` while keeping its passwords: what was granted before is cleared first.
     pub fn permission_args(rules: &[String]) -> Vec<String> {
@@ -160,22 +182,30 @@ impl AclConfig {
     /// operator's password in clear (`masterauth`): write it mode 0600.
     pub fn render_lines(&self, password: Option<&Password>) -> String {
         let mut out = String::new();
-        let user_line = |name: &str, args: &[String], pw: Option<&Password>| {
-            let hash = pw.map_or("nopass".to_string(), |p| format!("#{}", password_hash(p)));
-            format!("user {name} {hash} {}\n", args.join(" "))
+        let user_line = |name: &str, args: &[String], pws: &[Password]| {
+            let hashes: Vec<String> = pws
+                .iter()
+                .map(|p| format!("#{}", password_hash(p)))
+                .collect();
+            let hashes = if hashes.is_empty() {
+                "nopass".to_string()
+            } else {
+                hashes.join(" ")
+            };
+            format!("user {name} {hashes} {}\n", args.join(" "))
         };
         if let Some(op) = &self.operator_password {
+            // Mid-rotation a restarted node must accept both: the nodes not yet moved to the
+            // new one log in to it with the old.
+            let operator = self.operator_candidates();
+            let exporter: Vec<Password> = operator.iter().map(exporter_password).collect();
             out.push_str(&format!("masteruser {OPERATOR_USER}\n"));
             out.push_str(&format!(
                 "masterauth {}\n",
                 crate::driver::quote_conf(op.expose())
             ));
-            out.push_str(&user_line(OPERATOR_USER, &Self::operator_args(), Some(op)));
-            out.push_str(&user_line(
-                EXPORTER_USER,
-                &Self::exporter_args(),
-                Some(&exporter_password(op)),
-            ));
+            out.push_str(&user_line(OPERATOR_USER, &Self::operator_args(), &operator));
+            out.push_str(&user_line(EXPORTER_USER, &Self::exporter_args(), &exporter));
         } else if let Some(p) = password {
             out.push_str(&format!(
                 "masterauth {}\n",
@@ -188,7 +218,11 @@ impl AclConfig {
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
-            out.push_str(&user_line("default", &args, password));
+            out.push_str(&user_line(
+                "default",
+                &args,
+                &password.cloned().into_iter().collect::<Vec<_>>(),
+            ));
         } else if let Some(p) = password {
             out.push_str(&format!(
                 "requirepass {}\n",
@@ -199,7 +233,7 @@ impl AclConfig {
             out.push_str(&user_line(
                 &u.name,
                 &Self::permission_args(&u.rules),
-                Some(&u.password),
+                std::slice::from_ref(&u.password),
             ));
         }
         out
@@ -368,6 +402,7 @@ mod tests {
             }],
             default_user_disabled: true,
             operator_password: Some(Password::new("oppw")),
+            operator_password_retiring: None,
         };
         let text = acl.render_lines(Some(&Password::new("clusterpw")));
         assert!(
@@ -389,6 +424,40 @@ mod tests {
         // Without the operator or the switch, what clusters had before.
         let plain = AclConfig::default().render_lines(Some(&Password::new("pw")));
         assert_eq!(plain, "masterauth pw\nrequirepass pw\n");
+    }
+
+    #[test]
+    fn mid_rotation_config_files_accept_both_operator_passwords_and_replicate_with_the_new() {
+        let acl = AclConfig {
+            operator_password: Some(Password::new("newpw")),
+            operator_password_retiring: Some(Password::new("oldpw")),
+            ..AclConfig::default()
+        };
+        let text = acl.render_lines(Some(&Password::new("clusterpw")));
+        let hash = |p: &str| password_hash(&Password::new(p));
+        assert!(text.contains("masterauth newpw\n"), "{text}");
+        assert!(!text.contains("oldpw"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "user redisha-operator #{} #{} on",
+                hash("newpw"),
+                hash("oldpw")
+            )),
+            "{text}"
+        );
+        let exporter = |p: &str| password_hash(&exporter_password(&Password::new(p)));
+        assert!(
+            text.contains(&format!(
+                "user redisha-exporter #{} #{} on",
+                exporter("newpw"),
+                exporter("oldpw")
+            )),
+            "{text}"
+        );
+        assert_eq!(
+            acl.operator_candidates(),
+            vec![Password::new("newpw"), Password::new("oldpw")]
+        );
     }
 
     #[test]

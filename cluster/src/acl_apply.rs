@@ -1,7 +1,9 @@
 //! Bringing every node's ACL users to what the configuration says, in phases that each leave
 //! every client of a declared user and redisha itself able to log in, so an apply killed
 //! anywhere is finished by the next one (every phase is idempotent):
-//! 1. the operator user exists on every node; replication logs in as it (`masteruser`);
+//! 1. the operator user exists on every node; replication logs in as it (`masteruser`); a
+//!    rotation of its password moves everything to the new one here, the old one staying
+//!    accepted until phase 3 (`Operator::converge_operator_user`);
 //! 2. every declared user has its permissions and its new password, besides any old one;
 //!    config files carry the users for the next start;
 //! 3. old passwords, and users no longer declared that redisha made, are removed
@@ -27,6 +29,7 @@ use crate::acl::{exporter_password, password_hash, AclConfig, EXPORTER_USER, OPE
 use crate::conn::Target;
 use crate::error::{ClusterError, Result};
 use crate::ops::Operator;
+use crate::secret::Password;
 use crate::state::ClusterState;
 
 /// One user as a node's `ACL LIST` shows it.
@@ -63,11 +66,9 @@ impl Operator<'_> {
     /// Uses `acl` from now on (for config files and [`Operator::converge_acl`]); the operator
     /// user's password stays the driver's when `acl` has none.
     pub fn set_acl(&mut self, acl: AclConfig) {
-        let operator = self.config.acl.operator_password.take();
+        let mut acl = acl;
+        acl.keep_operator_of(&self.config.acl);
         self.config.acl = acl;
-        if self.config.acl.operator_password.is_none() {
-            self.config.acl.operator_password = operator;
-        }
     }
 
     /// Makes every node's users what `self.config().acl` says (see the module docs).
@@ -97,55 +98,7 @@ impl Operator<'_> {
         if !foreign.is_empty() {
             warn!(users = ?foreign, "ACL: users redisha did not make are left alone");
         }
-        let mut changed = false;
-
-        // 1. The operator user, then replication as it.
-        if let Some(op) = &acl.operator_password {
-            let hash = password_hash(op);
-            let exporter_hash = password_hash(&exporter_password(op));
-            let missing = listed.values().any(|users| {
-                users
-                    .get(OPERATOR_USER)
-                    .is_none_or(|u| !u.hashes.contains(&hash))
-                    || users
-                        .get(EXPORTER_USER)
-                        .is_none_or(|u| !u.hashes.contains(&exporter_hash))
-            });
-            // Always set: their rules may have changed with redisha's version, which ACL LIST
-            // cannot be compared with; setting the same again changes nothing.
-            if missing {
-                info!("ACL: the operator and exporter users are made on every node");
-            }
-            let mut args = AclConfig::operator_args();
-            args.push(format!("#{hash}"));
-            self.setuser_all(state, OPERATOR_USER, &args).await?;
-            // The exporters move to their user when the config files are written below.
-            let mut args = AclConfig::exporter_args();
-            args.push(format!("#{exporter_hash}"));
-            self.setuser_all(state, EXPORTER_USER, &args).await?;
-            changed |= missing;
-            if missing || self.masteruser_differs(state).await? {
-                // Both in one CONFIG SET: a replica never pairs the new user with the old
-                // password.
-                self.config_set_all(
-                    state,
-                    &[
-                        ("masteruser".into(), OPERATOR_USER.to_string()),
-                        ("masterauth".into(), op.expose().to_string()),
-                    ],
-                    "CONFIG SET masteruser",
-                )
-                .await?;
-                changed = true;
-            }
-            if changed {
-                // From now on every node accepts the operator user: log in as it.
-                self.conns.forget();
-                self.checkpoint("acl.operator_ready")?;
-            }
-        }
-
-        // 2. Declared users: permissions and the new password added.
+        // What phases 2 to 4 have to do, read before phase 1 (which changes none of it).
         let users_differ = listed.values().any(|users| {
             acl.users.iter().any(|u| {
                 users
@@ -153,6 +106,25 @@ impl Operator<'_> {
                     .is_none_or(|l| !l.hashes.contains(&password_hash(&u.password)))
             })
         });
+        let stale = stale_entries(&listed, &wanted, &ours);
+        let default_wrong = listed.values().any(|users| {
+            users
+                .get("default")
+                .is_some_and(|d| d.enabled == acl.default_user_disabled)
+        });
+        let users_work = users_differ || rules_changed || !stale.is_empty() || default_wrong;
+        let mut changed = false;
+
+        // 1. The operator user, then replication as it.
+        if acl.operator_password.is_some() {
+            changed |= self.converge_operator_user(state, &listed).await?;
+            if changed || users_work {
+                // Every node accepts the operator user, the users are not touched yet.
+                self.checkpoint("acl.operator_ready")?;
+            }
+        }
+
+        // 2. Declared users: permissions and the new password added.
         if users_differ || rules_changed {
             for u in &acl.users {
                 info!(user = %u.name, "ACL: user set on every node");
@@ -163,12 +135,6 @@ impl Operator<'_> {
             changed = true;
         }
         // 3. Old passwords, and users redisha made that are no longer declared, removed.
-        let stale = stale_entries(&listed, &wanted, &ours);
-        let default_wrong = listed.values().any(|users| {
-            users
-                .get("default")
-                .is_some_and(|d| d.enabled == acl.default_user_disabled)
-        });
         if changed || !stale.is_empty() || default_wrong {
             // The config files first: a node restarted from here on comes back with the users.
             self.write_configs(state, &self.config).await?;
@@ -215,6 +181,91 @@ impl Operator<'_> {
         Ok(changed)
     }
 
+    /// Phase 1: the operator and exporter users with the operator's password on every node,
+    /// and replication logging in as the operator (`masteruser`, `masterauth`). Returns whether
+    /// anything changed.
+    ///
+    /// While the operator's password rotates (`operator_password_retiring`), in steps that
+    /// each leave redisha, replication and the exporters able to log in:
+    /// 1. every node accepts the new password besides the old (the driver keeps both);
+    /// 2. replication and the config files use the new one; the exporters move over;
+    /// 3. the driver keeps only the new one. Phase 3 of [`Operator::converge_acl`] then removes
+    ///    the old one from the nodes.
+    async fn converge_operator_user(
+        &mut self,
+        state: &ClusterState,
+        listed: &BTreeMap<String, BTreeMap<String, ListedUser>>,
+    ) -> Result<bool> {
+        let Some(op) = self.config.acl.operator_password.clone() else {
+            return Ok(false);
+        };
+        let rotating = self.config.acl.operator_password_retiring.is_some();
+        let hash = password_hash(&op);
+        let exporter_hash = password_hash(&exporter_password(&op));
+        let missing = listed.values().any(|users| {
+            users
+                .get(OPERATOR_USER)
+                .is_none_or(|u| !u.hashes.contains(&hash))
+                || users
+                    .get(EXPORTER_USER)
+                    .is_none_or(|u| !u.hashes.contains(&exporter_hash))
+        });
+        if missing && rotating {
+            info!("ACL: the operator user's new password is added on every node");
+        } else if missing {
+            info!("ACL: the operator and exporter users are made on every node");
+        }
+        // Always set: their rules may have changed with redisha's version, which ACL LIST
+        // cannot be compared with; setting the same again changes nothing. `#hash` adds a
+        // password and keeps the others: a rotation's old one stays until phase 3.
+        let mut args = AclConfig::operator_args();
+        args.push(format!("#{hash}"));
+        self.setuser_all(state, OPERATOR_USER, &args).await?;
+        // The exporters move to their user (or its new password) when the config files are
+        // written.
+        let mut args = AclConfig::exporter_args();
+        args.push(format!("#{exporter_hash}"));
+        self.setuser_all(state, EXPORTER_USER, &args).await?;
+        let mut changed = missing;
+        if missing {
+            // From now on every node accepts the operator user's (new) password: log in with it.
+            self.conns.forget();
+            if rotating {
+                self.checkpoint("acl.operator_new_accepted")?;
+            }
+        }
+        if missing || self.replication_login_differs(state, &op).await? {
+            // Both in one CONFIG SET: a replica never pairs the new user with the old
+            // password.
+            self.config_set_all(
+                state,
+                &[
+                    ("masteruser".into(), OPERATOR_USER.to_string()),
+                    ("masterauth".into(), op.expose().to_string()),
+                ],
+                "CONFIG SET masteruser",
+            )
+            .await?;
+            changed = true;
+        }
+        if rotating {
+            // Config files with the new `masterauth` and both passwords (a node restarted now
+            // accepts either); the exporters restart with the new one.
+            self.write_configs(state, &self.config).await?;
+            self.rewrite_all(state).await?;
+            self.checkpoint("acl.operator_masterauth_set")?;
+            self.driver
+                .keep_new_operator_password()
+                .map_err(ClusterError::Driver)?;
+            info!("ACL: the operator user's new password is the one kept");
+            self.config.acl.operator_password_retiring = None;
+            self.conns.set_operator_passwords(vec![op]);
+            self.checkpoint("acl.operator_password_kept")?;
+            changed = true;
+        }
+        Ok(changed)
+    }
+
     /// The users on the nodes that are neither declared (`self.config().acl`), nor in `ours`
     /// (the ones redisha made), nor `default` or the operator user: what apply leaves alone.
     pub async fn foreign_acl_users(
@@ -245,17 +296,29 @@ impl Operator<'_> {
         join_all(jobs).await.into_iter().collect()
     }
 
-    async fn masteruser_differs(&self, state: &ClusterState) -> Result<bool> {
+    /// Whether some node's replication does not log in as the operator user with `op`.
+    async fn replication_login_differs(&self, state: &ClusterState, op: &Password) -> Result<bool> {
         let jobs = state.nodes.iter().map(|n| async move {
+            // One pattern for both: CONFIG GET takes one argument before Redis 7.
             let reply: Vec<String> = self
                 .conns
                 .query(
                     &n.target(),
-                    redis::cmd("CONFIG").arg("GET").arg("masteruser"),
-                    "CONFIG GET masteruser",
+                    redis::cmd("CONFIG").arg("GET").arg("master*"),
+                    "CONFIG GET master*",
                 )
                 .await?;
-            Ok::<_, ClusterError>(reply.get(1).map(String::as_str) != Some(OPERATOR_USER))
+            let value = |name: &str| {
+                reply
+                    .chunks(2)
+                    .find(|kv| kv.first().map(String::as_str) == Some(name))
+                    .and_then(|kv| kv.get(1))
+                    .map(String::as_str)
+            };
+            Ok::<_, ClusterError>(
+                value("masteruser") != Some(OPERATOR_USER)
+                    || value("masterauth") != Some(op.expose()),
+            )
         });
         let mut any = false;
         for r in join_all(jobs).await {
@@ -411,6 +474,7 @@ mod tests {
             }],
             default_user_disabled: false,
             operator_password: None,
+            operator_password_retiring: None,
         }
     }
 

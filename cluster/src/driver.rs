@@ -378,9 +378,22 @@ pub trait Driver: Send + Sync {
     }
 
     /// The operator user's password the driver keeps for the cluster (see
-    /// [`crate::acl::OPERATOR_USER`]); `None`: redisha works as `default`.
+    /// [`crate::acl::OPERATOR_USER`]); `None`: redisha works as `default`. While it rotates,
+    /// the new one.
     fn operator_password(&self) -> Option<Password> {
         None
+    }
+
+    /// While the operator user's password rotates: the previous one, which the driver still
+    /// keeps because nodes may accept only it.
+    fn operator_password_retiring(&self) -> Option<Password> {
+        None
+    }
+
+    /// Ends a rotation of the operator user's password in the driver's keeping: only the new
+    /// one is kept from now on. Called once every node accepts it and replication uses it.
+    fn keep_new_operator_password(&self) -> Result<(), DriverError> {
+        Ok(())
     }
 
     /// What a client needs to speak TLS to this driver's nodes; `None` while they speak plain

@@ -101,8 +101,18 @@ pub struct LocalDriver {
     tls: Option<Arc<crate::tls::TlsConfig>>,
     /// Whether `redis_server` was built with TLS, probed once when TLS is on.
     server_tls: Arc<OnceLock<Result<bool, String>>>,
-    /// The operator user's password, once loaded (`load_operator_password`).
-    operator_password: Option<crate::secret::Password>,
+    /// The operator user's passwords, once loaded (`load_operator_password`). Shared by
+    /// clones: the end of a rotation changes them for every copy.
+    operator: Arc<std::sync::Mutex<OperatorKeys>>,
+}
+
+/// The operator user's passwords as the cluster directory keeps them.
+#[derive(Debug, Default)]
+struct OperatorKeys {
+    current: Option<crate::secret::Password>,
+    /// While it rotates (`prepare_operator_rotation`): the new password, and the generation
+    /// the apply asks for.
+    rotation: Option<(crate::secret::Password, Option<u64>)>,
 }
 
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -118,8 +128,13 @@ impl LocalDriver {
             supplied_cert: None,
             tls: None,
             server_tls: Arc::default(),
-            operator_password: None,
+            operator: Arc::default(),
         }
+    }
+
+    fn operator_keys(&self) -> std::sync::MutexGuard<'_, OperatorKeys> {
+        // Every change to the keys is one assignment: a panic elsewhere leaves them whole.
+        self.operator.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Loads the operator user's password from the cluster directory, or, with `create`, makes
@@ -142,8 +157,53 @@ impl LocalDriver {
             }
             None => return Ok(None),
         };
-        self.operator_password = Some(password.clone());
+        self.operator_keys().current = Some(password.clone());
         Ok(Some(password))
+    }
+
+    /// Records, for a new cluster, that its operator password is of `generation` (the
+    /// configured `operator_password_generation`), unless a generation is recorded already.
+    pub fn record_operator_generation(&self, generation: u64) -> Result<(), DriverError> {
+        let Some((id, _)) = &self.cluster else {
+            return Ok(());
+        };
+        let dir = self.config.data_dir.join(id);
+        if dir.join(operator_secret::GENERATION_FILE).exists() {
+            return Ok(());
+        }
+        operator_secret::write_generation(&dir, id, generation)
+    }
+
+    /// Finds a rotation of the operator user's password under way, or starts one when
+    /// `generation` (the configured `operator_password_generation`; `None`: not set) is not
+    /// the kept password's. A rotation under way is finished whatever `generation` says: the
+    /// nodes may already use its new password. Call after `load_operator_password`.
+    pub fn prepare_operator_rotation(
+        &mut self,
+        generation: Option<u64>,
+    ) -> Result<(), DriverError> {
+        let current = self.operator_keys().current.clone();
+        let (Some((id, _)), Some(current)) = (&self.cluster, current) else {
+            return Ok(());
+        };
+        let dir = self.config.data_dir.join(id);
+        let next = match operator_secret::read_next(&dir) {
+            // Cut short after the new password replaced the current one: only its last
+            // steps are left.
+            Some(next) if next == current => {
+                operator_secret::keep_next(&dir, id, &next, generation)?;
+                return Ok(());
+            }
+            Some(next) => next,
+            None => match generation {
+                Some(g) if g != operator_secret::generation(&dir) => {
+                    operator_secret::start_rotation(&dir, id)?
+                }
+                _ => return Ok(()),
+            },
+        };
+        self.operator_keys().rotation = Some((next, generation));
+        Ok(())
     }
 
     /// The driver with the nodes presenting the user's certificate rather than certificates
@@ -254,6 +314,8 @@ impl LocalDriver {
             )));
         }
         self.cluster = Some((id.to_string(), name.to_string()));
+        // Another cluster's keys are never this one's (clones share them).
+        self.operator = Arc::default();
         Ok(self)
     }
 
@@ -1083,7 +1145,34 @@ impl Driver for LocalDriver {
     }
 
     fn operator_password(&self) -> Option<crate::secret::Password> {
-        self.operator_password.clone()
+        let keys = self.operator_keys();
+        match &keys.rotation {
+            Some((next, _)) => Some(next.clone()),
+            None => keys.current.clone(),
+        }
+    }
+
+    fn operator_password_retiring(&self) -> Option<crate::secret::Password> {
+        let keys = self.operator_keys();
+        keys.rotation.as_ref().and(keys.current.clone())
+    }
+
+    fn keep_new_operator_password(&self) -> Result<(), DriverError> {
+        let Some((id, _)) = &self.cluster else {
+            return Ok(());
+        };
+        let mut keys = self.operator_keys();
+        let Some((next, generation)) = keys.rotation.take() else {
+            return Ok(());
+        };
+        let kept =
+            operator_secret::keep_next(&self.config.data_dir.join(id), id, &next, generation);
+        match kept {
+            Ok(()) => keys.current = Some(next),
+            // Still under way: the next apply finishes it.
+            Err(_) => keys.rotation = Some((next, generation)),
+        }
+        kept
     }
 
     fn client_tls(&self) -> Option<crate::tls::ClientTls> {

@@ -130,13 +130,14 @@ impl<'a> Operator<'a> {
         // The operator user's password is the driver's to keep, not the configuration's.
         if config.acl.operator_password.is_none() {
             config.acl.operator_password = driver.operator_password();
+            config.acl.operator_password_retiring = driver.operator_password_retiring();
         }
         let mut conns = Conns::new(
             config.password.clone(),
             options.connect_timeout,
             options.command_timeout,
         );
-        conns.set_operator_passwords(config.acl.operator_password.iter().cloned().collect());
+        conns.set_operator_passwords(config.acl.operator_candidates());
         conns.set_tls(driver.client_tls());
         Operator {
             driver,

@@ -221,6 +221,7 @@ pub async fn nodes_without_persistence(
         options.command_timeout,
     );
     conns.set_tls(options.tls.clone());
+    conns.set_user(options.user.clone());
     let checks = addresses.iter().map(|a| {
         let conns = &conns;
         async move {

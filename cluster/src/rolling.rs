@@ -19,9 +19,7 @@ impl Operator<'_> {
     pub async fn reconfigure(&mut self, state: &ClusterState, new: NodeConfig) -> Result<()> {
         let mut new = new;
         // The operator user's password is the driver's, not the configuration's.
-        if new.acl.operator_password.is_none() {
-            new.acl.operator_password = self.config.acl.operator_password.clone();
-        }
+        new.acl.keep_operator_of(&self.config.acl);
         new.validate()?;
         // Nodes restarted from here on must get the new settings.
         let old = std::mem::replace(&mut self.config, new.clone());

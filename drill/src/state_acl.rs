@@ -35,6 +35,7 @@ pub fn acl_of(attrs: &Value) -> Result<AclConfig, String> {
         default_user_disabled: attrs["default_user_enabled"].as_bool() == Some(false),
         // The driver keeps it (`LocalDriver::load_operator_password`).
         operator_password: None,
+        operator_password_retiring: None,
     })
 }
 

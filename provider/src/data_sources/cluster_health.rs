@@ -55,7 +55,10 @@ model! {
         pub endpoints: Attr<Vec<String>> = required(
             "host:port of one or more nodes; the first that answers lists the others (e.g. `redisha_cluster.x.endpoints`).",
         ),
-        pub password: Attr<String> = optional("The cluster password, if it has one.").sensitive(),
+        pub user: Attr<String> = optional("The ACL user to log in as (default: `default`). With `default_user_enabled = false` on the cluster, \
+             a `user` block's name, of a user allowed `+info +cluster|nodes +cluster|info` (and `+config|get` for `persistence_on_every_node`); \
+             `password` is then that user's."),
+        pub password: Attr<String> = optional("The password of `user` (without `user`: the cluster password), if there is one.").sensitive(),
         pub tls_ca_cert_pem: Attr<String> = optional("With a TLS cluster (endpoints written `rediss://host:port`): the certificate (PEM) of its authority, \
              to verify the nodes with (e.g. `redisha_cluster.x.tls_ca_cert_pem`)."),
         pub planned_nodes: Attr<Vec<NodeValue>> = optional(
@@ -121,6 +124,31 @@ fn endpoints(list: &[String]) -> Result<Vec<String>, Diagnostic> {
     Ok(list)
 }
 
+/// Why the cluster could not be read: a refused login names `user` (and how to set it) when
+/// none is given, since the usual cause is a cluster with `default` switched off.
+fn read_failed(e: &redisha_cluster::ClusterError, user: Option<&str>) -> Diagnostic {
+    let refused = matches!(e, redisha_cluster::ClusterError::Redis { source, .. }
+        if redisha_cluster::conn::is_auth_error(source));
+    match (refused, user) {
+        (true, None) => Diagnostic::error(
+            "Cannot read the cluster's health",
+            format!(
+                "{e}. user: not set, so the data source logged in as `default`; if the cluster has \
+                 default_user_enabled = false, set `user` to the name of one of its `user` blocks \
+                 (allowed `+info +cluster|nodes +cluster|info`) and `password` to that user's password."
+            ),
+        )
+        .at(AttrPath::attr("user")),
+        (true, Some(u)) => Diagnostic::error(
+            "Cannot read the cluster's health",
+            format!("{e}. user: {u:?} was refused: check that the cluster declares it and that `password` is its password."),
+        )
+        .at(AttrPath::attr("password")),
+        (false, _) => Diagnostic::error("Cannot read the cluster's health", e.to_string())
+            .at(AttrPath::attr("endpoints")),
+    }
+}
+
 /// The newest complete backup of `cluster_id` in `backup_destination`, when both are given.
 async fn last_backup(
     ctx: &Context,
@@ -163,7 +191,9 @@ impl DataSource for ClusterHealthDataSource {
         let seeds = endpoints(config.endpoints.value().map_or(&[], Vec::as_slice))?;
         let password = config.password.value().map(Password::new);
         let layout = planned_layout(config.planned_nodes.value().map_or(&[], Vec::as_slice));
+        let user = config.user.value().cloned();
         let options = Options {
+            user: user.clone(),
             tls: config
                 .tls_ca_cert_pem
                 .value()
@@ -174,12 +204,7 @@ impl DataSource for ClusterHealthDataSource {
         };
         let report = redisha_cluster::status(&seeds, password.as_ref(), &layout, &options)
             .await
-            .map_err(|e| {
-                Diagnostics::from(
-                    Diagnostic::error("Cannot read the cluster's health", e.to_string())
-                        .at(AttrPath::attr("endpoints")),
-                )
-            })?;
+            .map_err(|e| Diagnostics::from(read_failed(&e, user.as_deref())))?;
         let nodes = report.nodes.iter().map(|n| HealthNode {
             id: n.id.clone().into(),
             address: n.address.clone().into(),

@@ -140,6 +140,68 @@ output "cluster_id" {
 }
 "#;
 
+/// The health data source on its own, reading the cluster above.
+const HEALTH_TF: &str = r#"
+terraform {
+  required_providers {
+    redisha = { source = "redisha/redisha" }
+  }
+}
+
+variable "endpoints" { type = list(string) }
+variable "user" {
+  type    = string
+  default = null
+}
+variable "password" {
+  type      = string
+  sensitive = true
+}
+
+data "redisha_cluster_health" "h" {
+  endpoints = var.endpoints
+  user      = var.user
+  password  = var.password
+}
+
+output "healthy" {
+  value = data.redisha_cluster_health.h.healthy
+}
+output "node_count" {
+  value = length(data.redisha_cluster_health.h.nodes)
+}
+output "persistence_on_every_node" {
+  value = data.redisha_cluster_health.h.persistence_on_every_node
+}
+"#;
+
+/// `terraform apply` of [`HEALTH_TF`] reading `nodes` as `user` (`None`: unset).
+fn read_health(
+    tf: &TfDir,
+    nodes: &[String],
+    user: Option<&str>,
+    password: &str,
+) -> common::TfOutput {
+    let list: Vec<String> = nodes.iter().map(|n| format!("{n:?}")).collect();
+    let mut args = vec![
+        "apply".to_string(),
+        "-no-color".into(),
+        "-auto-approve".into(),
+        format!("-var=endpoints=[{}]", list.join(",")),
+    ];
+    args.extend(user.map(|u| format!("-var=user={u}")));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut cmd = tf.command(&args);
+    // Not on the command line: Terraform logs its arguments.
+    cmd.env("TF_VAR_password", password);
+    let out = common::run_with_timeout(cmd, common::TF_TIMEOUT);
+    assert!(
+        !out.all().contains(password),
+        "a password appeared in the health read's output"
+    );
+    out
+}
+
 struct Vars {
     shards: u32,
     default_enabled: bool,
@@ -537,6 +599,27 @@ fn acl_users_are_enforced_rotated_in_place_and_default_can_be_switched_off() {
         again.success(),
         "a plan after the scale-out is not empty: {}",
         again.all()
+    );
+
+    // The health data source reads the cluster as a declared user; without `user` it logs in
+    // as `default`, is refused, and says to set `user`.
+    let health = TfDir::dev(HEALTH_TF);
+    let out = read_health(&health, &nodes, Some("app"), APP_PW_2);
+    out.assert_success("the health data source as app");
+    let outputs = health.output_json();
+    assert_eq!(outputs["healthy"], true, "{outputs:?}");
+    assert_eq!(outputs["node_count"], 8, "{outputs:?}");
+    assert_eq!(outputs["persistence_on_every_node"], true, "{outputs:?}");
+    let out = read_health(&health, &nodes, None, PASSWORD);
+    assert!(
+        !out.success(),
+        "the health data source read the cluster as default, which is off"
+    );
+    let text = out.all().split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        text.contains("user: not set")
+            && text.contains("set `user` to the name of one of its `user` blocks"),
+        "the refusal does not name the `user` attribute and the fix: {text}"
     );
 
     // A user made by hand is left alone (and named at plan); a declared user whose block is

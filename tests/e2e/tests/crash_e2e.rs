@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::crash::{
-    assert_only_known_processes, cluster_nodes, connect, files_under, parse_cluster_nodes, runtime,
-    write_acknowledged, Cluster, Keys, Kill, NodeLine, Settings,
+    assert_only_known_processes, cluster_nodes, connect, files_under, logs_in, parse_cluster_nodes,
+    runtime, write_acknowledged, Cluster, Keys, Kill, Login, NodeLine, Settings,
 };
 use common::local_cluster::redis_processes;
 
@@ -73,6 +73,19 @@ fn killed_change_repeatedly(
     kills: &[Kill],
     drop_private: bool,
 ) {
+    killed_change_then(octet, from, to, kills, drop_private, |_, _, _| {});
+}
+
+/// As [`killed_change_repeatedly`], then `check(cluster, runtime, operator password before the
+/// change)` before destroy.
+fn killed_change_then(
+    octet: u8,
+    from: Settings,
+    to: Settings,
+    kills: &[Kill],
+    drop_private: bool,
+    check: impl FnOnce(&Cluster, &tokio::runtime::Runtime, &str),
+) {
     let rt = runtime();
     let mut cluster = Cluster::new("crash", octet);
     cluster.stage("create");
@@ -80,9 +93,10 @@ fn killed_change_repeatedly(
     let keys = Keys::new(&format!("before-{octet}"), KEYS).with_value_size(VALUE_SIZE);
     rt.block_on(write_acknowledged(
         &cluster.endpoints(),
-        &from.password,
+        from.login(),
         &keys,
     ));
+    let operator_before = cluster.operator_password();
     if drop_private {
         assert!(
             cluster.drop_private_state(),
@@ -102,7 +116,7 @@ fn killed_change_repeatedly(
             ));
             break;
         }
-        cluster.describe_wreck(&rt, &[&to.password, &from.password]);
+        cluster.describe_wreck(&rt, &[to.login(), from.login()]);
     }
     let kept = cluster.has_private_state();
     cluster.stage(&format!("private state after the kill: {kept}"));
@@ -111,6 +125,8 @@ fn killed_change_repeatedly(
     }
     let retired = (from.password != to.password).then_some(from.password.as_str());
     cluster.assert_recovers(&rt, &to, &keys, retired);
+    cluster.assert_refused(&rt, &to, &to.retired_user_passwords(&from));
+    check(&cluster, &rt, &operator_before);
     cluster.assert_destroys();
 }
 
@@ -445,6 +461,146 @@ fn config_removal_killed_and_private_state_lost() {
     let from = three_by_one().config("databases", "32");
     let to = from.without_config("databases");
     killed_change(174, from, to, Kill::at("rolling.node_restarted", 2), true);
+}
+
+// ---- ACL users -------------------------------------------------------------------------------
+// converge_acl: the operator user (acl.operator_ready), the declared users and config files
+// (acl.users_set), old passwords removed (acl.old_removed), then `default` switched.
+
+const ADMIN_PW: &str = "crash-Admin-3141";
+const ADMIN_ROTATED: &str = "crash-Admin-2718";
+const READER_PW: &str = "crash-Reader-1618";
+
+/// `admin` may do everything (the checks log in as it with `default` off), `reader` only read.
+fn with_users() -> Settings {
+    three_by_one()
+        .user("admin", ADMIN_PW, "~* &* +@all")
+        .user("reader", READER_PW, "~* +@read")
+        .default_user_enabled(false)
+}
+
+#[test]
+fn users_and_default_off_killed_after_operator_ready_then_after_users_set() {
+    killed_change_repeatedly(
+        181,
+        three_by_one(),
+        with_users(),
+        &[
+            Kill::at("acl.operator_ready", 1),
+            Kill::at("acl.users_set", 1),
+        ],
+        false,
+    );
+}
+
+#[test]
+fn users_and_default_off_killed_after_users_set_and_private_state_lost() {
+    killed_change(
+        182,
+        three_by_one(),
+        with_users(),
+        Kill::at("acl.users_set", 1),
+        true,
+    );
+}
+
+#[test]
+fn user_password_killed_after_users_set() {
+    let from = with_users();
+    let to = from.user("admin", ADMIN_ROTATED, "~* &* +@all");
+    killed_change(183, from, to, Kill::at("acl.users_set", 1), false);
+}
+
+#[test]
+fn user_password_killed_after_old_removed() {
+    let from = with_users();
+    let to = from.user("admin", ADMIN_ROTATED, "~* &* +@all");
+    killed_change(184, from, to, Kill::at("acl.old_removed", 1), false);
+}
+
+// ---- the operator user's password rotated (operator_password_generation) -----------------------
+
+/// After a rotation: the cluster directory keeps one password, a new one, which every node
+/// accepts for the operator user and replicates with; the old one is refused everywhere.
+fn assert_operator_rotated(cluster: &Cluster, rt: &tokio::runtime::Runtime, before: &str) {
+    let now = cluster.operator_password();
+    assert_ne!(now, before, "the operator user's password did not change");
+    let dir = cluster.cluster_dir();
+    assert!(
+        !dir.join("operator-password-next").exists(),
+        "a rotation is still recorded as under way"
+    );
+    let operator = |pw: &str| Login::user("redisha-operator", pw);
+    let wrong: Vec<String> = rt.block_on(async {
+        let mut wrong = Vec::new();
+        for n in cluster.nodes() {
+            if !logs_in(&n.address, operator(&now)).await {
+                wrong.push(format!("{}: the kept password is refused", n.name));
+            }
+            if logs_in(&n.address, operator(before)).await {
+                wrong.push(format!("{}: the old password still works", n.name));
+            }
+            let pair: Option<Vec<String>> = match connect(&n.address, operator(&now)).await {
+                Ok(mut c) => redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg("masterauth")
+                    .query_async(&mut c)
+                    .await
+                    .ok(),
+                Err(_) => None,
+            };
+            if pair.as_ref().and_then(|p| p.get(1)) != Some(&now) {
+                wrong.push(format!(
+                    "{}: replication does not use the kept password",
+                    n.name
+                ));
+            }
+        }
+        wrong
+    });
+    assert!(wrong.is_empty(), "after the rotation: {wrong:#?}");
+}
+
+#[test]
+fn operator_password_rotation_killed_after_new_accepted_then_after_masterauth_set() {
+    let from = with_users();
+    killed_change_then(
+        185,
+        from.clone(),
+        from.operator_generation(1),
+        &[
+            Kill::at("acl.operator_new_accepted", 1),
+            Kill::at("acl.operator_masterauth_set", 1),
+        ],
+        false,
+        assert_operator_rotated,
+    );
+}
+
+#[test]
+fn operator_password_rotation_killed_after_password_kept_and_private_state_lost() {
+    let from = with_users();
+    killed_change_then(
+        186,
+        from.clone(),
+        from.operator_generation(1),
+        &[Kill::at("acl.operator_password_kept", 1)],
+        true,
+        assert_operator_rotated,
+    );
+}
+
+#[test]
+fn operator_password_rotation_killed_after_old_removed() {
+    let from = with_users().operator_generation(4);
+    killed_change_then(
+        187,
+        from.clone(),
+        from.operator_generation(5),
+        &[Kill::at("acl.old_removed", 1)],
+        false,
+        assert_operator_rotated,
+    );
 }
 
 // ---- a master that answers to another password ------------------------------------------------

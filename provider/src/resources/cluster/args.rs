@@ -84,6 +84,8 @@ pub struct ClusterArgs {
     pub tls: Option<redisha_cluster::tls::TlsMode>,
     /// `tls { ca_cert_pem, cert_pem, key_pem }`: the user's certificate, if supplied.
     pub tls_cert: Option<redisha_cluster::tls_supplied::SuppliedCert>,
+    /// `operator_password_generation`: a change rotates the operator user's password.
+    pub operator_password_generation: Option<u64>,
 }
 
 impl ClusterArgs {
@@ -224,6 +226,8 @@ impl ClusterArgs {
         let timeouts = timeouts_of(&m.timeouts, &mut diags, &mut k);
         let tls = super::tls::decode(&m.tls, driver.as_ref(), &mut diags, &mut k);
         let acl = super::users::decode(m, &mut diags, &mut k);
+        let operator_password_generation =
+            super::operator_rotation::decode(m, driver.as_ref(), &mut diags, &mut k);
         let tls_cert = super::tls::decode_supplied(&m.tls, &mut diags, &mut k);
 
         let restore_from = k.take(&m.restore_from);
@@ -282,6 +286,7 @@ impl ClusterArgs {
                     endpoint,
                     tls,
                     tls_cert,
+                    operator_password_generation,
                 }))
             }
             _ => Ok(None),

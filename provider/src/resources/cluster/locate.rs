@@ -178,6 +178,7 @@ pub async fn for_create(
         // Beside the record, before any node starts: a resumed create finds it there.
         driver.make_authority().await?;
         driver.make_operator_password(args).await?;
+        driver.record_operator_generation(args.operator_password_generation)?;
     }
     let mut state = ClusterState::new(driver.driver().kind());
     state.cluster_id = id;

@@ -20,6 +20,7 @@ pub mod locate;
 pub mod model;
 mod monitoring;
 pub mod nodes;
+mod operator_rotation;
 mod plan;
 pub mod private;
 mod read;

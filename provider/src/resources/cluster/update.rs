@@ -23,6 +23,10 @@ pub(super) async fn update(
     let mut located = locate(ctx, &args, a.private, Some(&prior), false, true).await?;
     // A cluster made before the operator user existed gets it now (converge_acl).
     located.driver.make_operator_password(&args).await?;
+    // A rotation of that password under way is finished, or one started (converge_acl).
+    located
+        .driver
+        .prepare_operator_rotation(args.operator_password_generation)?;
     for note in &located.notes {
         info!(cluster = %args.name, %note, "recovered");
     }

@@ -101,7 +101,7 @@ pub(super) fn decode(
     all_known.then_some(AclConfig {
         users,
         default_user_disabled: !default_enabled,
-        operator_password: None,
+        ..AclConfig::default()
     })
 }
 

@@ -81,6 +81,28 @@ variable "redis_server" {
   default = "redis-server"
 }
 
+variable "default_user_enabled" {
+  type    = bool
+  default = true
+}
+
+variable "operator_password_generation" {
+  type    = number
+  default = null
+}
+
+# ACL users: name -> rules, and name -> password.
+variable "user_rules" {
+  type    = map(string)
+  default = {}
+}
+
+variable "user_passwords" {
+  type      = map(string)
+  default   = {}
+  sensitive = true
+}
+
 resource "redisha_cluster" "this" {
   name           = var.cluster_name
   shards         = var.shards
@@ -89,6 +111,18 @@ resource "redisha_cluster" "this" {
   spread         = "zone"
   password       = var.password
   redis_config   = var.redis_config
+
+  default_user_enabled         = var.default_user_enabled
+  operator_password_generation = var.operator_password_generation
+
+  dynamic "user" {
+    for_each = var.user_rules
+    content {
+      name     = user.key
+      password = var.user_passwords[user.key]
+      rules    = user.value
+    }
+  }
 
   dynamic "zone" {
     for_each = ["zone-a", "zone-b", "zone-c"]
@@ -127,6 +161,52 @@ output "nodes" {
 /// redis-server's default for `databases`: what a node runs with once the setting is removed.
 pub const DEFAULT_DATABASES: &str = "16";
 
+/// A `user { }` block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub name: String,
+    pub password: String,
+    pub rules: String,
+}
+
+/// Who a test connection logs in as: a user (`None`: `default`) and its password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub user: Option<String>,
+    pub password: String,
+}
+
+impl Login {
+    pub fn user(name: &str, password: &str) -> Self {
+        Login {
+            user: Some(name.to_string()),
+            password: password.to_string(),
+        }
+    }
+}
+
+impl From<&str> for Login {
+    /// The `default` user with `password`.
+    fn from(password: &str) -> Self {
+        Login {
+            user: None,
+            password: password.to_string(),
+        }
+    }
+}
+
+impl From<&String> for Login {
+    fn from(password: &String) -> Self {
+        Login::from(password.as_str())
+    }
+}
+
+impl From<&Login> for Login {
+    fn from(login: &Login) -> Self {
+        login.clone()
+    }
+}
+
 /// What one apply asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -136,6 +216,11 @@ pub struct Settings {
     pub redis_config: BTreeMap<String, String>,
     /// `local.redis_server`: the engine's binary.
     pub redis_server: String,
+    /// `user { }` blocks, in name order (as Terraform's `for_each` over the map makes them).
+    pub users: Vec<User>,
+    pub default_user_enabled: bool,
+    /// `operator_password_generation` (`None`: unset).
+    pub operator_generation: Option<u64>,
 }
 
 impl Settings {
@@ -146,7 +231,67 @@ impl Settings {
             replicas,
             redis_config: BTreeMap::new(),
             redis_server: "redis-server".to_string(),
+            users: Vec::new(),
+            default_user_enabled: true,
+            operator_generation: None,
         }
+    }
+
+    pub fn operator_generation(&self, generation: u64) -> Self {
+        Settings {
+            operator_generation: Some(generation),
+            ..self.clone()
+        }
+    }
+
+    /// With a `user` block (replacing one of the same name).
+    pub fn user(&self, name: &str, password: &str, rules: &str) -> Self {
+        let mut s = self.clone();
+        s.users.retain(|u| u.name != name);
+        s.users.push(User {
+            name: name.to_string(),
+            password: password.to_string(),
+            rules: rules.to_string(),
+        });
+        s.users.sort_by(|a, b| a.name.cmp(&b.name));
+        s
+    }
+
+    pub fn default_user_enabled(&self, enabled: bool) -> Self {
+        Settings {
+            default_user_enabled: enabled,
+            ..self.clone()
+        }
+    }
+
+    /// Who the checks log in as: `default`, or with it off the first declared user (the
+    /// tests give that one every permission).
+    pub fn login(&self) -> Login {
+        match self.users.first() {
+            Some(u) if !self.default_user_enabled => Login::user(&u.name, &u.password),
+            _ => Login::from(&self.password),
+        }
+    }
+
+    /// Every password these settings hold: none may appear in Terraform's output.
+    pub fn secrets(&self) -> Vec<&str> {
+        std::iter::once(self.password.as_str())
+            .chain(self.users.iter().map(|u| u.password.as_str()))
+            .collect()
+    }
+
+    /// The users' passwords of `before` that these settings changed: they must be refused.
+    pub fn retired_user_passwords(&self, before: &Settings) -> Vec<Login> {
+        before
+            .users
+            .iter()
+            .filter(|old| {
+                self.users
+                    .iter()
+                    .any(|u| u.name == old.name && u.password != old.password)
+            })
+            .map(|old| Login::user(&old.name, &old.password))
+            .collect()
     }
 
     /// The same cluster on the engine `binary`.
@@ -204,13 +349,22 @@ impl Settings {
 
     /// `{k="v",...}`: HCL for the map variable.
     fn redis_config_hcl(&self) -> String {
-        let pairs: Vec<String> = self
-            .redis_config
-            .iter()
-            .map(|(k, v)| format!("{k}={v:?}"))
-            .collect();
-        format!("{{{}}}", pairs.join(","))
+        hcl_map(self.redis_config.iter())
     }
+
+    fn user_rules_hcl(&self) -> String {
+        hcl_map(self.users.iter().map(|u| (&u.name, &u.rules)))
+    }
+
+    fn user_passwords_hcl(&self) -> String {
+        hcl_map(self.users.iter().map(|u| (&u.name, &u.password)))
+    }
+}
+
+/// `{k="v",...}`: an HCL map of strings.
+fn hcl_map<'a>(pairs: impl Iterator<Item = (&'a String, &'a String)>) -> String {
+    let pairs: Vec<String> = pairs.map(|(k, v)| format!("{k}={v:?}")).collect();
+    format!("{{{}}}", pairs.join(","))
 }
 
 /// Kill the provider at the `nth` (from 1) log line of `checkpoint`.
@@ -523,7 +677,14 @@ impl Cluster {
             format!("-var=loopback_octet={}", self.octet),
             format!("-var=redis_config={}", s.redis_config_hcl()),
             format!("-var=redis_server={}", s.redis_server),
+            format!("-var=default_user_enabled={}", s.default_user_enabled),
+            format!("-var=user_rules={}", s.user_rules_hcl()),
+            format!("-var=user_passwords={}", s.user_passwords_hcl()),
         ]);
+        args.extend(
+            s.operator_generation
+                .map(|g| format!("-var=operator_password_generation={g}")),
+        );
         args
     }
 
@@ -589,10 +750,12 @@ impl Cluster {
     pub fn apply(&mut self, s: &Settings) -> TfOutput {
         let out = self.run("apply", &["-auto-approve"], s);
         out.assert_success("terraform apply");
-        assert!(
-            !out.all().contains(&s.password),
-            "the password appeared in terraform's output"
-        );
+        for secret in s.secrets() {
+            assert!(
+                !out.all().contains(secret),
+                "a password appeared in terraform's output"
+            );
+        }
         out
     }
 
@@ -630,11 +793,15 @@ impl Cluster {
 
     /// Logs what a kill left (not asserted: how far the provider got depends on the kill's
     /// latency): redis-servers, their roles, open slots and how many see `cluster_state:ok`.
-    pub fn describe_wreck(&self, rt: &tokio::runtime::Runtime, passwords: &[&str]) {
+    pub fn describe_wreck<L>(&self, rt: &tokio::runtime::Runtime, logins: &[L])
+    where
+        L: Clone + Into<Login>,
+    {
+        let logins: Vec<Login> = logins.iter().cloned().map(Into::into).collect();
         let processes = self.processes();
         let views = rt.block_on(futures::future::join_all(processes.iter().map(|p| async {
             let address = p.address.clone().unwrap_or_default();
-            for pw in passwords {
+            for pw in &logins {
                 if let Ok(nodes) = cluster_nodes(&address, pw).await {
                     let info = query_text(&address, pw, redis::cmd("CLUSTER").arg("INFO"))
                         .await
@@ -791,7 +958,8 @@ impl Cluster {
         );
         assert_only_known_processes(&self.processes(), &addresses);
         rt.block_on(assert_nodes_healthy(&nodes, s, retired_password));
-        let unreadable = rt.block_on(unreadable_keys(&endpoints_of(&outputs), &s.password, keys));
+        rt.block_on(assert_logins(&nodes, s, &[]));
+        let unreadable = rt.block_on(unreadable_keys(&endpoints_of(&outputs), s.login(), keys));
         assert!(
             unreadable.is_empty(),
             "{} of {} acknowledged keys unreadable, e.g. {:?}",
@@ -799,6 +967,35 @@ impl Cluster {
             keys.count,
             &unreadable[..unreadable.len().min(5)]
         );
+    }
+
+    /// Every node refuses each of `retired` (passwords a change replaced).
+    #[track_caller]
+    pub fn assert_refused(&self, rt: &tokio::runtime::Runtime, s: &Settings, retired: &[Login]) {
+        rt.block_on(assert_logins(&self.nodes(), s, retired));
+    }
+
+    /// The cluster's directory, `<data_dir>/<cluster id>` (the only one: the data dir is
+    /// this cluster's own).
+    pub fn cluster_dir(&self) -> PathBuf {
+        let dirs: Vec<PathBuf> = std::fs::read_dir(&self.data_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_dir())
+            .collect();
+        assert_eq!(dirs.len(), 1, "one cluster directory expected: {dirs:?}");
+        dirs[0].clone()
+    }
+
+    /// The operator user's password as the cluster directory keeps it.
+    pub fn operator_password(&self) -> String {
+        let path = self.cluster_dir().join("operator-password");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
+            .to_string()
     }
 
     /// `terraform destroy` works and leaves no redis-server and no data of this cluster.
@@ -1153,8 +1350,13 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-/// A connection to one node, authenticated with `password`; bounded connect and replies.
-pub async fn connect(address: &str, password: &str) -> redis::RedisResult<MultiplexedConnection> {
+/// A connection to one node, logged in as `login` (a bare password: `default`); bounded
+/// connect and replies.
+pub async fn connect(
+    address: &str,
+    login: impl Into<Login>,
+) -> redis::RedisResult<MultiplexedConnection> {
+    let login = login.into();
     let (host, port) = address.rsplit_once(':').ok_or_else(|| {
         redis::RedisError::from((
             redis::ErrorKind::InvalidClientConfig,
@@ -1167,7 +1369,8 @@ pub async fn connect(address: &str, password: &str) -> redis::RedisResult<Multip
     let info = redis::ConnectionInfo {
         addr: redis::ConnectionAddr::Tcp(host.to_string(), port),
         redis: redis::RedisConnectionInfo {
-            password: Some(password.to_string()),
+            username: login.user,
+            password: Some(login.password),
             ..Default::default()
         },
     };
@@ -1179,8 +1382,12 @@ pub async fn connect(address: &str, password: &str) -> redis::RedisResult<Multip
         .await
 }
 
-pub async fn query_text(address: &str, password: &str, cmd: &redis::Cmd) -> Result<String, String> {
-    let mut conn = connect(address, password)
+pub async fn query_text(
+    address: &str,
+    login: impl Into<Login>,
+    cmd: &redis::Cmd,
+) -> Result<String, String> {
+    let mut conn = connect(address, login)
         .await
         .map_err(|e| format!("{address}: {e}"))?;
     cmd.query_async::<String>(&mut conn)
@@ -1188,8 +1395,8 @@ pub async fn query_text(address: &str, password: &str, cmd: &redis::Cmd) -> Resu
         .map_err(|e| format!("{address}: {e}"))
 }
 
-pub async fn cluster_nodes(address: &str, password: &str) -> Result<String, String> {
-    query_text(address, password, redis::cmd("CLUSTER").arg("NODES")).await
+pub async fn cluster_nodes(address: &str, login: impl Into<Login>) -> Result<String, String> {
+    query_text(address, login, redis::cmd("CLUSTER").arg("NODES")).await
 }
 
 /// One line of CLUSTER NODES.
@@ -1231,10 +1438,11 @@ pub fn parse_cluster_nodes(text: &str) -> Vec<NodeLine> {
 
 /// Slot ranges and the address of their master, from CLUSTER SLOTS of the first endpoint
 /// that answers.
-pub async fn slot_map(endpoints: &[String], password: &str) -> Vec<(u16, u16, String)> {
+pub async fn slot_map(endpoints: &[String], login: impl Into<Login>) -> Vec<(u16, u16, String)> {
+    let login = login.into();
     let mut last_error = String::from("no endpoints");
     for address in endpoints {
-        let mut conn = match connect(address, password).await {
+        let mut conn = match connect(address, &login).await {
             Ok(c) => c,
             Err(e) => {
                 last_error = format!("{address}: {e}");
@@ -1299,11 +1507,12 @@ fn group_by_owner(map: &[(u16, u16, String)], keys: &Keys) -> BTreeMap<String, V
 
 /// Writes `keys` on their masters and has each master's writes acknowledged by a replica
 /// (`WAIT 1`): what the user relies on surviving. Fails the test if a write is not acknowledged.
-pub async fn write_acknowledged(endpoints: &[String], password: &str, keys: &Keys) {
-    let map = slot_map(endpoints, password).await;
+pub async fn write_acknowledged(endpoints: &[String], login: impl Into<Login>, keys: &Keys) {
+    let login = &login.into();
+    let map = slot_map(endpoints, login).await;
     let groups = group_by_owner(&map, keys);
     let jobs = groups.into_iter().map(|(owner, idx)| async move {
-        let mut conn = connect(&owner, password)
+        let mut conn = connect(&owner, login)
             .await
             .unwrap_or_else(|e| panic!("connect {owner}: {e}"));
         let mut pipe = redis::pipe();
@@ -1340,15 +1549,20 @@ pub async fn write_acknowledged(endpoints: &[String], password: &str, keys: &Key
 
 /// The keys that do not read back with their value, asking each key's master by the slot map
 /// and following MOVED/ASK redirects for the rest (as a cluster client would).
-pub async fn unreadable_keys(endpoints: &[String], password: &str, keys: &Keys) -> Vec<String> {
+pub async fn unreadable_keys(
+    endpoints: &[String],
+    login: impl Into<Login>,
+    keys: &Keys,
+) -> Vec<String> {
     if keys.count == 0 {
         return Vec::new();
     }
-    let map = slot_map(endpoints, password).await;
+    let login = &login.into();
+    let map = slot_map(endpoints, login).await;
     let groups = group_by_owner(&map, keys);
     let jobs = groups.into_iter().map(|(owner, idx)| async move {
         let read = async {
-            let mut conn = connect(&owner, password).await.ok()?;
+            let mut conn = connect(&owner, login).await.ok()?;
             let mut pipe = redis::pipe();
             for &i in &idx {
                 pipe.cmd("GET").arg(keys.name(i));
@@ -1371,7 +1585,7 @@ pub async fn unreadable_keys(endpoints: &[String], password: &str, keys: &Keys) 
         }
         let mut unreadable = Vec::new();
         for i in wrong {
-            let got = get_redirected(&owner, &keys.name(i), password).await;
+            let got = get_redirected(&owner, &keys.name(i), login).await;
             if got.as_ref().ok().and_then(|v| v.as_deref()) != Some(keys.value(i).as_str()) {
                 unreadable.push(format!("{} ({got:?})", keys.name(i)));
             }
@@ -1386,15 +1600,11 @@ pub async fn unreadable_keys(endpoints: &[String], password: &str, keys: &Keys) 
 }
 
 /// GET `key` starting at `address`, following up to four redirects.
-async fn get_redirected(
-    address: &str,
-    key: &str,
-    password: &str,
-) -> Result<Option<String>, String> {
+async fn get_redirected(address: &str, key: &str, login: &Login) -> Result<Option<String>, String> {
     let mut address = address.to_string();
     let mut asking = false;
     for _ in 0..5 {
-        let mut conn = connect(&address, password)
+        let mut conn = connect(&address, login)
             .await
             .map_err(|e| format!("{address}: {e}"))?;
         let result = if asking {
@@ -1434,9 +1644,10 @@ async fn get_redirected(
 /// NODES has no open slot (`[` marks one migrating or importing), a replica's link is up,
 /// `databases` is what `s` asks, and `retired_password` no longer authenticates.
 pub async fn assert_nodes_healthy(nodes: &[Node], s: &Settings, retired_password: Option<&str>) {
+    let login = &s.login();
     let checks = nodes.iter().map(|n| async move {
         let mut problems = Vec::new();
-        let pw = s.password.as_str();
+        let pw = login;
         let addr = n.address.as_str();
         match query_text(addr, pw, redis::cmd("CLUSTER").arg("INFO")).await {
             Ok(info) => {
@@ -1491,22 +1702,67 @@ pub async fn assert_nodes_healthy(nodes: &[Node], s: &Settings, retired_password
             Err(e) => problems.push(format!("connect: {e}")),
         }
         if let Some(old) = retired_password {
-            if let Ok(mut conn) = connect(addr, old).await {
-                if redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .is_ok()
-                {
-                    problems.push("the old password still works".to_string());
-                }
+            if logs_in(addr, old).await {
+                problems.push("the old password still works".to_string());
             }
         }
         (format!("{} {addr}", n.name), problems)
     });
+    assert_no_problems(checks, "unhealthy nodes").await;
+}
+
+/// Fails the test with every node's problems (`checks`: per node, its name and problems).
+async fn assert_no_problems(
+    checks: impl IntoIterator<Item = impl std::future::Future<Output = (String, Vec<String>)>>,
+    what: &str,
+) {
     let bad: Vec<(String, Vec<String>)> = futures::future::join_all(checks)
         .await
         .into_iter()
         .filter(|(_, p)| !p.is_empty())
         .collect();
-    assert!(bad.is_empty(), "unhealthy nodes: {bad:#?}");
+    assert!(bad.is_empty(), "{what}: {bad:#?}");
+}
+
+/// Whether `login` can log in on `address`: connecting authenticates, and PING proves it
+/// (a user allowed no PING is answered NOPERM, which only a logged-in user gets).
+pub async fn logs_in(address: &str, login: impl Into<Login>) -> bool {
+    match connect(address, login).await {
+        Ok(mut conn) => match redis::cmd("PING").query_async::<String>(&mut conn).await {
+            Ok(_) => true,
+            Err(e) => e.code() == Some("NOPERM"),
+        },
+        Err(_) => false,
+    }
+}
+
+/// Per node: every declared user logs in with its password, `default` only when enabled, and
+/// none of `retired`.
+pub async fn assert_logins(nodes: &[Node], s: &Settings, retired: &[Login]) {
+    let checks = nodes.iter().map(|n| async move {
+        let addr = n.address.as_str();
+        let mut problems = Vec::new();
+        for u in &s.users {
+            if !logs_in(addr, Login::user(&u.name, &u.password)).await {
+                problems.push(format!("user {} cannot log in with its password", u.name));
+            }
+        }
+        let default = logs_in(addr, &s.password).await;
+        if default != s.default_user_enabled {
+            problems.push(format!(
+                "default logs in: {default}, default_user_enabled = {}",
+                s.default_user_enabled
+            ));
+        }
+        for old in retired {
+            if logs_in(addr, old).await {
+                problems.push(format!(
+                    "{} still logs in with a replaced password",
+                    old.user.as_deref().unwrap_or("default")
+                ));
+            }
+        }
+        (format!("{} {addr}", n.name), problems)
+    });
+    assert_no_problems(checks, "logins not as configured").await;
 }

@@ -28,6 +28,7 @@ pub mod s3_store;
 pub mod secrets;
 pub mod security_group;
 pub mod sentinel_procs;
+mod sentinel_records;
 pub mod settings;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -162,6 +162,11 @@ impl AwsDriver {
         self
     }
 
+    /// Whether this driver runs a sentinel-mode deployment ([`AwsDriver::for_sentinel_mode`]).
+    pub(crate) fn is_sentinel_mode(&self) -> bool {
+        self.sentinel_mode
+    }
+
     pub(crate) fn clients(&self) -> &AwsClients {
         &self.client
     }
@@ -1035,7 +1040,7 @@ impl AwsDriver {
                     index_on_host: node.index_on_host,
                     pid: None,
                     data_dir: None,
-                    config_file: None,
+                    config_file: self.discovered_config_file(&host.name, node.index_on_host),
                 };
                 let record = NodeRecord {
                     format: redisha_cluster::identity::RECORD_FORMAT,
@@ -1570,6 +1575,9 @@ impl Driver for AwsDriver {
             timeout,
         )
         .await?;
+        if self.sentinel_mode {
+            self.forget_process(node).await?;
+        }
         Ok(())
     }
 
@@ -1621,6 +1629,10 @@ impl Driver for AwsDriver {
 
     async fn outdated_hosts(&self, hosts: &[HostHandle]) -> Result<Vec<OutdatedHost>, DriverError> {
         Ok(self.image_drift(hosts).await?)
+    }
+
+    async fn lost_hosts(&self, hosts: &[HostHandle]) -> Result<Vec<String>, DriverError> {
+        self.lost_host_names(hosts).await
     }
 }
 

@@ -22,7 +22,6 @@
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::path::PathBuf;
 
 use redisha_cluster::{DriverError, HostHandle, NodeConfig, NodeHandle, NodePlan, ProcessKind};
 
@@ -32,9 +31,8 @@ use crate::node_commands::{
     about, write_shared, NodeAction, HEADER, IP_FROM_METADATA, WAIT_FOR_FIRST_BOOT,
 };
 use crate::secrets;
+use crate::sentinel_records::{config_file, SENTINEL_CONF_PREFIX};
 
-/// Where a sentinel's config is on its instance (`<prefix><port>.conf`).
-const SENTINEL_CONF_PREFIX: &str = "/etc/redisha/sentinel-";
 /// The systemd unit template of the sentinels.
 const SENTINEL_UNIT: &str = "/etc/systemd/system/redisha-sentinel@.service";
 
@@ -256,7 +254,8 @@ pub fn remove_sentinel(cluster: &str, node: &str, port: u16) -> String {
 }
 
 impl AwsDriver {
-    /// [`redisha_cluster::Driver::start_process`]: returns at once when the process answers;
+    /// [`redisha_cluster::Driver::start_process`]: writes the process's record on its
+    /// instance first ([`crate::sentinel_records`]); returns at once when the process answers;
     /// else stores the passwords in SSM, starts it with a Run Command on its host's running
     /// instance and waits until it answers.
     pub(crate) async fn start_sentinel_mode_process(
@@ -270,11 +269,6 @@ impl AwsDriver {
         let (ip, port) = self.node_address(host, node.index_on_host);
         let on_instance = self.port_on(&host.name, node.index_on_host);
         let sentinel = matches!(kind, ProcessKind::Sentinel { .. });
-        let conf = if sentinel {
-            format!("{SENTINEL_CONF_PREFIX}{on_instance}.conf")
-        } else {
-            format!("/etc/redisha/node-{on_instance}.conf")
-        };
         let address = format_address(&ip, port);
         let handle = NodeHandle {
             name: node.name.clone(),
@@ -284,8 +278,9 @@ impl AwsDriver {
             index_on_host: node.index_on_host,
             pid: None,
             data_dir: None,
-            config_file: Some(PathBuf::from(conf)),
+            config_file: Some(config_file(on_instance, sentinel)),
         };
+        self.record_process(host, node, &handle).await?;
         if crate::probe::answers(&address).await {
             tracing::info!(process = node.name, host = host.name, address, "answers");
             return Ok(handle);

@@ -2,17 +2,27 @@
 //! instance per zone (moto), each running a data node and a sentinel started by SSM Run
 //! Command. The test-only SSM runner executes the product's scripts on this machine, in a
 //! mount namespace per instance, with real redis-server and Redis Sentinel
-//! (`redis-server --sentinel`) bound to the loopback stand-ins 127.190.Z.1 (ports 28500+ for
-//! data nodes, 100 above for sentinels).
+//! (`redis-server --sentinel`) bound to the loopback stand-ins 127.190.Z.1 and 127.191.Z.1
+//! (one octet per test; ports 28500+ for data nodes, 100 above for sentinels).
 //!
-//! Create; the primary's process killed (SIGKILL by the pid the runner's systemctl recorded);
-//! the sentinels fail over without losing a WAIT-acknowledged write; repair (the driver cannot
-//! see processes: the sentinels' majority counting it down is the proof) brings it back as a
-//! replica; the planned primary is put back; both passwords rotate; destroy leaves no
-//! instance and no SSM parameter. No password is ever in user data, a Run Command or a tag.
+//! First test: create; the primary's process killed (SIGKILL by the pid the runner's
+//! systemctl recorded); the sentinels fail over without losing a WAIT-acknowledged write;
+//! repair (the driver cannot see processes: the sentinels' majority counting it down is the
+//! proof) brings it back as a replica; the planned primary is put back; both passwords rotate;
+//! destroy leaves no instance and no SSM parameter. No password is ever in user data, a Run
+//! Command or a tag.
+//!
+//! Second test: what survives a lost provider and a lost instance. A create cut off mid-way
+//! (its future dropped, as a killed provider leaves it) is found again from the instances'
+//! tags alone and finished under the same id; the state is rebuilt from the tags after a
+//! shape change (a removed replica's record goes with it); the primary's instance is
+//! terminated outside redisha: the next repair launches a replacement, starts its data node and
+//! sentinel there, and the planned primary is put back with no WAIT-acknowledged write lost.
 
 mod common;
 
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -20,12 +30,29 @@ use common::{Fixture, FixtureConfig, Moto};
 use redisha_aws::testing::ssm_runner::SsmRunner;
 use redisha_aws::testing::{map_hosts, readable_user_data};
 use redisha_aws::{secrets, AwsClients, AwsDriver};
-use redisha_cluster::sentinel::{SentinelOperator, SentinelSettings, SentinelState};
+use redisha_cluster::sentinel::{Reshape, SentinelOperator, SentinelSettings, SentinelState};
 use redisha_cluster::{NodeConfig, Operator, Options, Password};
-use redisha_planner::{HostSpec, Request, SentinelSpec, Spread, ZoneSpec};
+use redisha_planner::{HostSpec, Request, Role, SentinelSpec, Spread, ZoneSpec};
 
-const CLUSTER: &str = "awssent";
-const CLUSTER_ID: &str = "00000000000000f5";
+/// One test's deployment: its name, id and stand-in octet.
+struct Site {
+    cluster: &'static str,
+    id: &'static str,
+    octet: u8,
+}
+
+const SITE: Site = Site {
+    cluster: "awssent",
+    id: "00000000000000f5",
+    octet: 190,
+};
+const LOST_SITE: Site = Site {
+    cluster: "awslost",
+    id: "00000000000000f6",
+    octet: 191,
+};
+const CLUSTER: &str = SITE.cluster;
+const CLUSTER_ID: &str = SITE.id;
 const PASSWORD: &str = "aws-sentinel-Data-1";
 const SENTINEL_PASSWORD: &str = "aws-sentinel-Own-2";
 const ROTATED: &str = "aws-sentinel-Data-3";
@@ -34,33 +61,37 @@ const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
 const MASTER: &str = "orders";
 const KEYS: usize = 200;
 
-/// The stand-in addresses 127.190.Z.1, one a zone.
-fn stand_ins() -> Vec<String> {
+/// The stand-in addresses 127.<octet>.Z.1, one a zone.
+fn stand_ins(site: &Site) -> Vec<String> {
     (1..=ZONES.len())
-        .map(|z| format!("127.190.{z}.1"))
+        .map(|z| format!("127.{}.{z}.1", site.octet))
         .collect()
 }
 
 /// A base port in 28500-28589 free on every stand-in, with the sentinels' 100 above.
-fn free_base_port() -> u16 {
+fn free_base_port(site: &Site) -> u16 {
     (28500..28590)
         .find(|p| {
-            stand_ins().iter().all(|ip| {
+            stand_ins(site).iter().all(|ip| {
                 [*p, p + 100]
                     .iter()
                     .all(|q| std::net::TcpListener::bind((ip.as_str(), *q)).is_ok())
             })
         })
-        .expect("a free port in 28500-28589 on 127.190.Z.1")
+        .expect("a free port in 28500-28589 on the stand-ins")
 }
 
 /// One host per zone (`<zone>-1`), a primary with two replicas spread over the zones, and
 /// three sentinels.
 fn request() -> Request {
+    request_with(2)
+}
+
+fn request_with(replicas: u32) -> Request {
     Request {
         cluster: redisha_planner::ClusterSpec {
             shards: 1,
-            replicas: 2,
+            replicas,
             node_memory_mb: 64,
             spread: Spread::Zone,
             survive: Default::default(),
@@ -101,14 +132,29 @@ fn config(password: &str) -> NodeConfig {
 }
 
 fn driver(client: &AwsClients, fx: &Fixture, base: u16) -> AwsDriver {
-    let mut c = fx.config_with_id(CLUSTER, CLUSTER_ID);
-    map_hosts(&mut c, &ZONES, &stand_ins(), base);
+    driver_of(&SITE, client, fx, base)
+}
+
+/// A driver that knows nothing yet (as a new provider process): everything it finds, it
+/// finds by the site's id.
+fn driver_of(site: &Site, client: &AwsClients, fx: &Fixture, base: u16) -> AwsDriver {
+    let mut c = fx.config_with_id(site.cluster, site.id);
+    map_hosts(&mut c, &ZONES, &stand_ins(site), base);
     AwsDriver::with_client(client.clone(), c)
         .expect("driver")
         .for_sentinel_mode()
 }
 
 fn operator<'a>(
+    driver: &'a AwsDriver,
+    password: &str,
+    sentinel_password: &str,
+) -> SentinelOperator<'a> {
+    operator_of(&SITE, driver, password, sentinel_password)
+}
+
+fn operator_of<'a>(
+    site: &Site,
     driver: &'a AwsDriver,
     password: &str,
     sentinel_password: &str,
@@ -121,7 +167,7 @@ fn operator<'a>(
             ..Options::default()
         },
     );
-    SentinelOperator::new(op, settings(), CLUSTER_ID)
+    SentinelOperator::new(op, settings(), site.id)
         .with_sentinel_password(Some(Password::new(sentinel_password)))
 }
 
@@ -201,6 +247,53 @@ async fn public_texts(client: &AwsClients) -> Vec<String> {
     out
 }
 
+/// Writes `KEYS` keys `<prefix><i>` (each its own name as value) on `primary`, each followed
+/// by `WAIT 1`; returns those a replica acknowledged (more than half, or the test fails).
+async fn write_acked(primary: &str, prefix: &str) -> Vec<String> {
+    let mut con = redis_login(primary, PASSWORD).await.expect("connect");
+    let mut acked = Vec::new();
+    for i in 0..KEYS {
+        let key = format!("{prefix}{i}");
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg(&key)
+            .query_async(&mut con)
+            .await
+            .expect("SET");
+        let n: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(1000)
+            .query_async(&mut con)
+            .await
+            .expect("WAIT");
+        if n >= 1 {
+            acked.push(key);
+        }
+    }
+    assert!(acked.len() > KEYS / 2, "only {} acknowledged", acked.len());
+    acked
+}
+
+/// Every key of `acked` reads back from `primary` with its value.
+async fn assert_none_lost(primary: &str, acked: &[String]) {
+    let mut con = redis_login(primary, PASSWORD).await.expect("connect");
+    let mut lost = 0;
+    for key in acked {
+        let v: Option<String> = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut con)
+            .await
+            .expect("GET");
+        lost += usize::from(v.as_deref() != Some(key.as_str()));
+    }
+    assert_eq!(
+        lost,
+        0,
+        "{lost} of {} acknowledged writes lost",
+        acked.len()
+    );
+}
+
 /// Prints what the SSM runner ran, and the processes' logs, when the test fails.
 struct ReportOnFailure<'a>(&'a SsmRunner);
 
@@ -231,7 +324,7 @@ async fn sentinel_mode_on_instances_fails_over_repairs_restores_rotates_and_goes
 }
 
 async fn run(client: &AwsClients, fx: &Fixture, runner: &SsmRunner) {
-    let base = free_base_port();
+    let base = free_base_port(&SITE);
     let req = request();
     let plan = redisha_planner::plan(&req, None).expect("plan");
     let sentinels = plan.sentinel.clone().expect("sentinel plan").sentinels;
@@ -298,28 +391,9 @@ async fn run(client: &AwsClients, fx: &Fixture, runner: &SsmRunner) {
         assert!(!text.contains(SENTINEL_PASSWORD), "a password in {text}");
     }
 
-    // Writes a replica acknowledged (WAIT 1) before the primary dies.
-    let mut acked = Vec::new();
-    for i in 0..KEYS {
-        let key = format!("k{i}");
-        let _: () = redis::cmd("SET")
-            .arg(&key)
-            .arg(i)
-            .query_async(&mut con)
-            .await
-            .expect("SET");
-        let n: i64 = redis::cmd("WAIT")
-            .arg(1)
-            .arg(1000)
-            .query_async(&mut con)
-            .await
-            .expect("WAIT");
-        if n >= 1 {
-            acked.push(key);
-        }
-    }
-    assert!(acked.len() > KEYS / 2, "only {} acknowledged", acked.len());
     drop(con);
+    // Writes a replica acknowledged (WAIT 1) before the primary dies.
+    let acked = write_acked(&planned.address(), "k").await;
 
     // The primary's process dies (SIGKILL of the pid the runner's systemctl recorded).
     let host = state.host(&planned.handle.host).expect("host").clone();
@@ -343,23 +417,7 @@ async fn run(client: &AwsClients, fx: &Fixture, runner: &SsmRunner) {
         },
     )
     .await;
-    let mut con = redis_login(&new_primary, PASSWORD).await.expect("connect");
-    let mut lost = 0;
-    for key in &acked {
-        let v: Option<String> = redis::cmd("GET")
-            .arg(key)
-            .query_async(&mut con)
-            .await
-            .expect("GET");
-        lost += usize::from(v.is_none());
-    }
-    assert_eq!(
-        lost,
-        0,
-        "{lost} of {} acknowledged writes lost",
-        acked.len()
-    );
-    drop(con);
+    assert_none_lost(&new_primary, &acked).await;
 
     // Repair: the driver cannot see the process, so it waits for the sentinels' proof (a
     // majority counts it down), then stops and restarts it as a replica of the new primary.
@@ -482,4 +540,223 @@ async fn run(client: &AwsClients, fx: &Fixture, runner: &SsmRunner) {
         },
     )
     .await;
+}
+
+/// What a state says of every process (name, host, address, planned primary, config file):
+/// the same whether it came from the apply that made them or from the instances' tags.
+fn processes_of(
+    state: &SentinelState,
+) -> BTreeSet<(String, String, String, bool, Option<PathBuf>)> {
+    state
+        .data
+        .iter()
+        .chain(&state.sentinels)
+        .map(|m| {
+            (
+                m.handle.name.clone(),
+                m.handle.host.clone(),
+                m.address(),
+                m.planned_primary,
+                m.handle.config_file.clone(),
+            )
+        })
+        .collect()
+}
+
+/// The state a new provider process rebuilds from the instances' tags alone.
+async fn rebuilt(site: &Site, client: &AwsClients, fx: &Fixture, base: u16) -> SentinelState {
+    let fresh = driver_of(site, client, fx, base);
+    let sop = operator_of(site, &fresh, PASSWORD, SENTINEL_PASSWORD);
+    let mut state = SentinelState::default();
+    sop.recover(&mut state)
+        .await
+        .expect("recover from the tags");
+    state
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_mode_on_instances_is_found_by_its_tags_and_replaces_a_terminated_instance() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+    let Some(moto) = Moto::start() else { return };
+    let client = moto.client().await;
+    let fx = Fixture::create(&client, &ZONES).await;
+    let runner = SsmRunner::booting(moto.port, LOST_SITE.cluster);
+    let _report = ReportOnFailure(&runner);
+    tokio::time::timeout(Duration::from_secs(900), run_lost(&client, &fx))
+        .await
+        .expect("test timed out");
+}
+
+async fn run_lost(client: &AwsClients, fx: &Fixture) {
+    let site = &LOST_SITE;
+    let base = free_base_port(site);
+    let req = request();
+    let plan = redisha_planner::plan(&req, None).expect("plan");
+    let sentinels = plan.sentinel.clone().expect("sentinel plan").sentinels;
+    let planned_name = plan
+        .placement
+        .nodes
+        .iter()
+        .find(|n| n.role == Role::Master)
+        .map(|n| n.name.clone())
+        .expect("a planned primary");
+
+    // A create cut off once its data nodes answer: its future is dropped mid-way, as a killed
+    // provider leaves it, and nothing of its state is kept.
+    {
+        let first = driver_of(site, client, fx, base);
+        let sop = operator_of(site, &first, PASSWORD, SENTINEL_PASSWORD);
+        let mut dropped = SentinelState::default();
+        let data: Vec<String> = stand_ins(site)
+            .iter()
+            .map(|ip| format!("{ip}:{base}"))
+            .collect();
+        let all_answer = wait_for(
+            "every data node to answer",
+            Duration::from_secs(180),
+            || async {
+                for address in &data {
+                    tokio::net::TcpStream::connect(address).await.ok()?;
+                }
+                Some(())
+            },
+        );
+        tokio::select! {
+            done = sop.create(&req, &plan.placement, &sentinels, &mut dropped) => {
+                panic!("the create finished before it was cut off: {done:?}")
+            }
+            () = all_answer => {}
+        }
+    }
+
+    // A new provider process: the instances' tags alone find the data nodes and the planned
+    // primary among them, and the create finishes under the same id on the same instances.
+    let driver = driver_of(site, client, fx, base);
+    let sop = operator_of(site, &driver, PASSWORD, SENTINEL_PASSWORD);
+    let mut state = SentinelState::default();
+    let notes = sop.recover(&mut state).await.expect("recover");
+    assert_eq!(state.data.len(), 3, "{notes:?}");
+    assert_eq!(
+        state.planned_primary().map(|m| m.handle.name.clone()),
+        Some(planned_name.clone()),
+        "{notes:?}"
+    );
+    let instances_before = common::live_instances(client, site.cluster).await;
+    sop.create(&req, &plan.placement, &sentinels, &mut state)
+        .await
+        .expect("the create, resumed");
+    assert_eq!(
+        common::live_instances(client, site.cluster).await,
+        instances_before,
+        "the resumed create launched no instance"
+    );
+    assert_eq!((state.data.len(), state.sentinels.len()), (3, 3));
+    assert_eq!(
+        processes_of(&rebuilt(site, client, fx, base).await),
+        processes_of(&state)
+    );
+    let primary = state.planned_primary().cloned().expect("planned primary");
+    let acked = write_acked(&primary.address(), "before-").await;
+
+    // One replica fewer: the removed process and its record go; a state rebuilt from the
+    // tags has exactly what runs.
+    let smaller = request_with(1);
+    let shrunk = redisha_planner::plan_with_sentinels(
+        &smaller,
+        Some(&state.placement()),
+        &state.placed_sentinels(),
+    )
+    .expect("plan");
+    let change = Reshape::between(
+        &state,
+        &shrunk.placement,
+        &shrunk.sentinel.as_ref().expect("sentinels").sentinels,
+    );
+    assert_eq!(
+        (change.remove_data.len(), change.add_data.len()),
+        (1, 0),
+        "{change:?}"
+    );
+    sop.reshape(&smaller, &change, &mut state)
+        .await
+        .expect("reshape");
+    sop.settle(&state).await.expect("settle");
+    assert_eq!(state.data.len(), 2);
+    assert_eq!(
+        processes_of(&rebuilt(site, client, fx, base).await),
+        processes_of(&state)
+    );
+
+    // The primary's instance is terminated outside redisha; its processes die with it.
+    let host = state.host(&primary.handle.host).cloned().expect("host");
+    let old_instance = host.instance_id.clone().expect("instance id");
+    client
+        .terminate_instances()
+        .instance_ids(&old_instance)
+        .send()
+        .await
+        .expect("TerminateInstances");
+    wait_for(
+        "the terminated instance's primary to stop answering",
+        Duration::from_secs(30),
+        || async {
+            tokio::net::TcpStream::connect(primary.address())
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
+    // The driver proves the host lost: a replacement instance runs the same processes under
+    // their names; Sentinel fails over meanwhile, and the planned primary comes back.
+    let replaced = sop
+        .replace_lost_hosts(&smaller, &mut state)
+        .await
+        .expect("replace the lost host");
+    let on_host: BTreeSet<String> = state
+        .data
+        .iter()
+        .chain(&state.sentinels)
+        .filter(|m| m.handle.host == host.name)
+        .map(|m| m.handle.name.clone())
+        .collect();
+    assert_eq!(on_host.len(), 2, "a data node and a sentinel: {on_host:?}");
+    assert_eq!(replaced, on_host);
+    let new_instance = state
+        .host(&host.name)
+        .and_then(|h| h.instance_id.clone())
+        .expect("the replacement's id");
+    assert_ne!(new_instance, old_instance);
+    let report = sop
+        .repair_replaced(&mut state, &replaced)
+        .await
+        .expect("repair on the new instance");
+    assert_eq!(report.actions.len(), 2, "{:?}", report.actions);
+    assert!(sop.restore_primary(&state).await.expect("restore"));
+    sop.settle(&state).await.expect("settle");
+    assert_eq!(
+        sop.observe(&state).await.primary,
+        Some(primary.address()),
+        "the planned primary is back"
+    );
+    assert_none_lost(&primary.address(), &acked).await;
+    assert_eq!(
+        processes_of(&rebuilt(site, client, fx, base).await),
+        processes_of(&state)
+    );
+
+    let report = driver.destroy().await.expect("destroy");
+    assert!(report.security_group_deleted);
+    assert!(common::live_instances(client, site.cluster)
+        .await
+        .is_empty());
+    assert_eq!(
+        parameter(client, &secrets::parameter_name(site.cluster, site.id)).await,
+        None
+    );
 }

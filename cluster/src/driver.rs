@@ -453,6 +453,14 @@ pub trait Driver: Send + Sync {
         Ok(Vec::new())
     }
 
+    /// The hosts among `hosts` whose machine the driver proves lost: gone (aws: its instance
+    /// terminated or missing) or stopped. Nothing of theirs answers for sure, and provisioning
+    /// the host again (a replacement machine, or the stopped one started) is what brings its
+    /// processes back. Drivers whose hosts are addresses report none.
+    async fn lost_hosts(&self, _hosts: &[HostHandle]) -> Result<Vec<String>, DriverError> {
+        Ok(Vec::new())
+    }
+
     /// Moves a stopped replica's data files (snapshot, append-only files) aside, kept next to
     /// where they were, so that it starts empty and resynchronises from its master: what an
     /// engine roll does for a replica whose snapshot the new engine cannot read. The node keeps

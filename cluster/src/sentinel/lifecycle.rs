@@ -1,5 +1,7 @@
 //! Create, repair, putting the planned primary back, and destroy.
 
+use std::collections::BTreeSet;
+
 use futures::future::join_all;
 use redisha_planner::{Placement, Request, Role, Sentinel};
 use tracing::info;
@@ -83,12 +85,15 @@ impl SentinelOperator<'_> {
         let driver = self.op.driver;
         let config = &self.op.config;
         config.validate()?;
+        // Every host, also those a resumed create found: provisioning is idempotent, and on
+        // aws it waits for an instance still booting and replaces one terminated meanwhile.
         for plan in &plans {
             if state.host(&plan.name).is_none() {
                 info!(host = %plan.name, zone = %plan.zone, "provisioning host");
-                let handle = driver.provision_host(plan, config).await?;
-                state.hosts.push(handle);
             }
+            let handle = driver.provision_host(plan, config).await?;
+            state.hosts.retain(|h| h.name != plan.name);
+            state.hosts.push(handle);
         }
         self.op.checkpoint("sentinel.hosts_provisioned")?;
 
@@ -165,12 +170,8 @@ impl SentinelOperator<'_> {
         let host = state.host(&m.handle.host).cloned().ok_or_else(|| {
             ClusterError::Plan(format!("host {:?} is not in the state", m.handle.host))
         })?;
-        let plan = NodePlan {
-            name: m.handle.name.clone(),
-            index_on_host: m.handle.index_on_host,
-            shard: 0,
-            role: Role::Replica,
-        };
+        // The planned primary keeps its role in its record, whatever it restarts as.
+        let plan = super::hosts::process_plan(m);
         Ok(self
             .op
             .driver
@@ -251,17 +252,52 @@ impl SentinelOperator<'_> {
 
     /// Restarts every process proven failed: stopped per the driver, or, when the driver
     /// cannot see processes (aws), not answering and counted down by a majority of the
-    /// sentinels (then stopped through the driver first, which ends a hung one). A data node
-    /// comes back as a replica of the primary Sentinel names now, a sentinel from its own
-    /// config file (it keeps its id and what it learned). Nothing is failed over here:
-    /// Sentinel does that.
+    /// sentinels (then stopped through the driver first, which ends a hung one). A process
+    /// such a driver recorded that no sentinel has ever seen (a start cut off before it ran)
+    /// is started. A data node comes back as a replica of the primary Sentinel names now, a
+    /// sentinel from its own config file (it keeps its id and what it learned). Nothing is
+    /// failed over here: Sentinel does that.
     pub async fn repair(&self, state: &mut SentinelState) -> Result<SentinelRepair> {
+        self.repair_replaced(state, &BTreeSet::new()).await
+    }
+
+    /// [`SentinelOperator::repair`] after [`SentinelOperator::replace_lost_hosts`]: the
+    /// processes named in `replaced` ran on a machine the driver proved lost, so they are
+    /// started on the new one without further proof. When the lost machine ran the primary,
+    /// Sentinel's failover is waited for first (it is what keeps the acknowledged writes).
+    pub async fn repair_replaced(
+        &self,
+        state: &mut SentinelState,
+        replaced: &BTreeSet<String>,
+    ) -> Result<SentinelRepair> {
         let mut report = SentinelRepair::default();
-        let view = self.observe(state).await;
+        let mut view = self.observe(state).await;
+        let lost_primary = state
+            .data
+            .iter()
+            .find(|m| replaced.contains(&m.handle.name) && view.primary == Some(m.address()))
+            .map(Member::address);
+        if let Some(lost) = lost_primary {
+            info!(primary = %lost, "the primary's machine was lost: waiting for Sentinel to fail over");
+            self.op
+                .poll(
+                    "Sentinel to fail over away from the lost primary",
+                    || async {
+                        match self.observe(state).await.primary {
+                            Some(p) if p != lost => Ok(()),
+                            other => Err(format!("sentinels name {other:?}")),
+                        }
+                    },
+                )
+                .await?;
+            view = self.observe(state).await;
+        }
         let current = view.primary.as_deref().and_then(crate::conn::split_address);
         for m in state.data.clone() {
             let answers = view.data.iter().any(|d| d.name == m.handle.name && d.up);
-            if !self.proven_failed(&m, answers, &view, state).await? {
+            if !replaced.contains(&m.handle.name)
+                && !self.proven_failed(&m, answers, &view, state).await?
+            {
                 continue;
             }
             // The node comes back as a replica of the current primary, never as a primary
@@ -279,8 +315,11 @@ impl SentinelOperator<'_> {
             let kind = self.standalone(Some(primary.clone()));
             let handle = self.restart(state, &m, &kind).await?;
             report.actions.push(format!(
-                "restarted {} as a replica of {}:{}",
-                m.handle.name, primary.0, primary.1
+                "{} {} as a replica of {}:{}",
+                restarted_where(&m, replaced),
+                m.handle.name,
+                primary.0,
+                primary.1
             ));
             replace_handle(&mut state.data, handle);
         }
@@ -289,7 +328,9 @@ impl SentinelOperator<'_> {
                 .sentinels
                 .iter()
                 .any(|s| s.name == m.handle.name && s.up);
-            if !self.proven_failed(&m, answers, &view, state).await? {
+            if !replaced.contains(&m.handle.name)
+                && !self.proven_failed(&m, answers, &view, state).await?
+            {
                 continue;
             }
             let primary = current.clone().or_else(|| {
@@ -300,9 +341,11 @@ impl SentinelOperator<'_> {
             let Some(primary) = primary else { continue };
             let kind = self.sentinel_kind(&m.handle.name, primary);
             let handle = self.restart(state, &m, &kind).await?;
-            report
-                .actions
-                .push(format!("restarted sentinel {}", m.handle.name));
+            report.actions.push(format!(
+                "{} sentinel {}",
+                restarted_where(&m, replaced),
+                m.handle.name
+            ));
             replace_handle(&mut state.sentinels, handle);
         }
         if !report.actions.is_empty() {
@@ -325,7 +368,16 @@ impl SentinelOperator<'_> {
             ProcessState::Stopped => Ok(true),
             ProcessState::Running { .. } => Ok(false),
             ProcessState::Unknown => {
-                if answers || !view.counted_down(&m.address(), state.sentinels.len()) {
+                if answers {
+                    return Ok(false);
+                }
+                if view.never_seen(&m.address(), state.sentinels.len()) {
+                    // Recorded, then cut off before it ever ran: starting it is what the cut
+                    // off apply was doing (a start is a no-op for a process that runs).
+                    info!(process = %m.handle.name, address = %m.address(), "recorded but never seen by a sentinel: starting it");
+                    return Ok(true);
+                }
+                if !view.counted_down(&m.address(), state.sentinels.len()) {
                     return Ok(false);
                 }
                 info!(process = %m.handle.name, address = %m.address(), "not answering and counted down by a majority of the sentinels; stopping it before the restart");
@@ -483,6 +535,16 @@ impl SentinelOperator<'_> {
             driver.forget_cluster(&self.cluster_id).await?;
         }
         Ok(())
+    }
+}
+
+/// How a repair's action starts: a process on a replaced machine starts there for the first
+/// time.
+fn restarted_where(m: &Member, replaced: &BTreeSet<String>) -> String {
+    if replaced.contains(&m.handle.name) {
+        format!("on the new machine of host {}, started", m.handle.host)
+    } else {
+        "restarted".to_string()
     }
 }
 

@@ -9,6 +9,7 @@
 //! would race). It only restarts processes the driver proves stopped, and asks Sentinel for a
 //! failover when the user wants the planned primary back.
 
+mod hosts;
 mod lifecycle;
 mod observe;
 mod recover;

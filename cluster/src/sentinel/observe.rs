@@ -31,6 +31,9 @@ pub struct SentinelView {
     /// proves a process failed when the driver cannot see processes (aws).
     #[serde(default)]
     pub down: Vec<String>,
+    /// `ip:port` of every replica and peer sentinel it lists, down or not.
+    #[serde(default)]
+    pub known: Vec<String>,
 }
 
 /// One data node's own view of its role.
@@ -72,8 +75,12 @@ fn flagged_down(entries: &[HashMap<String, String>]) -> Vec<String> {
             e.get("flags")
                 .is_some_and(|f| f.split(',').any(|x| x == "s_down"))
         })
-        .filter_map(|e| Some(format!("{}:{}", e.get("ip")?, e.get("port")?)))
+        .filter_map(entry_address)
         .collect()
+}
+
+fn entry_address(e: &HashMap<String, String>) -> Option<String> {
+    Some(format!("{}:{}", e.get("ip")?, e.get("port")?))
 }
 
 impl SentinelObservation {
@@ -85,6 +92,19 @@ impl SentinelObservation {
             .filter(|s| s.down.iter().any(|d| d == address))
             .count();
         votes > sentinels / 2
+    }
+
+    /// Whether `address` (a process that does not answer) never ran as far as Sentinel can
+    /// tell: a strict majority of all `sentinels` answers, none of them lists it among the
+    /// replicas or peers, and it is not the primary. A process recorded and then cut off before
+    /// its first start looks so (aws records a new machine's processes in its launch tags).
+    pub fn never_seen(&self, address: &str, sentinels: usize) -> bool {
+        let answering: Vec<&SentinelView> = self.sentinels.iter().filter(|s| s.up).collect();
+        answering.len() > sentinels / 2
+            && self.primary.as_deref() != Some(address)
+            && answering
+                .iter()
+                .all(|s| s.address != address && !s.known.iter().any(|k| k == address))
     }
 }
 
@@ -138,6 +158,7 @@ impl SentinelOperator<'_> {
             peers_seen: 0,
             failing_over: false,
             down: Vec::new(),
+            known: Vec::new(),
         };
         if !view.up {
             conns.drop_conn(&t).await;
@@ -153,6 +174,7 @@ impl SentinelOperator<'_> {
         let replicas = replicas.unwrap_or_default();
         view.replicas_seen = replicas.len();
         view.down.extend(flagged_down(&replicas));
+        view.known.extend(replicas.iter().filter_map(entry_address));
         let peers: crate::error::Result<Vec<HashMap<String, String>>> = conns
             .query(
                 &t,
@@ -163,6 +185,7 @@ impl SentinelOperator<'_> {
         let peers = peers.unwrap_or_default();
         view.peers_seen = peers.len();
         view.down.extend(flagged_down(&peers));
+        view.known.extend(peers.iter().filter_map(entry_address));
         let master: crate::error::Result<HashMap<String, String>> = conns
             .query(
                 &t,

@@ -144,11 +144,10 @@ impl SentinelOperator<'_> {
                 )));
             }
         }
-        self.provision_hosts(request, change, state).await?;
-        self.op.checkpoint("sentinel.reshape.hosts_provisioned")?;
-
         let primary = self.current_primary(state).await?;
         let primary_addr = (primary.handle.ip.clone(), primary.handle.port);
+        // Every new process gets its index before any host is provisioned: a new machine
+        // carries the records of the processes it will run (aws: in its launch tags).
         let mut launches = Vec::new();
         for n in &change.add_data {
             let index = free_index(&state.data, &launches, &n.host, 0);
@@ -159,6 +158,25 @@ impl SentinelOperator<'_> {
                 kind: self.standalone(Some(primary_addr.clone())),
             });
         }
+        let mut sentinel_launches = Vec::new();
+        for s in &change.add_sentinels {
+            let index = free_index(
+                &state.sentinels,
+                &sentinel_launches,
+                &s.host,
+                SENTINEL_INDEX_BASE,
+            );
+            sentinel_launches.push(Launch {
+                host: s.host.clone(),
+                zone: s.zone.clone(),
+                plan: node_plan(&s.name, index),
+                kind: self.sentinel_kind(&s.name, primary_addr.clone()),
+            });
+        }
+        self.provision_hosts(request, launches.iter().chain(&sentinel_launches), state)
+            .await?;
+        self.op.checkpoint("sentinel.reshape.hosts_provisioned")?;
+
         let added = self.launch_all(state, launches).await?;
         for m in &added {
             self.op.wait_synced(&m.target(), &primary.target()).await?;
@@ -166,17 +184,7 @@ impl SentinelOperator<'_> {
         state.data.extend(added);
         self.op.checkpoint("sentinel.reshape.replicas_added")?;
 
-        let mut launches = Vec::new();
-        for s in &change.add_sentinels {
-            let index = free_index(&state.sentinels, &launches, &s.host, SENTINEL_INDEX_BASE);
-            launches.push(Launch {
-                host: s.host.clone(),
-                zone: s.zone.clone(),
-                plan: node_plan(&s.name, index),
-                kind: self.sentinel_kind(&s.name, primary_addr.clone()),
-            });
-        }
-        let added = self.launch_all(state, launches).await?;
+        let added = self.launch_all(state, sentinel_launches).await?;
         state.sentinels.extend(added);
         self.op.checkpoint("sentinel.reshape.sentinels_added")?;
 
@@ -351,34 +359,29 @@ impl SentinelOperator<'_> {
             })
     }
 
-    /// Hosts that new processes need and the state does not have yet.
+    /// Hosts that new processes need and the state does not have yet, each with the
+    /// processes it will run.
     async fn provision_hosts(
         &self,
         request: &Request,
-        change: &Reshape,
+        launches: impl Iterator<Item = &Launch>,
         state: &mut SentinelState,
     ) -> Result<()> {
         let mut plans: Vec<HostPlan> = Vec::new();
-        let wanted = change
-            .add_data
-            .iter()
-            .map(|n| (&n.host, &n.name))
-            .chain(change.add_sentinels.iter().map(|s| (&s.host, &s.name)));
-        for (host, name) in wanted {
-            if state.host(host).is_some() {
+        for l in launches {
+            if state.host(&l.host).is_some() {
                 continue;
             }
-            let node = node_plan(name, 0);
-            match plans.iter_mut().find(|p| &p.name == host) {
-                Some(p) => p.nodes.push(node),
+            match plans.iter_mut().find(|p| p.name == l.host) {
+                Some(p) => p.nodes.push(l.plan.clone()),
                 None => {
-                    let (zone_index, host_index, zone) = locate_host(request, host)?;
+                    let (zone_index, host_index, zone) = locate_host(request, &l.host)?;
                     plans.push(HostPlan {
-                        name: host.clone(),
+                        name: l.host.clone(),
                         zone,
                         zone_index,
                         host_index,
-                        nodes: vec![node],
+                        nodes: vec![l.plan.clone()],
                     });
                 }
             }

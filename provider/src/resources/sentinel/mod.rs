@@ -338,12 +338,7 @@ impl Resource for SentinelResource {
                 Some(id) => {
                     let (driver, _) = drivers::build(ctx, &a, Some(&id), None).await?;
                     let op = operator(ctx, &driver, &a, a.timeouts.update, &id);
-                    match driver {
-                        drivers::SentinelDriver::Local(_) => {
-                            Some(locate::recovered(&op, &driver, None, &id).await?)
-                        }
-                        drivers::SentinelDriver::Aws(_) => None,
-                    }
+                    Some(locate::recovered(&op, None, &id).await?)
                 }
                 None => None,
             },
@@ -391,7 +386,7 @@ impl Resource for SentinelResource {
         let args = known_args(&a.config)?;
         let (cluster_id, resuming) = match a.private {
             Some(p) if !p.cluster_id.is_empty() => (p.cluster_id, false),
-            _ => locate::id_for_create(&args).await?,
+            _ => locate::id_for_create(ctx, &args).await?,
         };
         let (driver, request) = drivers::build(ctx, &args, Some(&cluster_id), None).await?;
         let plan = place(&request, None)?;
@@ -401,16 +396,10 @@ impl Resource for SentinelResource {
             .ok_or_else(|| error("No sentinel plan", "the planner placed no sentinels"))?;
         // The record comes before any process: a create killed from here on is found and
         // resumed by the next apply (Terraform records nothing for it).
-        locate::record(
-            driver.driver(),
-            &cluster_id,
-            &args.name,
-            ClusterStatus::Creating,
-        )
-        .await?;
+        locate::record(driver.driver(), &args, &cluster_id, ClusterStatus::Creating).await?;
         let op = operator(ctx, &driver, &args, args.timeouts.create, &cluster_id);
         let mut private = if resuming {
-            locate::recovered(&op, &driver, None, &cluster_id).await?
+            locate::recovered(&op, None, &cluster_id).await?
         } else {
             SentinelPrivate {
                 cluster_id: cluster_id.clone(),
@@ -435,13 +424,7 @@ impl Resource for SentinelResource {
                     .with_private(private),
             );
         }
-        locate::record(
-            driver.driver(),
-            &cluster_id,
-            &args.name,
-            ClusterStatus::Ready,
-        )
-        .await?;
+        locate::record(driver.driver(), &args, &cluster_id, ClusterStatus::Ready).await?;
         applied(&op, &a.config, &args, private, &plan).await
     }
 
@@ -463,10 +446,9 @@ impl Resource for SentinelResource {
             a.private.as_ref().map(|p| &p.state),
         )
         .await?;
-        locate::aws_needs_private(&driver, a.private.as_ref())?;
         let mut private = {
             let op = operator(ctx, &driver, &args, args.timeouts.update, &cluster_id);
-            locate::recovered(&op, &driver, a.private, &cluster_id).await?
+            locate::recovered(&op, a.private, &cluster_id).await?
         };
         // The request again, from what runs (on aws, the hosts found stay candidates).
         let (driver, request) =
@@ -481,9 +463,10 @@ impl Resource for SentinelResource {
         let rotating_sentinels = old_sentinel_password.as_ref() != op.sentinel_password();
         op.also_accept_on_sentinels([old_sentinel_password]);
         let result = async {
-            // Stopped processes first: a rotation needs every process to answer, and a
-            // sentinel restarts from its own file with the passwords it had.
-            let repaired = op.repair(&mut private.state).await?;
+            // Lost machines and stopped processes first: a rotation needs every process to
+            // answer, and a sentinel restarts from its own file with the passwords it had.
+            let replaced = op.replace_lost_hosts(&request, &mut private.state).await?;
+            let repaired = op.repair_replaced(&mut private.state, &replaced).await?;
             for action in &repaired.actions {
                 info!(name = %args.name, %action, "repaired");
             }
@@ -539,7 +522,7 @@ impl Resource for SentinelResource {
         .await?;
         let mut private = {
             let op = operator(ctx, &driver, &args, args.timeouts.delete, &cluster_id);
-            locate::recovered(&op, &driver, private, &cluster_id).await?
+            locate::recovered(&op, private, &cluster_id).await?
         };
         if let Some(done) = driver.destroy_all(&private.state).await {
             return done.map_err(|d| Failure::from(d).with_private(private));
@@ -574,11 +557,8 @@ impl Resource for SentinelResource {
             private.as_ref().map(|p| &p.state),
         )
         .await?;
-        if private.is_none() && matches!(driver, drivers::SentinelDriver::Aws(_)) {
-            return Ok(Some(Applied { state, private }));
-        }
         let op = operator(ctx, &driver, &args, args.timeouts.update, &cluster_id);
-        let private = locate::recovered(&op, &driver, private, &cluster_id).await?;
+        let private = locate::recovered(&op, private, &cluster_id).await?;
         let seen = op.observe(&private.state).await;
         let report = state.placement_report.value().cloned().unwrap_or_default();
         Ok(Some(Applied {

@@ -271,6 +271,7 @@ mod tests {
                 }],
                 default_user_disabled: true,
                 operator_password: Some(Password::new("operator-pw")),
+                operator_password_retiring: None,
             },
         }
     }

@@ -53,6 +53,7 @@ fn node_config() -> NodeConfig {
             }],
             default_user_disabled: true,
             operator_password: None,
+            operator_password_retiring: None,
         },
     }
 }

@@ -246,7 +246,14 @@ impl LocalDriver {
         if self.running_pid(node).is_none() {
             return Ok(());
         }
-        self.ensure_exporter(node, config, false).await
+        // The operator user's password is this driver's, not the configuration's (as the
+        // operator fills it in): without it an exporter started here would log in as
+        // `default`, refused when `default_user_enabled = false`.
+        let mut config = config.clone();
+        if config.acl.operator_password.is_none() {
+            config.acl.operator_password = crate::driver::Driver::operator_password(self);
+        }
+        self.ensure_exporter(node, &config, false).await
     }
 
     /// Ends the node's exporter (by its pid, checked), if it runs.

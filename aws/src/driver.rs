@@ -1236,6 +1236,23 @@ impl AwsDriver {
         self.config.address_override.get(host).map(|over| over.ip)
     }
 
+    /// The running instance of `host` a process of `node` is started on; none is an error
+    /// the next apply mends (it provisions the host first).
+    pub(crate) async fn instance_to_start_on(
+        &self,
+        host: &str,
+        node: &str,
+    ) -> Result<ClusterInstance, DriverError> {
+        self.running_instance(host)
+            .await?
+            .ok_or_else(|| DriverError::StartFailed {
+                node: node.to_string(),
+                reason: format!(
+                    "host {host} has no running instance of this cluster; the next apply provisions it"
+                ),
+            })
+    }
+
     /// The host's running instance (of the cluster's id, in its VPC; the one state names
     /// first), if there is one.
     pub(crate) async fn running_instance(
@@ -1404,16 +1421,7 @@ impl Driver for AwsDriver {
             tracing::info!(node = node.name, host = host.name, address, "node answers");
             return Ok(handle);
         }
-        let instance =
-            self.running_instance(&host.name)
-                .await?
-                .ok_or_else(|| DriverError::StartFailed {
-                    node: node.name.clone(),
-                    reason: format!(
-                    "host {} has no running instance of this cluster; the next apply provisions it",
-                    host.name
-                ),
-                })?;
+        let instance = self.instance_to_start_on(&host.name, &node.name).await?;
         let parameter = self.store_password(config).await?.unwrap_or_default();
         let ports = [self.port_on(&host.name, node.index_on_host)];
         self.store_node_secrets(config).await?;

@@ -285,16 +285,7 @@ impl AwsDriver {
             tracing::info!(process = node.name, host = host.name, address, "answers");
             return Ok(handle);
         }
-        let instance =
-            self.running_instance(&host.name)
-                .await?
-                .ok_or_else(|| DriverError::StartFailed {
-                    node: node.name.clone(),
-                    reason: format!(
-                    "host {} has no running instance of this cluster; the next apply provisions it",
-                    host.name
-                ),
-                })?;
+        let instance = self.instance_to_start_on(&host.name, &node.name).await?;
         let password_parameter = self.store_password(config).await?.unwrap_or_default();
         let sentinel_parameter = match kind {
             ProcessKind::Sentinel {

@@ -328,12 +328,7 @@ fn sentinel_create_and_growth_killed_midway_are_finished_by_the_next_apply() {
         false,
     );
     let primary = d.assert_converged(&rt, SMALL, &[]);
-    let acked = rt.block_on(write_acknowledged(&primary, FIRST, "before-growth", KEYS));
-    assert!(
-        acked.len() > KEYS / 2,
-        "only {} writes acknowledged",
-        acked.len()
-    );
+    let acked = write_most(&rt, &primary, "before-growth");
 
     d.converge_after_kills(
         GROWN,
@@ -364,12 +359,7 @@ fn sentinel_shrink_and_rotation_killed_midway_are_finished_by_the_next_apply() {
 
     d.apply(GROWN);
     let primary = d.assert_converged(&rt, GROWN, &[]);
-    let acked = rt.block_on(write_acknowledged(&primary, FIRST, "before-shrink", KEYS));
-    assert!(
-        acked.len() > KEYS / 2,
-        "only {} writes acknowledged",
-        acked.len()
-    );
+    let acked = write_most(&rt, &primary, "before-shrink");
 
     d.converge_after_kills(SMALL, &[Kill::at("sentinel.reshape.removed", 1)], true);
     d.assert_converged(&rt, SMALL, &acked);
@@ -422,12 +412,7 @@ fn sentinel_kills_between_the_other_steps_are_finished_by_the_next_apply() {
     d.assert_converged(&rt, SMALL, &[]);
     d.apply(GROWN);
     let primary = d.assert_converged(&rt, GROWN, &[]);
-    let acked = rt.block_on(write_acknowledged(&primary, FIRST, "before-shrink", KEYS));
-    assert!(
-        acked.len() > KEYS / 2,
-        "only {} writes acknowledged",
-        acked.len()
-    );
+    let acked = write_most(&rt, &primary, "before-shrink");
 
     d.converge_after_kills(
         SMALL,
@@ -469,4 +454,17 @@ fn assert_refused(rt: &tokio::runtime::Runtime, addresses: &[String], password: 
         });
         assert!(!taken, "{address} still takes the old password");
     }
+}
+
+/// `KEYS` writes to `primary` acknowledged with WAIT (see `write_acknowledged`); more than half
+/// must be, or the test would prove little. Returns the acknowledged keys.
+#[track_caller]
+fn write_most(rt: &tokio::runtime::Runtime, primary: &str, prefix: &str) -> Vec<String> {
+    let acked = rt.block_on(write_acknowledged(primary, FIRST, prefix, KEYS));
+    assert!(
+        acked.len() > KEYS / 2,
+        "only {} writes acknowledged",
+        acked.len()
+    );
+    acked
 }

@@ -233,7 +233,7 @@ mountpoint -q /var/lib/redisha || mount /var/lib/redisha
 /// the AMI may have no AWS CLI, but every cloud-init image has python3. Keeps the last file
 /// when SSM does not answer, so a node still starts during an SSM outage.
 pub const FETCH_PASSWORD: &str = r#"#!/usr/bin/env python3
-import datetime, hashlib, hmac, json, os, sys, time, urllib.request
+import datetime, fcntl, hashlib, hmac, json, os, sys, time, urllib.request
 
 AUTH = "/etc/redisha/auth.conf"
 # What else the node setup listed (crate::node_secrets): "<parameter> <file> [wait]".
@@ -416,7 +416,16 @@ def write_exporter_passwords(password):
     os.rename(target + ".new", target)
 
 
-sys.exit(main())
+# One run at a time: at boot systemd starts every node's unit (and exporter) at once, and each
+# runs this helper; two runs writing the same `.new` file would fail one of them and leave its
+# node down (no unit restarts by itself). The lock is on this file itself: no path of its own.
+def serialized(run):
+    with open(os.path.realpath(__file__)) as me:
+        fcntl.flock(me, fcntl.LOCK_EX)
+        return run()
+
+
+sys.exit(serialized(main))
 "#;
 
 /// A checker the tests need; missing is a failure (not a skip) that says how to get it.

@@ -216,6 +216,26 @@ async fn the_first_boot_node_setup_runs_for_real_in_a_mount_namespace() {
     );
     assert!(machine.read("/etc/redisha/auth.conf").contains(PASSWORD));
     assert!(machine.pid_of(&unit).is_some());
+
+    // At boot every node unit and exporter runs the password helper at the same moment (a CI
+    // drill once lost a node to two runs sharing one `.new` file): many at once all succeed and
+    // leave the file whole.
+    let many = (0..12)
+        .map(|_| format!("/usr/local/sbin/redisha-password & pids=\"$pids $!\"\n"))
+        .collect::<String>();
+    let out = machine
+        .run(&format!(
+            "pids=''\n{many}failed=0\nfor p in $pids; do wait $p || failed=$((failed + 1)); done\necho \"failed=$failed\"\n"
+        ))
+        .expect("run the helper concurrently");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("failed=0"),
+        "{said}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let auth = machine.read("/etc/redisha/auth.conf");
+    assert!(auth.contains(&format!("requirepass \"{PASSWORD}\"")), "{auth}");
     drop(s.runner);
     s.driver.destroy().await.expect("destroy");
     drop(s.moto);

@@ -236,6 +236,28 @@ async fn the_first_boot_node_setup_runs_for_real_in_a_mount_namespace() {
     );
     let auth = machine.read("/etc/redisha/auth.conf");
     assert!(auth.contains(&format!("requirepass \"{PASSWORD}\"")), "{auth}");
+    // The race is too narrow to lose on an idle machine, so show the cause is gone: while
+    // another run holds the helper's lock, a run writes nothing; once it is free, it does.
+    let out = machine
+        .run(
+            "rm -f /etc/redisha/auth.conf\n\
+             flock /usr/local/sbin/redisha-password sleep 3 & holder=$!\n\
+             sleep 0.5\n\
+             /usr/local/sbin/redisha-password & run=$!\n\
+             sleep 1.5\n\
+             [ -e /etc/redisha/auth.conf ] && echo 'written while locked'\n\
+             wait $holder\n\
+             wait $run && echo 'run ok'\n\
+             [ -e /etc/redisha/auth.conf ] && echo 'written after'\n",
+        )
+        .expect("run the helper behind the lock");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(!said.contains("written while locked"), "{said}");
+    assert!(
+        said.contains("run ok") && said.contains("written after"),
+        "{said}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     drop(s.runner);
     s.driver.destroy().await.expect("destroy");
     drop(s.moto);

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::clients::{self, Write};
 use common::local_cluster::{our_pids, Cleanup};
 use common::TfDir;
 use redis::AsyncCommands;
@@ -332,15 +333,7 @@ async fn cluster_as(
 }
 
 async fn missing(addresses: &[String], keys: &[String]) -> Vec<String> {
-    let mut con = cluster_as(addresses, "app", APP_PW_2).await;
-    let mut out = Vec::new();
-    for k in keys {
-        let v: Option<String> = con.get(k).await.unwrap_or(None);
-        if v.is_none() {
-            out.push(k.clone());
-        }
-    }
-    out
+    clients::missing_keys(&mut cluster_as(addresses, "app", APP_PW_2).await, keys).await
 }
 
 /// Writes keys as `app` until `stop`, each followed by `WAIT 1`: the keys a replica
@@ -374,21 +367,14 @@ async fn writer(addresses: Vec<String>, stop: Arc<AtomicBool>) -> Vec<String> {
         };
         let key = format!("{tag}:{i}");
         i += 1;
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET").arg(&key).arg(i).cmd("WAIT").arg(1).arg(200);
-        match tokio::time::timeout(
-            Duration::from_secs(2),
-            pipe.query_async::<(String, i64)>(connection),
-        )
-        .await
-        {
-            Ok(Ok((ok, acks))) if ok == "OK" && acks >= 1 => acknowledged.push(key),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                target = e.redirect_node().map(|(a, _)| a.to_string());
+        match clients::set_and_wait(connection, &key, i).await {
+            Write::Acknowledged => acknowledged.push(key),
+            Write::Unacknowledged => {}
+            Write::Failed { redirect } => {
+                target = redirect;
                 con = None;
             }
-            Err(_) => {
+            Write::TimedOut => {
                 target = None;
                 con = None;
             }

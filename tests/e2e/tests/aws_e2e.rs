@@ -415,15 +415,7 @@ fn scenario(prefix: &str, ports: std::ops::Range<u16>, shape: &Shape) -> Option<
         Some(&fx.vpc_id),
     ));
     let mut tf = TfDir::dev(&main_tf(&moto.endpoint(), &fx, &app_group, &zone_id, shape));
-    let no_file = tf.path().join("no-such-aws-file").display().to_string();
-    tf.env = vec![
-        ("REDISHA_AWS_TEST_ADDRESS_MAP".into(), address_map.join(",")),
-        ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
-        ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
-        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
-        ("AWS_CONFIG_FILE".into(), no_file.clone()),
-        ("AWS_SHARED_CREDENTIALS_FILE".into(), no_file),
-    ];
+    tf.env = moto::provider_env(tf.path(), &address_map);
     Some(Scenario {
         rt,
         runner,

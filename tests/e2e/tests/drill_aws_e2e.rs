@@ -32,11 +32,7 @@ const PASSWORD: &str = "aws-drill-e2e-Secret-7";
 
 /// The stand-in of each zone's one instance, `<zone>-1`.
 fn stand_ins() -> Vec<(String, String)> {
-    ZONES
-        .iter()
-        .enumerate()
-        .map(|(i, z)| (format!("{z}-1"), format!("127.137.{}.1", i + 1)))
-        .collect()
+    moto::zone_stand_ins(137)
 }
 
 /// A base port in 27900-27990 free for two nodes and their bus ports on every stand-in.
@@ -100,25 +96,6 @@ resource "redisha_cluster" "shop" {{
     )
 }
 
-/// The environment of both Terraform and the drill: moto's test credentials (never the
-/// machine's chain) and the stand-ins.
-fn aws_env(tf: &TfDir, port: u16) -> Vec<(String, String)> {
-    let no_file = tf.path().join("no-such-aws-file").display().to_string();
-    let map: Vec<String> = stand_ins()
-        .iter()
-        .map(|(host, ip)| format!("{host}={ip}:{port}"))
-        .collect();
-    vec![
-        ("REDISHA_AWS_TEST_ADDRESS_MAP".into(), map.join(",")),
-        ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
-        ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
-        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
-        ("AWS_CONFIG_FILE".into(), no_file.clone()),
-        ("AWS_SHARED_CREDENTIALS_FILE".into(), no_file),
-        ("TF_VAR_password".into(), PASSWORD.into()),
-    ]
-}
-
 /// `redisha-drill ARGS` in the working directory, bounded in time; the password only in the
 /// environment, and never in what the drill prints.
 fn drill(tf: &TfDir, moto: &Moto, args: &[&str]) -> common::TfOutput {
@@ -170,7 +147,7 @@ fn the_drill_command_stops_a_zone_of_an_aws_cluster_from_its_terraform_directory
     // Dropped after the destroy guard below: the runner ends its nodes while moto still runs.
     let runner = SsmRunner::booting(moto.port, CLUSTER);
     let mut tf = TfDir::dev(&main_tf(&moto.endpoint(), &fx));
-    tf.env = aws_env(&tf, port);
+    tf.env = moto::provider_env_at(tf.path(), &stand_ins(), port, PASSWORD);
     let tf = tf;
     let _destroy = Destroy(&tf);
 

@@ -42,11 +42,7 @@ const KEYS: usize = 200;
 
 /// The stand-in of each zone's one instance, `<zone>-1`.
 fn stand_ins() -> Vec<(String, String)> {
-    ZONES
-        .iter()
-        .enumerate()
-        .map(|(i, z)| (format!("{z}-1"), format!("127.195.{}.1", i + 1)))
-        .collect()
+    moto::zone_stand_ins(195)
 }
 
 /// A base port in 28600-28689 free on every stand-in, with the sentinels' 100 above.
@@ -114,24 +110,6 @@ resource "redisha_sentinel" "orders" {{
         subnets = subnets.join(", "),
         ami = fx.ami,
     )
-}
-
-/// Moto's test credentials (never the machine's chain), the stand-ins, the password.
-fn aws_env(tf: &TfDir, port: u16) -> Vec<(String, String)> {
-    let no_file = tf.path().join("no-such-aws-file").display().to_string();
-    let map: Vec<String> = stand_ins()
-        .iter()
-        .map(|(host, ip)| format!("{host}={ip}:{port}"))
-        .collect();
-    vec![
-        ("REDISHA_AWS_TEST_ADDRESS_MAP".into(), map.join(",")),
-        ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
-        ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
-        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
-        ("AWS_CONFIG_FILE".into(), no_file.clone()),
-        ("AWS_SHARED_CREDENTIALS_FILE".into(), no_file),
-        ("TF_VAR_password".into(), PASSWORD.into()),
-    ]
 }
 
 /// The working dir, with a provider log per command.
@@ -279,7 +257,7 @@ fn sentinel_on_aws_survives_a_killed_provider_and_a_terminated_instance() {
     // Dropped after the destroy guard below: the runner ends its processes while moto runs.
     let runner = SsmRunner::booting(moto.port, NAME);
     let mut tf = TfDir::dev(&main_tf(&moto.endpoint(), &fx));
-    tf.env = aws_env(&tf, port);
+    tf.env = moto::provider_env_at(tf.path(), &stand_ins(), port, PASSWORD);
     let d = Deployment {
         tf,
         runs: std::cell::Cell::new(0),

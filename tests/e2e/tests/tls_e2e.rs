@@ -15,9 +15,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::clients::{self, Write};
 use common::local_cluster::{our_pids, sigkill, Cleanup};
 use common::TfDir;
-use redis::{AsyncCommands, TlsCertificates};
+use redis::AsyncCommands;
 
 const PASSWORD: &str = "tls-e2e-Secret-4";
 const KEYS: usize = 500;
@@ -121,19 +122,14 @@ fn addresses(tf: &TfDir) -> Vec<String> {
         .collect()
 }
 
-fn certs(ca: &str) -> TlsCertificates {
-    TlsCertificates {
-        client_tls: None,
-        root_cert: Some(ca.as_bytes().to_vec()),
-    }
-}
-
 async fn tls_node(
     address: &str,
     ca: &str,
 ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-    let client =
-        redis::Client::build_with_tls(format!("rediss://:{PASSWORD}@{address}/"), certs(ca))?;
+    let client = redis::Client::build_with_tls(
+        format!("rediss://:{PASSWORD}@{address}/"),
+        clients::ca_certs(ca),
+    )?;
     match tokio::time::timeout(
         Duration::from_millis(1500),
         client.get_multiplexed_async_connection(),
@@ -150,47 +146,18 @@ async fn tls_node(
 
 /// A PING over plain text to `address`: what a client without TLS gets.
 async fn plain_ping(address: &str) -> Result<String, String> {
-    let client = redis::Client::open(format!("redis://:{PASSWORD}@{address}/"))
-        .map_err(|e| e.to_string())?;
-    let attempt = async {
-        let mut con = client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(|e| e.to_string())?;
-        redis::cmd("PING")
-            .query_async::<String>(&mut con)
-            .await
-            .map_err(|e| e.to_string())
-    };
-    tokio::time::timeout(Duration::from_secs(3), attempt)
-        .await
-        .unwrap_or_else(|_| Err("timed out".into()))
+    clients::ping_within(redis::Client::open(format!(
+        "redis://:{PASSWORD}@{address}/"
+    )))
+    .await
 }
 
 async fn cluster(addresses: &[String], ca: &str) -> redis::cluster_async::ClusterConnection {
-    let urls: Vec<String> = addresses.iter().map(|a| format!("rediss://{a}")).collect();
-    redis::cluster::ClusterClientBuilder::new(urls)
-        .password(PASSWORD.to_string())
-        .certs(certs(ca))
-        .connection_timeout(Duration::from_secs(5))
-        .response_timeout(Duration::from_secs(5))
-        .build()
-        .expect("cluster client")
-        .get_async_connection()
-        .await
-        .expect("connect to the cluster over TLS")
+    clients::tls_cluster(addresses, ca, PASSWORD).await
 }
 
 async fn missing(addresses: &[String], ca: &str, keys: &[String]) -> Vec<String> {
-    let mut con = cluster(addresses, ca).await;
-    let mut out = Vec::new();
-    for k in keys {
-        let v: Option<String> = con.get(k).await.unwrap_or(None);
-        if v.is_none() {
-            out.push(k.clone());
-        }
-    }
-    out
+    clients::missing_keys(&mut cluster(addresses, ca).await, keys).await
 }
 
 /// The master serving `slot`, as the first node that answers CLUSTER SLOTS says.
@@ -278,21 +245,14 @@ async fn writer(
         };
         let key = format!("{{{tag}}}:{i}");
         i += 1;
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET").arg(&key).arg(i).cmd("WAIT").arg(1).arg(200);
-        match tokio::time::timeout(
-            Duration::from_secs(2),
-            pipe.query_async::<(String, i64)>(connection),
-        )
-        .await
-        {
-            Ok(Ok((ok, acks))) if ok == "OK" && acks >= 1 => acknowledged.push(key),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                target = e.redirect_node().map(|(a, _)| a.to_string());
+        match clients::set_and_wait(connection, &key, i).await {
+            Write::Acknowledged => acknowledged.push(key),
+            Write::Unacknowledged => {}
+            Write::Failed { redirect } => {
+                target = redirect;
                 con = None;
             }
-            Err(_) => {
+            Write::TimedOut => {
                 target = None;
                 con = None;
             }

@@ -10,8 +10,8 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
+use common::clients;
 use common::local_cluster::{our_pids, Cleanup};
 use common::TfDir;
 use rcgen::{
@@ -160,44 +160,15 @@ fn run(tf: &TfDir, verb: &str, extra: &[&str], secrets: &[&str]) -> common::TfOu
 }
 
 async fn ping(address: &str, ca: &str) -> Result<String, String> {
-    let client = redis::Client::build_with_tls(
+    clients::ping_within(redis::Client::build_with_tls(
         format!("rediss://:{PASSWORD}@{address}/"),
-        redis::TlsCertificates {
-            client_tls: None,
-            root_cert: Some(ca.as_bytes().to_vec()),
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    let attempt = async {
-        let mut con = client
-            .get_multiplexed_async_connection()
-            .await
-            .map_err(|e| e.to_string())?;
-        redis::cmd("PING")
-            .query_async::<String>(&mut con)
-            .await
-            .map_err(|e| e.to_string())
-    };
-    tokio::time::timeout(Duration::from_secs(3), attempt)
-        .await
-        .unwrap_or_else(|_| Err("timed out".into()))
+        clients::ca_certs(ca),
+    ))
+    .await
 }
 
 async fn cluster(addresses: &[String], ca: &str) -> redis::cluster_async::ClusterConnection {
-    let urls: Vec<String> = addresses.iter().map(|a| format!("rediss://{a}")).collect();
-    redis::cluster::ClusterClientBuilder::new(urls)
-        .password(PASSWORD.to_string())
-        .certs(redis::TlsCertificates {
-            client_tls: None,
-            root_cert: Some(ca.as_bytes().to_vec()),
-        })
-        .connection_timeout(Duration::from_secs(5))
-        .response_timeout(Duration::from_secs(5))
-        .build()
-        .expect("cluster client")
-        .get_async_connection()
-        .await
-        .expect("connect to the cluster over TLS")
+    clients::tls_cluster(addresses, ca, PASSWORD).await
 }
 
 /// The certificate (PEM) a node presents on its port.

@@ -12,6 +12,7 @@
 
 #![allow(dead_code)]
 
+pub mod clients;
 pub mod crash;
 pub mod local_cluster;
 pub mod sentinel;

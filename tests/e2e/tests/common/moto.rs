@@ -82,3 +82,44 @@ pub async fn instances(client: &aws_sdk_ec2::Client, cluster: &str) -> Vec<SeenI
     out.sort_by(|a, b| (a.host(), &a.id).cmp(&(b.host(), &b.id)));
     out
 }
+
+/// The stand-in of each fixture zone's one instance, `<zone>-1`: `127.<octet>.<zone>.1`.
+pub fn zone_stand_ins(octet: u8) -> Vec<(String, String)> {
+    ZONES
+        .iter()
+        .enumerate()
+        .map(|(i, z)| (format!("{z}-1"), format!("127.{octet}.{}.1", i + 1)))
+        .collect()
+}
+
+/// The environment Terraform's provider (and the drill) run in against moto: its test
+/// credentials, never the machine's chain or files, and `address_map` (`host=ip:port`
+/// entries), the test-only setting that points the driver at the stand-ins.
+pub fn provider_env(dir: &std::path::Path, address_map: &[String]) -> Vec<(String, String)> {
+    let no_file = dir.join("no-such-aws-file").display().to_string();
+    vec![
+        ("REDISHA_AWS_TEST_ADDRESS_MAP".into(), address_map.join(",")),
+        ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+        ("AWS_EC2_METADATA_DISABLED".into(), "true".into()),
+        ("AWS_CONFIG_FILE".into(), no_file.clone()),
+        ("AWS_SHARED_CREDENTIALS_FILE".into(), no_file),
+    ]
+}
+
+/// `provider_env` for stand-ins that all take nodes from `port` up, with the password in
+/// `TF_VAR_password`.
+pub fn provider_env_at(
+    dir: &std::path::Path,
+    stand_ins: &[(String, String)],
+    port: u16,
+    password: &str,
+) -> Vec<(String, String)> {
+    let map: Vec<String> = stand_ins
+        .iter()
+        .map(|(host, ip)| format!("{host}={ip}:{port}"))
+        .collect();
+    let mut env = provider_env(dir, &map);
+    env.push(("TF_VAR_password".into(), password.into()));
+    env
+}

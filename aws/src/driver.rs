@@ -1510,7 +1510,19 @@ impl Driver for AwsDriver {
     }
 
     fn operator_password(&self) -> Option<redisha_cluster::Password> {
-        self.operator_password_loaded()
+        self.operator_password_now()
+    }
+
+    fn operator_password_retiring(&self) -> Option<redisha_cluster::Password> {
+        self.operator_password_retiring_now()
+    }
+
+    fn operator_new_password_accepted(&self) {
+        self.note_operator_new_accepted();
+    }
+
+    async fn keep_new_operator_password(&self) -> Result<(), DriverError> {
+        Ok(self.keep_new_operator_password_in_ssm().await?)
     }
 
     fn client_tls(&self) -> Option<redisha_cluster::tls::ClientTls> {
@@ -1544,7 +1556,16 @@ impl Driver for AwsDriver {
         let Some(instance) = self.running_instance(&node.host).await? else {
             return Ok(());
         };
-        let script = node_commands::reconfigure(&self.config.cluster_name, &node.name, config);
+        let mut script = node_commands::reconfigure(&self.config.cluster_name, &node.name, config);
+        // A rotation of the operator user's password, once every node accepts the new one:
+        // the node's exporter restarts, reading the new exporter password from SSM, before
+        // the old one is removed from the nodes.
+        if config.acl.operator_password_retiring.is_some()
+            && !sentinel_procs::is_sentinel(node)
+            && self.operator_new_accepted_now()
+        {
+            script.push_str(&node_commands::restart_exporter(node.port));
+        }
         let timeout = self.config.timeouts.update;
         self.run_on(
             &instance,

@@ -334,6 +334,15 @@ pub fn reconfigure(cluster: &str, node: &str, config: &NodeConfig) -> String {
     )
 }
 
+/// Restarts node `port`'s metrics exporter, where it has one: its start (`redisha-password`)
+/// reads its password from SSM again. A line to add to a Run Command script.
+pub fn restart_exporter(port: u16) -> String {
+    format!(
+        "if [ -f /etc/systemd/system/redisha-exporter-{port}.service ]; then\n  \
+         systemctl restart redisha-exporter-{port}\nfi\n"
+    )
+}
+
 /// Removes one node from its instance: stopped, its unit disabled, its config and data
 /// deleted (a reboot does not bring it back); the unit template goes with the last node.
 pub fn remove(cluster: &str, node: &str, port: u16) -> String {

@@ -110,6 +110,17 @@ impl Names {
         format!("{}/operator-password", self.prefix)
     }
 
+    /// While the operator user's password rotates: the new one (provider only).
+    pub fn operator_password_next(&self) -> String {
+        format!("{}/operator-password-next", self.prefix)
+    }
+
+    /// The generation of the password in [`Names::operator_password`]
+    /// (`operator_password_generation`; none recorded: 0).
+    pub fn operator_generation(&self) -> String {
+        format!("{}/operator-password-generation", self.prefix)
+    }
+
     /// The TLS authority: its certificate, then its key (PEM). Never readable by the nodes.
     pub fn authority(&self) -> String {
         format!("{}/tls-authority", self.prefix)
@@ -132,6 +143,24 @@ pub fn without_secrets(config: &NodeConfig) -> NodeConfig {
 pub fn acl_in_use(config: &NodeConfig) -> bool {
     let acl = &config.acl;
     acl.operator_password.is_some() || acl.default_user_disabled || !acl.users.is_empty()
+}
+
+/// The configuration the nodes' parameters are rendered from, for a node's next start. While
+/// the operator user's password rotates (`operator_password_retiring` set) and not every node
+/// accepts the new one yet (`new_accepted` false), the old one stays the one a node logs in
+/// with (`masterauth`, the exporters' password): a node restarted then must still reach its
+/// master and be scraped. The `user` lines carry both passwords either way.
+pub fn for_next_start(config: &NodeConfig, new_accepted: bool) -> NodeConfig {
+    let acl = &config.acl;
+    match (&acl.operator_password, &acl.operator_password_retiring) {
+        (Some(new), Some(old)) if !new_accepted => {
+            let mut out = config.clone();
+            out.acl.operator_password = Some(old.clone());
+            out.acl.operator_password_retiring = Some(new.clone());
+            out
+        }
+        _ => config.clone(),
+    }
 }
 
 /// `auth.conf` and the `user` lines of `config` (the cluster code's own rendering, split).
@@ -297,6 +326,41 @@ mod tests {
         for secret in ["cluster-pw", "operator-pw", "\nuser ", "masterauth"] {
             assert!(!shared.contains(secret), "{shared}");
         }
+    }
+
+    #[test]
+    fn mid_rotation_a_node_logs_in_with_the_old_password_until_every_node_accepts_the_new() {
+        let mut config = acl_config();
+        config.acl.operator_password = Some(Password::new("new-op-pw"));
+        config.acl.operator_password_retiring = Some(Password::new("old-op-pw"));
+        let hashes = |users: &str| {
+            users
+                .lines()
+                .find(|l| l.starts_with("user redisha-operator "))
+                .map(|l| l.matches(" #").count())
+        };
+        let (before, users_before) = auth_and_users(&for_next_start(&config, false));
+        assert!(before.contains("masterauth old-op-pw\n"), "{before}");
+        let (after, users_after) = auth_and_users(&for_next_start(&config, true));
+        assert!(after.contains("masterauth new-op-pw\n"), "{after}");
+        // Both passwords accepted by a node set up at either step.
+        assert_eq!(hashes(&users_before), Some(2), "{users_before}");
+        assert_eq!(hashes(&users_after), Some(2), "{users_after}");
+        // The exporters likewise: the old one until the new is accepted.
+        let exporter = |c: &NodeConfig| c.acl.exporter_login(c.password.as_ref()).1;
+        assert_eq!(
+            exporter(&for_next_start(&config, false)),
+            exporter(&NodeConfig {
+                acl: AclConfig {
+                    operator_password: Some(Password::new("old-op-pw")),
+                    ..config.acl.clone()
+                },
+                ..config.clone()
+            })
+        );
+        assert_eq!(exporter(&for_next_start(&config, true)), exporter(&config));
+        // No rotation: as it is.
+        assert_eq!(for_next_start(&acl_config(), false), acl_config());
     }
 
     #[test]

@@ -229,7 +229,7 @@ pub async fn delete_password(
     delete_secret(ssm, &parameter_name(cluster, cluster_id)).await
 }
 
-async fn delete_secret(ssm: &aws_sdk_ssm::Client, name: &str) -> Result<bool, AwsError> {
+pub(crate) async fn delete_secret(ssm: &aws_sdk_ssm::Client, name: &str) -> Result<bool, AwsError> {
     match ssm.delete_parameter().name(name).send().await {
         Ok(_) => Ok(true),
         Err(e) => {

@@ -24,6 +24,13 @@ pub struct Security {
     /// The authority, once loaded or made (with `tls_mode`, the nodes' TLS).
     tls: Mutex<Option<TlsConfig>>,
     operator_password: Mutex<Option<Password>>,
+    /// While the operator user's password rotates (`prepare_operator_rotation`): the new
+    /// password, and the generation the apply asks for.
+    operator_rotation: Mutex<Option<(Password, Option<u64>)>>,
+    /// Whether every node accepts the rotation's new password
+    /// (`operator_new_password_accepted`): until then the nodes' `auth.conf` in SSM keeps the
+    /// old one as `masterauth`.
+    operator_new_accepted: Mutex<bool>,
     /// (host, port) -> what redisha recorded about the node's certificate.
     certs: Mutex<BTreeMap<(String, u16), NodeCertInfo>>,
     /// SHA-256 of the last value written to each parameter: a rotation writes each once.
@@ -88,14 +95,10 @@ impl AwsDriver {
         let operator = match secrets::get_parameter(ssm, &names.operator_password()).await? {
             Some(p) if !p.trim().is_empty() => Some(Password::new(p.trim())),
             _ if make_operator => {
-                let password = redisha_cluster::acl::generate_password()
-                    .map_err(|e| AwsError::Shared(format!("cannot read /dev/urandom: {e}")))?;
-                secrets::put_parameter(
+                let password = new_password(
                     ssm,
                     owner,
                     &names.operator_password(),
-                    password.expose(),
-                    Kind::Secret,
                     "the password of redisha-operator, the user redisha works as",
                 )
                 .await?;
@@ -105,6 +108,8 @@ impl AwsDriver {
             _ => None,
         };
         *locked(&self.security().operator_password) = operator;
+        *locked(&self.security().operator_rotation) = None;
+        *locked(&self.security().operator_new_accepted) = false;
         let Some(mode) = *locked(&self.security().tls_mode) else {
             return Ok(());
         };
@@ -121,6 +126,109 @@ impl AwsDriver {
         });
         let infos = tls_material::read_cert_infos(ssm, &names).await?;
         *locked(&self.security().certs) = infos.into_iter().collect();
+        Ok(())
+    }
+
+    /// Records, for a new cluster, that its operator password is of `generation` (the
+    /// configured `operator_password_generation`), unless a generation is recorded already or
+    /// the cluster has no operator password (redisha works as `default`).
+    pub async fn record_operator_generation(&self, generation: u64) -> Result<(), AwsError> {
+        if self.config().cluster_id.is_none() || self.operator_password_loaded().is_none() {
+            return Ok(());
+        }
+        let (names, owner) = self.names()?;
+        let ssm = &self.clients().ssm;
+        if secrets::get_parameter(ssm, &names.operator_generation())
+            .await?
+            .is_some()
+        {
+            return Ok(());
+        }
+        put_generation(ssm, &names, owner, generation).await
+    }
+
+    /// Finds a rotation of the operator user's password under way (`<prefix>/operator-password-next`
+    /// in SSM), or starts one when `generation` (the configured `operator_password_generation`;
+    /// `None`: not set) is not the kept password's. A rotation under way is finished whatever
+    /// `generation` says: the nodes may already use its new password. Call after
+    /// [`AwsDriver::load_security`].
+    pub async fn prepare_operator_rotation(&self, generation: Option<u64>) -> Result<(), AwsError> {
+        let Some(current) = self.operator_password_loaded() else {
+            return Ok(());
+        };
+        let (names, owner) = self.names()?;
+        let ssm = &self.clients().ssm;
+        let next = secrets::get_parameter(ssm, &names.operator_password_next())
+            .await?
+            .and_then(|p| nonempty_password(&p));
+        let recorded = read_generation(ssm, &names).await?;
+        let next = match rotation_step(&current, next, recorded, generation) {
+            RotationStep::Nothing => return Ok(()),
+            RotationStep::Finish(next) => {
+                keep_next(ssm, &names, owner, &next, generation).await?;
+                return Ok(());
+            }
+            RotationStep::Resume(next) => next,
+            RotationStep::Start => {
+                let password = new_password(
+                    ssm,
+                    owner,
+                    &names.operator_password_next(),
+                    "the new password of redisha-operator while it rotates",
+                )
+                .await?;
+                tracing::info!(
+                    cluster_id = owner.cluster_id,
+                    "operator user password rotation started"
+                );
+                password
+            }
+        };
+        *locked(&self.security().operator_new_accepted) = false;
+        *locked(&self.security().operator_rotation) = Some((next, generation));
+        Ok(())
+    }
+
+    /// The operator user's password redisha logs in with: while it rotates, the new one.
+    pub(crate) fn operator_password_now(&self) -> Option<Password> {
+        match &*locked(&self.security().operator_rotation) {
+            Some((next, _)) => Some(next.clone()),
+            None => self.operator_password_loaded(),
+        }
+    }
+
+    /// While the operator user's password rotates: the old one.
+    pub(crate) fn operator_password_retiring_now(&self) -> Option<Password> {
+        locked(&self.security().operator_rotation)
+            .as_ref()
+            .and_then(|_| self.operator_password_loaded())
+    }
+
+    /// Whether a rotation of the operator user's password is under way and every node
+    /// accepts its new password.
+    pub(crate) fn operator_new_accepted_now(&self) -> bool {
+        locked(&self.security().operator_rotation).is_some()
+            && *locked(&self.security().operator_new_accepted)
+    }
+
+    pub(crate) fn note_operator_new_accepted(&self) {
+        if locked(&self.security().operator_rotation).is_some() {
+            *locked(&self.security().operator_new_accepted) = true;
+        }
+    }
+
+    /// Ends a rotation: the new password replaces the old in SSM, with its generation, and the
+    /// `-next` parameter goes. Cut short, the next apply's `prepare_operator_rotation` finds
+    /// it again and finishes it.
+    pub(crate) async fn keep_new_operator_password_in_ssm(&self) -> Result<(), AwsError> {
+        let Some((next, generation)) = locked(&self.security().operator_rotation).clone() else {
+            return Ok(());
+        };
+        let (names, owner) = self.names()?;
+        keep_next(&self.clients().ssm, &names, owner, &next, generation).await?;
+        *locked(&self.security().operator_password) = Some(next);
+        *locked(&self.security().operator_rotation) = None;
+        *locked(&self.security().operator_new_accepted) = false;
         Ok(())
     }
 
@@ -145,6 +253,8 @@ impl AwsDriver {
         let (names, owner) = self.names()?;
         let mut values = Vec::new();
         if node_secrets::acl_in_use(config) {
+            let accepted = *locked(&self.security().operator_new_accepted);
+            let config = &node_secrets::for_next_start(config, accepted);
             let (auth, users) = node_secrets::auth_and_users(config);
             values.push((names.auth(), auth, "the nodes' auth.conf"));
             values.push((
@@ -251,6 +361,8 @@ impl AwsDriver {
 
     /// Forgets what was written (destroy deleted it).
     pub(crate) async fn forget_security(&self) {
+        *locked(&self.security().operator_rotation) = None;
+        *locked(&self.security().operator_new_accepted) = false;
         self.security().written.lock().await.clear();
         locked(&self.security().certs).clear();
     }
@@ -275,5 +387,140 @@ impl AwsDriver {
             return false;
         };
         !info.still_fits(&node.ip, &tls.source)
+    }
+}
+
+/// Makes a password and keeps it in SSM as `name` (a SecureString).
+async fn new_password(
+    ssm: &aws_sdk_ssm::Client,
+    owner: Owner<'_>,
+    name: &str,
+    what: &str,
+) -> Result<Password, AwsError> {
+    let password = redisha_cluster::acl::generate_password()
+        .map_err(|e| AwsError::Shared(format!("cannot read /dev/urandom: {e}")))?;
+    secrets::put_parameter(ssm, owner, name, password.expose(), Kind::Secret, what).await?;
+    Ok(password)
+}
+
+fn nonempty_password(text: &str) -> Option<Password> {
+    let text = text.trim();
+    (!text.is_empty()).then(|| Password::new(text))
+}
+
+/// The generation of the kept operator password (0 when none was recorded: a cluster made
+/// before generations, or without one configured).
+async fn read_generation(ssm: &aws_sdk_ssm::Client, names: &Names) -> Result<u64, AwsError> {
+    Ok(secrets::get_parameter(ssm, &names.operator_generation())
+        .await?
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0))
+}
+
+async fn put_generation(
+    ssm: &aws_sdk_ssm::Client,
+    names: &Names,
+    owner: Owner<'_>,
+    generation: u64,
+) -> Result<(), AwsError> {
+    secrets::put_parameter(
+        ssm,
+        owner,
+        &names.operator_generation(),
+        &generation.to_string(),
+        Kind::Secret,
+        "the generation of redisha-operator's password (operator_password_generation)",
+    )
+    .await
+}
+
+/// The last steps of a rotation, each repeatable: the new password (`next`) replaces the
+/// current one, the generation is recorded, the `-next` parameter goes. Cut short between
+/// them, the next apply finds `-next` equal to the current one and calls this again.
+async fn keep_next(
+    ssm: &aws_sdk_ssm::Client,
+    names: &Names,
+    owner: Owner<'_>,
+    next: &Password,
+    generation: Option<u64>,
+) -> Result<(), AwsError> {
+    secrets::put_parameter(
+        ssm,
+        owner,
+        &names.operator_password(),
+        next.expose(),
+        Kind::Secret,
+        "the password of redisha-operator, the user redisha works as",
+    )
+    .await?;
+    if let Some(g) = generation {
+        put_generation(ssm, names, owner, g).await?;
+    }
+    secrets::delete_secret(ssm, &names.operator_password_next()).await?;
+    tracing::info!(
+        cluster_id = owner.cluster_id,
+        "operator user password rotated"
+    );
+    Ok(())
+}
+
+/// What an apply does about the operator user's password, from what SSM keeps.
+#[derive(Debug, PartialEq, Eq)]
+enum RotationStep {
+    /// No rotation under way, none asked for.
+    Nothing,
+    /// Cut short after the new password replaced the current one: only the last steps left.
+    Finish(Password),
+    /// A rotation under way, with this new password: carried on.
+    Resume(Password),
+    /// The configured generation is not the kept password's: a new password is made.
+    Start,
+}
+
+/// `current`: the kept password; `next`: the `-next` parameter's; `recorded`: the kept
+/// password's generation; `wanted`: the configured one (`None`: not set).
+fn rotation_step(
+    current: &Password,
+    next: Option<Password>,
+    recorded: u64,
+    wanted: Option<u64>,
+) -> RotationStep {
+    match next {
+        Some(next) if &next == current => RotationStep::Finish(next),
+        Some(next) => RotationStep::Resume(next),
+        None => match wanted {
+            Some(g) if g != recorded => RotationStep::Start,
+            _ => RotationStep::Nothing,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rotation_under_way_is_always_carried_on_and_one_starts_only_on_a_new_generation() {
+        let old = Password::new("old-pw");
+        let new = Password::new("new-pw");
+        // Nothing asked, or the kept generation asked: nothing to do.
+        assert_eq!(rotation_step(&old, None, 0, None), RotationStep::Nothing);
+        assert_eq!(rotation_step(&old, None, 3, Some(3)), RotationStep::Nothing);
+        // A cluster made before generations has 0: any other number rotates.
+        assert_eq!(rotation_step(&old, None, 0, Some(1)), RotationStep::Start);
+        // The number changed back: rotated too (it is not the kept password's).
+        assert_eq!(rotation_step(&old, None, 3, Some(2)), RotationStep::Start);
+        // Under way: the same new password, whatever the number says now.
+        for wanted in [None, Some(0), Some(3), Some(4)] {
+            assert_eq!(
+                rotation_step(&old, Some(new.clone()), 3, wanted),
+                RotationStep::Resume(new.clone())
+            );
+        }
+        // Cut short after the switch: only the last steps.
+        assert_eq!(
+            rotation_step(&new, Some(new.clone()), 3, Some(4)),
+            RotationStep::Finish(new.clone())
+        );
     }
 }

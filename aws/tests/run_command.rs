@@ -221,7 +221,7 @@ async fn the_first_boot_node_setup_runs_for_real_in_a_mount_namespace() {
     // drill once lost a node to two runs sharing one `.new` file): many at once all succeed and
     // leave the file whole.
     let many = (0..12)
-        .map(|_| format!("/usr/local/sbin/redisha-password & pids=\"$pids $!\"\n"))
+        .map(|_| "/usr/local/sbin/redisha-password & pids=\"$pids $!\"\n")
         .collect::<String>();
     let out = machine
         .run(&format!(

@@ -27,7 +27,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Fixture, FixtureConfig, Moto};
-use redisha_aws::testing::ssm_runner::SsmRunner;
+use redisha_aws::testing::ssm_runner::{ReportOnFailure, SsmRunner};
 use redisha_aws::testing::{map_hosts, readable_user_data};
 use redisha_aws::{secrets, AwsClients, AwsDriver};
 use redisha_cluster::sentinel::{Reshape, SentinelOperator, SentinelSettings, SentinelState};
@@ -294,25 +294,9 @@ async fn assert_none_lost(primary: &str, acked: &[String]) {
     );
 }
 
-/// Prints what the SSM runner ran, and the processes' logs, when the test fails.
-struct ReportOnFailure<'a>(&'a SsmRunner);
-
-impl Drop for ReportOnFailure<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("SSM runner:\n{}", self.0.report());
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_mode_on_instances_fails_over_repairs_restores_rotates_and_goes() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_test_writer()
-        .try_init();
+    common::log_to_test();
     let Some(moto) = Moto::start() else { return };
     let client = moto.client().await;
     let fx = Fixture::create(&client, &ZONES).await;
@@ -576,12 +560,7 @@ async fn rebuilt(site: &Site, client: &AwsClients, fx: &Fixture, base: u16) -> S
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_mode_on_instances_is_found_by_its_tags_and_replaces_a_terminated_instance() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_test_writer()
-        .try_init();
+    common::log_to_test();
     let Some(moto) = Moto::start() else { return };
     let client = moto.client().await;
     let fx = Fixture::create(&client, &ZONES).await;

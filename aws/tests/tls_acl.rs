@@ -15,12 +15,11 @@ use std::time::Duration;
 
 use common::{Fixture, FixtureConfig, Moto};
 use redis::{Client, ConnectionAddr, ConnectionInfo, RedisConnectionInfo, TlsCertificates};
-use redisha_aws::testing::ssm_runner::SsmRunner;
+use redisha_aws::testing::ssm_runner::{ReportOnFailure, SsmRunner};
 use redisha_aws::testing::{free_base_port, map_hosts, one_host_per_zone, readable_user_data};
 use redisha_aws::{secrets, AwsClients, AwsDriver};
-use redisha_cluster::acl::{AclConfig, AclUser};
 use redisha_cluster::tls::TlsMode;
-use redisha_cluster::{ClusterState, Driver, NodeConfig, Operator, Options, Password};
+use redisha_cluster::{ClusterState, Driver, NodeConfig, Operator, Options};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CLUSTER: &str = "awssec";
@@ -28,34 +27,19 @@ const CLUSTER_ID: &str = "00000000000000f3";
 const PASSWORD: &str = "aws-sec-Cluster-pw-31";
 const USER: &str = "app";
 const USER_PASSWORD: &str = "aws-sec-App-pw-47";
-const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
+use common::ACL_ZONES as ZONES;
 
 fn stand_ins() -> Vec<String> {
-    (1..=ZONES.len())
-        .map(|z| format!("127.185.{z}.1"))
-        .collect()
+    common::acl_stand_ins("127.185")
 }
 
 fn node_config() -> NodeConfig {
-    NodeConfig {
-        password: Some(Password::new(PASSWORD)),
-        redis_config: Default::default(),
-        acl: AclConfig {
-            users: vec![AclUser {
-                name: USER.into(),
-                password: Password::new(USER_PASSWORD),
-                rules: vec![
-                    "~app:*".into(),
-                    "+@read".into(),
-                    "+@write".into(),
-                    "-@dangerous".into(),
-                ],
-            }],
-            default_user_disabled: true,
-            operator_password: None,
-            operator_password_retiring: None,
-        },
-    }
+    common::acl_node_config(
+        PASSWORD,
+        USER,
+        USER_PASSWORD,
+        &["~app:*", "+@read", "+@write", "-@dangerous"],
+    )
 }
 
 /// A connection to one node over TLS, verified with `ca`, as `user`.
@@ -118,25 +102,9 @@ async fn parameters(client: &AwsClients) -> Vec<(String, String)> {
         .expect("GetParametersByPath")
 }
 
-/// Prints what the SSM runner ran, and the nodes' logs, when the test fails.
-struct ReportOnFailure<'a>(&'a SsmRunner);
-
-impl Drop for ReportOnFailure<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("SSM runner:\n{}", self.0.report());
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_cluster_with_acl_users_and_default_off_keeps_its_secrets_in_ssm() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_test_writer()
-        .try_init();
+    common::log_to_test();
     let Some(moto) = Moto::start() else { return };
     let client = moto.client().await;
     let fx = Fixture::create(&client, &ZONES).await;
@@ -178,25 +146,6 @@ async fn a_tls_cluster_with_acl_users_and_default_off_keeps_its_secrets_in_ssm()
         Vec::<&(String, String, u32)>::new(),
         "left running after destroy"
     );
-}
-
-/// Whether the metrics exporter at `address` reports its node up (`redis_up 1`); `None` when
-/// it does not answer.
-async fn exporter_says_up(address: &str) -> Option<bool> {
-    let scrape = async {
-        let mut s = tokio::net::TcpStream::connect(address).await?;
-        s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
-            .await?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).await?;
-        Ok::<_, std::io::Error>(text)
-    };
-    let text = tokio::time::timeout(Duration::from_secs(10), scrape)
-        .await
-        .ok()?
-        .ok()?;
-    let value = text.lines().find_map(|l| l.strip_prefix("redis_up "))?;
-    Some(value.trim() == "1")
 }
 
 /// Whether `pid` runs (a zombie, ended and not yet reaped, does not).
@@ -308,29 +257,7 @@ async fn run(client: &AwsClients, driver: &AwsDriver, base: u16) {
 
     // The metrics exporters (where the package is installed) log in as redisha-exporter with
     // `default` off, over TLS: each reports its node up.
-    if std::path::Path::new("/usr/bin/prometheus-redis-exporter").exists() {
-        for n in &state.nodes {
-            let at = format!(
-                "{}:{}",
-                n.handle.ip,
-                n.handle.port + redisha_aws::settings::EXPORTER_PORT_OFFSET
-            );
-            let mut up = None;
-            for _ in 0..60 {
-                up = exporter_says_up(&at).await;
-                if up == Some(true) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            assert_eq!(
-                up,
-                Some(true),
-                "{}: the exporter at {at} reports redis_up 1",
-                n.name
-            );
-        }
-    }
+    common::assert_exporters_up(&state).await;
 
     // Where the secrets are: SSM, as SecureStrings; never in user data.
     let params = parameters(client).await;

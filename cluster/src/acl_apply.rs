@@ -226,6 +226,10 @@ impl Operator<'_> {
         let mut args = AclConfig::exporter_args();
         args.push(format!("#{exporter_hash}"));
         self.setuser_all(state, EXPORTER_USER, &args).await?;
+        if rotating {
+            // Every node accepts the new password now (the SETUSERs above succeeded on all).
+            self.driver.operator_new_password_accepted();
+        }
         let mut changed = missing;
         if missing {
             // From now on every node accepts the operator user's (new) password: log in with it.
@@ -256,6 +260,7 @@ impl Operator<'_> {
             self.checkpoint("acl.operator_masterauth_set")?;
             self.driver
                 .keep_new_operator_password()
+                .await
                 .map_err(ClusterError::Driver)?;
             info!("ACL: the operator user's new password is the one kept");
             self.config.acl.operator_password_retiring = None;

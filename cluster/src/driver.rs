@@ -390,9 +390,15 @@ pub trait Driver: Send + Sync {
         None
     }
 
+    /// Told during a rotation of the operator user's password once every node accepts the new
+    /// one besides the old: from now on what a node reads at its next start may log in with
+    /// the new one (the aws driver's `auth.conf` in SSM keeps the old `masterauth` until then).
+    /// Called again by an apply that resumes a rotation.
+    fn operator_new_password_accepted(&self) {}
+
     /// Ends a rotation of the operator user's password in the driver's keeping: only the new
     /// one is kept from now on. Called once every node accepts it and replication uses it.
-    fn keep_new_operator_password(&self) -> Result<(), DriverError> {
+    async fn keep_new_operator_password(&self) -> Result<(), DriverError> {
         Ok(())
     }
 

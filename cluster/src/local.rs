@@ -1157,7 +1157,7 @@ impl Driver for LocalDriver {
         keys.rotation.as_ref().and(keys.current.clone())
     }
 
-    fn keep_new_operator_password(&self) -> Result<(), DriverError> {
+    async fn keep_new_operator_password(&self) -> Result<(), DriverError> {
         let Some((id, _)) = &self.cluster else {
             return Ok(());
         };

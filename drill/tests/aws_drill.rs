@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use redisha_aws::testing::ssm_runner::SsmRunner;
+use redisha_aws::testing::ssm_runner::{ReportOnFailure, SsmRunner};
 use redisha_aws::testing::{free_base_port, map_hosts, one_host_per_zone, Fixture, Moto};
 use redisha_aws::{AwsClients, AwsDriver, AwsDriverConfig};
 use redisha_cluster::{ClusterState, NodeConfig, Operator, Options, Password};
@@ -62,17 +62,6 @@ fn options() -> Options {
     Options {
         timeout: Duration::from_secs(120),
         ..Options::default()
-    }
-}
-
-/// Prints what the SSM runner ran, and the nodes' logs, when the test fails.
-struct ReportOnFailure<'a>(&'a SsmRunner);
-
-impl Drop for ReportOnFailure<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("SSM runner:\n{}", self.0.report());
-        }
     }
 }
 

@@ -768,6 +768,18 @@ for link in /etc/systemd/system/multi-user.target.wants/*.service; do
 done
 "#;
 
+/// Prints what the runner ran, and the processes' logs, when the test holding it fails:
+/// `let _report = ReportOnFailure(&runner);`.
+pub struct ReportOnFailure<'a>(pub &'a SsmRunner);
+
+impl Drop for ReportOnFailure<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("SSM runner:\n{}", self.0.report());
+        }
+    }
+}
+
 /// The `cloud-init` shim: the first boot is always done here.
 const CLOUD_INIT: &str = "#!/bin/sh\necho 'status: done'\n";
 

@@ -3,11 +3,14 @@
 //! driver config for it, host plans and the cluster's live instances.
 #![allow(dead_code)]
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_ec2::types::Filter;
 use redisha_aws::AwsDriverConfig;
-use redisha_cluster::{HostPlan, NodePlan};
+use redisha_cluster::{ClusterState, HostPlan, NodePlan};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 pub use redisha_aws::testing::{Fixture, Moto};
 
@@ -110,4 +113,214 @@ pub async fn live_instances(
     }
     out.sort();
     out
+}
+
+/// The test's logs (`RUST_LOG`, default info) in its captured output.
+pub fn log_to_test() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// A cluster-aware client of the cluster's nodes, logging in as `user` (`None`: `default`).
+pub fn cluster_client(
+    state: &ClusterState,
+    user: Option<&str>,
+    password: &str,
+) -> redis::cluster::ClusterClient {
+    let mut builder = redis::cluster::ClusterClientBuilder::new(
+        state
+            .nodes
+            .iter()
+            .map(|n| format!("redis://{}/", n.address()))
+            .collect::<Vec<_>>(),
+    )
+    .password(password.into());
+    if let Some(user) = user {
+        builder = builder.username(user.into());
+    }
+    builder
+        .connection_timeout(Duration::from_secs(1))
+        .response_timeout(Duration::from_secs(2))
+        .build()
+        .expect("cluster client")
+}
+
+/// `SET key value` then `WAIT 1` on the key's master (a pipeline is routed by its first key):
+/// whether a replica acknowledged the write.
+pub async fn set_acknowledged(
+    con: &mut redis::cluster_async::ClusterConnection,
+    key: &str,
+    value: usize,
+) -> Result<bool, String> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET")
+        .arg(key)
+        .arg(value)
+        .cmd("WAIT")
+        .arg(1)
+        .arg(200);
+    match tokio::time::timeout(Duration::from_secs(3), pipe.query_async(con)).await {
+        Ok(Ok((ok, acks))) => {
+            let (ok, acks): (String, i64) = (ok, acks);
+            Ok(ok == "OK" && acks >= 1)
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+/// What a writer running during a change saw.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// (key, value) a replica acknowledged: these must survive.
+    pub acknowledged: Vec<(String, usize)>,
+    /// Writes refused, failed or not acknowledged in time.
+    pub other: usize,
+}
+
+/// Writes `<prefix>:<i>` keys over every shard until `stop`, as a cluster-aware client does
+/// (redirections followed by the client, a fresh connection after a timeout).
+pub async fn writer(
+    client: redis::cluster::ClusterClient,
+    prefix: &'static str,
+    stop: Arc<AtomicBool>,
+) -> Written {
+    let mut out = Written::default();
+    let mut con = None;
+    let mut i = 0;
+    while !stop.load(Ordering::SeqCst) {
+        if con.is_none() {
+            con = tokio::time::timeout(Duration::from_secs(3), client.get_async_connection())
+                .await
+                .ok()
+                .and_then(Result::ok);
+            if con.is_none() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        }
+        let Some(c) = con.as_mut() else { continue };
+        let key = format!("{prefix}:{i}");
+        match set_acknowledged(c, &key, i).await {
+            Ok(true) => out.acknowledged.push((key, i)),
+            Ok(false) => out.other += 1,
+            Err(e) => {
+                out.other += 1;
+                if e.contains("timed out") {
+                    con = None;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Whether the metrics exporter at `address` reports its node up (`redis_up 1`); `None` when
+/// it does not answer.
+pub async fn exporter_says_up(address: &str) -> Option<bool> {
+    let scrape = async {
+        let mut s = tokio::net::TcpStream::connect(address).await?;
+        s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes())
+            .await?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).await?;
+        Ok::<_, std::io::Error>(text)
+    };
+    let text = tokio::time::timeout(Duration::from_secs(10), scrape)
+        .await
+        .ok()?
+        .ok()?;
+    let value = text.lines().find_map(|l| l.strip_prefix("redis_up "))?;
+    Some(value.trim() == "1")
+}
+
+/// The three zones of the ACL tests, one host each.
+pub const ACL_ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
+
+/// The loopback stand-ins `<net>.Z.1`, one per zone of [`ACL_ZONES`].
+pub fn acl_stand_ins(net: &str) -> Vec<String> {
+    (1..=ACL_ZONES.len())
+        .map(|z| format!("{net}.{z}.1"))
+        .collect()
+}
+
+/// A cluster with the cluster password, one declared user with `rules` and `default` off:
+/// redisha works as its operator user, whose password the driver keeps.
+pub fn acl_node_config(
+    password: &str,
+    user: &str,
+    user_password: &str,
+    rules: &[&str],
+) -> redisha_cluster::NodeConfig {
+    use redisha_cluster::acl::{AclConfig, AclUser};
+    use redisha_cluster::Password;
+    redisha_cluster::NodeConfig {
+        password: Some(Password::new(password)),
+        redis_config: Default::default(),
+        acl: AclConfig {
+            users: vec![AclUser {
+                name: user.into(),
+                password: Password::new(user_password),
+                rules: rules.iter().map(|r| r.to_string()).collect(),
+            }],
+            default_user_disabled: true,
+            operator_password: None,
+            operator_password_retiring: None,
+        },
+    }
+}
+
+/// The keys of `written` whose value is not (or no longer) the one written.
+pub async fn lost_keys(
+    client: &redis::cluster::ClusterClient,
+    written: impl IntoIterator<Item = &(String, usize)>,
+) -> Vec<String> {
+    let mut con = client.get_async_connection().await.expect("cluster");
+    let mut lost = Vec::new();
+    for (key, value) in written {
+        let got: Option<usize> = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut con)
+            .await
+            .expect("GET");
+        if got != Some(*value) {
+            lost.push(key.clone());
+        }
+    }
+    lost
+}
+
+/// Where the package is installed (no exporter runs otherwise): every node's metrics exporter
+/// reports its node up (`redis_up 1`) within 30 s.
+pub async fn assert_exporters_up(state: &ClusterState) {
+    if !std::path::Path::new("/usr/bin/prometheus-redis-exporter").exists() {
+        return;
+    }
+    for n in &state.nodes {
+        let at = format!(
+            "{}:{}",
+            n.handle.ip,
+            n.handle.port + redisha_aws::settings::EXPORTER_PORT_OFFSET
+        );
+        let mut up = None;
+        for _ in 0..60 {
+            up = exporter_says_up(&at).await;
+            if up == Some(true) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert_eq!(
+            up,
+            Some(true),
+            "{}: the exporter at {at} reports redis_up 1",
+            n.name
+        );
+    }
 }

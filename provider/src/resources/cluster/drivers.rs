@@ -99,7 +99,11 @@ impl BuiltDriver {
     /// none yet: a create before any node starts, or the first apply of a cluster made before
     /// the operator user existed. The aws driver makes it (in SSM) once the cluster declares
     /// users or switches `default` off; until then redisha works as `default` there.
-    pub async fn make_operator_password(&mut self, args: &ClusterArgs) -> Result<(), Diagnostics> {
+    pub async fn make_operator_password(
+        &mut self,
+        args: &ClusterArgs,
+    ) -> Result<bool, Diagnostics> {
+        let had = self.driver().operator_password().is_some();
         let made = match self {
             BuiltDriver::Local(d) => d
                 .load_operator_password(true)
@@ -107,9 +111,7 @@ impl BuiltDriver {
                 .map_err(|e| e.to_string()),
             BuiltDriver::Aws(d) => {
                 let acl = &args.node_config.acl;
-                if (!acl.users.is_empty() || acl.default_user_disabled)
-                    && redisha_cluster::Driver::operator_password(d.as_ref()).is_none()
-                {
+                if (!acl.users.is_empty() || acl.default_user_disabled) && !had {
                     d.load_security(true, false)
                         .await
                         .map_err(|e| e.to_string())
@@ -118,7 +120,9 @@ impl BuiltDriver {
                 }
             }
         };
-        made.map_err(|e| Diagnostic::error("Cannot make the operator user's password", e).into())
+        made.map_err(|e| Diagnostic::error("Cannot make the operator user's password", e))?;
+        // Whether this call made it (a cluster without one before).
+        Ok(!had && self.driver().operator_password().is_some())
     }
 
     /// The certificate of the cluster's TLS authority, once loaded.

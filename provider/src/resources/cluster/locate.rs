@@ -178,7 +178,9 @@ pub async fn for_create(
         // Beside the record, before any node starts: a resumed create finds it there.
         driver.make_authority().await?;
         driver.make_operator_password(args).await?;
-        driver.record_operator_generation(args.operator_password_generation)?;
+        driver
+            .record_operator_generation(args.operator_password_generation)
+            .await?;
     }
     let mut state = ClusterState::new(driver.driver().kind());
     state.cluster_id = id;

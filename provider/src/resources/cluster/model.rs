@@ -140,7 +140,7 @@ model! {
         pub operator_password_generation: Attr<u64> = optional("A number to change whenever the password of `redisha-operator`, the user redisha works as, \
              should be rotated (e.g. bump it, or set it from a `time_rotating` resource). redisha generates that password and keeps it beside the cluster \
              (never in Terraform); a change makes a new one and rotates in place: every node accepts both, replication and redisha move to the new one, \
-             then the old one is removed. Unset: the password is kept as it is. Local driver only for now."),
+             then the old one is removed. Unset: the password is kept as it is."),
         pub allow_data_loss: Attr<bool> = optional("Default false: apply refuses any action that would lose acknowledged writes, such as              restarting a failed master that has no live replica while append-only persistence is              off (it comes back with its last snapshot at best). Set true to accept that loss."),
         pub redis_config: Attr<BTreeMap<String, String>> = optional("Extra redis.conf settings, e.g. `{ maxmemory-policy = \"allkeys-lru\" }`. Changes roll over replicas first."),
         pub persistence: Attr<String> = optional("What every node keeps on disk: `none` (nothing), `rdb` (snapshots after 1 h if a key changed, 5 min if 100 did, 1 min if 10,000 did; the default) \

@@ -21,12 +21,20 @@ pub(super) async fn update(
 ) -> Outcome<ClusterModel, ClusterState> {
     let args = known_args(&a.config)?;
     let mut located = locate(ctx, &args, a.private, Some(&prior), false, true).await?;
-    // A cluster made before the operator user existed gets it now (converge_acl).
-    located.driver.make_operator_password(&args).await?;
+    // A cluster made before the operator user existed gets it now (converge_acl), of the
+    // configured generation (aws: made once the cluster first declares users or switches
+    // `default` off).
+    if located.driver.make_operator_password(&args).await? {
+        located
+            .driver
+            .record_operator_generation(args.operator_password_generation)
+            .await?;
+    }
     // A rotation of that password under way is finished, or one started (converge_acl).
     located
         .driver
-        .prepare_operator_rotation(args.operator_password_generation)?;
+        .prepare_operator_rotation(args.operator_password_generation)
+        .await?;
     for note in &located.notes {
         info!(cluster = %args.name, %note, "recovered");
     }

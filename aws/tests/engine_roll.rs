@@ -15,8 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Fixture, FixtureConfig, Moto};
-use redis::cluster::ClusterClientBuilder;
+use common::{set_acknowledged, writer, Fixture, FixtureConfig, Moto, ReportOnFailure};
 use redisha_aws::testing::ssm_runner::SsmRunner;
 use redisha_aws::testing::{free_base_port, map_hosts, one_host_per_zone};
 use redisha_aws::{AwsClients, AwsDriver, HostStatus};
@@ -63,86 +62,7 @@ fn operator<'a>(driver: &'a AwsDriver, stop_at: Option<&'static str>) -> Operato
 }
 
 fn cluster_client(state: &ClusterState) -> redis::cluster::ClusterClient {
-    ClusterClientBuilder::new(
-        state
-            .nodes
-            .iter()
-            .map(|n| format!("redis://{}/", n.address()))
-            .collect::<Vec<_>>(),
-    )
-    .password(PASSWORD.into())
-    .connection_timeout(Duration::from_secs(1))
-    .response_timeout(Duration::from_secs(2))
-    .build()
-    .expect("cluster client")
-}
-
-/// `SET key value` then `WAIT 1` on the key's master (a pipeline is routed by its first key):
-/// whether a replica acknowledged the write.
-async fn set_acknowledged(
-    con: &mut redis::cluster_async::ClusterConnection,
-    key: &str,
-    value: usize,
-) -> Result<bool, String> {
-    let mut pipe = redis::pipe();
-    pipe.cmd("SET")
-        .arg(key)
-        .arg(value)
-        .cmd("WAIT")
-        .arg(1)
-        .arg(200);
-    match tokio::time::timeout(Duration::from_secs(3), pipe.query_async(con)).await {
-        Ok(Ok((ok, acks))) => {
-            let (ok, acks): (String, i64) = (ok, acks);
-            Ok(ok == "OK" && acks >= 1)
-        }
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("timed out".into()),
-    }
-}
-
-/// What the writer running during the roll saw.
-#[derive(Debug, Default)]
-struct Written {
-    /// (key, value) a replica acknowledged: these must survive.
-    acknowledged: Vec<(String, usize)>,
-    /// Writes refused, failed or not acknowledged in time.
-    other: usize,
-}
-
-/// Writes `roll:<i>` keys over every shard until `stop`, as a cluster-aware client does
-/// (redirections followed by the client, a fresh connection after a timeout).
-async fn writer(client: redis::cluster::ClusterClient, stop: Arc<AtomicBool>) -> Written {
-    let mut out = Written::default();
-    let mut con = None;
-    let mut i = 0;
-    while !stop.load(Ordering::SeqCst) {
-        if con.is_none() {
-            con = tokio::time::timeout(Duration::from_secs(3), client.get_async_connection())
-                .await
-                .ok()
-                .and_then(Result::ok);
-            if con.is_none() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        }
-        let Some(c) = con.as_mut() else { continue };
-        let key = format!("roll:{i}");
-        match set_acknowledged(c, &key, i).await {
-            Ok(true) => out.acknowledged.push((key, i)),
-            Ok(false) => out.other += 1,
-            Err(e) => {
-                out.other += 1;
-                if e.contains("timed out") {
-                    con = None;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-        i += 1;
-    }
-    out
+    common::cluster_client(state, PASSWORD, None)
 }
 
 /// The AMI of every pending or running instance of the cluster.
@@ -214,25 +134,9 @@ async fn assert_every_shard_whole(state: &ClusterState, when: &str) {
     }
 }
 
-/// Prints what the SSM runner ran, and the nodes' logs, when the test fails.
-struct ReportOnFailure<'a>(&'a SsmRunner);
-
-impl Drop for ReportOnFailure<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("SSM runner:\n{}", self.0.report());
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ami_change_replaces_instances_one_at_a_time_without_losing_acknowledged_writes() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_test_writer()
-        .try_init();
+    common::init_tracing();
     let Some(moto) = Moto::start() else { return };
     let client = moto.client().await;
     let fx = Fixture::create(&client, &ZONES).await;
@@ -270,7 +174,7 @@ async fn run(client: &AwsClients, fx: &Fixture) {
         );
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let writing = tokio::spawn(writer(cluster_client(&state), stop.clone()));
+    let writing = tokio::spawn(writer(cluster_client(&state), "roll:", stop.clone()));
 
     // The new AMI: every instance is outdated, and the plan says from what to what.
     let new = driver(client, fx, &fx.other_ami, base);
@@ -344,17 +248,7 @@ async fn run(client: &AwsClients, fx: &Fixture) {
         .get_async_connection()
         .await
         .expect("cluster");
-    let mut lost = Vec::new();
-    for (key, value) in before.iter().chain(&written.acknowledged) {
-        let got: Option<usize> = redis::cmd("GET")
-            .arg(key)
-            .query_async(&mut con)
-            .await
-            .expect("GET");
-        if got != Some(*value) {
-            lost.push(key.clone());
-        }
-    }
+    let lost = common::lost_keys(&mut con, &before, &written).await;
     assert!(
         lost.is_empty(),
         "{} of {} acknowledged keys lost: {:?}",

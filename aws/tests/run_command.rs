@@ -221,7 +221,7 @@ async fn the_first_boot_node_setup_runs_for_real_in_a_mount_namespace() {
     // drill once lost a node to two runs sharing one `.new` file): many at once all succeed and
     // leave the file whole.
     let many = (0..12)
-        .map(|_| format!("/usr/local/sbin/redisha-password & pids=\"$pids $!\"\n"))
+        .map(|_| "/usr/local/sbin/redisha-password & pids=\"$pids $!\"\n".to_string())
         .collect::<String>();
     let out = machine
         .run(&format!(
@@ -235,7 +235,10 @@ async fn the_first_boot_node_setup_runs_for_real_in_a_mount_namespace() {
         String::from_utf8_lossy(&out.stderr)
     );
     let auth = machine.read("/etc/redisha/auth.conf");
-    assert!(auth.contains(&format!("requirepass \"{PASSWORD}\"")), "{auth}");
+    assert!(
+        auth.contains(&format!("requirepass \"{PASSWORD}\"")),
+        "{auth}"
+    );
     drop(s.runner);
     s.driver.destroy().await.expect("destroy");
     drop(s.moto);

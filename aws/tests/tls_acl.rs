@@ -13,14 +13,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Fixture, FixtureConfig, Moto};
+use common::{Fixture, FixtureConfig, Moto, ReportOnFailure};
 use redis::{Client, ConnectionAddr, ConnectionInfo, RedisConnectionInfo, TlsCertificates};
 use redisha_aws::testing::ssm_runner::SsmRunner;
-use redisha_aws::testing::{free_base_port, map_hosts, one_host_per_zone, readable_user_data};
+use redisha_aws::testing::{free_base_port, map_hosts, readable_user_data};
 use redisha_aws::{secrets, AwsClients, AwsDriver};
 use redisha_cluster::acl::{AclConfig, AclUser};
 use redisha_cluster::tls::TlsMode;
-use redisha_cluster::{ClusterState, Driver, NodeConfig, Operator, Options, Password};
+use redisha_cluster::{Driver, NodeConfig, Password};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CLUSTER: &str = "awssec";
@@ -118,25 +118,9 @@ async fn parameters(client: &AwsClients) -> Vec<(String, String)> {
         .expect("GetParametersByPath")
 }
 
-/// Prints what the SSM runner ran, and the nodes' logs, when the test fails.
-struct ReportOnFailure<'a>(&'a SsmRunner);
-
-impl Drop for ReportOnFailure<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("SSM runner:\n{}", self.0.report());
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_cluster_with_acl_users_and_default_off_keeps_its_secrets_in_ssm() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_test_writer()
-        .try_init();
+    common::init_tracing();
     let Some(moto) = Moto::start() else { return };
     let client = moto.client().await;
     let fx = Fixture::create(&client, &ZONES).await;
@@ -220,22 +204,9 @@ async fn run(client: &AwsClients, driver: &AwsDriver, base: u16) {
     let operator_password = driver.operator_password().expect("an operator user");
     let ca = driver.client_tls().expect("client TLS").ca_cert_pem;
 
-    let request = one_host_per_zone(&ZONES);
-    let plan = redisha_planner::plan(&request, None).expect("plan");
-    let op = Operator::with_options(
-        driver,
-        node_config(),
-        Options {
-            timeout: Duration::from_secs(180),
-            ..Options::default()
-        },
-    );
-    let mut state = ClusterState::new("aws");
-    state.cluster_id = CLUSTER_ID.into();
-    state.name = CLUSTER.into();
-    op.create(&request, &plan.placement, &mut state)
-        .await
-        .expect("create");
+    let (_op, state) =
+        common::create_one_host_per_zone(driver, node_config(), (CLUSTER, CLUSTER_ID), &ZONES)
+            .await;
     assert_eq!(state.nodes.len(), 6);
     assert_eq!(state.nodes[0].handle.ip, "127.185.1.1");
     assert!(state.nodes.iter().all(|n| n.handle.port >= base));

@@ -3,13 +3,193 @@
 //! driver config for it, host plans and the cluster's live instances.
 #![allow(dead_code)]
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_ec2::types::Filter;
 use redisha_aws::AwsDriverConfig;
 use redisha_cluster::{HostPlan, NodePlan};
 
+use redisha_aws::testing::ssm_runner::SsmRunner;
 pub use redisha_aws::testing::{Fixture, Moto};
+
+/// The code under test logs at `info` (or as `RUST_LOG` says), with the test's output.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Prints what the SSM runner ran, and the nodes' logs, when the test fails.
+pub struct ReportOnFailure<'a>(pub &'a SsmRunner);
+
+impl Drop for ReportOnFailure<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("SSM runner:\n{}", self.0.report());
+        }
+    }
+}
+
+/// `SET key value` then `WAIT 1` on the key's master (a pipeline is routed by its first key):
+/// whether a replica acknowledged the write.
+pub async fn set_acknowledged(
+    con: &mut redis::cluster_async::ClusterConnection,
+    key: &str,
+    value: usize,
+) -> Result<bool, String> {
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET")
+        .arg(key)
+        .arg(value)
+        .cmd("WAIT")
+        .arg(1)
+        .arg(200);
+    match tokio::time::timeout(Duration::from_secs(3), pipe.query_async(con)).await {
+        Ok(Ok((ok, acks))) => {
+            let (ok, acks): (String, i64) = (ok, acks);
+            Ok(ok == "OK" && acks >= 1)
+        }
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+/// The keys acknowledged `before` a roll and by the `writer` during it that do not read back
+/// with their value.
+pub async fn lost_keys(
+    con: &mut redis::cluster_async::ClusterConnection,
+    before: &[(String, usize)],
+    writer: &Written,
+) -> Vec<String> {
+    let mut lost = Vec::new();
+    for (key, value) in before.iter().chain(&writer.acknowledged) {
+        let got: Option<usize> = redis::cmd("GET")
+            .arg(key)
+            .query_async(con)
+            .await
+            .expect("GET");
+        if got != Some(*value) {
+            lost.push(key.clone());
+        }
+    }
+    lost
+}
+
+/// A cluster client of `state`'s nodes with `password`; over TLS verified with `ca` when
+/// given. Short timeouts: a writer during a roll must not hang on a restarting node.
+pub fn cluster_client(
+    state: &redisha_cluster::ClusterState,
+    password: &str,
+    ca: Option<&str>,
+) -> redis::cluster::ClusterClient {
+    let scheme = if ca.is_some() { "rediss" } else { "redis" };
+    let mut builder = redis::cluster::ClusterClientBuilder::new(
+        state
+            .nodes
+            .iter()
+            .map(|n| format!("{scheme}://{}/", n.address()))
+            .collect::<Vec<_>>(),
+    )
+    .password(password.into())
+    .connection_timeout(Duration::from_secs(1))
+    .response_timeout(Duration::from_secs(2));
+    if let Some(ca) = ca {
+        redisha_cluster::conn::install_crypto_provider();
+        builder = builder.certs(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca.as_bytes().to_vec()),
+        });
+    }
+    builder.build().expect("cluster client")
+}
+
+/// Three zones, one instance each in the tests that run a cluster on stand-ins.
+pub const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
+
+/// The stand-in addresses `<net>.Z.1`, one for each of [`ZONES`].
+pub fn stand_ins(net: &str) -> Vec<String> {
+    (1..=ZONES.len()).map(|z| format!("{net}.{z}.1")).collect()
+}
+
+/// Creates cluster `name` (id `cluster_id`) through the operator on one host per zone, as the
+/// provider's create does once the driver's security is loaded.
+pub async fn create_one_host_per_zone<'a>(
+    driver: &'a redisha_aws::AwsDriver,
+    config: redisha_cluster::NodeConfig,
+    (name, cluster_id): (&str, &str),
+    zones: &[&str],
+) -> (redisha_cluster::Operator<'a>, redisha_cluster::ClusterState) {
+    let request = redisha_aws::testing::one_host_per_zone(zones);
+    let plan = redisha_planner::plan(&request, None).expect("plan");
+    let op = redisha_cluster::Operator::with_options(
+        driver,
+        config,
+        redisha_cluster::Options {
+            timeout: Duration::from_secs(180),
+            ..Default::default()
+        },
+    );
+    let mut state = redisha_cluster::ClusterState::new("aws");
+    state.cluster_id = cluster_id.into();
+    state.name = name.into();
+    op.create(&request, &plan.placement, &mut state)
+        .await
+        .expect("create");
+    (op, state)
+}
+
+/// What a writer running during a roll saw.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// (key, value) a replica acknowledged: these must survive.
+    pub acknowledged: Vec<(String, usize)>,
+    /// Writes refused, failed or not acknowledged in time.
+    pub other: usize,
+}
+
+/// Writes `<prefix><i>` keys over every shard until `stop`, as a cluster-aware client does
+/// (redirections followed by the client, a fresh connection after a timeout).
+pub async fn writer(
+    client: redis::cluster::ClusterClient,
+    prefix: &'static str,
+    stop: Arc<AtomicBool>,
+) -> Written {
+    let mut out = Written::default();
+    let mut con = None;
+    let mut i = 0;
+    while !stop.load(Ordering::SeqCst) {
+        if con.is_none() {
+            con = tokio::time::timeout(Duration::from_secs(3), client.get_async_connection())
+                .await
+                .ok()
+                .and_then(Result::ok);
+            if con.is_none() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        }
+        let Some(c) = con.as_mut() else { continue };
+        let key = format!("{prefix}{i}");
+        match set_acknowledged(c, &key, i).await {
+            Ok(true) => out.acknowledged.push((key, i)),
+            Ok(false) => out.other += 1,
+            Err(e) => {
+                out.other += 1;
+                if e.contains("timed out") {
+                    con = None;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        i += 1;
+    }
+    out
+}
 
 /// The fixture's subnets, in creation order: us-east-1a (two), us-east-1b and us-east-1c.
 pub const SUBNET_ZONES: [&str; 4] = ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1a"];

@@ -336,6 +336,7 @@ impl AwsDriver {
                     monitoring: &self.config.monitoring_cidrs,
                 },
                 max_nodes,
+                self.plain_ports(),
                 &user_tags,
             )
             .await?;
@@ -343,6 +344,15 @@ impl AwsDriver {
             prepared.group_max_nodes = max_nodes;
         }
         Ok(())
+    }
+
+    /// Reconciles the security group's rules now, even if this driver did earlier (the
+    /// plain-text port rules change within an apply: [`AwsDriver::sync_plain_ports`]).
+    pub(crate) async fn sync_group(&self) -> Result<(), AwsError> {
+        if let Some(p) = self.prepared.lock().await.as_mut() {
+            p.group_id = None;
+        }
+        self.prepare(&[], true).await.map(|_| ())
     }
 
     /// Makes the host's instance exist and run: reuses a live one found by tag, starts a

@@ -153,6 +153,18 @@ CONF
     fi
     chown redis:redis /etc/redisha/node-$PORT.conf
     chmod 0600 /etc/redisha/node-$PORT.conf
+  elif [ -f /etc/redisha/tls-$PORT.conf ]; then
+    # A node set up before: its file keeps its data's settings, but its plain-text port
+    # follows the TLS mode the node's TLS lines now say (preferred: port + 1000, required:
+    # 0), so a restart runs the new mode. Every `port` line (the setup's, the TLS lines',
+    # one CONFIG REWRITE left) is rewritten; a boot runs no setup and keeps the file.
+    WANT=$(sed -n 's/^port //p' /etc/redisha/tls-$PORT.conf)
+    if [ -n "$WANT" ] && grep '^port ' /etc/redisha/node-$PORT.conf | grep -qvx "port $WANT"; then
+      sed "s/^port .*/port $WANT/" /etc/redisha/node-$PORT.conf > /etc/redisha/node-$PORT.conf.new
+      chown redis:redis /etc/redisha/node-$PORT.conf.new
+      chmod 0600 /etc/redisha/node-$PORT.conf.new
+      mv /etc/redisha/node-$PORT.conf.new /etc/redisha/node-$PORT.conf
+    fi
   fi
 done
 systemctl daemon-reload

@@ -328,6 +328,35 @@ mod tests {
         }
     }
 
+    /// Runs a setup fragment for real under `root` (its `/etc/redisha` moved there) for
+    /// nodes 6379 and 6380; returns `root`'s path, to strip from what it wrote.
+    fn run_under(root: &tempfile::TempDir, text: &str) -> String {
+        let r = root.path().display().to_string();
+        let script = format!(
+            "set -eu\nPORTS=\"6379 6380\"\nBUS_OFFSET=10000\n{}",
+            text.replace("/etc/redisha", &format!("{r}/etc/redisha"))
+        );
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .output()
+            .expect("sh");
+        assert!(out.status.success(), "{out:?}\n{script}");
+        r
+    }
+
+    /// What the cluster code renders as node `port`'s TLS lines, with the aws file paths.
+    fn rendered_lines(tls: &TlsConfig, port: u16) -> String {
+        let pem = node_pem_file(port);
+        tls.redis_conf_lines(
+            port,
+            &TlsFiles {
+                ca_cert: Path::new(CA_FILE),
+                cert: Path::new(&pem),
+                key: Path::new(&pem),
+            },
+        )
+    }
+
     #[test]
     fn mid_rotation_a_node_logs_in_with_the_old_password_until_every_node_accepts_the_new() {
         let mut config = acl_config();
@@ -382,22 +411,9 @@ mod tests {
         // Run for real (in a scratch root): the list and each node's lines are what the
         // cluster code renders for that port.
         let root = tempfile::tempdir().expect("temp dir");
-        let r = root.path().display().to_string();
-        let script = format!(
-            "set -eu\nPORTS=\"6379 6380\"\nBUS_OFFSET=10000\n{}",
-            text.replace("/etc/redisha", &format!("{r}/etc/redisha"))
-        );
-        let out = std::process::Command::new("sh")
-            .args(["-c", &script])
-            .output()
-            .expect("sh");
-        assert!(out.status.success(), "{out:?}\n{script}");
+        let r = run_under(&root, &text);
         // Twice: nothing listed twice.
-        let again = std::process::Command::new("sh")
-            .args(["-c", &script])
-            .output()
-            .expect("sh");
-        assert!(again.status.success());
+        run_under(&root, &text);
         let list = std::fs::read_to_string(format!("{r}{SECRET_LIST}"))
             .expect("list")
             .replace(&r, "");
@@ -414,16 +430,7 @@ mod tests {
             let got = std::fs::read_to_string(format!("{r}/etc/redisha/tls-{port}.conf"))
                 .expect("the node's TLS lines")
                 .replace(&r, "");
-            let pem = node_pem_file(port);
-            let wanted = tls.redis_conf_lines(
-                port,
-                &TlsFiles {
-                    ca_cert: Path::new(CA_FILE),
-                    cert: Path::new(&pem),
-                    key: Path::new(&pem),
-                },
-            );
-            assert_eq!(got, wanted);
+            assert_eq!(got, rendered_lines(&tls, port));
         }
         // Neither ACL nor TLS: nothing to list, as before.
         let none = setup_fragment(&SetupSecrets {
@@ -440,5 +447,36 @@ mod tests {
             ),
             "the security fragments",
         );
+    }
+
+    /// Each mode's lines, filled in per node by the setup's shell, are exactly what the
+    /// cluster code renders for that node: `preferred` listens in plain text on port + 1000,
+    /// `required` on no plain-text port.
+    #[test]
+    fn the_setup_writes_each_modes_port_lines() {
+        let names = Names::new("shop", "0123456789abcdef");
+        let authority = CertAuthority::generate("0123456789abcdef").expect("authority");
+        for (mode, plain) in [(TlsMode::Preferred, "7380"), (TlsMode::Required, "0")] {
+            let tls = TlsConfig {
+                mode,
+                source: CertSource::Generated(authority.clone()),
+            };
+            let text = setup_fragment(&SetupSecrets {
+                names: &names,
+                host: "h",
+                acl: false,
+                tls: Some(&tls),
+            });
+            let root = tempfile::tempdir().expect("temp dir");
+            let r = run_under(&root, &text);
+            let got = std::fs::read_to_string(format!("{r}/etc/redisha/tls-6380.conf"))
+                .expect("the node's TLS lines")
+                .replace(&r, "");
+            assert_eq!(got, rendered_lines(&tls, 6380), "{mode}");
+            assert!(
+                got.starts_with(&format!("port {plain}\ntls-port 6380\n")),
+                "{mode}: {got}"
+            );
+        }
     }
 }

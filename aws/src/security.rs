@@ -14,6 +14,7 @@ use crate::driver::AwsDriver;
 use crate::error::{AwsError, Field};
 use crate::node_secrets::{self, Names, SetupSecrets};
 use crate::secrets::{self, Kind, Owner};
+use crate::security_group::PlainPorts;
 use crate::tls_material;
 
 /// What the driver knows of the cluster's security. Locks are never held across an await.
@@ -21,6 +22,10 @@ use crate::tls_material;
 pub struct Security {
     /// `tls { mode }`: `None` for plain text.
     tls_mode: Mutex<Option<TlsMode>>,
+    /// What the security group's plain-text port rules become (see
+    /// [`crate::security_group::PlainPorts`]): from the mode, and `Closed` once a switch to
+    /// `required` has rolled out ([`AwsDriver::sync_plain_ports`]).
+    plain_ports: Mutex<PlainPorts>,
     /// The authority, once loaded or made (with `tls_mode`, the nodes' TLS).
     tls: Mutex<Option<TlsConfig>>,
     operator_password: Mutex<Option<Password>>,
@@ -46,9 +51,41 @@ impl AwsDriver {
     /// cluster's authority, loaded or made by [`AwsDriver::load_security`].
     pub fn set_tls_mode(&self, mode: Option<TlsMode>) {
         *locked(&self.security().tls_mode) = mode;
-        if mode.is_none() {
-            *locked(&self.security().tls) = None;
+        // `required`: the plain-text ports stay open until the nodes no longer listen on them.
+        *locked(&self.security().plain_ports) = match mode {
+            Some(TlsMode::Preferred) => PlainPorts::Open,
+            Some(TlsMode::Required) | None => PlainPorts::Keep,
+        };
+        match mode {
+            None => *locked(&self.security().tls) = None,
+            // An authority loaded already: the nodes start in the new mode from now on.
+            Some(mode) => {
+                if let Some(tls) = locked(&self.security().tls).as_mut() {
+                    tls.mode = mode;
+                }
+            }
         }
+    }
+
+    /// What the security group's plain-text port rules become when the group is reconciled.
+    pub(crate) fn plain_ports(&self) -> PlainPorts {
+        *locked(&self.security().plain_ports)
+    }
+
+    /// Reconciles the security group's plain-text port rules with the TLS mode. `rolled`: the
+    /// nodes run the mode (`Operator::roll_tls_mode` returned), so in `required` mode the rules
+    /// are revoked; before that they are kept, since a plain-text client still reaches the
+    /// nodes not yet restarted through them. In `preferred` mode they are added (before the
+    /// roll, so a node that comes back listening on its plain-text port is reachable at once).
+    pub async fn sync_plain_ports(&self, rolled: bool) -> Result<(), AwsError> {
+        let mode = *locked(&self.security().tls_mode);
+        if rolled && mode == Some(TlsMode::Required) {
+            *locked(&self.security().plain_ports) = PlainPorts::Closed;
+        }
+        if mode.is_none() {
+            return Ok(());
+        }
+        self.sync_group().await
     }
 
     /// Whether the nodes speak TLS (`set_tls_mode`).

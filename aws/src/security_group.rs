@@ -2,6 +2,12 @@
 //! cluster's instances) and to `aws.allowed_cidrs`, and the cluster bus ports, open to the group
 //! alone. The bus has no authentication: whoever reaches it can forge gossip and take slots, and
 //! only nodes ever need it (the provider and clients speak to the client ports).
+//!
+//! With `tls.mode = "preferred"` the nodes also accept plain text on their port +
+//! [`PLAINTEXT_PORT_OFFSET`]: those ports are client ports too, open to the same sources. In
+//! `required` mode they are closed, but only once no node listens on them any more
+//! ([`PlainPorts::Keep`] until then): a switch to `required` is a rolling restart, and a
+//! plain-text client keeps reaching the nodes not yet restarted while it runs.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -13,6 +19,7 @@ use aws_sdk_ec2::types::{
 use crate::error::{api, AwsError};
 use crate::instances::{Scope, CLUSTER_ID_TAG, CLUSTER_TAG, MANAGED_BY_TAG};
 use crate::settings::{CLUSTER_BUS_OFFSET, EXPORTER_PORT_OFFSET, REDIS_BASE_PORT};
+use redisha_cluster::tls::PLAINTEXT_PORT_OFFSET;
 
 /// The name of a cluster's group made before cluster ids existed; such a group keeps it after
 /// being claimed (names cannot change).
@@ -54,24 +61,55 @@ pub struct Clients<'a> {
     pub monitoring: &'a [String],
 }
 
+/// What to do with the rules of the plain-text client ports (TLS `preferred` mode: each
+/// node's port + [`PLAINTEXT_PORT_OFFSET`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PlainPorts {
+    /// `preferred`: open to the same sources as the client ports.
+    Open,
+    /// Left as they are, neither added nor revoked: `required` while nodes may still listen
+    /// on them (a switch from `preferred` not yet rolled out), plain-text clusters, and
+    /// drivers that do not know the mode (the drill's).
+    #[default]
+    Keep,
+    /// `required` once every node runs it: revoked.
+    Closed,
+}
+
 /// The rules a cluster needs: ports 6379..6379+max_nodes for the group itself and each
 /// allowed client (CIDR or security group), and their bus ports (10000 above) for the group
-/// itself only.
-pub fn desired_rules(group_id: &str, allowed: Clients<'_>, max_nodes: u16) -> BTreeSet<Rule> {
+/// itself only. With `plain` (TLS `preferred`), the plain-text ports (1000 above the client
+/// ports) for the same sources as the client ports.
+pub fn desired_rules(
+    group_id: &str,
+    allowed: Clients<'_>,
+    max_nodes: u16,
+    plain: bool,
+) -> BTreeSet<Rule> {
     let first = i32::from(REDIS_BASE_PORT);
     let last = first + i32::from(max_nodes.max(1)) - 1;
     let bus = i32::from(CLUSTER_BUS_OFFSET);
     let group = Source::Group(group_id.to_string());
-    let clients = std::iter::once(group.clone())
+    let clients: Vec<Source> = std::iter::once(group.clone())
         .chain(allowed.groups.iter().cloned().map(Source::Group))
-        .chain(allowed.cidrs.iter().cloned().map(Source::Cidr));
+        .chain(allowed.cidrs.iter().cloned().map(Source::Cidr))
+        .collect();
     let mut rules: BTreeSet<Rule> = clients
+        .iter()
         .map(|source| Rule {
             from: first,
             to: last,
-            source,
+            source: source.clone(),
         })
         .collect();
+    if plain {
+        let offset = i32::from(PLAINTEXT_PORT_OFFSET);
+        rules.extend(clients.iter().map(|source| Rule {
+            from: first + offset,
+            to: last + offset,
+            source: source.clone(),
+        }));
+    }
     rules.insert(Rule {
         from: first + bus,
         to: last + bus,
@@ -142,13 +180,41 @@ pub fn group_tag<'a>(group: &'a aws_sdk_ec2::types::SecurityGroup, key: &str) ->
         .and_then(|t| t.value())
 }
 
-/// Creates the group if needed and makes its ingress rules exactly the desired ones.
-/// Returns the group id.
+/// The changes that make `existing` rules the desired ones: (stale, missing). With
+/// [`PlainPorts::Keep`] the plain-text port rules are neither revoked nor added.
+pub fn rule_changes(
+    existing: &BTreeSet<Rule>,
+    group_id: &str,
+    allowed: Clients<'_>,
+    max_nodes: u16,
+    plain: PlainPorts,
+) -> (Vec<Rule>, Vec<Rule>) {
+    let without = desired_rules(group_id, allowed, max_nodes, false);
+    let with = desired_rules(group_id, allowed, max_nodes, true);
+    let desired = if plain == PlainPorts::Open {
+        &with
+    } else {
+        &without
+    };
+    let is_plain = |r: &&Rule| with.contains(*r) && !without.contains(*r);
+    let keep = plain == PlainPorts::Keep;
+    let stale = existing
+        .difference(desired)
+        .filter(|r| !(keep && is_plain(r)))
+        .cloned()
+        .collect();
+    let missing = desired.difference(existing).cloned().collect();
+    (stale, missing)
+}
+
+/// Creates the group if needed and makes its ingress rules the desired ones (the plain-text
+/// ports' as `plain` says). Returns the group id.
 pub async fn ensure_group(
     client: &aws_sdk_ec2::Client,
     scope: &Scope<'_>,
     allowed: Clients<'_>,
     max_nodes: u16,
+    plain: PlainPorts,
     user_tags: &[(String, String)],
 ) -> Result<String, AwsError> {
     let cluster = scope.cluster;
@@ -211,14 +277,12 @@ pub async fn ensure_group(
         .to_string();
 
     let existing = existing_rules(group.ip_permissions());
-    let desired = desired_rules(&group_id, allowed, max_nodes);
-    let stale: Vec<&Rule> = existing.difference(&desired).collect();
-    let missing: Vec<&Rule> = desired.difference(&existing).collect();
+    let (stale, missing) = rule_changes(&existing, &group_id, allowed, max_nodes, plain);
     if !stale.is_empty() {
         client
             .revoke_security_group_ingress()
             .group_id(&group_id)
-            .set_ip_permissions(Some(stale.iter().map(|r| permission(r)).collect()))
+            .set_ip_permissions(Some(stale.iter().map(permission).collect()))
             .send()
             .await
             .map_err(api("RevokeSecurityGroupIngress"))?;
@@ -228,7 +292,7 @@ pub async fn ensure_group(
         client
             .authorize_security_group_ingress()
             .group_id(&group_id)
-            .set_ip_permissions(Some(missing.iter().map(|r| permission(r)).collect()))
+            .set_ip_permissions(Some(missing.iter().map(permission).collect()))
             .send()
             .await
             .map_err(api("AuthorizeSecurityGroupIngress"))?;
@@ -351,7 +415,8 @@ async fn live_users_outside(
         .collect())
 }
 
-fn existing_rules(permissions: &[IpPermission]) -> BTreeSet<Rule> {
+/// The group's TCP ingress rules as [`Rule`]s.
+pub fn existing_rules(permissions: &[IpPermission]) -> BTreeSet<Rule> {
     let mut rules = BTreeSet::new();
     for p in permissions {
         if p.ip_protocol() != Some("tcp") {
@@ -427,7 +492,7 @@ mod tests {
             groups: &groups,
             monitoring: &monitoring,
         };
-        let rules = desired_rules("sg-1", allowed, 3);
+        let rules = desired_rules("sg-1", allowed, 3, false);
         let rule = |from, to, source: Source| Rule { from, to, source };
         let expected: BTreeSet<Rule> = [
             rule(6379, 6381, Source::Group("sg-1".into())),
@@ -441,5 +506,98 @@ mod tests {
         .into_iter()
         .collect();
         assert_eq!(rules, expected);
+    }
+
+    fn allowed<'a>(cidrs: &'a [String], groups: &'a [String]) -> Clients<'a> {
+        Clients {
+            cidrs,
+            groups,
+            monitoring: &[],
+        }
+    }
+
+    #[test]
+    fn preferred_opens_the_plain_text_ports_to_exactly_the_client_ports_sources() {
+        let cidrs = ["10.1.0.0/16".to_string()];
+        let groups = ["sg-app".to_string()];
+        let plain = desired_rules("sg-1", allowed(&cidrs, &groups), 3, true);
+        let tls_only = desired_rules("sg-1", allowed(&cidrs, &groups), 3, false);
+        let added: BTreeSet<Rule> = plain.difference(&tls_only).cloned().collect();
+        let rule = |source: Source| Rule {
+            from: 7379,
+            to: 7381,
+            source,
+        };
+        let expected: BTreeSet<Rule> = [
+            rule(Source::Group("sg-1".into())),
+            rule(Source::Group("sg-app".into())),
+            rule(Source::Cidr("10.1.0.0/16".into())),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(added, expected);
+        // Nothing else differs: the bus stays the group's alone, in both modes.
+        assert!(tls_only.is_subset(&plain));
+        let bus: Vec<&Rule> = plain.iter().filter(|r| r.from == 16379).collect();
+        assert_eq!(bus.len(), 1);
+        assert_eq!(bus[0].source, Source::Group("sg-1".into()));
+    }
+
+    #[test]
+    fn a_switch_to_required_keeps_the_plain_ports_until_closed_and_then_revokes_them() {
+        let cidrs = ["10.1.0.0/16".to_string()];
+        let was_preferred = desired_rules("sg-1", allowed(&cidrs, &[]), 2, true);
+        let plain_rules: Vec<Rule> = was_preferred
+            .iter()
+            .filter(|r| r.from == 7379)
+            .cloned()
+            .collect();
+        assert_eq!(plain_rules.len(), 2);
+
+        // While the nodes roll: nothing revoked, nothing added.
+        let (stale, missing) = rule_changes(
+            &was_preferred,
+            "sg-1",
+            allowed(&cidrs, &[]),
+            2,
+            PlainPorts::Keep,
+        );
+        assert!(stale.is_empty(), "{stale:?}");
+        assert!(missing.is_empty(), "{missing:?}");
+
+        // Once every node runs `required`: exactly the plain-text port rules go.
+        let (stale, missing) = rule_changes(
+            &was_preferred,
+            "sg-1",
+            allowed(&cidrs, &[]),
+            2,
+            PlainPorts::Closed,
+        );
+        assert_eq!(stale, plain_rules);
+        assert!(missing.is_empty());
+
+        // Back to `preferred`: they are added again, and Keep adds none to a group without them.
+        let tls_only = desired_rules("sg-1", allowed(&cidrs, &[]), 2, false);
+        let (stale, missing) =
+            rule_changes(&tls_only, "sg-1", allowed(&cidrs, &[]), 2, PlainPorts::Open);
+        assert!(stale.is_empty());
+        assert_eq!(missing, plain_rules);
+        let (stale, missing) =
+            rule_changes(&tls_only, "sg-1", allowed(&cidrs, &[]), 2, PlainPorts::Keep);
+        assert!(stale.is_empty() && missing.is_empty());
+    }
+
+    #[test]
+    fn keep_still_revokes_a_stale_rule_that_is_no_plain_text_port() {
+        let cidrs = ["10.1.0.0/16".to_string()];
+        let mut existing = desired_rules("sg-1", allowed(&cidrs, &[]), 2, true);
+        let stray = Rule {
+            from: 6379,
+            to: 6380,
+            source: Source::Cidr("0.0.0.0/0".into()),
+        };
+        existing.insert(stray.clone());
+        let (stale, _) = rule_changes(&existing, "sg-1", allowed(&cidrs, &[]), 2, PlainPorts::Keep);
+        assert_eq!(stale, vec![stray]);
     }
 }

@@ -131,22 +131,84 @@ pub fn cluster_client(
     user: Option<&str>,
     password: &str,
 ) -> redis::cluster::ClusterClient {
+    client_of(state, user, password, None)
+}
+
+/// [`cluster_client`] over TLS (`rediss://`) as `default`, verifying the nodes with `ca`.
+pub fn tls_cluster_client(
+    state: &ClusterState,
+    password: &str,
+    ca: &str,
+) -> redis::cluster::ClusterClient {
+    client_of(state, None, password, Some(ca))
+}
+
+/// Short timeouts: a writer during a roll must not hang on a restarting node.
+fn client_of(
+    state: &ClusterState,
+    user: Option<&str>,
+    password: &str,
+    ca: Option<&str>,
+) -> redis::cluster::ClusterClient {
+    let scheme = if ca.is_some() { "rediss" } else { "redis" };
     let mut builder = redis::cluster::ClusterClientBuilder::new(
         state
             .nodes
             .iter()
-            .map(|n| format!("redis://{}/", n.address()))
+            .map(|n| format!("{scheme}://{}/", n.address()))
             .collect::<Vec<_>>(),
     )
     .password(password.into());
     if let Some(user) = user {
         builder = builder.username(user.into());
     }
+    if let Some(ca) = ca {
+        redisha_cluster::conn::install_crypto_provider();
+        builder = builder.certs(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca.as_bytes().to_vec()),
+        });
+    }
     builder
         .connection_timeout(Duration::from_secs(1))
         .response_timeout(Duration::from_secs(2))
         .build()
         .expect("cluster client")
+}
+
+/// Three zones, one instance each in the tests that run a cluster on stand-ins.
+pub const ZONES: [&str; 3] = ["us-east-1a", "us-east-1b", "us-east-1c"];
+
+/// The stand-in addresses `<net>.Z.1`, one for each of [`ZONES`].
+pub fn stand_ins(net: &str) -> Vec<String> {
+    (1..=ZONES.len()).map(|z| format!("{net}.{z}.1")).collect()
+}
+
+/// Creates cluster `name` (id `cluster_id`) through the operator on one host per zone, as the
+/// provider's create does once the driver's security is loaded.
+pub async fn create_one_host_per_zone<'a>(
+    driver: &'a redisha_aws::AwsDriver,
+    config: redisha_cluster::NodeConfig,
+    (name, cluster_id): (&str, &str),
+    zones: &[&str],
+) -> (redisha_cluster::Operator<'a>, redisha_cluster::ClusterState) {
+    let request = redisha_aws::testing::one_host_per_zone(zones);
+    let plan = redisha_planner::plan(&request, None).expect("plan");
+    let op = redisha_cluster::Operator::with_options(
+        driver,
+        config,
+        redisha_cluster::Options {
+            timeout: Duration::from_secs(180),
+            ..Default::default()
+        },
+    );
+    let mut state = redisha_cluster::ClusterState::new("aws");
+    state.cluster_id = cluster_id.into();
+    state.name = name.into();
+    op.create(&request, &plan.placement, &mut state)
+        .await
+        .expect("create");
+    (op, state)
 }
 
 /// `SET key value` then `WAIT 1` on the key's master (a pipeline is routed by its first key):

@@ -148,6 +148,16 @@ impl BuiltDriver {
 
     /// Starts or ends the local nodes' exporters as `metrics` now says (aws instances run
     /// theirs from user data).
+    /// The aws driver's security group rules for the plain-text ports of TLS `preferred`
+    /// mode (`AwsDriver::sync_plain_ports`): added in `preferred`, revoked in `required` only
+    /// once `rolled` (every node runs the mode). The local driver has no firewall.
+    pub async fn sync_plain_ports(&self, rolled: bool) -> Result<(), Diagnostics> {
+        match self {
+            BuiltDriver::Aws(d) => d.sync_plain_ports(rolled).await.map_err(aws_diags),
+            BuiltDriver::Local(_) => Ok(()),
+        }
+    }
+
     pub async fn sync_exporters(
         &self,
         state: &ClusterState,

@@ -102,7 +102,7 @@ model! {
          say `rediss://`. Adding or removing the block on an existing cluster is refused (create a new one), and so is a switch \
          between generated and supplied certificates.") {
         pub mode: Attr<String> = required("`preferred`: TLS on each node's port, plain text too on the node's port + 1000. `required`: TLS only \
-             (the plain-text port is closed). Changing it applies in place as a rolling restart, replicas first. The aws driver runs `required` only."),
+             (the plain-text port is closed). Changing it applies in place as a rolling restart, replicas first. On aws, `preferred` also opens the plain-text ports in the cluster's security group, to the client ports' sources; a switch to `required` revokes them once every node has restarted."),
         pub ca_cert_pem: Attr<String> = optional("Your certificate authority (PEM; several certificates allowed, e.g. an old and a new authority \
              while one replaces the other): the nodes verify each other with it and `tls_ca_cert_pem` repeats it for clients. Set \
              together with `cert_pem` and `key_pem`, e.g. `file(\"ca.pem\")`."),

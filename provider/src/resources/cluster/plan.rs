@@ -97,6 +97,7 @@ pub(super) async fn plan(
         diagnostics.extend(super::tls::plan_change(
             prior.and_then(super::tls::applied_mode),
             args.tls,
+            matches!(args.driver, super::args::DriverArgs::Aws(_)),
         )?);
         diagnostics.extend(super::tls::plan_certs(
             &op,

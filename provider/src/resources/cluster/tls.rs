@@ -64,15 +64,6 @@ pub(super) fn decode(
             .at(at().then("mode")),
         );
     }
-    if aws && parsed == Some(TlsMode::Preferred) {
-        diags.push(
-            Diagnostic::error(
-                "TLS mode preferred needs the local driver for now",
-                "tls.mode: the aws driver runs TLS in \"required\" mode only (its security group opens no plain-text port beside the TLS one); set mode = \"required\", or use the local driver.",
-            )
-            .at(at().then("mode")),
-        );
-    }
     parsed
 }
 
@@ -240,22 +231,34 @@ pub(super) fn applied_mode(state: &ClusterModel) -> Option<TlsMode> {
 }
 
 /// A plan's verdict on a TLS change of an existing cluster: a warning naming the rolling
-/// restart for a change of mode, an error for TLS turned on or off (every node's announced
-/// port and the cluster bus would change protocol at once).
+/// restart for a change of mode (on aws, also what happens to the security group's
+/// plain-text port rules), an error for TLS turned on or off (every node's announced port and
+/// the cluster bus would change protocol at once).
 pub(super) fn plan_change(
     prior: Option<TlsMode>,
     wanted: Option<TlsMode>,
+    aws: bool,
 ) -> Result<Diagnostics, Diagnostics> {
     match (prior, wanted) {
-        (Some(a), Some(b)) if a != b => Ok(Diagnostic::warning(
-            format!("Apply switches TLS from {a} to {b}"),
-            format!("every node restarts in {b} mode, one shard copy at a time: replicas first, then each master after a coordinated failover (clients on TLS keep every shard; {})", match b {
+        (Some(a), Some(b)) if a != b => {
+            let clients = match b {
                 TlsMode::Required => "plain-text clients are refused from then on",
-                TlsMode::Preferred => "plain-text clients are accepted again on each node's port + 1000",
-            }),
-        )
-        .at(at().then("mode"))
-        .into()),
+                TlsMode::Preferred => {
+                    "plain-text clients are accepted again on each node's port + 1000"
+                }
+            };
+            let group = match (aws, b) {
+                (false, _) => "",
+                (true, TlsMode::Required) => "; the security group's plain-text port rules (port + 1000) are revoked once every node has restarted",
+                (true, TlsMode::Preferred) => "; the security group opens the plain-text ports (port + 1000) to the client ports' sources before the first restart",
+            };
+            Ok(Diagnostic::warning(
+                format!("Apply switches TLS from {a} to {b}"),
+                format!("every node restarts in {b} mode, one shard copy at a time: replicas first, then each master after a coordinated failover (clients on TLS keep every shard; {clients}){group}"),
+            )
+            .at(at().then("mode"))
+            .into())
+        }
         (None, Some(_)) | (Some(_), None) => Err(Diagnostic::error(
             "TLS cannot be turned on or off in place",
             "tls: the nodes' announced ports and the cluster bus would all change protocol at once. Create a new cluster with the tls block (for example with restore_from a backup of this one), or put the block back as it was.",
@@ -408,12 +411,9 @@ mod tests {
     }
 
     #[test]
-    fn aws_takes_required_tls_and_refuses_what_it_cannot_do_yet_at_its_attribute() {
+    fn aws_takes_both_modes_and_refuses_supplied_certificates_at_their_attributes() {
         assert_eq!(errors_at(&block("required", None)), Vec::<AttrPath>::new());
-        assert_eq!(
-            errors_at(&block("preferred", None)),
-            vec![at().then("mode")]
-        );
+        assert_eq!(errors_at(&block("preferred", None)), Vec::<AttrPath>::new());
         assert_eq!(
             errors_at(&block("required", Some("pem"))),
             vec![
@@ -422,5 +422,35 @@ mod tests {
                 at().then("key_pem")
             ]
         );
+    }
+
+    #[test]
+    fn a_mode_switch_plans_as_a_roll_and_on_aws_names_the_group_rules() {
+        use TlsMode::{Preferred, Required};
+        for aws in [false, true] {
+            let to_required = plan_change(Some(Preferred), Some(Required), aws).expect("allowed");
+            let d = to_required.iter().next().expect("a warning");
+            assert_eq!(d.severity, crate::tfplugin::diagnostics::Severity::Warning);
+            assert_eq!(d.path, Some(at().then("mode")));
+            let detail = &d.detail;
+            assert!(detail.contains("restarts in required mode"), "{detail}");
+            assert_eq!(
+                detail.contains("revoked once every node has restarted"),
+                aws
+            );
+            let to_preferred = plan_change(Some(Required), Some(Preferred), aws).expect("allowed");
+            let detail = &to_preferred.iter().next().expect("a warning").detail;
+            assert_eq!(
+                detail.contains("opens the plain-text ports"),
+                aws,
+                "{detail}"
+            );
+            assert!(plan_change(Some(Required), Some(Required), aws)
+                .expect("no change")
+                .is_empty());
+            // On or off in place stays refused, on both drivers.
+            assert!(plan_change(None, Some(Preferred), aws).is_err());
+            assert!(plan_change(Some(Required), None, aws).is_err());
+        }
     }
 }

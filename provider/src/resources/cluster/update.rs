@@ -119,12 +119,18 @@ async fn converge(
         })?;
     }
     // `preferred` <-> `required`: the driver writes the new mode; nodes still in the old one
-    // restart, replicas first.
+    // restart, replicas first. On aws the security group follows, around the roll: the
+    // plain-text ports are opened before it (preferred) and closed only after it (required),
+    // so no client loses a port a node still serves. A roll cut short leaves them open; the
+    // next apply, whose prior state still has the old mode, rolls on and then closes them.
     if let Some(mode) = args.tls {
-        if super::tls::applied_mode(prior) != Some(mode) {
+        let switching = super::tls::applied_mode(prior) != Some(mode);
+        if switching {
+            driver.sync_plain_ports(false).await?;
             op.roll_tls_mode(state, mode)
                 .await
                 .map_err(|e| Diagnostics::from(cluster_error("Changing the TLS mode failed", e)))?;
+            driver.sync_plain_ports(true).await?;
         }
     }
     // Node certificates close to expiry: reissued, their nodes restarted one by one.

@@ -319,17 +319,7 @@ async fn cluster_as(
     user: &str,
     password: &str,
 ) -> redis::cluster_async::ClusterConnection {
-    let urls: Vec<String> = addresses.iter().map(|a| format!("redis://{a}")).collect();
-    redis::cluster::ClusterClientBuilder::new(urls)
-        .username(user.to_string())
-        .password(password.to_string())
-        .connection_timeout(Duration::from_secs(5))
-        .response_timeout(Duration::from_secs(5))
-        .build()
-        .expect("cluster client")
-        .get_async_connection()
-        .await
-        .expect("connect to the cluster")
+    clients::cluster_connection(addresses, Some(user), password, None).await
 }
 
 async fn missing(addresses: &[String], keys: &[String]) -> Vec<String> {

@@ -7,7 +7,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use common::local_cluster::Cleanup;
 use common::{endpoints, TfDir};
@@ -56,16 +55,7 @@ fn run(tf: &TfDir, verb: &str, server: &str, extra: &[&str]) -> common::TfOutput
 }
 
 async fn cluster(endpoints: &[String]) -> redis::cluster_async::ClusterConnection {
-    let urls: Vec<String> = endpoints.iter().map(|e| format!("redis://{e}")).collect();
-    redis::cluster::ClusterClientBuilder::new(urls)
-        .password(PASSWORD.to_string())
-        .connection_timeout(Duration::from_secs(5))
-        .response_timeout(Duration::from_secs(5))
-        .build()
-        .expect("cluster client")
-        .get_async_connection()
-        .await
-        .expect("connect to the cluster")
+    common::clients::cluster_connection(endpoints, None, PASSWORD, None).await
 }
 
 /// Every node's `INFO server` line naming its engine version.

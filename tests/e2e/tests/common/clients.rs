@@ -35,23 +35,44 @@ pub async fn ping_within(client: redis::RedisResult<redis::Client>) -> Result<St
         .unwrap_or_else(|_| Err("timed out".into()))
 }
 
-/// A cluster client over TLS (`rediss://` seeds), trusting `ca`, logged in as `default`.
+/// A cluster connection seeded with `addresses`, logged in as `user` (`None`: `default`);
+/// over TLS (`rediss://`) trusting `ca` when given.
+pub async fn cluster_connection(
+    addresses: &[String],
+    user: Option<&str>,
+    password: &str,
+    ca: Option<&str>,
+) -> redis::cluster_async::ClusterConnection {
+    let scheme = if ca.is_some() { "rediss" } else { "redis" };
+    let urls: Vec<String> = addresses
+        .iter()
+        .map(|a| format!("{scheme}://{a}"))
+        .collect();
+    let mut builder = redis::cluster::ClusterClientBuilder::new(urls)
+        .password(password.to_string())
+        .connection_timeout(Duration::from_secs(5))
+        .response_timeout(Duration::from_secs(5));
+    if let Some(user) = user {
+        builder = builder.username(user.to_string());
+    }
+    if let Some(ca) = ca {
+        builder = builder.certs(ca_certs(ca));
+    }
+    builder
+        .build()
+        .expect("cluster client")
+        .get_async_connection()
+        .await
+        .expect("connect to the cluster")
+}
+
+/// [`cluster_connection`] over TLS as `default`, trusting `ca`.
 pub async fn tls_cluster(
     addresses: &[String],
     ca: &str,
     password: &str,
 ) -> redis::cluster_async::ClusterConnection {
-    let urls: Vec<String> = addresses.iter().map(|a| format!("rediss://{a}")).collect();
-    redis::cluster::ClusterClientBuilder::new(urls)
-        .password(password.to_string())
-        .certs(ca_certs(ca))
-        .connection_timeout(Duration::from_secs(5))
-        .response_timeout(Duration::from_secs(5))
-        .build()
-        .expect("cluster client")
-        .get_async_connection()
-        .await
-        .expect("connect to the cluster over TLS")
+    cluster_connection(addresses, None, password, Some(ca)).await
 }
 
 /// The keys of `keys` that `con` cannot read (missing, or an error).

@@ -145,24 +145,6 @@ pub fn acl_in_use(config: &NodeConfig) -> bool {
     acl.operator_password.is_some() || acl.default_user_disabled || !acl.users.is_empty()
 }
 
-/// The configuration the nodes' parameters are rendered from, for a node's next start. While
-/// the operator user's password rotates (`operator_password_retiring` set) and not every node
-/// accepts the new one yet (`new_accepted` false), the old one stays the one a node logs in
-/// with (`masterauth`, the exporters' password): a node restarted then must still reach its
-/// master and be scraped. The `user` lines carry both passwords either way.
-pub fn for_next_start(config: &NodeConfig, new_accepted: bool) -> NodeConfig {
-    let acl = &config.acl;
-    match (&acl.operator_password, &acl.operator_password_retiring) {
-        (Some(new), Some(old)) if !new_accepted => {
-            let mut out = config.clone();
-            out.acl.operator_password = Some(old.clone());
-            out.acl.operator_password_retiring = Some(new.clone());
-            out
-        }
-        _ => config.clone(),
-    }
-}
-
 /// `auth.conf` and the `user` lines of `config` (the cluster code's own rendering, split).
 pub fn auth_and_users(config: &NodeConfig) -> (String, String) {
     let lines = config.acl.render_lines(config.password.as_ref());
@@ -368,9 +350,9 @@ mod tests {
                 .find(|l| l.starts_with("user redisha-operator "))
                 .map(|l| l.matches(" #").count())
         };
-        let (before, users_before) = auth_and_users(&for_next_start(&config, false));
+        let (before, users_before) = auth_and_users(&config.for_next_start(false));
         assert!(before.contains("masterauth old-op-pw\n"), "{before}");
-        let (after, users_after) = auth_and_users(&for_next_start(&config, true));
+        let (after, users_after) = auth_and_users(&config.for_next_start(true));
         assert!(after.contains("masterauth new-op-pw\n"), "{after}");
         // Both passwords accepted by a node set up at either step.
         assert_eq!(hashes(&users_before), Some(2), "{users_before}");
@@ -378,7 +360,7 @@ mod tests {
         // The exporters likewise: the old one until the new is accepted.
         let exporter = |c: &NodeConfig| c.acl.exporter_login(c.password.as_ref()).1;
         assert_eq!(
-            exporter(&for_next_start(&config, false)),
+            exporter(&config.for_next_start(false)),
             exporter(&NodeConfig {
                 acl: AclConfig {
                     operator_password: Some(Password::new("old-op-pw")),
@@ -387,9 +369,9 @@ mod tests {
                 ..config.clone()
             })
         );
-        assert_eq!(exporter(&for_next_start(&config, true)), exporter(&config));
+        assert_eq!(exporter(&config.for_next_start(true)), exporter(&config));
         // No rotation: as it is.
-        assert_eq!(for_next_start(&acl_config(), false), acl_config());
+        assert_eq!(acl_config().for_next_start(false), acl_config());
     }
 
     #[test]

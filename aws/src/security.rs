@@ -291,7 +291,7 @@ impl AwsDriver {
         let mut values = Vec::new();
         if node_secrets::acl_in_use(config) {
             let accepted = *locked(&self.security().operator_new_accepted);
-            let config = &node_secrets::for_next_start(config, accepted);
+            let config = &config.for_next_start(accepted);
             let (auth, users) = node_secrets::auth_and_users(config);
             values.push((names.auth(), auth, "the nodes' auth.conf"));
             values.push((

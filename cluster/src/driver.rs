@@ -187,6 +187,26 @@ pub const RESERVED_SETTINGS: &[&str] = &[
 ];
 
 impl NodeConfig {
+    /// The configuration a node is started (or its config file written) with. While the
+    /// operator user's password rotates (`operator_password_retiring` set) and not every node
+    /// accepts the new one yet (`new_accepted` false, see
+    /// [`Driver::operator_new_password_accepted`]), the old one stays the one a node logs in
+    /// with (`masterauth`, the exporter's password): a node started then must still reach a
+    /// master that knows only the old one, and be scraped. The `user` lines carry both
+    /// passwords either way.
+    pub fn for_next_start(&self, new_accepted: bool) -> NodeConfig {
+        let acl = &self.acl;
+        match (&acl.operator_password, &acl.operator_password_retiring) {
+            (Some(new), Some(old)) if !new_accepted => {
+                let mut out = self.clone();
+                out.acl.operator_password = Some(old.clone());
+                out.acl.operator_password_retiring = Some(new.clone());
+                out
+            }
+            _ => self.clone(),
+        }
+    }
+
     /// Rejects settings that would break the cluster or smuggle lines into redis.conf.
     pub fn validate(&self) -> Result<(), DriverError> {
         for (key, value) in &self.redis_config {

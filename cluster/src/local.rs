@@ -113,6 +113,10 @@ struct OperatorKeys {
     /// While it rotates (`prepare_operator_rotation`): the new password, and the generation
     /// the apply asks for.
     rotation: Option<(crate::secret::Password, Option<u64>)>,
+    /// During a rotation: every node accepts the new password
+    /// ([`Driver::operator_new_password_accepted`]). Until then a node's config file keeps the
+    /// old one as `masterauth` and its exporter's login ([`NodeConfig::for_next_start`]).
+    new_accepted: bool,
 }
 
 const START_TIMEOUT: Duration = Duration::from_secs(15);
@@ -130,6 +134,12 @@ impl LocalDriver {
             server_tls: Arc::default(),
             operator: Arc::default(),
         }
+    }
+
+    /// `config` as a node starting now must get it: mid-rotation, the old operator password
+    /// until every node accepts the new one.
+    fn for_next_start(&self, config: &NodeConfig) -> NodeConfig {
+        config.for_next_start(self.operator_keys().new_accepted)
     }
 
     fn operator_keys(&self) -> std::sync::MutexGuard<'_, OperatorKeys> {
@@ -1058,6 +1068,7 @@ impl Driver for LocalDriver {
             let starting = self.running_pid(&handle).is_none();
             self.write_tls_files(&handle, &dir, tls, starting)?;
         }
+        let config = &self.for_next_start(config);
         let text = self.render_config(&handle, &dir, &host.zone, config);
         let handle = self.launch(host, node, handle, text, &[]).await?;
         // Every cluster node has its exporter (also one found running: it may have lost it).
@@ -1157,6 +1168,11 @@ impl Driver for LocalDriver {
         keys.rotation.as_ref().and(keys.current.clone())
     }
 
+    fn operator_new_password_accepted(&self) {
+        let mut keys = self.operator_keys();
+        keys.new_accepted = keys.rotation.is_some();
+    }
+
     async fn keep_new_operator_password(&self) -> Result<(), DriverError> {
         let Some((id, _)) = &self.cluster else {
             return Ok(());
@@ -1168,7 +1184,10 @@ impl Driver for LocalDriver {
         let kept =
             operator_secret::keep_next(&self.config.data_dir.join(id), id, &next, generation);
         match kept {
-            Ok(()) => keys.current = Some(next),
+            Ok(()) => {
+                keys.current = Some(next);
+                keys.new_accepted = false;
+            }
             // Still under way: the next apply finishes it.
             Err(_) => keys.rotation = Some((next, generation)),
         }
@@ -1290,6 +1309,7 @@ impl Driver for LocalDriver {
         if let Some(tls) = self.tls_for_start()? {
             self.write_tls_files(node, dir, tls, false)?;
         }
+        let config = &self.for_next_start(config);
         self.write_config_file(
             conf,
             &self.render_config(node, dir, &zone, config),

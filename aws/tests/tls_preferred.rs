@@ -2,7 +2,8 @@
 //! `preferred` serves TLS on each node's port and plain text on its port + 1000, and its
 //! security group opens those plain-text ports to the client ports' sources. The switch is the
 //! provider's sequence (`set_tls_mode`, `sync_plain_ports` before, `roll_tls_mode`,
-//! `sync_plain_ports` after) with a writer using WAIT running over TLS throughout: no
+//! `sync_plain_ports` after) with a writer using WAIT running over TLS throughout, the first
+//! apply cut off after its first restart and the next one (a fresh driver) finishing it: no
 //! acknowledged write is lost, the plain-text port rules stay while the nodes roll and are
 //! gone after, plain text is refused afterwards, every node's own config file says `port 0`
 //! (what a boot starts from), and a second roll restarts nothing.
@@ -27,7 +28,9 @@ use redisha_aws::testing::map_hosts;
 use redisha_aws::testing::ssm_runner::{ReportOnFailure, SsmRunner};
 use redisha_aws::{AwsClients, AwsDriver};
 use redisha_cluster::tls::{TlsMode, PLAINTEXT_PORT_OFFSET};
-use redisha_cluster::{ClusterState, Driver, NodeConfig, Password};
+use redisha_cluster::{
+    ClusterError, ClusterState, Driver, NodeConfig, Operator, Options, Password,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CLUSTER: &str = "awspref";
@@ -166,10 +169,10 @@ async fn preferred_serves_both_and_switches_to_required_without_losing_acknowled
     // A client network besides the group itself: the plain-text ports open to it too.
     config.allowed_cidrs = vec!["10.20.0.0/16".to_string()];
     map_hosts(&mut config, &ZONES, &stand_ins(), base);
-    let driver = AwsDriver::with_client(client.clone(), config).expect("driver");
+    let driver = AwsDriver::with_client(client.clone(), config.clone()).expect("driver");
     let outcome = tokio::time::timeout(
         Duration::from_secs(900),
-        run(&client, &driver, &runner, &fx.vpc_id),
+        run(&client, &driver, &config, &runner, &fx.vpc_id),
     )
     .await;
     // Whatever happened: nothing of the cluster left behind.
@@ -178,7 +181,13 @@ async fn preferred_serves_both_and_switches_to_required_without_losing_acknowled
     destroyed.expect("destroy");
 }
 
-async fn run(client: &AwsClients, driver: &AwsDriver, runner: &SsmRunner, vpc_id: &str) {
+async fn run(
+    client: &AwsClients,
+    driver: &AwsDriver,
+    config: &redisha_aws::AwsDriverConfig,
+    runner: &SsmRunner,
+    vpc_id: &str,
+) {
     // As the provider's create: the mode, then the authority made.
     driver.set_tls_mode(Some(TlsMode::Preferred));
     driver
@@ -186,7 +195,7 @@ async fn run(client: &AwsClients, driver: &AwsDriver, runner: &SsmRunner, vpc_id
         .await
         .expect("load security");
     let ca = driver.client_tls().expect("client TLS").ca_cert_pem;
-    let (op, state) =
+    let (_created, state) =
         common::create_one_host_per_zone(driver, node_config(), (CLUSTER, CLUSTER_ID), &ZONES)
             .await;
     assert_eq!(state.nodes.len(), 6);
@@ -248,9 +257,61 @@ async fn run(client: &AwsClients, driver: &AwsDriver, runner: &SsmRunner, vpc_id
         stop.clone(),
     ));
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // The apply is cut off after the roll's first restart (as a killed provider would be):
+    // its state keeps `preferred`, and it never reaches the sync after the roll.
+    let cut = Operator::with_options(
+        driver,
+        node_config(),
+        Options {
+            timeout: Duration::from_secs(180),
+            stop_at: Some("rolling.node_restarted"),
+            ..Default::default()
+        },
+    );
+    let stopped = cut.roll_tls_mode(&state, TlsMode::Required).await;
+    assert!(
+        matches!(stopped, Err(ClusterError::Cancelled { .. })),
+        "the roll stops at its first restart: {stopped:?}"
+    );
+    let mut plain_answers = 0;
+    for n in &state.nodes {
+        let plain = plain_text_answer(&n.handle.ip, n.handle.port + PLAINTEXT_PORT_OFFSET).await;
+        plain_answers += usize::from(!plain.is_empty());
+    }
+    assert!(
+        (1..state.nodes.len()).contains(&plain_answers),
+        "cut mid-roll: {plain_answers} of {} nodes still serve plain text",
+        state.nodes.len()
+    );
+    assert_eq!(
+        plain_port_rules(&group_rules(client, vpc_id).await),
+        plain_rules,
+        "the plain-text ports stay open while nodes still listen on them"
+    );
+
+    // The next apply is a new provider process: a fresh driver with nothing in memory, the
+    // same sequence. It finishes the roll (the node already in `required` is not restarted
+    // again), then closes the plain-text ports.
+    let driver = &AwsDriver::with_client(client.clone(), config.clone()).expect("driver");
+    driver.set_tls_mode(Some(TlsMode::Required));
+    driver
+        .load_security(false, true)
+        .await
+        .expect("load security again");
+    driver.sync_plain_ports(false).await.expect("sync before");
+    let op = Operator::with_options(
+        driver,
+        node_config(),
+        Options {
+            timeout: Duration::from_secs(180),
+            ..Default::default()
+        },
+    );
+    let ran_resumed = runner.ran().len();
     op.roll_tls_mode(&state, TlsMode::Required)
         .await
-        .expect("roll to required");
+        .expect("roll to required, resumed");
+    let resumed_restarts = runner.ran().len() - ran_resumed;
     assert_eq!(
         plain_port_rules(&group_rules(client, vpc_id).await),
         plain_rules,
@@ -261,8 +322,13 @@ async fn run(client: &AwsClients, driver: &AwsDriver, runner: &SsmRunner, vpc_id
     stop.store(true, Ordering::SeqCst);
     let written = writing.await.expect("writer");
     let restarts = runner.ran().len() - ran_before;
-    // Each node restarted: a stop and a start each.
+    // Each node restarted: a stop and a start each; the one restarted before the cut not
+    // again.
     assert!(restarts >= 12, "{restarts} Run Commands for 6 nodes");
+    assert!(
+        resumed_restarts < restarts,
+        "the resumed roll sent {resumed_restarts} Run Commands of {restarts}: it restarted the node done before the cut again"
+    );
 
     // The plain-text port rules are gone; nothing else changed.
     let after = group_rules(client, vpc_id).await;
@@ -285,10 +351,11 @@ async fn run(client: &AwsClients, driver: &AwsDriver, runner: &SsmRunner, vpc_id
         before.len() + written.acknowledged.len()
     );
     eprintln!(
-        "switch: {} writes acknowledged during it, {} not, {} Run Commands",
+        "switch (cut after its first restart, resumed by a fresh driver): {} writes acknowledged during it, {} not, {} Run Commands ({} of them resumed)",
         written.acknowledged.len(),
         written.other,
-        restarts
+        restarts,
+        resumed_restarts
     );
 
     // Plain text is refused now; TLS still works; every node's own file (what a boot starts

@@ -1567,6 +1567,11 @@ impl Driver for AwsDriver {
             return Ok(());
         };
         let mut script = node_commands::reconfigure(&self.config.cluster_name, &node.name, config);
+        // A cluster that declared its first user since the node was set up: the node's
+        // instance reads the ACL parameters from now on, its exporter logs in as its user.
+        if !sentinel_procs::is_sentinel(node) {
+            script.push_str(&self.acl_adopt_script(node.port, config)?);
+        }
         // A rotation of the operator user's password, once every node accepts the new one:
         // the node's exporter restarts, reading the new exporter password from SSM, before
         // the old one is removed from the nodes.

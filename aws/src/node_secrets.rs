@@ -178,24 +178,9 @@ pub fn setup_fragment(secrets: &SetupSecrets<'_>) -> String {
     if !secrets.acl && secrets.tls.is_none() {
         return String::new();
     }
-    let mut out = format!(
-        "mkdir -p /etc/redisha
-\
-         touch {SECRET_LIST}
-\
-         redisha_list() {{ grep -qxF \"$1\" {SECRET_LIST} || echo \"$1\" >> {SECRET_LIST}; }}
-\
-         NODE_PARAMETERS='{}'
-",
-        secrets.names.node_path()
-    );
+    let mut out = list_prelude(secrets.names);
     if secrets.acl {
-        let _ = writeln!(out, "redisha_list \"$NODE_PARAMETERS/auth {AUTH_FILE}\"");
-        let _ = writeln!(out, "redisha_list \"$NODE_PARAMETERS/users {USERS_FILE}\"");
-        let _ = writeln!(
-            out,
-            "redisha_list \"$NODE_PARAMETERS/exporter {EXPORTER_LOGIN_FILE}\""
-        );
+        out.push_str(&acl_list_lines());
     }
     if let Some(tls) = secrets.tls {
         let _ = writeln!(out, "redisha_list \"$NODE_PARAMETERS/tls-ca {CA_FILE}\"");
@@ -217,6 +202,48 @@ pub fn setup_fragment(secrets: &SetupSecrets<'_>) -> String {
         );
     }
     out
+}
+
+/// The start of a script that lists parameters for `redisha-password`: `redisha_list` adds a
+/// line to [`SECRET_LIST`] unless it is there, `$NODE_PARAMETERS` is the cluster's node path.
+fn list_prelude(names: &Names) -> String {
+    format!(
+        "mkdir -p /etc/redisha\n\
+         touch {SECRET_LIST}\n\
+         redisha_list() {{ grep -qxF \"$1\" {SECRET_LIST} || echo \"$1\" >> {SECRET_LIST}; }}\n\
+         NODE_PARAMETERS='{}'\n",
+        names.node_path()
+    )
+}
+
+/// The ACL parameters an instance reads (after [`list_prelude`]).
+fn acl_list_lines() -> String {
+    format!(
+        "redisha_list \"$NODE_PARAMETERS/auth {AUTH_FILE}\"\n\
+         redisha_list \"$NODE_PARAMETERS/users {USERS_FILE}\"\n\
+         redisha_list \"$NODE_PARAMETERS/exporter {EXPORTER_LOGIN_FILE}\"\n"
+    )
+}
+
+/// For a running node of a cluster that uses ACL, on every write of its settings: its
+/// instance lists the ACL parameters, and its exporter logs in as `redisha-exporter`
+/// (restarted when its unit changes). A cluster made without users had its nodes set up
+/// without either: once it declares its first user, a node restarted would read only the
+/// password (its `auth.conf` then says `masterauth` with the cluster password beside
+/// `masteruser redisha-operator`), and an exporter logging in as `default` is refused once
+/// `default` is off. Setting things that are already so changes nothing.
+pub fn acl_adopt_fragment(names: &Names, port: u16) -> String {
+    let unit = format!("/etc/systemd/system/redisha-exporter-{port}.service");
+    format!(
+        "{}{}\
+         if [ -f {unit} ] && ! grep -q -- ' -redis.user=redisha-exporter' {unit}; then\n  \
+         sed -i 's| -redis-only-metrics$| -redis.user=redisha-exporter -redis-only-metrics|' {unit}\n  \
+         systemctl daemon-reload\n  \
+         systemctl restart redisha-exporter-{port}\n\
+         fi\n",
+        list_prelude(names),
+        acl_list_lines()
+    )
 }
 
 /// Where the node setup keeps the nodes' TLS lines with their ports left open.
@@ -429,6 +456,69 @@ mod tests {
             ),
             "the security fragments",
         );
+    }
+
+    /// A running node of a cluster that declared its first user: the instance lists the ACL
+    /// parameters once, and the node's exporter unit gains its user and restarts, once.
+    #[test]
+    fn a_node_set_up_without_acl_adopts_it_once() {
+        let names = Names::new("shop", "0123456789abcdef");
+        let root = tempfile::tempdir().expect("temp dir");
+        let r = root.path().display().to_string();
+        let units = format!("{r}/etc/systemd/system");
+        std::fs::create_dir_all(&units).expect("units dir");
+        let unit = format!("{units}/redisha-exporter-6379.service");
+        let exec = "ExecStart=/usr/bin/prometheus-redis-exporter -redis.addr=redis://10.0.0.5:6379 -redis.password-file=/etc/redisha-exporter/password.json -redis-only-metrics";
+        std::fs::write(&unit, format!("[Service]\n{exec}\n")).expect("unit");
+        // systemctl records what it is asked.
+        let bin = format!("{r}/bin");
+        std::fs::create_dir_all(&bin).expect("bin");
+        let fake = format!("{bin}/systemctl");
+        std::fs::write(
+            &fake,
+            format!("#!/bin/sh\necho \"$*\" >> {r}/systemctl.log\n"),
+        )
+        .expect("fake systemctl");
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let text = acl_adopt_fragment(&names, 6379);
+        crate::user_data::assert_valid_shell(
+            &format!("#!/bin/sh\nset -eu\n{text}"),
+            "the ACL adoption fragment",
+        );
+        let script = format!(
+            "set -eu\nPATH=\"{bin}:$PATH\"\n{}",
+            text.replace("/etc/", &format!("{r}/etc/"))
+        );
+        for _ in 0..2 {
+            let out = std::process::Command::new("sh")
+                .args(["-c", &script])
+                .output()
+                .expect("sh");
+            assert!(out.status.success(), "{out:?}");
+        }
+        let list = std::fs::read_to_string(format!("{r}{SECRET_LIST}"))
+            .expect("list")
+            .replace(&r, "");
+        assert_eq!(
+            list,
+            "/redisha/shop/0123456789abcdef/node/auth /etc/redisha/auth.conf\n\
+             /redisha/shop/0123456789abcdef/node/users /etc/redisha/users.conf\n\
+             /redisha/shop/0123456789abcdef/node/exporter /etc/redisha/exporter-password\n"
+        );
+        let got = std::fs::read_to_string(&unit).expect("unit");
+        assert_eq!(
+            got,
+            format!(
+                "[Service]\n{}\n",
+                exec.replace(
+                    " -redis-only-metrics",
+                    " -redis.user=redisha-exporter -redis-only-metrics"
+                )
+            )
+        );
+        let calls = std::fs::read_to_string(format!("{r}/systemctl.log")).expect("calls");
+        assert_eq!(calls, "daemon-reload\nrestart redisha-exporter-6379\n");
     }
 
     /// Each mode's lines, filled in per node by the setup's shell, are exactly what the

@@ -281,6 +281,20 @@ impl AwsDriver {
         }
     }
 
+    /// What a write of node `port`'s settings also runs on its instance when the cluster uses
+    /// ACL ([`node_secrets::acl_adopt_fragment`]); nothing otherwise.
+    pub(crate) fn acl_adopt_script(
+        &self,
+        port: u16,
+        config: &NodeConfig,
+    ) -> Result<String, AwsError> {
+        if self.config().cluster_id.is_none() || !node_secrets::acl_in_use(config) {
+            return Ok(String::new());
+        }
+        let (names, _) = self.names()?;
+        Ok(node_secrets::acl_adopt_fragment(&names, port))
+    }
+
     /// Stores in SSM what the nodes read besides the password (`auth`, `users`, the
     /// authority's certificate), each only when it changed.
     pub(crate) async fn store_node_secrets(&self, config: &NodeConfig) -> Result<(), AwsError> {

@@ -20,7 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Fixture, FixtureConfig, Moto, ACL_ZONES as ZONES};
-use redis::{ConnectionAddr, ConnectionInfo, RedisConnectionInfo};
 use redisha_aws::testing::ssm_runner::{ReportOnFailure, SsmRunner};
 use redisha_aws::testing::{free_base_port, map_hosts, one_host_per_zone};
 use redisha_aws::{secrets, AwsClients, AwsDriver};
@@ -91,79 +90,6 @@ async fn parameters(client: &AwsClients) -> Vec<(String, String)> {
     secrets::parameters_under(&client.ssm, &secrets::parameter_prefix(CLUSTER, CLUSTER_ID))
         .await
         .expect("GetParametersByPath")
-}
-
-/// A connection to the node at `address` as `user`.
-async fn connect(
-    address: (&str, u16),
-    user: &str,
-    password: &str,
-) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-    let info = ConnectionInfo {
-        addr: ConnectionAddr::Tcp(address.0.to_string(), address.1),
-        redis: RedisConnectionInfo {
-            db: 0,
-            username: Some(user.to_string()),
-            password: Some(password.to_string()),
-            ..Default::default()
-        },
-    };
-    let client = redis::Client::open(info)?;
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .map_err(|_| redis::RedisError::from(std::io::Error::other("timed out")))?
-}
-
-/// Waits (at most 90 s) until the replica at `address` has its link to its master up, as the
-/// operator user with `password` sees it; the last complaint otherwise.
-async fn replica_linked(address: (&str, u16), password: &Password) -> Result<(), String> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let why = match connect(address, OPERATOR_USER, password.expose()).await {
-            Ok(mut con) => {
-                let info: redis::RedisResult<String> = redis::cmd("INFO")
-                    .arg("replication")
-                    .query_async(&mut con)
-                    .await;
-                match info {
-                    Ok(text) if text.contains("master_link_status:up") => return Ok(()),
-                    Ok(text) => text,
-                    Err(e) => e.to_string(),
-                }
-            }
-            Err(e) => e.to_string(),
-        };
-        if std::time::Instant::now() > deadline {
-            return Err(why);
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Restarts a replica's unit on its instance (its start reads auth.conf from SSM again) and
-/// returns its address.
-fn restart_replica(runner: &SsmRunner, state: &ClusterState, which: usize) -> (String, u16) {
-    let n = state
-        .nodes
-        .iter()
-        .filter(|n| n.role == redisha_planner::Role::Replica)
-        .nth(which)
-        .expect("a replica");
-    let instance = state
-        .hosts
-        .iter()
-        .find(|h| h.name == n.handle.host)
-        .and_then(|h| h.instance_id.clone())
-        .expect("the replica's instance");
-    let machine = runner.machine(&instance).expect("the instance's machine");
-    let out = machine
-        .run(&format!("systemctl restart redisha-node@{}", n.handle.port))
-        .expect("run");
-    assert!(out.status.success(), "restart {}: {out:?}", n.name);
-    (n.handle.ip.clone(), n.handle.port)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,8 +190,8 @@ async fn run(client: &AwsClients, fx: &Fixture, runner: &SsmRunner, driver: &Aws
 
     // A replica restarted now (its start reads auth.conf from SSM) still replicates; it
     // comes back with the passwords its own config file has, the old one.
-    let restarted = restart_replica(runner, &state, 2);
-    replica_linked((&restarted.0, restarted.1), &old)
+    let restarted = common::restart_replica(runner, &state, 2);
+    common::replica_linked((&restarted.0, restarted.1), &old)
         .await
         .expect("a replica restarted once the new password is accepted replicates");
 
@@ -290,8 +216,8 @@ async fn run(client: &AwsClients, fx: &Fixture, runner: &SsmRunner, driver: &Aws
         "the nodes' next start logs in with the new password"
     );
     // A replica restarted now (its start reads auth.conf from SSM) still replicates.
-    let restarted = restart_replica(runner, &state, 0);
-    replica_linked((&restarted.0, restarted.1), &new)
+    let restarted = common::restart_replica(runner, &state, 0);
+    common::replica_linked((&restarted.0, restarted.1), &new)
         .await
         .expect("a replica restarted mid-rotation replicates");
 
@@ -335,13 +261,13 @@ async fn run(client: &AwsClients, fx: &Fixture, runner: &SsmRunner, driver: &Aws
     // Every node: the old password refused, the new one accepted.
     for n in &state.nodes {
         let at = (n.handle.ip.as_str(), n.handle.port);
-        let refused = connect(at, OPERATOR_USER, old.expose()).await;
+        let refused = common::connect(at, OPERATOR_USER, old.expose()).await;
         assert!(
             refused.is_err(),
             "{}: the old password still logs in",
             n.name
         );
-        let mut con = connect(at, OPERATOR_USER, new.expose())
+        let mut con = common::connect(at, OPERATOR_USER, new.expose())
             .await
             .unwrap_or_else(|e| panic!("{}: the new password refused: {e}", n.name));
         let _: String = redis::cmd("PING")
@@ -350,8 +276,8 @@ async fn run(client: &AwsClients, fx: &Fixture, runner: &SsmRunner, driver: &Aws
             .expect("PING");
     }
     // A replica restarted after the rotation replicates.
-    let restarted = restart_replica(runner, &state, 1);
-    replica_linked((&restarted.0, restarted.1), &new)
+    let restarted = common::restart_replica(runner, &state, 1);
+    common::replica_linked((&restarted.0, restarted.1), &new)
         .await
         .expect("a replica restarted after the rotation replicates");
 

@@ -178,6 +178,13 @@ impl Operator<'_> {
                 .await?;
             changed = true;
         }
+        // Into every node's own config file too, where the nodes keep their users that way
+        // (`CONFIG REWRITE`, aws): the rewrite of phase 3 wrote `default` as it was then, and a
+        // node restarted from that file would come back with `default` on. Also when the
+        // switch was made by an apply cut off before this rewrite.
+        if default_wrong || acl.default_user_disabled {
+            self.rewrite_all(state).await?;
+        }
         Ok(changed)
     }
 

@@ -386,3 +386,89 @@ pub async fn assert_exporters_up(state: &ClusterState) {
         );
     }
 }
+
+/// A connection to the node at `address` as `user`.
+pub async fn connect(
+    address: (&str, u16),
+    user: &str,
+    password: &str,
+) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let info = redis::ConnectionInfo {
+        addr: redis::ConnectionAddr::Tcp(address.0.to_string(), address.1),
+        redis: redis::RedisConnectionInfo {
+            db: 0,
+            username: Some(user.to_string()),
+            password: Some(password.to_string()),
+            ..Default::default()
+        },
+    };
+    let client = redis::Client::open(info)?;
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .map_err(|_| redis::RedisError::from(std::io::Error::other("timed out")))?
+}
+
+/// Waits (at most 90 s) until the replica at `address` has its link to its master up, as the
+/// operator user with `password` sees it; the last complaint otherwise.
+pub async fn replica_linked(
+    address: (&str, u16),
+    password: &redisha_cluster::Password,
+) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let why = match connect(
+            address,
+            redisha_cluster::acl::OPERATOR_USER,
+            password.expose(),
+        )
+        .await
+        {
+            Ok(mut con) => {
+                let info: redis::RedisResult<String> = redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut con)
+                    .await;
+                match info {
+                    Ok(text) if text.contains("master_link_status:up") => return Ok(()),
+                    Ok(text) => text,
+                    Err(e) => e.to_string(),
+                }
+            }
+            Err(e) => e.to_string(),
+        };
+        if std::time::Instant::now() > deadline {
+            return Err(why);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Restarts a replica's unit on its instance (its start reads auth.conf from SSM again) and
+/// returns its address.
+pub fn restart_replica(
+    runner: &redisha_aws::testing::ssm_runner::SsmRunner,
+    state: &ClusterState,
+    which: usize,
+) -> (String, u16) {
+    let n = state
+        .nodes
+        .iter()
+        .filter(|n| n.role == redisha_planner::Role::Replica)
+        .nth(which)
+        .expect("a replica");
+    let instance = state
+        .hosts
+        .iter()
+        .find(|h| h.name == n.handle.host)
+        .and_then(|h| h.instance_id.clone())
+        .expect("the replica's instance");
+    let machine = runner.machine(&instance).expect("the instance's machine");
+    let out = machine
+        .run(&format!("systemctl restart redisha-node@{}", n.handle.port))
+        .expect("run");
+    assert!(out.status.success(), "restart {}: {out:?}", n.name);
+    (n.handle.ip.clone(), n.handle.port)
+}

@@ -33,8 +33,7 @@ use redisha_aws::testing::{free_base_port, map_hosts, one_host_per_zone, user_da
 use redisha_aws::{secrets, AwsClients, AwsDriver, AwsDriverConfig};
 use redisha_cluster::tls::TlsMode;
 use redisha_cluster::tls_supplied::SuppliedCert;
-use redisha_cluster::{ClusterState, Driver, NodeConfig, Operator, Options, Password};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use redisha_cluster::{ClusterState, Driver, Operator, Options, Password};
 
 const CLUSTER: &str = "awscert";
 const CLUSTER_ID: &str = "00000000000000c8";
@@ -42,13 +41,6 @@ const PASSWORD: &str = "aws-cert-Cluster-pw-61";
 
 fn stand_ins() -> Vec<String> {
     common::stand_ins("127.242")
-}
-
-fn node_config() -> NodeConfig {
-    NodeConfig {
-        password: Some(Password::new(PASSWORD)),
-        ..Default::default()
-    }
 }
 
 /// The team's own authority.
@@ -162,12 +154,6 @@ impl Drop for LogsOnFailure<'_> {
     }
 }
 
-async fn parameters(client: &AwsClients) -> Vec<(String, String)> {
-    secrets::parameters_under(&client.ssm, &secrets::parameter_prefix(CLUSTER, CLUSTER_ID))
-        .await
-        .expect("GetParametersByPath")
-}
-
 /// (name, type, value) of every parameter of the cluster.
 async fn typed_parameters(client: &AwsClients) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
@@ -237,60 +223,6 @@ async fn all_tags(client: &AwsClients) -> Vec<String> {
         .collect()
 }
 
-/// What a node says to a plain-text `AUTH` + `PING` at `port`: its first bytes, or nothing.
-async fn plain_text_answer(ip: &str, port: u16) -> Vec<u8> {
-    let attempt = async {
-        let mut s = tokio::net::TcpStream::connect((ip, port)).await?;
-        let auth = format!(
-            "*2\r\n$4\r\nAUTH\r\n${}\r\n{PASSWORD}\r\n*1\r\n$4\r\nPING\r\n",
-            PASSWORD.len()
-        );
-        s.write_all(auth.as_bytes()).await?;
-        let mut buf = vec![0u8; 64];
-        let n = s.read(&mut buf).await?;
-        buf.truncate(n);
-        Ok::<_, std::io::Error>(buf)
-    };
-    match tokio::time::timeout(Duration::from_secs(3), attempt).await {
-        Ok(Ok(bytes)) => bytes,
-        _ => Vec::new(),
-    }
-}
-
-/// Whether the node at `ip:port` answers `PING` over TLS, verified with `ca`.
-async fn tls_ping(ca: &str, ip: &str, port: u16) -> bool {
-    redisha_cluster::conn::install_crypto_provider();
-    let info = redis::ConnectionInfo {
-        addr: redis::ConnectionAddr::TcpTls {
-            host: ip.to_string(),
-            port,
-            insecure: false,
-            tls_params: None,
-        },
-        redis: redis::RedisConnectionInfo {
-            password: Some(PASSWORD.to_string()),
-            ..Default::default()
-        },
-    };
-    let Ok(client) = redis::Client::build_with_tls(
-        info,
-        redis::TlsCertificates {
-            client_tls: None,
-            root_cert: Some(ca.as_bytes().to_vec()),
-        },
-    ) else {
-        return false;
-    };
-    let attempt = async {
-        let mut con = client.get_multiplexed_async_connection().await?;
-        redis::cmd("PING").query_async::<String>(&mut con).await
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(5), attempt).await,
-        Ok(Ok(pong)) if pong == "PONG"
-    )
-}
-
 /// A driver as a provider process builds it for this configuration: TLS required with
 /// `cert`, what SSM keeps loaded (no authority is made for a supplied certificate).
 async fn driver_with(
@@ -311,7 +243,7 @@ async fn driver_with(
 fn operator(driver: &AwsDriver) -> Operator<'_> {
     Operator::with_options(
         driver,
-        node_config(),
+        common::password_config(PASSWORD),
         Options {
             timeout: Duration::from_secs(180),
             ..Options::default()
@@ -350,7 +282,7 @@ async fn a_supplied_certificate_is_checked_against_the_instances_then_serves_and
     outcome.expect("test timed out");
     destroyed.expect("destroy");
     assert_eq!(
-        parameters(&client).await,
+        common::parameters(&client, CLUSTER, CLUSTER_ID).await,
         Vec::new(),
         "destroy leaves no parameter of the cluster"
     );
@@ -409,7 +341,7 @@ async fn run(
     );
     let instances = common::live_instances(client, CLUSTER).await;
     assert_eq!(instances.len(), 3, "the instances stay: {instances:?}");
-    let params = parameters(client).await;
+    let params = common::parameters(client, CLUSTER, CLUSTER_ID).await;
     assert!(
         params.iter().all(|(n, _)| !n.contains("/node/tls/")),
         "no node certificate stored: {params:?}"
@@ -462,11 +394,11 @@ async fn run(
     for n in &state.nodes {
         let (ip, port) = (n.handle.ip.as_str(), n.handle.port);
         assert!(
-            tls_ping(&ca, ip, port).await,
+            common::tls_ping(&ca, ip, port, PASSWORD).await,
             "{}: TLS with the supplied CA",
             n.name
         );
-        let plain = plain_text_answer(ip, port).await;
+        let plain = common::plain_text_answer(ip, port, PASSWORD).await;
         assert!(
             !plain.starts_with(b"+") && !plain.starts_with(b"-"),
             "{}: answered plain text: {:?}",
@@ -482,14 +414,7 @@ async fn run(
     }
     let cluster = common::tls_cluster_client(&state, PASSWORD, &ca);
     let mut con = cluster.get_async_connection().await.expect("TLS cluster");
-    let before: Vec<(String, usize)> = (0..50).map(|i| (format!("before:{i}"), i)).collect();
-    for (key, value) in &before {
-        assert_eq!(
-            common::set_acknowledged(&mut con, key, *value).await,
-            Ok(true),
-            "{key} acknowledged"
-        );
-    }
+    let before = common::acknowledged_keys(&mut con, "before", 50).await;
 
     // (c) A renewed certificate (same authority): every node rolls onto it, replicas first,
     // with a writer using WAIT going throughout.
@@ -516,24 +441,8 @@ async fn run(
         restarts >= 12,
         "{restarts} Run Commands for 6 nodes (stop and start each)"
     );
-    assert!(
-        !written.acknowledged.is_empty(),
-        "writes acknowledged during the roll ({} others)",
-        written.other
-    );
-    let lost = common::lost_keys(&cluster, before.iter().chain(&written.acknowledged)).await;
-    assert_eq!(
-        lost,
-        Vec::<String>::new(),
-        "{} of {} acknowledged keys lost",
-        lost.len(),
-        before.len() + written.acknowledged.len()
-    );
-    eprintln!(
-        "renewal: {} writes acknowledged during the roll, {} not, 0 lost; {restarts} Run Commands; {rolled_in:?}",
-        written.acknowledged.len(),
-        written.other
-    );
+    common::assert_none_lost(&cluster, &before, &written, "renewal roll").await;
+    eprintln!("renewal roll: {restarts} Run Commands, {rolled_in:?}");
     for n in &state.nodes {
         assert!(
             pem_of(&n.host, n.handle.port).contains(renewed.cert_pem.trim()),
@@ -541,7 +450,7 @@ async fn run(
             n.name
         );
         assert!(
-            tls_ping(&ca, &n.handle.ip, n.handle.port).await,
+            common::tls_ping(&ca, &n.handle.ip, n.handle.port, PASSWORD).await,
             "{}: TLS after the roll",
             n.name
         );

@@ -438,7 +438,7 @@ impl AwsDriver {
         Err(AwsError::config(
             Field::TlsCert,
             format!(
-                "the supplied certificate does not name the private address of {} of the cluster's instances: {}. It names {}. Every node presents this one certificate and clients verify it against the node's address, so redisha starts no node while it misses one; the instances stay, and the next apply resumes with them. Reissue the certificate with these addresses as IP subject alternative names (and every other instance's address) and put it in tls.cert_pem and its key in tls.key_pem; or, for a cluster being created, remove tls.ca_cert_pem, tls.cert_pem and tls.key_pem to have redisha issue certificates from an authority of its own",
+                "the supplied certificate does not name the private address of {} of the cluster's instances: {}. It names {}. Every node presents this one certificate and clients verify it against the node's address, so redisha gives it to no node (and no new node starts) while it misses one; the instances stay, and the next apply resumes with them. Reissue the certificate with these addresses as IP subject alternative names (and every other instance's address) and put it in tls.cert_pem and its key in tls.key_pem; or, for a cluster being created, remove tls.ca_cert_pem, tls.cert_pem and tls.key_pem to have redisha issue certificates from an authority of its own",
                 unnamed.len(),
                 listed.join(", "),
                 cert.subject_alt_names().join(", ")

@@ -464,6 +464,9 @@ impl AwsDriver {
             .map(|n| self.port_on(&host.name, n.index_on_host))
             .collect();
         self.store_node_secrets(config).await?;
+        // A supplied certificate reaches a new instance's nodes only once it is checked
+        // against every instance's address (`start_node`); the first boot waits for it.
+        self.forget_supplied_node_certs(&host.name, &ports).await?;
         let security = self.security_setup(&host.name, config)?;
         let document = user_data::render(&UserDataInput {
             security: &security,
@@ -517,12 +520,10 @@ impl AwsDriver {
                     Ok(instance) if instance.is_gone() => generation += 1,
                     Ok(instance) => {
                         // The certificates name the node's address, known now (the node
-                        // setup waits for them).
-                        let address = self
-                            .fixed_ip(&host.name)
-                            .map(|ip| ip.to_string())
-                            .or_else(|| instance.private_ip.clone());
-                        if let Some(address) = address {
+                        // setup waits for them). A supplied one is stored by `start_node`,
+                        // once every instance runs and it is checked against them all.
+                        let address = self.instance_address(&instance);
+                        if let Some(address) = address.filter(|_| !self.supplied_tls()) {
                             for port in &ports {
                                 self.ensure_node_cert(&host.name, *port, &address).await?;
                             }
@@ -1219,6 +1220,30 @@ impl AwsDriver {
             )));
         }
         Ok(())
+    }
+
+    /// The address `instance`'s nodes bind to and announce: its private address, or the
+    /// test-only address map's stand-in for its host.
+    pub(crate) fn instance_address(&self, instance: &ClusterInstance) -> Option<String> {
+        self.fixed_ip(&instance.host)
+            .map(|ip| ip.to_string())
+            .or_else(|| instance.private_ip.clone())
+    }
+
+    /// (host, address) of every instance of the cluster that runs, starts or is stopped (it
+    /// runs its nodes again when started), in its VPC; those without an address yet are left
+    /// out.
+    pub(crate) async fn instance_addresses(&self) -> Result<Vec<(String, String)>, AwsError> {
+        let prepared = self.prepare(&[], false).await?;
+        let found = instances::find_instances(&self.client, &self.scope(&prepared), None).await?;
+        let mut out: Vec<(String, String)> = found
+            .iter()
+            .filter(|i| i.is_live() || i.is_stopped())
+            .filter_map(|i| Some((i.host.clone(), self.instance_address(i)?)))
+            .collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
     }
 
     /// Where the cluster code reaches node `index_on_host` of `host`.

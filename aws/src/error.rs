@@ -52,6 +52,8 @@ pub enum Field {
     EndpointZone,
     EndpointName,
     EndpointTtl,
+    /// The user's own TLS certificate (`tls.cert_pem`), which every node presents.
+    TlsCert,
 }
 
 impl fmt::Display for Field {
@@ -84,6 +86,7 @@ impl fmt::Display for Field {
             Field::EndpointZone => f.write_str("configuration_endpoint.hosted_zone_id"),
             Field::EndpointName => f.write_str("configuration_endpoint.name"),
             Field::EndpointTtl => f.write_str("configuration_endpoint.ttl"),
+            Field::TlsCert => f.write_str("tls.cert_pem"),
         }
     }
 }

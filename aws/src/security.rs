@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use redisha_cluster::tls::{CertSource, ClientTls, NodeCertInfo, TlsConfig, TlsMode};
+use redisha_cluster::tls_supplied::SuppliedCert;
 use redisha_cluster::{NodeConfig, NodeHandle, Password};
 
 use crate::driver::AwsDriver;
@@ -26,8 +27,12 @@ pub struct Security {
     /// [`crate::security_group::PlainPorts`]): from the mode, and `Closed` once a switch to
     /// `required` has rolled out ([`AwsDriver::sync_plain_ports`]).
     plain_ports: Mutex<PlainPorts>,
-    /// The authority, once loaded or made (with `tls_mode`, the nodes' TLS).
+    /// The authority, once loaded or made, or the supplied certificate (with `tls_mode`, the
+    /// nodes' TLS).
     tls: Mutex<Option<TlsConfig>>,
+    /// `tls { ca_cert_pem, cert_pem, key_pem }`: the user's certificate, which every node
+    /// presents instead of one from the cluster's authority.
+    supplied: Mutex<Option<SuppliedCert>>,
     operator_password: Mutex<Option<Password>>,
     /// While the operator user's password rotates (`prepare_operator_rotation`): the new
     /// password, and the generation the apply asks for.
@@ -65,6 +70,23 @@ impl AwsDriver {
                 }
             }
         }
+    }
+
+    /// Every node presents `cert` (the user's own: `tls { ca_cert_pem, cert_pem, key_pem }`)
+    /// rather than a certificate from the cluster's authority (`None`). Its checks without
+    /// the addresses are the plan's; that it names every instance's address is checked here
+    /// once the instances run, before any node starts on them ([`AwsDriver::ensure_node_cert`]).
+    pub fn set_supplied_cert(&self, cert: Option<SuppliedCert>) {
+        *locked(&self.security().supplied) = cert.clone();
+        let mut tls = locked(&self.security().tls);
+        if let (Some(config), Some(cert)) = (tls.as_mut(), cert) {
+            config.source = CertSource::Supplied(cert);
+        }
+    }
+
+    /// Whether the nodes present the user's certificate.
+    pub(crate) fn supplied_tls(&self) -> bool {
+        locked(&self.security().supplied).is_some()
     }
 
     /// What the security group's plain-text port rules become when the group is reconciled.
@@ -117,8 +139,8 @@ impl AwsDriver {
 
     /// Loads what SSM keeps for the cluster: the operator user's password (made with
     /// `make_operator` when there is none), and with TLS on the authority (made with
-    /// `make_authority`) and the node certificates' records. Without a cluster id there is
-    /// nothing to load.
+    /// `make_authority`; none with a supplied certificate, which is in the configuration) and
+    /// the node certificates' records. Without a cluster id there is nothing to load.
     pub async fn load_security(
         &self,
         make_operator: bool,
@@ -150,17 +172,18 @@ impl AwsDriver {
         let Some(mode) = *locked(&self.security().tls_mode) else {
             return Ok(());
         };
-        let authority = match tls_material::read_authority(ssm, &names, owner.cluster_id).await? {
-            Some(a) => Some(a),
-            None if make_authority => {
-                Some(tls_material::write_authority(ssm, &names, owner).await?)
-            }
-            None => None,
+        let supplied = locked(&self.security().supplied).clone();
+        let source = match supplied {
+            Some(cert) => Some(CertSource::Supplied(cert)),
+            None => match tls_material::read_authority(ssm, &names, owner.cluster_id).await? {
+                Some(a) => Some(CertSource::Generated(a)),
+                None if make_authority => Some(CertSource::Generated(
+                    tls_material::write_authority(ssm, &names, owner).await?,
+                )),
+                None => None,
+            },
         };
-        *locked(&self.security().tls) = authority.map(|a| TlsConfig {
-            mode,
-            source: CertSource::Generated(a),
-        });
+        *locked(&self.security().tls) = source.map(|source| TlsConfig { mode, source });
         let infos = tls_material::read_cert_infos(ssm, &names).await?;
         *locked(&self.security().certs) = infos.into_iter().collect();
         Ok(())
@@ -358,7 +381,11 @@ impl AwsDriver {
     }
 
     /// Makes sure node `port` of `host`, reached at `address`, has a certificate in SSM that
-    /// still fits (names the address, comes from the authority, is not close to expiry).
+    /// still fits (names the address, comes from the authority, is not close to expiry; a
+    /// supplied one: is the one configured and was checked against the address). A supplied
+    /// certificate is stored for a node only once it names the address of every instance of
+    /// the cluster ([`AwsDriver::check_supplied_names_instances`]): until then the instances'
+    /// nodes have no certificate to start with, so none starts.
     pub(crate) async fn ensure_node_cert(
         &self,
         host: &str,
@@ -375,6 +402,9 @@ impl AwsDriver {
         if fits {
             return Ok(());
         }
+        if let CertSource::Supplied(cert) = &tls.source {
+            self.check_supplied_names_instances(cert).await?;
+        }
         let (names, owner) = self.names()?;
         let info = tls_material::issue_node_cert(
             &self.clients().ssm,
@@ -387,6 +417,70 @@ impl AwsDriver {
         )
         .await?;
         locked(&self.security().certs).insert(key, info);
+        Ok(())
+    }
+
+    /// Refuses, naming every one of them and the fix, the instances of the cluster (running,
+    /// starting or stopped) whose address `cert` does not name: every node presents it, and
+    /// clients and the other nodes verify it against the node's address. An instance's
+    /// address is the one its nodes announce ([`AwsDriver::instance_address`]).
+    async fn check_supplied_names_instances(&self, cert: &SuppliedCert) -> Result<(), AwsError> {
+        let instances = self.instance_addresses().await?;
+        let addresses: Vec<String> = instances
+            .iter()
+            .map(|(_, address)| address.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        // The other checks (chain, key, expiry) are the plan's; repeated here, their message
+        // names the attribute already.
+        let unnamed = cert
+            .unnamed_addresses(&addresses, redisha_cluster::identity::unix_now())
+            .map_err(|e| AwsError::Shared(e.to_string()))?;
+        if unnamed.is_empty() {
+            return Ok(());
+        }
+        let listed: Vec<String> = instances
+            .iter()
+            .filter(|(_, address)| unnamed.contains(address))
+            .map(|(host, address)| format!("{address} (instance of host {host})"))
+            .collect();
+        tracing::warn!(
+            missing = ?unnamed,
+            "the supplied certificate does not name every instance's address; no node starts"
+        );
+        Err(AwsError::config(
+            Field::TlsCert,
+            format!(
+                "the supplied certificate does not name the private address of {} of the cluster's instances: {}. It names {}. Every node presents this one certificate and clients verify it against the node's address, so redisha gives it to no node (and no new node starts) while it misses one; the instances stay, and the next apply resumes with them. Reissue the certificate with these addresses as IP subject alternative names (and every other instance's address) and put it in tls.cert_pem and its key in tls.key_pem; or, for a cluster being created, remove tls.ca_cert_pem, tls.cert_pem and tls.key_pem to have redisha issue certificates from an authority of its own",
+                unnamed.len(),
+                listed.join(", "),
+                cert.subject_alt_names().join(", ")
+            ),
+        ))
+    }
+
+    /// Before a new instance is launched for `host` with a supplied certificate: what SSM
+    /// holds for its nodes' certificates goes, so that the new instance's first boot waits
+    /// for [`AwsDriver::ensure_node_cert`] (its address checked) instead of starting its
+    /// nodes with the previous instance's copy, checked against another address.
+    pub(crate) async fn forget_supplied_node_certs(
+        &self,
+        host: &str,
+        ports: &[u16],
+    ) -> Result<(), AwsError> {
+        if !self.supplied_tls() || self.config().cluster_id.is_none() {
+            return Ok(());
+        }
+        let (names, _) = self.names()?;
+        let ssm = &self.clients().ssm;
+        for port in ports {
+            // The copy first: a record left alone names the old instance's address, which
+            // the new instance's does not fit.
+            secrets::delete_secret(ssm, &names.node_cert(host, *port)).await?;
+            secrets::delete_secret(ssm, &names.cert_info(host, *port)).await?;
+            locked(&self.security().certs).remove(&(host.to_string(), *port));
+        }
         Ok(())
     }
 

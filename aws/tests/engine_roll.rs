@@ -161,14 +161,7 @@ async fn run(client: &AwsClients, fx: &Fixture) {
     // Keys a replica acknowledged before the roll.
     let cluster = common::cluster_client(&state, None, PASSWORD);
     let mut con = cluster.get_async_connection().await.expect("cluster");
-    let before: Vec<(String, usize)> = (0..300).map(|i| (format!("before:{i}"), i)).collect();
-    for (key, value) in &before {
-        assert_eq!(
-            common::set_acknowledged(&mut con, key, *value).await,
-            Ok(true),
-            "{key} acknowledged before the roll"
-        );
-    }
+    let before = common::acknowledged_keys(&mut con, "before", 300).await;
     let stop = Arc::new(AtomicBool::new(false));
     let writing = tokio::spawn(common::writer(
         common::cluster_client(&state, None, PASSWORD),

@@ -19,19 +19,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{set_acknowledged, writer, Fixture, FixtureConfig, Moto, ZONES};
+use common::{writer, Fixture, FixtureConfig, Moto, ZONES};
 use redis::cluster::ClusterClient;
-use redis::TlsCertificates;
 use redisha_aws::instances::Scope;
 use redisha_aws::security_group::{self, Rule, Source};
 use redisha_aws::testing::map_hosts;
 use redisha_aws::testing::ssm_runner::{ReportOnFailure, SsmRunner};
 use redisha_aws::{AwsClients, AwsDriver};
 use redisha_cluster::tls::{TlsMode, PLAINTEXT_PORT_OFFSET};
-use redisha_cluster::{
-    ClusterError, ClusterState, Driver, NodeConfig, Operator, Options, Password,
-};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use redisha_cluster::{ClusterError, ClusterState, Driver, NodeConfig, Operator, Options};
 
 const CLUSTER: &str = "awspref";
 const CLUSTER_ID: &str = "00000000000000f7";
@@ -62,73 +58,7 @@ fn free_base_port(addresses: &[String]) -> u16 {
 }
 
 fn node_config() -> NodeConfig {
-    NodeConfig {
-        password: Some(Password::new(PASSWORD)),
-        ..Default::default()
-    }
-}
-
-/// What a node says to a plain-text `AUTH` + `PING` at `port`: its first bytes, or nothing
-/// (refused, closed, or no answer within 3 s).
-async fn plain_text_answer(ip: &str, port: u16) -> Vec<u8> {
-    let attempt = async {
-        let mut s = tokio::net::TcpStream::connect((ip, port)).await?;
-        let auth = format!(
-            "*2\r\n$4\r\nAUTH\r\n${}\r\n{PASSWORD}\r\n*1\r\n$4\r\nPING\r\n",
-            PASSWORD.len()
-        );
-        s.write_all(auth.as_bytes()).await?;
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 64];
-        // Both replies: `+OK\r\n+PONG\r\n`.
-        while !buf.ends_with(b"PONG\r\n") {
-            let n = s.read(&mut chunk).await?;
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        Ok::<_, std::io::Error>(buf)
-    };
-    match tokio::time::timeout(Duration::from_secs(3), attempt).await {
-        Ok(Ok(bytes)) => bytes,
-        _ => Vec::new(),
-    }
-}
-
-/// Whether the node at `ip:port` answers `PING` over TLS, verified with `ca`, with the
-/// cluster password.
-async fn tls_ping(ca: &str, ip: &str, port: u16) -> bool {
-    redisha_cluster::conn::install_crypto_provider();
-    let info = redis::ConnectionInfo {
-        addr: redis::ConnectionAddr::TcpTls {
-            host: ip.to_string(),
-            port,
-            insecure: false,
-            tls_params: None,
-        },
-        redis: redis::RedisConnectionInfo {
-            password: Some(PASSWORD.to_string()),
-            ..Default::default()
-        },
-    };
-    let Ok(client) = redis::Client::build_with_tls(
-        info,
-        TlsCertificates {
-            client_tls: None,
-            root_cert: Some(ca.as_bytes().to_vec()),
-        },
-    ) else {
-        return false;
-    };
-    let attempt = async {
-        let mut con = client.get_multiplexed_async_connection().await?;
-        redis::cmd("PING").query_async::<String>(&mut con).await
-    };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(5), attempt).await,
-        Ok(Ok(pong)) if pong == "PONG"
-    )
+    common::password_config(PASSWORD)
 }
 
 /// A cluster client over TLS, verifying the nodes with the cluster's authority.
@@ -218,7 +148,7 @@ async fn run(
     // Both kinds of client work on every node: plain text on port + 1000, TLS on the port.
     for n in &state.nodes {
         let (ip, port) = (n.handle.ip.as_str(), n.handle.port);
-        let plain = plain_text_answer(ip, port + PLAINTEXT_PORT_OFFSET).await;
+        let plain = common::plain_text_answer(ip, port + PLAINTEXT_PORT_OFFSET, PASSWORD).await;
         assert_eq!(
             plain,
             b"+OK\r\n+PONG\r\n",
@@ -226,20 +156,17 @@ async fn run(
             n.name,
             String::from_utf8_lossy(&plain)
         );
-        assert!(tls_ping(&ca, ip, port).await, "{}: TLS on its port", n.name);
+        assert!(
+            common::tls_ping(&ca, ip, port, PASSWORD).await,
+            "{}: TLS on its port",
+            n.name
+        );
     }
 
     // Keys a replica acknowledged before the switch, written over TLS.
     let cluster = tls_cluster_client(&state, &ca);
     let mut con = cluster.get_async_connection().await.expect("TLS cluster");
-    let before: Vec<(String, usize)> = (0..50).map(|i| (format!("before:{i}"), i)).collect();
-    for (key, value) in &before {
-        assert_eq!(
-            set_acknowledged(&mut con, key, *value).await,
-            Ok(true),
-            "{key} acknowledged before the switch"
-        );
-    }
+    let before = common::acknowledged_keys(&mut con, "before", 50).await;
 
     // The switch, as the provider's update runs it, with a writer going throughout.
     let ran_before = runner.ran().len();
@@ -275,7 +202,12 @@ async fn run(
     );
     let mut plain_answers = 0;
     for n in &state.nodes {
-        let plain = plain_text_answer(&n.handle.ip, n.handle.port + PLAINTEXT_PORT_OFFSET).await;
+        let plain = common::plain_text_answer(
+            &n.handle.ip,
+            n.handle.port + PLAINTEXT_PORT_OFFSET,
+            PASSWORD,
+        )
+        .await;
         plain_answers += usize::from(!plain.is_empty());
     }
     assert!(
@@ -337,25 +269,9 @@ async fn run(
     assert_eq!(after, others);
 
     // No acknowledged write lost.
-    assert!(
-        !written.acknowledged.is_empty(),
-        "the writer got writes acknowledged during the switch ({} others)",
-        written.other
-    );
-    let lost = common::lost_keys(&cluster, before.iter().chain(&written.acknowledged)).await;
-    assert_eq!(
-        lost,
-        Vec::<String>::new(),
-        "{} of {} acknowledged keys lost",
-        lost.len(),
-        before.len() + written.acknowledged.len()
-    );
+    common::assert_none_lost(&cluster, &before, &written, "switch").await;
     eprintln!(
-        "switch (cut after its first restart, resumed by a fresh driver): {} writes acknowledged during it, {} not, {} Run Commands ({} of them resumed)",
-        written.acknowledged.len(),
-        written.other,
-        restarts,
-        resumed_restarts
+        "switch (cut after its first restart, resumed by a fresh driver): {restarts} Run Commands, {resumed_restarts} of them resumed"
     );
 
     // Plain text is refused now; TLS still works; every node's own file (what a boot starts
@@ -363,7 +279,7 @@ async fn run(
     let instances = driver.unknown_hosts(&[]).await.expect("instances");
     for n in &state.nodes {
         let (ip, port) = (n.handle.ip.as_str(), n.handle.port);
-        let plain = plain_text_answer(ip, port + PLAINTEXT_PORT_OFFSET).await;
+        let plain = common::plain_text_answer(ip, port + PLAINTEXT_PORT_OFFSET, PASSWORD).await;
         assert!(
             plain.is_empty(),
             "{}: answered plain text after the switch: {:?}",
@@ -371,7 +287,7 @@ async fn run(
             String::from_utf8_lossy(&plain)
         );
         assert!(
-            tls_ping(&ca, ip, port).await,
+            common::tls_ping(&ca, ip, port, PASSWORD).await,
             "{}: TLS after the switch",
             n.name
         );

@@ -250,7 +250,9 @@ impl NodeCertInfo {
     /// Whether a node at `address` whose certificates come from `source` keeps this
     /// certificate: an issued one while it names the address, comes from the same authority
     /// and has [`REISSUE_BEFORE_DAYS`] left; a supplied one while it is the one supplied
-    /// (redisha cannot renew it: the plan warns instead).
+    /// (redisha cannot renew it: the plan warns instead) and was given to the node at this
+    /// address (a node at a new address, as on a replaced aws instance, gets it again once
+    /// the certificate is checked against that address).
     pub fn still_fits(&self, address: &str, source: &CertSource) -> bool {
         match source {
             CertSource::Generated(ca) => {
@@ -258,7 +260,9 @@ impl NodeCertInfo {
                     && self.ca_fingerprint == ca.fingerprint()
                     && self.days_left() >= i64::from(REISSUE_BEFORE_DAYS)
             }
-            CertSource::Supplied(s) => self.ca_fingerprint == s.fingerprint(),
+            CertSource::Supplied(s) => {
+                self.address == address && self.ca_fingerprint == s.fingerprint()
+            }
         }
     }
 }

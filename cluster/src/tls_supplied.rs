@@ -107,12 +107,54 @@ impl SuppliedCert {
     }
 
     /// Every check above, for nodes at `addresses` (IP addresses or DNS names, without
-    /// port), at `now_unix`.
+    /// port), at `now_unix`. An address the certificate does not name is an error naming the
+    /// first such address and the names the certificate has.
     pub fn check(
         &self,
         addresses: &[String],
         now_unix: u64,
     ) -> Result<SuppliedInfo, SuppliedCertError> {
+        let (info, unnamed) = self.verify(addresses, now_unix)?;
+        if let Some(address) = unnamed.first() {
+            return Err(SuppliedCertError::at(
+                SuppliedField::Cert,
+                format!(
+                    "tls.cert_pem does not name node address {address} in its subject alternative names ({}); every node presents this one certificate, so it must name every node's address",
+                    self.subject_alt_names().join(", ")
+                ),
+            ));
+        }
+        Ok(info)
+    }
+
+    /// The addresses among `addresses` the certificate does not name (in their order), after
+    /// every other check of [`SuppliedCert::check`], which are errors as there: for a driver
+    /// that learns the node addresses only once its machines run (aws) and names all that
+    /// are missing at once.
+    pub fn unnamed_addresses(
+        &self,
+        addresses: &[String],
+        now_unix: u64,
+    ) -> Result<Vec<String>, SuppliedCertError> {
+        self.verify(addresses, now_unix).map(|(_, unnamed)| unnamed)
+    }
+
+    /// The certificate's subject alternative names (DNS names and IP addresses), for
+    /// messages; `["none"]` when it has none or cannot be read.
+    pub fn subject_alt_names(&self) -> Vec<String> {
+        CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+            .next()
+            .and_then(Result::ok)
+            .and_then(|der| x509_cert::Certificate::from_der(&der).ok())
+            .map_or_else(|| vec!["none".to_string()], |leaf| names(&leaf))
+    }
+
+    /// The checks; the addresses not named are returned rather than refused.
+    fn verify(
+        &self,
+        addresses: &[String],
+        now_unix: u64,
+    ) -> Result<(SuppliedInfo, Vec<String>), SuppliedCertError> {
         use SuppliedField::*;
         let roots = certs(&self.ca_cert_pem, CaCert, "tls.ca_cert_pem")?;
         let chain = certs(&self.cert_pem, Cert, "tls.cert_pem")?;
@@ -180,6 +222,7 @@ impl SuppliedCert {
         let as_server = WebPkiServerVerifier::builder_with_provider(store, provider)
             .build()
             .map_err(|e| SuppliedCertError::at(CaCert, format!("tls.ca_cert_pem: {e}")))?;
+        let mut unnamed = Vec::new();
         for address in addresses {
             let name = ServerName::try_from(address.clone()).map_err(|_| {
                 SuppliedCertError::at(
@@ -187,25 +230,21 @@ impl SuppliedCert {
                     format!("{address} is not an address a certificate can name"),
                 )
             })?;
-            as_server
-                .verify_server_cert(&chain[0], intermediates, &name, &[], now)
-                .map_err(|e| match e {
-                    rustls::Error::InvalidCertificate(
-                        rustls::CertificateError::NotValidForName
-                        | rustls::CertificateError::NotValidForNameContext { .. },
-                    ) => SuppliedCertError::at(
-                        Cert,
-                        format!(
-                            "tls.cert_pem does not name node address {address} in its subject alternative names ({}); every node presents this one certificate, so it must name every node's address",
-                            names(&leaf).join(", ")
-                        ),
-                    ),
-                    other => chain_error(other, false),
-                })?;
+            match as_server.verify_server_cert(&chain[0], intermediates, &name, &[], now) {
+                Ok(_) => {}
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::NotValidForName
+                    | rustls::CertificateError::NotValidForNameContext { .. },
+                )) => unnamed.push(address.clone()),
+                Err(other) => return Err(chain_error(other, false)),
+            }
         }
-        Ok(SuppliedInfo {
-            not_after_unix: not_after,
-        })
+        Ok((
+            SuppliedInfo {
+                not_after_unix: not_after,
+            },
+            unnamed,
+        ))
     }
 }
 
@@ -391,6 +430,26 @@ mod tests {
             broken.check(&nodes[..1], now()).unwrap_err().field(),
             SuppliedField::CaCert
         );
+    }
+
+    #[test]
+    fn every_address_the_certificate_does_not_name_is_listed_and_other_problems_stay_errors() {
+        let ca = ca();
+        let (cert, key) = leaf(&ca, &["127.0.240.1", "127.0.240.3"], both());
+        let nodes = addrs(&["127.0.240.1", "127.0.240.2", "127.0.240.3", "127.0.240.4"]);
+        let s = supplied(&ca, &cert, &key);
+        assert_eq!(
+            s.unnamed_addresses(&nodes, now()).unwrap(),
+            addrs(&["127.0.240.2", "127.0.240.4"])
+        );
+        assert!(s.unnamed_addresses(&nodes[..1], now()).unwrap().is_empty());
+        assert_eq!(
+            s.subject_alt_names(),
+            addrs(&["127.0.240.1", "127.0.240.3"])
+        );
+        // Expired: an error, not a list.
+        let in_two_years = now() + 2 * 366 * 86_400;
+        assert!(s.unnamed_addresses(&nodes, in_two_years).is_err());
     }
 
     #[test]

@@ -39,6 +39,7 @@ pub fn hcl(field: &Field) -> Option<AttrPath> {
         Field::EndpointZone => AttrPath::attr("configuration_endpoint").then("hosted_zone_id"),
         Field::EndpointName => AttrPath::attr("configuration_endpoint").then("name"),
         Field::EndpointTtl => AttrPath::attr("configuration_endpoint").then("ttl"),
+        Field::TlsCert => AttrPath::attr("tls").then("cert_pem"),
     })
 }
 

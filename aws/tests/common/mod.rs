@@ -472,3 +472,132 @@ pub fn restart_replica(
     assert!(out.status.success(), "restart {}: {out:?}", n.name);
     (n.handle.ip.clone(), n.handle.port)
 }
+
+/// What a node says to a plain-text `AUTH` + `PING` at `port`: its first bytes, or nothing
+/// (refused, closed, or no answer within 3 s).
+pub async fn plain_text_answer(ip: &str, port: u16, password: &str) -> Vec<u8> {
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect((ip, port)).await?;
+        let auth = format!(
+            "*2\r\n$4\r\nAUTH\r\n${}\r\n{password}\r\n*1\r\n$4\r\nPING\r\n",
+            password.len()
+        );
+        s.write_all(auth.as_bytes()).await?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 64];
+        // Both replies: `+OK\r\n+PONG\r\n`.
+        while !buf.ends_with(b"PONG\r\n") {
+            let n = s.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        Ok::<_, std::io::Error>(buf)
+    };
+    match tokio::time::timeout(Duration::from_secs(3), attempt).await {
+        Ok(Ok(bytes)) => bytes,
+        _ => Vec::new(),
+    }
+}
+
+/// Whether the node at `ip:port` answers `PING` over TLS, verified with `ca`, with the
+/// cluster password.
+pub async fn tls_ping(ca: &str, ip: &str, port: u16, password: &str) -> bool {
+    redisha_cluster::conn::install_crypto_provider();
+    let info = redis::ConnectionInfo {
+        addr: redis::ConnectionAddr::TcpTls {
+            host: ip.to_string(),
+            port,
+            insecure: false,
+            tls_params: None,
+        },
+        redis: redis::RedisConnectionInfo {
+            password: Some(password.to_string()),
+            ..Default::default()
+        },
+    };
+    let Ok(client) = redis::Client::build_with_tls(
+        info,
+        redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca.as_bytes().to_vec()),
+        },
+    ) else {
+        return false;
+    };
+    let attempt = async {
+        let mut con = client.get_multiplexed_async_connection().await?;
+        redis::cmd("PING").query_async::<String>(&mut con).await
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), attempt).await,
+        Ok(Ok(pong)) if pong == "PONG"
+    )
+}
+
+/// A cluster with `password` and nothing else set.
+pub fn password_config(password: &str) -> redisha_cluster::NodeConfig {
+    redisha_cluster::NodeConfig {
+        password: Some(redisha_cluster::Password::new(password)),
+        ..Default::default()
+    }
+}
+
+/// Every parameter under the cluster's path in SSM, (name, value).
+pub async fn parameters(
+    client: &redisha_aws::AwsClients,
+    cluster: &str,
+    cluster_id: &str,
+) -> Vec<(String, String)> {
+    use redisha_aws::secrets;
+    secrets::parameters_under(&client.ssm, &secrets::parameter_prefix(cluster, cluster_id))
+        .await
+        .expect("GetParametersByPath")
+}
+
+/// `n` keys `<prefix>:<i>` a replica acknowledged (`WAIT`), written before a change.
+pub async fn acknowledged_keys(
+    con: &mut redis::cluster_async::ClusterConnection,
+    prefix: &str,
+    n: usize,
+) -> Vec<(String, usize)> {
+    let keys: Vec<(String, usize)> = (0..n).map(|i| (format!("{prefix}:{i}"), i)).collect();
+    for (key, value) in &keys {
+        assert_eq!(
+            set_acknowledged(con, key, *value).await,
+            Ok(true),
+            "{key} acknowledged"
+        );
+    }
+    keys
+}
+
+/// Asserts that the writer running during `change` got writes acknowledged and that none of
+/// them, nor of `before`, was lost; prints the figures.
+pub async fn assert_none_lost(
+    cluster: &redis::cluster::ClusterClient,
+    before: &[(String, usize)],
+    written: &Written,
+    change: &str,
+) {
+    assert!(
+        !written.acknowledged.is_empty(),
+        "the writer got writes acknowledged during the {change} ({} others)",
+        written.other
+    );
+    let lost = lost_keys(cluster, before.iter().chain(&written.acknowledged)).await;
+    assert_eq!(
+        lost,
+        Vec::<String>::new(),
+        "{} of {} acknowledged keys lost",
+        lost.len(),
+        before.len() + written.acknowledged.len()
+    );
+    eprintln!(
+        "{change}: {} writes acknowledged during it, {} not, 0 lost; {} acknowledged before",
+        written.acknowledged.len(),
+        written.other,
+        before.len()
+    );
+}

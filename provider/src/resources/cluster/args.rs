@@ -224,7 +224,7 @@ impl ClusterArgs {
         }
 
         let timeouts = timeouts_of(&m.timeouts, &mut diags, &mut k);
-        let tls = super::tls::decode(&m.tls, driver.as_ref(), &mut diags, &mut k);
+        let tls = super::tls::decode(&m.tls, &mut diags, &mut k);
         let acl = super::users::decode(m, &mut diags, &mut k);
         let operator_password_generation = super::operator_rotation::decode(m, &mut k);
         let tls_cert = super::tls::decode_supplied(&m.tls, &mut diags, &mut k);

@@ -305,6 +305,7 @@ pub async fn build(
             let config = aws_config(&args.name, aws, &args.timeouts)?;
             let driver = AwsDriver::new(&settings, config).await.map_err(aws_diags)?;
             driver.set_tls_mode(args.tls);
+            driver.set_supplied_cert(args.tls_cert.clone());
             if let Some(state) = state {
                 driver.remember_hosts(&state.hosts).await;
             }

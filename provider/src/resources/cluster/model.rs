@@ -97,7 +97,7 @@ model! {
     pub struct TlsModel("TLS for client connections, replication and the cluster bus (`tls-port`, `tls-replication`, `tls-cluster`), \
          with certificates from a certificate authority redisha makes for the cluster: each node gets its own, with its address in \
          the subject alternative names, valid 365 days and reissued when fewer than 30 are left. Or, with `ca_cert_pem`, `cert_pem` and \
-         `key_pem`, every node presents your certificate (from your own PKI) instead (local driver only for now). Clients verify the nodes with \
+         `key_pem`, every node presents your certificate (from your own PKI) instead, on both drivers. Clients verify the nodes with \
          `tls_ca_cert_pem` (e.g. `redis-cli --tls --cacert ca.pem`). Each node's port is its TLS port in both modes; `endpoints` \
          say `rediss://`. Adding or removing the block on an existing cluster is refused (create a new one), and so is a switch \
          between generated and supplied certificates.") {
@@ -108,13 +108,16 @@ model! {
              together with `cert_pem` and `key_pem`, e.g. `file(\"ca.pem\")`."),
         pub cert_pem: Attr<String> = optional("The certificate every node presents (PEM, intermediates after it), issued by `ca_cert_pem`. \
              The plan checks that it names every node's address in its subject alternative names (IP or DNS), is valid now, \
+             (on aws: every instance's private address as an IP SAN, checked by apply once the instances run and before any node \
+             starts on them, where the plan does not know it yet), \
              and allows both serverAuth and clientAuth (nodes present it to each other on the cluster bus); `tls_cert_expiry` shows \
              when it expires, and plans warn in its last 30 days (redisha cannot renew it). A new certificate or authority applies \
              as a rolling restart, replicas first; to replace the authority, first add the new one to `ca_cert_pem` beside the old, \
              then change the certificate, then drop the old authority (the plan refuses a step that nodes on either side of the \
              roll would not accept)."),
         pub key_pem: Attr<String> = optional("The private key of `cert_pem` (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC; RSA, ECDSA P-256/P-384 \
-             or Ed25519). Kept in Terraform state as a sensitive value and in each node's directory (mode 0600); never shown.").sensitive(),
+             or Ed25519). Kept in Terraform state as a sensitive value and in each node's directory (mode 0600; aws: with the certificate in a \
+             SecureString per node under `/redisha/<name>/<cluster_id>/node/tls/`, which the instances read); never shown.").sensitive(),
     }
 }
 

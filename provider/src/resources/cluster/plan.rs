@@ -150,6 +150,7 @@ pub(super) async fn plan(
         args.tls_cert.as_ref(),
         prior.filter(|_| !creating),
         &nodes,
+        matches!(args.driver, DriverArgs::Aws(_)),
     )?);
     // While slots are half-moved, who serves them settles as the cluster gossips (and as
     // apply finishes them), so the slot layout is only known after apply: a value planned

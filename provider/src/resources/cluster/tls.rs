@@ -1,7 +1,9 @@
 //! The `tls { }` block of `redisha_cluster`: its mode as the driver takes it, the changes a
 //! plan accepts (`preferred` <-> `required` in place; TLS on or off only with a new cluster),
 //! the user's own certificate (`ca_cert_pem`, `cert_pem`, `key_pem`) and its checks against
-//! the planned nodes, and the `tls_ca_cert_pem` attribute clients verify the nodes with.
+//! the planned nodes (on aws against the addresses known at plan; the instances' private
+//! addresses of new instances are checked by the driver once they run, before any node
+//! starts), and the `tls_ca_cert_pem` attribute clients verify the nodes with.
 
 use redisha_cluster::tls::TlsMode;
 use redisha_cluster::tls_supplied::{SuppliedCert, SuppliedCertError, SuppliedField};
@@ -10,7 +12,6 @@ use crate::tfplugin::diagnostics::{AttrPath, Diagnostic, Diagnostics};
 use crate::tfplugin::framework::model::AllKnown;
 use crate::tfplugin::framework::Attr;
 
-use super::args::DriverArgs;
 use super::drivers::BuiltDriver;
 use super::model::{ClusterModel, NodeValue, TlsModel};
 
@@ -21,7 +22,6 @@ fn at() -> AttrPath {
 /// The mode the `tls` block asks for (`None`: no block, plain text).
 pub(super) fn decode(
     block: &Attr<TlsModel>,
-    driver: Option<&DriverArgs>,
     diags: &mut Diagnostics,
     k: &mut AllKnown,
 ) -> Option<TlsMode> {
@@ -33,26 +33,6 @@ pub(super) fn decode(
         Attr::Null => return None,
         Attr::Known(b) => b,
     };
-    let aws = matches!(driver, Some(DriverArgs::Aws(_)));
-    if aws {
-        // The user's own certificate must name every node's address, which on aws is an
-        // instance's private address, unknown at plan: refused until it can be checked.
-        for (name, attr) in [
-            ("ca_cert_pem", &block.ca_cert_pem),
-            ("cert_pem", &block.cert_pem),
-            ("key_pem", &block.key_pem),
-        ] {
-            if !attr.is_null() {
-                diags.push(
-                    Diagnostic::error(
-                        "Supplied certificates need the local driver for now",
-                        format!("tls.{name}: the aws driver issues each node a certificate from the cluster's own authority (its address, known only once the instance runs, is in it); remove ca_cert_pem, cert_pem and key_pem, or use the local driver."),
-                    )
-                    .at(at().then(name)),
-                );
-            }
-        }
-    }
     let mode = k.take(&block.mode)?;
     let parsed = TlsMode::parse(&mode);
     if parsed.is_none() {
@@ -136,10 +116,14 @@ fn applied_supplied(state: &ClusterModel) -> Option<SuppliedCert> {
 /// renew it); a switch between generated and supplied certificates is refused; and a new
 /// certificate or bundle is accepted only if nodes on both sides of the rolling restart
 /// accept each other (the new bundle verifies the old certificate, the old bundle the new).
+/// On aws (`aws`) the addresses of nodes on instances yet to be launched are unknown: a
+/// warning says the certificate must name them, and that apply checks it before any node
+/// starts on them.
 pub(super) fn check_supplied(
     wanted: Option<&SuppliedCert>,
     prior: Option<&ClusterModel>,
     nodes: &Attr<Vec<NodeValue>>,
+    aws: bool,
 ) -> Result<Diagnostics, Diagnostics> {
     let prior_tls = prior.filter(|p| matches!(p.tls, Attr::Known(_)));
     let prior_cert = prior_tls.and_then(applied_supplied);
@@ -170,6 +154,20 @@ pub(super) fn check_supplied(
             .collect(),
         _ => Vec::new(),
     };
+    let unknown_addresses = match nodes {
+        Attr::Known(list) => list.iter().any(|n| n.address.value().is_none()),
+        _ => true,
+    };
+    let mut said = Diagnostics::new();
+    if aws && unknown_addresses {
+        said.push(
+            Diagnostic::warning(
+                "The certificate must name every instance's private address",
+                "tls.cert_pem: every node presents this one certificate, and clients verify it against the node's address, which on aws is its instance's private address, known only once the instance runs. Issue it with the private address of every instance as an IP subject alternative name (for example by giving the subnets' address ranges to your PKI, or reserving the addresses). Apply checks it once the instances run, before any node starts on them: a certificate missing an address fails the apply naming the addresses, starts no node, and the next apply with a certificate that names them resumes on the same instances.",
+            )
+            .at(at().then("cert_pem")),
+        );
+    }
     let now = redisha_cluster::identity::unix_now();
     let info = cert
         .check(&addresses, now)
@@ -209,17 +207,16 @@ pub(super) fn check_supplied(
     }
     let days = (info.not_after_unix - now as i64).div_euclid(86_400);
     if days < i64::from(redisha_cluster::tls::REISSUE_BEFORE_DAYS) {
-        return Ok(Diagnostic::warning(
+        said.push(Diagnostic::warning(
             format!("The supplied TLS certificate expires in {days} days"),
             format!(
                 "tls.cert_pem expires at {}; redisha cannot renew a certificate it did not issue: put a renewed one in cert_pem and key_pem (apply restarts the nodes onto it, replicas first)",
                 redisha_cluster::tls::rfc3339(info.not_after_unix)
             ),
         )
-        .at(at().then("cert_pem"))
-        .into());
+        .at(at().then("cert_pem")));
     }
-    Ok(Diagnostics::new())
+    Ok(said)
 }
 
 /// The TLS mode a state was applied with.
@@ -370,57 +367,163 @@ pub(super) fn cert_expiry_value(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resources::cluster::args::AwsArgs;
-
-    fn aws() -> DriverArgs {
-        DriverArgs::Aws(AwsArgs {
-            subnet_ids: vec!["subnet-1".into()],
-            instance_type: "t3.small".into(),
-            ami: "ami-1".into(),
-            redis_package: None,
-            key_name: None,
-            allowed_cidrs: Vec::new(),
-            monitoring_cidrs: Vec::new(),
-            allowed_security_group_ids: Vec::new(),
-            placement_group: None,
-            instance_profile: None,
-            max_nodes_per_instance: None,
-            tags: Default::default(),
-            data_volume: None,
-        })
-    }
-
-    fn block(mode: &str, cert: Option<&str>) -> Attr<TlsModel> {
-        let pem = |v: Option<&str>| v.map_or(Attr::Null, |v| Attr::Known(v.to_string()));
-        Attr::Known(TlsModel {
-            mode: Attr::Known(mode.into()),
-            ca_cert_pem: pem(cert),
-            cert_pem: pem(cert),
-            key_pem: pem(cert),
-        })
-    }
-
-    fn errors_at(block: &Attr<TlsModel>) -> Vec<AttrPath> {
+    /// The error paths of a `redisha_cluster` with an `aws` block, a password and `tls`
+    /// (PEM values as given), as plan and apply decode it; and its supplied certificate.
+    fn aws_cluster(
+        mode: &str,
+        pems: Option<(&str, &str, &str)>,
+    ) -> (Vec<AttrPath>, Option<SuppliedCert>) {
+        use crate::tfplugin::framework::model::Model;
+        use crate::tfplugin::value::Value;
+        let s = |v: &str| Value::String(v.into());
+        let pem = |v: Option<&str>| v.map_or(Value::Null, s);
+        let n = |v: i64| Value::Number(crate::tfplugin::value::Number::Int(v));
+        let config = Value::object([
+            ("name", s("shop")),
+            ("password", s("a-cluster-password")),
+            ("shards", n(3)),
+            ("replicas", n(1)),
+            ("node_memory_mb", n(512)),
+            (
+                "aws",
+                Value::object([
+                    ("subnet_ids", Value::List(vec![s("subnet-1")])),
+                    ("instance_type", s("t3.small")),
+                    ("ami", s("ami-1")),
+                ]),
+            ),
+            (
+                "tls",
+                Value::object([
+                    ("mode", s(mode)),
+                    ("ca_cert_pem", pem(pems.map(|p| p.0))),
+                    ("cert_pem", pem(pems.map(|p| p.1))),
+                    ("key_pem", pem(pems.map(|p| p.2))),
+                ]),
+            ),
+        ]);
         let mut diags = Diagnostics::new();
-        decode(block, Some(&aws()), &mut diags, &mut AllKnown::default());
-        diags
+        let model = ClusterModel::decode_fields(&config, &AttrPath::root(), &mut diags);
+        assert!(!diags.has_errors(), "{diags:?}");
+        match super::super::args::ClusterArgs::from_model(&model) {
+            Ok(args) => {
+                let args = args.expect("known");
+                assert!(
+                    matches!(args.driver, super::super::args::DriverArgs::Aws(_)),
+                    "the aws driver"
+                );
+                (Vec::new(), args.tls_cert)
+            }
+            Err(diags) => (
+                diags
+                    .iter()
+                    .filter(|d| d.severity == crate::tfplugin::diagnostics::Severity::Error)
+                    .filter_map(|d| d.path.clone())
+                    .collect(),
+                None,
+            ),
+        }
+    }
+
+    /// A CA and a certificate it issued for `ips` (serverAuth and clientAuth), with its key.
+    fn issued(ips: &[&str]) -> (String, String, String) {
+        use rcgen::{
+            BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType,
+        };
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_key = KeyPair::generate().expect("key");
+        let ca_cert = ca.self_signed(&ca_key).expect("CA");
+        let mut leaf = CertificateParams::new(Vec::<String>::new()).expect("params");
+        leaf.subject_alt_names = ips
             .iter()
-            .filter(|d| d.severity == crate::tfplugin::diagnostics::Severity::Error)
-            .filter_map(|d| d.path.clone())
-            .collect()
+            .map(|ip| SanType::IpAddress(ip.parse().expect("ip")))
+            .collect();
+        leaf.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate().expect("key");
+        let cert = leaf.signed_by(&key, &ca_cert, &ca_key).expect("leaf");
+        (ca_cert.pem(), cert.pem(), key.serialize_pem())
+    }
+
+    fn node(address: Attr<String>) -> NodeValue {
+        NodeValue {
+            id: Attr::Unknown,
+            name: Attr::Known("n".into()),
+            address,
+            role: Attr::Known("master".into()),
+            planned_role: Attr::Known("master".into()),
+            status: Attr::Known("up".into()),
+            shard: Attr::Known(0),
+            zone: Attr::Known("z".into()),
+            host: Attr::Known("h".into()),
+            slots: Attr::Known(Vec::new()),
+        }
     }
 
     #[test]
-    fn aws_takes_both_modes_and_refuses_supplied_certificates_at_their_attributes() {
-        assert_eq!(errors_at(&block("required", None)), Vec::<AttrPath>::new());
-        assert_eq!(errors_at(&block("preferred", None)), Vec::<AttrPath>::new());
+    fn aws_takes_both_modes_and_supplied_certificates_and_warns_at_cert_pem() {
+        for mode in ["required", "preferred"] {
+            assert_eq!(aws_cluster(mode, None), (Vec::new(), None), "{mode}");
+        }
+        let (ca, cert, key) = issued(&["10.0.1.10", "10.0.2.10"]);
+        let (errors, wanted) = aws_cluster("required", Some((&ca, &cert, &key)));
+        assert_eq!(errors, Vec::<AttrPath>::new());
+        assert!(wanted.is_some(), "the supplied certificate is taken");
+        // A create: the instances' addresses are unknown at plan.
+        for nodes in [
+            Attr::Unknown,
+            Attr::Known(vec![node(Attr::Unknown), node(Attr::Unknown)]),
+        ] {
+            let said = check_supplied(wanted.as_ref(), None, &nodes, true).expect("accepted");
+            let warnings: Vec<_> = said.iter().collect();
+            assert_eq!(warnings.len(), 1, "{warnings:?}");
+            let w = warnings[0];
+            assert_eq!(w.severity, crate::tfplugin::diagnostics::Severity::Warning);
+            assert_eq!(w.path, Some(at().then("cert_pem")));
+            assert!(w.detail.contains("private address"), "{}", w.detail);
+            assert!(w.detail.contains("before any node starts"), "{}", w.detail);
+            // The local driver knows every address at plan: no such warning.
+            assert!(check_supplied(wanted.as_ref(), None, &nodes, false)
+                .expect("accepted")
+                .is_empty());
+        }
+        // Every address known (an existing cluster): checked at plan, nothing to warn about.
+        let known = Attr::Known(vec![
+            node(Attr::Known("10.0.1.10:6379".into())),
+            node(Attr::Known("10.0.2.10:6379".into())),
+        ]);
+        assert!(check_supplied(wanted.as_ref(), None, &known, true)
+            .expect("accepted")
+            .is_empty());
+        // ... and one it does not name is refused at cert_pem, as on the local driver.
+        let stranger = Attr::Known(vec![node(Attr::Known("10.0.3.10:6379".into()))]);
+        let refused = check_supplied(wanted.as_ref(), None, &stranger, true).expect_err("refused");
+        let e = refused.iter().next().expect("an error");
+        assert_eq!(e.path, Some(at().then("cert_pem")));
+        assert!(e.detail.contains("10.0.3.10"), "{}", e.detail);
+    }
+
+    #[test]
+    fn on_aws_a_broken_supplied_certificate_is_refused_at_its_attribute() {
+        let (ca, cert, key) = issued(&["10.0.1.10"]);
+        let (other_ca, _, other_key) = issued(&["10.0.1.10"]);
+        let errors = |pems| aws_cluster("required", Some(pems)).0;
         assert_eq!(
-            errors_at(&block("required", Some("pem"))),
-            vec![
-                at().then("ca_cert_pem"),
-                at().then("cert_pem"),
-                at().then("key_pem")
-            ]
+            errors((&ca, "not a certificate", &key)),
+            vec![at().then("cert_pem")]
+        );
+        assert_eq!(errors((&ca, &cert, &other_key)), vec![at().then("key_pem")]);
+        assert_eq!(
+            errors((&other_ca, &cert, &key)),
+            vec![at().then("cert_pem")],
+            "not issued by ca_cert_pem"
+        );
+        assert_eq!(
+            errors(("garbage", &cert, &key)),
+            vec![at().then("ca_cert_pem")]
         );
     }
 

@@ -36,7 +36,7 @@ use redisha_cluster::{ClusterState, NodeConfig, Operator, Password};
 use redisha_planner as planner;
 use redisha_planner::{Placement, Request};
 
-use crate::tfplugin::diagnostics::{Diagnostic, Diagnostics};
+use crate::tfplugin::diagnostics::{AttrPath, Diagnostic, Diagnostics};
 use crate::tfplugin::framework::typed::{ApplyArgs, Outcome, PlanArgs};
 use crate::tfplugin::framework::{Applied, Attr, Context, Failed, Planned, Resource};
 use crate::topology;
@@ -55,8 +55,33 @@ type Failure = Failed<ClusterModel, ClusterState>;
 
 use args::applied_node_config;
 
+/// A failed operation's diagnostic, pointing at the argument the error names first: cluster
+/// and driver errors start with the field at fault (`tls.cert_pem: …` when a supplied
+/// certificate does not name an instance's address, `redis_config.<key>: …`, `password: …`),
+/// and Terraform then shows that line of the configuration.
 fn cluster_error(summary: &str, e: impl std::fmt::Display) -> Diagnostic {
-    Diagnostic::error(summary, e.to_string())
+    let text = e.to_string();
+    let at = named_attribute(&text);
+    let d = Diagnostic::error(summary, text);
+    match at {
+        Some(path) => d.at(path),
+        None => d,
+    }
+}
+
+/// The attribute of this resource an error's text starts with, if it names one.
+fn named_attribute(text: &str) -> Option<AttrPath> {
+    let (head, _) = text.split_once(": ")?;
+    match head.split_once('.') {
+        None if matches!(head, "password" | "tls" | "redis_config") => Some(AttrPath::attr(head)),
+        Some(("tls", field)) if matches!(field, "ca_cert_pem" | "cert_pem" | "key_pem") => {
+            Some(AttrPath::attr("tls").then(field))
+        }
+        Some(("redis_config", key)) if !key.is_empty() && !key.contains(' ') => {
+            Some(AttrPath::attr("redis_config").key(key))
+        }
+        _ => None,
+    }
 }
 
 /// The arguments of a config Terraform sends to apply, which is always fully known.
@@ -289,5 +314,32 @@ impl Resource for ClusterResource {
         id: &str,
     ) -> Result<Vec<Applied<ClusterModel, ClusterState>>, Diagnostics> {
         import::import(id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_operation_error_points_at_the_argument_it_names() {
+        let at = |text: &str| cluster_error("Creating the cluster failed", text).path;
+        assert_eq!(
+            at("tls.cert_pem: the certificate does not name 10.0.3.7 (instance of host us-east-1c-1); reissue it"),
+            Some(AttrPath::attr("tls").then("cert_pem"))
+        );
+        assert_eq!(
+            at("redis_config.maxmemory-policy: refused by redis-server"),
+            Some(AttrPath::attr("redis_config").key("maxmemory-policy"))
+        );
+        assert_eq!(
+            at("password: must be non-empty"),
+            Some(AttrPath::attr("password"))
+        );
+        // Not an argument of this resource, or no field named: the diagnostic stays general.
+        assert_eq!(at("node s0-m: redis-server did not start: exit 1"), None);
+        assert_eq!(at("tls.unknown: x"), None);
+        assert_eq!(at("redis_config.a b: x"), None);
+        assert_eq!(at("timed out"), None);
     }
 }

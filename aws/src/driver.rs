@@ -558,7 +558,7 @@ impl AwsDriver {
         }))
     }
 
-    fn handle_of(&self, instance: &ClusterInstance, group_id: &str) -> HostHandle {
+    pub(crate) fn handle_of(&self, instance: &ClusterInstance, group_id: &str) -> HostHandle {
         let private_ip = instance.private_ip.clone().unwrap_or_default();
         let address = match self.config.address_override.get(&instance.host) {
             Some(over) => over.ip.to_string(),
@@ -1036,10 +1036,12 @@ impl AwsDriver {
         }
         let mut hosts_seen = BTreeSet::new();
         let mut out = Vec::new();
+        let mut chosen = Vec::new();
         for instance in &found {
             if !hosts_seen.insert(instance.host.clone()) {
                 continue;
             }
+            chosen.push(instance);
             let host = self.handle_of(instance, prepared.group_id.as_deref().unwrap_or(""));
             for node in &instance.nodes {
                 let (ip, port) = self.node_address(&host, node.index_on_host);
@@ -1067,6 +1069,10 @@ impl AwsDriver {
                 };
                 out.push((handle, record));
             }
+        }
+        if self.sentinel_mode {
+            // The durable copies on the group: the processes of an instance that is gone.
+            out.extend(self.durable_only_processes(&chosen).await?);
         }
         Ok(out)
     }
@@ -1302,6 +1308,29 @@ impl AwsDriver {
             .into_iter()
             .filter(|i| matches!(i.state, InstanceStateName::Running))
             .min_by_key(|i| (Some(&i.instance_id) != named.as_ref(), i.generation)))
+    }
+
+    /// The host's instances of the cluster (its id, its VPC) that exist, running or stopped.
+    pub(crate) async fn existing_instances(
+        &self,
+        host: &str,
+    ) -> Result<Vec<ClusterInstance>, AwsError> {
+        let prepared = self.prepare(&[], false).await?;
+        Ok(
+            instances::find_instances(&self.client, &self.scope(&prepared), Some(host))
+                .await?
+                .into_iter()
+                .filter(|i| i.is_live() || i.is_stopped())
+                .collect(),
+        )
+    }
+
+    /// The deployment's security group (by its id in its VPC), with its tags.
+    pub(crate) async fn deployment_group(
+        &self,
+    ) -> Result<Option<aws_sdk_ec2::types::SecurityGroup>, AwsError> {
+        let prepared = self.prepare(&[], false).await?;
+        security_group::find_group(&self.client, &self.scope(&prepared)).await
     }
 
     /// Runs a node command on `instance` (see [`run_command::run`]).
@@ -1627,6 +1656,9 @@ impl Driver for AwsDriver {
                 node = node.name,
                 "wipe_node: no running instance; its data went with it"
             );
+            if self.sentinel_mode {
+                self.forget_process(node).await?;
+            }
             return Ok(());
         };
         let script = if sentinel_procs::is_sentinel(node) {

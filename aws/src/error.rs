@@ -35,6 +35,8 @@ pub enum Field {
     Tag {
         key: String,
     },
+    /// The tags as a whole (their count).
+    Tags,
     /// `create`, `update` or `delete`.
     Timeout {
         phase: &'static str,
@@ -77,6 +79,7 @@ impl fmt::Display for Field {
             Field::MaxNodesPerHost => f.write_str("aws.max_nodes_per_host"),
             Field::RedisPackage => f.write_str("aws.redis_package"),
             Field::Tag { key } => write!(f, "aws.tags.{key}"),
+            Field::Tags => f.write_str("aws.tags"),
             Field::Timeout { phase } => write!(f, "timeouts.{phase}"),
             Field::RedisConfig => f.write_str("redis_config"),
             Field::VpcId => f.write_str("vpc_id"),

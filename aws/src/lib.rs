@@ -30,7 +30,7 @@ pub mod secrets;
 pub mod security;
 pub mod security_group;
 pub mod sentinel_procs;
-mod sentinel_records;
+pub mod sentinel_records;
 pub mod settings;
 #[cfg(feature = "testing")]
 pub mod testing;

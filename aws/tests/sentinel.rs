@@ -2,8 +2,8 @@
 //! instance per zone (moto), each running a data node and a sentinel started by SSM Run
 //! Command. The test-only SSM runner executes the product's scripts on this machine, in a
 //! mount namespace per instance, with real redis-server and Redis Sentinel
-//! (`redis-server --sentinel`) bound to the loopback stand-ins 127.190.Z.1 and 127.191.Z.1
-//! (one octet per test; ports 28500+ for data nodes, 100 above for sentinels).
+//! (`redis-server --sentinel`) bound to the loopback stand-ins 127.190.Z.1, 127.191.Z.1 and
+//! 127.196.Z.1 (one octet per test; ports 28500+ for data nodes, 100 above for sentinels).
 //!
 //! First test: create; the primary's process killed (SIGKILL by the pid the runner's
 //! systemctl recorded); the sentinels fail over without losing a WAIT-acknowledged write;
@@ -18,6 +18,10 @@
 //! shape change (a removed replica's record goes with it); the primary's instance is
 //! terminated outside redisha: the next repair launches a replacement, starts its data node and
 //! sentinel there, and the planned primary is put back with no WAIT-acknowledged write lost.
+//!
+//! Third test: both faults at once. The primary's instance is terminated and the private
+//! state lost; the processes' durable records on the security group (copied back there from
+//! the instances' tags first, as for a deployment made before them) let one apply repair it.
 
 mod common;
 
@@ -27,11 +31,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Fixture, FixtureConfig, Moto};
+use redisha_aws::sentinel_records::PROCESS_TAG_PREFIX;
 use redisha_aws::testing::ssm_runner::{ReportOnFailure, SsmRunner};
 use redisha_aws::testing::{map_hosts, readable_user_data};
 use redisha_aws::{secrets, AwsClients, AwsDriver};
+use redisha_cluster::sentinel::Member;
 use redisha_cluster::sentinel::{Reshape, SentinelOperator, SentinelSettings, SentinelState};
-use redisha_cluster::{NodeConfig, Operator, Options, Password};
+use redisha_cluster::{HostHandle, NodeConfig, Operator, Options, Password};
 use redisha_planner::{HostSpec, Request, Role, SentinelSpec, Spread, ZoneSpec};
 
 /// One test's deployment: its name, id and stand-in octet.
@@ -558,17 +564,83 @@ async fn rebuilt(site: &Site, client: &AwsClients, fx: &Fixture, base: u16) -> S
     state
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sentinel_mode_on_instances_is_found_by_its_tags_and_replaces_a_terminated_instance() {
+/// Runs `body` against moto with the SSM runner booting `site`'s instances, within 15 minutes.
+async fn on_moto<F>(site: &Site, body: F)
+where
+    F: for<'a> AsyncFnOnce(&'a AwsClients, &'a Fixture),
+{
     common::log_to_test();
     let Some(moto) = Moto::start() else { return };
     let client = moto.client().await;
     let fx = Fixture::create(&client, &ZONES).await;
-    let runner = SsmRunner::booting(moto.port, LOST_SITE.cluster);
+    let runner = SsmRunner::booting(moto.port, site.cluster);
     let _report = ReportOnFailure(&runner);
-    tokio::time::timeout(Duration::from_secs(900), run_lost(&client, &fx))
+    tokio::time::timeout(Duration::from_secs(900), body(&client, &fx))
         .await
         .expect("test timed out");
+}
+
+/// Terminates `host`'s instance outside redisha and waits until `primary` (which ran there)
+/// no longer answers; returns the instance's id.
+async fn terminate_host(client: &AwsClients, host: &HostHandle, primary: &Member) -> String {
+    let old_instance = host.instance_id.clone().expect("instance id");
+    client
+        .terminate_instances()
+        .instance_ids(&old_instance)
+        .send()
+        .await
+        .expect("TerminateInstances");
+    wait_for(
+        "the terminated instance's primary to stop answering",
+        Duration::from_secs(30),
+        || async {
+            tokio::net::TcpStream::connect(primary.address())
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
+    old_instance
+}
+
+/// Replaces the lost `host` and repairs its processes (a data node and a sentinel) on the new
+/// instance, whose id differs from `old_instance`.
+async fn replace_and_repair(
+    sop: &SentinelOperator<'_>,
+    req: &Request,
+    state: &mut SentinelState,
+    host: &str,
+    old_instance: &str,
+) {
+    let replaced = sop
+        .replace_lost_hosts(req, state)
+        .await
+        .expect("replace the lost host");
+    let on_host: BTreeSet<String> = state
+        .data
+        .iter()
+        .chain(&state.sentinels)
+        .filter(|m| m.handle.host == host)
+        .map(|m| m.handle.name.clone())
+        .collect();
+    assert_eq!(on_host.len(), 2, "a data node and a sentinel: {on_host:?}");
+    assert_eq!(replaced, on_host);
+    let new_instance = state
+        .host(host)
+        .and_then(|h| h.instance_id.clone())
+        .expect("the replacement's id");
+    assert_ne!(new_instance, old_instance);
+    let report = sop
+        .repair_replaced(state, &replaced)
+        .await
+        .expect("repair on the new instance");
+    assert_eq!(report.actions.len(), 2, "{:?}", report.actions);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_mode_on_instances_is_found_by_its_tags_and_replaces_a_terminated_instance() {
+    on_moto(&LOST_SITE, run_lost).await;
 }
 
 async fn run_lost(client: &AwsClients, fx: &Fixture) {
@@ -673,49 +745,10 @@ async fn run_lost(client: &AwsClients, fx: &Fixture) {
 
     // The primary's instance is terminated outside redisha; its processes die with it.
     let host = state.host(&primary.handle.host).cloned().expect("host");
-    let old_instance = host.instance_id.clone().expect("instance id");
-    client
-        .terminate_instances()
-        .instance_ids(&old_instance)
-        .send()
-        .await
-        .expect("TerminateInstances");
-    wait_for(
-        "the terminated instance's primary to stop answering",
-        Duration::from_secs(30),
-        || async {
-            tokio::net::TcpStream::connect(primary.address())
-                .await
-                .is_err()
-                .then_some(())
-        },
-    )
-    .await;
+    let old_instance = terminate_host(client, &host, &primary).await;
     // The driver proves the host lost: a replacement instance runs the same processes under
     // their names; Sentinel fails over meanwhile, and the planned primary comes back.
-    let replaced = sop
-        .replace_lost_hosts(&smaller, &mut state)
-        .await
-        .expect("replace the lost host");
-    let on_host: BTreeSet<String> = state
-        .data
-        .iter()
-        .chain(&state.sentinels)
-        .filter(|m| m.handle.host == host.name)
-        .map(|m| m.handle.name.clone())
-        .collect();
-    assert_eq!(on_host.len(), 2, "a data node and a sentinel: {on_host:?}");
-    assert_eq!(replaced, on_host);
-    let new_instance = state
-        .host(&host.name)
-        .and_then(|h| h.instance_id.clone())
-        .expect("the replacement's id");
-    assert_ne!(new_instance, old_instance);
-    let report = sop
-        .repair_replaced(&mut state, &replaced)
-        .await
-        .expect("repair on the new instance");
-    assert_eq!(report.actions.len(), 2, "{:?}", report.actions);
+    replace_and_repair(&sop, &smaller, &mut state, &host.name, &old_instance).await;
     assert!(sop.restore_primary(&state).await.expect("restore"));
     sop.settle(&state).await.expect("settle");
     assert_eq!(
@@ -738,4 +771,170 @@ async fn run_lost(client: &AwsClients, fx: &Fixture) {
         parameter(client, &secrets::parameter_name(site.cluster, site.id)).await,
         None
     );
+}
+
+const GONE_SITE: Site = Site {
+    cluster: "awsgone",
+    id: "00000000000000f7",
+    octet: 196,
+};
+
+/// The site's security groups (by its id tag).
+async fn groups_of(client: &AwsClients, site: &Site) -> Vec<aws_sdk_ec2::types::SecurityGroup> {
+    client
+        .describe_security_groups()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:redisha:cluster-id")
+                .values(site.id)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("DescribeSecurityGroups")
+        .security_groups()
+        .to_vec()
+}
+
+/// The process records (`redisha:process:*` tags) on the site's security group.
+async fn group_records(client: &AwsClients, site: &Site) -> BTreeSet<(String, String)> {
+    groups_of(client, site)
+        .await
+        .iter()
+        .flat_map(|g| g.tags())
+        .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+        .filter(|(k, _)| k.starts_with(PROCESS_TAG_PREFIX))
+        .collect()
+}
+
+/// Third test: two faults at once (issue 17's last gap). The primary's instance is terminated
+/// AND the provider's private state is lost; the state rebuilt from the deployment's id alone
+/// still knows the lost instance's processes (their durable records on the security group),
+/// so one apply, in the provider's order, repairs the host (after Sentinel's failover) instead
+/// of seeing a shape change. Before that, the group's records are deleted, as on a deployment
+/// made before them, and the first discovery copies them back from the instances' tags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_mode_on_instances_repairs_a_lost_primary_instance_without_private_state() {
+    on_moto(&GONE_SITE, run_gone).await;
+}
+
+async fn run_gone(client: &AwsClients, fx: &Fixture) {
+    let site = &GONE_SITE;
+    let base = free_base_port(site);
+    let req = request();
+    let plan = redisha_planner::plan(&req, None).expect("plan");
+    let sentinels = plan.sentinel.clone().expect("sentinel plan").sentinels;
+    let first = driver_of(site, client, fx, base);
+    let sop = operator_of(site, &first, PASSWORD, SENTINEL_PASSWORD);
+    let mut made = SentinelState::default();
+    sop.create(&req, &plan.placement, &sentinels, &mut made)
+        .await
+        .expect("create");
+    let processes = processes_of(&made);
+    assert_eq!(processes.len(), 6);
+    // Every process has its durable record on the group.
+    let records = group_records(client, site).await;
+    assert_eq!(records.len(), 6, "{records:?}");
+
+    // The upgrade path: a deployment made before the durable records has only the instances'
+    // tags. A discovery copies them onto the group.
+    let group = groups_of(client, site)
+        .await
+        .first()
+        .and_then(|g| g.group_id().map(str::to_string))
+        .expect("the deployment's group");
+    let mut delete = client.delete_tags().resources(&group);
+    for (k, v) in &records {
+        delete = delete.tags(aws_sdk_ec2::types::Tag::builder().key(k).value(v).build());
+    }
+    delete.send().await.expect("DeleteTags");
+    assert!(group_records(client, site).await.is_empty());
+    assert_eq!(
+        processes_of(&rebuilt(site, client, fx, base).await),
+        processes
+    );
+    assert_eq!(group_records(client, site).await, records, "copied back");
+
+    let primary = made.planned_primary().cloned().expect("planned primary");
+    let acked = write_acked(&primary.address(), "gone-").await;
+    eprintln!("{} of {KEYS} writes acknowledged by WAIT", acked.len());
+
+    // The primary's instance is terminated outside redisha, and the provider's private state
+    // is lost with the provider (a new driver, an empty state).
+    let host = made.host(&primary.handle.host).cloned().expect("host");
+    let old_instance = terminate_host(client, &host, &primary).await;
+    drop(sop);
+    drop(first);
+    let started = Instant::now();
+    let driver = driver_of(site, client, fx, base);
+    let op = operator_of(site, &driver, PASSWORD, SENTINEL_PASSWORD);
+    let mut state = SentinelState::default();
+    let notes = op.recover(&mut state).await.expect("recover");
+    // The lost instance's processes are known, under their names, with the planned primary.
+    assert_eq!(processes_of(&state), processes, "{notes:?}");
+
+    // One apply, in the provider's order: lost hosts, repair (waiting for Sentinel's
+    // failover), shape (nothing to change), planned primary, settle.
+    replace_and_repair(&op, &req, &mut state, &host.name, &old_instance).await;
+    let replan = redisha_planner::plan_with_sentinels(
+        &req,
+        Some(&state.placement()),
+        &state.placed_sentinels(),
+    )
+    .expect("plan");
+    let change = Reshape::between(
+        &state,
+        &replan.placement,
+        &replan.sentinel.as_ref().expect("sentinels").sentinels,
+    );
+    assert!(
+        change.is_empty(),
+        "a repair, not a shape change: {change:?}"
+    );
+    op.reshape(&req, &change, &mut state)
+        .await
+        .expect("reshape");
+    assert!(op.restore_primary(&state).await.expect("restore"));
+    op.settle(&state).await.expect("settle");
+    eprintln!(
+        "one apply without private state repaired the lost primary's instance in {:?}",
+        started.elapsed()
+    );
+
+    assert_eq!(processes_of(&state), processes, "the planned shape");
+    assert_eq!(
+        op.observe(&state).await.primary,
+        Some(primary.address()),
+        "the planned primary is back"
+    );
+    for s in &state.sentinels {
+        assert_eq!(
+            sentinel_primary(&s.address(), SENTINEL_PASSWORD).await,
+            Ok(primary.address()),
+            "sentinel {}",
+            s.handle.name
+        );
+    }
+    assert_none_lost(&primary.address(), &acked).await;
+    assert_eq!(
+        processes_of(&rebuilt(site, client, fx, base).await),
+        processes
+    );
+    assert_eq!(group_records(client, site).await.len(), 6);
+
+    let report = driver.destroy().await.expect("destroy");
+    assert!(report.security_group_deleted);
+    assert!(common::live_instances(client, site.cluster)
+        .await
+        .is_empty());
+    assert!(
+        groups_of(client, site).await.is_empty(),
+        "no group, so no record"
+    );
+    for name in [
+        secrets::parameter_name(site.cluster, site.id),
+        secrets::sentinel_parameter_name(site.cluster, site.id),
+    ] {
+        assert_eq!(parameter(client, &name).await, None, "{name}");
+    }
 }

@@ -30,6 +30,7 @@ pub fn hcl(field: &Field) -> Option<AttrPath> {
         Field::MaxNodesPerHost => aws().then("max_nodes_per_instance"),
         Field::RedisPackage => aws().then("redis_package"),
         Field::Tag { key } => aws().then("tags").key(key),
+        Field::Tags => aws().then("tags"),
         Field::Timeout { phase } => AttrPath::attr("timeouts").then(phase),
         Field::RedisConfig => AttrPath::attr("redis_config"),
         Field::VpcId => AttrPath::attr("vpc_id"),

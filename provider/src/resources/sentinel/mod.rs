@@ -24,6 +24,8 @@ use redisha_planner as planner;
 use serde::{Deserialize, Serialize};
 use tracing::info;
 
+use crate::resources::cluster::args::DriverArgs;
+use crate::resources::cluster::drivers::aws_diags;
 use crate::resources::cluster::locate as cluster_locate;
 use crate::tfplugin::diagnostics::{Diagnostic, Diagnostics};
 use crate::tfplugin::framework::typed::{ApplyArgs, Outcome, PlanArgs};
@@ -94,6 +96,40 @@ fn place(
         .unwrap_or_default();
     planner::plan_with_sentinels(request, previous.as_ref(), &sentinels)
         .map_err(topology::plan_error_diags)
+}
+
+/// On aws, every process that may run during the apply (the running ones and the planned
+/// ones) has a durable record on the deployment's security group: refused at plan when they
+/// could not all fit beside the group's other tags.
+fn check_record_room(
+    args: &SentinelArgs,
+    plan: &planner::Plan,
+    running: Option<&SentinelState>,
+) -> Result<(), Diagnostics> {
+    let DriverArgs::Aws(aws) = &args.driver else {
+        return Ok(());
+    };
+    let planned = plan
+        .placement
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.host.as_str(), n.zone.as_str()))
+        .chain(plan.sentinel.iter().flat_map(|s| {
+            s.sentinels
+                .iter()
+                .map(|p| (p.name.as_str(), p.host.as_str(), p.zone.as_str()))
+        }));
+    let current = running.into_iter().flat_map(|s| {
+        s.data.iter().chain(&s.sentinels).map(|m| {
+            (
+                m.handle.name.as_str(),
+                m.handle.host.as_str(),
+                m.zone.as_str(),
+            )
+        })
+    });
+    redisha_aws::sentinel_records::check_record_room(aws.tags.len(), planned.chain(current))
+        .map_err(aws_diags)
 }
 
 /// What apply changes in the shape of a running deployment to reach `plan`.
@@ -350,6 +386,7 @@ impl Resource for SentinelResource {
         };
         let (_, request) = drivers::build(ctx, &a, None, running.map(|p| &p.state)).await?;
         let plan = place(&request, running.map(|p| &p.state))?;
+        check_record_room(&a, &plan, running.map(|p| &p.state))?;
         let mut diagnostics = Diagnostics::new();
         for w in &plan.warnings {
             diagnostics.push(Diagnostic::warning("Sentinel placement", w.clone()));

@@ -14,9 +14,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Fixture, FixtureConfig, Moto, ACL_ZONES as ZONES};
+use common::{Fixture, Moto, ACL_ZONES as ZONES};
 use redisha_aws::testing::ssm_runner::{ReportOnFailure, SsmRunner};
-use redisha_aws::testing::{free_base_port, map_hosts, one_host_per_zone};
+use redisha_aws::testing::{free_base_port, one_host_per_zone};
 use redisha_aws::{AwsClients, AwsDriver};
 use redisha_cluster::acl::OPERATOR_USER;
 use redisha_cluster::{ClusterState, Driver, NodeConfig, Operator, Options, Password};
@@ -41,14 +41,7 @@ fn acl_config() -> NodeConfig {
 
 /// A new provider process: a driver that knows only what SSM keeps.
 async fn fresh_driver(client: &AwsClients, fx: &Fixture, base: u16) -> AwsDriver {
-    let mut config = fx.config_with_id(CLUSTER, CLUSTER_ID);
-    map_hosts(&mut config, &ZONES, &common::acl_stand_ins(NET), base);
-    let driver = AwsDriver::with_client(client.clone(), config).expect("driver");
-    driver
-        .load_security(false, false)
-        .await
-        .expect("load security");
-    driver
+    common::fresh_acl_driver(client, fx, (CLUSTER, CLUSTER_ID), NET, base).await
 }
 
 fn options() -> Options {

@@ -19,9 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Fixture, FixtureConfig, Moto, ACL_ZONES as ZONES};
+use common::{Fixture, Moto, ACL_ZONES as ZONES};
 use redisha_aws::testing::ssm_runner::{ReportOnFailure, SsmRunner};
-use redisha_aws::testing::{free_base_port, map_hosts, one_host_per_zone};
+use redisha_aws::testing::{free_base_port, one_host_per_zone};
 use redisha_aws::{secrets, AwsClients, AwsDriver};
 use redisha_cluster::acl::OPERATOR_USER;
 use redisha_cluster::{
@@ -39,14 +39,7 @@ fn node_config() -> NodeConfig {
 
 /// A new provider process: a driver that knows only what SSM keeps.
 async fn fresh_driver(client: &AwsClients, fx: &Fixture, base: u16) -> AwsDriver {
-    let mut config = fx.config_with_id(CLUSTER, CLUSTER_ID);
-    map_hosts(&mut config, &ZONES, &common::acl_stand_ins("127.246"), base);
-    let driver = AwsDriver::with_client(client.clone(), config).expect("driver");
-    driver
-        .load_security(false, false)
-        .await
-        .expect("load security");
-    driver
+    common::fresh_acl_driver(client, fx, (CLUSTER, CLUSTER_ID), "127.246", base).await
 }
 
 /// A new provider process with `operator_password_generation = 2` while a rotation to `new`

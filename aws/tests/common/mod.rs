@@ -601,3 +601,22 @@ pub async fn assert_none_lost(
         before.len()
     );
 }
+
+/// A new provider process for a test cluster on the [`ACL_ZONES`] stand-ins `<net>.Z.1`
+/// (ports from `base`): a driver that knows only what SSM keeps.
+pub async fn fresh_acl_driver(
+    client: &redisha_aws::AwsClients,
+    fx: &Fixture,
+    (cluster, cluster_id): (&str, &str),
+    net: &str,
+    base: u16,
+) -> redisha_aws::AwsDriver {
+    let mut config = fx.config_with_id(cluster, cluster_id);
+    redisha_aws::testing::map_hosts(&mut config, &ACL_ZONES, &acl_stand_ins(net), base);
+    let driver = redisha_aws::AwsDriver::with_client(client.clone(), config).expect("driver");
+    driver
+        .load_security(false, false)
+        .await
+        .expect("load security");
+    driver
+}

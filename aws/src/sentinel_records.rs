@@ -301,13 +301,7 @@ impl AwsDriver {
             |t: &TaggedNode| t.index_on_host == node.index_on_host && t.name == node.name;
         if let Some(instance) = self.running_instance(&node.host).await? {
             for record in instance.nodes.iter().filter(|t| names_it(t)) {
-                self.clients()
-                    .delete_tags()
-                    .resources(&instance.instance_id)
-                    .tags(record.tag())
-                    .send()
-                    .await
-                    .map_err(crate::error::api("DeleteTags"))?;
+                self.untag(&instance.instance_id, record.tag()).await?;
                 tracing::info!(
                     process = node.name,
                     instance_id = instance.instance_id,
@@ -332,15 +326,21 @@ impl AwsDriver {
         for record in records_of_group(&group).iter().filter(|r| {
             r.host == node.host && r.index_on_host == node.index_on_host && r.name == node.name
         }) {
-            self.clients()
-                .delete_tags()
-                .resources(group_id)
-                .tags(record.tag())
-                .send()
-                .await
-                .map_err(crate::error::api("DeleteTags"))?;
+            self.untag(group_id, record.tag()).await?;
             tracing::info!(process = node.name, group_id, "durable record removed");
         }
+        Ok(())
+    }
+
+    /// Deletes one tag (key and value) from an EC2 resource.
+    async fn untag(&self, resource: &str, tag: Tag) -> Result<(), AwsError> {
+        self.clients()
+            .delete_tags()
+            .resources(resource)
+            .tags(tag)
+            .send()
+            .await
+            .map_err(crate::error::api("DeleteTags"))?;
         Ok(())
     }
 

@@ -179,6 +179,8 @@ impl<'a> Operator<'a> {
     }
 
     /// Polls `check` until it returns Ok, or fails with its last complaint at the timeout.
+    /// A wait longer than `progress_interval` says in the log, that often, what it still
+    /// waits for.
     pub(crate) async fn poll<T, F, Fut>(&self, what: &str, mut check: F) -> Result<T>
     where
         F: FnMut() -> Fut,
@@ -187,6 +189,7 @@ impl<'a> Operator<'a> {
         let started = Instant::now();
         let deadline = started + self.options.timeout;
         let mut pause = self.options.poll_interval;
+        let mut logged = started;
         loop {
             match check().await {
                 Ok(v) => return Ok(v),
@@ -196,7 +199,15 @@ impl<'a> Operator<'a> {
                         waiting_for: vec![format!("{what}: {why}")],
                     })
                 }
-                Err(_) => {
+                Err(why) => {
+                    if logged.elapsed() >= self.options.progress_interval {
+                        logged = Instant::now();
+                        tracing::info!(
+                            waited = ?started.elapsed(),
+                            timeout = ?self.options.timeout,
+                            "still waiting for {what}: {why}"
+                        );
+                    }
                     tokio::time::sleep(pause).await;
                     pause = self.backoff(started, pause);
                 }

@@ -283,7 +283,7 @@ impl SentinelOperator<'_> {
                 timeout = ?self.op.options().timeout,
                 "the primary's machine was lost: waiting for Sentinel to fail over"
             );
-            let waiting = Progress::new();
+            let waiting = std::time::Instant::now();
             self.op
                 .poll(
                     "Sentinel to fail over away from the lost primary",
@@ -293,12 +293,7 @@ impl SentinelOperator<'_> {
                                 info!(primary = %p, waited = ?waiting.elapsed(), "Sentinel failed over");
                                 Ok(())
                             }
-                            other => {
-                                waiting.note(|waited| {
-                                    info!(names = ?other, ?waited, "still waiting for Sentinel's failover")
-                                });
-                                Err(format!("sentinels name {other:?}"))
-                            }
+                            other => Err(format!("sentinels name {other:?}")),
                         }
                     },
                 )
@@ -581,37 +576,5 @@ fn upsert(list: &mut Vec<Member>, m: Member) {
     match list.iter_mut().find(|x| x.handle.name == m.handle.name) {
         Some(slot) => *slot = m,
         None => list.push(m),
-    }
-}
-
-/// A wait's progress in the log: at most one line every [`Progress::EVERY`], since a poll
-/// starts at a short interval.
-struct Progress {
-    started: std::time::Instant,
-    logged_secs: std::sync::atomic::AtomicU64,
-}
-
-impl Progress {
-    const EVERY: u64 = 5;
-
-    fn new() -> Self {
-        Progress {
-            started: std::time::Instant::now(),
-            logged_secs: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    fn elapsed(&self) -> std::time::Duration {
-        self.started.elapsed()
-    }
-
-    /// Calls `log` with the time waited when the last line is [`Progress::EVERY`] old.
-    fn note(&self, log: impl FnOnce(std::time::Duration)) {
-        use std::sync::atomic::Ordering;
-        let secs = self.started.elapsed().as_secs();
-        if secs >= self.logged_secs.load(Ordering::Relaxed) + Self::EVERY {
-            self.logged_secs.store(secs, Ordering::Relaxed);
-            log(self.started.elapsed());
-        }
     }
 }

@@ -569,11 +569,19 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     if parts.contains(&"scale") {
-        println!("scale 3 -> 5 masters with {keys} keys of {VALUE_BYTES} B");
+        // The ratio depends on the host's CPU (redis-cli's small round trips and config
+        // saves cost more, relative to MIGRATE, on some processors than on others): say
+        // which one this was.
+        println!(
+            "scale 3 -> 5 masters with {keys} keys of {VALUE_BYTES} B (CPU: {})",
+            cpu_model()
+        );
     }
+    let mut ratios = Vec::new();
     for run in (0..runs).filter(|_| parts.contains(&"scale")) {
         let [(cli_t, cli_k), (our_t, our_k)] = bench_scale(keys, run).await?;
         let ratio = (our_k as f64 / our_t.as_secs_f64()) / (cli_k as f64 / cli_t.as_secs_f64());
+        ratios.push(ratio);
         println!(
             "  run {run}: redis-cli --cluster rebalance {cli_k} keys in {:.3} s = {:.0} keys/s   redisha {our_k} keys in {:.3} s = {:.0} keys/s   ({ratio:.1}x)",
             cli_t.as_secs_f64(),
@@ -581,6 +589,9 @@ async fn main() -> anyhow::Result<()> {
             our_t.as_secs_f64(),
             our_k as f64 / our_t.as_secs_f64()
         );
+    }
+    if let Some(m) = median(&mut ratios) {
+        println!("  median ratio over {} runs: {m:.1}x", ratios.len());
     }
     if parts.contains(&"big") {
         let env = |name: &str, default: usize| {
@@ -600,4 +611,28 @@ async fn main() -> anyhow::Result<()> {
         bench_big(keys, value, fields).await?;
     }
     Ok(())
+}
+
+/// The median of `values` (the mean of the middle two for an even count).
+fn median(values: &mut [f64]) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(values[n / 2]),
+        _ => Some((values[n / 2 - 1] + values[n / 2]) / 2.0),
+    }
+}
+
+/// The processor's model name, as /proc/cpuinfo gives it.
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".to_string())
 }
